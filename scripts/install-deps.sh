@@ -1,0 +1,37 @@
+#!/bin/sh
+# Install every Debian package that building, testing and running the demo need.
+# Idempotent: when everything is present it only asks dpkg and exits.
+# Usage: scripts/install-deps.sh [--check]   (--check: exit 1 if something is missing)
+set -eu
+
+PACKAGES="
+make gcc clang libclang-rt-14-dev pkg-config
+libsodium-dev libjson-c-dev libcmocka-dev
+libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
+iproute2 nftables procps psmisc curl python3 valgrind
+"
+
+missing=""
+for p in $PACKAGES; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	[ "$status" = "installed" ] || missing="$missing $p"
+done
+
+if [ -z "$missing" ]; then
+	exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+	echo "missing packages:$missing" >&2
+	exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages:$missing" >&2
+	echo "install-deps: run this script as root (or with sudo) to install them" >&2
+	exit 1
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing </dev/null
