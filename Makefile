@@ -66,7 +66,10 @@ ARCHIVE_DIRS := $(LIB_DIRS) $(foreach p,$(PROGRAMS),$($(p)_DIR))
 ALL_PKGS := $(PKGS) $(sort $(foreach p,$(PROGRAMS),$($(p)_PKGS)))
 ALL_LIBS := $(shell pkg-config --libs $(ALL_PKGS) 2>/dev/null) -lpthread -lm
 
-dir_srcs = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c))
+# SRC_FILTER (e.g. "lib/addr.c lib/proto.c") restricts the archives to those files while
+# a folder is under construction; empty = everything.
+SRC_FILTER ?=
+dir_srcs = $(filter-out $(1)/main.c,$(if $(SRC_FILTER),$(filter $(SRC_FILTER),$(wildcard $(1)/*.c)),$(wildcard $(1)/*.c)))
 
 # $(1)=tree (rel|san|fz) → archive path for folder $(2)
 archive = $(BUILD)/$(1)/lib$(2).a
