@@ -1,0 +1,71 @@
+/* The registry: node records, keys, hostnames, networks, trust pairs, handshake
+ * inboxes (registry.md §4-§10), request handlers, and crash-safe persistence.
+ * It knows nothing about sockets: the TCP server (server.c) feeds it decoded
+ * requests and writes back what it returns; the beacon (beacon.c) asks it who a
+ * node is and who may talk to whom. */
+#ifndef RDV_REGISTRY_H
+#define RDV_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+typedef struct registry registry;
+
+typedef struct reg_config {
+	const char *store_path;     /* SQLite database; NULL/"" = in memory only */
+	const char *admin_token;    /* gates network admin operations; NULL/"" = none */
+	const char *replication_token;
+	bool standby;               /* read-only replica: refuse writes */
+	bool strict_signatures;     /* refuse reference-format (replayable) signatures */
+	int64_t stale_ms;           /* reap nodes silent for longer (default 180000) */
+} reg_config;
+
+/* Who sent a request: the TCP peer as seen by the server. */
+typedef struct reg_ctx {
+	const char *src_ip;         /* numeric, no brackets (e.g. "198.18.0.2", "::1") */
+	uint16_t src_port;
+	uint64_t now_ms;            /* wall clock, ms since the epoch */
+} reg_ctx;
+
+/* Open (and create or migrate) the store and load it. NULL on failure with a
+ * message naming the file in err. */
+registry *reg_open(const reg_config *cfg, char *err, size_t errlen);
+void reg_close(registry *r); /* NULL-safe; flushes and closes the store */
+
+/* Handle one request object; always returns a response object (an error
+ * response for anything invalid) that the caller must json_object_put.
+ * subscribe_replication is not handled here (the server owns that stream). */
+json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx);
+
+/* Periodic work: reap stale nodes, drop idle rate-limit buckets, expire beacon
+ * registrations. Call about once a second. */
+void reg_tick(registry *r, uint64_t now_ms);
+
+/* ---- questions the beacon asks ---- */
+/* Copy the Ed25519 key of a registered (live or reaped-but-known) node: 0 or -ENOENT. */
+int reg_node_key(registry *r, uint32_t node, uint8_t pk[32]);
+/* Is the node live (registered and not reaped)? */
+bool reg_node_live(registry *r, uint32_t node);
+/* The IP the node last registered or heartbeated from (numeric string), or NULL. */
+const char *reg_node_src_ip(registry *r, uint32_t node);
+/* May a and b exchange traffic/endpoints under the privacy rules: either is
+ * public, a trust pair exists, or they share a network other than 0. */
+bool reg_may_talk(registry *r, uint32_t a, uint32_t b);
+
+/* ---- replication (primary → standby) ---- */
+/* Full state as a snapshot object in the registry.md §7 schema (caller puts). */
+json_object *reg_snapshot(registry *r);
+/* Replace the whole state from a snapshot (standby). 0 or -EINVAL. */
+int reg_apply_snapshot(registry *r, json_object *snap);
+
+/* ---- metrics ---- */
+typedef struct reg_stats {
+	uint64_t nodes_total, nodes_online, trust_links, networks;
+	uint64_t requests, errors, rate_limited, registrations, deregistrations;
+} reg_stats;
+void reg_get_stats(registry *r, uint64_t now_ms, reg_stats *st);
+
+#endif
