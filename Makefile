@@ -21,16 +21,18 @@ msg = @printf '  %-6s %s\n' $(1) $(2)
 endif
 
 PKGS      := libsodium json-c
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-BASE      := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -I. $(PKG_CFLAGS)
+BASE       = -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -I. $(ALL_CFLAGS)
 REL_FLAGS ?= -O2 -g
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FZ_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -DPILOT_FUZZING
 
 # ---- what exists -----------------------------------------------------------
+# SRC_FILTER (e.g. "lib/addr.c lib/proto.c") restricts the archives to those files while
+# a folder is under construction; empty = everything.
+SRC_FILTER ?=
+dir_srcs = $(filter-out $(1)/main.c,$(if $(SRC_FILTER),$(filter $(SRC_FILTER),$(wildcard $(1)/*.c)),$(wildcard $(1)/*.c)))
 # Each folder becomes one archive; a program is its folder's main.c plus archives.
 # A folder's main.c is the program entry point and is kept out of the archive.
 LIB_DIRS := lib
@@ -43,7 +45,6 @@ ifneq ($(wildcard daemon/main.c),)
 PROGRAMS += pilotd
 pilotd_DIR  := daemon
 pilotd_DEPS := daemon tun lib
-pilotd_PKGS := libnl-3.0 libnl-route-3.0 libwebsockets
 endif
 ifneq ($(wildcard ctl/main.c),)
 PROGRAMS += pilotctl
@@ -54,7 +55,6 @@ ifneq ($(wildcard rendezvous/main.c),)
 PROGRAMS += pilot-rendezvous
 pilot-rendezvous_DIR  := rendezvous
 pilot-rendezvous_DEPS := rendezvous lib
-pilot-rendezvous_PKGS := sqlite3 libwebsockets openssl
 endif
 ifneq ($(wildcard nameserver/main.c),)
 PROGRAMS += pilot-nameserver
@@ -62,14 +62,16 @@ pilot-nameserver_DIR  := nameserver
 pilot-nameserver_DEPS := nameserver lib
 endif
 
-ARCHIVE_DIRS := $(LIB_DIRS) $(foreach p,$(PROGRAMS),$($(p)_DIR))
-ALL_PKGS := $(PKGS) $(sort $(foreach p,$(PROGRAMS),$($(p)_PKGS)))
+# Every folder with library code gets an archive, even before its program exists,
+# so unit tests can exercise it.
+ARCHIVE_DIRS := $(sort $(LIB_DIRS) $(foreach d,daemon ctl rendezvous nameserver,$(if $(call dir_srcs,$(d)),$(d))))
+# Libraries each folder's code needs (programs and tests link what their folders need).
+tun_PKGS        := libnl-3.0 libnl-route-3.0
+daemon_PKGS     := libnl-3.0 libnl-route-3.0 libwebsockets
+rendezvous_PKGS := sqlite3 libwebsockets openssl
+ALL_PKGS := $(PKGS) $(sort $(foreach d,$(ARCHIVE_DIRS),$($(d)_PKGS)))
+ALL_CFLAGS := $(shell pkg-config --cflags $(ALL_PKGS) 2>/dev/null)
 ALL_LIBS := $(shell pkg-config --libs $(ALL_PKGS) 2>/dev/null) -lpthread -lm
-
-# SRC_FILTER (e.g. "lib/addr.c lib/proto.c") restricts the archives to those files while
-# a folder is under construction; empty = everything.
-SRC_FILTER ?=
-dir_srcs = $(filter-out $(1)/main.c,$(if $(SRC_FILTER),$(filter $(SRC_FILTER),$(wildcard $(1)/*.c)),$(wildcard $(1)/*.c)))
 
 # $(1)=tree (rel|san|fz) → archive path for folder $(2)
 archive = $(BUILD)/$(1)/lib$(2).a
@@ -99,7 +101,7 @@ $(foreach t,rel san fz,$(foreach d,$(ARCHIVE_DIRS),$(eval $(call ARCHIVE_RULES,$
 
 # ---- programs ----------------------------------------------------------------
 define PROGRAM_RULES
-$(BUILD)/$(1)/bin/$(2): $(BUILD)/$(1)/$($(2)_DIR)/main.o $(foreach d,$($(2)_DEPS),$(call archive,$(1),$(d)))
+$(BUILD)/$(1)/bin/$(2): $(BUILD)/$(1)/$($(2)_DIR)/main.o $(foreach d,$(filter $(ARCHIVE_DIRS),$($(2)_DEPS)),$(call archive,$(1),$(d)))
 	$$(call msg,LD,$$@)
 	@mkdir -p $$(dir $$@)
 	$(Q)$(CC) $(if $(filter san,$(1)),$(SAN_FLAGS)) $$^ $(ALL_LIBS) $(LDFLAGS) -o $$@

@@ -37,6 +37,8 @@ enum pilot_kdf {
 
 void pilot_kdf_ref(const uint8_t shared[PILOT_KEY_LEN], uint8_t key[PILOT_KEY_LEN]);
 void pilot_kdf_hkdf(const uint8_t shared[PILOT_KEY_LEN], uint8_t key[PILOT_KEY_LEN]);
+/* The HKDF-Extract step alone, PRK = HMAC-SHA256(32 zero bytes, shared) (vectors §5.2). */
+void pilot_hkdf_prk(const uint8_t shared[PILOT_KEY_LEN], uint8_t prk[PILOT_KEY_LEN]);
 /* Port-443 secure channel: SHA-256("pilot-secure-v1:" || shared). */
 void pilot_kdf_secure(const uint8_t shared[PILOT_KEY_LEN], uint8_t key[PILOT_KEY_LEN]);
 
@@ -67,6 +69,8 @@ pilot_session *pilot_session_new_raw(const uint8_t key[PILOT_KEY_LEN], enum pilo
 void pilot_session_free(pilot_session *s); /* NULL-safe, wipes the key */
 enum pilot_kdf pilot_session_kdf(const pilot_session *s);
 uint64_t pilot_session_send_counter(const pilot_session *s);
+/* The receive replay window (read-only: tests, fuzzers, diagnostics). */
+const pilot_replay *pilot_session_replay(const pilot_session *s);
 
 /* Seal in place. buf holds PROTO_PILS_HDR bytes of room, then the plaintext packet
  * (pt_len bytes), then at least PROTO_TAG_LEN bytes of room: buf = [20 free][pt][16 free].
@@ -117,11 +121,18 @@ size_t pilot_b64_len(size_t len);
  * (a static or caller-owned buffer of errlen bytes): -ENOENT missing, -EINVAL corrupt
  * (bad JSON, bad base64, wrong lengths, public key not matching the private key). */
 int pilot_identity_load(const char *path, pilot_identity *id, char *err, size_t errlen);
+/* Parse identity JSON from a buffer (the load step after reading; fuzz target).
+ * Messages in *err name the problem only ("public_key does not match private_key");
+ * -EINVAL for every kind of corruption. */
+int pilot_identity_parse(const char *json, size_t len, pilot_identity *id,
+			 char *err, size_t errlen);
 /* Write atomically: parent dirs 0700, temp file 0600 in the same dir, fsync,
  * rename, fsync the directory. */
 int pilot_identity_save(const char *path, const pilot_identity *id, char *err, size_t errlen);
 /* Load, or if the file does not exist generate and save a new identity.
- * A corrupt file is an error, never replaced. *created set to 1 when generated. */
+ * A corrupt file is an error, never replaced. *created set to 1 when generated.
+ * If the new identity cannot be saved, id and *created are still set and the save
+ * error (-errno) is returned, so a caller may choose to run with it unsaved. */
 int pilot_identity_load_or_create(const char *path, pilot_identity *id, int *created,
 				  char *err, size_t errlen);
 
