@@ -1,0 +1,414 @@
+/* pilot-rendezvous: the registry (TCP/TLS), the beacon (UDP) and an optional
+ * HTTP health/metrics listener in one single-threaded process (cli.md §5.2).
+ * Start-up is the only place that exits on error; afterwards everything is
+ * logged and survived. Shutdown unwinds in reverse order of set-up. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/opts.h"
+#include "rendezvous/http.h"
+#include "rendezvous/registry.h"
+#include "rendezvous/server.h"
+#include "rendezvous/tls.h"
+
+#define PROG "pilot-rendezvous"
+
+struct options {
+	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
+	char *standby, *http, *log_level, *log_format, *log_file;
+	char *admin_token, *replication_token;
+	int tls, no_registry, no_beacon, strict_signatures, check, print_fpr;
+	long max_conns, max_conns_per_ip;
+	int64_t frame_timeout, idle_timeout;
+};
+
+#define NOPTS 24
+
+struct app {
+	struct options o;
+	pilot_loop *loop;
+	registry *reg;
+	rdv_tls *tls;
+	rdv_server *srv;
+	rdv_standby *standby;
+	rdv_http *http;
+	/* TODO(beacon): beacon *bcn; once rendezvous/beacon.h lands. */
+	uint64_t tick_timer;
+	char cert_path[4096], key_path[4096];
+};
+
+/* Positional fields then a designated one, which spares the INT bounds elsewhere. */
+#define OPT(...) { __VA_ARGS__, .set = 0 }
+
+static void options_table(struct options *o, pilot_opt *t)
+{
+	pilot_opt tab[] = {
+		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
+		  "JSON config file; keys are flag names with - or _; flags win", "file" ),
+		OPT("registry-addr", PILOT_OPT_STRING, &o->registry_addr, ":9000",
+		  "registry TCP listen address", "host:port" ),
+		OPT("beacon-addr", PILOT_OPT_STRING, &o->beacon_addr, ":9001",
+		  "beacon UDP listen address", "host:port" ),
+		OPT("store", PILOT_OPT_STRING, &o->store, NULL,
+		  "registry database (SQLite); empty = in memory only", "path" ),
+		OPT("tls", PILOT_OPT_BOOL, &o->tls, NULL,
+		  "serve the registry over TLS", NULL ),
+		OPT("tls-cert", PILOT_OPT_STRING, &o->tls_cert, NULL,
+		  "TLS certificate (PEM); empty = generated once beside -store", "file" ),
+		OPT("tls-key", PILOT_OPT_STRING, &o->tls_key, NULL,
+		  "TLS private key (PEM) for -tls-cert", "file" ),
+		OPT("standby", PILOT_OPT_STRING, &o->standby, NULL,
+		  "run as a read-only hot standby replicating from this primary", "host:port" ),
+		OPT("http", PILOT_OPT_STRING, &o->http, NULL,
+		  "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
+		  "host:port" ),
+		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
+		  "debug, info, warn or error", "level" ),
+		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format" ),
+		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
+		  "log to this file instead of stderr (reopened on SIGHUP)", "file" ),
+		OPT("no-registry", PILOT_OPT_BOOL, &o->no_registry, NULL,
+		  "do not serve the registry over TCP (beacon only)", NULL ),
+		OPT("no-beacon", PILOT_OPT_BOOL, &o->no_beacon, NULL, "do not run the beacon", NULL ),
+		OPT("admin-token", PILOT_OPT_STRING, &o->admin_token, NULL,
+		  "secret that authorises network administration; empty = disabled", "secret" ),
+		OPT("replication-token", PILOT_OPT_STRING, &o->replication_token, NULL,
+		  "secret a standby must present (primary) or presents (standby)", "secret" ),
+		OPT("strict-signatures", PILOT_OPT_BOOL, &o->strict_signatures, NULL,
+		  "refuse reference-format (replayable) signatures; accept only v2", NULL ),
+		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096",
+		  "registry connections in total", "n", 1, 1000000 ),
+		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
+		  "registry connections per source IP", "n", 1, 1000000 ),
+		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "5m",
+		  "close a registry connection idle this long", "duration" ),
+		OPT("frame-timeout", PILOT_OPT_DURATION, &o->frame_timeout, "10s",
+		  "a started request frame must arrive completely within this", "duration" ),
+		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL ),
+		OPT("print-fingerprint", PILOT_OPT_BOOL, &o->print_fpr, NULL,
+		  "print the TLS certificate fingerprint (generating it if needed) and exit", NULL ),
+		{ .name = NULL },
+	};
+
+	_Static_assert(sizeof(tab) <= sizeof(pilot_opt) * (NOPTS + 1), "raise NOPTS");
+	memcpy(t, tab, sizeof(tab));
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int usage_error(const char *msg)
+{
+	fprintf(stderr, "%s: %s\nRun '%s -help' for the list of flags.\n", PROG, msg, PROG);
+	return 2;
+}
+
+static int empty(const char *s)
+{
+	return !s || !s[0];
+}
+
+/* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
+static int validate(struct app *a)
+{
+	struct options *o = &a->o;
+	enum pilot_log_level lv;
+	enum pilot_log_format lf;
+	char host[256], port[8];
+
+	if (pilot_log_parse_level(o->log_level, &lv) < 0)
+		return usage_error("invalid -log-level (want debug, info, warn or error)");
+	if (pilot_log_parse_format(o->log_format, &lf) < 0)
+		return usage_error("invalid -log-format (want text or json)");
+	if (o->no_registry && o->no_beacon)
+		return usage_error("-no-registry and -no-beacon together leave nothing to run");
+	if (o->no_registry && !empty(o->standby))
+		return usage_error("-standby needs the registry (drop -no-registry)");
+	if (!o->no_registry && rdv_split_hostport(o->registry_addr, host, sizeof(host), port, sizeof(port)) < 0)
+		return usage_error("invalid -registry-addr (want host:port, :port or [v6]:port)");
+	if (!o->no_beacon && rdv_split_hostport(o->beacon_addr, host, sizeof(host), port, sizeof(port)) < 0)
+		return usage_error("invalid -beacon-addr (want host:port, :port or [v6]:port)");
+	if (!empty(o->http) && rdv_split_hostport(o->http, host, sizeof(host), port, sizeof(port)) < 0)
+		return usage_error("invalid -http (want host:port or :port)");
+	if (!empty(o->standby)
+	    && (rdv_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
+		return usage_error("invalid -standby (want the primary's host:port)");
+	if (empty(o->tls_cert) != empty(o->tls_key))
+		return usage_error("-tls-cert and -tls-key go together");
+	if ((o->tls || o->print_fpr) && empty(o->tls_cert) && empty(o->store))
+		return usage_error("-tls without -tls-cert needs -store: the generated certificate is kept "
+				   "beside the store so its fingerprint survives restarts");
+	return 0;
+}
+
+static void cert_paths(struct app *a)
+{
+	if (!empty(a->o.tls_cert)) {
+		snprintf(a->cert_path, sizeof(a->cert_path), "%s", a->o.tls_cert);
+		snprintf(a->key_path, sizeof(a->key_path), "%s", a->o.tls_key);
+	} else if (rdv_tls_default_paths(a->o.store, a->cert_path, sizeof(a->cert_path),
+					 a->key_path, sizeof(a->key_path)) < 0) {
+		pilot_fatal("store path too long: %s", a->o.store);
+	}
+}
+
+/* Generated certificates only: a given -tls-cert must exist. */
+static int setup_cert(struct app *a, char *err, size_t errlen)
+{
+	int created = 0;
+
+	cert_paths(a);
+	if (!empty(a->o.tls_cert))
+		return 0;
+	if (rdv_tls_ensure_cert(a->cert_path, a->key_path, &created, err, errlen) < 0)
+		return -1;
+	if (created)
+		log_info("generated TLS certificate cert=%s key=%s", a->cert_path, a->key_path);
+	return 0;
+}
+
+static int print_fingerprint(struct app *a)
+{
+	char err[512], fpr[RDV_TLS_FPR_LEN];
+
+	if (setup_cert(a, err, sizeof(err)) < 0
+	    || rdv_tls_fingerprint_file(a->cert_path, fpr, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", PROG, err);
+		return 1;
+	}
+	printf("%s\n", fpr);
+	return 0;
+}
+
+/* -n: flags are valid (done), given TLS files load, listen addresses resolve. */
+static int check_config(struct app *a)
+{
+	char err[512];
+
+	if (a->o.tls && !empty(a->o.tls_cert)) {
+		rdv_tls *t = rdv_tls_new(a->o.tls_cert, a->o.tls_key, err, sizeof(err));
+
+		if (!t) {
+			fprintf(stderr, "%s: %s\n", PROG, err);
+			return 1;
+		}
+		rdv_tls_free(t);
+	}
+	if (!empty(a->o.store)) {
+		char dir[4096];
+		char *slash;
+		struct stat st;
+
+		snprintf(dir, sizeof(dir), "%s", a->o.store);
+		slash = strrchr(dir, '/');
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		else
+			snprintf(dir, sizeof(dir), ".");
+		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "%s: -store directory \"%s\" does not exist\n", PROG, dir);
+			return 1;
+		}
+	}
+	printf("%s: configuration ok\n", PROG);
+	return 0;
+}
+
+/* ---- running ---------------------------------------------------------------------- */
+
+static void on_signal(pilot_loop *l, int signo, void *arg)
+{
+	if (signo == SIGHUP) {
+		int r = pilot_log_reopen();
+
+		if (r < 0)
+			log_warn("SIGHUP: cannot reopen the log file err=\"%s\"", strerror(-r));
+		else
+			log_info("SIGHUP: log file reopened");
+		return;
+	}
+	log_info("shutting down signal=%s", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	pilot_loop_stop(l);
+}
+
+static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
+{
+	struct app *a = arg;
+
+	reg_tick(a->reg, wall_ms());
+	return 1000;
+}
+
+static void metrics_extra(FILE *f, void *arg)
+{
+	struct app *a = arg;
+	rdv_server_stats st = { 0 };
+
+	if (a->srv)
+		rdv_server_get_stats(a->srv, &st);
+	fprintf(f, "# HELP pilot_connections Open registry connections.\n"
+		   "# TYPE pilot_connections gauge\npilot_connections %llu\n",
+		(unsigned long long)st.connections);
+	fprintf(f, "# HELP pilot_replication_subscribers Standbys following this registry.\n"
+		   "# TYPE pilot_replication_subscribers gauge\npilot_replication_subscribers %llu\n",
+		(unsigned long long)st.subscribers);
+	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns or -max-conns-per-ip.\n"
+		   "# TYPE pilot_connections_refused_total counter\npilot_connections_refused_total %llu\n",
+		(unsigned long long)st.refused);
+	fprintf(f, "# HELP pilot_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
+		   "# TYPE pilot_connection_timeouts_total counter\npilot_connection_timeouts_total %llu\n",
+		(unsigned long long)st.timeouts);
+	fprintf(f, "# HELP pilot_bad_frames_total Connections closed for an oversize or invalid frame.\n"
+		   "# TYPE pilot_bad_frames_total counter\npilot_bad_frames_total %llu\n",
+		(unsigned long long)st.bad_frames);
+	if (a->standby) {
+		rdv_standby_stats ss;
+
+		rdv_standby_get_stats(a->standby, &ss);
+		fprintf(f, "# HELP pilot_standby_connected 1 while subscribed to the primary.\n"
+			   "# TYPE pilot_standby_connected gauge\npilot_standby_connected %d\n"
+			   "# HELP pilot_standby_snapshots_total Snapshots applied from the primary.\n"
+			   "# TYPE pilot_standby_snapshots_total counter\npilot_standby_snapshots_total %llu\n",
+			ss.connected, (unsigned long long)ss.snapshots);
+	}
+	/* TODO(beacon): beacon_get_stats() series once rendezvous/beacon.h lands. */
+}
+
+static void start(struct app *a)
+{
+	struct options *o = &a->o;
+	char err[512];
+	reg_config rc = {
+		.store_path = o->store,
+		.admin_token = o->admin_token,
+		.replication_token = o->replication_token,
+		.standby = !empty(o->standby),
+		.strict_signatures = o->strict_signatures,
+	};
+
+	if (!(a->loop = pilot_loop_new()))
+		pilot_fatal("cannot create the event loop");
+	if (!(a->reg = reg_open(&rc, err, sizeof(err))))
+		pilot_fatal("%s", err);
+	if (o->tls && !o->no_registry) {
+		if (setup_cert(a, err, sizeof(err)) < 0
+		    || !(a->tls = rdv_tls_new(a->cert_path, a->key_path, err, sizeof(err))))
+			pilot_fatal("%s", err);
+	}
+	if (!o->no_registry) {
+		rdv_server_config sc = {
+			.addr = o->registry_addr, .reg = a->reg, .tls = a->tls,
+			.replication_token = o->replication_token,
+			.max_conns = o->max_conns, .max_conns_per_ip = o->max_conns_per_ip,
+			.idle_ms = o->idle_timeout, .frame_ms = o->frame_timeout,
+		};
+
+		if (!(a->srv = rdv_server_new(a->loop, &sc, err, sizeof(err))))
+			pilot_fatal("registry: %s", err);
+	}
+	/* TODO(beacon): a->bcn = beacon_new(a->loop, o->beacon_addr, a->reg, err, sizeof(err)). */
+	if (!empty(o->standby)
+	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->reg,
+					      err, sizeof(err))))
+		pilot_fatal("%s", err);
+	if (!empty(o->http)) {
+		rdv_http_config hc = { .addr = o->http, .reg = a->reg, .extra = metrics_extra,
+				       .extra_arg = a };
+
+		if (!(a->http = rdv_http_new(a->loop, &hc, err, sizeof(err))))
+			pilot_fatal("http: %s", err);
+	}
+	if (pilot_loop_add_signal(a->loop, SIGTERM, on_signal, a) < 0
+	    || pilot_loop_add_signal(a->loop, SIGINT, on_signal, a) < 0
+	    || pilot_loop_add_signal(a->loop, SIGHUP, on_signal, a) < 0
+	    || !(a->tick_timer = pilot_loop_add_timer(a->loop, 1000, tick, a)))
+		pilot_fatal("cannot set up signal handling");
+}
+
+static void log_started(const struct app *a)
+{
+	const struct options *o = &a->o;
+
+	log_info("started registry=%s%s beacon=%s http=%s store=%s standby=%s",
+		 a->srv ? rdv_server_addr(a->srv) : "off", a->tls ? " tls=on" : "",
+		 o->no_beacon ? "off" : "TODO(not wired)",
+		 a->http ? rdv_http_addr(a->http) : "off",
+		 empty(o->store) ? "memory" : o->store, empty(o->standby) ? "no" : o->standby);
+	if (a->tls)
+		log_info("TLS certificate cert=%s fingerprint=%s", a->cert_path, rdv_tls_fingerprint(a->tls));
+}
+
+static void stop(struct app *a)
+{
+	rdv_http_free(a->http);
+	rdv_standby_free(a->standby);
+	rdv_server_free(a->srv);
+	if (a->loop)
+		pilot_loop_del_timer(a->loop, a->tick_timer);
+	reg_close(a->reg);
+	rdv_tls_free(a->tls);
+	pilot_loop_free(a->loop);
+}
+
+int main(int argc, char **argv)
+{
+	static struct app a;
+	pilot_opt opts[NOPTS + 1];
+	char err[512];
+	enum pilot_log_level lv = PILOT_LOG_INFO;
+	enum pilot_log_format lf = PILOT_LOG_TEXT;
+	int first = argc, r;
+
+	options_table(&a.o, opts);
+	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
+	if (r == 1) {
+		pilot_opts_usage(opts, PROG, "[flags]", stdout);
+		pilot_opts_free(opts);
+		return 0;
+	}
+	if (r < 0 || first < argc) {
+		r = usage_error(r < 0 ? err : "unexpected argument (flags only)");
+		pilot_opts_free(opts);
+		return r;
+	}
+	if ((r = validate(&a)) != 0) {
+		pilot_opts_free(opts);
+		return r;
+	}
+	pilot_log_parse_level(a.o.log_level, &lv);
+	pilot_log_parse_format(a.o.log_format, &lf);
+	pilot_log_init(PROG, lv, lf);
+	if (sodium_init() < 0)
+		pilot_fatal("libsodium failed to initialise");
+	if (a.o.print_fpr || a.o.check) {
+		r = a.o.print_fpr ? print_fingerprint(&a) : check_config(&a);
+		pilot_opts_free(opts);
+		return r;
+	}
+	if (!empty(a.o.log_file) && (r = pilot_log_open(a.o.log_file)) < 0)
+		pilot_fatal("cannot open -log-file \"%s\": %s", a.o.log_file, strerror(-r));
+	signal(SIGPIPE, SIG_IGN); /* TLS writes go through write(2), not send(MSG_NOSIGNAL) */
+	start(&a);
+	log_started(&a);
+	r = pilot_loop_run(a.loop);
+	if (r < 0)
+		log_error("event loop failed err=\"%s\"", strerror(-r));
+	stop(&a);
+	log_info("stopped");
+	pilot_opts_free(opts);
+	return r < 0 ? 1 : 0;
+}
