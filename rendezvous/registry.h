@@ -21,6 +21,7 @@ typedef struct reg_config {
 	bool standby;               /* read-only replica: refuse writes */
 	bool strict_signatures;     /* refuse reference-format (replayable) signatures */
 	int64_t stale_ms;           /* reap nodes silent for longer (default 180000) */
+	bool ratelimit_disabled;    /* benchmarks/tests only: no per-source limits */
 } reg_config;
 
 /* Who sent a request: the TCP peer as seen by the server. */
