@@ -16,8 +16,13 @@
  *   -EMSGSIZE  declared length > JW_MAX_BODY (close the connection),
  *   -EINVAL    invalid JSON, or JSON that is not an object. */
 int jw_decode(const uint8_t *buf, size_t len, json_object **obj);
+/* Parse exactly one JSON value (any type) from s[0..n) as strictly as Go's
+ * decoder: no comments, single quotes, NaN/Infinity, trailing commas or raw
+ * control characters in strings; only whitespace may follow. Returns a new
+ * reference, or NULL with *bad_offset (if not NULL) near the first bad byte. */
+json_object *jw_parse(const char *s, size_t n, size_t *bad_offset);
 /* Serialise obj as compact JSON with a length prefix into a malloc'd buffer.
- * Returns total length or -ENOMEM/-EMSGSIZE. */
+ * Returns total length or -ENOMEM/-EMSGSIZE (-EINVAL if obj is not an object). */
 int jw_encode(json_object *obj, uint8_t **out);
 
 /* Reference decoding (registry.md §3): numbers are doubles truncated; negative,
