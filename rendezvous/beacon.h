@@ -1,0 +1,47 @@
+/* The UDP beacon of pilot-rendezvous (tunnel.md §9): endpoint discovery, hole-punch
+ * coordination and relay, with identity checks the reference beacon lacks: a node's
+ * endpoint is only used for punch and relay once the node proved it owns its ID
+ * (source IP = its registry IP, or a signed Discover; see rendezvous/BEACON.md).
+ * Runs on the caller's loop; one socket, recvmmsg/sendmmsg, no allocation per packet. */
+#ifndef RDV_BEACON_H
+#define RDV_BEACON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/loop.h"
+#include "rendezvous/registry.h"
+
+typedef struct beacon beacon;
+
+/* addr: "host:port", "[v6]:port" or ":port" (dual-stack, IPv4 and IPv6).
+ * reg may be NULL (standalone): then only nodes that sent a signed Discover are
+ * verified (key bound first-write-wins) and no privacy rules apply between them.
+ * NULL on failure with a message naming addr in err. */
+beacon *beacon_new(pilot_loop *loop, const char *addr, registry *reg, char *err, size_t errlen);
+void beacon_free(beacon *b); /* NULL-safe; closes the socket */
+
+/* The bound UDP port (useful with port 0). */
+int beacon_local_port(const beacon *b);
+
+typedef struct beacon_stats {
+	uint64_t discovers;          /* Discover messages received (incl. node 0) */
+	uint64_t discover_replies;   /* DiscoverReply sent */
+	uint64_t discovers_verified; /* Discovers that proved identity (IP or signature) */
+	uint64_t verify_failed;      /* signed Discovers refused: bad key/sig/ts/replay */
+	uint64_t punch_requests;
+	uint64_t punch_commands;     /* PunchCommand messages sent (2 per granted request) */
+	uint64_t punch_denied;       /* unverified, not allowed to talk, unknown target, rate */
+	uint64_t relayed_packets;
+	uint64_t relayed_bytes;      /* tunnel-frame bytes delivered */
+	uint64_t relay_denied;       /* unverified/spoofed sender, unknown dest, privacy */
+	uint64_t ignored;            /* Sync / Notify / replies sent to us */
+	uint64_t dropped_malformed;  /* short, bad ip_len, unknown type */
+	uint64_t table_full;         /* new nodes refused at the table cap */
+	uint64_t send_errors;        /* datagrams the kernel refused or a full socket dropped */
+	uint64_t nodes;              /* verified endpoints in the table now */
+} beacon_stats;
+
+void beacon_get_stats(const beacon *b, beacon_stats *st);
+
+#endif
