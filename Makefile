@@ -112,6 +112,8 @@ REL_BINS := $(PROGRAMS:%=$(BUILD)/rel/bin/%)
 SAN_BINS := $(PROGRAMS:%=$(BUILD)/san/bin/%)
 
 .PHONY: all check test-build fuzz fuzz-build install clean deps
+# Keep objects that only feed a test or fuzz binary (no rebuild every time).
+.SECONDARY:
 all: $(REL_BINS) $(call archive,rel,lib)
 
 # ---- unit tests (cmocka, ASan+UBSan) ------------------------------------------
