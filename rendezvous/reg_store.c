@@ -54,32 +54,32 @@ enum {
 };
 
 static const char *const sql[Q_COUNT] = {
-	[Q_BEGIN] = "BEGIN IMMEDIATE",
-	[Q_COMMIT] = "COMMIT",
-	[Q_ROLLBACK] = "ROLLBACK",
-	[Q_META] = "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)",
-	[Q_NODE] = "INSERT OR REPLACE INTO nodes(id, public_key, owner, live, real_addr, src_ip,"
+	[Q_BEGIN] = ("BEGIN IMMEDIATE"),
+	[Q_COMMIT] = ("COMMIT"),
+	[Q_ROLLBACK] = ("ROLLBACK"),
+	[Q_META] = ("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"),
+	[Q_NODE] = ("INSERT OR REPLACE INTO nodes(id, public_key, owner, live, real_addr, src_ip,"
 		   " public, hostname, tags, polo_score, task_exec)"
-		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-	[Q_OWNER] = "INSERT OR REPLACE INTO owners(owner, node) VALUES(?1, ?2)",
-	[Q_NET] = "INSERT OR REPLACE INTO networks(id, name, join_rule, token, created, creator)"
-		  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-	[Q_MEM_ADD] = "INSERT OR IGNORE INTO members(net, node) VALUES(?1, ?2)",
-	[Q_MEM_DEL] = "DELETE FROM members WHERE net = ?1 AND node = ?2",
-	[Q_PAIR_ADD] = "INSERT OR IGNORE INTO trust_pairs(a, b) VALUES(?1, ?2)",
-	[Q_PAIR_DEL] = "DELETE FROM trust_pairs WHERE a = ?1 AND b = ?2",
-	[Q_HALF_ADD] = "INSERT OR REPLACE INTO trust_halves(src, dst, ts) VALUES(?1, ?2, ?3)",
-	[Q_HALF_DEL] = "DELETE FROM trust_halves WHERE src = ?1 AND dst = ?2",
-	[Q_REQ_ADD] = "INSERT OR REPLACE INTO hs_requests(src, dst, ts) VALUES(?1, ?2, ?3)",
-	[Q_REQ_DEL] = "DELETE FROM hs_requests WHERE src = ?1 AND dst = ?2",
-	[Q_INBOX_ADD] = "INSERT OR REPLACE INTO hs_inbox(dst, src, justification, ts) VALUES(?1, ?2, ?3, ?4)",
-	[Q_INBOX_CLEAR] = "DELETE FROM hs_inbox WHERE dst = ?1",
-	[Q_INBOX_DEL] = "DELETE FROM hs_inbox WHERE dst = ?1 AND src = ?2",
-	[Q_RESP_ADD] = "INSERT OR REPLACE INTO hs_responses(dst, src, accept, ts) VALUES(?1, ?2, ?3, ?4)",
-	[Q_RESP_DEL] = "DELETE FROM hs_responses WHERE dst = ?1 AND src = ?2",
-	[Q_RESP_CLEAR] = "DELETE FROM hs_responses WHERE dst = ?1",
-	[Q_INV_ADD] = "INSERT OR REPLACE INTO invites(dst, net, inviter, ts) VALUES(?1, ?2, ?3, ?4)",
-	[Q_INV_DEL] = "DELETE FROM invites WHERE dst = ?1 AND net = ?2",
+		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+	[Q_OWNER] = ("INSERT OR REPLACE INTO owners(owner, node) VALUES(?1, ?2)"),
+	[Q_NET] = ("INSERT OR REPLACE INTO networks(id, name, join_rule, token, created, creator)"
+		  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
+	[Q_MEM_ADD] = ("INSERT OR IGNORE INTO members(net, node) VALUES(?1, ?2)"),
+	[Q_MEM_DEL] = ("DELETE FROM members WHERE net = ?1 AND node = ?2"),
+	[Q_PAIR_ADD] = ("INSERT OR IGNORE INTO trust_pairs(a, b) VALUES(?1, ?2)"),
+	[Q_PAIR_DEL] = ("DELETE FROM trust_pairs WHERE a = ?1 AND b = ?2"),
+	[Q_HALF_ADD] = ("INSERT OR REPLACE INTO trust_halves(src, dst, ts) VALUES(?1, ?2, ?3)"),
+	[Q_HALF_DEL] = ("DELETE FROM trust_halves WHERE src = ?1 AND dst = ?2"),
+	[Q_REQ_ADD] = ("INSERT OR REPLACE INTO hs_requests(src, dst, ts) VALUES(?1, ?2, ?3)"),
+	[Q_REQ_DEL] = ("DELETE FROM hs_requests WHERE src = ?1 AND dst = ?2"),
+	[Q_INBOX_ADD] = ("INSERT OR REPLACE INTO hs_inbox(dst, src, justification, ts) VALUES(?1, ?2, ?3, ?4)"),
+	[Q_INBOX_CLEAR] = ("DELETE FROM hs_inbox WHERE dst = ?1"),
+	[Q_INBOX_DEL] = ("DELETE FROM hs_inbox WHERE dst = ?1 AND src = ?2"),
+	[Q_RESP_ADD] = ("INSERT OR REPLACE INTO hs_responses(dst, src, accept, ts) VALUES(?1, ?2, ?3, ?4)"),
+	[Q_RESP_DEL] = ("DELETE FROM hs_responses WHERE dst = ?1 AND src = ?2"),
+	[Q_RESP_CLEAR] = ("DELETE FROM hs_responses WHERE dst = ?1"),
+	[Q_INV_ADD] = ("INSERT OR REPLACE INTO invites(dst, net, inviter, ts) VALUES(?1, ?2, ?3, ?4)"),
+	[Q_INV_DEL] = ("DELETE FROM invites WHERE dst = ?1 AND net = ?2"),
 };
 
 struct reg_store {

@@ -25,7 +25,7 @@ typedef struct tid {
 	uint32_t node;
 } tid;
 
-static void tid_new(tid *t)
+static __attribute__((unused)) void tid_new(tid *t)
 {
 	pilot_identity_generate(&t->id);
 	pilot_b64_encode(t->id.pk, 32, t->pk, sizeof(t->pk));
@@ -77,14 +77,14 @@ static const char *t_type(json_object *o)
 	return json_object_get_string(json_object_object_get(o, "type"));
 }
 
-static const char *t_code(json_object *o)
+static __attribute__((unused)) const char *t_code(json_object *o)
 {
 	json_object *c = json_object_object_get(o, "code");
 
 	return c ? json_object_get_string(c) : "";
 }
 
-static int64_t t_int(json_object *o, const char *k)
+static __attribute__((unused)) int64_t t_int(json_object *o, const char *k)
 {
 	return json_object_get_int64(json_object_object_get(o, k));
 }
@@ -97,7 +97,7 @@ static const char *t_str(json_object *o, const char *k)
 }
 
 /* Check then free. */
-static int t_ok(json_object *o, const char *type)
+static __attribute__((unused)) int t_ok(json_object *o, const char *type)
 {
 	char want[64];
 	int ok;
@@ -110,7 +110,7 @@ static int t_ok(json_object *o, const char *type)
 	return ok;
 }
 
-static int t_err(json_object *o, const char *code)
+static __attribute__((unused)) int t_err(json_object *o, const char *code)
 {
 	int ok = strcmp(t_type(o), "error") == 0 && strcmp(t_str(o, "error"), "request failed") == 0 &&
 		 strcmp(t_code(o), code) == 0 && t_str(o, "message") != NULL;
@@ -140,12 +140,12 @@ static const char *t_sign(const tid *t, const char *fmt, ...)
 	return out[k];
 }
 
-static long long t_ts(void)
+static __attribute__((unused)) long long t_ts(void)
 {
 	return (long long)(t_now / 1000);
 }
 
-static uint32_t t_register(registry *r, tid *t, const char *owner)
+static __attribute__((unused)) uint32_t t_register(registry *r, tid *t, const char *owner)
 {
 	json_object *o;
 
@@ -165,21 +165,21 @@ static uint32_t t_register(registry *r, tid *t, const char *owner)
 }
 
 /* v1 setters */
-static int t_set_public(registry *r, tid *t, bool pub)
+static __attribute__((unused)) int t_set_public(registry *r, tid *t, bool pub)
 {
 	return t_ok(t_req(r, "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":%s,\"signature\":\"%s\"}",
 			  t->node, pub ? "true" : "false", t_sign(t, "set_visibility:%u", t->node)),
 		    "set_visibility");
 }
 
-static int t_report(registry *r, tid *a, tid *b)
+static __attribute__((unused)) int t_report(registry *r, tid *a, tid *b)
 {
 	return t_ok(t_req(r, "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
 			  a->node, b->node, t_sign(a, "report_trust:%u:%u", a->node, b->node)),
 		    "report_trust");
 }
 
-static json_object *t_resolve(registry *r, tid *q, uint32_t target)
+static __attribute__((unused)) json_object *t_resolve(registry *r, tid *q, uint32_t target)
 {
 	return t_req(r, "{\"type\":\"resolve\",\"node_id\":%u,\"requester_id\":%u,\"signature\":\"%s\"}",
 		     target, q->node, t_sign(q, "resolve:%u:%u", q->node, target));

@@ -1,0 +1,304 @@
+/* Registry persistence (SQLite) and snapshots: mutate, close or "crash" (reopen
+ * without reg_close), reopen and compare; file modes; schema version; snapshot
+ * round trip and a reference-format snapshot. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "tests/unit/test_registry_util.h"
+
+static char dir[64], path[128];
+
+static int setup(void **state)
+{
+	t_now = 1700000000000ULL;
+	t_ip = "198.18.0.2";
+	snprintf(dir, sizeof(dir), "/tmp/regstore-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(path, sizeof(path), "%s/sub/registry.db", dir);
+	*state = NULL;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[160];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A populated state: 4 nodes, a network with members and a token, trust pair and
+ * half, pending handshake, response, invite, owner of a reaped node. */
+static void populate(registry *r, tid *k)
+{
+	json_object *o;
+
+	for (int i = 0; i < 5; i++)
+		tid_new(&k[i]);
+	t_register(r, &k[0], "zero@x");
+	t_register(r, &k[1], NULL);
+	t_register(r, &k[2], NULL);
+	t_register(r, &k[3], "three@x");
+	assert_true(t_set_public(r, &k[0], true));
+	assert_true(t_ok(t_req(r, "{\"type\":\"set_hostname\",\"node_id\":%u,\"hostname\":\"zero\",\"signature\":\"%s\"}",
+			       k[0].node, t_sign(&k[0], "set_hostname:%u", k[0].node)), "set_hostname"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"set_tags\",\"node_id\":%u,\"tags\":[\"gpu\",\"eu\"],\"signature\":\"%s\"}",
+			       k[0].node, t_sign(&k[0], "set_tags:%u", k[0].node)), "set_tags"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"set_task_exec\",\"node_id\":%u,\"enabled\":true,\"signature\":\"%s\"}",
+			       k[0].node, t_sign(&k[0], "set_task_exec:%u", k[0].node)), "set_task_exec"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"set_polo_score\",\"node_id\":%u,\"polo_score\":17}", k[0].node), "set_polo_score"));
+	assert_true(t_report(r, &k[0], &k[1]));
+	assert_true(t_report(r, &k[1], &k[0]));
+	assert_true(t_report(r, &k[2], &k[0])); /* half */
+	assert_true(t_ok(t_req(r, "{\"type\":\"request_handshake\",\"from_node_id\":%u,\"to_node_id\":%u,\"justification\":\"please\",\"signature\":\"%s\"}",
+			       k[2].node, k[1].node, t_sign(&k[2], "handshake:%u:%u", k[2].node, k[1].node)), "request_handshake"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"request_handshake\",\"from_node_id\":%u,\"to_node_id\":%u,\"justification\":\"x\",\"signature\":\"%s\"}",
+			       k[3].node, k[1].node, t_sign(&k[3], "handshake:%u:%u", k[3].node, k[1].node)), "request_handshake"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"respond_handshake\",\"node_id\":%u,\"peer_id\":%u,\"accept\":false,\"signature\":\"%s\"}",
+			       k[1].node, k[3].node, t_sign(&k[1], "respond:%u:%u", k[1].node, k[3].node)), "respond_handshake"));
+	o = t_req(r, "{\"type\":\"create_network\",\"node_id\":%u,\"name\":\"lab\",\"join_rule\":\"token\",\"token\":\"tkn\",\"signature\":\"%s\"}",
+		  k[0].node, t_sign(&k[0], "create_network:%u:lab", k[0].node));
+	assert_int_equal(t_int(o, "network_id"), 1);
+	json_object_put(o);
+	assert_true(t_ok(t_req(r, "{\"type\":\"join_network\",\"node_id\":%u,\"network_id\":1,\"token\":\"tkn\",\"signature\":\"%s\"}",
+			       k[2].node, t_sign(&k[2], "join_network:%u:1", k[2].node)), "join_network"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"invite_to_network\",\"inviter_id\":%u,\"network_id\":1,\"target_node_id\":%u,\"signature\":\"%s\"}",
+			       k[0].node, k[1].node, t_sign(&k[0], "invite:%u:1:%u", k[0].node, k[1].node)), "invite_to_network"));
+	/* node 3 deregisters: its key and owner must survive a restart */
+	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}",
+			       k[3].node, t_sign(&k[3], "deregister:%u", k[3].node)), "deregister"));
+}
+
+static void check_populated(registry *r, tid *k)
+{
+	json_object *o, *a;
+	uint8_t pk[32];
+
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", k[0].node);
+	assert_string_equal(t_type(o), "lookup_ok");
+	assert_string_equal(t_str(o, "hostname"), "zero");
+	assert_string_equal(t_str(o, "real_addr"), "198.18.0.2:4000");
+	assert_int_equal(t_int(o, "polo_score"), 17);
+	assert_true(json_object_get_boolean(json_object_object_get(o, "task_exec")));
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "tags")), 2);
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "networks")), 2);
+	json_object_put(o);
+	assert_true(reg_may_talk(r, k[0].node, k[1].node) && reg_may_talk(r, k[0].node, k[2].node));
+	assert_false(reg_may_talk(r, k[1].node, k[2].node));
+	assert_false(reg_node_live(r, k[3].node));
+	assert_int_equal(reg_node_key(r, k[3].node, pk), 0);
+	assert_memory_equal(pk, k[3].id.pk, 32);
+	/* the half survives: k0 reporting k2 now pairs */
+	o = t_req(r, "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
+		  k[0].node, k[2].node, t_sign(&k[0], "report_trust:%u:%u", k[0].node, k[2].node));
+	assert_string_equal(t_str(o, "status"), "paired");
+	json_object_put(o);
+	/* inbox and responses */
+	o = t_req(r, "{\"type\":\"poll_handshakes\",\"node_id\":%u,\"signature\":\"%s\"}", k[1].node,
+		  t_sign(&k[1], "poll_handshakes:%u", k[1].node));
+	a = json_object_object_get(o, "requests");
+	assert_int_equal(json_object_array_length(a), 1);
+	assert_string_equal(t_str(json_object_array_get_idx(a, 0), "justification"), "please");
+	json_object_put(o);
+	/* the request record survives: k1 can still accept k2's request */
+	assert_true(t_ok(t_req(r, "{\"type\":\"respond_handshake\",\"node_id\":%u,\"peer_id\":%u,\"accept\":true,\"signature\":\"%s\"}",
+			       k[1].node, k[2].node, t_sign(&k[1], "respond:%u:%u", k[1].node, k[2].node)), "respond_handshake"));
+	/* invites */
+	o = t_req(r, "{\"type\":\"poll_invites\",\"node_id\":%u,\"signature\":\"%s\"}", k[1].node,
+		  t_sign(&k[1], "poll_invites:%u", k[1].node));
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "invites")), 1);
+	json_object_put(o);
+	/* network and token */
+	assert_true(t_err(t_req(r, "{\"type\":\"join_network\",\"node_id\":%u,\"network_id\":1,\"token\":\"bad\",\"signature\":\"%s\"}",
+				k[1].node, t_sign(&k[1], "join_network:%u:1", k[1].node)), "forbidden"));
+	o = t_req(r, "{\"type\":\"list_nodes\",\"network_id\":1}");
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "nodes")), 2);
+	json_object_put(o);
+	/* hostname index rebuilt */
+	assert_true(t_ok(t_req(r, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}"), "resolve_hostname"));
+	/* key index of the dead node: same ID back */
+	assert_int_equal(t_register(r, &k[3], NULL), 4);
+	/* counters: the next new node is 5, the next network 2 */
+	assert_int_equal(t_register(r, &k[4], NULL), 5);
+	o = t_req(r, "{\"type\":\"create_network\",\"node_id\":%u,\"name\":\"lab2\",\"signature\":\"%s\"}",
+		  k[0].node, t_sign(&k[0], "create_network:%u:lab2", k[0].node));
+	assert_int_equal(t_int(o, "network_id"), 2);
+	json_object_put(o);
+}
+
+static void test_persist_close_reopen(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	tid k[5];
+	struct stat st;
+	char side[160];
+
+	assert_non_null(r);
+	populate(r, k);
+	reg_close(r);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	r = t_open(path, false, NULL);
+	assert_non_null(r);
+	snprintf(side, sizeof(side), "%s-wal", path);
+	assert_int_equal(stat(side, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	check_populated(r, k);
+	reg_close(r);
+}
+
+static void test_persist_crash(void **state)
+{
+	registry *r = t_open(path, false, NULL), *r2;
+	tid k[5];
+
+	assert_non_null(r);
+	populate(r, k);
+	/* "kill -9": never close r; a second registry opens the same files */
+	r2 = t_open(path, false, NULL);
+	assert_non_null(r2);
+	check_populated(r2, k);
+	reg_close(r2);
+	reg_close(r); /* only to free memory for the leak checker */
+}
+
+static void test_owner_of_reaped_survives(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	tid a, a2;
+
+	tid_new(&a);
+	tid_new(&a2);
+	t_register(r, &a, "bob@x");
+	reg_tick(r, t_now);
+	t_now += 300000;
+	reg_tick(r, t_now);
+	assert_false(reg_node_live(r, a.node));
+	reg_close(r);
+	r = t_open(path, false, NULL);
+	/* owner recovery of the reaped node still works after a restart */
+	assert_int_equal(t_register(r, &a2, "bob@x"), a.node);
+	reg_close(r);
+}
+
+static void test_rotate_and_reclaim_persist(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	tid a, n;
+
+	tid_new(&a);
+	tid_new(&n);
+	t_register(r, &a, NULL);
+	assert_true(t_ok(t_req(r, "{\"type\":\"rotate_key\",\"node_id\":%u,\"new_public_key\":\"%s\",\"signature\":\"%s\"}",
+			       a.node, n.pk, t_sign(&a, "rotate:%u", a.node)), "rotate_key"));
+	reg_close(r);
+	r = t_open(path, false, NULL);
+	assert_int_equal(t_register(r, &n, NULL), a.node);
+	assert_int_equal(t_register(r, &a, NULL), a.node + 1); /* the old key is a stranger now */
+	reg_close(r);
+}
+
+static void test_schema_version(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	sqlite3 *db;
+	char err[256] = "";
+	reg_config c = { 0 };
+
+	reg_close(r);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	c.store_path = path;
+	assert_null(reg_open(&c, err, sizeof(err)));
+	assert_non_null(strstr(err, "schema version 99"));
+	c.store_path = "/proc/nope/registry.db";
+	assert_null(reg_open(&c, err, sizeof(err)));
+	assert_non_null(strstr(err, "/proc/nope"));
+}
+
+static void test_snapshot_roundtrip(void **state)
+{
+	registry *r = t_open(NULL, false, NULL), *r2 = t_open(path, false, NULL);
+	json_object *snap, *snap2;
+	tid k[5];
+
+	populate(r, k);
+	snap = reg_snapshot(r);
+	assert_non_null(json_object_object_get(snap, "pub_key_idx"));
+	assert_non_null(json_object_object_get(snap, "trust_pairs"));
+	assert_int_equal(reg_apply_snapshot(r2, snap), 0);
+	snap2 = reg_snapshot(r2);
+	assert_int_equal(json_object_equal(json_object_object_get(snap, "nodes"), json_object_object_get(snap2, "nodes")), 1);
+	json_object_put(snap);
+	json_object_put(snap2);
+	reg_close(r);
+	check_populated(r2, k);
+	reg_close(r2);
+	/* the applied state was saved to the store */
+	r2 = t_open(path, false, NULL);
+	assert_true(t_ok(t_req(r2, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}"), "resolve_hostname"));
+	reg_close(r2);
+}
+
+static void test_snapshot_reference_format(void **state)
+{
+	registry *r = t_open(NULL, false, NULL);
+	tid a, b;
+	char buf[2048];
+	json_object *snap, *o;
+
+	(void)state;
+	tid_new(&a);
+	tid_new(&b);
+	snprintf(buf, sizeof(buf),
+		 "{\"next_node\":8,\"next_net\":1,"
+		 "\"nodes\":{\"5\":{\"id\":5,\"owner\":\"o@x\",\"public_key\":\"%s\",\"real_addr\":\"1.2.3.4:4000\","
+		 "\"networks\":[0],\"public\":true,\"last_seen\":\"2023-11-14T22:13:20+01:00\",\"hostname\":\"five\"}},"
+		 "\"networks\":{\"0\":{\"id\":0,\"name\":\"backbone\",\"join_rule\":\"open\",\"members\":[5],"
+		 "\"created\":\"2023-01-01T00:00:00Z\"}},"
+		 "\"trust_pairs\":[\"5:7\"],\"pub_key_idx\":{\"%s\":5,\"%s\":7},"
+		 "\"handshake_inbox\":{\"5\":[{\"from_node_id\":7,\"justification\":\"j\",\"timestamp\":\"2023-11-14T22:13:20.123456789Z\"}]}}",
+		 a.pk, a.pk, b.pk);
+	snap = json_tokener_parse(buf);
+	assert_non_null(snap);
+	assert_int_equal(reg_apply_snapshot(r, snap), 0);
+	json_object_put(snap);
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":5}");
+	assert_string_equal(t_str(o, "hostname"), "five");
+	assert_string_equal(t_str(o, "real_addr"), "1.2.3.4:4000");
+	json_object_put(o);
+	assert_true(reg_may_talk(r, 5, 7));
+	assert_false(reg_node_live(r, 7));
+	/* reaped node 7's key still reclaims ID 7; a new key gets next_node */
+	assert_int_equal(t_register(r, &b, NULL), 7);
+	tid_new(&b);
+	assert_int_equal(t_register(r, &b, NULL), 8);
+	assert_int_equal(reg_apply_snapshot(r, NULL), -EINVAL);
+	snap = json_object_new_array();
+	assert_int_equal(reg_apply_snapshot(r, snap), -EINVAL);
+	json_object_put(snap);
+	reg_close(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
+		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_snapshot_roundtrip),
+		T(test_snapshot_reference_format),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
