@@ -221,6 +221,7 @@ const char *reg_validate_label(const char *s, size_t maxlen);
 int reg_tags_set(reg_node *n, char **tags, size_t ntags);
 /* Drop every trust pair, half and handshake record involving id (reg_trust.c). */
 void reg_trust_forget(registry *r, uint32_t id);
+void reg_hsrec_expire(registry *r, int64_t now_s);
 
 /* ---- signatures (reg_sig.c) ---- */
 /* Check the request's signature by signer. v1 is the reference challenge string;

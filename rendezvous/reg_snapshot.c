@@ -586,6 +586,9 @@ int reg_apply_snapshot(registry *r, json_object *snap)
 			t->next_node = (uint32_t)t->nodes.e[i].key + 1;
 	if (t->next_node == 0)
 		t->next_node = 1;
+	for (size_t i = 0; i < t->nets.cap; i++)
+		if (t->nets.e[i].used && t->nets.e[i].key >= t->next_net && t->next_net <= 65535)
+			t->next_net = (uint32_t)t->nets.e[i].key + 1;
 	reg_state_free(r);
 	state_move(r, t);
 	free(t);

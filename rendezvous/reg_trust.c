@@ -53,6 +53,25 @@ void reg_trust_forget(registry *r, uint32_t id)
 	}
 }
 
+/* Forget handshake requests nobody answered within REG_HSREC_TTL_S, so the
+ * per-target cap cannot be filled for good. Called from the reaper. */
+void reg_hsrec_expire(registry *r, int64_t now_s)
+{
+	size_t n;
+	uint64_t *k = rmap_keys(&r->hsrec, &n);
+
+	st_begin(r);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ts;
+
+		rmap_get(&r->hsrec, k[i], &ts);
+		if ((int64_t)ts + REG_HSREC_TTL_S < now_s)
+			drop_key(&r->hsrec, k[i], r, 2);
+	}
+	st_commit(r);
+	free(k);
+}
+
 static int make_pair(registry *r, uint32_t a, uint32_t b)
 {
 	if (rmap_put(&r->pairs, upair_key(a, b), 1) < 0)

@@ -416,6 +416,7 @@ void reg_tick(registry *r, uint64_t now_ms)
 		return;
 	r->last_reap_ms = now_ms;
 	reg_reap(r, now_ms);
+	reg_hsrec_expire(r, (int64_t)(now_ms / 1000));
 	reg_rl_gc(r, now_ms);
 	beacons_gc(r, now_ms);
 	reclaims_gc(r, now_ms);
