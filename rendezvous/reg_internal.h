@@ -172,6 +172,7 @@ struct registry {
 	size_t live_count;
 
 	uint64_t last_reap_ms, last_gc_ms;
+	uint64_t generation;  /* see reg_generation() */
 	reg_stats st;
 	reg_store *db;
 };

@@ -180,6 +180,10 @@ void reg_reap(registry *r, uint64_t now_ms)
 		st_node(r, n);
 		reaped++;
 	}
+	if (!reaped) {
+		st_rollback(r);
+		return;
+	}
 	if (st_commit(r) < 0)
 		log_warn("registry: saving reaped nodes failed count=%zu", reaped);
 	if (reaped)

@@ -592,5 +592,6 @@ int reg_apply_snapshot(registry *r, json_object *snap)
 	reg_state_free(r);
 	state_move(r, t);
 	free(t);
+	r->generation++;
 	return st_save_all(r);
 }

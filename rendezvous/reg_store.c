@@ -165,6 +165,7 @@ void st_rollback(registry *r)
 
 int st_commit(registry *r)
 {
+	r->generation++;
 	if (!r->db)
 		return 0;
 	if (!r->db->in_txn)

@@ -57,7 +57,7 @@ void reg_trust_forget(registry *r, uint32_t id)
  * per-target cap cannot be filled for good. Called from the reaper. */
 void reg_hsrec_expire(registry *r, int64_t now_s)
 {
-	size_t n;
+	size_t n, dropped = 0;
 	uint64_t *k = rmap_keys(&r->hsrec, &n);
 
 	st_begin(r);
@@ -65,10 +65,15 @@ void reg_hsrec_expire(registry *r, int64_t now_s)
 		uint64_t ts;
 
 		rmap_get(&r->hsrec, k[i], &ts);
-		if ((int64_t)ts + REG_HSREC_TTL_S < now_s)
+		if ((int64_t)ts + REG_HSREC_TTL_S < now_s) {
 			drop_key(&r->hsrec, k[i], r, 2);
+			dropped++;
+		}
 	}
-	st_commit(r);
+	if (dropped)
+		st_commit(r);
+	else
+		st_rollback(r);
 	free(k);
 }
 

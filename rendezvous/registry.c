@@ -422,6 +422,11 @@ void reg_tick(registry *r, uint64_t now_ms)
 	reclaims_gc(r, now_ms);
 }
 
+uint64_t reg_generation(registry *r)
+{
+	return r ? r->generation : 0;
+}
+
 /* ---- beacon queries ---- */
 int reg_node_key(registry *r, uint32_t node, uint8_t pk[32])
 {

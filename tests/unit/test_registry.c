@@ -815,6 +815,27 @@ static void test_null_ctx_and_stats(void **state)
 	reg_close(NULL);
 }
 
+static void test_generation(void **state)
+{
+	registry *r = *state;
+	tid a;
+	uint64_t g0 = reg_generation(r), g1;
+
+	tid_new(&a);
+	t_register(r, &a, NULL);
+	g1 = reg_generation(r);
+	assert_true(g1 > g0);
+	/* heartbeats, lookups and quiet reaper runs do not change it */
+	assert_true(t_ok(t_req(r, "{\"type\":\"heartbeat\",\"node_id\":%u,\"signature\":\"%s\"}", a.node,
+			       t_sign(&a, "heartbeat:%u", a.node)), "heartbeat"));
+	assert_true(t_ok(t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node), "lookup"));
+	reg_tick(r, t_now);
+	reg_tick(r, t_now + 61000);
+	assert_int_equal(reg_generation(r), g1);
+	assert_true(t_set_public(r, &a, true));
+	assert_true(reg_generation(r) > g1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -827,7 +848,7 @@ int main(void)
 		T(test_beacons), T(test_list_networks_backbone), T(test_sig_v2),
 		T(test_sig_v2_handshake_rotate), T(test_strict_mode), T(test_ratelimit_register),
 		T(test_ratelimit_misses), T(test_ratelimit_writes), T(test_standby),
-		T(test_null_ctx_and_stats),
+		T(test_null_ctx_and_stats), T(test_generation),
 #undef T
 	};
 
