@@ -1,0 +1,238 @@
+#!/bin/bash
+# pilot-rendezvous end to end on loopback: message round trips with real
+# signatures, privacy and network rules, admin token, rate limit, v2 replay,
+# malformed input, slowloris, connection caps, kill -9 durability, standby
+# replication, HTTP health/metrics, TLS pinning, clean SIGTERM, and one run
+# under valgrind (release build) or ASan leak checking (sanitizer build).
+# Prints "PASS: name" / "FAIL: name" per check. Every daemon is started by this
+# script and stopped by PID in cleanup.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+BIN=$BUILD/san/bin/pilot-rendezvous
+REL=$BUILD/rel/bin/pilot-rendezvous
+PY=/usr/bin/python3
+CLIENT=tests/integration/regclient.py
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+
+if [ ! -x "$BIN" ]; then
+	echo "FAIL: binary_present ($BIN missing; run make BUILD=$BUILD test-build)"
+	exit 1
+fi
+
+TMP=$(mktemp -d /tmp/pilot-rdv-test.XXXXXX)
+PIDS=()
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -9 "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1${2:+ ($2)}"; }
+expect() { if [ "$2" = 0 ]; then pass "$1"; else fail "$1" "${3:-}"; fi; }
+
+# A free TCP port in the dynamic range (the kernel picks, we release it).
+free_port() {
+	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start NAME ARGS... : runs the daemon in the background; sets LAST_PID.
+start() {
+	local name=$1
+	shift
+	"$BIN" -log-level debug "$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+wait_ready() { # port [tries of 0.1 s]
+	local i
+	for ((i = 0; i < ${2:-100}; i++)); do
+		$PY $CLIENT ping "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# stop_term PID: SIGTERM, wait at most 10 s; sets RC to the exit status (255 if
+# it had to be killed). Not in a subshell: only the parent shell can wait.
+stop_term() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		RC=255
+		return
+	fi
+	wait "$pid"
+	RC=$?
+}
+
+client() { $PY $CLIENT "$@"; }
+
+# ---- command line -------------------------------------------------------------------
+"$BIN" -no-such-flag >/dev/null 2>"$TMP/err"
+RC=$?
+expect cli_bad_flag_exit_2 $([ $RC = 2 ] && grep -q 'no-such-flag' "$TMP/err"; echo $?) "exit $RC"
+"$BIN" -help >"$TMP/help" 2>&1
+expect cli_help_lists_flags $(for f in registry-addr beacon-addr store tls tls-cert tls-key standby http \
+	log-level log-format log-file no-registry no-beacon admin-token replication-token \
+	strict-signatures max-conns max-conns-per-ip frame-timeout print-fingerprint; do
+	grep -q -- "-$f " "$TMP/help" || exit 1; done; echo 0)
+"$BIN" -tls -no-beacon >/dev/null 2>&1
+RC=$?
+expect cli_tls_without_cert_or_store_refused $([ $RC = 2 ]; echo $?) "exit $RC"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 >/dev/null 2>&1
+expect cli_check_config_ok $?
+"$BIN" -n -registry-addr nonsense >/dev/null 2>&1
+RC=$?
+expect cli_check_config_bad_addr $([ $RC != 0 ]; echo $?) "exit $RC"
+echo '{"registry_addr": "127.0.0.1:1", "no-beacon": true, "max_conns": 5}' >"$TMP/cfg.json"
+"$BIN" -n -config "$TMP/cfg.json" >/dev/null 2>&1
+expect cli_config_file_ok $?
+
+# ---- main registry: functional scenarios ---------------------------------------------------
+ADMIN=admin-$RANDOM$RANDOM
+P1=$(free_port)
+H1=$(free_port)
+start main -no-beacon -registry-addr 127.0.0.1:$P1 -http :$H1 -admin-token "$ADMIN" \
+	-frame-timeout 2s -max-conns-per-ip 8
+MAIN=$LAST_PID
+if ! wait_ready "$P1"; then
+	fail main_started "$(tail -5 "$TMP/main.log")"
+	exit 1
+fi
+pass main_started
+grep -q "started registry=127.0.0.1:$P1" "$TMP/main.log"
+expect start_line_names_addresses $?
+
+client roundtrip "$P1" "$ADMIN"
+client privacy "$P1" "$ADMIN"
+client netrules "$P1" "$ADMIN"
+client ratelimit "$P1"
+client replay "$P1"
+client malformed "$P1"
+client slowloris "$P1" 2
+client conncap "$P1" 8
+client norepl "$P1"
+client http "$H1" "$P1"
+kill -0 "$MAIN" 2>/dev/null
+expect main_survived_all_scenarios $?
+stop_term "$MAIN"
+expect sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
+grep -q "shutting down signal=SIGTERM" "$TMP/main.log"
+expect sigterm_logged $?
+if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/main.log"; then
+	fail main_sanitizer_clean "$(grep -m3 'Sanitizer\|runtime error' "$TMP/main.log")"
+else
+	pass main_sanitizer_clean
+fi
+
+# ---- kill -9 mid-load: acknowledged registrations survive -----------------------------------
+P2=$(free_port)
+STORE=$TMP/store/registry.db
+mkdir -p "$TMP/store"
+start durable -no-beacon -registry-addr 127.0.0.1:$P2 -store "$STORE"
+DUR=$LAST_PID
+wait_ready "$P2" || fail durable_started
+: >"$TMP/acked"
+client load "$P2" 2000 "$TMP/acked" >"$TMP/load.log" 2>&1 &
+LOADER=$!
+PIDS+=("$LOADER")
+for ((i = 0; i < 200; i++)); do
+	[ "$(wc -l <"$TMP/acked")" -ge 150 ] && break
+	sleep 0.05
+done
+kill -9 "$DUR"
+wait "$DUR" 2>/dev/null
+wait "$LOADER" 2>/dev/null
+echo "# acked before kill -9: $(wc -l <"$TMP/acked")"
+start durable2 -no-beacon -registry-addr 127.0.0.1:$P2 -store "$STORE"
+DUR=$LAST_PID
+if wait_ready "$P2"; then
+	client checkids "$P2" "$TMP/acked"
+else
+	fail killed_acked_registrations_survive "restart failed: $(tail -3 "$TMP/durable2.log")"
+fi
+client register_save "$P2" "$TMP/term-id" 127.0.1.20 >/dev/null
+stop_term "$DUR"
+expect durable_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
+start durable3 -no-beacon -registry-addr 127.0.0.1:$P2 -store "$STORE"
+DUR=$LAST_PID
+wait_ready "$P2" && client lookup_ids "$P2" "$TMP/term-id" sigterm_state_persisted
+stop_term "$DUR"
+
+# ---- standby -----------------------------------------------------------------------------------
+TOKEN=repl-$RANDOM$RANDOM
+PP=$(free_port)
+SP=$(free_port)
+start primary -no-beacon -registry-addr 127.0.0.1:$PP -replication-token "$TOKEN"
+PRIM=$LAST_PID
+wait_ready "$PP" || fail primary_started
+start standby -no-beacon -registry-addr 127.0.0.1:$SP -standby 127.0.0.1:$PP \
+	-replication-token "$TOKEN" -store "$TMP/store/standby.db"
+STBY=$LAST_PID
+wait_ready "$SP" || fail standby_started
+client standby "$PP" "$SP" "$TOKEN"
+stop_term "$STBY"
+stop_term "$PRIM"
+
+# ---- TLS -----------------------------------------------------------------------------------------
+TP=$(free_port)
+mkdir -p "$TMP/tls"
+FPR=$("$BIN" -print-fingerprint -store "$TMP/tls/registry.db" 2>/dev/null)
+expect tls_fingerprint_printed $([[ "$FPR" =~ ^[0-9a-f]{64}$ ]]; echo $?) "$FPR"
+KEYMODE=$(stat -c %a "$TMP/tls/rendezvous-key.pem" 2>/dev/null)
+expect tls_key_mode_0600 $([ "$KEYMODE" = 600 ]; echo $?) "$KEYMODE"
+start tls -no-beacon -tls -store "$TMP/tls/registry.db" -registry-addr 127.0.0.1:$TP
+TLSPID=$LAST_PID
+for ((i = 0; i < 100; i++)); do
+	grep -q "fingerprint=" "$TMP/tls.log" && break
+	sleep 0.1
+done
+grep -q "fingerprint=$FPR" "$TMP/tls.log"
+expect tls_fingerprint_logged_and_stable $?
+client tls "$TP" "$FPR"
+stop_term "$TLSPID"
+
+# ---- memory check: valgrind on the release build, else ASan at exit ---------------------------
+VP=$(free_port)
+if [ -x "$REL" ] && command -v valgrind >/dev/null; then
+	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+		"$REL" -no-beacon -registry-addr 127.0.0.1:$VP -store "$TMP/store/vg.db" \
+		>"$TMP/valgrind.log" 2>&1 &
+	VG=$!
+	PIDS+=("$VG")
+	if wait_ready "$VP" 300; then
+		client roundtrip "$VP" "" >/dev/null
+		client malformed "$VP" >/dev/null
+		stop_term "$VG"
+		expect valgrind_clean $([ "$RC" = 0 ]; echo $?) "exit $RC: $(grep -m3 'definitely\|Invalid' "$TMP/valgrind.log")"
+	else
+		fail valgrind_clean "did not start"
+	fi
+else
+	echo "# $REL not built (make BUILD=$BUILD): memory checked by ASan/LSan at exit instead"
+	start asan -no-beacon -registry-addr 127.0.0.1:$VP -store "$TMP/store/asan.db"
+	ASP=$LAST_PID
+	if wait_ready "$VP"; then
+		client roundtrip "$VP" "" >/dev/null
+		client malformed "$VP" >/dev/null
+		stop_term "$ASP"
+		expect asan_leak_check_clean $([ "$RC" = 0 ]; echo $?) "exit $RC"
+	else
+		fail asan_leak_check_clean "did not start"
+	fi
+fi
+exit 0
