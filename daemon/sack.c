@@ -139,8 +139,10 @@ uint64_t sack_on_blocks(sack_sb *sb, const proto_sack_block *b, int n, uint32_t 
 
 	for (int i = 0; i < n; i++) {
 		sb->blocks_rcvd++;
-		if (!seq_lt(b[i].left, b[i].right) || seq_lt(b[i].left, snd_una) ||
-		    seq_gt(b[i].right, snd_nxt)) {
+		/* offsets from snd_una: serial comparisons alone accept blocks straddling
+		 * the half-space boundary */
+		uint32_t l = b[i].left - snd_una, r = b[i].right - snd_una, w = snd_nxt - snd_una;
+		if (l >= r || r > w) {
 			/* a block below snd_una may be a stale report from reordering; either
 			 * way it carries nothing usable */
 			sb->lying_blocks++;

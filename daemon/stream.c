@@ -595,13 +595,32 @@ static void on_rst(stream_conn *c, const proto_hdr *h)
 	c->s.rst_ignored++;
 }
 
+/* Loss discrimination: a loss while the path shows no standing queue (latest RTT
+ * within max(2 ms, min_rtt/8) of the minimum) is taken as random (radio, policer,
+ * corruption), not congestion: it is repaired without the multiplicative decrease.
+ * Queue-overflow losses always come with an inflated RTT and still reduce cwnd, so
+ * the sender stays fair and does not fill buffers (the cwnd keeps growing only
+ * until the queue builds, which turns the next loss into a congestive one). */
+static bool congestive(const stream_conn *c)
+{
+	uint32_t min = c->rtt.min_rtt, thr;
+
+	if (!min)
+		return true;
+	thr = min / 8 > 2000 ? min / 8 : 2000;
+	return c->rtt.latest >= min + thr;
+}
+
 static void enter_recovery(stream_conn *c)
 {
 	if (c->recov != STREAM_RECOV_OPEN)
 		return;
 	c->recov = STREAM_RECOV_FAST;
 	c->recover = c->snd_nxt;
-	cubic_on_loss(&c->cc, c->now);
+	if (congestive(c))
+		cubic_on_loss(&c->cc, c->now);
+	else
+		c->s.random_losses++;
 }
 
 static uint32_t reo_wnd(const stream_conn *c)

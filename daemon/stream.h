@@ -93,6 +93,7 @@ typedef struct stream_stats {
 	uint64_t bytes_sent, bytes_rcvd;       /* payload bytes, first transmissions / new in-order */
 	uint64_t segs_sent, segs_rcvd;         /* all packets */
 	uint64_t retransmits, fast_retransmits, rto_timeouts;
+	uint64_t random_losses;                /* loss episodes without RTT inflation: no cwnd cut */
 	uint64_t sack_blocks_sent, sack_blocks_rcvd, sack_blocks_ignored;
 	uint64_t dup_acks, dup_data;
 	uint64_t ooo_segs, ooo_dropped;
