@@ -809,8 +809,10 @@ static void test_hostile_segments(void **state)
 	stream_get_stats(s->e[1].c, &st);
 	assert_true(st.syn_ignored >= 99);
 	/* the connection still works: deliver A's data */
-	man_flush(s, 1);
-	man_flush(s, 0);
+	for (int i = 0; i < 4; i++) { /* Nagle holds the tail until the first ACK */
+		man_flush(s, 1);
+		man_flush(s, 0);
+	}
 	assert_int_equal(s->e[1].rcvd, 2000);
 	/* an RST with Seq 0 (what ref sends) is accepted */
 	inject(s, 1, PROTO_RST, 0, 0, 0, NULL, 0);
