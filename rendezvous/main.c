@@ -15,6 +15,7 @@
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/opts.h"
+#include "rendezvous/beacon.h"
 #include "rendezvous/http.h"
 #include "rendezvous/registry.h"
 #include "rendezvous/server.h"
@@ -41,7 +42,7 @@ struct app {
 	rdv_server *srv;
 	rdv_standby *standby;
 	rdv_http *http;
-	/* TODO(beacon): beacon *bcn; once rendezvous/beacon.h lands. */
+	beacon *bcn;
 	uint64_t tick_timer;
 	char cert_path[4096], key_path[4096];
 };
@@ -253,6 +254,32 @@ static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
 	return 1000;
 }
 
+static void counter(FILE *f, const char *name, const char *help, uint64_t v, int gauge)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
+		gauge ? "gauge" : "counter", name, (unsigned long long)v);
+}
+
+static void beacon_metrics(FILE *f, const beacon *b)
+{
+	beacon_stats st;
+
+	beacon_get_stats(b, &st);
+	counter(f, "pilot_beacon_discovers_total", "Beacon Discover messages received.", st.discovers, 0);
+	counter(f, "pilot_beacon_discovers_verified_total", "Discovers that proved the node's identity.",
+		st.discovers_verified, 0);
+	counter(f, "pilot_beacon_verify_failed_total", "Signed Discovers refused.", st.verify_failed, 0);
+	counter(f, "pilot_beacon_punch_requests_total", "Hole-punch requests.", st.punch_requests, 0);
+	counter(f, "pilot_beacon_punch_denied_total", "Hole-punch requests refused.", st.punch_denied, 0);
+	counter(f, "pilot_beacon_relayed_packets_total", "Packets relayed.", st.relayed_packets, 0);
+	counter(f, "pilot_beacon_relayed_bytes_total", "Tunnel bytes relayed.", st.relayed_bytes, 0);
+	counter(f, "pilot_beacon_relay_denied_total", "Relay attempts refused.", st.relay_denied, 0);
+	counter(f, "pilot_beacon_malformed_total", "Malformed beacon datagrams dropped.",
+		st.dropped_malformed, 0);
+	counter(f, "pilot_beacon_send_errors_total", "Datagrams the kernel refused.", st.send_errors, 0);
+	counter(f, "pilot_beacon_nodes", "Verified endpoints known to the beacon.", st.nodes, 1);
+}
+
 static void metrics_extra(FILE *f, void *arg)
 {
 	struct app *a = arg;
@@ -285,7 +312,8 @@ static void metrics_extra(FILE *f, void *arg)
 			   "# TYPE pilot_standby_snapshots_total counter\npilot_standby_snapshots_total %llu\n",
 			ss.connected, (unsigned long long)ss.snapshots);
 	}
-	/* TODO(beacon): beacon_get_stats() series once rendezvous/beacon.h lands. */
+	if (a->bcn)
+		beacon_metrics(f, a->bcn);
 }
 
 static void start(struct app *a)
@@ -320,7 +348,8 @@ static void start(struct app *a)
 		if (!(a->srv = rdv_server_new(a->loop, &sc, err, sizeof(err))))
 			pilot_fatal("registry: %s", err);
 	}
-	/* TODO(beacon): a->bcn = beacon_new(a->loop, o->beacon_addr, a->reg, err, sizeof(err)). */
+	if (!o->no_beacon && !(a->bcn = beacon_new(a->loop, o->beacon_addr, a->reg, err, sizeof(err))))
+		pilot_fatal("beacon: %s", err);
 	if (!empty(o->standby)
 	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->reg,
 					      err, sizeof(err))))
@@ -343,9 +372,12 @@ static void log_started(const struct app *a)
 {
 	const struct options *o = &a->o;
 
+	char bcn[300] = "off";
+
+	if (a->bcn)
+		snprintf(bcn, sizeof(bcn), "%s(udp/%d)", o->beacon_addr, beacon_local_port(a->bcn));
 	log_info("started registry=%s%s beacon=%s http=%s store=%s standby=%s",
-		 a->srv ? rdv_server_addr(a->srv) : "off", a->tls ? " tls=on" : "",
-		 o->no_beacon ? "off" : "TODO(not wired)",
+		 a->srv ? rdv_server_addr(a->srv) : "off", a->tls ? " tls=on" : "", bcn,
 		 a->http ? rdv_http_addr(a->http) : "off",
 		 empty(o->store) ? "memory" : o->store, empty(o->standby) ? "no" : o->standby);
 	if (a->tls)
@@ -357,6 +389,7 @@ static void stop(struct app *a)
 	rdv_http_free(a->http);
 	rdv_standby_free(a->standby);
 	rdv_server_free(a->srv);
+	beacon_free(a->bcn);
 	if (a->loop)
 		pilot_loop_del_timer(a->loop, a->tick_timer);
 	reg_close(a->reg);

@@ -72,6 +72,11 @@ struct rdv_server {
 	int64_t idle_ms, frame_ms;
 	struct conn *conns;
 	uint64_t sweep_timer, repl_timer, accept_timer;
+	/* The newest snapshot frame, rebuilt only when reg_generation moves. */
+	uint8_t *snap;
+	size_t snap_len;
+	uint64_t snap_gen;
+	uint8_t snap_hash[crypto_generichash_BYTES];
 	unsigned accept_errors;
 	rdv_server_stats st;
 };
@@ -422,48 +427,69 @@ static uint8_t *snapshot_frame(registry *reg, size_t *len, uint8_t hash[crypto_g
 	return f;
 }
 
+/* 0 with s->snap current, or -ENOMEM. */
+static int snapshot_current(rdv_server *s)
+{
+	uint64_t gen = reg_generation(s->reg);
+	uint8_t *f;
+	size_t len = 0;
+
+	if (s->snap && gen == s->snap_gen)
+		return 0;
+	f = snapshot_frame(s->reg, &len, s->snap_hash);
+	if (!f)
+		return -ENOMEM;
+	free(s->snap);
+	s->snap = f;
+	s->snap_len = len;
+	s->snap_gen = gen;
+	return 0;
+}
+
+static int conn_queue_snapshot(struct conn *c)
+{
+	rdv_server *s = c->srv;
+	uint8_t *copy = malloc(s->snap_len);
+
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, s->snap, s->snap_len);
+	memcpy(c->sent_hash, s->snap_hash, sizeof(c->sent_hash));
+	return conn_queue(c, copy, s->snap_len);
+}
+
 static int64_t repl_tick(pilot_loop *l, uint64_t id, void *arg)
 {
 	rdv_server *s = arg;
-	uint8_t hash[crypto_generichash_BYTES];
-	uint8_t *frame = NULL;
-	size_t flen = 0;
 	uint64_t now = pilot_loop_now_ms(l);
 	struct conn *c, *next;
+	int have;
 
 	if (s->st.subscribers == 0) {
 		s->repl_timer = 0;
+		free(s->snap); /* nobody to push to: do not hold a copy of the state */
+		s->snap = NULL;
 		return 0;
 	}
-	frame = snapshot_frame(s->reg, &flen, hash);
+	have = snapshot_current(s) == 0;
 	for (c = s->conns; c; c = next) {
 		next = c->next;
 		if (!c->subscriber || c->closing)
 			continue;
 		/* Only the newest state matters: a subscriber still sending an older
 		 * snapshot gets the current one once it has drained. */
-		if (frame && c->out_bytes == 0 && memcmp(c->sent_hash, hash, sizeof(hash)) != 0) {
-			uint8_t *copy = malloc(flen);
-
-			if (copy) {
-				memcpy(copy, frame, flen);
-				conn_queue(c, copy, flen);
-				memcpy(c->sent_hash, hash, sizeof(hash));
-			}
-		}
+		if (have && c->out_bytes == 0 && memcmp(c->sent_hash, s->snap_hash, sizeof(s->snap_hash)))
+			conn_queue_snapshot(c);
 		if (now - c->last_hb_ms >= REPL_HB_MS) {
-			static const uint8_t hb[] = "\0\0\0\x12{\"type\":\"heartbeat\"}";
-			uint8_t *copy = malloc(sizeof(hb) - 1);
+			json_object *hb = json_object_new_object();
 
-			if (copy) {
-				memcpy(copy, hb, sizeof(hb) - 1);
-				conn_queue(c, copy, sizeof(hb) - 1);
-			}
+			json_object_object_add(hb, "type", json_object_new_string("heartbeat"));
+			conn_queue_obj(c, hb);
+			json_object_put(hb);
 			c->last_hb_ms = now;
 		}
 		conn_pump(c);
 	}
-	free(frame);
 	return REPL_PERIOD_MS;
 }
 
@@ -471,8 +497,6 @@ static void handle_subscribe(struct conn *c, json_object *req)
 {
 	rdv_server *s = c->srv;
 	const char *tok = jw_get_str(req, "token");
-	uint8_t *frame;
-	size_t flen = 0;
 
 	if (!s->repl_token || !s->repl_token[0]) {
 		log_warn("replication refused peer=%s reason=\"replication not configured\"", c->ip);
@@ -486,13 +510,11 @@ static void handle_subscribe(struct conn *c, json_object *req)
 		c->closing = true;
 		return;
 	}
-	frame = snapshot_frame(s->reg, &flen, c->sent_hash);
-	if (!frame) {
+	if (snapshot_current(s) < 0 || conn_queue_snapshot(c) < 0) {
 		conn_queue_error(c, "failed to generate snapshot");
 		c->closing = true;
 		return;
 	}
-	conn_queue(c, frame, flen);
 	c->subscriber = true;
 	c->last_hb_ms = pilot_loop_now_ms(s->loop);
 	s->st.subscribers++;
@@ -827,6 +849,7 @@ void rdv_server_free(rdv_server *s)
 	pilot_loop_del_timer(s->loop, s->sweep_timer);
 	pilot_loop_del_timer(s->loop, s->repl_timer);
 	pilot_loop_del_timer(s->loop, s->accept_timer);
+	free(s->snap);
 	if (s->lfd >= 0) {
 		pilot_loop_del_fd(s->loop, s->lfd);
 		close(s->lfd);

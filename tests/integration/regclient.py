@@ -494,6 +494,15 @@ def sc_standby(primary, standby, token):
     r = x.call({"type": "subscribe_replication", "token": token})
     check("replication_snapshot_sent", r.get("type") == "replication_snapshot"
           and isinstance(r.get("snapshot"), dict), str(r)[:200])
+    # The stream stays open and carries a heartbeat every 15 s.
+    x.s.settimeout(20)
+    t0, hb = time.time(), False
+    try:
+        while time.time() - t0 < 19 and not hb:
+            hb = x.recv().get("type") == "heartbeat"
+    except (socket.timeout, Closed):
+        pass
+    check("replication_heartbeat", hb, "no heartbeat in %.0fs" % (time.time() - t0))
 
 
 def sc_norepl(port):
@@ -503,7 +512,7 @@ def sc_norepl(port):
           and x.closed_without_reply(), r)
 
 
-def sc_http(port, reg_port):
+def sc_http(port, reg_port, extra):
     def get(path, headers=None):
         req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers=headers or {})
         try:
@@ -520,6 +529,7 @@ def sc_http(port, reg_port):
              "pilot_requests_total", "pilot_errors_total", "pilot_rate_limited_total",
              "pilot_registrations_total", "pilot_deregistrations_total", "pilot_connections",
              "pilot_uptime_seconds"]
+    names += extra
     missing = [m for m in names if ("\n%s " % m) not in "\n" + body]
     check("http_metrics", st == 200 and not missing, "status %s missing %s" % (st, missing))
     st, _ = get("/nope")
@@ -580,7 +590,7 @@ def main():
         "lookup_ids": lambda: sc_lookup_ids(int(args[0]), args[1], args[2]),
         "standby": lambda: sc_standby(int(args[0]), int(args[1]), args[2]),
         "norepl": lambda: sc_norepl(int(args[0])),
-        "http": lambda: sc_http(int(args[0]), int(args[1])),
+        "http": lambda: sc_http(int(args[0]), int(args[1]), args[2:]),
         "tls": lambda: sc_tls(int(args[0]), args[1]),
     }[cmd]
     try:

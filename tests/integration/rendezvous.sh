@@ -106,7 +106,8 @@ expect cli_config_file_ok $?
 ADMIN=admin-$RANDOM$RANDOM
 P1=$(free_port)
 H1=$(free_port)
-start main -no-beacon -registry-addr 127.0.0.1:$P1 -http :$H1 -admin-token "$ADMIN" \
+B1=$(free_port)
+start main -beacon-addr 127.0.0.1:$B1 -registry-addr 127.0.0.1:$P1 -http :$H1 -admin-token "$ADMIN" \
 	-frame-timeout 2s -max-conns-per-ip 8
 MAIN=$LAST_PID
 if ! wait_ready "$P1"; then
@@ -114,7 +115,7 @@ if ! wait_ready "$P1"; then
 	exit 1
 fi
 pass main_started
-grep -q "started registry=127.0.0.1:$P1" "$TMP/main.log"
+grep -q "started registry=127.0.0.1:$P1 beacon=127.0.0.1:$B1" "$TMP/main.log"
 expect start_line_names_addresses $?
 
 client roundtrip "$P1" "$ADMIN"
@@ -126,7 +127,7 @@ client malformed "$P1"
 client slowloris "$P1" 2
 client conncap "$P1" 8
 client norepl "$P1"
-client http "$H1" "$P1"
+client http "$H1" "$P1" pilot_beacon_nodes pilot_beacon_discovers_total
 kill -0 "$MAIN" 2>/dev/null
 expect main_survived_all_scenarios $?
 stop_term "$MAIN"
