@@ -1,0 +1,888 @@
+/* The UDP beacon (tunnel.md §9) with identity checks; the rules are in BEACON.md.
+ *
+ * Hot path: one recvmmsg fills BCN_BATCH fixed buffers; each datagram is handled in
+ * place (a Relay's 9-byte header is rewritten into the 5-byte RelayDeliver header
+ * that ends where the frame starts, so the frame never moves) and replies are
+ * queued into a fixed sendmmsg batch that is flushed once per receive batch.
+ * Nothing is allocated per packet; the node table only reallocates when it grows,
+ * shrinks or sheds expired entries.
+ *
+ * Signed Discover extension (wire-compatible: a reference beacon reads 5 bytes, a
+ * newer one 37, both ignore the rest):
+ *   01 ‖ node (4) ‖ Ed25519 public key (32) ‖ ts (8, unix seconds, BE) ‖ sig (64)
+ * sig = Ed25519 over the ASCII string "discover:<node>:<ts>" (both decimal). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "lib/crypto.h"
+#include "lib/log.h"
+#include "lib/proto.h"
+#include "rendezvous/beacon.h"
+#include "rendezvous/beacon_internal.h"
+
+#define BCN_BATCH        64
+#define BCN_BUFSZ        (65536 + 64)
+#define BCN_SENDQ        (2 * BCN_BATCH)   /* a datagram queues at most 2 sends */
+#define BCN_REPLY_MAX    24                /* 02 ‖ 16 ‖ IPv6 ‖ port = 20 */
+#define BCN_SOCKBUF      (8 << 20)
+#define BCN_SWEEP_MS     60000
+#define BCN_MAX_NODES    1000000
+#define BCN_TABLE_MIN    1024
+#define BCN_PUNCH_GAP_MS 1000
+#define BCN_KX_PER_S     10                /* key exchanges/s to peers it may not talk to */
+#define BCN_FLOW_SETS    16384
+#define BCN_FLOW_WAYS    4
+#define BCN_READS_PER_WAKE 16              /* batches per wake-up, then let others run */
+
+/* An endpoint, always as IPv6 (IPv4 as ::ffff:a.b.c.d); port in host order. */
+typedef struct bcn_ep {
+	uint8_t ip[16];
+	uint16_t port;
+} bcn_ep;
+
+enum { SLOT_FREE = 0, SLOT_USED, SLOT_DEAD };
+
+/* One verified node. Only verified endpoints are stored: an unproven claim is of
+ * no use for punch or relay, and refusing it keeps strangers from filling the table. */
+typedef struct bcn_node {
+	uint32_t node;
+	uint8_t state;
+	uint8_t has_key;      /* standalone: key bound by the first signed Discover */
+	uint16_t kx_count;    /* key-exchange frames in the current 1 s window */
+	bcn_ep ep;
+	uint64_t seen_ms;     /* last proof or refresh (monotonic) */
+	uint64_t last_ts;     /* newest accepted signed-Discover ts: replays must be newer */
+	uint64_t punch_ms;    /* last PunchRequest considered */
+	uint64_t kx_ms;       /* start of the key-exchange window */
+	uint8_t key[PROTO_ED25519_LEN];
+} bcn_node;
+
+/* "from relayed something to to at ms": the reply rule of BEACON.md. */
+typedef struct bcn_flow {
+	uint32_t from, to;
+	uint64_t ms;
+} bcn_flow;
+
+struct beacon {
+	pilot_loop *loop;
+	registry *reg;
+	int fd, family, port;
+	uint64_t sweep_timer;
+	int64_t skew_ms;
+	uint64_t now_ms;
+	uint8_t hkey[crypto_shorthash_KEYBYTES];
+
+	bcn_node *tab;
+	size_t cap, used, dead;
+	bcn_flow *flows;
+
+	uint8_t *rbuf;
+	struct mmsghdr rmsg[BCN_BATCH];
+	struct iovec riov[BCN_BATCH];
+	struct sockaddr_storage rsrc[BCN_BATCH];
+
+	struct mmsghdr smsg[BCN_SENDQ];
+	struct iovec siov[BCN_SENDQ];
+	struct sockaddr_storage sdst[BCN_SENDQ];
+	uint8_t sreply[BCN_SENDQ][BCN_REPLY_MAX];
+	unsigned nsend;
+
+	beacon_stats st;
+};
+
+/* ---- clock and hashing ---------------------------------------------------- */
+
+static uint64_t bcn_now(const beacon *b)
+{
+	return (uint64_t)((int64_t)pilot_loop_now_ms(b->loop) + b->skew_ms);
+}
+
+static uint64_t bcn_hash(const beacon *b, const uint8_t *in, size_t len)
+{
+	uint8_t out[crypto_shorthash_BYTES];
+	uint64_t h;
+
+	/* keyed SipHash: a client choosing node IDs cannot aim them at one bucket */
+	crypto_shorthash(out, in, len, b->hkey);
+	memcpy(&h, out, sizeof(h));
+	return h;
+}
+
+static size_t node_slot(const beacon *b, uint32_t node)
+{
+	uint8_t in[4];
+
+	proto_put32(in, node);
+	return (size_t)bcn_hash(b, in, sizeof(in)) & (b->cap - 1);
+}
+
+/* ---- node table: open addressing, linear probing, tombstones --------------- */
+
+static bcn_node *node_find(const beacon *b, uint32_t node)
+{
+	size_t mask = b->cap - 1, i = node_slot(b, node);
+
+	/* load (used + dead) stays <= 1/2, so a free slot always ends the probe */
+	for (;; i = (i + 1) & mask) {
+		bcn_node *e = &b->tab[i];
+
+		if (e->state == SLOT_FREE)
+			return NULL;
+		if (e->state == SLOT_USED && e->node == node)
+			return e;
+	}
+}
+
+static bool node_fresh(const beacon *b, const bcn_node *e)
+{
+	return e && e->seen_ms + BEACON_STALE_MS >= b->now_ms;
+}
+
+static bcn_node *node_find_fresh(const beacon *b, uint32_t node)
+{
+	bcn_node *e = node_find(b, node);
+
+	return node_fresh(b, e) ? e : NULL;
+}
+
+static bcn_node *slot_for_insert(beacon *b, uint32_t node)
+{
+	size_t mask = b->cap - 1, i = node_slot(b, node);
+
+	while (b->tab[i].state == SLOT_USED)
+		i = (i + 1) & mask;
+	return &b->tab[i];
+}
+
+/* Reallocate to a power of two holding used + extra at load <= 1/4, dropping tombstones. */
+static int table_rebuild(beacon *b, size_t extra)
+{
+	size_t ncap = BCN_TABLE_MIN, ocap = b->cap;
+	bcn_node *old = b->tab, *nt;
+
+	while (ncap < (b->used + extra) * 4)
+		ncap *= 2;
+	if (!(nt = calloc(ncap, sizeof(*nt))))
+		return -ENOMEM;
+	b->tab = nt;
+	b->cap = ncap;
+	b->dead = 0;
+	for (size_t i = 0; i < ocap; i++)
+		if (old[i].state == SLOT_USED)
+			*slot_for_insert(b, old[i].node) = old[i];
+	free(old);
+	return 0;
+}
+
+/* Caller checked node_find returned NULL. May move every entry (rebuild). */
+static bcn_node *node_insert(beacon *b, uint32_t node)
+{
+	bcn_node *e;
+
+	if (b->used >= BCN_MAX_NODES
+	    || ((b->used + b->dead + 1) * 2 > b->cap && table_rebuild(b, 1) < 0)) {
+		b->st.table_full++;
+		return NULL;
+	}
+	e = slot_for_insert(b, node);
+	if (e->state == SLOT_DEAD)
+		b->dead--;
+	memset(e, 0, sizeof(*e));
+	e->node = node;
+	e->state = SLOT_USED;
+	b->used++;
+	return e;
+}
+
+void beacon_expire(beacon *b)
+{
+	size_t n = 0;
+
+	b->now_ms = bcn_now(b);
+	for (size_t i = 0; i < b->cap; i++) {
+		bcn_node *e = &b->tab[i];
+
+		if (e->state == SLOT_USED && !node_fresh(b, e)) {
+			e->state = SLOT_DEAD;
+			b->used--;
+			b->dead++;
+			n++;
+		}
+	}
+	/* shed the tombstones (and shrink after a mass expiry); on ENOMEM keep them */
+	if (n && table_rebuild(b, 0) < 0)
+		log_warn("beacon: cannot compact the node table error=ENOMEM");
+	if (n)
+		log_debug("beacon: expired stale endpoints count=%zu remaining=%zu", n, b->used);
+}
+
+static int64_t sweep_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	beacon_expire(arg);
+	return BCN_SWEEP_MS;
+}
+
+/* ---- endpoints --------------------------------------------------------------- */
+
+static int ep_from_sa(const struct sockaddr_storage *ss, bcn_ep *ep)
+{
+	memset(ep, 0, sizeof(*ep));
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		ep->ip[10] = ep->ip[11] = 0xff;
+		memcpy(ep->ip + 12, &s4->sin_addr, 4);
+		ep->port = ntohs(s4->sin_port);
+		return 0;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(ep->ip, &s6->sin6_addr, 16);
+		ep->port = ntohs(s6->sin6_port);
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+static bool ep_v4(const bcn_ep *e)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	return memcmp(e->ip, mapped, sizeof(mapped)) == 0;
+}
+
+static bool ep_eq(const bcn_ep *a, const bcn_ep *b)
+{
+	return a->port == b->port && memcmp(a->ip, b->ip, 16) == 0;
+}
+
+/* Destination address for the socket's family; 0 if it cannot be reached from it. */
+static socklen_t ep_to_sa(const beacon *b, const bcn_ep *e, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (b->family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		if (!ep_v4(e))
+			return 0;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, e->ip + 12, 4);
+		s4->sin_port = htons(e->port);
+		return sizeof(*s4);
+	}
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	s6->sin6_family = AF_INET6;
+	memcpy(&s6->sin6_addr, e->ip, 16);
+	s6->sin6_port = htons(e->port);
+	return sizeof(*s6);
+}
+
+/* The wire form: IPv4 and IPv4-mapped IPv6 both go out as ip_len 4. */
+static void ep_to_proto(const bcn_ep *e, proto_endpoint *p)
+{
+	memset(p, 0, sizeof(*p));
+	if (ep_v4(e)) {
+		p->ip_len = 4;
+		memcpy(p->ip, e->ip + 12, 4);
+	} else {
+		p->ip_len = 16;
+		memcpy(p->ip, e->ip, 16);
+	}
+	p->port = e->port;
+}
+
+/* A numeric IP string (as the registry keeps it) in the bcn_ep form. */
+static int ip_parse(const char *s, uint8_t ip[16])
+{
+	char tmp[INET6_ADDRSTRLEN + 8];
+	size_t n = strcspn(s, "%");
+
+	if (n >= sizeof(tmp))
+		return -EINVAL;
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	memset(ip, 0, 16);
+	if (inet_pton(AF_INET, tmp, ip + 12) == 1) {
+		ip[10] = ip[11] = 0xff;
+		return 0;
+	}
+	return inet_pton(AF_INET6, tmp, ip) == 1 ? 0 : -EINVAL;
+}
+
+/* ---- send queue ------------------------------------------------------------------ */
+
+void beacon_flush(beacon *b)
+{
+	unsigned off = 0;
+
+	while (off < b->nsend) {
+		int n = sendmmsg(b->fd, b->smsg + off, b->nsend - off, 0);
+
+		if (n > 0) {
+			off += (unsigned)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+			/* the first message was refused (unreachable, bad family...): skip it */
+			b->st.send_errors++;
+			off++;
+		} else {
+			/* socket buffer full: UDP drops, like a router would */
+			b->st.send_errors += b->nsend - off;
+			break;
+		}
+	}
+	b->nsend = 0;
+}
+
+/* Queue data (which must live until the flush) to dst. */
+static int q_send(beacon *b, const bcn_ep *dst, uint8_t *data, size_t len)
+{
+	struct mmsghdr *m;
+	socklen_t salen;
+	unsigned i;
+
+	if (b->nsend == BCN_SENDQ)
+		beacon_flush(b);
+	i = b->nsend;
+	if (!(salen = ep_to_sa(b, dst, &b->sdst[i]))) {
+		b->st.send_errors++;
+		return -EAFNOSUPPORT;
+	}
+	b->siov[i].iov_base = data;
+	b->siov[i].iov_len = len;
+	m = &b->smsg[i];
+	memset(m, 0, sizeof(*m));
+	m->msg_hdr.msg_name = &b->sdst[i];
+	m->msg_hdr.msg_namelen = salen;
+	m->msg_hdr.msg_iov = &b->siov[i];
+	m->msg_hdr.msg_iovlen = 1;
+	b->nsend++;
+	return 0;
+}
+
+/* Queue a DiscoverReply / PunchCommand carrying ep to dst. */
+static int q_endpoint(beacon *b, uint8_t type, const bcn_ep *dst, const bcn_ep *ep)
+{
+	proto_endpoint p;
+	uint8_t *out;
+	int n;
+
+	if (b->nsend == BCN_SENDQ)
+		beacon_flush(b);
+	out = b->sreply[b->nsend];
+	ep_to_proto(ep, &p);
+	n = proto_beacon_endpoint_msg(type, &p, out, BCN_REPLY_MAX);
+	if (n < 0)
+		return n;
+	return q_send(b, dst, out, (size_t)n);
+}
+
+/* ---- identity proofs ------------------------------------------------------------- */
+
+static bool may_talk(beacon *b, uint32_t x, uint32_t y)
+{
+	/* standalone: no privacy data; both ends are verified by the time we ask */
+	return !b->reg || reg_may_talk(b->reg, x, y);
+}
+
+/* (a) The node is live and its registry requests came from this IP. */
+static bool proof_by_ip(beacon *b, uint32_t node, const bcn_ep *src)
+{
+	const char *s;
+	uint8_t ip[16];
+
+	if (!b->reg || !reg_node_live(b->reg, node) || !(s = reg_node_src_ip(b->reg, node)))
+		return false;
+	return ip_parse(s, ip) == 0 && memcmp(ip, src->ip, 16) == 0;
+}
+
+static uint64_t wall_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+/* (b) A signed Discover: key = the registry's (or the one bound standalone),
+ * ts within ±BEACON_TS_WINDOW_S and newer than the last accepted, signature valid. */
+static bool proof_by_sig(beacon *b, const uint8_t *buf, uint32_t node, uint64_t *ts_out)
+{
+	const uint8_t *pk = buf + 5, *sig = buf + 45;
+	uint64_t ts = proto_get64(buf + 37), now = wall_seconds();
+	uint8_t regpk[PROTO_ED25519_LEN];
+	const bcn_node *e = node_find(b, node);
+	char msg[64];
+	int n;
+
+	if (b->reg) {
+		if (reg_node_key(b->reg, node, regpk) < 0 || sodium_memcmp(regpk, pk, sizeof(regpk)) != 0)
+			return false;
+	} else if (e && e->has_key && sodium_memcmp(e->key, pk, PROTO_ED25519_LEN) != 0) {
+		return false;
+	}
+	if (ts > now + BEACON_TS_WINDOW_S || ts + BEACON_TS_WINDOW_S < now)
+		return false;
+	if (e && ts <= e->last_ts)
+		return false;
+	n = snprintf(msg, sizeof(msg), "discover:%" PRIu32 ":%" PRIu64, node, ts);
+	if (pilot_ed25519_verify(pk, msg, (size_t)n, sig) < 0)
+		return false;
+	*ts_out = ts;
+	return true;
+}
+
+/* Record node at src as verified. May rebuild the table: earlier entry pointers die. */
+static bcn_node *record_verified(beacon *b, uint32_t node, const bcn_ep *src)
+{
+	bcn_node *e = node_find(b, node);
+
+	if (!e && !(e = node_insert(b, node)))
+		return NULL;
+	if (!ep_eq(&e->ep, src))
+		log_debug("beacon: endpoint verified node=%" PRIu32 " port=%u", node, src->port);
+	e->ep = *src;
+	e->seen_ms = b->now_ms;
+	return e;
+}
+
+/* ---- message handlers ------------------------------------------------------------ */
+
+static void on_discover(beacon *b, const uint8_t *buf, size_t len, uint32_t node,
+			const bcn_ep *src)
+{
+	uint64_t ts = 0;
+	bool signed_ok = false;
+	bcn_node *e;
+
+	b->st.discovers++;
+	if (q_endpoint(b, BEACON_DISCOVER_REPLY, src, src) == 0)
+		b->st.discover_replies++;
+	if (node == 0)
+		return; /* a pure "what is my address" query */
+	if (len >= BEACON_SIGNED_DISCOVER_LEN) {
+		signed_ok = proof_by_sig(b, buf, node, &ts);
+		if (!signed_ok)
+			b->st.verify_failed++;
+	}
+	if (signed_ok || proof_by_ip(b, node, src)) {
+		if (!(e = record_verified(b, node, src)))
+			return;
+		if (signed_ok) {
+			e->last_ts = ts;
+			if (!e->has_key) {
+				memcpy(e->key, buf + 5, PROTO_ED25519_LEN);
+				e->has_key = 1;
+			}
+		}
+		b->st.discovers_verified++;
+		return;
+	}
+	/* unproven: refreshes a verified endpoint it matches, never moves one */
+	e = node_find(b, node);
+	if (e && ep_eq(&e->ep, src))
+		e->seen_ms = b->now_ms;
+}
+
+/* The requester, if src is its verified endpoint or its registry IP proves it now. */
+static bcn_node *punch_requester(beacon *b, uint32_t node, const bcn_ep *src)
+{
+	bcn_node *e = node_find_fresh(b, node);
+
+	if (e && ep_eq(&e->ep, src))
+		return e;
+	return proof_by_ip(b, node, src) ? record_verified(b, node, src) : NULL;
+}
+
+static void on_punch(beacon *b, const proto_beacon_msg *m, const bcn_ep *src)
+{
+	bcn_node *r, *t;
+
+	b->st.punch_requests++;
+	if (!(r = punch_requester(b, m->node, src))
+	    || (r->punch_ms && r->punch_ms + BCN_PUNCH_GAP_MS > b->now_ms)) {
+		b->st.punch_denied++;
+		return;
+	}
+	r->punch_ms = b->now_ms;
+	t = node_find_fresh(b, m->target);
+	if (!t || t == r || !may_talk(b, m->node, m->target)) {
+		b->st.punch_denied++;
+		return;
+	}
+	if (q_endpoint(b, BEACON_PUNCH_COMMAND, &r->ep, &t->ep) == 0)
+		b->st.punch_commands++;
+	if (q_endpoint(b, BEACON_PUNCH_COMMAND, &t->ep, &r->ep) == 0)
+		b->st.punch_commands++;
+}
+
+static bcn_flow *flow_set(const beacon *b, uint32_t from, uint32_t to)
+{
+	uint8_t in[8];
+
+	proto_put32(in, from);
+	proto_put32(in + 4, to);
+	return &b->flows[(bcn_hash(b, in, sizeof(in)) % BCN_FLOW_SETS) * BCN_FLOW_WAYS];
+}
+
+static void flow_note(beacon *b, uint32_t from, uint32_t to)
+{
+	bcn_flow *set = flow_set(b, from, to), *victim = set;
+
+	for (int i = 0; i < BCN_FLOW_WAYS; i++) {
+		if (set[i].from == from && set[i].to == to) {
+			set[i].ms = b->now_ms;
+			return;
+		}
+		if (set[i].ms < victim->ms)
+			victim = &set[i];
+	}
+	victim->from = from;
+	victim->to = to;
+	victim->ms = b->now_ms;
+}
+
+static bool flow_recent(const beacon *b, uint32_t from, uint32_t to)
+{
+	const bcn_flow *set = flow_set(b, from, to);
+
+	for (int i = 0; i < BCN_FLOW_WAYS; i++)
+		if (set[i].from == from && set[i].to == to && set[i].ms + BEACON_FLOW_MS >= b->now_ms)
+			return true;
+	return false;
+}
+
+/* A bare key exchange (exact PILK/PILA length, so it cannot smuggle data), at most
+ * BCN_KX_PER_S per second per sender. */
+static bool kx_allowed(beacon *b, bcn_node *s, enum proto_frame_kind kind, size_t flen)
+{
+	if (!(kind == PROTO_FRAME_PILK && flen == PROTO_PILK_LEN)
+	    && !(kind == PROTO_FRAME_PILA && flen == PROTO_PILA_LEN))
+		return false;
+	if (s->kx_ms + 1000 <= b->now_ms) {
+		s->kx_ms = b->now_ms;
+		s->kx_count = 0;
+	}
+	if (s->kx_count >= BCN_KX_PER_S)
+		return false;
+	s->kx_count++;
+	return true;
+}
+
+/* The relay rule of BEACON.md, once both ends are verified. */
+static bool relay_allowed(beacon *b, bcn_node *s, uint32_t dest, enum proto_frame_kind kind,
+			  size_t flen)
+{
+	if (may_talk(b, s->node, dest))
+		return true;
+	if (!kx_allowed(b, s, kind, flen) && !flow_recent(b, dest, s->node))
+		return false;
+	flow_note(b, s->node, dest);
+	return true;
+}
+
+static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg *m,
+		     const bcn_ep *src)
+{
+	enum proto_frame_kind kind = proto_frame_classify(m->rest, m->rest_len);
+	bcn_node *s, *d;
+
+	if (kind == PROTO_FRAME_INVALID || kind == PROTO_FRAME_BEACON) {
+		b->st.dropped_malformed++;
+		return;
+	}
+	s = node_find_fresh(b, m->node);
+	d = node_find_fresh(b, m->target);
+	if (!s || !ep_eq(&s->ep, src) || !d || d == s
+	    || !relay_allowed(b, s, m->target, kind, m->rest_len)) {
+		b->st.relay_denied++;
+		return;
+	}
+	s->seen_ms = b->now_ms;
+	/* 05 S S S S D D D D frame → __ __ __ __ 06 S S S S frame: move the header, not the frame */
+	memcpy(buf + 5, buf + 1, 4);
+	buf[4] = BEACON_RELAY_DELIVER;
+	if (q_send(b, &d->ep, buf + 4, len - 4) == 0) {
+		b->st.relayed_packets++;
+		b->st.relayed_bytes += m->rest_len;
+	}
+}
+
+void beacon_handle_datagram(beacon *b, uint8_t *buf, size_t len, const struct sockaddr_storage *ss)
+{
+	proto_beacon_msg m;
+	bcn_ep src;
+
+	b->now_ms = bcn_now(b);
+	if (ep_from_sa(ss, &src) < 0 || proto_beacon_decode(buf, len, &m) < 0) {
+		b->st.dropped_malformed++;
+		return;
+	}
+	switch (m.type) {
+	case BEACON_DISCOVER:
+		on_discover(b, buf, len, m.node, &src);
+		break;
+	case BEACON_PUNCH_REQUEST:
+		on_punch(b, &m, &src);
+		break;
+	case BEACON_RELAY:
+		on_relay(b, buf, len, &m, &src);
+		break;
+	default:
+		/* Sync, Notify, and replies meant for nodes: nothing for us to do */
+		b->st.ignored++;
+		break;
+	}
+}
+
+/* ---- socket ------------------------------------------------------------------------ */
+
+static void on_readable(pilot_loop *l, int fd, int events, void *arg)
+{
+	beacon *b = arg;
+
+	for (int round = 0; round < BCN_READS_PER_WAKE; round++) {
+		int n;
+
+		for (int i = 0; i < BCN_BATCH; i++) {
+			b->rmsg[i].msg_hdr.msg_namelen = sizeof(b->rsrc[i]);
+			b->rmsg[i].msg_hdr.msg_flags = 0;
+		}
+		n = recvmmsg(fd, b->rmsg, BCN_BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (b->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				b->st.dropped_malformed++;
+				continue;
+			}
+			beacon_handle_datagram(b, b->riov[i].iov_base, b->rmsg[i].msg_len, &b->rsrc[i]);
+		}
+		beacon_flush(b);
+		if (n < BCN_BATCH)
+			break;
+	}
+}
+
+/* "host:port", "[v6]:port" or ":port" → host (may be empty) and port strings. */
+static int split_addr(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	const char *colon = strrchr(addr, ':');
+	size_t hl;
+
+	if (!colon || !colon[1] || strlen(colon + 1) >= portlen)
+		return -EINVAL;
+	hl = (size_t)(colon - addr);
+	if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+		addr++;
+		hl -= 2;
+	} else if (memchr(addr, ':', hl)) {
+		return -EINVAL; /* a bare IPv6 address needs brackets */
+	}
+	if (hl >= hostlen)
+		return -EINVAL;
+	memcpy(host, addr, hl);
+	host[hl] = '\0';
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+static void set_bufsize(int fd, int force_opt, int opt)
+{
+	int v = BCN_SOCKBUF;
+
+	/* FORCE ignores rmem_max/wmem_max but needs CAP_NET_ADMIN */
+	if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof(v)) < 0)
+		(void)setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v));
+}
+
+static int open_socket(int family, const struct sockaddr *sa, socklen_t salen, bool dual)
+{
+	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), zero = 0, err;
+
+	if (fd < 0)
+		return -errno;
+	if (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		goto fail;
+	set_bufsize(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+	set_bufsize(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+	if (bind(fd, sa, salen) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+/* ":port" → dual-stack [::]:port (IPv4-only fallback where IPv6 is off). */
+static int bind_any(beacon *b, const char *port)
+{
+	char *end;
+	long p = strtol(port, &end, 10);
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT };
+	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+
+	if (*end || p < 0 || p > 65535)
+		return -EINVAL;
+	s6.sin6_port = s4.sin_port = htons((uint16_t)p);
+	b->family = AF_INET6;
+	b->fd = open_socket(AF_INET6, (struct sockaddr *)&s6, sizeof(s6), true);
+	if (b->fd == -EAFNOSUPPORT) {
+		b->family = AF_INET;
+		b->fd = open_socket(AF_INET, (struct sockaddr *)&s4, sizeof(s4), false);
+	}
+	return b->fd < 0 ? b->fd : 0;
+}
+
+static int bind_host(beacon *b, const char *host, const char *port)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	int rc;
+
+	if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0)
+		return rc == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+	b->family = ai->ai_family;
+	b->fd = open_socket(ai->ai_family, ai->ai_addr, ai->ai_addrlen, false);
+	freeaddrinfo(ai);
+	return b->fd < 0 ? b->fd : 0;
+}
+
+static int local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	bcn_ep ep;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || ep_from_sa(&ss, &ep) < 0)
+		return -1;
+	return ep.port;
+}
+
+static int bind_addr(beacon *b, const char *addr)
+{
+	char host[256], port[16];
+
+	if (split_addr(addr, host, sizeof(host), port, sizeof(port)) < 0)
+		return -EINVAL;
+	return host[0] ? bind_host(b, host, port) : bind_any(b, port);
+}
+
+static void setup_batches(beacon *b)
+{
+	for (int i = 0; i < BCN_BATCH; i++) {
+		b->riov[i].iov_base = b->rbuf + (size_t)i * BCN_BUFSZ;
+		b->riov[i].iov_len = BCN_BUFSZ;
+		b->rmsg[i].msg_hdr.msg_name = &b->rsrc[i];
+		b->rmsg[i].msg_hdr.msg_iov = &b->riov[i];
+		b->rmsg[i].msg_hdr.msg_iovlen = 1;
+	}
+}
+
+beacon *beacon_new(pilot_loop *loop, const char *addr, registry *reg, char *err, size_t errlen)
+{
+	beacon *b;
+	int rc;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "beacon: libsodium failed to initialise");
+		return NULL;
+	}
+	if (!(b = calloc(1, sizeof(*b)))) {
+		snprintf(err, errlen, "beacon: out of memory");
+		return NULL;
+	}
+	b->loop = loop;
+	b->reg = reg;
+	b->fd = -1;
+	b->cap = BCN_TABLE_MIN;
+	randombytes_buf(b->hkey, sizeof(b->hkey));
+	b->tab = calloc(b->cap, sizeof(*b->tab));
+	b->flows = calloc((size_t)BCN_FLOW_SETS * BCN_FLOW_WAYS, sizeof(*b->flows));
+	b->rbuf = malloc((size_t)BCN_BATCH * BCN_BUFSZ);
+	if (!b->tab || !b->flows || !b->rbuf) {
+		snprintf(err, errlen, "beacon: out of memory");
+		goto fail;
+	}
+	setup_batches(b);
+	if ((rc = bind_addr(b, addr)) < 0) {
+		snprintf(err, errlen, "beacon: cannot listen on UDP %s: %s", addr,
+			 rc == -EINVAL ? "want host:port, [v6]:port or :port" : strerror(-rc));
+		goto fail;
+	}
+	b->port = local_port(b->fd);
+	if ((rc = pilot_loop_add_fd(loop, b->fd, PILOT_EV_READ, on_readable, b)) < 0
+	    || !(b->sweep_timer = pilot_loop_add_timer(loop, BCN_SWEEP_MS, sweep_cb, b))) {
+		snprintf(err, errlen, "beacon: cannot watch UDP %s: %s", addr,
+			 strerror(rc < 0 ? -rc : ENOMEM));
+		goto fail;
+	}
+	b->now_ms = bcn_now(b);
+	return b;
+fail:
+	beacon_free(b);
+	return NULL;
+}
+
+void beacon_free(beacon *b)
+{
+	if (!b)
+		return;
+	if (b->fd >= 0) {
+		pilot_loop_del_fd(b->loop, b->fd);
+		close(b->fd);
+	}
+	if (b->sweep_timer)
+		pilot_loop_del_timer(b->loop, b->sweep_timer);
+	sodium_memzero(b->hkey, sizeof(b->hkey));
+	free(b->tab);
+	free(b->flows);
+	free(b->rbuf);
+	free(b);
+}
+
+int beacon_local_port(const beacon *b)
+{
+	return b->port;
+}
+
+void beacon_get_stats(const beacon *b, beacon_stats *st)
+{
+	*st = b->st;
+	st->nodes = b->used;
+}
+
+void beacon_advance_clock(beacon *b, int64_t ms)
+{
+	b->skew_ms += ms;
+}
+
+void beacon_signed_discover(const struct pilot_identity *id, uint32_t node, uint64_t ts,
+			    uint8_t out[BEACON_SIGNED_DISCOVER_LEN])
+{
+	char msg[64];
+	int n = snprintf(msg, sizeof(msg), "discover:%" PRIu32 ":%" PRIu64, node, ts);
+
+	out[0] = BEACON_DISCOVER;
+	proto_put32(out + 1, node);
+	memcpy(out + 5, id->pk, PROTO_ED25519_LEN);
+	proto_put64(out + 37, ts);
+	pilot_ed25519_sign(id, msg, (size_t)n, out + 45);
+}
