@@ -207,6 +207,27 @@ expect tls_fingerprint_logged_and_stable $?
 client tls "$TP" "$FPR"
 stop_term "$TLSPID"
 
+# ---- -log-file and SIGHUP -------------------------------------------------------------------
+LP=$(free_port)
+start logfile -no-beacon -registry-addr 127.0.0.1:$LP -log-file "$TMP/rdv.log"
+LOGPID=$LAST_PID
+if wait_ready "$LP"; then
+	grep -q "started registry=" "$TMP/rdv.log"
+	expect logfile_written $?
+	mv "$TMP/rdv.log" "$TMP/rdv.log.1"
+	kill -HUP "$LOGPID"
+	for ((i = 0; i < 50; i++)); do
+		[ -s "$TMP/rdv.log" ] && break
+		sleep 0.1
+	done
+	grep -q "log file reopened" "$TMP/rdv.log" 2>/dev/null
+	expect sighup_reopens_log $?
+else
+	fail logfile_written "did not start"
+fi
+stop_term "$LOGPID"
+expect logfile_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
+
 # ---- memory check: valgrind on the release build, else ASan at exit ---------------------------
 VP=$(free_port)
 if [ -x "$REL" ] && command -v valgrind >/dev/null; then
