@@ -137,8 +137,9 @@ $(BUILD)/fz/fuzz/%: $(BUILD)/fz/tests/fuzz/%.o $(FUZZ_ARCHIVES)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $< -Wl,--start-group $(FUZZ_ARCHIVES) -Wl,--end-group $(ALL_LIBS) -o $@
 
+# Release programs too: the valgrind runs use them (ASan and valgrind do not mix).
 # With SRC_FILTER (a folder under construction) programs may not link: skip them.
-test-build: $(if $(SRC_FILTER),,$(SAN_BINS)) $(TEST_BINS) $(FUZZ_BINS)
+test-build: $(if $(SRC_FILTER),,$(SAN_BINS) $(REL_BINS)) $(TEST_BINS) $(FUZZ_BINS)
 fuzz-build: $(FUZZ_BINS)
 
 deps:
