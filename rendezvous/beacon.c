@@ -493,8 +493,8 @@ static void on_discover(beacon *b, const uint8_t *buf, size_t len, uint32_t node
 		b->st.discovers_verified++;
 		return;
 	}
-	/* unproven: refreshes a verified endpoint it matches, never moves one */
-	e = node_find(b, node);
+	/* unproven: refreshes a live verified endpoint it matches, never moves one */
+	e = node_find_fresh(b, node);
 	if (e && ep_eq(&e->ep, src))
 		e->seen_ms = b->now_ms;
 }
@@ -802,11 +802,11 @@ beacon *beacon_new(pilot_loop *loop, const char *addr, registry *reg, char *err,
 	int rc;
 
 	if (sodium_init() < 0) {
-		snprintf(err, errlen, "beacon: libsodium failed to initialise");
+		snprintf(err, errlen, "libsodium failed to initialise");
 		return NULL;
 	}
 	if (!(b = calloc(1, sizeof(*b)))) {
-		snprintf(err, errlen, "beacon: out of memory");
+		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	b->loop = loop;
@@ -818,19 +818,19 @@ beacon *beacon_new(pilot_loop *loop, const char *addr, registry *reg, char *err,
 	b->flows = calloc((size_t)BCN_FLOW_SETS * BCN_FLOW_WAYS, sizeof(*b->flows));
 	b->rbuf = malloc((size_t)BCN_BATCH * BCN_BUFSZ);
 	if (!b->tab || !b->flows || !b->rbuf) {
-		snprintf(err, errlen, "beacon: out of memory");
+		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	setup_batches(b);
 	if ((rc = bind_addr(b, addr)) < 0) {
-		snprintf(err, errlen, "beacon: cannot listen on UDP %s: %s", addr,
+		snprintf(err, errlen, "cannot listen on UDP %s: %s", addr,
 			 rc == -EINVAL ? "want host:port, [v6]:port or :port" : strerror(-rc));
 		goto fail;
 	}
 	b->port = local_port(b->fd);
 	if ((rc = pilot_loop_add_fd(loop, b->fd, PILOT_EV_READ, on_readable, b)) < 0
 	    || !(b->sweep_timer = pilot_loop_add_timer(loop, BCN_SWEEP_MS, sweep_cb, b))) {
-		snprintf(err, errlen, "beacon: cannot watch UDP %s: %s", addr,
+		snprintf(err, errlen, "cannot watch UDP %s: %s", addr,
 			 strerror(rc < 0 ? -rc : ENOMEM));
 		goto fail;
 	}
