@@ -1,0 +1,116 @@
+/* The daemon's registry connection: one long-lived TCP connection on the event
+ * loop carrying strictly sequential request/response pairs (registry.md §2-3),
+ * a bounded FIFO of requests, per-request timeouts, reconnect with jittered
+ * backoff and one resend of the in-flight request after a connection-level
+ * failure (§2.2), and request signing in the reference (v1) or the bound,
+ * timestamped v2 format (rendezvous/SIGNATURES.md).
+ *
+ * Every callback runs from the loop, never from inside regclient_request.
+ * NOTE: the host name is resolved with a blocking getaddrinfo() each time a
+ * connection is opened (start-up and reconnects only); pass a numeric address
+ * where a stall of the loop during DNS resolution matters. */
+#ifndef PILOT_REGCLIENT_H
+#define PILOT_REGCLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <json-c/json.h>
+
+#include "lib/crypto.h"
+#include "lib/loop.h"
+
+typedef struct regclient regclient;
+
+/* reply is the response object (borrowed: valid during the call; take a
+ * reference to keep it) or NULL on failure. err is 0 for a success response,
+ * -EREMOTEIO for an error response (reply has "error", and from our registry
+ * "code" and "message"), or with reply NULL: -ETIMEDOUT, -ECONNRESET (or the
+ * connect errno) after the one resend also failed, -EPROTO for a bad frame,
+ * -ECANCELED when the client is freed. */
+typedef void (*regclient_cb)(void *arg, json_object *reply, int err);
+
+/* Transport seam: plain TCP now, TLS later. The client owns the socket (connect,
+ * close); a transport wraps an already connected fd. read/write return bytes,
+ * 0 for EOF (read), -EAGAIN when the socket would block, or -errno. */
+typedef struct regclient_transport {
+	const char *name;
+	/* Per-connection state for fd; host is the name we dialled (for SNI). */
+	int (*open)(void *cfg, int fd, const char *host, void **ctx);
+	/* 0 when the handshake is done, -EAGAIN with *want = PILOT_EV_READ/WRITE
+	 * to be called again, or -errno. */
+	int (*handshake)(void *ctx, int fd, int *want);
+	ssize_t (*read)(void *ctx, int fd, void *buf, size_t len);
+	ssize_t (*write)(void *ctx, int fd, const void *buf, size_t len);
+	void (*close)(void *ctx); /* frees ctx; never closes fd */
+} regclient_transport;
+
+extern const regclient_transport regclient_tcp;
+
+typedef struct regclient_config {
+	const char *addr;               /* "host:port", "[v6]:port" */
+	const pilot_identity *id;       /* signing key; NULL = no signed requests */
+	size_t queue_max;               /* requests queued + in flight (default 256) */
+	int64_t timeout_ms;             /* from submission to reply (default 10000) */
+	int64_t backoff_min_ms;         /* reconnect delay, doubling (default 500) */
+	int64_t backoff_max_ms;         /* cap (default 10000) */
+	const regclient_transport *transport; /* NULL = regclient_tcp */
+	void *transport_cfg;
+	int64_t clock_skew_s;           /* tests: pretend the wall clock is off by this */
+	/* Debug/test hook: every request object just before it is written. */
+	void (*on_send)(void *arg, json_object *req);
+	void *on_send_arg;
+} regclient_config;
+
+typedef struct regclient_stats {
+	uint64_t connects;      /* connections established */
+	uint64_t connect_fails; /* attempts that did not connect */
+	uint64_t sent, replies, errors; /* frames written, replies read, error replies */
+	uint64_t resends;       /* in-flight requests sent again after a reconnect */
+	uint64_t timeouts;
+	int connected;
+	size_t queued;          /* pending requests, including the one in flight */
+} regclient_stats;
+
+/* Copies cfg (strings too; id is borrowed and must outlive the client). Does
+ * not connect until the first request. NULL with a message in err. */
+regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, size_t errlen);
+/* NULL-safe. Pending callbacks get (NULL, -ECANCELED) first. Safe to call from
+ * inside a callback (the free completes when the callback returns). */
+void regclient_free(regclient *c);
+
+/* Queue req (the client takes the caller's reference, also on failure).
+ * 0, or -ENOBUFS when the queue is full, -EINVAL, -ESHUTDOWN while freeing. */
+int regclient_request(regclient *c, json_object *req, regclient_cb cb, void *arg);
+/* Like regclient_request, but the request is signed (regclient_sign with
+ * fields) each time it is written, so a resend carries a fresh v2 signature
+ * (the registry refuses a replayed one). -ENOKEY without an identity. */
+int regclient_request_signed(regclient *c, json_object *req, const char *fields,
+			     regclient_cb cb, void *arg);
+
+/* Add "signature" (and "sig_ts" for v2) to req now. fields are the v2 fields of
+ * SIGNATURES.md for req's "type" (e.g. "7:true" for set_visibility); the v1
+ * reference challenge is derived from the type and the same fields (e.g.
+ * request_handshake -> "handshake:<from>:<to>"). v2 is used once the server
+ * advertised "sig_v2" in register_ok (or regclient_set_sig_v2). 0, -ENOKEY,
+ * -EINVAL (no type, or a type with no v1 form while v1 is in use), -ENOMEM. */
+int regclient_sign(regclient *c, json_object *req, const char *fields);
+
+/* v2 signing switch; register_ok sets it from "sig_v2" automatically. */
+void regclient_set_sig_v2(regclient *c, bool on);
+bool regclient_sig_v2(const regclient *c);
+/* Server clock minus ours in seconds, learnt from the "time" of register_ok and
+ * heartbeat_ok (and a stale_signature message); added to every sig_ts. */
+int64_t regclient_clock_offset(const regclient *c);
+/* Our estimate of the server's Unix time in seconds. */
+int64_t regclient_server_now(const regclient *c);
+
+void regclient_get_stats(const regclient *c, regclient_stats *st);
+
+/* The v1 challenge keyword for a request type ("request_handshake" ->
+ * "handshake"), or NULL when the type has no v1 signature (register). */
+const char *regclient_v1_keyword(const char *type);
+
+#endif

@@ -1,0 +1,908 @@
+/* The daemon's registry client and registration life cycle against the real
+ * rendezvous registry server, in-process on the same loop, on 127.0.0.1. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "daemon/registration.h"
+#include "daemon/regclient.h"
+#include "lib/crypto.h"
+#include "lib/jsonwire.h"
+#include "lib/log.h"
+#include "rendezvous/registry.h"
+#include "rendezvous/server.h"
+
+typedef struct env {
+	pilot_loop *l;
+	registry *reg;
+	rdv_server *srv;
+	char addr[64];
+	/* a raw listener standing in for a broken server */
+	int raw_fd, raw_mode; /* 0 = accept and close, 1 = accept and hold */
+	int held[16];
+	int nheld;
+	/* on_send trace */
+	int sent_heartbeats, heartbeats_with_ts, report_trust_sent;
+	char kill_on[32];
+	int killed;
+} env;
+
+static env *E;
+
+static registry *open_reg(bool strict)
+{
+	reg_config c;
+	char err[256] = "";
+	registry *r;
+
+	memset(&c, 0, sizeof(c));
+	c.strict_signatures = strict;
+	c.ratelimit_disabled = true;
+	r = reg_open(&c, err, sizeof(err));
+	if (!r)
+		fprintf(stderr, "reg_open: %s\n", err);
+	return r;
+}
+
+static rdv_server *start_srv(env *e, const char *addr)
+{
+	rdv_server_config sc;
+	char err[256] = "";
+	rdv_server *s;
+
+	memset(&sc, 0, sizeof(sc));
+	sc.addr = addr;
+	sc.reg = e->reg;
+	s = rdv_server_new(e->l, &sc, err, sizeof(err));
+	if (!s)
+		fprintf(stderr, "rdv_server_new: %s\n", err);
+	return s;
+}
+
+static int env_setup(env *e, bool strict)
+{
+	memset(e, 0, sizeof(*e));
+	e->raw_fd = -1;
+	E = e;
+	if (!(e->l = pilot_loop_new()) || !(e->reg = open_reg(strict)) ||
+	    !(e->srv = start_srv(e, "127.0.0.1:0")))
+		return -1;
+	snprintf(e->addr, sizeof(e->addr), "%s", rdv_server_addr(e->srv));
+	return 0;
+}
+
+static int setup(void **state)
+{
+	env *e = calloc(1, sizeof(*e));
+
+	*state = e;
+	return env_setup(e, false);
+}
+
+static int setup_strict(void **state)
+{
+	env *e = calloc(1, sizeof(*e));
+
+	*state = e;
+	return env_setup(e, true);
+}
+
+static int teardown(void **state)
+{
+	env *e = *state;
+
+	rdv_server_free(e->srv);
+	reg_close(e->reg);
+	if (e->raw_fd >= 0) {
+		pilot_loop_del_fd(e->l, e->raw_fd);
+		close(e->raw_fd);
+	}
+	for (int i = 0; i < e->nheld; i++)
+		close(e->held[i]);
+	pilot_loop_free(e->l);
+	free(e);
+	E = NULL;
+	return 0;
+}
+
+/* Run the loop until *flag is non-zero or ms pass. */
+static int run_until(env *e, const int *flag, int ms)
+{
+	uint64_t end = pilot_now_ms() + (uint64_t)ms;
+
+	while (!*flag && pilot_now_ms() < end)
+		pilot_loop_run_once(e->l, 10);
+	return *flag;
+}
+
+static void run_for(env *e, int ms)
+{
+	int never = 0;
+
+	run_until(e, &never, ms);
+}
+
+/* ---- a reply collector ---- */
+typedef struct result {
+	int done, err;
+	json_object *reply;
+} result;
+
+static void collect(void *arg, json_object *reply, int err)
+{
+	result *r = arg;
+
+	r->done++;
+	r->err = err;
+	json_object_put(r->reply);
+	r->reply = reply ? json_object_get(reply) : NULL;
+}
+
+static void result_clear(result *r)
+{
+	json_object_put(r->reply);
+	memset(r, 0, sizeof(*r));
+}
+
+static const char *rstr(const result *r, const char *k)
+{
+	return r->reply ? jw_get_str(r->reply, k) : NULL;
+}
+
+/* ---- trace hook ---- */
+static void trace(void *arg, json_object *req)
+{
+	env *e = arg;
+	const char *type = jw_get_str(req, "type");
+
+	if (!strcmp(type, "heartbeat")) {
+		e->sent_heartbeats++;
+		if (jw_has(req, "sig_ts"))
+			e->heartbeats_with_ts++;
+	}
+	if (!strcmp(type, "report_trust"))
+		e->report_trust_sent++;
+	if (e->kill_on[0] && !strcmp(type, e->kill_on) && !e->killed) {
+		/* The server dies with the request on its way: restart it on the same
+		 * port so the client's reconnect finds it. */
+		e->killed = 1;
+		rdv_server_free(e->srv);
+		e->srv = start_srv(e, e->addr);
+	}
+}
+
+/* ---- registration helpers ---- */
+typedef struct node {
+	pilot_identity id;
+	registration *r;
+	int registered, again, handshakes;
+	uint32_t trusted[4];
+	size_t ntrusted;
+} node;
+
+static void on_registered(void *arg, uint32_t id, const char *address, bool again)
+{
+	node *n = arg;
+
+	(void)id, (void)address;
+	n->registered++;
+	if (again)
+		n->again++;
+}
+
+static void on_handshakes(void *arg, json_object *reply)
+{
+	node *n = arg;
+
+	(void)reply;
+	n->handshakes++;
+}
+
+static size_t on_trusted(void *arg, uint32_t *ids, size_t cap)
+{
+	node *n = arg;
+
+	for (size_t i = 0; i < n->ntrusted && i < cap; i++)
+		ids[i] = n->trusted[i];
+	return n->ntrusted;
+}
+
+static registration *node_start(env *e, node *n, const char *hostname, bool pub, int64_t keepalive)
+{
+	registration_config c;
+	registration_callbacks cb = { on_registered, on_handshakes, on_trusted, n };
+	char err[256] = "";
+
+	memset(&c, 0, sizeof(c));
+	c.registry = e->addr;
+	c.id = &n->id;
+	c.listen_addr = "0.0.0.0:4000";
+	c.hostname = hostname;
+	c.public_node = pub;
+	c.keepalive_ms = keepalive;
+	c.register_retry_ms = 50;
+	c.client.timeout_ms = 2000;
+	c.client.backoff_min_ms = 20;
+	c.client.backoff_max_ms = 100;
+	c.client.on_send = trace;
+	c.client.on_send_arg = e;
+	n->r = registration_new(e->l, &c, &cb, err, sizeof(err));
+	assert_non_null(n->r);
+	assert_int_equal(registration_start(n->r), 0);
+	return n->r;
+}
+
+static void node_new(node *n)
+{
+	memset(n, 0, sizeof(*n));
+	pilot_identity_generate(&n->id);
+}
+
+static regclient *client_new(env *e, const char *addr, size_t qmax, int64_t timeout)
+{
+	regclient_config c;
+	char err[256] = "";
+	regclient *rc;
+
+	memset(&c, 0, sizeof(c));
+	c.addr = addr;
+	c.queue_max = qmax;
+	c.timeout_ms = timeout;
+	c.backoff_min_ms = 20;
+	c.backoff_max_ms = 100;
+	c.on_send = trace;
+	c.on_send_arg = e;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	return rc;
+}
+
+static json_object *lookup_req(uint32_t id)
+{
+	json_object *q = json_object_new_object();
+
+	json_object_object_add(q, "type", json_object_new_string("lookup"));
+	json_object_object_add(q, "node_id", json_object_new_int64(id));
+	return q;
+}
+
+/* Ask the registry directly (no client) and return the reply. */
+static json_object *direct(env *e, const char *json)
+{
+	json_object *q = json_tokener_parse(json), *resp;
+	struct timeval tv;
+	reg_ctx ctx = { "127.0.0.1", 40000, 0 };
+
+	gettimeofday(&tv, NULL);
+	ctx.now_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	assert_non_null(q);
+	resp = reg_handle(e->reg, q, &ctx);
+	json_object_put(q);
+	return resp;
+}
+
+/* ---- tests ---- */
+static void test_register_same_id(void **state)
+{
+	env *e = *state;
+	node a;
+	uint32_t id;
+
+	node_new(&a);
+	node_start(e, &a, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	id = registration_node_id(a.r);
+	assert_true(id > 0);
+	assert_true(registration_registered(a.r));
+	assert_string_equal(registration_address(a.r), "0:0000.0000.0001");
+	/* v2 is advertised and the client picked it up */
+	assert_true(regclient_sig_v2(registration_client(a.r)));
+	registration_free(a.r);
+
+	/* a restart with the same identity gets the same ID back */
+	a.registered = 0;
+	node_start(e, &a, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_int_equal(registration_node_id(a.r), id);
+	registration_free(a.r);
+}
+
+static void test_heartbeat_v2_skewed_strict(void **state)
+{
+	env *e = *state;
+	registration_config c;
+	registration_callbacks cb;
+	node a;
+	char err[256];
+	int hb = 0;
+
+	/* A strict registry refuses v1 and unsigned registers; our clock is an
+	 * hour off. The client must learn both and still heartbeat. */
+	node_new(&a);
+	memset(&c, 0, sizeof(c));
+	memset(&cb, 0, sizeof(cb));
+	cb.registered = on_registered;
+	cb.handshakes = on_handshakes;
+	cb.arg = &a;
+	c.registry = e->addr;
+	c.id = &a.id;
+	c.listen_addr = "0.0.0.0:4000";
+	c.keepalive_ms = 50;
+	c.register_retry_ms = 50;
+	c.client.clock_skew_s = -3600;
+	c.client.on_send = trace;
+	c.client.on_send_arg = e;
+	a.r = registration_new(e->l, &c, &cb, err, sizeof(err));
+	assert_non_null(a.r);
+	assert_int_equal(registration_start(a.r), 0);
+	assert_true(run_until(e, &a.registered, 3000));
+	for (uint64_t end = pilot_now_ms() + 3000; !hb && pilot_now_ms() < end;) {
+		pilot_loop_run_once(e->l, 10);
+		hb = registration_last_heartbeat(a.r) != 0;
+	}
+	assert_true(hb);
+	assert_true(e->heartbeats_with_ts > 0);
+	assert_int_equal(e->heartbeats_with_ts, e->sent_heartbeats);
+	assert_true(registration_clock_offset(a.r) >= 3590 && registration_clock_offset(a.r) <= 3610);
+	/* several heartbeats in a row (fresh signatures, no replay refusals) */
+	run_for(e, 300);
+	assert_true(e->sent_heartbeats >= 3);
+	assert_int_equal(registration_heartbeat_failures(a.r), 0);
+	registration_free(a.r);
+}
+
+static void test_signed_setters(void **state)
+{
+	env *e = *state;
+	node a;
+	result res = { 0 };
+	const char *tags[] = { "web", "gpu" };
+	json_object *t;
+
+	node_new(&a);
+	node_start(e, &a, "alpha", true, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	/* the configured hostname and visibility were applied after register */
+	assert_int_equal(registration_lookup(a.r, registration_node_id(a.r), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "hostname"), "alpha");
+	assert_true(jw_get_bool(res.reply, "public"));
+	result_clear(&res);
+
+	assert_int_equal(registration_set_hostname(a.r, "beta", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "hostname"), "beta");
+	result_clear(&res);
+	assert_int_equal(registration_set_tags(a.r, tags, 2, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	result_clear(&res);
+	assert_int_equal(registration_set_visibility(a.r, false, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "visibility"), "private");
+	result_clear(&res);
+
+	/* the reference (v1) format against a non-strict registry */
+	regclient_set_sig_v2(registration_client(a.r), false);
+	assert_int_equal(registration_set_hostname(a.r, "gamma", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	result_clear(&res);
+	regclient_set_sig_v2(registration_client(a.r), true);
+
+	assert_int_equal(registration_resolve_hostname(a.r, "gamma", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
+	result_clear(&res);
+	assert_int_equal(registration_lookup(a.r, registration_node_id(a.r), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	t = json_object_object_get(res.reply, "tags");
+	assert_int_equal(json_object_array_length(t), 2);
+	assert_false(jw_get_bool(res.reply, "public"));
+	result_clear(&res);
+	registration_free(a.r);
+}
+
+static void call_ok(env *e, int rc, result *res)
+{
+	assert_int_equal(rc, 0);
+	assert_true(run_until(e, &res->done, 3000));
+	if (res->err)
+		fprintf(stderr, "unexpected error: %s\n",
+			res->reply ? json_object_to_json_string(res->reply) : strerror(-res->err));
+	assert_int_equal(res->err, 0);
+	result_clear(res);
+}
+
+static void test_resolve_needs_trust(void **state)
+{
+	env *e = *state;
+	node a, b;
+	result res = { 0 };
+	uint32_t ida, idb;
+
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, NULL, false, 10000);
+	node_start(e, &b, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
+	ida = registration_node_id(a.r);
+	idb = registration_node_id(b.r);
+
+	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_non_null(rstr(&res, "code"));
+	result_clear(&res);
+
+	/* one side alone is not consent */
+	call_ok(e, registration_report_trust(a.r, idb, collect, &res), &res);
+	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	result_clear(&res);
+
+	call_ok(e, registration_report_trust(b.r, ida, collect, &res), &res);
+	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "real_addr"), "127.0.0.1:4000");
+	result_clear(&res);
+
+	call_ok(e, registration_revoke_trust(a.r, idb, collect, &res), &res);
+	registration_free(a.r);
+	registration_free(b.r);
+}
+
+static void test_handshake_relay(void **state)
+{
+	env *e = *state;
+	node a, b;
+	result res = { 0 };
+	uint32_t ida, idb;
+
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, NULL, false, 10000);
+	node_start(e, &b, NULL, false, 50);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
+	ida = registration_node_id(a.r);
+	idb = registration_node_id(b.r);
+
+	call_ok(e, registration_request_handshake(a.r, idb, "let me in", collect, &res), &res);
+	/* b's heartbeat is followed by poll_handshakes, which delivers the request */
+	assert_true(run_until(e, &b.handshakes, 3000));
+	call_ok(e, registration_respond_handshake(b.r, ida, true, collect, &res), &res);
+	call_ok(e, registration_resolve(a.r, idb, collect, &res), &res);
+
+	/* the same through the reference (v1) strings */
+	regclient_set_sig_v2(registration_client(a.r), false);
+	regclient_set_sig_v2(registration_client(b.r), false);
+	call_ok(e, registration_revoke_trust(a.r, idb, collect, &res), &res);
+	call_ok(e, registration_request_handshake(b.r, ida, "", collect, &res), &res);
+	call_ok(e, registration_poll_handshakes(a.r, collect, &res), &res);
+	call_ok(e, registration_respond_handshake(a.r, idb, true, collect, &res), &res);
+	registration_free(a.r);
+	registration_free(b.r);
+}
+
+static void test_networks(void **state)
+{
+	env *e = *state;
+	node a, b;
+	result res = { 0 };
+	uint16_t net;
+	json_object *inv;
+
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, NULL, false, 10000);
+	node_start(e, &b, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
+
+	assert_int_equal(registration_create_network(a.r, "lab", "invite", NULL, NULL, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	net = jw_get_u16(res.reply, "network_id");
+	assert_true(net > 0);
+	result_clear(&res);
+
+	assert_int_equal(registration_join_network(b.r, net, NULL, NULL, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_string_equal(rstr(&res, "code"), "forbidden");
+	result_clear(&res);
+
+	call_ok(e, registration_invite(a.r, net, registration_node_id(b.r), collect, &res), &res);
+	assert_int_equal(registration_poll_invites(b.r, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	inv = json_object_object_get(res.reply, "invites");
+	assert_int_equal(json_object_array_length(inv), 1);
+	result_clear(&res);
+	call_ok(e, registration_respond_invite(b.r, net, true, collect, &res), &res);
+
+	assert_int_equal(registration_list_nodes(a.r, net, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(json_object_array_length(json_object_object_get(res.reply, "nodes")), 2);
+	result_clear(&res);
+	assert_int_equal(registration_list_networks(a.r, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(json_object_array_length(json_object_object_get(res.reply, "networks")), 2);
+	result_clear(&res);
+	call_ok(e, registration_leave_network(b.r, net, NULL, collect, &res), &res);
+
+	/* v1 forms of the network strings */
+	regclient_set_sig_v2(registration_client(a.r), false);
+	call_ok(e, registration_create_network(a.r, "lab2", NULL, NULL, NULL, collect, &res), &res);
+	registration_free(a.r);
+	registration_free(b.r);
+}
+
+static void test_error_code(void **state)
+{
+	env *e = *state;
+	regclient *rc = client_new(e, e->addr, 0, 0);
+	result res = { 0 };
+	regclient_stats st;
+
+	assert_int_equal(regclient_request(rc, lookup_req(4242), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_string_equal(rstr(&res, "error"), "request failed");
+	assert_string_equal(rstr(&res, "code"), "not_found");
+	assert_non_null(rstr(&res, "message"));
+	result_clear(&res);
+	/* the connection stays usable after an error reply */
+	assert_int_equal(regclient_request(rc, lookup_req(4243), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.connects, 1);
+	assert_int_equal(st.errors, 2);
+	result_clear(&res);
+	/* bad requests are refused up front (and consumed) */
+	assert_int_equal(regclient_request(rc, json_object_new_object(), collect, &res), -EINVAL);
+	assert_int_equal(regclient_request_signed(rc, lookup_req(1), "1", collect, &res), -ENOKEY);
+	regclient_free(rc);
+}
+
+static void test_reconnect_resend(void **state)
+{
+	env *e = *state;
+	regclient *rc = client_new(e, e->addr, 0, 0);
+	result res = { 0 };
+	regclient_stats st;
+
+	/* first a good exchange, so the connection is up */
+	assert_int_equal(regclient_request(rc, lookup_req(1),
+					   collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	result_clear(&res);
+	/* list_networks: the server is killed as the request goes out */
+	snprintf(e->kill_on, sizeof(e->kill_on), "list_networks");
+	{
+		json_object *q = json_object_new_object();
+
+		json_object_object_add(q, "type", json_object_new_string("list_networks"));
+		assert_int_equal(regclient_request(rc, q, collect, &res), 0);
+	}
+	assert_true(run_until(e, &res.done, 3000));
+	assert_true(e->killed);
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "type"), "list_networks_ok");
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.resends, 1);
+	assert_int_equal(st.connects, 2);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
+static void raw_accept(pilot_loop *l, int fd, int events, void *arg)
+{
+	env *e = arg;
+	int c;
+
+	(void)l, (void)events;
+	while ((c = accept(fd, NULL, NULL)) >= 0) {
+		if (e->raw_mode == 0 || e->nheld == 16)
+			close(c);
+		else
+			e->held[e->nheld++] = c;
+	}
+}
+
+/* A listener that accepts and closes (mode 0) or accepts and never answers. */
+static void raw_listen(env *e, int mode, char *addr, size_t len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	e->raw_mode = mode;
+	e->raw_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	assert_true(e->raw_fd >= 0);
+	assert_int_equal(bind(e->raw_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(e->raw_fd, 16), 0);
+	assert_int_equal(getsockname(e->raw_fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(addr, len, "127.0.0.1:%u", ntohs(sa.sin_port));
+	assert_int_equal(pilot_loop_add_fd(e->l, e->raw_fd, PILOT_EV_READ, raw_accept, e), 0);
+}
+
+static void test_resend_only_once(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	result res = { 0 };
+	regclient_stats st;
+
+	raw_listen(e, 0, addr, sizeof(addr));
+	rc = client_new(e, addr, 0, 3000);
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_null(res.reply);
+	assert_true(res.err == -ECONNRESET || res.err == -EPIPE);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.sent, 2);
+	assert_int_equal(st.resends, 1);
+	assert_int_equal(st.queued, 0);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
+static void test_timeout(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	result res = { 0 };
+	regclient_stats st;
+	uint64_t t0;
+
+	raw_listen(e, 1, addr, sizeof(addr));
+	rc = client_new(e, addr, 0, 200);
+	t0 = pilot_now_ms();
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -ETIMEDOUT);
+	assert_true(pilot_now_ms() - t0 >= 190);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.timeouts, 1);
+	assert_int_equal(st.queued, 0);
+	regclient_free(rc);
+}
+
+static void test_queue_bound_and_cancel(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	result res[5];
+
+	memset(res, 0, sizeof(res));
+	raw_listen(e, 1, addr, sizeof(addr));
+	rc = client_new(e, addr, 4, 10000);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res[i]), 0);
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res[4]), -ENOBUFS);
+	run_for(e, 50); /* one in flight, three queued */
+	regclient_free(rc);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(res[i].done, 1);
+		assert_int_equal(res[i].err, -ECANCELED);
+	}
+	assert_int_equal(res[4].done, 0);
+}
+
+static void free_in_cb(void *arg, json_object *reply, int err)
+{
+	regclient **rc = arg;
+
+	(void)reply, (void)err;
+	regclient_free(*rc);
+	*rc = NULL;
+}
+
+static void test_free_inside_callback(void **state)
+{
+	env *e = *state;
+	regclient *rc = client_new(e, e->addr, 0, 0);
+	result res = { 0 };
+
+	assert_int_equal(regclient_request(rc, lookup_req(1), free_in_cb, &rc), 0);
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	for (int i = 0; i < 300 && rc; i++)
+		pilot_loop_run_once(e->l, 10);
+	assert_null(rc);
+	assert_int_equal(res.done, 1);
+	assert_int_equal(res.err, -ECANCELED);
+}
+
+static void test_reregister_restores(void **state)
+{
+	env *e = *state;
+	node a, b;
+	pilot_identity p;
+	char pk[48], q[256], sigb[96];
+	uint8_t sig[64];
+	json_object *o;
+	uint32_t pid, idb;
+	result res = { 0 };
+
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, "alpha", true, 50);
+	node_start(e, &b, NULL, false, 50);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
+
+	/* The registry restarts empty (state lost): heartbeats get not_found. */
+	rdv_server_free(e->srv);
+	reg_close(e->reg);
+	e->reg = open_reg(false);
+	assert_non_null(e->reg);
+	/* a peer p that b trusts is registered first in the new registry */
+	pilot_identity_generate(&p);
+	pilot_b64_encode(p.pk, 32, pk, sizeof(pk));
+	snprintf(q, sizeof(q), "{\"type\":\"register\",\"public_key\":\"%s\"}", pk);
+	o = direct(e, q);
+	pid = jw_get_u32(o, "node_id");
+	json_object_put(o);
+	b.trusted[0] = pid;
+	b.ntrusted = 1;
+	e->srv = start_srv(e, e->addr);
+	assert_non_null(e->srv);
+
+	assert_true(run_until(e, &a.again, 5000));
+	assert_true(run_until(e, &b.again, 5000));
+	run_for(e, 200); /* let the restoring requests through */
+	assert_true(e->report_trust_sent > 0);
+
+	/* hostname and visibility are back */
+	assert_int_equal(registration_resolve_hostname(a.r, "alpha", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
+	assert_true(jw_get_bool(res.reply, "public"));
+	result_clear(&res);
+
+	/* b re-reported its trust in p: once p agrees, the pair exists */
+	idb = registration_node_id(b.r);
+	assert_false(reg_may_talk(e->reg, pid, idb));
+	snprintf(q, sizeof(q), "report_trust:%u:%u", pid, idb);
+	pilot_ed25519_sign(&p, q, strlen(q), sig);
+	pilot_b64_encode(sig, 64, sigb, sizeof(sigb));
+	snprintf(q, sizeof(q), "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
+		 pid, idb, sigb);
+	o = direct(e, q);
+	assert_string_equal(jw_get_str(o, "type"), "report_trust_ok");
+	json_object_put(o);
+	assert_true(reg_may_talk(e->reg, pid, idb));
+	assert_true(registration_registered(a.r));
+	registration_free(a.r);
+	registration_free(b.r);
+}
+
+static void dereg_done(void *arg, json_object *reply, int err)
+{
+	collect(arg, reply, err);
+}
+
+static void test_deregister(void **state)
+{
+	env *e = *state;
+	node a;
+	result res = { 0 };
+	uint32_t id;
+
+	node_new(&a);
+	node_start(e, &a, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	id = registration_node_id(a.r);
+	assert_int_equal(registration_deregister(a.r, dereg_done, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_false(registration_registered(a.r));
+	result_clear(&res);
+	assert_int_equal(registration_lookup(a.r, id, collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_string_equal(rstr(&res, "code"), "not_found");
+	result_clear(&res);
+	registration_free(a.r);
+}
+
+static void test_v1_strings(void **state)
+{
+	env *e = *state;
+	regclient_config c;
+	pilot_identity id;
+	regclient *rc;
+	char err[64];
+	uint8_t sig[64];
+	json_object *q = json_object_new_object();
+	const char *s;
+
+	assert_string_equal(regclient_v1_keyword("request_handshake"), "handshake");
+	assert_string_equal(regclient_v1_keyword("respond_handshake"), "respond");
+	assert_string_equal(regclient_v1_keyword("rotate_key"), "rotate");
+	assert_string_equal(regclient_v1_keyword("invite_to_network"), "invite");
+	assert_null(regclient_v1_keyword("register"));
+	pilot_identity_generate(&id);
+	memset(&c, 0, sizeof(c));
+	c.addr = e->addr;
+	c.id = &id;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	json_object_object_add(q, "type", json_object_new_string("punch"));
+	assert_int_equal(regclient_sign(rc, q, "7:7:9"), 0);
+	s = jw_get_str(q, "signature");
+	assert_int_equal(pilot_b64_decode(s, strlen(s), sig, 64), 64);
+	assert_int_equal(pilot_ed25519_verify(id.pk, "punch:7:9", 9, sig), 0);
+	assert_false(jw_has(q, "sig_ts"));
+	json_object_object_add(q, "type", json_object_new_string("respond_handshake"));
+	assert_int_equal(regclient_sign(rc, q, "3:4:true"), 0);
+	s = jw_get_str(q, "signature");
+	assert_int_equal(pilot_b64_decode(s, strlen(s), sig, 64), 64);
+	assert_int_equal(pilot_ed25519_verify(id.pk, "respond:3:4", 11, sig), 0);
+	json_object_object_add(q, "type", json_object_new_string("register"));
+	assert_int_equal(regclient_sign(rc, q, "k:a"), -EINVAL);
+	/* v2 binds type, time and every field */
+	regclient_set_sig_v2(rc, true);
+	json_object_object_add(q, "type", json_object_new_string("set_visibility"));
+	assert_int_equal(regclient_sign(rc, q, "3:true"), 0);
+	{
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "pilot2:set_visibility:%lld:3:true",
+			 (long long)jw_get_i64(q, "sig_ts"));
+		s = jw_get_str(q, "signature");
+		assert_int_equal(pilot_b64_decode(s, strlen(s), sig, 64), 64);
+		assert_int_equal(pilot_ed25519_verify(id.pk, msg, strlen(msg), sig), 0);
+	}
+	json_object_put(q);
+	regclient_free(rc);
+	/* bad addresses are refused with a message */
+	c.addr = "no-port";
+	assert_null(regclient_new(e->l, &c, err, sizeof(err)));
+	assert_non_null(strstr(err, "no-port"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_register_same_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_heartbeat_v2_skewed_strict, setup_strict, teardown),
+		cmocka_unit_test_setup_teardown(test_signed_setters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resolve_needs_trust, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_relay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_networks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_code, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_resend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resend_only_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_bound_and_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reregister_restores, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deregister, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_v1_strings, setup, teardown),
+	};
+
+	pilot_log_init("test_regclient", PILOT_LOG_WARN, PILOT_LOG_TEXT);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
