@@ -571,7 +571,8 @@ static void try_next_addr(regclient *c)
 
 static void start_connect(regclient *c)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+	/* No AI_ADDRCONFIG: it hides 127.0.0.1/::1 in a namespace with only lo up. */
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
 	int r;
 
 	conn_close(c);

@@ -52,7 +52,9 @@ registration *registration_new(pilot_loop *l, const registration_config *cfg,
 			       const registration_callbacks *cbs, char *err, size_t errlen);
 /* Send register and start the heartbeat. 0 or -errno. */
 int registration_start(registration *r);
-/* NULL-safe; pending callbacks run with -ECANCELED. Does not deregister. */
+/* NULL-safe; pending callbacks run with -ECANCELED. Does not deregister.
+ * Not from inside one of the registration_callbacks (regclient callbacks of
+ * the calls below are fine). */
 void registration_free(registration *r);
 
 /* Stop heartbeats and deregister (-deregister-on-exit); cb runs when done. */

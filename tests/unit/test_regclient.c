@@ -583,6 +583,24 @@ static void test_error_code(void **state)
 	regclient_free(rc);
 }
 
+static void test_hostname_addr(void **state)
+{
+	env *e = *state;
+	char addr[80];
+	regclient *rc;
+	result res = { 0 };
+
+	/* "localhost" may resolve to ::1 first (refused here): the next address wins */
+	snprintf(addr, sizeof(addr), "localhost%s", strrchr(e->addr, ':'));
+	rc = client_new(e, addr, 0, 0);
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_string_equal(rstr(&res, "code"), "not_found");
+	result_clear(&res);
+	regclient_free(rc);
+}
+
 static void test_reconnect_resend(void **state)
 {
 	env *e = *state;
@@ -893,6 +911,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_handshake_relay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_networks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_code, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostname_addr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reconnect_resend, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resend_only_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
