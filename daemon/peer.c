@@ -1,0 +1,941 @@
+/* Peer table, key exchange and the PILS receive/send path (tunnel.md §3-§8).
+ * Path selection, punching and the beacon client live in peer_path.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "daemon/peer_internal.h"
+#include "lib/log.h"
+
+#define DEF(v, d) ((v) ? (v) : (d))
+
+static void handle_frame(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
+			 uint32_t relay_sender);
+
+uint64_t peer_now(const peer_table *pt)
+{
+	return pilot_loop_now_ms(pt->loop);
+}
+
+static size_t bucket(uint32_t node)
+{
+	return (node * 2654435761u) >> 22; /* 10 bits: PEER_BUCKETS */
+}
+
+peer *peer_find(const peer_table *pt, uint32_t node)
+{
+	peer *p;
+
+	for (p = pt->buckets[bucket(node)]; p; p = p->next)
+		if (p->node == node)
+			return p;
+	return NULL;
+}
+
+peer *peer_get_or_create(peer_table *pt, uint32_t node)
+{
+	peer *p = peer_find(pt, node);
+
+	if (p)
+		return p;
+	if (pt->npeers >= PEER_MAX || !(p = calloc(1, sizeof(*p))))
+		return NULL;
+	p->node = node;
+	p->kdf = pt->cfg.kdf;
+	p->why = "new";
+	p->next = pt->buckets[bucket(node)];
+	pt->buckets[bucket(node)] = p;
+	pt->npeers++;
+	return p;
+}
+
+void peer_pending_drop(peer_table *pt, peer *p)
+{
+	pending_pkt *q, *n;
+
+	for (q = p->pend_head; q; q = n) {
+		n = q->next;
+		free(q);
+	}
+	if (p->npend)
+		pt->npend_peers--;
+	p->pend_head = p->pend_tail = NULL;
+	p->npend = 0;
+}
+
+static void peer_free(peer_table *pt, peer *p)
+{
+	peer_pending_drop(pt, p);
+	pilot_session_free(p->sess);
+	pilot_session_free(p->alt);
+	sodium_memzero(p, sizeof(*p));
+	free(p);
+}
+
+/* ---- sending ---- */
+
+void peer_send_frame_direct(peer_table *pt, const transport_ep *ep, const uint8_t *frame, size_t len)
+{
+	transport_dgram d = { .data = (uint8_t *)frame, .len = len, .ep = *ep };
+
+	transport_send(pt->t, &d, 1);
+}
+
+void peer_send_frame_relay(peer_table *pt, uint32_t dest, uint8_t *frame, size_t len)
+{
+	if (!pt->has_beacon) {
+		pt->st.drop_no_route++;
+		return;
+	}
+	proto_beacon_relay_hdr(pt->cfg.node, dest, frame - BEACON_RELAY_HDR);
+	peer_send_frame_direct(pt, &pt->beacon, frame - BEACON_RELAY_HDR, len + BEACON_RELAY_HDR);
+}
+
+static void send_via(peer_table *pt, peer *p, uint8_t *frame, size_t len, int via)
+{
+	if (via == PEER_VIA_PATH)
+		via = p->path == PEER_PATH_RELAY || !p->has_ep ? PEER_VIA_RELAY : PEER_VIA_DIRECT;
+	if (via == PEER_VIA_RELAY)
+		peer_send_frame_relay(pt, p->node, frame, len);
+	else if (p->has_ep)
+		peer_send_frame_direct(pt, &p->ep, frame, len);
+	else
+		pt->st.drop_no_route++;
+	p->last_tx_ms = peer_now(pt);
+}
+
+void peer_send_frame(peer_table *pt, peer *p, uint8_t *frame, size_t len)
+{
+	send_via(pt, p, frame, len, PEER_VIA_PATH);
+}
+
+void peer_send_kx(peer_table *pt, peer *p, int via)
+{
+	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
+
+	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
+	send_via(pt, p, buf + BEACON_RELAY_HDR, pt->kx_frame_len, via);
+	p->kx_sent_ms = peer_now(pt);
+	pt->st.kx_sent++;
+}
+
+/* Retransmit our exchange (1 s, x2, 6 tries) until a frame from p authenticates. */
+void peer_kx_arm(peer_table *pt, peer *p)
+{
+	if (p->authenticated)
+		return;
+	p->kx_tries = 1;
+	p->kx_backoff_ms = DEF(pt->cfg.kx_retry_ms, 1000);
+	p->kx_next_ms = peer_now(pt) + p->kx_backoff_ms;
+}
+
+void peer_seal_send(peer_table *pt, peer *p, uint8_t *pkt, size_t len, int via)
+{
+	int n;
+
+	if (!pt->cfg.encrypt) {
+		memcpy(pkt - 4, "PILT", 4);
+		send_via(pt, p, pkt - 4, len + 4, via);
+		return;
+	}
+	n = pilot_session_seal(p->sess, pkt - PROTO_PILS_HDR, len,
+			       len + PROTO_PILS_OVERHEAD);
+	if (n < 0) { /* counter exhausted: start over with a new exchange */
+		pt->st.drop_no_route++;
+		return;
+	}
+	send_via(pt, p, pkt - PROTO_PILS_HDR, (size_t)n, via);
+}
+
+static void build_control(const peer_table *pt, const proto_hdr *h, const void *payload,
+			  size_t plen, uint8_t **pkt, size_t *len)
+{
+	uint8_t *out = (uint8_t *)pt->scratch + PEER_HEADROOM;
+	int n = proto_packet_encode(h, payload, plen, out, PROTO_HDR_SIZE + plen);
+
+	*pkt = out;
+	*len = n < 0 ? 0 : (size_t)n;
+}
+
+/* Tunnel keepalive (packet.md §7): control, Src {0, own}, everything else 0. */
+void peer_send_keepalive(peer_table *pt, peer *p)
+{
+	proto_hdr h = { .version = PROTO_VERSION, .protocol = PROTO_CONTROL };
+	uint8_t *pkt;
+	size_t len;
+
+	if (!p->sess && pt->cfg.encrypt)
+		return;
+	h.src = pilot_addr_make(0, pt->cfg.node);
+	build_control(pt, &h, NULL, 0, &pkt, &len);
+	peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
+	pt->st.keepalives_sent++;
+}
+
+void peer_send_probe(peer_table *pt, peer *p, int via)
+{
+	proto_hdr h = { .version = PROTO_VERSION, .protocol = PROTO_CONTROL };
+	uint8_t *pkt;
+	size_t len;
+
+	if (!p->sess && pt->cfg.encrypt)
+		return;
+	h.src = pilot_addr_make(0, pt->cfg.node);
+	h.dst = pilot_addr_make(0, p->node);
+	build_control(pt, &h, PEER_PROBE_PAYLOAD, strlen(PEER_PROBE_PAYLOAD), &pkt, &len);
+	peer_seal_send(pt, p, pkt, len, via);
+}
+
+/* Answer a path probe straight back where it came from (that is what it tests). */
+static void answer_probe(peer_table *pt, peer *p, const proto_hdr *ph, const transport_ep *src,
+			 bool via_relay)
+{
+	proto_hdr h = { .version = PROTO_VERSION, .flags = PROTO_ACK, .protocol = PROTO_CONTROL };
+	uint8_t *pkt;
+	size_t len;
+
+	h.src = pilot_addr_is_zero(ph->dst) ? pilot_addr_make(0, pt->cfg.node) : ph->dst;
+	h.dst = ph->src;
+	h.dst_port = ph->src_port;
+	h.seq = ph->seq;
+	h.ack = ph->seq + 1;
+	build_control(pt, &h, PEER_PROBE_PAYLOAD, strlen(PEER_PROBE_PAYLOAD), &pkt, &len);
+	if (via_relay) {
+		peer_seal_send(pt, p, pkt, len, PEER_VIA_RELAY);
+		return;
+	}
+	int n = pilot_session_seal(p->sess, pkt - PROTO_PILS_HDR, len, len + PROTO_PILS_OVERHEAD);
+	if (n > 0)
+		peer_send_frame_direct(pt, src, pkt - PROTO_PILS_HDR, (size_t)n);
+}
+
+static int pending_push(peer_table *pt, peer *p, const uint8_t *pkt, size_t len)
+{
+	pending_pkt *q;
+
+	if (p->npend >= PEER_PENDING_PER_PEER || (!p->npend && pt->npend_peers >= PEER_PENDING_PEERS) ||
+	    !(q = malloc(sizeof(*q) + PEER_HEADROOM + len + PEER_TAILROOM))) {
+		pt->st.drop_pending_full++;
+		return -ENOBUFS;
+	}
+	q->next = NULL;
+	q->len = len;
+	memcpy(q->buf + PEER_HEADROOM, pkt, len);
+	if (!p->npend++)
+		pt->npend_peers++;
+	if (p->pend_tail)
+		p->pend_tail->next = q;
+	else
+		p->pend_head = q;
+	p->pend_tail = q;
+	return 0;
+}
+
+void peer_pending_flush(peer_table *pt, peer *p)
+{
+	pending_pkt *q = p->pend_head;
+
+	p->pend_head = p->pend_tail = NULL;
+	if (p->npend)
+		pt->npend_peers--;
+	p->npend = 0;
+	while (q) {
+		pending_pkt *n = q->next;
+		peer_seal_send(pt, p, q->buf + PEER_HEADROOM, q->len, PEER_VIA_PATH);
+		free(q);
+		q = n;
+	}
+}
+
+static bool can_send_now(const peer_table *pt, const peer *p)
+{
+	if (p->path == PEER_PATH_NONE)
+		return false;
+	return !pt->cfg.encrypt || p->sess;
+}
+
+int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len)
+{
+	peer *p;
+	int rc = 0;
+
+	if (len < PROTO_HDR_SIZE || len > PROTO_MAX_PACKET)
+		return -EMSGSIZE;
+	if (node == pt->cfg.node || node == 0 || !(p = peer_get_or_create(pt, node)))
+		return node == pt->cfg.node || node == 0 ? -EINVAL : -ENOMEM;
+	pt->st.tx_packets++;
+	p->tx_packets++;
+	if (can_send_now(pt, p)) {
+		peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
+		return 0;
+	}
+	/* Never a plaintext copy: queue until the session exists (tunnel.md §7). */
+	rc = pending_push(pt, p, pkt, len);
+	peer_start_contact(pt, p);
+	return rc;
+}
+
+int peer_send_packet_copy(peer_table *pt, uint32_t node, const uint8_t *pkt, size_t len)
+{
+	if (len > PROTO_MAX_PACKET)
+		return -EMSGSIZE;
+	memcpy(pt->scratch + PEER_HEADROOM, pkt, len);
+	return peer_send_packet(pt, node, pt->scratch + PEER_HEADROOM, len);
+}
+
+/* ---- key exchange ---- */
+
+static void install_session(peer_table *pt, peer *p, const uint8_t x[PROTO_X25519_LEN])
+{
+	uint8_t shared[PILOT_KEY_LEN];
+	enum pilot_kdf other = p->kdf == PILOT_KDF_REF ? PILOT_KDF_NEW : PILOT_KDF_REF;
+
+	if (pilot_x25519_shared(&pt->x, x, shared) < 0) {
+		pt->st.kx_rejected++;
+		return;
+	}
+	pilot_session_free(p->sess);
+	pilot_session_free(p->alt);
+	p->sess = pilot_session_new(shared, p->kdf, pt->cfg.node, p->node);
+	p->alt = pilot_session_new(shared, other, pt->cfg.node, p->node);
+	sodium_memzero(shared, sizeof(shared));
+	if (!p->sess) {
+		pilot_session_free(p->alt);
+		p->alt = NULL;
+		return;
+	}
+	memcpy(p->x25519, x, PROTO_X25519_LEN);
+	p->authenticated = false;
+}
+
+/* A valid exchange repeating the key we already use: never reset the session
+ * (tunnel.md §6.1 counter reset / PILA replay). Prove ours instead, 1 per s. */
+static void same_key(peer_table *pt, peer *p)
+{
+	uint64_t now = peer_now(pt);
+
+	if (p->reply_ms && now - p->reply_ms < 1000) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	p->reply_ms = now;
+	if (!p->authenticated)
+		peer_send_kx(pt, p, PEER_VIA_PATH);
+	peer_send_keepalive(pt, p);
+}
+
+static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X25519_LEN],
+		      const uint8_t *frame, size_t flen, const transport_ep *src, uint32_t relay,
+		      const uint8_t *ed)
+{
+	peer *p = peer_get_or_create(pt, node);
+	bool changed, recent;
+
+	if (!p)
+		return;
+	memcpy(p->last_kx, frame, flen);
+	p->last_kx_len = flen;
+	p->identity = ed != NULL;
+	if (p->sess && p->has_x && !sodium_memcmp(p->x25519, x, PROTO_X25519_LEN)) {
+		same_key(pt, p);
+		return;
+	}
+	changed = p->has_x;
+	install_session(pt, p, x);
+	if (!p->sess)
+		return;
+	p->has_x = true;
+	pt->st.kx_accepted++;
+	if (changed)
+		pt->st.rekeys++;
+	if (!relay && !(pt->has_beacon && transport_ep_eq(src, &pt->beacon))) {
+		p->ep = *src;
+		p->has_ep = true;
+		if (p->path == PEER_PATH_NONE)
+			peer_set_path(pt, p, PEER_PATH_DIRECT, "key exchange");
+	} else if (p->path == PEER_PATH_NONE) {
+		peer_set_path(pt, p, PEER_PATH_RELAY, "key via relay");
+		peer_start_contact(pt, p); /* learn its endpoint for later upgrades */
+	}
+	/* The peer needs ours unless we sent it just now (our first contact). */
+	recent = p->kx_sent_ms && peer_now(pt) - p->kx_sent_ms < 1000 && !changed;
+	if (!recent) {
+		peer_send_kx(pt, p, PEER_VIA_PATH);
+		peer_kx_arm(pt, p);
+	}
+	if (p->npend)
+		peer_pending_flush(pt, p);
+	else
+		peer_send_keepalive(pt, p); /* lets the peer authenticate us at once */
+}
+
+/* Registry key known (or known absent): decide on the exchange frame. */
+static void kx_decide(peer_table *pt, const uint8_t *frame, size_t len, const transport_ep *src,
+		      uint32_t relay, const uint8_t *regkey)
+{
+	proto_pila a;
+	proto_pilk k;
+
+	if (len >= PROTO_PILA_LEN && proto_get32(frame) == PROTO_MAGIC_PILA) {
+		if (proto_pila_decode(frame, len, &a) < 0 || !regkey ||
+		    sodium_memcmp(regkey, a.ed25519, PROTO_ED25519_LEN) != 0 || pilot_pila_verify(&a) < 0) {
+			pt->st.kx_rejected++;
+			return;
+		}
+		kx_accept(pt, a.node, a.x25519, frame, PROTO_PILA_LEN, src, relay, regkey);
+		return;
+	}
+	if (proto_pilk_decode(frame, len, &k) < 0)
+		return;
+	if (pt->cfg.require_auth || (regkey && pt->cfg.identity)) {
+		/* A registered node must prove its identity: answer with our PILA. */
+		peer *p = regkey ? peer_find(pt, k.node) : NULL;
+		pt->st.kx_rejected++;
+		if (p && (!p->reply_ms || peer_now(pt) - p->reply_ms >= 1000)) {
+			p->reply_ms = peer_now(pt);
+			peer_send_kx(pt, p, PEER_VIA_PATH);
+		}
+		return;
+	}
+	kx_accept(pt, k.node, k.x25519, frame, PROTO_PILK_LEN, src, relay, NULL);
+}
+
+static void req_unlink(peer_table *pt, peer_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		pt->reqs = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+}
+
+static peer_req *req_new(peer_table *pt, uint32_t node, bool is_resolve)
+{
+	peer_req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->pt = pt;
+	r->node = node;
+	r->is_resolve = is_resolve;
+	r->next = pt->reqs;
+	if (pt->reqs)
+		pt->reqs->prev = r;
+	pt->reqs = r;
+	return r;
+}
+
+static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
+{
+	peer_req *r = arg;
+	peer_table *pt = r->pt;
+	peer *p;
+
+	if (!pt) {
+		free(r);
+		return;
+	}
+	req_unlink(pt, r);
+	pt->kx_inflight--;
+	if ((p = peer_find(pt, r->node)) || (pk && (p = peer_get_or_create(pt, r->node)))) {
+		if (pk) {
+			memcpy(p->ed, pk, PROTO_ED25519_LEN);
+			p->has_ed = true;
+		} else {
+			p->ed_neg_until = peer_now(pt) + PEER_NEG_CACHE_MS;
+		}
+	}
+	kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, pk);
+	free(r);
+}
+
+static bool kx_rate_ok(peer_table *pt, peer *p)
+{
+	uint64_t now = peer_now(pt);
+
+	if (!p)
+		return pt->kx_inflight < PEER_KX_INFLIGHT;
+	if (now - p->kx_rate_ms >= 1000) {
+		p->kx_rate_ms = now;
+		p->kx_rate_n = 0;
+	}
+	return ++p->kx_rate_n <= PEER_KX_PER_S;
+}
+
+static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const transport_ep *src,
+		      uint32_t relay)
+{
+	bool pila = proto_get32(buf) == PROTO_MAGIC_PILA;
+	size_t flen = pila ? PROTO_PILA_LEN : PROTO_PILK_LEN;
+	uint32_t node = proto_get32(buf + 4);
+	peer *p;
+	peer_req *r;
+
+	if (!pt->cfg.encrypt)
+		return;
+	if (node == 0 || node == pt->cfg.node || (relay && node != relay)) {
+		pt->st.drop_malformed++;
+		return;
+	}
+	p = peer_find(pt, node);
+	/* The very frame we verified before: no crypto, it is a duplicate. */
+	if (p && p->sess && p->last_kx_len == flen && !memcmp(p->last_kx, buf, flen)) {
+		same_key(pt, p);
+		return;
+	}
+	if (!kx_rate_ok(pt, p)) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	if (p && (p->has_ed || p->ed_neg_until > peer_now(pt))) {
+		kx_decide(pt, buf, flen, src, relay, p->has_ed ? p->ed : NULL);
+		return;
+	}
+	if (!pt->cfg.lookup_key || pt->kx_inflight >= PEER_KX_INFLIGHT || !(r = req_new(pt, node, false))) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	memcpy(r->frame, buf, flen);
+	r->frame_len = flen;
+	r->src = *src;
+	r->relay_sender = relay;
+	pt->kx_inflight++;
+	pt->cfg.lookup_key(pt->cfg.ctx, node, key_done, r);
+}
+
+/* Undecryptable frame or PILS without a session: tell the sender our key so a
+ * restarted node is never wedged (tunnel.md §8). 1 per s per node, global cap. */
+static void rekey_unknown(peer_table *pt, uint32_t node, const transport_ep *src, uint32_t relay)
+{
+	uint64_t now = peer_now(pt);
+	size_t slot = bucket(node) % PEER_UNSOL_SLOTS;
+	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
+
+	if (pt->unsol[slot].node == node && now - pt->unsol[slot].ms < 1000) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	if (now - pt->unsol_window_ms >= 1000) {
+		pt->unsol_window_ms = now;
+		pt->unsol_n = 0;
+	}
+	if (++pt->unsol_n > PEER_UNSOL_PER_S) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	pt->unsol[slot].node = node;
+	pt->unsol[slot].ms = now;
+	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
+	if (relay)
+		peer_send_frame_relay(pt, node, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
+	else
+		peer_send_frame_direct(pt, src, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
+	pt->st.kx_sent++;
+}
+
+static void rekey_known(peer_table *pt, peer *p)
+{
+	uint64_t now = peer_now(pt);
+
+	if (p->reply_ms && now - p->reply_ms < 1000) {
+		pt->st.kx_rate_limited++;
+		return;
+	}
+	p->reply_ms = now;
+	peer_send_kx(pt, p, PEER_VIA_PATH);
+}
+
+/* ---- receiving ---- */
+
+static bool is_probe(const proto_hdr *h, const uint8_t *pl)
+{
+	size_t n = strlen(PEER_PROBE_PAYLOAD);
+
+	return h->payload_len == n && !memcmp(pl, PEER_PROBE_PAYLOAD, n);
+}
+
+/* Consume tunnel keepalives and path probes; true if consumed. */
+static bool control_consumed(peer_table *pt, peer *p, const proto_hdr *h, const uint8_t *pl,
+			     const transport_ep *src, bool via_relay)
+{
+	if (h->protocol != PROTO_CONTROL || h->dst_port != 0 || h->src_port != 0)
+		return false;
+	if (h->payload_len == 0 && h->flags == 0 && pilot_addr_is_zero(h->dst))
+		return true; /* keepalive: liveness only */
+	if (!is_probe(h, pl))
+		return false;
+	if (!(h->flags & PROTO_ACK))
+		answer_probe(pt, p, h, src, via_relay);
+	return true;
+}
+
+static void handle_packet(peer_table *pt, peer *p, const uint8_t *pkt, size_t len,
+			  const transport_ep *src, bool via_relay)
+{
+	proto_hdr h;
+	const uint8_t *pl;
+	int rc = proto_packet_decode(pkt, len, 0, &h, &pl);
+
+	if (rc < 0) {
+		if (rc == -EBADMSG)
+			pt->st.drop_bad_crc++;
+		else
+			pt->st.drop_malformed++;
+		return;
+	}
+	/* Bind the inner source to the tunnel sender (pre-v1.12.1 keepalives used 0). */
+	if (h.src.node != p->node &&
+	    !(h.src.node == 0 && h.protocol == PROTO_CONTROL && h.payload_len == 0)) {
+		pt->st.drop_spoofed_src++;
+		return;
+	}
+	p->rx_packets++;
+	if (control_consumed(pt, p, &h, pl, src, via_relay))
+		return;
+	pt->st.rx_delivered++;
+	if (pt->cfg.deliver)
+		pt->cfg.deliver(pt->cfg.ctx, p->node, pkt, PROTO_HDR_SIZE + h.payload_len);
+}
+
+/* First authenticated frame of a session: pin the KDF that opened it. */
+static void authenticated(peer_table *pt, peer *p)
+{
+	if (p->authenticated)
+		return;
+	p->authenticated = true;
+	p->kdf = pilot_session_kdf(p->sess);
+	pilot_session_free(p->alt);
+	p->alt = NULL;
+	p->kx_tries = 0;
+}
+
+static int open_frame(peer_table *pt, peer *p, uint8_t *buf, size_t len, uint8_t **pl, size_t *pl_len)
+{
+	int rc;
+
+	if (!p->alt)
+		return pilot_session_open(p->sess, buf, len, pl, pl_len);
+	/* A failed open may clobber the buffer: keep a copy for the other KDF. */
+	memcpy(pt->scratch2, buf, len);
+	rc = pilot_session_open(p->sess, buf, len, pl, pl_len);
+	if (rc != -EBADMSG && rc != -EALREADY && rc != -ESTALE)
+		return rc;
+	if (pilot_session_open(p->alt, pt->scratch2, len, pl, pl_len) < 0)
+		return rc;
+	pilot_session *t = p->sess;
+	p->sess = p->alt;
+	p->alt = t;
+	return 0;
+}
+
+static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
+			uint32_t relay)
+{
+	proto_pils s;
+	peer *p;
+	uint8_t *pl;
+	size_t pl_len;
+	int rc;
+
+	if (proto_pils_decode(buf, len, &s) < 0 || s.node == 0 || s.node == pt->cfg.node ||
+	    (relay && s.node != relay)) {
+		pt->st.drop_malformed++;
+		return;
+	}
+	p = peer_find(pt, s.node);
+	if (!p || !p->sess) {
+		pt->st.drop_no_session++;
+		if (p)
+			rekey_known(pt, p);
+		else
+			rekey_unknown(pt, s.node, src, relay);
+		return;
+	}
+	rc = open_frame(pt, p, buf, len, &pl, &pl_len);
+	if (rc == -EALREADY || rc == -ESTALE) {
+		pt->st.drop_replay++;
+		return;
+	}
+	if (rc < 0) {
+		pt->st.drop_auth++;
+		rekey_known(pt, p);
+		return;
+	}
+	authenticated(pt, p);
+	p->last_rx_ms = peer_now(pt);
+	peer_path_rx(pt, p, src, relay != 0);
+	handle_packet(pt, p, pl, pl_len, src, relay != 0);
+}
+
+static void handle_pilt(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
+			uint32_t relay)
+{
+	const uint8_t *pkt;
+	size_t plen;
+	proto_hdr h;
+	peer *p;
+
+	if (pt->cfg.encrypt) { /* plaintext injection (tunnel.md §2, §13.3) */
+		pt->st.drop_pilt++;
+		return;
+	}
+	if (proto_pilt_decode(buf, len, &pkt, &plen) < 0 || proto_hdr_decode(pkt, plen, &h) < 0 ||
+	    h.src.node == 0 || h.src.node == pt->cfg.node || (relay && h.src.node != relay)) {
+		pt->st.drop_malformed++;
+		return;
+	}
+	if (!(p = peer_get_or_create(pt, h.src.node)))
+		return;
+	p->last_rx_ms = peer_now(pt);
+	peer_path_rx(pt, p, src, relay != 0);
+	if (p->npend)
+		peer_pending_flush(pt, p);
+	handle_packet(pt, p, pkt, plen, src, relay != 0);
+}
+
+static void handle_frame(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
+			 uint32_t relay_sender)
+{
+	pt->st.rx_frames++;
+	switch (proto_frame_classify(buf, len)) {
+	case PROTO_FRAME_PILS:
+		handle_pils(pt, buf, len, src, relay_sender);
+		break;
+	case PROTO_FRAME_PILA:
+	case PROTO_FRAME_PILK:
+		handle_kx(pt, buf, len, src, relay_sender);
+		break;
+	case PROTO_FRAME_PILT:
+		handle_pilt(pt, buf, len, src, relay_sender);
+		break;
+	case PROTO_FRAME_PILP:
+		break; /* punch packets only open NAT mappings */
+	case PROTO_FRAME_BEACON:
+		if (relay_sender) /* no beacon messages inside a relay */
+			pt->st.drop_malformed++;
+		else if (pt->has_beacon && transport_ep_eq(src, &pt->beacon))
+			peer_handle_beacon(pt, buf, len);
+		else
+			pt->st.drop_not_beacon++;
+		break;
+	default:
+		if (len >= 4 && !memcmp(buf, "PIL", 3))
+			pt->st.drop_malformed++;
+		else
+			pt->st.drop_unknown_magic++;
+	}
+}
+
+void peer_handle_datagram(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src)
+{
+	handle_frame(pt, buf, len, src, 0);
+}
+
+/* Inner frame of a RelayDeliver from the beacon. */
+void peer_handle_relayed(peer_table *pt, uint8_t *frame, size_t len, uint32_t sender)
+{
+	if (sender == 0 || sender == pt->cfg.node) {
+		pt->st.drop_malformed++;
+		return;
+	}
+	handle_frame(pt, frame, len, &pt->beacon, sender);
+}
+
+static void on_recv(void *ctx, transport_dgram *dg, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		peer_handle_datagram(ctx, dg[i].data, dg[i].len, &dg[i].ep);
+}
+
+/* ---- resolve ---- */
+
+static void resolve_done(void *arg, const char *hostport)
+{
+	peer_req *r = arg;
+	peer_table *pt = r->pt;
+	peer *p;
+	transport_ep ep;
+
+	if (!pt) {
+		free(r);
+		return;
+	}
+	req_unlink(pt, r);
+	p = peer_find(pt, r->node);
+	free(r);
+	if (!p)
+		return;
+	p->resolving = false;
+	if (hostport && transport_ep_parse(hostport, &ep) == 0)
+		peer_resolved(pt, p, &ep);
+	else
+		peer_resolved(pt, p, NULL);
+}
+
+void peer_start_resolve(peer_table *pt, peer *p)
+{
+	peer_req *r;
+
+	if (p->resolving || !pt->cfg.resolve || !(r = req_new(pt, p->node, true))) {
+		if (!pt->cfg.resolve && !p->resolving)
+			peer_resolved(pt, p, NULL);
+		return;
+	}
+	p->resolving = true;
+	pt->cfg.resolve(pt->cfg.ctx, p->node, resolve_done, r);
+}
+
+/* ---- table ---- */
+
+static int64_t tick_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	peer_table *pt = arg;
+
+	peer_tick(pt);
+	return DEF(pt->cfg.tick_ms, 200);
+}
+
+void peer_tick(peer_table *pt)
+{
+	uint64_t now = peer_now(pt);
+
+	if (pt->has_beacon && now >= pt->next_discover_ms) {
+		peer_send_discover(pt);
+		pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
+	}
+	for (size_t b = 0; b < PEER_BUCKETS; b++)
+		for (peer *p = pt->buckets[b]; p; p = p->next)
+			peer_path_tick(pt, p, now);
+}
+
+static int build_kx(peer_table *pt)
+{
+	proto_pilk k = { .node = pt->cfg.node };
+
+	if (pt->cfg.identity) {
+		pt->kx_frame_len = PROTO_PILA_LEN;
+		return pilot_pila_build(pt->cfg.identity, pt->cfg.node, pt->x.pub,
+					pt->kx_frame, sizeof(pt->kx_frame));
+	}
+	memcpy(k.x25519, pt->x.pub, PROTO_X25519_LEN);
+	pt->kx_frame_len = PROTO_PILK_LEN;
+	return proto_pilk_encode(&k, pt->kx_frame, sizeof(pt->kx_frame));
+}
+
+peer_table *peer_table_new(pilot_loop *loop, transport *t, const peer_config *cfg,
+			   char *err, size_t errlen)
+{
+	peer_table *pt;
+
+	if (!cfg->node) {
+		snprintf(err, errlen, "peer table: own node ID is 0 (not registered?)");
+		return NULL;
+	}
+	if (!(pt = calloc(1, sizeof(*pt)))) {
+		snprintf(err, errlen, "peer table: out of memory");
+		return NULL;
+	}
+	pt->loop = loop;
+	pt->t = t;
+	pt->cfg = *cfg;
+	if (cfg->beacon && *cfg->beacon) {
+		if (transport_ep_parse(cfg->beacon, &pt->beacon) < 0) {
+			snprintf(err, errlen, "beacon %s: not a numeric host:port", cfg->beacon);
+			free(pt);
+			return NULL;
+		}
+		pt->has_beacon = true;
+	}
+	pt->cfg.beacon = NULL; /* not kept: the caller's string */
+	pilot_x25519_generate(&pt->x);
+	if (build_kx(pt) < 0) {
+		snprintf(err, errlen, "peer table: cannot build key exchange frame");
+		free(pt);
+		return NULL;
+	}
+	transport_set_recv(t, on_recv, pt);
+	pt->tick_timer = pilot_loop_add_timer(loop, DEF(cfg->tick_ms, 200), tick_cb, pt);
+	if (pt->has_beacon) {
+		peer_send_discover(pt);
+		pt->next_discover_ms = peer_now(pt) + DEF(cfg->discover_ms, 25000);
+	}
+	return pt;
+}
+
+void peer_table_free(peer_table *pt)
+{
+	if (!pt)
+		return;
+	pilot_loop_del_timer(pt->loop, pt->tick_timer);
+	transport_set_recv(pt->t, NULL, NULL);
+	for (peer_req *r = pt->reqs; r; r = r->next)
+		r->pt = NULL; /* freed by their done callbacks */
+	for (size_t b = 0; b < PEER_BUCKETS; b++) {
+		peer *p = pt->buckets[b], *n;
+		for (; p; p = n) {
+			n = p->next;
+			peer_free(pt, p);
+		}
+	}
+	pilot_x25519_wipe(&pt->x);
+	sodium_memzero(pt, sizeof(*pt));
+	free(pt);
+}
+
+const char *peer_path_name(enum peer_path p)
+{
+	static const char *const names[] = { "none", "direct", "punched", "relay" };
+
+	return (unsigned)p < 4 ? names[p] : "?";
+}
+
+static void fill_info(const peer *p, peer_info *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->node = p->node;
+	o->path = p->path;
+	o->why = p->why;
+	if (p->has_ep)
+		transport_ep_format(&p->ep, o->endpoint);
+	else
+		snprintf(o->endpoint, sizeof(o->endpoint), "-");
+	o->encrypted = p->sess != NULL;
+	o->authenticated = p->authenticated;
+	o->identity = p->identity;
+	o->kdf = p->sess ? pilot_session_kdf(p->sess) : p->kdf;
+	o->last_rx_ms = p->last_rx_ms;
+	o->last_tx_ms = p->last_tx_ms;
+	o->rx_packets = p->rx_packets;
+	o->tx_packets = p->tx_packets;
+	o->pending = p->npend;
+}
+
+size_t peer_list(const peer_table *pt, peer_info *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t b = 0; b < PEER_BUCKETS; b++)
+		for (const peer *p = pt->buckets[b]; p; p = p->next, n++)
+			if (n < max)
+				fill_info(p, &out[n]);
+	return n;
+}
+
+int peer_get(const peer_table *pt, uint32_t node, peer_info *out)
+{
+	const peer *p = peer_find(pt, node);
+
+	if (!p)
+		return -ENOENT;
+	fill_info(p, out);
+	return 0;
+}
+
+void peer_get_stats(const peer_table *pt, peer_stats *st)
+{
+	*st = pt->st;
+}

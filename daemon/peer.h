@@ -1,0 +1,124 @@
+/* The peer table: one entry per remote node with its tunnel session, path and
+ * key-exchange state (tunnel.md §3-§10), fixing the reference's defects (§13):
+ * no plaintext copies while encrypting, PILT refused while encrypting, duplicate
+ * same-key exchanges never reset a session, replay state moves only after
+ * authentication, undecryptable frames trigger a rate-limited re-key, our key
+ * exchange is retransmitted until the peer proves it has it, relay is left again
+ * once a direct path works, beacon messages only from the configured beacon, inner
+ * Src bound to the tunnel sender, no blocking registry lookups (async callbacks).
+ *
+ * Everything runs on one pilot_loop and one transport. */
+#ifndef PILOT_PEER_H
+#define PILOT_PEER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/transport.h"
+#include "lib/crypto.h"
+#include "lib/proto.h"
+
+typedef struct peer_table peer_table;
+struct pilot_loop;
+
+/* Headroom contract of peer_send_packet: the packet buffer must have
+ * PEER_HEADROOM writable bytes in front of it and PEER_TAILROOM after it; the
+ * frame (relay header + PILS header + ciphertext + tag) is built in place there. */
+#define PEER_HEADROOM (BEACON_RELAY_HDR + PROTO_PILS_HDR) /* 29 */
+#define PEER_TAILROOM PROTO_TAG_LEN                      /* 16 */
+
+#define PEER_PENDING_PER_PEER 64
+#define PEER_PENDING_PEERS    256
+
+/* Answer to a key lookup: pk = the node's registry Ed25519 key, NULL = none. */
+typedef void (*peer_key_done)(void *arg, const uint8_t pk[PROTO_ED25519_LEN]);
+/* Answer to a resolve: "host:port" of the node's endpoint, NULL = failure. */
+typedef void (*peer_resolve_done)(void *arg, const char *hostport);
+
+typedef struct peer_config {
+	uint32_t node;                    /* own node ID */
+	const pilot_identity *identity;   /* NULL = no identity: PILK instead of PILA */
+	bool encrypt;                     /* PILS; false = plaintext PILT network */
+	bool require_auth;                /* never accept PILK */
+	enum pilot_kdf kdf;               /* default variant (PILOT_KDF_REF) */
+	const char *beacon;               /* "host:port" or NULL */
+	void *ctx;
+	/* Decoded, CRC-checked packet from from_node (inner Src checked). */
+	void (*deliver)(void *ctx, uint32_t from_node, const uint8_t *pkt, size_t len);
+	/* Both must call done exactly once, now or later (even after peer_table_free,
+	 * when the answer is discarded). */
+	void (*lookup_key)(void *ctx, uint32_t node, peer_key_done done, void *arg);
+	void (*resolve)(void *ctx, uint32_t node, peer_resolve_done done, void *arg);
+	/* Timing in ms; 0 = default (tests shorten them). */
+	uint32_t tick_ms;             /* housekeeping period (200) */
+	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
+	uint32_t direct_timeout_ms;   /* no authenticated direct frame → relay (1500) */
+	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000) */
+	uint32_t silence_ms;          /* peer silent while we send → re-validate (8000) */
+	uint32_t keepalive_ms;        /* send silence → keepalive (25000) */
+	uint32_t discover_ms;         /* beacon Discover period (25000) */
+} peer_config;
+
+/* Creates the table and points the transport's receive callback at it. The
+ * transport stays the caller's (close it after peer_table_free). NULL on error. */
+peer_table *peer_table_new(struct pilot_loop *loop, transport *t, const peer_config *cfg,
+			   char *err, size_t errlen);
+void peer_table_free(peer_table *pt); /* NULL-safe */
+
+/* Send one marshalled Pilot packet (34-byte header + payload) to node. pkt must
+ * honour the headroom contract above; its bytes are overwritten (sealed in place).
+ * Without a session the packet is copied to the peer's bounded pending queue and
+ * the key exchange starts. 0, -ENOBUFS (pending queue full: dropped and counted),
+ * -EMSGSIZE, -EHOSTUNREACH (resolve failed and no beacon). */
+int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len);
+/* Same for a buffer without headroom (one copy). */
+int peer_send_packet_copy(peer_table *pt, uint32_t node, const uint8_t *pkt, size_t len);
+
+enum peer_path { PEER_PATH_NONE = 0, PEER_PATH_DIRECT, PEER_PATH_PUNCHED, PEER_PATH_RELAY };
+const char *peer_path_name(enum peer_path p);
+
+typedef struct peer_info {
+	uint32_t node;
+	enum peer_path path;
+	const char *why;              /* static string: why this path */
+	char endpoint[TRANSPORT_EP_STRLEN];
+	bool encrypted;               /* a session exists */
+	bool authenticated;           /* a frame from the peer authenticated under it */
+	bool identity;                /* the peer proved an Ed25519 identity (PILA) */
+	enum pilot_kdf kdf;
+	uint64_t last_rx_ms, last_tx_ms; /* loop clock, 0 = never */
+	uint64_t rx_packets, tx_packets;
+	unsigned pending;
+} peer_info;
+
+/* Fill up to max entries; returns the number of peers (may exceed max). */
+size_t peer_list(const peer_table *pt, peer_info *out, size_t max);
+int peer_get(const peer_table *pt, uint32_t node, peer_info *out); /* 0 or -ENOENT */
+
+typedef struct peer_stats {
+	uint64_t rx_frames, rx_delivered, tx_packets;
+	uint64_t drop_malformed;      /* short/invalid frames, bad beacon messages */
+	uint64_t drop_bad_crc;
+	uint64_t drop_replay;
+	uint64_t drop_auth;           /* PILS that failed to authenticate */
+	uint64_t drop_no_session;
+	uint64_t drop_unknown_magic;
+	uint64_t drop_pilt;           /* PILT refused (encryption on) */
+	uint64_t drop_spoofed_src;    /* inner Src != tunnel sender */
+	uint64_t drop_not_beacon;     /* beacon messages from another source */
+	uint64_t drop_pending_full;
+	uint64_t drop_no_route;
+	uint64_t kx_rate_limited;
+	uint64_t kx_rejected;         /* bad signature, key mismatch, PILK refused */
+	uint64_t kx_sent, kx_accepted, rekeys;
+	uint64_t relay_switches, direct_upgrades;
+	uint64_t punches;             /* PunchCommands obeyed */
+	uint64_t keepalives_sent;
+	bool have_public_ep;
+	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */
+} peer_stats;
+
+void peer_get_stats(const peer_table *pt, peer_stats *st);
+
+#endif

@@ -1,0 +1,134 @@
+/* Internals of the peer table shared by peer.c, peer_path.c, the unit test and
+ * the fuzzer. Nothing outside daemon/peer* and tests includes this. */
+#ifndef PILOT_PEER_INTERNAL_H
+#define PILOT_PEER_INTERNAL_H
+
+#include "daemon/peer.h"
+#include "lib/loop.h"
+
+#define PEER_BUCKETS      1024
+#define PEER_MAX          65536
+#define PEER_KX_TRIES     6
+#define PEER_KX_INFLIGHT  64        /* key lookups outstanding for unverified frames */
+#define PEER_UNSOL_SLOTS  256       /* rate-limit table for re-keys to unknown nodes */
+#define PEER_UNSOL_PER_S  50        /* global cap on such re-keys */
+#define PEER_KX_PER_S     5         /* verified-or-not exchanges per claimed node */
+#define PEER_NEG_CACHE_MS 3000
+#define PEER_UPGRADE_FRAMES 3
+#define PEER_PROBE_PAYLOAD "pathprobe.v1"
+#define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
+#define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
+
+typedef struct pending_pkt {
+	struct pending_pkt *next;
+	size_t len;
+	uint8_t buf[]; /* PEER_HEADROOM + len + PEER_TAILROOM */
+} pending_pkt;
+
+typedef struct peer {
+	struct peer *next;             /* hash chain */
+	uint32_t node;
+	transport_ep ep;
+	bool has_ep, resolving;
+	enum peer_path path;
+	const char *why;
+	/* crypto */
+	pilot_session *sess, *alt;     /* alt: the other KDF until a frame authenticates */
+	enum pilot_kdf kdf;            /* learned variant (cfg default until then) */
+	bool has_x, authenticated, identity, has_ed;
+	uint8_t x25519[PROTO_X25519_LEN];
+	uint8_t ed[PROTO_ED25519_LEN]; /* registry key, cached */
+	uint64_t ed_neg_until;
+	uint8_t last_kx[PROTO_PILA_LEN]; /* last accepted exchange frame (skip re-verify) */
+	size_t last_kx_len;
+	/* our key exchange retransmission */
+	unsigned kx_tries;
+	uint64_t kx_next_ms, kx_backoff_ms, kx_sent_ms;
+	uint64_t reply_ms;             /* last rate-limited reply (same-key, re-key) */
+	uint64_t kx_rate_ms;
+	unsigned kx_rate_n;
+	/* path */
+	uint64_t direct_ok_ms, direct_deadline_ms, direct_since_ms, next_probe_ms, punch_req_ms;
+	unsigned direct_count;
+	/* liveness */
+	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
+	pending_pkt *pend_head, *pend_tail;
+	unsigned npend;
+} peer;
+
+/* An outstanding async lookup/resolve; survives the table (pt = NULL after free). */
+typedef struct peer_req {
+	struct peer_req *next, *prev;
+	struct peer_table *pt;
+	uint32_t node;
+	bool is_resolve;
+	/* key lookup for an unverified exchange frame */
+	uint8_t frame[PROTO_PILA_LEN];
+	size_t frame_len;
+	transport_ep src;
+	uint32_t relay_sender;
+} peer_req;
+
+struct peer_table {
+	pilot_loop *loop;
+	transport *t;
+	peer_config cfg;
+	peer *buckets[PEER_BUCKETS];
+	size_t npeers;
+	unsigned npend_peers, kx_inflight;
+	pilot_x25519 x;
+	uint8_t kx_frame[PROTO_PILA_LEN];
+	size_t kx_frame_len;
+	bool has_beacon;
+	transport_ep beacon;
+	uint64_t tick_timer, next_discover_ms, last_discover_ts;
+	peer_req *reqs;
+	struct { uint32_t node; uint64_t ms; } unsol[PEER_UNSOL_SLOTS];
+	uint64_t unsol_window_ms;
+	unsigned unsol_n;
+	transport_ep punch_ep;
+	uint64_t punch_ms;
+	peer_stats st;
+	uint8_t scratch[PEER_FRAME_ROOM];  /* control packets, copy-sends */
+	uint8_t scratch2[PEER_FRAME_ROOM]; /* second-KDF trial decrypt */
+};
+
+/* Process one datagram as if received from src (the transport callback calls it
+ * per datagram). buf may be modified in place. */
+void peer_handle_datagram(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src);
+/* Housekeeping now (normally the tick timer). */
+void peer_tick(peer_table *pt);
+
+/* shared between peer.c and peer_path.c */
+uint64_t peer_now(const peer_table *pt);
+peer *peer_find(const peer_table *pt, uint32_t node);
+peer *peer_get_or_create(peer_table *pt, uint32_t node);
+/* Send a frame built at frame[0..len) (with BEACON_RELAY_HDR writable bytes in
+ * front) along p's path (relay = wrap and send to the beacon). */
+void peer_send_frame(peer_table *pt, peer *p, uint8_t *frame, size_t len);
+void peer_send_frame_direct(peer_table *pt, const transport_ep *ep, const uint8_t *frame, size_t len);
+void peer_send_frame_relay(peer_table *pt, uint32_t dest, uint8_t *frame, size_t len);
+enum { PEER_VIA_PATH, PEER_VIA_DIRECT, PEER_VIA_RELAY };
+void peer_send_kx(peer_table *pt, peer *p, int via);
+void peer_kx_arm(peer_table *pt, peer *p);
+/* Seal (or PILT-wrap) the packet at pkt (headroom contract) and send it. */
+void peer_seal_send(peer_table *pt, peer *p, uint8_t *pkt, size_t len, int via);
+/* Control packets: keepalive / path probe / probe answer. */
+void peer_send_keepalive(peer_table *pt, peer *p);
+void peer_send_probe(peer_table *pt, peer *p, int via);
+void peer_start_contact(peer_table *pt, peer *p);
+void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why);
+/* Path accounting for an authenticated frame from p (src = UDP source). */
+void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay);
+void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len);
+void peer_send_discover(peer_table *pt);
+void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
+void peer_pending_flush(peer_table *pt, peer *p);
+void peer_pending_drop(peer_table *pt, peer *p);
+void peer_start_resolve(peer_table *pt, peer *p);
+/* Resolve answer: ep NULL = failed. */
+void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep);
+/* Inner frame of a RelayDeliver from the beacon. */
+void peer_handle_relayed(peer_table *pt, uint8_t *frame, size_t len, uint32_t sender);
+
+#endif

@@ -1,0 +1,305 @@
+/* Path selection (tunnel.md §10), hole punching and the beacon client (§9.2).
+ * Unlike the reference, relay is not sticky: relay peers are probed directly every
+ * relay_probe_ms and go back to a direct path after PEER_UPGRADE_FRAMES
+ * authenticated direct frames; a direct peer that falls silent is re-validated. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/peer_internal.h"
+#include "lib/log.h"
+
+#define DEF(v, d) ((v) ? (v) : (d))
+#define PUNCH_FRESH_MS 10000
+
+static uint64_t cfg_ms(uint32_t v, uint32_t d) { return DEF(v, d); }
+
+void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why)
+{
+	uint64_t now = peer_now(pt);
+
+	if (path == PEER_PATH_RELAY && p->path != PEER_PATH_RELAY) {
+		pt->st.relay_switches++;
+		p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
+		p->direct_count = 0;
+	}
+	if (p->path == PEER_PATH_RELAY && path != PEER_PATH_RELAY)
+		pt->st.direct_upgrades++;
+	if (p->path != path)
+		log_debug("peer path node=%u path=%s why=\"%s\"", p->node, peer_path_name(path), why);
+	p->path = path;
+	p->why = why;
+}
+
+static void punch_request(peer_table *pt, peer *p)
+{
+	uint8_t msg[16];
+	int n;
+
+	if (!pt->has_beacon)
+		return;
+	n = proto_beacon_punch_request(pt->cfg.node, p->node, msg, sizeof(msg));
+	if (n > 0)
+		peer_send_frame_direct(pt, &pt->beacon, msg, (size_t)n);
+	p->punch_req_ms = peer_now(pt);
+}
+
+static void start_direct_attempt(peer_table *pt, peer *p)
+{
+	uint64_t now = peer_now(pt);
+
+	p->direct_since_ms = now;
+	p->direct_deadline_ms = pt->has_beacon ? now + cfg_ms(pt->cfg.direct_timeout_ms, 1500) : 0;
+}
+
+void peer_start_contact(peer_table *pt, peer *p)
+{
+	if (p->path == PEER_PATH_NONE) {
+		peer_start_resolve(pt, p);
+		return;
+	}
+	if (pt->cfg.encrypt && !p->sess && !p->kx_tries) {
+		peer_send_kx(pt, p, PEER_VIA_PATH);
+		peer_kx_arm(pt, p);
+	}
+}
+
+/* First contact: try direct, ask the beacon to coordinate a punch, and send the
+ * key exchange once through the relay too (dual-NAT convergence). */
+void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
+{
+	if (ep && !(pt->has_beacon && transport_ep_eq(ep, &pt->beacon))) {
+		p->ep = *ep;
+		p->has_ep = true;
+	}
+	if (p->path != PEER_PATH_NONE)
+		return; /* already reached us (e.g. via relay); probes use the endpoint */
+	if (p->has_ep) {
+		peer_set_path(pt, p, PEER_PATH_DIRECT, "resolved");
+		start_direct_attempt(pt, p);
+		punch_request(pt, p);
+	} else if (pt->has_beacon) {
+		peer_set_path(pt, p, PEER_PATH_RELAY, "resolve failed");
+	} else {
+		pt->st.drop_no_route += p->npend;
+		peer_pending_drop(pt, p);
+		return;
+	}
+	if (!pt->cfg.encrypt || p->sess) {
+		peer_pending_flush(pt, p);
+		return;
+	}
+	peer_send_kx(pt, p, PEER_VIA_PATH);
+	if (pt->has_beacon && p->path != PEER_PATH_RELAY)
+		peer_send_kx(pt, p, PEER_VIA_RELAY);
+	peer_kx_arm(pt, p);
+}
+
+void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay)
+{
+	uint64_t now = peer_now(pt);
+	bool punched;
+
+	if (via_relay) {
+		if (p->path != PEER_PATH_RELAY)
+			peer_set_path(pt, p, PEER_PATH_RELAY, "relay deliver");
+		return;
+	}
+	if (pt->has_beacon && transport_ep_eq(src, &pt->beacon))
+		return;
+	p->direct_ok_ms = now;
+	p->direct_deadline_ms = 0;
+	/* NAT rebinding follow: the source of an authenticated frame is the endpoint. */
+	p->ep = *src;
+	p->has_ep = true;
+	punched = pt->punch_ms && now - pt->punch_ms < PUNCH_FRESH_MS && transport_ep_eq(src, &pt->punch_ep);
+	if (p->path == PEER_PATH_NONE)
+		peer_set_path(pt, p, PEER_PATH_DIRECT, "inbound");
+	else if (p->path == PEER_PATH_RELAY && ++p->direct_count >= PEER_UPGRADE_FRAMES)
+		peer_set_path(pt, p, punched ? PEER_PATH_PUNCHED : PEER_PATH_DIRECT, "direct probe ok");
+	else if (p->path == PEER_PATH_DIRECT && punched)
+		peer_set_path(pt, p, PEER_PATH_PUNCHED, "hole punched");
+}
+
+static void kx_retransmit(peer_table *pt, peer *p, uint64_t now)
+{
+	if (!pt->cfg.encrypt || !p->kx_tries || p->authenticated || now < p->kx_next_ms)
+		return;
+	if (p->kx_tries >= PEER_KX_TRIES) {
+		p->kx_tries = 0; /* give up until the next send or frame from the peer */
+		return;
+	}
+	peer_send_kx(pt, p, PEER_VIA_PATH);
+	p->kx_tries++;
+	p->kx_backoff_ms *= 2;
+	p->kx_next_ms = now + p->kx_backoff_ms;
+}
+
+static void direct_deadline(peer_table *pt, peer *p, uint64_t now)
+{
+	if (!p->direct_deadline_ms || now < p->direct_deadline_ms)
+		return;
+	p->direct_deadline_ms = 0;
+	if (p->direct_ok_ms >= p->direct_since_ms || !pt->has_beacon || p->path == PEER_PATH_RELAY)
+		return;
+	peer_set_path(pt, p, PEER_PATH_RELAY, "no direct reply");
+	if (pt->cfg.encrypt && !p->authenticated)
+		peer_send_kx(pt, p, PEER_VIA_RELAY);
+}
+
+static void relay_probe(peer_table *pt, peer *p, uint64_t now)
+{
+	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
+		return;
+	p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
+	p->direct_count = 0;
+	punch_request(pt, p);
+	if (!p->has_ep)
+		return;
+	if (p->sess || !pt->cfg.encrypt)
+		for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
+			peer_send_probe(pt, p, PEER_VIA_DIRECT);
+	else
+		peer_send_kx(pt, p, PEER_VIA_DIRECT);
+}
+
+/* Traffic stopped arriving on a direct path while we keep sending: probe it and
+ * fall back to relay if the probe is not answered in time. */
+static void silence_check(peer_table *pt, peer *p, uint64_t now)
+{
+	uint64_t silence = cfg_ms(pt->cfg.silence_ms, 8000);
+
+	if (p->path == PEER_PATH_RELAY || p->path == PEER_PATH_NONE || !p->authenticated ||
+	    p->direct_deadline_ms || p->last_tx_ms <= p->last_rx_ms ||
+	    now - p->last_rx_ms <= silence || now - p->last_tx_ms >= silence)
+		return;
+	peer_send_probe(pt, p, PEER_VIA_DIRECT);
+	start_direct_attempt(pt, p);
+}
+
+void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
+{
+	kx_retransmit(pt, p, now);
+	direct_deadline(pt, p, now);
+	relay_probe(pt, p, now);
+	silence_check(pt, p, now);
+	if (p->sess && p->authenticated && p->path != PEER_PATH_NONE &&
+	    now - p->last_tx_ms >= cfg_ms(pt->cfg.keepalive_ms, 25000))
+		peer_send_keepalive(pt, p);
+}
+
+/* ---- beacon client ---- */
+
+void peer_send_discover(peer_table *pt)
+{
+	uint8_t msg[BEACON_SIGNED_LEN];
+	char text[64];
+	uint64_t ts = (uint64_t)time(NULL);
+	int n;
+
+	if (!pt->cfg.identity) {
+		n = proto_beacon_discover(pt->cfg.node, NULL, msg, sizeof(msg));
+		if (n > 0)
+			peer_send_frame_direct(pt, &pt->beacon, msg, (size_t)n);
+		return;
+	}
+	/* The beacon refuses a timestamp it has seen: keep them strictly increasing. */
+	if (ts <= pt->last_discover_ts)
+		ts = pt->last_discover_ts + 1;
+	pt->last_discover_ts = ts;
+	n = snprintf(text, sizeof(text), "discover:%u:%llu", pt->cfg.node, (unsigned long long)ts);
+	msg[0] = BEACON_DISCOVER;
+	proto_put32(msg + 1, pt->cfg.node);
+	memcpy(msg + 5, pt->cfg.identity->pk, PROTO_ED25519_LEN);
+	proto_put64(msg + 37, ts);
+	pilot_ed25519_sign(pt->cfg.identity, text, (size_t)n, msg + 45);
+	peer_send_frame_direct(pt, &pt->beacon, msg, BEACON_SIGNED_LEN);
+}
+
+static void ep_from_proto(const proto_endpoint *e, transport_ep *ep)
+{
+	memset(ep, 0, sizeof(*ep));
+	if (e->ip_len == 4) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)&ep->ss;
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(e->port);
+		memcpy(&v4->sin_addr, e->ip, 4);
+		ep->len = sizeof(*v4);
+	} else {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ep->ss;
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(e->port);
+		memcpy(&v6->sin6_addr, e->ip, 16);
+		ep->len = sizeof(*v6);
+		transport_ep_canon(ep);
+	}
+}
+
+/* The peer whose punch we asked for most recently (if fresh). */
+static peer *recent_requester(peer_table *pt, uint64_t now)
+{
+	peer *best = NULL;
+
+	for (size_t b = 0; b < PEER_BUCKETS; b++)
+		for (peer *p = pt->buckets[b]; p; p = p->next)
+			if (p->punch_req_ms && now - p->punch_req_ms < 5000 &&
+			    (!best || p->punch_req_ms > best->punch_req_ms))
+				best = p;
+	return best;
+}
+
+static void punch_command(peer_table *pt, const proto_endpoint *e)
+{
+	uint8_t pilp[8];
+	transport_ep ep;
+	uint64_t now = peer_now(pt);
+	int n = proto_pilp_encode(0, pilp, sizeof(pilp));
+	peer *p;
+
+	ep_from_proto(e, &ep);
+	for (int i = 0; i < 3 && n > 0; i++)
+		peer_send_frame_direct(pt, &ep, pilp, (size_t)n);
+	pt->st.punches++;
+	pt->punch_ep = ep;
+	pt->punch_ms = now;
+	/* Our own request: try the punched endpoint with an authenticated probe. */
+	p = recent_requester(pt, now);
+	if (p && p->sess && p->path == PEER_PATH_RELAY) {
+		transport_ep saved = p->ep;
+		bool had = p->has_ep;
+		p->ep = ep;
+		p->has_ep = true;
+		peer_send_probe(pt, p, PEER_VIA_DIRECT);
+		p->ep = saved;
+		p->has_ep = had;
+	}
+}
+
+void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len)
+{
+	proto_beacon_msg m;
+	transport_ep ep;
+
+	if (proto_beacon_decode(buf, len, &m) < 0) {
+		pt->st.drop_malformed++;
+		return;
+	}
+	switch (m.type) {
+	case BEACON_DISCOVER_REPLY:
+		ep_from_proto(&m.ep, &ep);
+		transport_ep_format(&ep, pt->st.public_ep);
+		pt->st.have_public_ep = true;
+		break;
+	case BEACON_PUNCH_COMMAND:
+		punch_command(pt, &m.ep);
+		break;
+	case BEACON_RELAY_DELIVER:
+		peer_handle_relayed(pt, buf + BEACON_RELAY_DELIVER_HDR, len - BEACON_RELAY_DELIVER_HDR, m.node);
+		break;
+	default:
+		break; /* Notify etc.: nothing for the tunnel layer */
+	}
+}

@@ -1,0 +1,120 @@
+/* Arbitrary datagrams into a peer table that has one established session.
+ * Two tables talk through in-memory transports; the first input byte picks the
+ * claimed source (the peer, the beacon, a stranger), the rest is the datagram. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/peer_internal.h"
+#include "lib/crypto.h"
+#include "lib/loop.h"
+
+#define QMAX 64
+
+typedef struct memtx {
+	transport base;
+	transport_ep self;
+	size_t n;
+	uint8_t *data[QMAX];
+	size_t len[QMAX];
+} memtx;
+
+static size_t m_send(transport *t, const transport_dgram *dg, size_t n)
+{
+	memtx *m = (memtx *)t;
+	size_t i;
+
+	for (i = 0; i < n && m->n < QMAX; i++) {
+		m->data[m->n] = malloc(dg[i].len + 1);
+		memcpy(m->data[m->n], dg[i].data, dg[i].len);
+		m->len[m->n++] = dg[i].len;
+	}
+	return i;
+}
+static void m_flush(transport *t) { (void)t; }
+static int m_local(transport *t, transport_ep *ep) { *ep = ((memtx *)t)->self; return 0; }
+static void m_stats(transport *t, transport_stats *st) { (void)t; memset(st, 0, sizeof(*st)); }
+static void m_close(transport *t) { (void)t; }
+static const struct transport_ops m_ops = { m_send, m_flush, m_local, m_stats, m_close };
+
+static pilot_identity ida, idb;
+static int inited;
+
+static void lookup(void *ctx, uint32_t node, peer_key_done done, void *arg)
+{
+	done(arg, node == 10 ? ida.pk : node == 20 ? idb.pk : NULL);
+}
+
+static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
+{
+	done(arg, node == 20 ? "10.0.0.2:2000" : node == 10 ? "10.0.0.1:1000" : NULL);
+}
+
+static void drain(memtx *from, peer_table *to)
+{
+	uint8_t buf[TRANSPORT_HEADROOM + 70000];
+
+	for (size_t i = 0; i < from->n; i++) {
+		if (to && from->len[i] <= 70000) {
+			memcpy(buf + TRANSPORT_HEADROOM, from->data[i], from->len[i]);
+			peer_handle_datagram(to, buf + TRANSPORT_HEADROOM, from->len[i], &from->self);
+		}
+		free(from->data[i]);
+	}
+	from->n = 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len);
+int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len)
+{
+	static uint8_t buf[TRANSPORT_HEADROOM + 70000];
+	memtx ta = { .base = { &m_ops, NULL, NULL } }, tb = { .base = { &m_ops, NULL, NULL } };
+	peer_config ca = { .node = 10, .identity = &ida, .encrypt = true, .lookup_key = lookup,
+			   .resolve = resolve, .beacon = "10.0.0.9:9001" };
+	peer_config cb = ca;
+	transport_ep beacon, stranger;
+	char err[128];
+	pilot_loop *l;
+	peer_table *a, *b;
+	uint8_t pkt[PEER_HEADROOM + 64 + PEER_TAILROOM];
+	proto_hdr h = { .version = 1, .protocol = PROTO_DATAGRAM, .src = { 0, 20 }, .dst = { 0, 10 } };
+
+	if (!inited) {
+		const char *why;
+		if (pilot_crypto_init(&why) < 0)
+			abort();
+		pilot_identity_generate(&ida);
+		pilot_identity_generate(&idb);
+		inited = 1;
+	}
+	if (len < 1 || len > 70000)
+		return 0;
+	cb.node = 20;
+	cb.identity = &idb;
+	transport_ep_parse("10.0.0.1:1000", &ta.self);
+	transport_ep_parse("10.0.0.2:2000", &tb.self);
+	transport_ep_parse("10.0.0.9:9001", &beacon);
+	transport_ep_parse("10.0.0.7:7000", &stranger);
+	l = pilot_loop_new();
+	a = peer_table_new(l, &ta.base, &ca, err, sizeof(err));
+	b = peer_table_new(l, &tb.base, &cb, err, sizeof(err));
+	drain(&ta, NULL); /* Discovers */
+	drain(&tb, NULL);
+	/* b sends to a: key exchange both ways, then the queued packet */
+	int n = proto_packet_encode(&h, "hi", 2, pkt + PEER_HEADROOM, 64);
+	peer_send_packet(b, 10, pkt + PEER_HEADROOM, (size_t)n);
+	for (int round = 0; round < 4; round++) {
+		drain(&tb, a);
+		drain(&ta, b);
+	}
+	memcpy(buf + TRANSPORT_HEADROOM, in + 1, len - 1);
+	peer_handle_datagram(a, buf + TRANSPORT_HEADROOM, len - 1,
+			     in[0] % 3 == 0 ? &tb.self : in[0] % 3 == 1 ? &beacon : &stranger);
+	peer_tick(a);
+	drain(&ta, b);
+	drain(&tb, NULL);
+	peer_table_free(a);
+	peer_table_free(b);
+	pilot_loop_free(l);
+	return 0;
+}
