@@ -400,6 +400,12 @@ static void kx_decide(peer_table *pt, const uint8_t *frame, size_t len, const tr
 		}
 		return;
 	}
+	if (!peer_find(pt, k.node) && pt->pilk_peers >= PEER_PILK_MAX) {
+		pt->st.kx_rate_limited++; /* anonymous nodes must not fill the table */
+		return;
+	}
+	if (!peer_find(pt, k.node))
+		pt->pilk_peers++;
 	kx_accept(pt, k.node, k.x25519, frame, PROTO_PILK_LEN, src, relay, NULL);
 }
 
@@ -491,6 +497,10 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		pt->st.kx_rate_limited++;
 		return;
 	}
+	/* A PILA naming another key than the cached one: the node may have rotated
+	 * its identity, so ask the registry again instead of rejecting outright. */
+	if (p && p->has_ed && pila && sodium_memcmp(p->ed, buf + 8 + PROTO_X25519_LEN, PROTO_ED25519_LEN))
+		p->has_ed = false;
 	if (p && (p->has_ed || p->ed_neg_until > peer_now(pt))) {
 		kx_decide(pt, buf, flen, src, relay, p->has_ed ? p->ed : NULL);
 		return;
@@ -601,22 +611,42 @@ static void handle_packet(peer_table *pt, peer *p, const uint8_t *pkt, size_t le
 		pt->cfg.deliver(pt->cfg.ctx, p->node, pkt, PROTO_HDR_SIZE + h.payload_len);
 }
 
-/* First authenticated frame of a session: pin the KDF that opened it. */
+/* First authenticated frame of a session: pin the KDF that opened it, keeping the
+ * other one for a grace period in case the peer is flexible too (see open_frame). */
 static void authenticated(peer_table *pt, peer *p)
 {
 	if (p->authenticated)
 		return;
 	p->authenticated = true;
 	p->kdf = pilot_session_kdf(p->sess);
-	pilot_session_free(p->alt);
-	p->alt = NULL;
+	p->kdf_grace_until = peer_now(pt) + PEER_KDF_GRACE_MS;
 	p->kx_tries = 0;
 }
 
+static void swap_kdf(peer_table *pt, peer *p)
+{
+	pilot_session *t = p->sess;
+
+	p->sess = p->alt;
+	p->alt = t;
+	p->kdf = pilot_session_kdf(p->sess);
+	if (p->authenticated)
+		p->kdf_grace_until = peer_now(pt) + PEER_KDF_GRACE_MS;
+}
+
+/* Until a frame authenticates both variants are tried and the one that opens is
+ * the peer's (a Go peer speaks exactly one). Two flexible C peers configured
+ * differently may each learn the other's variant; a frame opening under the
+ * other variant after pinning reveals that, and the lower node ID's configured
+ * variant wins (the higher one follows what it receives). */
 static int open_frame(peer_table *pt, peer *p, uint8_t *buf, size_t len, uint8_t **pl, size_t *pl_len)
 {
 	int rc;
 
+	if (p->alt && p->authenticated && peer_now(pt) > p->kdf_grace_until) {
+		pilot_session_free(p->alt);
+		p->alt = NULL;
+	}
 	if (!p->alt)
 		return pilot_session_open(p->sess, buf, len, pl, pl_len);
 	/* A failed open may clobber the buffer: keep a copy for the other KDF. */
@@ -626,9 +656,9 @@ static int open_frame(peer_table *pt, peer *p, uint8_t *buf, size_t len, uint8_t
 		return rc;
 	if (pilot_session_open(p->alt, pt->scratch2, len, pl, pl_len) < 0)
 		return rc;
-	pilot_session *t = p->sess;
-	p->sess = p->alt;
-	p->alt = t;
+	if (!p->authenticated || pt->cfg.node > p->node ||
+	    pilot_session_kdf(p->alt) == pt->cfg.kdf)
+		swap_kdf(pt, p);
 	return 0;
 }
 

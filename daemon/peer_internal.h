@@ -14,6 +14,8 @@
 #define PEER_UNSOL_PER_S  50        /* global cap on such re-keys */
 #define PEER_KX_PER_S     5         /* verified-or-not exchanges per claimed node */
 #define PEER_NEG_CACHE_MS 3000
+#define PEER_KDF_GRACE_MS 2000      /* keep the other KDF after pinning */
+#define PEER_PILK_MAX     1024      /* peers created by anonymous PILK */
 #define PEER_UPGRADE_FRAMES 3
 #define PEER_PROBE_PAYLOAD "pathprobe.v1"
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
@@ -38,7 +40,7 @@ typedef struct peer {
 	bool has_x, authenticated, identity, has_ed;
 	uint8_t x25519[PROTO_X25519_LEN];
 	uint8_t ed[PROTO_ED25519_LEN]; /* registry key, cached */
-	uint64_t ed_neg_until;
+	uint64_t ed_neg_until, kdf_grace_until;
 	uint8_t last_kx[PROTO_PILA_LEN]; /* last accepted exchange frame (skip re-verify) */
 	size_t last_kx_len;
 	/* our key exchange retransmission */
@@ -75,7 +77,7 @@ struct peer_table {
 	peer_config cfg;
 	peer *buckets[PEER_BUCKETS];
 	size_t npeers;
-	unsigned npend_peers, kx_inflight;
+	unsigned npend_peers, kx_inflight, pilk_peers;
 	pilot_x25519 x;
 	uint8_t kx_frame[PROTO_PILA_LEN];
 	size_t kx_frame_len;
