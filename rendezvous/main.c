@@ -27,12 +27,12 @@ struct options {
 	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
 	char *admin_token, *replication_token;
-	int tls, no_registry, no_beacon, strict_signatures, check, print_fpr;
+	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip;
 	int64_t frame_timeout, idle_timeout;
 };
 
-#define NOPTS 24
+#define NOPTS 25
 
 struct app {
 	struct options o;
@@ -86,6 +86,9 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "secret a standby must present (primary) or presents (standby)", "secret" ),
 		OPT("strict-signatures", PILOT_OPT_BOOL, &o->strict_signatures, NULL,
 		  "refuse reference-format (replayable) signatures; accept only v2", NULL ),
+		OPT("no-rate-limit", PILOT_OPT_BOOL, &o->no_rate_limit, NULL,
+		  "no per-source request limits (for benchmarks and trusted private deployments)",
+		  NULL ),
 		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096",
 		  "registry connections in total", "n", 1, 1000000 ),
 		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
@@ -326,6 +329,7 @@ static void start(struct app *a)
 		.replication_token = o->replication_token,
 		.standby = !empty(o->standby),
 		.strict_signatures = o->strict_signatures,
+		.ratelimit_disabled = o->no_rate_limit,
 	};
 
 	if (!(a->loop = pilot_loop_new()))
