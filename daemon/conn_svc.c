@@ -142,12 +142,12 @@ static void on_pong(conn_table *t, uint32_t from, const proto_hdr *h, const uint
 
 void conn_control_input(conn_table *t, uint32_t from, const proto_hdr *h, const uint8_t *pl, size_t n)
 {
-	if (h->dst_port != PILOT_PORT_PING) {
-		t->st.drop_control++;
+	if (h->flags & PROTO_ACK) { /* a pong (to our ping's port): never answered */
+		on_pong(t, from, h, pl, n);
 		return;
 	}
-	if (h->flags & PROTO_ACK) { /* a pong: never answered (no ping-pong loop) */
-		on_pong(t, from, h, pl, n);
+	if (h->dst_port != PILOT_PORT_PING) {
+		t->st.drop_control++;
 		return;
 	}
 	if (n == 0 && h->src_port == 0) { /* tunnel keepalive */
