@@ -1,0 +1,482 @@
+/* Control verbs that talk to the registry: lookup, find, set/clear-hostname,
+ * set-public/private, set/clear-tags, deregister, rotate-key and the network
+ * group. Replies are the registry's reply objects passed through (cli.md §3.3:
+ * "raw registry reply"), except where cli.md gives a shape. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ctlsock.h"
+#include "daemon/node.h"
+#include "daemon/registration.h"
+#include "lib/addr.h"
+#include "lib/jsonwire.h"
+
+/* ---- helpers shared by every handler file ---- */
+int ctl_parse_node(json_object *v, uint32_t *out)
+{
+	const char *s;
+	pilot_addr a;
+	char *end;
+	unsigned long long x;
+
+	if (!v)
+		return -EINVAL;
+	if (json_object_is_type(v, json_type_int)) {
+		int64_t i = json_object_get_int64(v);
+
+		if (i <= 0 || i > UINT32_MAX)
+			return -EINVAL;
+		*out = (uint32_t)i;
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return -EINVAL;
+	s = json_object_get_string(v);
+	if (pilot_addr_parse(s, strlen(s), &a) == 0 && a.node) {
+		*out = a.node;
+		return 0;
+	}
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (!*s || *end || errno || x == 0 || x > UINT32_MAX)
+		return -EINVAL;
+	*out = (uint32_t)x;
+	return 0;
+}
+
+/* The node argument under any of the names pilotctl uses for it. */
+int ctl_arg_node(json_object *args, uint32_t *out)
+{
+	static const char *const keys[] = { "node_id", "target", "node", "address", NULL };
+	json_object *v;
+	int i;
+
+	for (i = 0; keys[i]; i++)
+		if (json_object_object_get_ex(args, keys[i], &v))
+			return ctl_parse_node(v, out);
+	return -EINVAL;
+}
+
+const char *ctl_arg_str(json_object *args, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(args, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+bool ctl_reg_failed(ctl_reply *r, json_object *reply, int err)
+{
+	const char *m;
+	char msg[512];
+
+	if (!err)
+		return false;
+	if (err == -EREMOTEIO && reply) {
+		m = jw_get_str(reply, "message");
+		if (!m)
+			m = jw_get_str(reply, "error");
+		snprintf(msg, sizeof(msg), "registry: %s", m ? m : "request failed");
+	} else {
+		snprintf(msg, sizeof(msg), "registry: %s", strerror(-err));
+	}
+	ctl_reply_err(r, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg, NULL);
+	return true;
+}
+
+bool ctl_need_up(ctl_reply *r, node *n)
+{
+	if (n->up && registration_registered(n->reg))
+		return false;
+	ctl_reply_err(r, "connection_failed", "not registered with the registry yet",
+		      "check the daemon log and the -registry address; it retries on its own");
+	return true;
+}
+
+/* A registry call returned -errno at once. */
+void ctl_reg_refused(ctl_reply *r, int err)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-err));
+	ctl_reply_err(r, err == -EINVAL ? "invalid_argument" : "connection_failed", msg, NULL);
+}
+
+static void reg_raw(void *arg, json_object *reply, int err)
+{
+	ctl_reply *r = arg;
+
+	if (!ctl_reg_failed(r, reply, err))
+		ctl_reply_ok(r, json_object_get(reply));
+}
+
+#define CALL(r, expr) do { int rc_ = (expr); if (rc_ < 0) ctl_reg_refused((r), rc_); } while (0)
+
+static bool bad_node(ctl_reply *r, json_object *args, uint32_t *id)
+{
+	if (ctl_arg_node(args, id) == 0)
+		return false;
+	ctl_reply_err(r, "invalid_argument", "want a node ID or address (N:NNNN.HHHH.LLLL)", NULL);
+	return true;
+}
+
+/* ---- lookup / find ---- */
+static void h_lookup(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint32_t id;
+
+	if (bad_node(r, args, &id) || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_lookup(n->reg, id, reg_raw, r));
+}
+
+static void find_done(void *arg, json_object *reply, int err)
+{
+	ctl_reply *r = arg;
+	json_object *o, *v;
+	char addr[PILOT_ADDR_STRLEN];
+	int64_t id;
+
+	if (err == -EREMOTEIO) {
+		ctl_reply_err(r, "not_found", "hostname not found (or the node is private to you)",
+			      "a private node is found only after a handshake: pilotctl handshake <node>");
+		return;
+	}
+	if (ctl_reg_failed(r, reply, err))
+		return;
+	id = json_object_object_get_ex(reply, "node_id", &v) ? json_object_get_int64(v) : 0;
+	o = json_object_new_object();
+	json_object_object_add(o, "hostname",
+			       json_object_new_string(jw_get_str(reply, "hostname") ? jw_get_str(reply, "hostname") : ""));
+	json_object_object_add(o, "node_id", json_object_new_int64(id));
+	json_object_object_add(o, "address",
+			       json_object_new_string(pilot_addr_format(pilot_addr_make(0, (uint32_t)id), addr)));
+	json_object_object_add(o, "public", json_object_new_boolean(
+		json_object_object_get_ex(reply, "public", &v) && json_object_get_boolean(v)));
+	ctl_reply_ok(r, o);
+}
+
+static void h_find(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	const char *h = ctl_arg_str(args, "hostname");
+
+	if (!h || !*h) {
+		ctl_reply_err(r, "invalid_argument", "hostname is required", NULL);
+		return;
+	}
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_resolve_hostname(n->reg, h, find_done, r));
+}
+
+/* ---- our own record ---- */
+typedef struct host_req {
+	ctl_reply *r;
+	node *n;
+	char name[64];
+} host_req;
+
+static void host_done(void *arg, json_object *reply, int err)
+{
+	host_req *q = arg;
+	json_object *o;
+
+	if (!ctl_reg_failed(q->r, reply, err)) {
+		snprintf(q->n->hostname, sizeof(q->n->hostname), "%s", q->name);
+		o = json_object_new_object();
+		json_object_object_add(o, "hostname", json_object_new_string(q->name));
+		json_object_object_add(o, "node_id", json_object_new_int64(q->n->node_id));
+		ctl_reply_ok(q->r, o);
+	}
+	free(q);
+}
+
+static void set_hostname(ctl_reply *r, node *n, const char *name)
+{
+	host_req *q;
+	int rc;
+
+	if (strlen(name) >= sizeof(q->name)) {
+		ctl_reply_err(r, "invalid_argument", "hostname longer than 63 characters", NULL);
+		return;
+	}
+	if (ctl_need_up(r, n))
+		return;
+	if (!(q = calloc(1, sizeof(*q)))) {
+		ctl_reply_err(r, "internal", "out of memory", NULL);
+		return;
+	}
+	q->r = r;
+	q->n = n;
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	if ((rc = registration_set_hostname(n->reg, name, host_done, q)) < 0) {
+		free(q);
+		ctl_reg_refused(r, rc);
+	}
+}
+
+/* "" clears (pilotctl clear-hostname sends that). */
+static void h_set_hostname(ctl_reply *r, json_object *args, void *arg)
+{
+	const char *h = ctl_arg_str(args, "hostname");
+
+	if (!h) {
+		ctl_reply_err(r, "invalid_argument", "hostname is required", NULL);
+		return;
+	}
+	set_hostname(r, arg, h);
+}
+
+static void h_clear_hostname(ctl_reply *r, json_object *args, void *arg)
+{
+	set_hostname(r, arg, "");
+}
+
+typedef struct vis_req {
+	ctl_reply *r;
+	node *n;
+	bool pub;
+} vis_req;
+
+static void vis_done(void *arg, json_object *reply, int err)
+{
+	vis_req *q = arg;
+
+	if (!ctl_reg_failed(q->r, reply, err)) {
+		q->n->o.public_node = q->pub; /* the admission rule follows the registry */
+		ctl_reply_ok(q->r, json_object_get(reply));
+	}
+	free(q);
+}
+
+static void set_visibility(ctl_reply *r, node *n, bool pub)
+{
+	vis_req *q;
+	int rc;
+
+	if (ctl_need_up(r, n))
+		return;
+	if (!(q = malloc(sizeof(*q)))) {
+		ctl_reply_err(r, "internal", "out of memory", NULL);
+		return;
+	}
+	*q = (vis_req){ .r = r, .n = n, .pub = pub };
+	if ((rc = registration_set_visibility(n->reg, pub, vis_done, q)) < 0) {
+		free(q);
+		ctl_reg_refused(r, rc);
+	}
+}
+
+static void h_set_public(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, true); }
+static void h_set_private(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, false); }
+
+static void h_set_visibility(ctl_reply *r, json_object *args, void *arg)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(args, "public", &v) || !json_object_is_type(v, json_type_boolean)) {
+		ctl_reply_err(r, "invalid_argument", "public must be true or false", NULL);
+		return;
+	}
+	set_visibility(r, arg, json_object_get_boolean(v));
+}
+
+static void tags(ctl_reply *r, node *n, json_object *arr)
+{
+	const char *t[3];
+	size_t cnt = arr ? json_object_array_length(arr) : 0, i;
+
+	if (cnt > 3) {
+		ctl_reply_err(r, "invalid_argument", "at most 3 tags", NULL);
+		return;
+	}
+	for (i = 0; i < cnt; i++) {
+		json_object *v = json_object_array_get_idx(arr, i);
+
+		if (!json_object_is_type(v, json_type_string)) {
+			ctl_reply_err(r, "invalid_argument", "tags must be strings", NULL);
+			return;
+		}
+		t[i] = json_object_get_string(v);
+		if (t[i][0] == '#')
+			t[i]++;
+	}
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_set_tags(n->reg, t, cnt, reg_raw, r));
+}
+
+static void h_set_tags(ctl_reply *r, json_object *args, void *arg)
+{
+	json_object *arr = NULL;
+
+	/* An empty array clears (pilotctl clear-tags). */
+	if (!json_object_object_get_ex(args, "tags", &arr) || !json_object_is_type(arr, json_type_array)) {
+		ctl_reply_err(r, "invalid_argument", "give up to 3 tags", NULL);
+		return;
+	}
+	tags(r, arg, arr);
+}
+
+static void h_clear_tags(ctl_reply *r, json_object *args, void *arg)
+{
+	tags(r, arg, NULL);
+}
+
+static void h_deregister(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_deregister(n->reg, reg_raw, r));
+}
+
+static void h_rotate_key(ctl_reply *r, json_object *args, void *arg)
+{
+	ctl_reply_err(r, "invalid_state",
+		      "key rotation is not supported by this daemon's registry client yet",
+		      "keep the identity file; a new identity means a new node ID");
+}
+
+/* ---- networks ---- */
+static int arg_net(ctl_reply *r, json_object *args, uint16_t *net)
+{
+	json_object *v;
+	int64_t x;
+
+	if (!json_object_object_get_ex(args, "network_id", &v)
+	    || (x = json_object_get_int64(v)) <= 0 || x > 65535) {
+		ctl_reply_err(r, "invalid_argument", "network_id must be 1..65535", NULL);
+		return -1;
+	}
+	*net = (uint16_t)x;
+	return 0;
+}
+
+static void h_net_create(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	const char *name = ctl_arg_str(args, "name");
+
+	if (!name || !*name) {
+		ctl_reply_err(r, "invalid_argument", "network name is required", NULL);
+		return;
+	}
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_create_network(n->reg, name, ctl_arg_str(args, "join_rule"),
+					    ctl_arg_str(args, "token"), ctl_arg_str(args, "admin_token"),
+					    reg_raw, r));
+}
+
+static void h_net_join(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint16_t net;
+
+	if (arg_net(r, args, &net) < 0 || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_join_network(n->reg, net, ctl_arg_str(args, "token"),
+					  ctl_arg_str(args, "admin_token"), reg_raw, r));
+}
+
+static void h_net_leave(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint16_t net;
+
+	if (arg_net(r, args, &net) < 0 || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_leave_network(n->reg, net, ctl_arg_str(args, "admin_token"), reg_raw, r));
+}
+
+static void h_net_list(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_list_networks(n->reg, reg_raw, r));
+}
+
+static void h_net_members(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint16_t net;
+
+	if (arg_net(r, args, &net) < 0 || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_list_nodes(n->reg, net, reg_raw, r));
+}
+
+static void h_net_invite(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint16_t net;
+	uint32_t id;
+
+	if (arg_net(r, args, &net) < 0 || bad_node(r, args, &id) || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_invite(n->reg, net, id, reg_raw, r));
+}
+
+static void h_net_invites(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+
+	if (ctl_need_up(r, n))
+		return;
+	CALL(r, registration_poll_invites(n->reg, reg_raw, r));
+}
+
+static void h_net_accept(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	json_object *v;
+	uint16_t net;
+	bool accept = true;
+
+	if (json_object_object_get_ex(args, "accept", &v))
+		accept = json_object_get_boolean(v);
+	if (arg_net(r, args, &net) < 0 || ctl_need_up(r, n))
+		return;
+	CALL(r, registration_respond_invite(n->reg, net, accept, reg_raw, r));
+}
+
+void ctl_register_registry(node *n)
+{
+	static const struct {
+		const char *cmd;
+		ctl_handler fn;
+	} tab[] = {
+		{ "lookup", h_lookup },
+		{ "find", h_find },
+		{ "set-hostname", h_set_hostname },
+		{ "clear-hostname", h_clear_hostname },
+		{ "set-public", h_set_public },
+		{ "set-private", h_set_private },
+		{ "set-visibility", h_set_visibility },
+		{ "set-tags", h_set_tags },
+		{ "clear-tags", h_clear_tags },
+		{ "deregister", h_deregister },
+		{ "rotate-key", h_rotate_key },
+		{ "network-create", h_net_create },
+		{ "network-join", h_net_join },
+		{ "network-leave", h_net_leave },
+		{ "network-list", h_net_list },
+		{ "network-members", h_net_members },
+		{ "network-invite", h_net_invite },
+		{ "network-invites", h_net_invites },
+		{ "network-accept-invite", h_net_accept },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		ctlsock_register(n->ctl, tab[i].cmd, tab[i].fn, n);
+}

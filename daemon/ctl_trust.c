@@ -1,0 +1,189 @@
+/* Control verbs of the trust handshake (cli.md §3.7): handshake, pending,
+ * approve, reject, trust, untrust. Unlike the reference, approving a node that
+ * is not pending, untrusting one that is not trusted, and handshaking an
+ * already trusted node say so (cli.md §11 #5). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/ctlsock.h"
+#include "daemon/node.h"
+#include "daemon/registration.h"
+#include "daemon/trust.h"
+#include "lib/jsonwire.h"
+
+static json_object *status_obj(const char *status, uint32_t id)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "status", json_object_new_string(status));
+	json_object_object_add(o, "node_id", json_object_new_int64(id));
+	return o;
+}
+
+static void trust_err(ctl_reply *r, int err, uint32_t id, const char *what)
+{
+	char msg[160];
+
+	switch (err) {
+	case -ENOENT:
+		snprintf(msg, sizeof(msg), "node %u %s", id, what);
+		ctl_reply_err(r, "not_found", msg, "see: pilotctl pending / pilotctl trust");
+		break;
+	case -EINVAL:
+		ctl_reply_err(r, "invalid_argument", "bad node or justification too long", NULL);
+		break;
+	case -ENOTCONN:
+		ctl_reply_err(r, "connection_failed", "not registered with the registry yet", NULL);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "trust: %s", strerror(-err));
+		ctl_reply_err(r, "internal", msg, NULL);
+	}
+}
+
+static void do_handshake(ctl_reply *r, node *n, uint32_t id, const char *just)
+{
+	int err;
+
+	if (id == n->node_id) {
+		ctl_reply_err(r, "invalid_argument", "that is this node", NULL);
+		return;
+	}
+	err = trust_request(n->trust, id, just ? just : "");
+	if (err == -EALREADY)
+		ctl_reply_ok(r, status_obj("already_trusted", id));
+	else if (err < 0)
+		trust_err(r, err, id, "");
+	else
+		ctl_reply_ok(r, status_obj("sent", id));
+}
+
+typedef struct hs_req {
+	ctl_reply *r;
+	node *n;
+	char just[TRUST_MAX_JUSTIFY + 1];
+} hs_req;
+
+static void hs_resolved(void *arg, json_object *reply, int err)
+{
+	hs_req *q = arg;
+	json_object *v;
+
+	if (err == -EREMOTEIO || (!err && !json_object_object_get_ex(reply, "node_id", &v)))
+		ctl_reply_err(q->r, "not_found", "hostname not found", NULL);
+	else if (!ctl_reg_failed(q->r, reply, err))
+		do_handshake(q->r, q->n, (uint32_t)json_object_get_int64(v), q->just);
+	free(q);
+}
+
+static void h_handshake(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	const char *just = ctl_arg_str(args, "justification"), *target = ctl_arg_str(args, "target");
+	hs_req *q;
+	uint32_t id;
+	int rc;
+
+	if (ctl_need_up(r, n))
+		return;
+	if (just && strlen(just) > TRUST_MAX_JUSTIFY) {
+		ctl_reply_err(r, "invalid_argument", "justification longer than 1024 bytes", NULL);
+		return;
+	}
+	if (ctl_arg_node(args, &id) == 0) {
+		do_handshake(r, n, id, just);
+		return;
+	}
+	if (!target || !*target || !(q = calloc(1, sizeof(*q)))) {
+		ctl_reply_err(r, "invalid_argument", "want a node ID, address or hostname", NULL);
+		return;
+	}
+	q->r = r;
+	q->n = n;
+	snprintf(q->just, sizeof(q->just), "%s", just ? just : "");
+	if ((rc = registration_resolve_hostname(n->reg, target, hs_resolved, q)) < 0) {
+		free(q);
+		ctl_reg_refused(r, rc);
+	}
+}
+
+static bool node_arg(ctl_reply *r, json_object *args, uint32_t *id)
+{
+	if (ctl_arg_node(args, id) == 0)
+		return true;
+	ctl_reply_err(r, "invalid_argument", "want a node ID", NULL);
+	return false;
+}
+
+static void h_approve(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint32_t id;
+	int err;
+
+	if (!node_arg(r, args, &id) || ctl_need_up(r, n))
+		return;
+	if ((err = trust_approve(n->trust, id)) < 0)
+		trust_err(r, err, id, "has no pending handshake request");
+	else
+		ctl_reply_ok(r, status_obj("approved", id));
+}
+
+static void h_reject(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	const char *reason = ctl_arg_str(args, "reason");
+	uint32_t id;
+	int err;
+
+	if (!node_arg(r, args, &id) || ctl_need_up(r, n))
+		return;
+	if ((err = trust_reject(n->trust, id, reason ? reason : "")) < 0)
+		trust_err(r, err, id, "has no pending handshake request");
+	else
+		ctl_reply_ok(r, status_obj("rejected", id));
+}
+
+static void h_untrust(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	uint32_t id;
+	int err;
+
+	if (!node_arg(r, args, &id) || ctl_need_up(r, n))
+		return;
+	if ((err = trust_untrust(n->trust, id)) < 0)
+		trust_err(r, err, id, "was not trusted");
+	else
+		ctl_reply_ok(r, status_obj("revoked", id));
+}
+
+static void h_pending(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "pending", n->trust ? trust_pending_json(n->trust) : json_object_new_array());
+	ctl_reply_ok(r, o);
+}
+
+static void h_trust(ctl_reply *r, json_object *args, void *arg)
+{
+	node *n = arg;
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "trusted", n->trust ? trust_trusted_json(n->trust) : json_object_new_array());
+	ctl_reply_ok(r, o);
+}
+
+void ctl_register_trust(node *n)
+{
+	ctlsock_register(n->ctl, "handshake", h_handshake, n);
+	ctlsock_register(n->ctl, "approve", h_approve, n);
+	ctlsock_register(n->ctl, "reject", h_reject, n);
+	ctlsock_register(n->ctl, "untrust", h_untrust, n);
+	ctlsock_register(n->ctl, "pending", h_pending, n);
+	ctlsock_register(n->ctl, "trust", h_trust, n);
+}

@@ -1,0 +1,220 @@
+/* pilotd: the Pilot Protocol node daemon (pilotd(8)). This file is the option
+ * table and the checks that can be made before anything is opened; node.c
+ * brings the daemon up and down. */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/ctlsock.h"
+#include "daemon/node.h"
+#include "daemon/transport.h"
+#include "lib/log.h"
+#include "lib/opts.h"
+
+#define PROG "pilotd"
+#define NOPTS 32
+
+#define OPT(...) { __VA_ARGS__, .set = 0 }
+
+static void options_table(node_options *o, pilot_opt *t)
+{
+	pilot_opt tab[] = {
+		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
+		  "JSON config file; keys are flag names with - or _; flags win", "file"),
+		OPT("registry", PILOT_OPT_STRING, &o->registry, NULL,
+		  "registry address (required; there is no built-in default)", "host:port"),
+		OPT("beacon", PILOT_OPT_STRING, &o->beacon, NULL,
+		  "beacon for endpoint discovery, hole punching and relay; empty = none", "host:port"),
+		OPT("listen", PILOT_OPT_STRING, &o->listen, ":0",
+		  "UDP tunnel listen address (:0 = a free port)", "host:port"),
+		OPT("socket", PILOT_OPT_STRING, &o->socket, NULL,
+		  "control socket (default /run/pilot/pilotd.sock for root, else "
+		  "$XDG_RUNTIME_DIR/pilot/pilotd.sock or /tmp/pilot-UID/pilotd.sock)", "path"),
+		OPT("endpoint", PILOT_OPT_STRING, &o->endpoint, NULL,
+		  "fixed public endpoint to register; skips beacon discovery", "host:port"),
+		OPT("encrypt", PILOT_OPT_BOOL, &o->encrypt, "true",
+		  "encrypt tunnels (X25519 + AES-256-GCM); -encrypt=false = plaintext", NULL),
+		OPT("identity", PILOT_OPT_STRING, &o->identity, NULL,
+		  "identity file, loaded or created; trust.json lives beside it; "
+		  "empty = ephemeral identity, no persistence", "path"),
+		OPT("owner", PILOT_OPT_STRING, &o->owner, NULL,
+		  "owner identifier sent at registration", "string"),
+		OPT("keepalive", PILOT_OPT_DURATION, &o->keepalive, "30s",
+		  "registry heartbeat and connection keepalive interval", "duration"),
+		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "120s",
+		  "close connections idle this long", "duration"),
+		OPT("syn-rate-limit", PILOT_OPT_INT, &o->syn_rate_limit, "100",
+		  "incoming connection attempts accepted per second", "n", 1, 1000000),
+		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",
+		  "connections per local port", "n", 1, 1000000),
+		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096",
+		  "connections in total", "n", 1, 1000000),
+		OPT("time-wait", PILOT_OPT_DURATION, &o->time_wait, "10s",
+		  "TIME_WAIT duration of closed connections", "duration"),
+		OPT("public", PILOT_OPT_BOOL, &o->public_node, NULL,
+		  "public node: every peer may connect to every port (default: private, "
+		  "untrusted peers reach only port 444)", NULL),
+		OPT("hostname", PILOT_OPT_STRING, &o->hostname, NULL,
+		  "hostname to register", "name"),
+		OPT("no-echo", PILOT_OPT_BOOL, &o->no_echo, NULL, "disable the echo service (port 7)", NULL),
+		OPT("no-dataexchange", PILOT_OPT_BOOL, &o->no_dataexchange, NULL,
+		  "disable the data exchange service (port 1001)", NULL),
+		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
+		  "disable the event stream service (port 1002)", NULL),
+		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, NULL,
+		  "accept only identity-signed key exchanges (PILA), never anonymous PILK", NULL),
+		OPT("kdf", PILOT_OPT_STRING, &o->kdf, "ref",
+		  "tunnel key derivation offered first: ref (SHA-256) or new (HKDF); "
+		  "the peer's variant is learned either way", "ref|new"),
+		OPT("deregister-on-exit", PILOT_OPT_BOOL, &o->deregister_on_exit, NULL,
+		  "deregister from the registry on SIGTERM/SIGINT (waits at most 2 s)", NULL),
+		OPT("user", PILOT_OPT_STRING, &o->user, NULL,
+		  "when started as root: switch to this user once the sockets are open", "name"),
+		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
+		  "debug, info, warn or error", "level"),
+		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
+		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
+		  "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
+		{ .name = NULL },
+	};
+
+	_Static_assert(sizeof(tab) <= sizeof(pilot_opt) * (NOPTS + 1), "raise NOPTS");
+	memcpy(t, tab, sizeof(tab));
+}
+
+static int usage_error(const char *msg)
+{
+	fprintf(stderr, "%s: %s\nRun '%s -help' for the list of flags.\n", PROG, msg, PROG);
+	return 2;
+}
+
+static int empty(const char *s)
+{
+	return !s || !s[0];
+}
+
+static int valid_hostport(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (!colon)
+		return 0;
+	port = strtol(colon + 1, &end, 10);
+	return colon[1] && !*end && port >= 0 && port <= 65535;
+}
+
+/* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
+static int validate(node_options *o)
+{
+	enum pilot_log_level lv;
+	enum pilot_log_format lf;
+	transport_ep ep;
+
+	if (empty(o->registry))
+		return usage_error("no registry configured: pass -registry HOST:PORT "
+				   "(or \"registry\" in the -config file)");
+	if (!valid_hostport(o->registry))
+		return usage_error("invalid -registry (want host:port)");
+	if (!empty(o->beacon) && transport_ep_parse(o->beacon, &ep) < 0)
+		return usage_error("invalid -beacon (want a numeric ip:port or [v6]:port)");
+	if (!empty(o->endpoint) && transport_ep_parse(o->endpoint, &ep) < 0)
+		return usage_error("invalid -endpoint (want a numeric ip:port or [v6]:port)");
+	if (empty(o->listen) || !valid_hostport(o->listen))
+		return usage_error("invalid -listen (want host:port, :port or [v6]:port)");
+	if (pilot_log_parse_level(o->log_level, &lv) < 0)
+		return usage_error("invalid -log-level (want debug, info, warn or error)");
+	if (pilot_log_parse_format(o->log_format, &lf) < 0)
+		return usage_error("invalid -log-format (want text or json)");
+	if (strcmp(o->kdf, "ref") != 0 && strcmp(o->kdf, "new") != 0)
+		return usage_error("invalid -kdf (want ref or new)");
+	if (o->keepalive <= 0 || o->idle_timeout <= 0 || o->time_wait < 0)
+		return usage_error("-keepalive and -idle-timeout must be positive, -time-wait not negative");
+	if (!empty(o->user) && !getpwnam(o->user))
+		return usage_error("-user names no such user");
+	if (!empty(o->user) && geteuid() != 0)
+		return usage_error("-user needs pilotd to be started as root");
+	return 0;
+}
+
+/* -n: the flags are valid (done) and the identity, if it exists, loads. */
+static int check_config(const node_options *o)
+{
+	char err[512];
+	pilot_identity id;
+	int r;
+
+	if (!empty(o->identity)) {
+		r = pilot_identity_load(o->identity, &id, err, sizeof(err));
+		pilot_identity_wipe(&id);
+		if (r < 0 && r != -ENOENT) {
+			fprintf(stderr, "%s: %s\n", PROG, err);
+			return 1;
+		}
+	}
+	printf("%s: configuration ok\n", PROG);
+	return 0;
+}
+
+static void setup_log(const node_options *o)
+{
+	enum pilot_log_level lv = PILOT_LOG_INFO;
+	enum pilot_log_format lf = PILOT_LOG_TEXT;
+	int r;
+
+	pilot_log_parse_level(o->log_level, &lv);
+	pilot_log_parse_format(o->log_format, &lf);
+	pilot_log_init(PROG, lv, lf);
+	if (!empty(o->log_file) && (r = pilot_log_open(o->log_file)) < 0) {
+		fprintf(stderr, "%s: cannot open -log-file %s: %s\n", PROG, o->log_file, strerror(-r));
+		exit(1);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static node_options o;
+	pilot_opt opts[NOPTS + 1];
+	char err[512], sock[256];
+	node *n;
+	int first = argc, r;
+
+	options_table(&o, opts);
+	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
+	if (r == 1) {
+		pilot_opts_usage(opts, PROG, "-registry host:port [flags]", stdout);
+		pilot_opts_free(opts);
+		return 0;
+	}
+	if (r < 0 || first < argc || (r = validate(&o)) != 0) {
+		r = r > 0 ? r : usage_error(r < 0 ? err : "unexpected argument (flags only)");
+		pilot_opts_free(opts);
+		return r;
+	}
+	if (empty(o.socket)) {
+		if (ctlsock_default_path(sock, sizeof(sock)) < 0) {
+			pilot_opts_free(opts);
+			return usage_error("default control socket path too long; pass -socket");
+		}
+		free(o.socket);
+		o.socket = strdup(sock);
+	}
+	if (o.check) {
+		r = check_config(&o);
+		pilot_opts_free(opts);
+		return r;
+	}
+	setup_log(&o);
+	n = node_new(&o);
+	node_start(n);
+	r = node_run(n);
+	node_free(n);
+	pilot_opts_free(opts);
+	return r;
+}

@@ -1,0 +1,369 @@
+/* pilotd start-up, registry glue and shutdown (see node.h for the order).
+ * Start-up errors are fatal and name what failed; afterwards everything is
+ * logged and survived. */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "daemon/ctlsock.h"
+#include "daemon/node.h"
+#include "daemon/peer.h"
+#include "daemon/registration.h"
+#include "daemon/transport.h"
+#include "lib/log.h"
+#include "lib/proto.h"
+
+#define DISCOVER_WAIT_MS 2000
+#define DISCOVER_TRIES 3
+#define SHUTDOWN_WAIT_MS 2000
+
+static int empty(const char *s)
+{
+	return !s || !s[0];
+}
+
+node *node_new(const node_options *o)
+{
+	node *n = calloc(1, sizeof(*n));
+
+	if (!n || !(n->loop = pilot_loop_new()))
+		pilot_fatal("out of memory");
+	n->o = *o;
+	n->start_ms = pilot_now_ms();
+	snprintf(n->hostname, sizeof(n->hostname), "%s", o->hostname ? o->hostname : "");
+	return n;
+}
+
+pilot_loop *node_loop(node *n) { return n->loop; }
+const node_options *node_opts(const node *n) { return &n->o; }
+uint32_t node_id(const node *n) { return n->node_id; }
+bool node_up(const node *n) { return n->up; }
+
+/* ---- identity ---- */
+static void trust_path_beside(node *n, const char *identity)
+{
+	const char *slash = strrchr(identity, '/');
+	int dirlen = slash ? (int)(slash - identity) : 0;
+
+	if (!slash)
+		snprintf(n->trust_path, sizeof(n->trust_path), "trust.json");
+	else
+		snprintf(n->trust_path, sizeof(n->trust_path), "%.*s/trust.json",
+			 dirlen ? dirlen : 1, dirlen ? identity : "/");
+}
+
+static void load_identity(node *n)
+{
+	char err[512];
+	int created = 0, r;
+
+	if (empty(n->o.identity)) {
+		pilot_identity_generate(&n->id);
+		log_info("ephemeral identity (no -identity): trust is not persisted");
+	} else {
+		r = pilot_identity_load_or_create(n->o.identity, &n->id, &created, err, sizeof(err));
+		if (r < 0 && !created)
+			pilot_fatal("%s", err);
+		if (r < 0)
+			log_warn("running with an unsaved identity: %s", err);
+		else if (created)
+			log_info("created identity path=%s", n->o.identity);
+		n->have_identity_path = true;
+		trust_path_beside(n, n->o.identity);
+	}
+	pilot_b64_encode(n->id.pk, sizeof(n->id.pk), n->pk_b64, sizeof(n->pk_b64));
+}
+
+/* ---- privileges ---- */
+static void drop_privileges(node *n)
+{
+	struct passwd *pw;
+
+	if (empty(n->o.user))
+		return;
+	if (!(pw = getpwnam(n->o.user)))
+		pilot_fatal("-user %s: no such user", n->o.user);
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+		pilot_fatal("cannot switch to user %s: %s", n->o.user, strerror(errno));
+	if (setuid(0) == 0)
+		pilot_fatal("still able to regain root after switching to %s", n->o.user);
+	log_info("dropped privileges user=%s uid=%u", n->o.user, (unsigned)pw->pw_uid);
+}
+
+/* ---- registry glue ---- */
+static void on_registered(void *arg, uint32_t id, const char *address, bool again)
+{
+	node *n = arg;
+
+	n->node_id = id;
+	snprintf(n->address, sizeof(n->address), "%s", address);
+	if (!n->up && !n->stopping)
+		node_data_up(n);
+}
+
+static void on_handshakes(void *arg, json_object *reply)
+{
+	node *n = arg;
+
+	if (n->up)
+		node_data_relayed_handshakes(n, reply);
+}
+
+static size_t trusted_peers(void *arg, uint32_t *ids, size_t cap)
+{
+	node *n = arg;
+
+	return n->up ? node_data_trusted(n, ids, cap) : 0;
+}
+
+static void start_registration(node *n)
+{
+	char err[512];
+	registration_config rc = {
+		.registry = n->o.registry,
+		.id = &n->id,
+		.listen_addr = n->endpoint,
+		.owner = n->o.owner,
+		.hostname = n->o.hostname,
+		.public_node = n->o.public_node,
+		.keepalive_ms = n->o.keepalive,
+	};
+	registration_callbacks cbs = {
+		.registered = on_registered,
+		.handshakes = on_handshakes,
+		.trusted_peers = trusted_peers,
+		.arg = n,
+	};
+	int r;
+
+	n->discovering = false;
+	log_info("registering registry=%s listen_addr=%s", n->o.registry, n->endpoint);
+	if (!(n->reg = registration_new(n->loop, &rc, &cbs, err, sizeof(err))))
+		pilot_fatal("registry: %s", err);
+	if ((r = registration_start(n->reg)) < 0)
+		pilot_fatal("registry: cannot start registration: %s", strerror(-r));
+}
+
+/* ---- endpoint discovery over the tunnel socket itself (tunnel.md §9.2 NOTE:
+ * the reference used a temporary socket and registered the wrong port) ---- */
+static void local_endpoint(node *n)
+{
+	transport_ep ep;
+	char s[TRANSPORT_EP_STRLEN];
+
+	if (transport_local_ep(n->t, &ep) < 0)
+		pilot_fatal("cannot read the tunnel socket's address");
+	transport_ep_format(&ep, s);
+	snprintf(n->endpoint, sizeof(n->endpoint), "%s", s);
+}
+
+static bool usable_ip(const proto_endpoint *ep)
+{
+	static const uint8_t zero[16];
+
+	if (ep->ip_len == 4)
+		return ep->ip[0] != 127 && memcmp(ep->ip, zero, 4) != 0;
+	return memcmp(ep->ip, zero, 16) != 0 && !(memcmp(ep->ip, zero, 15) == 0 && ep->ip[15] == 1);
+}
+
+static void discover_recv(void *ctx, transport_dgram *dg, size_t cnt)
+{
+	node *n = ctx;
+	proto_beacon_msg m;
+	char ip[INET6_ADDRSTRLEN];
+	size_t i;
+
+	for (i = 0; i < cnt && n->discovering; i++) {
+		if (proto_beacon_decode(dg[i].data, dg[i].len, &m) < 0 || m.type != BEACON_DISCOVER_REPLY)
+			continue;
+		n->st.discover_replies++;
+		inet_ntop(m.ep.ip_len == 4 ? AF_INET : AF_INET6, m.ep.ip, ip, sizeof(ip));
+		/* A loopback or unspecified answer says nothing about the outside:
+		 * keep the local endpoint (the registry substitutes our source IP). */
+		if (usable_ip(&m.ep))
+			snprintf(n->endpoint, sizeof(n->endpoint), m.ep.ip_len == 4 ? "%s:%u" : "[%s]:%u",
+				 ip, m.ep.port);
+		log_info("beacon reports our endpoint observed=%s%s%u listen_addr=%s", ip,
+			 m.ep.ip_len == 4 ? ":" : "]:", m.ep.port, n->endpoint);
+		pilot_loop_del_timer(n->loop, n->discover_timer);
+		n->discover_timer = 0;
+		start_registration(n);
+	}
+}
+
+static void send_discover(node *n)
+{
+	transport_dgram dg = { 0 };
+	uint8_t msg[64];
+	int len = proto_beacon_discover(0, NULL, msg, sizeof(msg));
+
+	if (len < 0 || transport_ep_parse(n->o.beacon, &dg.ep) < 0)
+		return;
+	dg.data = msg;
+	dg.len = (size_t)len;
+	transport_send(n->t, &dg, 1);
+	transport_flush(n->t);
+}
+
+static int64_t discover_timeout(pilot_loop *l, uint64_t id, void *arg)
+{
+	node *n = arg;
+
+	if (++n->discover_tries < DISCOVER_TRIES) {
+		send_discover(n);
+		return DISCOVER_WAIT_MS / DISCOVER_TRIES;
+	}
+	n->discover_timer = 0;
+	log_warn("no DiscoverReply from beacon %s; registering the local endpoint %s",
+		 n->o.beacon, n->endpoint);
+	start_registration(n);
+	return 0;
+}
+
+static void find_endpoint(node *n)
+{
+	local_endpoint(n);
+	if (!empty(n->o.endpoint)) {
+		snprintf(n->endpoint, sizeof(n->endpoint), "%s", n->o.endpoint);
+		start_registration(n);
+		return;
+	}
+	if (empty(n->o.beacon)) {
+		start_registration(n);
+		return;
+	}
+	n->discovering = true;
+	send_discover(n);
+	n->discover_timer = pilot_loop_add_timer(n->loop, DISCOVER_WAIT_MS / DISCOVER_TRIES,
+						 discover_timeout, n);
+}
+
+/* ---- signals and shutdown ---- */
+static int64_t shutdown_timeout(pilot_loop *l, uint64_t id, void *arg)
+{
+	log_warn("shutdown: deregister did not finish in time");
+	pilot_loop_stop(l);
+	return 0;
+}
+
+static void deregistered(void *arg, json_object *reply, int err)
+{
+	node *n = arg;
+
+	if (err)
+		log_warn("shutdown: deregister failed err=%d", err);
+	else
+		log_info("deregistered");
+	if (n->loop)
+		pilot_loop_stop(n->loop);
+}
+
+static void begin_shutdown(node *n, const char *why)
+{
+	if (n->stopping)
+		return;
+	n->stopping = true;
+	log_info("shutting down signal=%s", why);
+	if (n->up)
+		node_data_shutdown(n);
+	if (n->o.deregister_on_exit && n->reg && registration_registered(n->reg)
+	    && registration_deregister(n->reg, deregistered, n) == 0) {
+		pilot_loop_add_timer(n->loop, SHUTDOWN_WAIT_MS, shutdown_timeout, n);
+		return;
+	}
+	pilot_loop_stop(n->loop);
+}
+
+static void on_signal(pilot_loop *l, int signo, void *arg)
+{
+	node *n = arg;
+	int r;
+
+	if (signo == SIGHUP) {
+		if ((r = pilot_log_reopen()) < 0)
+			log_warn("SIGHUP: cannot reopen the log file err=\"%s\"", strerror(-r));
+		else
+			log_info("SIGHUP: log file reopened");
+		return;
+	}
+	begin_shutdown(n, signo == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void open_ctlsock(node *n)
+{
+	char err[512];
+	ctlsock_config cc = { .path = n->o.socket };
+	int r;
+
+	if ((r = ctlsock_open(n->loop, &cc, &n->ctl, err, sizeof(err))) < 0)
+		pilot_fatal("%s", err);
+	ctl_register_info(n);
+	ctl_register_registry(n);
+	ctl_register_trust(n);
+	ctl_register_conn(n);
+}
+
+static void before_sleep(pilot_loop *l, void *arg)
+{
+	node *n = arg;
+
+	if (n->t)
+		transport_flush(n->t);
+}
+
+void node_start(node *n)
+{
+	const char *why = NULL;
+	char err[512];
+
+	signal(SIGPIPE, SIG_IGN);
+	if (pilot_crypto_init(&why) < 0)
+		pilot_fatal("%s", why);
+	load_identity(n);
+	node_data_load_trust(n);
+	open_ctlsock(n);
+	if (!(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
+		pilot_fatal("tunnel: %s", err);
+	drop_privileges(n);
+	if (pilot_loop_add_signal(n->loop, SIGTERM, on_signal, n) < 0
+	    || pilot_loop_add_signal(n->loop, SIGINT, on_signal, n) < 0
+	    || pilot_loop_add_signal(n->loop, SIGHUP, on_signal, n) < 0)
+		pilot_fatal("cannot set up signal handling");
+	pilot_loop_set_before_sleep(n->loop, before_sleep, n);
+	find_endpoint(n);
+	log_info("started socket=%s listen=%s encrypt=%d public=%d identity=%s",
+		 ctlsock_path(n->ctl), n->endpoint, n->o.encrypt, n->o.public_node,
+		 empty(n->o.identity) ? "ephemeral" : n->o.identity);
+}
+
+int node_run(node *n)
+{
+	int r = pilot_loop_run(n->loop);
+
+	if (r < 0)
+		log_error("event loop failed err=\"%s\"", strerror(-r));
+	log_info("stopped");
+	return 0;
+}
+
+void node_free(node *n)
+{
+	if (!n)
+		return;
+	ctlsock_free(n->ctl);
+	n->ctl = NULL;
+	node_data_free(n);
+	registration_free(n->reg);
+	transport_close(n->t);
+	pilot_loop_del_timer(n->loop, n->discover_timer);
+	pilot_identity_wipe(&n->id);
+	pilot_loop_free(n->loop);
+	free(n);
+}

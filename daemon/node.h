@@ -1,0 +1,126 @@
+/* pilotd's glue: the node owns every module of the daemon (identity, tunnel
+ * transport, peer table, registration, connection table, trust, control
+ * socket, built-in services) and wires their callbacks together. Nothing
+ * outside daemon/main.c, daemon/node*.c and daemon/ctl_*.c includes this.
+ *
+ * Start-up order (node_start): crypto, identity, UDP transport, beacon
+ * discovery of our public endpoint over the tunnel socket itself, control
+ * socket, registration; the data plane (peer table, connection table, trust,
+ * echo on 7, handshake service on 444) comes up on the first register_ok,
+ * because the tunnel needs our node ID. Shutdown unwinds in reverse. */
+#ifndef PILOT_NODE_H
+#define PILOT_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "lib/crypto.h"
+#include "lib/loop.h"
+
+struct ctl_reply;
+
+typedef struct node_options {
+	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
+	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
+	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
+	int require_auth, deregister_on_exit, check;
+	int64_t keepalive, idle_timeout, time_wait;
+	long syn_rate_limit, max_conns_per_port, max_conns_total;
+} node_options;
+
+/* Counters of the glue itself (the modules keep their own). */
+typedef struct node_stats {
+	uint64_t hs_conns, hs_msgs, hs_bad;   /* port-444 service */
+	uint64_t echo_conns;
+	uint64_t discover_replies;
+	uint64_t refused;                     /* admit() said no: untrusted peer, private port */
+} node_stats;
+
+struct transport;
+struct peer_table;
+struct registration;
+struct ctlsock;
+struct conn_table;
+struct trust;
+struct node_hs;
+
+/* The whole daemon. Handlers in ctl_*.c read it directly: it is the glue's
+ * private state, not an interface to other folders. */
+typedef struct node {
+	node_options o;
+	pilot_loop *loop;
+	pilot_identity id;
+	bool have_identity_path;
+	char trust_path[4096];
+	char pk_b64[48];
+	struct transport *t;
+	struct peer_table *peers;
+	struct registration *reg;
+	struct ctlsock *ctl;
+	struct conn_table *conns;
+	struct trust *trust;
+	struct node_hs *hs;         /* port-444 service state (node_hs.c) */
+	uint32_t node_id;
+	char address[32];
+	char hostname[64];
+	char endpoint[64];          /* what we registered as listen_addr */
+	uint64_t start_ms;
+	uint64_t discover_timer, poll_timer;
+	uint64_t poll_soon_timer;
+	int discover_tries;
+	bool discovering, up, stopping, poll_inflight;
+	node_stats st;
+} node;
+
+node *node_new(const node_options *o);
+/* Bring everything up (fatal on start-up errors). */
+void node_start(node *n);
+/* Run the loop until SIGTERM/SIGINT, then shut down gracefully. Returns 0. */
+int node_run(node *n);
+void node_free(node *n); /* NULL-safe */
+
+/* ---- for the control handlers (daemon/ctl_*.c) ---- */
+pilot_loop *node_loop(node *n);
+const node_options *node_opts(const node *n);
+uint32_t node_id(const node *n);
+bool node_up(const node *n); /* the data plane exists (registered once) */
+
+/* ---- the data plane (node_data.c): peer table, connections, trust, services ---- */
+void node_data_load_trust(node *n);    /* at start-up: a corrupt trust.json is fatal */
+void node_data_up(node *n);            /* on the first register_ok */
+void node_data_relayed_handshakes(node *n, json_object *reply);
+size_t node_data_trusted(node *n, uint32_t *ids, size_t cap);
+void node_data_shutdown(node *n);      /* FIN/RST every connection */
+void node_data_free(node *n);          /* NULL-safe parts */
+
+/* ---- port-444 handshake service and trust's send_direct (node_hs.c) ---- */
+int node_hs_listen(node *n);
+void node_hs_free(node *n);
+int node_hs_send_direct(void *arg, uint32_t peer, const uint8_t *buf, size_t len,
+			void (*done)(void *op, int err), void *op);
+
+/* Register every control verb. Each ctl_*.c file contributes one group. */
+void ctl_register_info(node *n);
+void ctl_register_registry(node *n);
+void ctl_register_trust(node *n);
+void ctl_register_conn(node *n);
+
+/* Shared helpers for handlers. */
+/* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */
+int ctl_parse_node(json_object *v, uint32_t *node);
+/* The node argument under "node_id", "target", "node" or "address". */
+int ctl_arg_node(json_object *args, uint32_t *node);
+/* A string argument, NULL if absent or not a string. */
+const char *ctl_arg_str(json_object *args, const char *key);
+/* A registry call was refused at once (-errno): reply. */
+void ctl_reg_refused(struct ctl_reply *r, int err);
+/* Map a registry reply/err to a control reply: error replies become
+ * connection_failed with the registry's message. Returns true if r was finished. */
+bool ctl_reg_failed(struct ctl_reply *r, json_object *reply, int err);
+/* The daemon is not registered yet: reply and return true. */
+bool ctl_need_up(struct ctl_reply *r, node *n);
+
+#endif

@@ -1,0 +1,480 @@
+/* The data plane of pilotd: peer table (tunnels), connection table, trust, and
+ * the callbacks that join them. Created on the first register_ok, because the
+ * tunnel frames and packets carry our node ID. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "daemon/conn.h"
+#include "daemon/node.h"
+#include "daemon/peer.h"
+#include "daemon/registration.h"
+#include "daemon/transport.h"
+#include "daemon/trust.h"
+#include "lib/jsonwire.h"
+#include "lib/log.h"
+
+#define POLL_PROMPT_MS 2000
+
+/* ---- registry key and endpoint lookups (shared by the peer table and trust) ---- */
+typedef void (*key_cb)(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN]);
+
+typedef struct key_req {
+	key_cb cb;
+	void *arg;
+} key_req;
+
+static void key_reply(void *arg, json_object *reply, int err)
+{
+	key_req *q = arg;
+	uint8_t pk[PROTO_ED25519_LEN];
+	const char *s = reply ? jw_get_str(reply, "public_key") : NULL;
+
+	if (!err && (!s || pilot_b64_decode(s, strlen(s), pk, sizeof(pk)) != (int)sizeof(pk)))
+		err = -ENOENT;
+	q->cb(q->arg, err ? (err == -EREMOTEIO ? -ENOENT : err) : 0, err ? NULL : pk);
+	free(q);
+}
+
+/* 0 (cb later) or -errno (cb never called). */
+static int node_key_lookup(node *n, uint32_t id, key_cb cb, void *arg)
+{
+	key_req *q = malloc(sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	q->cb = cb;
+	q->arg = arg;
+	if ((r = registration_lookup(n->reg, id, key_reply, q)) < 0)
+		free(q);
+	return r;
+}
+
+/* peer table: lookup_key */
+typedef struct peer_key_req {
+	peer_key_done done;
+	void *arg;
+} peer_key_req;
+
+static void peer_key_reply(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
+{
+	peer_key_req *q = arg;
+
+	q->done(q->arg, err ? NULL : pk);
+	free(q);
+}
+
+static void peer_lookup_key(void *ctx, uint32_t id, peer_key_done done, void *arg)
+{
+	node *n = ctx;
+	peer_key_req *q = malloc(sizeof(*q));
+
+	if (!q || node_key_lookup(n, id, peer_key_reply, q) < 0) {
+		free(q);
+		done(arg, NULL);
+		return;
+	}
+	q->done = done;
+	q->arg = arg;
+}
+
+/* peer table: resolve */
+typedef struct peer_res_req {
+	peer_resolve_done done;
+	void *arg;
+} peer_res_req;
+
+static void peer_resolve_reply(void *arg, json_object *reply, int err)
+{
+	peer_res_req *q = arg;
+	const char *s = !err && reply ? jw_get_str(reply, "real_addr") : NULL;
+
+	q->done(q->arg, s && *s ? s : NULL);
+	free(q);
+}
+
+static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *arg)
+{
+	node *n = ctx;
+	peer_res_req *q = malloc(sizeof(*q));
+
+	if (!q) {
+		done(arg, NULL);
+		return;
+	}
+	q->done = done;
+	q->arg = arg;
+	if (registration_resolve(n->reg, id, peer_resolve_reply, q) < 0) {
+		free(q);
+		done(arg, NULL);
+	}
+}
+
+static void peer_deliver(void *ctx, uint32_t from, const uint8_t *pkt, size_t len)
+{
+	node *n = ctx;
+
+	if (n->conns)
+		conn_input(n->conns, from, pkt, len);
+}
+
+/* ---- connection table glue ---- */
+static int conn_send(void *ctx, uint32_t to, uint8_t *pkt, size_t len)
+{
+	node *n = ctx;
+
+	return peer_send_packet(n->peers, to, pkt, len);
+}
+
+/* Private by default: an untrusted peer reaches only the handshake port. */
+static bool conn_admit(void *ctx, uint32_t from, uint16_t port, int protocol)
+{
+	node *n = ctx;
+
+	if (n->o.public_node || port == TRUST_PORT)
+		return true;
+	if (n->trust && trust_is_trusted(n->trust, from))
+		return true;
+	n->st.refused++;
+	return false;
+}
+
+/* ---- trust ops ---- */
+typedef struct trust_key_req {
+	trust_key_cb done;
+	void *op;
+} trust_key_req;
+
+static void trust_key_reply(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
+{
+	trust_key_req *q = arg;
+
+	q->done(q->op, err, pk);
+	free(q);
+}
+
+static int op_lookup_key(void *arg, uint32_t id, trust_key_cb done, void *op)
+{
+	node *n = arg;
+	trust_key_req *q = malloc(sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	q->done = done;
+	q->op = op;
+	if ((r = node_key_lookup(n, id, trust_key_reply, q)) < 0)
+		free(q);
+	return r;
+}
+
+/* shares_network: look both nodes up and intersect their "networks". */
+typedef struct net_req {
+	trust_net_cb done;
+	void *op;
+	json_object *mine;
+	int err, got, expected;
+} net_req;
+
+static bool in_list(json_object *arr, int64_t v)
+{
+	size_t i;
+
+	for (i = 0; arr && i < json_object_array_length(arr); i++)
+		if (json_object_get_int64(json_object_array_get_idx(arr, i)) == v)
+			return true;
+	return false;
+}
+
+static uint16_t lowest_shared(json_object *a, json_object *b)
+{
+	int64_t best = 0, v;
+	size_t i;
+
+	if (!json_object_is_type(a, json_type_array) || !json_object_is_type(b, json_type_array))
+		return 0;
+	for (i = 0; i < json_object_array_length(a); i++) {
+		v = json_object_get_int64(json_object_array_get_idx(a, i));
+		if (v > 0 && v <= 65535 && in_list(b, v) && (!best || v < best))
+			best = v;
+	}
+	return (uint16_t)best;
+}
+
+/* Replies come in request order (one registry connection): ours, then the peer's. */
+static void net_reply(void *arg, json_object *reply, int err)
+{
+	net_req *q = arg;
+	json_object *nets = NULL;
+
+	if (err && !q->err)
+		q->err = err;
+	if (!err)
+		json_object_object_get_ex(reply, "networks", &nets);
+	if (q->got++ == 0)
+		q->mine = json_object_get(nets);
+	else if (!q->err)
+		q->done(q->op, 0, lowest_shared(q->mine, nets));
+	if (q->got < q->expected)
+		return;
+	if (q->err)
+		q->done(q->op, q->err, 0);
+	json_object_put(q->mine);
+	free(q);
+}
+
+static int op_shares_network(void *arg, uint32_t peer, trust_net_cb done, void *op)
+{
+	node *n = arg;
+	net_req *q = calloc(1, sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	*q = (net_req){ .done = done, .op = op, .expected = 2 };
+	if ((r = registration_lookup(n->reg, n->node_id, net_reply, q)) < 0) {
+		free(q);
+		return r;
+	}
+	if (registration_lookup(n->reg, peer, net_reply, q) < 0) {
+		q->err = -ENOBUFS;
+		q->expected = 1;
+	}
+	return 0;
+}
+
+static int op_report_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)
+{
+	return registration_report_trust(((node *)arg)->reg, peer, done, op);
+}
+
+static int op_revoke_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)
+{
+	return registration_revoke_trust(((node *)arg)->reg, peer, done, op);
+}
+
+static int op_request_handshake(void *arg, uint32_t peer, const char *just, trust_reply_cb done,
+				void *op)
+{
+	return registration_request_handshake(((node *)arg)->reg, peer, just, done, op);
+}
+
+static int op_respond_handshake(void *arg, uint32_t peer, bool accept, trust_reply_cb done,
+				void *op)
+{
+	return registration_respond_handshake(((node *)arg)->reg, peer, accept, done, op);
+}
+
+static void poll_reply(void *arg, json_object *reply, int err)
+{
+	node *n = arg;
+
+	n->poll_inflight = false;
+	if (!err && reply && n->trust)
+		node_data_relayed_handshakes(n, reply);
+}
+
+static void poll_now(node *n)
+{
+	if (n->poll_inflight || !n->reg)
+		return;
+	if (registration_poll_handshakes(n->reg, poll_reply, n) == 0)
+		n->poll_inflight = true;
+}
+
+static int64_t poll_soon_timer(pilot_loop *l, uint64_t id, void *arg)
+{
+	node *n = arg;
+
+	n->poll_soon_timer = 0;
+	poll_now(n);
+	return 0;
+}
+
+static void op_poll_soon(void *arg)
+{
+	node *n = arg;
+
+	if (!n->poll_soon_timer)
+		n->poll_soon_timer = pilot_loop_add_timer(n->loop, 0, poll_soon_timer, n);
+}
+
+typedef struct reset_ctx {
+	node *n;
+	uint32_t peer;
+	uint32_t ids[256];
+	size_t nids;
+} reset_ctx;
+
+static void collect_peer_conns(void *arg, const conn_info *ci)
+{
+	reset_ctx *x = arg;
+
+	if (ci->remote.node == x->peer && ci->local_port != TRUST_PORT && x->nids < 256)
+		x->ids[x->nids++] = ci->id;
+}
+
+/* Trust ended: the peer's connections (other than the handshake port) end too. */
+static void op_torn_down(void *arg, uint32_t peer)
+{
+	node *n = arg;
+	reset_ctx x = { .n = n, .peer = peer };
+	size_t i;
+	conn *c;
+
+	if (n->o.public_node || !n->conns)
+		return;
+	conn_foreach(n->conns, collect_peer_conns, &x);
+	for (i = 0; i < x.nids; i++)
+		if ((c = conn_lookup_id(n->conns, x.ids[i])))
+			conn_reset(c);
+}
+
+/* Heartbeat-driven polls come from registration; this one runs every 2 s while
+ * an outgoing request is unanswered, so a relayed accept lands promptly. */
+static int64_t poll_tick(pilot_loop *l, uint64_t id, void *arg)
+{
+	node *n = arg;
+
+	if (n->trust && trust_wants_poll(n->trust))
+		poll_now(n);
+	return POLL_PROMPT_MS;
+}
+
+/* ---- bring-up ---- */
+static void peers_up(node *n)
+{
+	char err[512];
+	peer_config pc = {
+		.node = n->node_id,
+		.identity = &n->id,
+		.encrypt = n->o.encrypt,
+		.require_auth = n->o.require_auth,
+		.kdf = strcmp(n->o.kdf, "new") == 0 ? PILOT_KDF_NEW : PILOT_KDF_REF,
+		.beacon = n->o.beacon && *n->o.beacon ? n->o.beacon : NULL,
+		.ctx = n,
+		.deliver = peer_deliver,
+		.lookup_key = peer_lookup_key,
+		.resolve = peer_resolve,
+	};
+
+	if (!(n->peers = peer_table_new(n->loop, n->t, &pc, err, sizeof(err))))
+		pilot_fatal("tunnel: %s", err);
+}
+
+static void conns_up(node *n)
+{
+	conn_config cc = {
+		.loop = n->loop,
+		.headroom = PEER_HEADROOM,
+		.ctx = n,
+		.send_packet = conn_send,
+		.admit = conn_admit,
+		.syn_rate = (uint32_t)n->o.syn_rate_limit,
+		.max_per_port = (uint32_t)n->o.max_conns_per_port,
+		.max_total = (uint32_t)n->o.max_conns_total,
+	};
+
+	_Static_assert(PEER_TAILROOM <= CONN_TAILROOM, "tunnel tailroom");
+	stream_params_default(&cc.stream);
+	cc.stream.keepalive_us = (uint32_t)(n->o.keepalive * 1000);
+	cc.stream.idle_us = (uint32_t)(n->o.idle_timeout * 1000);
+	cc.stream.time_wait_us = (uint32_t)(n->o.time_wait * 1000);
+	randombytes_buf(&cc.seed, sizeof(cc.seed));
+	if (!(n->conns = conn_table_new(&cc)))
+		pilot_fatal("cannot create the connection table");
+	conn_set_local_addr(n->conns, pilot_addr_make(0, n->node_id));
+}
+
+static void trust_up(node *n)
+{
+	char err[512];
+	trust_config tc = {
+		.path = n->have_identity_path ? n->trust_path : NULL,
+		.id = &n->id,
+		.ops = {
+			.send_direct = node_hs_send_direct,
+			.lookup_key = op_lookup_key,
+			.shares_network = op_shares_network,
+			.report_trust = op_report_trust,
+			.revoke_trust = op_revoke_trust,
+			.request_handshake = op_request_handshake,
+			.respond_handshake = op_respond_handshake,
+			.poll_soon = op_poll_soon,
+			.torn_down = op_torn_down,
+			.arg = n,
+		},
+	};
+
+	if (!(n->trust = trust_new(&tc, err, sizeof(err))))
+		pilot_fatal("%s", err);
+}
+
+/* trust.json is loaded before registration so a corrupt file stops start-up. */
+void node_data_load_trust(node *n)
+{
+	trust_up(n);
+}
+
+void node_data_up(node *n)
+{
+	int r;
+
+	if (!n->trust)
+		trust_up(n);
+	trust_set_node_id(n->trust, n->node_id);
+	peers_up(n);
+	conns_up(n);
+	if (!n->o.no_echo && (r = conn_echo_enable(n->conns)) < 0)
+		log_warn("echo service not started err=%d", r);
+	if ((r = node_hs_listen(n)) < 0)
+		pilot_fatal("cannot listen on the handshake port %d: %s", TRUST_PORT, strerror(-r));
+	n->poll_timer = pilot_loop_add_timer(n->loop, POLL_PROMPT_MS, poll_tick, n);
+	n->up = true;
+	log_info("data plane up node_id=%u address=%s echo=%s", n->node_id, n->address,
+		 n->o.no_echo ? "off" : "on");
+}
+
+void node_data_relayed_handshakes(node *n, json_object *reply)
+{
+	json_object *req = NULL, *resp = NULL;
+
+	json_object_object_get_ex(reply, "requests", &req);
+	json_object_object_get_ex(reply, "responses", &resp);
+	if (n->trust)
+		trust_on_poll(n->trust, req, resp);
+}
+
+size_t node_data_trusted(node *n, uint32_t *ids, size_t cap)
+{
+	return n->trust ? trust_trusted_ids(n->trust, ids, cap) : 0;
+}
+
+void node_data_shutdown(node *n)
+{
+	node_hs_free(n); /* its timers must not touch conns after the shutdown */
+	if (n->conns)
+		conn_table_shutdown(n->conns);
+	if (n->t)
+		transport_flush(n->t);
+}
+
+void node_data_free(node *n)
+{
+	if (n->loop) {
+		pilot_loop_del_timer(n->loop, n->poll_timer);
+		pilot_loop_del_timer(n->loop, n->poll_soon_timer);
+	}
+	node_hs_free(n);
+	conn_table_free(n->conns);
+	n->conns = NULL;
+	trust_free(n->trust);
+	n->trust = NULL;
+	peer_table_free(n->peers);
+	n->peers = NULL;
+	n->up = false;
+}
