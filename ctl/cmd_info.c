@@ -130,9 +130,10 @@ int pctl_cmd_daemon_status(pctl *c)
 	err = pctl_request(c, "info", NULL, &reply);
 	if (pctl_flag_bool(c, "check")) {
 		const char *status = reply ? json_object_get_string(json_object_object_get(reply, "status")) : NULL;
+		int rc = !err && status && !strcmp(status, "ok") ? PCTL_EXIT_OK : PCTL_EXIT_ERR;
 
 		json_object_put(reply);
-		return !err && status && !strcmp(status, "ok") ? PCTL_EXIT_OK : PCTL_EXIT_ERR;
+		return rc;
 	}
 	st = status_of(c, reply, err);
 	json_object_put(reply);
