@@ -860,6 +860,8 @@ conn *conn_dial(conn_table *t, pilot_addr dst, uint16_t port, const conn_cbs *cb
 
 	if (t->shut)
 		e = -ESHUTDOWN;
+	else if (pilot_addr_is_broadcast(dst) || dst.node == 0)
+		e = -EINVAL;
 	else if (t->local.node == 0)
 		e = -EADDRNOTAVAIL;
 	else if (t->nconns >= t->cfg.max_total)

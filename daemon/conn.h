@@ -19,6 +19,9 @@
  * dropped silently (no RST), like a private reference node: an RST would tell an
  * untrusted prober that the node and the port exist. The dialer times out instead.
  * Refusals are counted (drop_refused). NULL admit = everything admitted.
+ * Not consulted: packets of existing connections (revoking trust does not cut
+ * them; conn_reset does) and control pings (answered for everyone, as ref and the
+ * path probe expect; a pong is never larger than its ping).
  *
  * Ownership: the table owns every conn. A conn handle (from conn_dial or a
  * listener's accept callback) stays valid until the user releases it with
@@ -116,7 +119,7 @@ int conn_listen(conn_table *t, uint16_t port, const conn_listener_cbs *cbs, void
 int conn_unlisten(conn_table *t, uint16_t port);
 
 /* Dial dst:port from a fresh ephemeral port (SYN sent now). NULL with *err =
- * -EADDRNOTAVAIL (no own address yet), -EADDRINUSE (ephemeral ports exhausted),
+ * -EINVAL (broadcast / node 0), -EADDRNOTAVAIL (no own address yet), -EADDRINUSE (ephemeral ports exhausted),
  * -ENOBUFS (max_total), -ENOMEM. Progress comes through cbs->on_state. */
 conn *conn_dial(conn_table *t, pilot_addr dst, uint16_t port, const conn_cbs *cbs, void *arg,
 		int *err);
@@ -167,7 +170,7 @@ int conn_dgram_bind(conn_table *t, uint16_t port, conn_dgram_cb cb, void *arg); 
 int conn_dgram_unbind(conn_table *t, uint16_t port);                            /* -ENOENT */
 /* Sees every admitted datagram, bound or not (pilotctl listen); NULL cb = off. */
 void conn_dgram_observe(conn_table *t, conn_dgram_cb cb, void *arg);
-/* Fresh ephemeral source port per datagram. 0, -EINVAL (empty), -EMSGSIZE,
+/* Fresh ephemeral source port per datagram. 0, -EINVAL (empty, broadcast), -EMSGSIZE,
  * -EADDRNOTAVAIL, -EADDRINUSE (no free port), or send_packet's error. */
 int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *data, size_t len);
 

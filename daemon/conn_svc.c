@@ -57,7 +57,7 @@ int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *d
 	proto_hdr h = { .protocol = PROTO_DATAGRAM, .dst = dst, .dst_port = dport };
 	int port, r;
 
-	if (!len || (!data && len))
+	if (!len || !data || pilot_addr_is_broadcast(dst)) /* fan-out is the caller's job */
 		return -EINVAL;
 	if (len > PROTO_MAX_PAYLOAD)
 		return -EMSGSIZE;

@@ -728,6 +728,69 @@ static void test_ephemeral_exhaustion(void **state)
 	net_free(n);
 }
 
+typedef struct twcount {
+	int time_wait, other;
+} twcount;
+
+static void count_tw(void *arg, const conn_info *ci)
+{
+	twcount *c = arg;
+
+	if (ci->state == STREAM_TIME_WAIT)
+		c->time_wait++;
+	else
+		c->other++;
+}
+
+static bool both_time_wait(void *arg)
+{
+	net *n = arg;
+	twcount a = { 0 }, b = { 0 };
+
+	conn_foreach(n->t[0], count_tw, &a);
+	conn_foreach(n->t[1], count_tw, &b);
+	return a.time_wait == 1 && b.time_wait == 1 && !a.other && !b.other;
+}
+
+/* One ephemeral port: the second dial reuses the tuple still in TIME_WAIT on
+ * both sides; lookups prefer the new connection, the listener treats the SYN as
+ * a new connection (§5.1, §5.4). */
+static void test_time_wait_reuse(void **state)
+{
+	conn_config c = { 0 };
+	uint8_t rx[2][4];
+	cli k[2] = {
+		{ .tx = (const uint8_t *)"one!", .ntx = 4, .rx = rx[0], .caprx = 4 },
+		{ .tx = (const uint8_t *)"two!", .ntx = 4, .rx = rx[1], .caprx = 4 },
+	};
+	conn_info ci[2];
+	twcount tw = { 0 };
+	net *n;
+	int err;
+
+	test_params(&c);
+	c.stream.time_wait_us = 2000000;
+	c.eph_min = c.eph_max = 60000;
+	n = net_new(&c);
+	assert_int_equal(conn_echo_enable(n->t[1]), 0);
+	k[0].c = conn_dial(n->t[0], pilot_addr_make(0, 2), 7, &cli_cbs, &k[0], &err);
+	assert_true(run_until(n, cli_got, &k[0], 2000));
+	conn_get_info(k[0].c, &ci[0]);
+	conn_close(k[0].c);
+	assert_true(run_until(n, both_time_wait, n, 2000));
+	k[1].c = conn_dial(n->t[0], pilot_addr_make(0, 2), 7, &cli_cbs, &k[1], &err);
+	assert_non_null(k[1].c);
+	conn_get_info(k[1].c, &ci[1]);
+	assert_int_equal(ci[0].local_port, ci[1].local_port);
+	assert_true(run_until(n, cli_got, &k[1], 2000));
+	assert_memory_equal(rx[1], "two!", 4);
+	conn_foreach(n->t[1], count_tw, &tw);
+	assert_int_equal(tw.time_wait, 0); /* the old incarnation ended at the SYN */
+	assert_int_equal(tw.other, 1);
+	conn_abort(k[1].c);
+	net_free(n);
+}
+
 typedef struct dgrams {
 	int n;
 	uint16_t sport[8], dport[8];
@@ -768,6 +831,8 @@ static void test_datagrams(void **state)
 	assert_int_equal(conn_dgram_send(n->t[0], pilot_addr_make(0, 2), 2000, "two", 3), 0);
 	assert_int_equal(conn_dgram_send(n->t[0], pilot_addr_make(0, 2), 2000, "three", 5), 0);
 	assert_int_equal(conn_dgram_send(n->t[0], pilot_addr_make(0, 2), 2000, "", 0), -EINVAL);
+	assert_int_equal(conn_dgram_send(n->t[0], pilot_addr_make(1, PILOT_NODE_BROADCAST), 2000, "x", 1),
+			 -EINVAL);
 	assert_true(run_until(n, three, &d, 1000));
 	assert_string_equal(d.data[0], "one");
 	assert_string_equal(d.data[2], "three");
@@ -958,6 +1023,7 @@ int main(void)
 		cmocka_unit_test(test_syn_rate_limit),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_ephemeral_exhaustion),
+		cmocka_unit_test(test_time_wait_reuse),
 		cmocka_unit_test(test_datagrams),
 		cmocka_unit_test(test_ping_pong),
 		cmocka_unit_test(test_malformed),
