@@ -94,7 +94,7 @@ int64_t trust_parse_time(const char *s)
 }
 
 /* ---- dump ---- */
-#define ADD(lit) (rc = rc ? rc : trust_buf_add(&b, &len, &cap, lit, sizeof(lit) - 1))
+#define ADD(s) (rc = rc ? rc : trust_buf_add(&b, &len, &cap, s, strlen(s)))
 #define PRINTF(...) (rc = rc ? rc : trust_buf_printf(&b, &len, &cap, __VA_ARGS__))
 #define STR(s) (rc = rc ? rc : trust_json_str(&b, &len, &cap, s))
 
