@@ -196,7 +196,7 @@ static trust_op *op_new(trust *t, enum op_kind kind, uint32_t peer)
 	return op;
 }
 
-/* Unlink and free; returns the trust it belonged to (NULL after trust_free). */
+/* Unlink (unless trust_free orphaned it) and free. */
 static void op_free(trust_op *op)
 {
 	trust *t = op->t;
@@ -226,7 +226,9 @@ static void on_reg(void *arg, json_object *reply, int err)
 	op_free(op);
 }
 
-static void reg_call(trust *t, const char *what, uint32_t peer, int arg_kind, bool accept,
+enum reg_kind { REG_REPORT, REG_REVOKE, REG_REQUEST, REG_RESPOND };
+
+static void reg_call(trust *t, const char *what, uint32_t peer, enum reg_kind kind, bool accept,
 		     const char *justification)
 {
 	trust_op *op = op_new(t, OP_REG, peer);
@@ -236,13 +238,13 @@ static void reg_call(trust *t, const char *what, uint32_t peer, int arg_kind, bo
 	if (!op)
 		return;
 	op->what = what;
-	if (arg_kind == 0 && o->report_trust)
+	if (kind == REG_REPORT && o->report_trust)
 		rc = o->report_trust(o->arg, peer, on_reg, op);
-	else if (arg_kind == 1 && o->revoke_trust)
+	else if (kind == REG_REVOKE && o->revoke_trust)
 		rc = o->revoke_trust(o->arg, peer, on_reg, op);
-	else if (arg_kind == 2 && o->request_handshake)
+	else if (kind == REG_REQUEST && o->request_handshake)
 		rc = o->request_handshake(o->arg, peer, justification, on_reg, op);
-	else if (arg_kind == 3 && o->respond_handshake)
+	else if (kind == REG_RESPOND && o->respond_handshake)
 		rc = o->respond_handshake(o->arg, peer, accept, on_reg, op);
 	if (rc < 0) {
 		log_info("trust: registry %s peer=%" PRIu32 " not sent err=\"%s\"", what, peer,
@@ -251,10 +253,10 @@ static void reg_call(trust *t, const char *what, uint32_t peer, int arg_kind, bo
 	}
 }
 
-#define REPORT(t, p)        reg_call(t, "report_trust", p, 0, false, NULL)
-#define REVOKE(t, p)        reg_call(t, "revoke_trust", p, 1, false, NULL)
-#define RELAY_REQ(t, p, j)  reg_call(t, "request_handshake", p, 2, false, j)
-#define RESPOND(t, p, a)    reg_call(t, "respond_handshake", p, 3, a, NULL)
+#define REPORT(t, p)        reg_call(t, "report_trust", p, REG_REPORT, false, NULL)
+#define REVOKE(t, p)        reg_call(t, "revoke_trust", p, REG_REVOKE, false, NULL)
+#define RELAY_REQ(t, p, j)  reg_call(t, "request_handshake", p, REG_REQUEST, false, j)
+#define RESPOND(t, p, a)    reg_call(t, "respond_handshake", p, REG_RESPOND, a, NULL)
 
 /* ---- sending ---- */
 static void send_failed(trust *t, const trust_op *op)

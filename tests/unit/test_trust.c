@@ -12,9 +12,11 @@
 #include <cmocka.h>
 
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/trust.h"
+#include "daemon/trust_internal.h"
 #include "lib/fileutil.h"
 #include "lib/log.h"
 #include "tests/unit/test_registry_util.h"
@@ -812,6 +814,35 @@ static void test_codec(void **state)
 	assert_int_equal(d.type, TRUST_MSG_UNKNOWN);
 }
 
+/* RFC 3339 with the local offset, and back. */
+static void test_times(void **state)
+{
+	char s[40];
+	const char *tz = getenv("TZ");
+	char *old = tz ? strdup(tz) : NULL;
+
+	setenv("TZ", "XXX-5:30", 1); /* UTC+05:30 */
+	tzset();
+	trust_fmt_time(1700000000, s);
+	assert_string_equal(s, "2023-11-15T03:43:20+05:30");
+	assert_int_equal(trust_parse_time(s), 1700000000);
+	setenv("TZ", "UTC0", 1);
+	tzset();
+	trust_fmt_time(1700000000, s);
+	assert_string_equal(s, "2023-11-14T22:13:20Z");
+	if (old)
+		setenv("TZ", old, 1);
+	else
+		unsetenv("TZ");
+	tzset();
+	free(old);
+	assert_int_equal(trust_parse_time("2023-11-14T17:13:20.5-05:00"), 1700000000);
+	assert_int_equal(trust_parse_time("2023-11-14 22:13:20Z"), -62135596800LL);
+	assert_int_equal(trust_parse_time("2023-11-14T22:13:20"), -62135596800LL);
+	trust_fmt_time(-62135596800LL, s);
+	assert_string_equal(s, "0001-01-01T00:00:00Z");
+}
+
 /* ---- bounds ---- */
 static void test_bounds(void **state)
 {
@@ -905,6 +936,7 @@ int main(void)
 		T(test_persistence),
 		T(test_load_formats),
 		T(test_codec),
+		T(test_times),
 		T(test_bounds),
 		T(test_replay_cache_expiry),
 		T(test_free_with_ops_in_flight),
