@@ -611,6 +611,14 @@ fail:
 	return r;
 }
 
+static bool bound(const ctlsock *s)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+
+	return getsockname(s->fd, (struct sockaddr *)&sa, &len) == 0 && len > sizeof(sa_family_t);
+}
+
 int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *err, size_t errlen)
 {
 	char def[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -643,10 +651,11 @@ int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *
 	if (r == 0 && (r = pilot_loop_add_fd(l, s->fd, PILOT_EV_READ, listener_io, s)) < 0)
 		snprintf(err, errlen, "control socket: cannot watch: %s", strerror(-r));
 	if (r < 0) {
-		if (s->fd >= 0) {
-			close(s->fd);
+		/* Unlink only a socket we bound: never one a racing daemon made. */
+		if (s->fd >= 0 && bound(s))
 			unlink(path);
-		}
+		if (s->fd >= 0)
+			close(s->fd);
 		s->fd = -1;
 		ctlsock_free(s);
 		return r;
