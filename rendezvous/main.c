@@ -234,6 +234,27 @@ static int check_config(struct app *a)
 
 /* ---- running ---------------------------------------------------------------------- */
 
+/* The signals the loop handles, blocked as the first thing main does. Until a
+ * signal is blocked, its disposition decides what happens to it, and the loop only
+ * blocks it in pilot_loop_add_signal, at the end of start(), after the store is
+ * loaded (seconds for a large one) and the listeners are bound. In that window a
+ * SIGTERM was lost whenever its disposition discards it: inherited SIG_IGN
+ * (e.g. a parent shell's trap '' TERM; ignored dispositions survive exec), or
+ * pid 1 of a PID namespace (a container without an init), where the kernel drops
+ * SIG_DFL signals it would otherwise act on — "ignored the first SIGTERM, exited on
+ * the second". A blocked signal is never discarded (even if ignored): it stays
+ * pending and the signalfd created later reads it on the loop's first round. */
+static void block_loop_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
 static void on_signal(pilot_loop *l, int signo, void *arg)
 {
 	if (signo == SIGHUP) {
@@ -410,6 +431,7 @@ int main(int argc, char **argv)
 	enum pilot_log_format lf = PILOT_LOG_TEXT;
 	int first = argc, r;
 
+	block_loop_signals();
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
 	if (r == 1) {

@@ -560,6 +560,33 @@ def sc_tls(port, fingerprint):
         check("tls_plaintext_refused", True)
 
 
+def sc_hammer(port, seconds, ready):
+    """Keep the registry busy: 8 connections, each writing 64 pipelined lookups at a
+    time and reading the replies, until `seconds` pass or the server goes away
+    (the shutdown under load test). Touches `ready` once the load runs."""
+    conns = [Conn(port, "127.0.1.%d" % (40 + i), timeout=5) for i in range(8)]
+    a = Node(conns[0])
+    a.register()
+    batch = b""
+    for _ in range(64):
+        body = json.dumps({"type": "lookup", "node_id": a.id}).encode()
+        batch += struct.pack(">I", len(body)) + body
+    end = time.time() + seconds
+    n = 0
+    try:
+        while time.time() < end:
+            for c in conns:
+                c.send_raw(batch)
+            for c in conns:
+                for _ in range(64):
+                    c.recv()
+            n += 1
+            if n == 10:
+                open(ready, "w").close()
+    except (OSError, Closed):
+        pass  # the server shut down under us: expected
+
+
 def sc_ping(port):
     """Exit 0 once the registry answers (readiness polling)."""
     try:
@@ -592,6 +619,7 @@ def main():
         "norepl": lambda: sc_norepl(int(args[0])),
         "http": lambda: sc_http(int(args[0]), int(args[1]), args[2:]),
         "tls": lambda: sc_tls(int(args[0]), args[1]),
+        "hammer": lambda: sc_hammer(int(args[0]), float(args[1]), args[2]),
     }[cmd]
     try:
         fn()

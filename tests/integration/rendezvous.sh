@@ -2,7 +2,8 @@
 # pilot-rendezvous end to end on loopback: message round trips with real
 # signatures, privacy and network rules, admin token, rate limit, v2 replay,
 # malformed input, slowloris, connection caps, kill -9 durability, standby
-# replication, HTTP health/metrics, TLS pinning, clean SIGTERM, and one run
+# replication, HTTP health/metrics, TLS pinning, clean SIGTERM (also at start-up
+# and under load), and one run
 # under valgrind (release build) or ASan leak checking (sanitizer build).
 # Prints "PASS: name" / "FAIL: name" per check. Every daemon is started by this
 # script and stopped by PID in cleanup.
@@ -227,6 +228,127 @@ else
 fi
 stop_term "$LOGPID"
 expect logfile_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
+
+# ---- SIGTERM at start-up and under load ----------------------------------------------------------
+# Report: "ignored its first SIGTERM and only exited on the second". Until main
+# blocked the loop's signals (now its first statement; before, only after the store
+# was loaded and the listeners bound), a SIGTERM whose disposition discards it
+# (inherited SIG_IGN, pid 1 of a PID namespace) was lost.
+
+# gone_within PID SECONDS: 0 once PID has exited (RC = its status), else kill -9
+# and 1 (RC = 255).
+gone_within() {
+	local pid=$1 i
+	for ((i = 0; i < $2 * 20; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			RC=$?
+			return 0
+		fi
+		sleep 0.05
+	done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	RC=255
+	return 1
+}
+
+# Spin (no fork) until PID has exec'd the daemon. Before that the PID is a bash
+# child between fork and exec, which still runs this script's signal handling
+# (a SIGTERM there would run the EXIT trap in the child, or be lost by the exec).
+execed() {
+	local i c
+	for ((i = 0; i < 20000; i++)); do
+		read -r c <"/proc/$1/comm" 2>/dev/null || return 1
+		[ "$c" = pilot-rendezvou ] && return 0
+	done
+	return 1
+}
+
+# SigBlk of /proc/PID/status has SIGTERM (15 → bit 14).
+term_blocked() {
+	local m
+	m=$(awk '/^SigBlk:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+	[ -n "$m" ] && (((16#$m >> 14) & 1))
+}
+
+# 1) SIGTERM as soon as the daemon's PID exists (exec done, before readiness), a
+#    few times over the start-up window: it must exit within 2 s, cleanly (0), or
+#    by the default action (143) if the signal beat main's first statement.
+SP1=$(free_port)
+bad=""
+statuses=""
+for delay in 0 0 0.005 0.02 0.05 0.1; do
+	rm -f "$TMP/store/early.db"*
+	start early -beacon-addr 127.0.0.1:0 -registry-addr 127.0.0.1:$SP1 -store "$TMP/store/early.db"
+	execed "$LAST_PID"
+	[ "$delay" != 0 ] && sleep "$delay"
+	kill -TERM "$LAST_PID"
+	if ! gone_within "$LAST_PID" 2; then
+		bad="$bad delay=$delay:hung"
+	elif [ "$RC" != 0 ] && [ "$RC" != 143 ]; then
+		bad="$bad delay=$delay:exit=$RC"
+	fi
+	statuses="$statuses $RC"
+done
+expect sigterm_at_startup_exits_within_2s $([ -z "$bad" ]; echo $?) "$bad"
+echo "# exit statuses of early SIGTERMs:$statuses"
+
+# 2) The same with SIGTERM ignored by the parent (inherited SIG_IGN): once main
+#    has blocked it, the signal must be acted on (exit 0, logged) even though it
+#    arrives before the server is ready.
+SP2=$(free_port)
+(
+	trap '' TERM
+	exec "$BIN" -log-level debug -no-beacon -registry-addr 127.0.0.1:$SP2 \
+		-store "$TMP/store/ign.db" >"$TMP/ign.log" 2>&1
+) &
+IGN=$!
+PIDS+=("$IGN")
+for ((i = 0; i < 200; i++)); do
+	term_blocked "$IGN" && break
+	sleep 0.01
+done
+kill -TERM "$IGN"
+gone_within "$IGN" 2
+expect sigterm_with_inherited_sig_ign_exits $([ "$RC" = 0 ] && grep -q "shutting down signal=SIGTERM" \
+	"$TMP/ign.log"; echo $?) "exit $RC: $(tail -2 "$TMP/ign.log")"
+
+# 3) Busy: 8 connections pipelining lookups, plus a UDP Discover flood at the
+#    beacon; one SIGTERM must stop it within 2 s with exit 0.
+SP3=$(free_port)
+SB3=$(free_port)
+start busy -registry-addr 127.0.0.1:$SP3 -beacon-addr 127.0.0.1:$SB3 -store "$TMP/store/busy.db" \
+	-log-level info
+BUSY=$LAST_PID
+if wait_ready "$SP3"; then
+	rm -f "$TMP/hammer.ready"
+	client hammer "$SP3" 30 "$TMP/hammer.ready" &
+	HAM=$!
+	PIDS+=("$HAM")
+	$PY -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 30
+while time.time() < end:
+    for i in range(256):
+        s.sendto(b"\x01\x00\x00\x00\x07", ("127.0.0.1", int(sys.argv[1])))
+    time.sleep(0.001)' "$SB3" &
+	FLOOD=$!
+	PIDS+=("$FLOOD")
+	for ((i = 0; i < 100; i++)); do
+		[ -e "$TMP/hammer.ready" ] && break
+		sleep 0.05
+	done
+	[ -e "$TMP/hammer.ready" ]
+	expect busy_load_running $?
+	kill -TERM "$BUSY"
+	gone_within "$BUSY" 2
+	expect sigterm_under_load_exits_within_2s $([ "$RC" = 0 ]; echo $?) "exit $RC"
+	kill "$FLOOD" 2>/dev/null
+	wait "$HAM" "$FLOOD" 2>/dev/null
+else
+	fail busy_started "$(tail -3 "$TMP/busy.log")"
+fi
 
 # ---- memory check: valgrind on the release build, else ASan at exit ---------------------------
 VP=$(free_port)
