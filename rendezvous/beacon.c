@@ -590,6 +590,10 @@ static bool relay_allowed(beacon *b, bcn_node *s, uint32_t dest, enum proto_fram
 {
 	if (may_talk(b, s->node, dest))
 		return true;
+	/* A trust handshake the registry has on record (either direction): its
+	 * frames pass whatever their kind, without the key-exchange budget. */
+	if (b->reg && reg_handshake_pending(b->reg, s->node, dest))
+		return true;
 	if (!kx_allowed(b, s, kind, flen) && !flow_recent(b, dest, s->node))
 		return false;
 	flow_note(b, s->node, dest);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/jsonwire.h"
 #include "rendezvous/reg_internal.h"
@@ -75,6 +76,18 @@ void reg_hsrec_expire(registry *r, int64_t now_s)
 	else
 		st_rollback(r);
 	free(k);
+}
+
+bool reg_handshake_pending(registry *r, uint32_t a, uint32_t b)
+{
+	struct timespec now;
+	uint64_t ts;
+
+	if (!r || a == b)
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (rmap_get(&r->hsrec, pair_key(a, b), &ts) && (int64_t)ts + REG_HSREC_TTL_S >= now.tv_sec)
+	       || (rmap_get(&r->hsrec, pair_key(b, a), &ts) && (int64_t)ts + REG_HSREC_TTL_S >= now.tv_sec);
 }
 
 static int make_pair(registry *r, uint32_t a, uint32_t b)

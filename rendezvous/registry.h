@@ -55,6 +55,10 @@ const char *reg_node_src_ip(registry *r, uint32_t node);
 /* May a and b exchange traffic/endpoints under the privacy rules: either is
  * public, a trust pair exists, or they share a network other than 0. */
 bool reg_may_talk(registry *r, uint32_t a, uint32_t b);
+/* Is a request_handshake between a and b (either direction) recorded, not yet
+ * answered by respond_handshake and not expired (30 days, the record's lifetime;
+ * judged by the wall clock)? The beacon's fourth way to allow a relay. */
+bool reg_handshake_pending(registry *r, uint32_t a, uint32_t b);
 
 /* ---- replication (primary → standby) ---- */
 /* Full state as a snapshot object in the registry.md §7 schema (caller puts). */

@@ -528,6 +528,55 @@ static void test_beacon_relay_privacy(void **state)
 	assert_int_equal(stats(f).relay_denied, 6);
 }
 
+static void handshake_call(fx *f, tnode *from, const char *fmt, const char *v1)
+{
+	char sig[96], body[512];
+	json_object *o;
+
+	sign_b64(from, v1, sig);
+	snprintf(body, sizeof(body), fmt, sig);
+	o = req(f->reg, from->ip, "%s", body);
+	assert_string_not_equal(jtype(o), "error");
+	json_object_put(o);
+}
+
+/* Rule 4, fourth case: a handshake request on record (either direction, until it
+ * is answered) lets any frame through between the two nodes. */
+static void test_beacon_relay_handshake_pending(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->a, *b = &f->b_, *c = &f->c;
+	char body[256], v1[64];
+
+	discover(f, a->fd, a->node);
+	discover(f, b->fd, b->node);
+	discover(f, c->fd, c->node);
+	assert_false(reg_handshake_pending(f->reg, a->node, b->node));
+	assert_false(relay_through(f, a->fd, a->node, b->node, b->fd, "PILS", 70));
+	/* a asks b for a handshake through the registry */
+	snprintf(body, sizeof(body), "{\"type\":\"request_handshake\",\"from_node_id\":%u,"
+		 "\"to_node_id\":%u,\"justification\":\"hi\",\"signature\":\"%%s\"}", a->node, b->node);
+	snprintf(v1, sizeof(v1), "handshake:%u:%u", a->node, b->node);
+	handshake_call(f, a, body, v1);
+	assert_true(reg_handshake_pending(f->reg, a->node, b->node));
+	assert_true(reg_handshake_pending(f->reg, b->node, a->node));
+	assert_false(reg_handshake_pending(f->reg, a->node, c->node));
+	/* both directions, any frame kind, beyond the key-exchange budget */
+	for (int i = 0; i < 12; i++)
+		assert_true(relay_through(f, a->fd, a->node, b->node, b->fd, "PILS", 70));
+	assert_true(relay_through(f, b->fd, b->node, a->node, a->fd, "PILT", 38));
+	/* not a third node */
+	assert_false(relay_through(f, c->fd, c->node, b->node, b->fd, "PILS", 70));
+	/* b declines: the record goes, and with it the permission */
+	snprintf(body, sizeof(body), "{\"type\":\"respond_handshake\",\"node_id\":%u,"
+		 "\"peer_id\":%u,\"accept\":false,\"signature\":\"%%s\"}", b->node, a->node);
+	snprintf(v1, sizeof(v1), "respond:%u:%u", b->node, a->node);
+	handshake_call(f, b, body, v1);
+	assert_false(reg_handshake_pending(f->reg, a->node, b->node));
+	assert_false(relay_through(f, a->fd, a->node, b->node, b->fd, "PILS", 70));
+	assert_int_equal(stats(f).relay_denied, 3);
+}
+
 /* Key exchanges toward nodes one may not talk to are limited to 10/s per sender. */
 static void test_beacon_relay_kx_rate(void **state)
 {
@@ -735,6 +784,7 @@ int main(void)
 		T(test_beacon_relay_vector),
 		T(test_beacon_relay_denied_unverified),
 		T(test_beacon_relay_privacy),
+		T(test_beacon_relay_handshake_pending),
 		T(test_beacon_relay_kx_rate),
 		T(test_beacon_punch),
 		T(test_beacon_punch_denied),
