@@ -668,7 +668,7 @@ static void test_register_resolved(void **state)
 	pilot_loop *l = pilot_loop_new();
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	char dir[] = "/tmp/test_tun_dns.XXXXXX", script[128], log[128], cmd[512], rundir[160];
-	char *oldpath = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *got = NULL, err[256] = "";
+	char *oldpath = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *got = NULL, err[256] = "", want[256];
 	FILE *fp;
 	size_t n;
 
@@ -688,16 +688,25 @@ static void test_register_resolved(void **state)
 	mkdir(rundir, 0755);
 	/* not listening yet */
 	assert_int_equal(tun_dns_register_resolved(f->dns, "pilot0", rundir, err, sizeof(err)), -EINVAL);
-	sa.sin_port = htons(53535);
-	if (tun_dns_listen(f->dns, l, (struct sockaddr *)&sa, sizeof(sa), err, sizeof(err)) == 0) {
+	{
+		socklen_t sl = sizeof(sa);
+		int probe = socket(AF_INET, SOCK_DGRAM, 0);
+
+		assert_int_equal(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		assert_int_equal(getsockname(probe, (struct sockaddr *)&sa, &sl), 0);
+		close(probe);
+	}
+	snprintf(want, sizeof(want), "dns pilot0 127.0.0.1:%u\n"
+		 "domain pilot0 ~pilot ~4.10.in-addr.arpa ~4.5.f.4.c.4.9.4.0.5.d.f.ip6.arpa\n", ntohs(sa.sin_port));
+	assert_int_equal(tun_dns_listen(f->dns, l, (struct sockaddr *)&sa, sizeof(sa), err, sizeof(err)), 0);
+	{
 		assert_int_equal(tun_dns_register_resolved(f->dns, "pilot0", rundir, err, sizeof(err)), 1);
 		assert_non_null(fp = fopen(log, "r"));
 		got = calloc(1, 1024);
 		n = fread(got, 1, 1023, fp);
 		fclose(fp);
 		got[n] = '\0';
-		assert_string_equal(got, "dns pilot0 127.0.0.1:53535\n"
-					 "domain pilot0 ~pilot ~4.10.in-addr.arpa ~4.5.f.4.c.4.9.4.0.5.d.f.ip6.arpa\n");
+		assert_string_equal(got, want);
 		free(got);
 		/* a failing resolvectl is reported */
 		fp = fopen(script, "w");
