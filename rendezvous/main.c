@@ -3,12 +3,14 @@
  * Start-up is the only place that exits on error; afterwards everything is
  * logged and survived. Shutdown unwinds in reverse order of set-up. */
 #include <errno.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -198,37 +200,70 @@ static int print_fingerprint(struct app *a)
 	return 0;
 }
 
-/* -n: flags are valid (done), given TLS files load, listen addresses resolve. */
+/* A listen/peer address whose host must resolve (numeric or a name); no bind. */
+static int check_addr(const char *flag, const char *addr, int passive)
+{
+	char host[256], port[8];
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICSERV }, *res = NULL;
+	int rc;
+
+	if (rdv_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+		fprintf(stderr, "%s: invalid -%s \"%s\"\n", PROG, flag, addr);
+		return -1;
+	}
+	if (passive)
+		hints.ai_flags |= AI_PASSIVE;
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (rc != 0) {
+		fprintf(stderr, "%s: -%s \"%s\": %s\n", PROG, flag, addr, gai_strerror(rc));
+		return -1;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int readable(const char *what, const char *path)
+{
+	if (access(path, R_OK) == 0)
+		return 0;
+	fprintf(stderr, "%s: %s %s: %s\n", PROG, what, path, strerror(errno));
+	return -1;
+}
+
+/* -n: everything start() would need, without binding or writing anything: the
+ * flags (validate, done), the addresses (parse and resolve), the store (openable,
+ * writable, a schema we know; or a writable directory to create it in), the TLS
+ * certificate and key (readable, loadable, matching; a generated pair that does
+ * not exist yet needs the store directory, checked with the store). */
 static int check_config(struct app *a)
 {
+	struct options *o = &a->o;
 	char err[512];
 
-	if (a->o.tls && !empty(a->o.tls_cert)) {
-		rdv_tls *t = rdv_tls_new(a->o.tls_cert, a->o.tls_key, err, sizeof(err));
-
-		if (!t) {
-			fprintf(stderr, "%s: %s\n", PROG, err);
-			return 1;
-		}
-		rdv_tls_free(t);
+	if ((!o->no_registry && check_addr("registry-addr", o->registry_addr, 1) < 0)
+	    || (!o->no_beacon && check_addr("beacon-addr", o->beacon_addr, 1) < 0)
+	    || (!empty(o->http) && check_addr("http", o->http, 1) < 0)
+	    || (!empty(o->standby) && check_addr("standby", o->standby, 0) < 0))
+		return 1;
+	if (reg_store_check(o->store, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", PROG, err);
+		return 1;
 	}
-	if (!empty(a->o.store)) {
-		char dir[4096];
-		char *slash;
-		struct stat st;
+	if (!empty(o->tls_cert) || ((o->tls && !o->no_registry) && !empty(o->store))) {
+		cert_paths(a);
+		if (!empty(o->tls_cert) || access(a->cert_path, F_OK) == 0 || access(a->key_path, F_OK) == 0) {
+			rdv_tls *t;
 
-		snprintf(dir, sizeof(dir), "%s", a->o.store);
-		slash = strrchr(dir, '/');
-		if (slash)
-			*(slash == dir ? slash + 1 : slash) = '\0';
-		else
-			snprintf(dir, sizeof(dir), ".");
-		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			fprintf(stderr, "%s: -store directory \"%s\" does not exist\n", PROG, dir);
-			return 1;
+			if (readable("TLS certificate", a->cert_path) < 0 || readable("TLS key", a->key_path) < 0)
+				return 1;
+			if (!(t = rdv_tls_new(a->cert_path, a->key_path, err, sizeof(err)))) {
+				fprintf(stderr, "%s: %s\n", PROG, err);
+				return 1;
+			}
+			rdv_tls_free(t);
 		}
 	}
-	printf("%s: configuration ok\n", PROG);
+	printf("configuration OK\n");
 	return 0;
 }
 

@@ -412,6 +412,64 @@ static int check_version(registry *r, char *err, size_t errlen)
 	return 0;
 }
 
+int reg_store_check(const char *path, char *err, size_t errlen)
+{
+	char dir[4096];
+	struct stat st;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int rc = 0, v = -1;
+
+	if (!path || !*path)
+		return 0;
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT) {
+			snprintf(err, errlen, "store %s: %s", path, strerror(errno));
+			return -errno;
+		}
+		/* Created at start: its directory must exist and be writable. */
+		char tmp[4096];
+
+		snprintf(tmp, sizeof(tmp), "%s", path);
+		snprintf(dir, sizeof(dir), "%s", dirname(tmp));
+		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "store directory %s does not exist", dir);
+			return -ENOENT;
+		}
+		if (access(dir, W_OK | X_OK) < 0) {
+			snprintf(err, errlen, "store directory %s is not writable: %s", dir, strerror(errno));
+			return -EACCES;
+		}
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "store %s is not a regular file", path);
+		return -EINVAL;
+	}
+	if (access(path, R_OK | W_OK) < 0) {
+		snprintf(err, errlen, "store %s is not readable and writable: %s", path, strerror(errno));
+		return -EACCES;
+	}
+	/* Read-only: a check changes nothing (no WAL switch, no schema). */
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
+	    || sqlite3_exec(db, "PRAGMA busy_timeout=2000; SELECT count(*) FROM sqlite_master", NULL, NULL,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open store %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+		rc = -EIO;
+	} else if (sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			v = sqlite3_column_int(q, 0);
+		if (v > SCHEMA_VERSION) {
+			snprintf(err, errlen, "store %s has schema version %d, newer than this program (%d)",
+				 path, v, SCHEMA_VERSION);
+			rc = -EPROTO;
+		}
+	}
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return rc;
+}
+
 int st_open(registry *r, const char *path, char *err, size_t errlen)
 {
 	reg_store *st;

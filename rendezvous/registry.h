@@ -35,6 +35,11 @@ typedef struct reg_ctx {
  * message naming the file in err. */
 registry *reg_open(const reg_config *cfg, char *err, size_t errlen);
 void reg_close(registry *r); /* NULL-safe; flushes and closes the store */
+/* For -n: can reg_open use this store? An existing file must be a readable and
+ * writable SQLite database of a schema this program knows (opened read-only,
+ * nothing is changed); a missing one needs a writable directory. NULL/"" is fine.
+ * 0, or -errno with a message naming the path in err. */
+int reg_store_check(const char *path, char *err, size_t errlen);
 
 /* Handle one request object; always returns a response object (an error
  * response for anything invalid) that the caller must json_object_put.

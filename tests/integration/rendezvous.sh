@@ -89,7 +89,8 @@ expect cli_bad_flag_exit_2 $([ $RC = 2 ] && grep -q 'no-such-flag' "$TMP/err"; e
 "$BIN" -help >"$TMP/help" 2>&1
 expect cli_help_lists_flags $(for f in registry-addr beacon-addr store tls tls-cert tls-key standby http \
 	log-level log-format log-file no-registry no-beacon admin-token replication-token \
-	strict-signatures max-conns max-conns-per-ip frame-timeout print-fingerprint; do
+	strict-signatures no-rate-limit max-conns max-conns-per-ip idle-timeout frame-timeout n \
+	print-fingerprint config; do
 	grep -q -- "-$f " "$TMP/help" || exit 1; done; echo 0)
 "$BIN" -tls -no-beacon >/dev/null 2>&1
 RC=$?
@@ -99,6 +100,40 @@ expect cli_check_config_ok $?
 "$BIN" -n -registry-addr nonsense >/dev/null 2>&1
 RC=$?
 expect cli_check_config_bad_addr $([ $RC != 0 ]; echo $?) "exit $RC"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 2>/dev/null | grep -qx "configuration OK"
+expect cli_check_config_prints_ok $?
+# The flags of -help are exactly the flags the man page's OPTIONS items document
+# (first line after each .TP; -h/-help are not listed by -help).
+HELP_FLAGS=$(sed -n 's/^  -\([a-z-]*\).*/\1/p' "$TMP/help" | sort -u | tr '\n' ' ')
+MAN_FLAGS=$(grep -A1 '^\.TP' man/pilot-rendezvous.8 | grep -o '\\-[a-z][a-z\\-]*' | sed 's/\\//g; s/^-//' |
+	grep -vx 'h\|help' | sort -u | tr '\n' ' ')
+expect cli_help_matches_man_page $([ -n "$HELP_FLAGS" ] && [ "$HELP_FLAGS" = "$MAN_FLAGS" ]; echo $?) \
+	"help: $HELP_FLAGS/ man: $MAN_FLAGS"
+# -n checks what start-up would need without binding or writing anything.
+mkdir -p "$TMP/chk/a" "$TMP/chk/b"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store "$TMP/chk/new.db" >/dev/null 2>&1
+expect cli_check_store_creatable $([ $? = 0 ] && [ ! -e "$TMP/chk/new.db" ]; echo $?)
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store "$TMP/chk/missing/x.db" 2>"$TMP/err" >/dev/null
+expect cli_check_store_dir_missing $([ $? = 1 ] && grep -q "missing" "$TMP/err"; echo $?) "$(cat "$TMP/err")"
+echo "not a database" >"$TMP/chk/bad.db"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store "$TMP/chk/bad.db" 2>"$TMP/err" >/dev/null
+expect cli_check_store_not_sqlite $([ $? = 1 ] && grep -q "not a database" "$TMP/err"; echo $?) "$(cat "$TMP/err")"
+"$BIN" -n -no-beacon -registry-addr no-such-host.invalid:9000 >/dev/null 2>&1
+expect cli_check_unresolvable_host $([ $? = 1 ]; echo $?)
+"$BIN" -print-fingerprint -store "$TMP/chk/a/r.db" >/dev/null 2>&1
+"$BIN" -print-fingerprint -store "$TMP/chk/b/r.db" >/dev/null 2>&1
+"$BIN" -n -no-beacon -tls -registry-addr 127.0.0.1:1 -tls-cert "$TMP/chk/a/rendezvous-cert.pem" \
+	-tls-key "$TMP/chk/a/rendezvous-key.pem" >/dev/null 2>&1
+expect cli_check_tls_pair_ok $?
+"$BIN" -n -no-beacon -tls -registry-addr 127.0.0.1:1 -tls-cert "$TMP/chk/a/rendezvous-cert.pem" \
+	-tls-key "$TMP/chk/b/rendezvous-key.pem" 2>"$TMP/err" >/dev/null
+expect cli_check_tls_mismatch $([ $? = 1 ] && grep -q "match" "$TMP/err"; echo $?) "$(cat "$TMP/err")"
+"$BIN" -n -no-beacon -tls -registry-addr 127.0.0.1:1 -tls-cert "$TMP/chk/nope.pem" \
+	-tls-key "$TMP/chk/a/rendezvous-key.pem" >/dev/null 2>&1
+expect cli_check_tls_cert_missing $([ $? = 1 ]; echo $?)
+cp "$TMP/chk/b/rendezvous-key.pem" "$TMP/chk/a/rendezvous-key.pem"
+"$BIN" -n -no-beacon -tls -registry-addr 127.0.0.1:1 -store "$TMP/chk/a/r.db" >/dev/null 2>&1
+expect cli_check_generated_tls_pair_checked $([ $? = 1 ]; echo $?)
 echo '{"registry_addr": "127.0.0.1:1", "no-beacon": true, "max_conns": 5}' >"$TMP/cfg.json"
 "$BIN" -n -config "$TMP/cfg.json" >/dev/null 2>&1
 expect cli_config_file_ok $?
@@ -116,6 +151,8 @@ if ! wait_ready "$P1"; then
 	exit 1
 fi
 pass main_started
+"$BIN" -n -registry-addr 127.0.0.1:$P1 -beacon-addr 127.0.0.1:$B1 >/dev/null 2>&1
+expect cli_check_does_not_bind $? # the addresses are in use by main
 grep -q "started registry=127.0.0.1:$P1 beacon=127.0.0.1:$B1" "$TMP/main.log"
 expect start_line_names_addresses $?
 
