@@ -587,6 +587,7 @@ void conn_table_shutdown(conn_table *t)
 	if (t->cfg.loop && t->timer_id)
 		pilot_loop_del_timer(t->cfg.loop, t->timer_id);
 	t->timer_id = 0;
+	t->dflt = NULL;
 	free(t->ls);
 	t->ls = NULL;
 	t->nls = t->capls = 0;
@@ -766,6 +767,10 @@ static void new_syn(conn_table *t, uint32_t from, const proto_hdr *h, conn *tw, 
 		return;
 	}
 	l = listener_find(t, h->dst_port);
+	if (!l && t->dflt) {
+		t->dflt(t->dflt_arg, from, h);
+		return;
+	}
 	if (!l) {
 		t->st.drop_no_listener++;
 		send_rst(t, from, h);
@@ -791,6 +796,80 @@ static void new_syn(conn_table *t, uint32_t from, const proto_hdr *h, conn *tw, 
 		conn_abort(c);
 	else
 		resched(c);
+}
+
+void conn_listen_default(conn_table *t, conn_syn_cb cb, void *arg)
+{
+	t->dflt = t->shut ? NULL : cb;
+	t->dflt_arg = arg;
+}
+
+static conn *accept_deferred(conn_table *t, const proto_hdr *h, int *err)
+{
+	uint64_t now = conn_now(t);
+	conn *tw = hash_find(t, h->dst_port, h->src, h->src_port);
+	stream_params p;
+	conn *c;
+
+	if (tw && stream_state(tw->s) != STREAM_TIME_WAIT) {
+		*err = -EEXIST;
+		return NULL;
+	}
+	if (t->nconns - (tw ? 1 : 0) >= t->cfg.max_total) {
+		*err = -ENOBUFS;
+		return NULL;
+	}
+	if (tw) {
+		stream_abort(tw->s, now);
+		resched(tw);
+	}
+	c = conn_alloc(t);
+	*err = -ENOMEM;
+	if (!c)
+		return NULL;
+	c->laddr = h->dst;
+	c->lport = h->dst_port;
+	c->raddr = h->src;
+	c->rport = h->src_port;
+	p = conn_params(t, c->id);
+	c->s = stream_accept(&p, h, &engine_cbs, c, now);
+	if (!c->s || hash_insert(t, c) < 0) {
+		c->released = true;
+		conn_destroy(c);
+		return NULL;
+	}
+	t->st.syn_accepted++;
+	return c;
+}
+
+conn *conn_accept_syn(conn_table *t, uint32_t from_node, const proto_hdr *syn,
+		      const conn_cbs *cbs, void *arg, int *err)
+{
+	int e = -EINVAL;
+	conn *c = NULL;
+
+	(void)from_node; /* replies go to syn->src.node, like every accepted conn */
+	if (t->shut)
+		e = -ESHUTDOWN;
+	else if (syn && syn->protocol == PROTO_STREAM &&
+		 (syn->flags & (PROTO_SYN | PROTO_ACK | PROTO_RST)) == PROTO_SYN)
+		c = accept_deferred(t, syn, &e);
+	if (err)
+		*err = c ? 0 : e;
+	if (!c)
+		return NULL;
+	c->cbs = cbs ? *cbs : (conn_cbs){ 0 };
+	c->arg = arg;
+	resched(c);
+	return c;
+}
+
+void conn_refuse_syn(conn_table *t, uint32_t from_node, const proto_hdr *syn)
+{
+	if (t->shut || !syn)
+		return;
+	t->st.drop_no_listener++;
+	send_rst(t, from_node, syn);
 }
 
 static void stream_rx(conn_table *t, uint32_t from, const proto_hdr *h, const uint8_t *pl, size_t n)

@@ -118,6 +118,22 @@ int conn_listen(conn_table *t, uint16_t port, const conn_listener_cbs *cbs, void
 /* Existing connections stay. 0 or -ENOENT. */
 int conn_unlisten(conn_table *t, uint16_t port);
 
+/* Deferred accept for SYNs to ports without a listener (the TUN bridge: whether
+ * the port is open is known only once the kernel answered). After admission and
+ * the rate limit, a SYN to a port with no conn_listen goes to syn_cb instead of
+ * being answered with RST. syn_cb answers it, now or later, with conn_accept_syn
+ * (SYN-ACK) or conn_refuse_syn (RST: the dialer gets ECONNREFUSED at once), or
+ * not at all (the dialer retries the SYN, which comes back to syn_cb). NULL cb =
+ * off (RST, the default). These connections count against max_total only. */
+typedef void (*conn_syn_cb)(void *arg, uint32_t from_node, const proto_hdr *syn);
+void conn_listen_default(conn_table *t, conn_syn_cb cb, void *arg);
+/* syn as passed to conn_syn_cb (a copy). NULL with *err = -EEXIST (the tuple has
+ * a live connection), -ENOBUFS (max_total), -ESHUTDOWN, -EINVAL (not a SYN),
+ * -ENOMEM. */
+conn *conn_accept_syn(conn_table *t, uint32_t from_node, const proto_hdr *syn,
+		      const conn_cbs *cbs, void *arg, int *err);
+void conn_refuse_syn(conn_table *t, uint32_t from_node, const proto_hdr *syn);
+
 /* Dial dst:port from a fresh ephemeral port (SYN sent now). NULL with *err =
  * -EINVAL (broadcast / node 0), -EADDRNOTAVAIL (no own address yet), -EADDRINUSE (ephemeral ports exhausted),
  * -ENOBUFS (max_total), -ENOMEM. Progress comes through cbs->on_state. */
@@ -173,6 +189,10 @@ void conn_dgram_observe(conn_table *t, conn_dgram_cb cb, void *arg);
 /* Fresh ephemeral source port per datagram. 0, -EINVAL (empty, broadcast), -EMSGSIZE,
  * -EADDRNOTAVAIL, -EADDRINUSE (no free port), or send_packet's error. */
 int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *data, size_t len);
+/* The same from a chosen source port (0 = fresh ephemeral): the TUN bridge keeps
+ * the kernel's UDP source port so replies find their socket. */
+int conn_dgram_send_from(conn_table *t, uint16_t sport, pilot_addr dst, uint16_t dport,
+			 const void *data, size_t len);
 
 /* ---- control ping (§7) ------------------------------------------------------------ */
 

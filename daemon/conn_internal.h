@@ -74,6 +74,8 @@ struct conn_table {
 	size_t nls, capls;
 	conn_dbind *db;
 	size_t ndb, capdb;
+	conn_syn_cb dflt;       /* conn_listen_default */
+	void *dflt_arg;
 	conn_dgram_cb obs;
 	void *obs_arg;
 	conn_ping_ent *pings;

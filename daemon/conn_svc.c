@@ -54,6 +54,12 @@ void conn_dgram_observe(conn_table *t, conn_dgram_cb cb, void *arg)
 
 int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *data, size_t len)
 {
+	return conn_dgram_send_from(t, 0, dst, dport, data, len);
+}
+
+int conn_dgram_send_from(conn_table *t, uint16_t sport, pilot_addr dst, uint16_t dport,
+			 const void *data, size_t len)
+{
 	proto_hdr h = { .protocol = PROTO_DATAGRAM, .dst = dst, .dst_port = dport };
 	int port, r;
 
@@ -65,7 +71,7 @@ int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *d
 		return -ESHUTDOWN;
 	if (t->local.node == 0)
 		return -EADDRNOTAVAIL;
-	port = conn_eph_peek(t); /* fresh per datagram, free again after the send */
+	port = sport ? sport : conn_eph_peek(t); /* fresh per datagram, free after the send */
 	if (port < 0)
 		return port;
 	h.src = conn_src_for(t, dst);

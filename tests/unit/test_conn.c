@@ -856,6 +856,89 @@ static void test_datagrams(void **state)
 	net_free(n);
 }
 
+
+/* conn_listen_default: SYNs to ports without a listener wait for the owner's
+ * answer (accept or RST); datagrams from a chosen source port */
+typedef struct held {
+	int calls;
+	uint32_t from;
+	proto_hdr syn;
+} held;
+
+static void on_held_syn(void *arg, uint32_t from, const proto_hdr *syn)
+{
+	held *h = arg;
+
+	h->calls++;
+	h->from = from;
+	h->syn = *syn;
+}
+
+static bool held_one(void *arg)
+{
+	return ((held *)arg)->calls > 0;
+}
+
+static bool cli_established(void *arg)
+{
+	return ((cli *)arg)->established;
+}
+
+static void test_listen_default(void **state)
+{
+	net *n = net_new(NULL);
+	held h = { 0 };
+	cli k = { .tx = (const uint8_t *)"abc", .ntx = 3, .shut_after = true }, r = { 0 };
+	sink s = { 0 };
+	dgrams d = { 0 };
+	int err;
+	uint64_t t0;
+
+	conn_listen_default(n->t[1], on_held_syn, &h);
+	crypto_hash_sha256_init(&s.hs);
+	k.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 5000, &cli_cbs, &k, &err);
+	assert_true(run_until(n, held_one, &h, 1000));
+	assert_int_equal(h.from, 1);
+	assert_int_equal(h.syn.dst_port, 5000);
+	assert_int_equal(stats(n->t[1]).rst_sent, 0);
+	assert_null(conn_accept_syn(n->t[1], 1, &(proto_hdr){ .protocol = PROTO_STREAM }, &sink_cbs,
+				    &s, &err));
+	assert_int_equal(err, -EINVAL);
+	assert_non_null(conn_accept_syn(n->t[1], 1, &h.syn, &sink_cbs, &s, &err));
+	assert_null(conn_accept_syn(n->t[1], 1, &h.syn, &sink_cbs, &s, &err));
+	assert_int_equal(err, -EEXIST);
+	assert_true(run_until(n, sink_done, &s, 2000));
+	assert_int_equal(s.n, 3);
+	assert_true(k.established);
+	/* refused: RST at once, not after SYN retries */
+	h.calls = 0;
+	t0 = pilot_now_ms();
+	r.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 5001, &cli_cbs, &r, &err);
+	assert_true(run_until(n, held_one, &h, 1000));
+	conn_refuse_syn(n->t[1], h.from, &h.syn);
+	assert_true(run_until(n, cli_closed, &r, 1000));
+	assert_true(pilot_now_ms() - t0 < 40);
+	assert_int_equal(r.err, ECONNREFUSED);
+	assert_false(cli_established(&r));
+	conn_close(r.c);
+	conn_close(k.c);
+	/* off again: RST from the table */
+	conn_listen_default(n->t[1], NULL, NULL);
+	memset(&r, 0, sizeof(r));
+	r.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 5002, &cli_cbs, &r, &err);
+	assert_true(run_until(n, cli_closed, &r, 1000));
+	assert_int_equal(r.err, ECONNREFUSED);
+	conn_close(r.c);
+	/* datagram from a chosen port */
+	assert_int_equal(conn_dgram_bind(n->t[1], 2000, on_dgram, &d), 0);
+	assert_int_equal(conn_dgram_send_from(n->t[0], 1234, pilot_addr_make(0, 2), 2000, "x", 1), 0);
+	run_for(n, 20);
+	assert_int_equal(d.n, 1);
+	assert_int_equal(d.sport[0], 1234);
+	assert_true(run_until(n, both_empty, n, 3000));
+	net_free(n);
+}
+
 static bool ping_done(void *arg)
 {
 	return ((pingres *)arg)->calls > 0;
@@ -1025,6 +1108,7 @@ int main(void)
 		cmocka_unit_test(test_ephemeral_exhaustion),
 		cmocka_unit_test(test_time_wait_reuse),
 		cmocka_unit_test(test_datagrams),
+		cmocka_unit_test(test_listen_default),
 		cmocka_unit_test(test_ping_pong),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_shutdown_sends_fin),
