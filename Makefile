@@ -169,3 +169,15 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- tools: benchmark load generators (release flags, linked with lib only) ----
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/rel/bin/%,$(TOOL_SRCS))
+
+$(TOOL_BINS): $(BUILD)/rel/bin/%: $(BUILD)/rel/tests/tools/%.o $(call archive,rel,lib)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $^ $(ALL_LIBS) $(LDFLAGS) -o $@
+
+.PHONY: tools
+tools: $(TOOL_BINS)

@@ -18,6 +18,7 @@
 #define REG_RESP_CAP          256   /* handshake responses per requester */
 #define REG_HSREC_CAP         1000  /* remembered handshake requests per target */
 #define REG_HSREC_TTL_S       (30 * 86400)
+#define REG_HSREC_RELAY_S     600 /* how long a pending request opens the beacon relay */
 #define REG_INVITE_CAP        64    /* pending invites per target node */
 #define REG_JUSTIFY_MAX       4096  /* bytes of justification accepted */
 #define REG_OWNER_MAX         256

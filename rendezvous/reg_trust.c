@@ -85,9 +85,12 @@ bool reg_handshake_pending(registry *r, uint32_t a, uint32_t b)
 
 	if (!r || a == b)
 		return false;
+	/* The record itself lives REG_HSREC_TTL_S (30 days) so a late approve still
+	 * forms the pair, but it opens the beacon relay only for a short while: a
+	 * stranger's request must not buy a month of relayed traffic to a private node. */
 	clock_gettime(CLOCK_REALTIME, &now);
-	return (rmap_get(&r->hsrec, pair_key(a, b), &ts) && (int64_t)ts + REG_HSREC_TTL_S >= now.tv_sec)
-	       || (rmap_get(&r->hsrec, pair_key(b, a), &ts) && (int64_t)ts + REG_HSREC_TTL_S >= now.tv_sec);
+	return (rmap_get(&r->hsrec, pair_key(a, b), &ts) && (int64_t)ts + REG_HSREC_RELAY_S >= now.tv_sec)
+	       || (rmap_get(&r->hsrec, pair_key(b, a), &ts) && (int64_t)ts + REG_HSREC_RELAY_S >= now.tv_sec);
 }
 
 static int make_pair(registry *r, uint32_t a, uint32_t b)
