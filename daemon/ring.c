@@ -1,26 +1,119 @@
-/* Byte ring with in-place reassembly; see ring.h. */
+/* Byte ring with in-place reassembly and lazy, geometrically growing storage;
+ * see ring.h. */
 #include "ring.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+static atomic_size_t mem_in_use;
+
+void *ring_mem_alloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (p)
+		atomic_fetch_add_explicit(&mem_in_use, n, memory_order_relaxed);
+	return p;
+}
+
+void *ring_mem_calloc(size_t n)
+{
+	void *p = calloc(1, n);
+
+	if (p)
+		atomic_fetch_add_explicit(&mem_in_use, n, memory_order_relaxed);
+	return p;
+}
+
+void ring_mem_free(void *p, size_t n)
+{
+	if (!p)
+		return;
+	atomic_fetch_sub_explicit(&mem_in_use, n, memory_order_relaxed);
+	free(p);
+}
+
+size_t ring_mem_in_use(void)
+{
+	return atomic_load_explicit(&mem_in_use, memory_order_relaxed);
+}
 
 int ring_init(ring *r, size_t cap)
 {
 	memset(r, 0, sizeof(*r));
 	if (cap == 0)
 		return -EINVAL;
-	r->buf = malloc(cap);
-	if (!r->buf)
-		return -ENOMEM;
 	r->cap = cap;
 	return 0;
 }
 
 void ring_destroy(ring *r)
 {
-	free(r->buf);
+	ring_mem_free(r->buf, r->alloc);
+	ring_mem_free(r->ival, RING_MAX_IVALS * sizeof(*r->ival));
 	r->buf = NULL;
+	r->ival = NULL;
+	r->alloc = 0;
+	r->nival = 0;
+}
+
+bool ring_release(ring *r)
+{
+	bool freed = r->buf || r->ival;
+
+	if (!ring_empty(r) || !freed)
+		return false;
+	ring_destroy(r);
+	return true;
+}
+
+size_t ring_mem(const ring *r)
+{
+	return r->alloc + (r->ival ? RING_MAX_IVALS * sizeof(*r->ival) : 0);
+}
+
+/* Copy [s, e) from storage (ob, on) to storage (nb, nn), both indexed by offset
+ * modulo their size. */
+static void relay(const uint8_t *ob, size_t on, uint8_t *nb, size_t nn, uint64_t s, uint64_t e)
+{
+	while (s < e) {
+		size_t po = (size_t)(s % on), pn = (size_t)(s % nn), k = (size_t)(e - s);
+		if (k > on - po)
+			k = on - po;
+		if (k > nn - pn)
+			k = nn - pn;
+		memcpy(nb + pn, ob + po, k);
+		s += k;
+	}
+}
+
+/* Make sure [base, end) has physical storage (end <= ring_limit). 0 or -ENOMEM. */
+static int grow(ring *r, uint64_t end)
+{
+	size_t span = (size_t)(end - r->base), n;
+	uint8_t *nb;
+
+	if (span <= r->alloc)
+		return 0;
+	n = r->alloc ? r->alloc : RING_MIN_ALLOC;
+	while (n < span && n < r->cap)
+		n *= 2;
+	if (n > r->cap)
+		n = r->cap;
+	nb = ring_mem_alloc(n);
+	if (!nb)
+		return -ENOMEM;
+	if (r->buf) {
+		relay(r->buf, r->alloc, nb, n, r->base, ring_end(r));
+		for (int i = 0; i < r->nival; i++)
+			relay(r->buf, r->alloc, nb, n, r->ival[i].start, r->ival[i].end);
+		ring_mem_free(r->buf, r->alloc);
+	}
+	r->buf = nb;
+	r->alloc = n;
+	return 0;
 }
 
 uint64_t ring_ooo_bytes(const ring *r)
@@ -35,8 +128,8 @@ uint64_t ring_ooo_bytes(const ring *r)
 /* Copy into the storage at absolute offset off, wrapping as needed. */
 static void put(ring *r, uint64_t off, const uint8_t *p, size_t n)
 {
-	size_t pos = (size_t)(off % r->cap);
-	size_t first = r->cap - pos < n ? r->cap - pos : n;
+	size_t pos = (size_t)(off % r->alloc);
+	size_t first = r->alloc - pos < n ? r->alloc - pos : n;
 
 	memcpy(r->buf + pos, p, first);
 	if (n > first)
@@ -49,6 +142,10 @@ size_t ring_append(ring *r, const void *p, size_t n)
 
 	if (n > room)
 		n = room;
+	if (n && grow(r, ring_end(r) + n) < 0) {
+		/* no memory for all of it: take what fits the current storage */
+		n = r->alloc - r->len;
+	}
 	if (n) {
 		put(r, ring_end(r), p, n);
 		r->len += n;
@@ -123,6 +220,8 @@ int ring_insert(ring *r, uint64_t off, const void *p, size_t n, size_t *advanced
 		s = old_end;
 	if (s >= e)
 		return 0;
+	if (grow(r, e) < 0)
+		return -ENOMEM;
 	if (s == old_end) {
 		uint64_t covered = 0;
 		for (int i = 0; i < r->nival && r->ival[i].start < e; i++)
@@ -134,6 +233,8 @@ int ring_insert(ring *r, uint64_t off, const void *p, size_t n, size_t *advanced
 			*advanced = (size_t)(ring_end(r) - old_end);
 		return (int)((e - s) - covered);
 	}
+	if (!r->ival && !(r->ival = ring_mem_alloc(RING_MAX_IVALS * sizeof(*r->ival))))
+		return -ENOMEM;
 	fresh = add_ival(r, s, e);
 	if (fresh < 0)
 		return fresh;
@@ -147,10 +248,10 @@ size_t ring_peek(const ring *r, uint64_t off, const uint8_t **p)
 
 	if (off < r->base || off >= ring_end(r))
 		return 0;
-	pos = (size_t)(off % r->cap);
+	pos = (size_t)(off % r->alloc);
 	n = (size_t)(ring_end(r) - off);
-	if (n > r->cap - pos)
-		n = r->cap - pos;
+	if (n > r->alloc - pos)
+		n = r->alloc - pos;
 	*p = r->buf + pos;
 	return n;
 }

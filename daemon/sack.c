@@ -4,31 +4,63 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "ring.h"
 #include "seq.h"
 
-int sack_init(sack_sb *sb, uint32_t cap)
+int sack_init(sack_sb *sb, uint32_t max)
 {
 	*sb = (sack_sb){ 0 };
-	if (cap == 0)
+	if (max == 0)
 		return -EINVAL;
-	sb->seg = calloc(cap, sizeof(*sb->seg));
-	if (!sb->seg)
-		return -ENOMEM;
-	sb->cap = cap;
+	sb->max = max;
 	return 0;
 }
 
 void sack_destroy(sack_sb *sb)
 {
-	free(sb->seg);
+	ring_mem_free(sb->seg, sack_mem(sb));
 	sb->seg = NULL;
+	sb->cap = sb->head = sb->count = 0;
+}
+
+int sack_reserve(sack_sb *sb)
+{
+	uint32_t n;
+	sack_seg *ns;
+
+	if (sb->count < sb->cap)
+		return 0;
+	if (sb->count >= sb->max)
+		return -ENOBUFS;
+	n = sb->cap ? sb->cap * 2 : SACK_MIN_ALLOC;
+	if (n > sb->max)
+		n = sb->max;
+	ns = ring_mem_alloc((size_t)n * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	/* re-lay in order from index 0: indices relative to head stay valid */
+	for (uint32_t i = 0; i < sb->count; i++)
+		ns[i] = *sack_at(sb, i);
+	ring_mem_free(sb->seg, sack_mem(sb));
+	sb->seg = ns;
+	sb->cap = n;
+	sb->head = 0;
+	return 0;
+}
+
+bool sack_release(sack_sb *sb)
+{
+	if (sb->count || !sb->seg)
+		return false;
+	sack_destroy(sb);
+	return true;
 }
 
 void sack_push(sack_sb *sb, uint32_t seq, uint32_t len, uint8_t flags, uint64_t now)
 {
 	sack_seg *s;
 
-	if (sack_full(sb))
+	if (sb->count == sb->cap && sack_reserve(sb) < 0)
 		return;
 	s = sack_at(sb, sb->count++);
 	*s = (sack_seg){ .seq = seq, .len = len, .sent_us = now, .flags = flags, .tx = 1 };

@@ -1,8 +1,10 @@
 /* Sender-side retransmission queue and SACK scoreboard (RFC 6675-style loss
  * recovery plus a RACK-style time rule for lost retransmissions).
  *
- * One descriptor per transmitted segment, in sequence order, held in a ring that is
- * allocated once (capacity = max segments in flight). Segment boundaries are kept
+ * One descriptor per transmitted segment, in sequence order, held in a ring whose
+ * storage is lazy: nothing at init, then a power of two from SACK_MIN_ALLOC up to
+ * max (the segment limit) as segments are pushed (sack_reserve), released by
+ * sack_release while the table is empty. Segment boundaries are kept
  * for retransmission, as the peers expect (packet.md §5.9). Counters are maintained
  * incrementally so that pipe = out - sacked - lost is O(1). */
 #ifndef PILOT_SACK_H
@@ -20,6 +22,7 @@
 #define SACK_F_FIN    0x8 /* the FIN's sequence number */
 
 #define SACK_DUPTHRESH 3
+#define SACK_MIN_ALLOC 16u
 
 typedef struct sack_seg {
 	uint32_t seq, len;  /* sequence space covered (FIN: len 1) */
@@ -28,8 +31,9 @@ typedef struct sack_seg {
 } sack_seg;
 
 typedef struct sack_sb {
-	sack_seg *seg;
-	uint32_t cap, head, count;
+	sack_seg *seg;          /* NULL while nothing is allocated */
+	uint32_t cap, head, count; /* cap = allocated descriptors */
+	uint32_t max;           /* the table's limit */
 	uint64_t out_bytes;     /* sequence space in the table */
 	uint64_t sacked_bytes;  /* SACKED */
 	uint64_t lost_bytes;    /* LOST, not yet retransmitted, not SACKED */
@@ -41,10 +45,16 @@ typedef struct sack_sb {
 	uint64_t blocks_rcvd;
 } sack_sb;
 
-int sack_init(sack_sb *sb, uint32_t cap);
+/* max = segment limit (> 0); allocates nothing. */
+int sack_init(sack_sb *sb, uint32_t max);
 void sack_destroy(sack_sb *sb);
+/* Make room for one more sack_push: 0, -ENOBUFS (full) or -ENOMEM. */
+int sack_reserve(sack_sb *sb);
+/* Free the storage while the table is empty; returns true when something was freed. */
+bool sack_release(sack_sb *sb);
+static inline size_t sack_mem(const sack_sb *sb) { return (size_t)sb->cap * sizeof(sack_seg); }
 
-static inline bool sack_full(const sack_sb *sb) { return sb->count == sb->cap; }
+static inline bool sack_full(const sack_sb *sb) { return sb->count == sb->max; }
 static inline sack_seg *sack_at(const sack_sb *sb, uint32_t i)
 {
 	return &sb->seg[(sb->head + i) % sb->cap];
@@ -55,7 +65,7 @@ static inline uint64_t sack_pipe(const sack_sb *sb)
 	return sb->out_bytes - sb->sacked_bytes - sb->lost_bytes;
 }
 
-/* Record a first transmission (the table must not be full). */
+/* Record a first transmission (after a successful sack_reserve; ignored otherwise). */
 void sack_push(sack_sb *sb, uint32_t seq, uint32_t len, uint8_t flags, uint64_t now);
 
 /* Cumulative ACK: drop everything below ack. *rtt_us = a Karn-valid RTT sample

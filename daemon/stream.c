@@ -96,7 +96,12 @@ struct stream_conn {
 
 	uint64_t rng;
 	stream_stats s;
-	uint8_t *tx;             /* one segment of scratch */
+	uint8_t *tx;             /* one segment of scratch for payloads that wrap the ring */
+	uint32_t sb_max;         /* segment table limit */
+
+	/* lazy buffers: released after p.release_us without buffer activity */
+	uint64_t buf_used_at;    /* last append/insert/consume on either ring */
+	uint64_t rel_at;         /* when to look at releasing; 0 = nothing to release */
 };
 
 static const char *const state_names[] = {
@@ -116,6 +121,7 @@ void stream_params_default(stream_params *p)
 		.idle_us = 120000000, .time_wait_us = 10000000, .syn_rto_us = 250000,
 		.syn_rto_max_us = 8000000, .syn_tries = 7, .max_tx = 8, .zwp_max = 30,
 		.init_cwnd = 0, .max_cwnd = 0, .seed = 0x9E3779B97F4A7C15ull,
+		.release_us = 1000000,
 	};
 }
 
@@ -314,7 +320,21 @@ static void paced(stream_conn *c, size_t len)
 }
 
 
-static void retransmit(stream_conn *c, uint32_t i)
+/* n send-ring bytes at off, contiguous: straight from the ring, or copied into the
+ * scratch segment when they wrap (NULL if the scratch cannot be allocated). */
+static const uint8_t *snd_bytes(stream_conn *c, uint64_t off, size_t n)
+{
+	const uint8_t *p;
+
+	if (ring_peek(&c->snd, off, &p) >= n)
+		return p;
+	if (!c->tx && !(c->tx = ring_mem_alloc(c->p.mss)))
+		return NULL;
+	ring_copy_out(&c->snd, off, c->tx, n);
+	return c->tx;
+}
+
+static bool retransmit(stream_conn *c, uint32_t i)
 {
 	sack_seg *s = sack_at(&c->sb, i);
 
@@ -322,8 +342,10 @@ static void retransmit(stream_conn *c, uint32_t i)
 		emit(c, PROTO_FIN, s->seq, rcv_ack(c), NULL, 0);
 	} else {
 		uint64_t off = c->snd.base + (uint32_t)(s->seq - c->snd_una);
-		size_t n = ring_copy_out(&c->snd, off, c->tx, s->len);
-		emit(c, PROTO_ACK, s->seq, rcv_ack(c), c->tx, n);
+		const uint8_t *pl = snd_bytes(c, off, s->len);
+		if (!pl)
+			return false;
+		emit(c, PROTO_ACK, s->seq, rcv_ack(c), pl, s->len);
 	}
 	sack_on_retransmit(&c->sb, i, c->now);
 	c->s.retransmits++;
@@ -331,6 +353,7 @@ static void retransmit(stream_conn *c, uint32_t i)
 		c->s.fast_retransmits++;
 	paced(c, s->len);
 	arm_rto(c);
+	return true;
 }
 
 static uint64_t peer_window_bytes(const stream_conn *c)
@@ -353,6 +376,7 @@ static bool send_new(stream_conn *c)
 	uint64_t avail = ring_end(&c->snd) - c->snd_nxt_off;
 	uint64_t outstanding = (uint32_t)(c->snd_nxt - c->snd_una), pipe = sack_pipe(&c->sb);
 	uint32_t len;
+	const uint8_t *pl;
 
 	if (!avail || c->fin_sent || sack_full(&c->sb))
 		return false;
@@ -367,10 +391,11 @@ static bool send_new(stream_conn *c)
 	}
 	if (len < c->p.mss && !c->p.nodelay && c->sb.count && !c->fin_queued)
 		return false; /* Nagle: hold the sub-MSS tail while data is unacknowledged */
-	ring_copy_out(&c->snd, c->snd_nxt_off, c->tx, len);
-	if (proto_sack_lookalike(c->tx, len))
+	if (sack_reserve(&c->sb) < 0 || !(pl = snd_bytes(c, c->snd_nxt_off, len)))
+		return false; /* out of memory: try again on the next event */
+	if (proto_sack_lookalike(pl, len))
 		len = 4; /* "SACK" alone is never a report (needs >= 13 bytes) */
-	emit(c, PROTO_ACK, c->snd_nxt, rcv_ack(c), c->tx, len);
+	emit(c, PROTO_ACK, c->snd_nxt, rcv_ack(c), pl, len);
 	sack_push(&c->sb, c->snd_nxt, len, 0, c->now);
 	c->snd_nxt += len;
 	c->snd_nxt_off += len;
@@ -384,7 +409,7 @@ static void maybe_send_fin(stream_conn *c)
 {
 	if (!c->fin_queued || c->fin_sent || c->snd_nxt_off != ring_end(&c->snd) || c->sb.count)
 		return;
-	if (sack_full(&c->sb))
+	if (sack_reserve(&c->sb) < 0)
 		return;
 	c->fin_seq = c->snd_nxt;
 	c->fin_sent = true;
@@ -409,7 +434,8 @@ static void output(stream_conn *c)
 				c->cwnd_blocked = true;
 				break;
 			}
-			retransmit(c, (uint32_t)i);
+			if (!retransmit(c, (uint32_t)i))
+				break;
 			continue;
 		}
 		if (!send_new(c))
@@ -439,7 +465,7 @@ static stream_conn *conn_new(const stream_params *pp, const stream_cbs *cbs, voi
 		p.max_cwnd = p.sndbuf;
 	if (!p.max_tx)
 		p.max_tx = 8;
-	c = calloc(1, sizeof(*c));
+	c = ring_mem_calloc(sizeof(*c));
 	if (!c)
 		return NULL;
 	c->p = p;
@@ -451,8 +477,9 @@ static stream_conn *conn_new(const stream_params *pp, const stream_cbs *cbs, voi
 	/* one descriptor per segment: enough for a full buffer of MSS segments plus
 	 * slack for small (Nagle-off) segments; more small segments just wait */
 	segs = p.sndbuf / p.mss * 2 + 64;
-	if (ring_init(&c->snd, p.sndbuf) || ring_init(&c->rcv, p.rcvbuf) ||
-	    sack_init(&c->sb, segs) || !(c->tx = malloc(p.mss))) {
+	c->sb_max = segs;
+	/* nothing is allocated here: the rings and the segment table grow on use */
+	if (ring_init(&c->snd, p.sndbuf) || ring_init(&c->rcv, p.rcvbuf) || sack_init(&c->sb, segs)) {
 		stream_free(c);
 		return NULL;
 	}
@@ -520,8 +547,78 @@ void stream_free(stream_conn *c)
 	ring_destroy(&c->snd);
 	ring_destroy(&c->rcv);
 	sack_destroy(&c->sb);
-	free(c->tx);
-	free(c);
+	ring_mem_free(c->tx, c->p.mss);
+	ring_mem_free(c, sizeof(*c));
+}
+
+/* ---- lazy buffers --------------------------------------------------------------
+ * The send ring, the receive ring (with its interval list), the segment table and
+ * the scratch segment start unallocated and grow geometrically as data needs room
+ * (ring.h, sack.h). Whatever is empty is freed again once the connection has gone
+ * p.release_us without buffer activity (append, insert, ACK, read); at once when
+ * release_us is 0 or the connection is CLOSED / in TIME_WAIT (where the send side
+ * is dropped whole). An idle connection holds only its struct. */
+
+static void free_send_side(stream_conn *c)
+{
+	ring_release(&c->snd);
+	ring_mem_free(c->tx, c->p.mss);
+	c->tx = NULL;
+}
+
+static bool releasable(const stream_conn *c)
+{
+	return ((c->snd.buf || c->tx) && c->snd.len == 0) || (c->sb.seg && !c->sb.count) ||
+	       ((c->rcv.buf || c->rcv.ival) && ring_empty(&c->rcv));
+}
+
+static void release_now(stream_conn *c)
+{
+	if (c->snd.len == 0)
+		free_send_side(c);
+	sack_release(&c->sb);
+	ring_release(&c->rcv);
+}
+
+/* At the end of every entry point (not while inside stream_input's processing). */
+static void housekeep(stream_conn *c)
+{
+	if (c->in_input)
+		return;
+	if (c->st == STREAM_CLOSED || c->st == STREAM_TIME_WAIT) {
+		if (c->st == STREAM_CLOSED) {
+			/* nothing will be sent again */
+			c->snd.len = 0;
+			sack_destroy(&c->sb);
+			sack_init(&c->sb, c->sb_max);
+		}
+		release_now(c);
+		c->rel_at = 0;
+		return;
+	}
+	if (!releasable(c)) {
+		c->rel_at = 0;
+		return;
+	}
+	if (!c->p.release_us) {
+		release_now(c);
+		c->rel_at = 0;
+	} else if (!c->rel_at) {
+		c->rel_at = c->buf_used_at + c->p.release_us;
+		if (c->rel_at <= c->now)
+			c->rel_at = c->now + 1;
+	}
+}
+
+static void on_release_timer(stream_conn *c)
+{
+	uint64_t due = c->buf_used_at + c->p.release_us;
+
+	c->rel_at = 0;
+	if (c->now >= due)
+		release_now(c);
+	else
+		c->rel_at = due;
 }
 
 /* ---- receive path ------------------------------------------------------------ */
@@ -661,6 +758,8 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 			c->fin_acked = true;
 		}
 		ring_consume(&c->snd, (size_t)data);
+		if (data)
+			c->buf_used_at = c->now;
 		c->snd_una = ack;
 		if (rtt_us)
 			rtt_sample(&c->rtt, rtt_us);
@@ -754,6 +853,8 @@ static void process_data(stream_conn *c, uint32_t seq, const uint8_t *pl, size_t
 	}
 	if (r == 0)
 		c->s.dup_data++;
+	else
+		c->buf_used_at = c->now;
 	if (len > c->rcv_mss)
 		c->rcv_mss = (uint32_t)len;
 	if (adv) {
@@ -894,6 +995,7 @@ int stream_input(stream_conn *c, const proto_hdr *h, const uint8_t *payload, siz
 		c->small_seg = false;
 		send_ack(c);
 	}
+	housekeep(c);
 	return 0;
 }
 
@@ -918,6 +1020,7 @@ uint64_t stream_next_deadline(const stream_conn *c)
 	d = min_dl(d, c->rto_at);
 	d = min_dl(d, c->delack_at);
 	d = min_dl(d, c->zwp_at);
+	d = min_dl(d, c->rel_at);
 	if (c->st == STREAM_ESTABLISHED || c->st == STREAM_CLOSE_WAIT || c->st == STREAM_FIN_WAIT) {
 		if (c->p.keepalive_us)
 			d = min_dl(d, (c->last_rx > c->last_ka ? c->last_rx : c->last_ka) + c->p.keepalive_us);
@@ -1005,8 +1108,11 @@ void stream_on_timer(stream_conn *c, uint64_t now_us)
 	if (c->st == STREAM_TIME_WAIT) {
 		if (c->now >= c->tw_at)
 			set_state(c, STREAM_CLOSED, 0);
+		housekeep(c);
 		return;
 	}
+	if (c->rel_at && c->now >= c->rel_at)
+		on_release_timer(c);
 	if (c->syn_at && c->now >= c->syn_at)
 		on_handshake_timer(c);
 	if (c->rto_at && c->now >= c->rto_at && c->st != STREAM_CLOSED)
@@ -1019,6 +1125,7 @@ void stream_on_timer(stream_conn *c, uint64_t now_us)
 		send_ack(c);
 	if (c->st != STREAM_CLOSED)
 		output(c);
+	housekeep(c);
 }
 
 /* ---- application side ------------------------------------------------------------ */
@@ -1032,10 +1139,13 @@ size_t stream_write(stream_conn *c, const void *buf, size_t len, uint64_t now_us
 	if (now_us > c->now)
 		c->now = now_us;
 	n = ring_append(&c->snd, buf, len);
+	if (n)
+		c->buf_used_at = c->now;
 	if (n < len)
 		c->want_write = true;
 	if (!c->in_input)
 		output(c);
+	housekeep(c);
 	return n;
 }
 
@@ -1060,8 +1170,11 @@ size_t stream_read(stream_conn *c, void *buf, size_t len, uint64_t now_us)
 		c->now = now_us;
 	n = ring_copy_out(&c->rcv, c->rcv.base, buf, len);
 	ring_consume(&c->rcv, n);
-	if (n)
+	if (n) {
+		c->buf_used_at = c->now;
 		after_read(c);
+		housekeep(c);
+	}
 	return n;
 }
 
@@ -1077,8 +1190,11 @@ void stream_consume(stream_conn *c, size_t n, uint64_t now_us)
 	if (now_us > c->now)
 		c->now = now_us;
 	ring_consume(&c->rcv, n);
-	if (n)
+	if (n) {
+		c->buf_used_at = c->now;
 		after_read(c);
+		housekeep(c);
+	}
 }
 
 size_t stream_readable(const stream_conn *c)
@@ -1107,6 +1223,7 @@ void stream_shutdown_write(stream_conn *c, uint64_t now_us)
 		set_state(c, STREAM_FIN_WAIT, 0);
 	if (!c->in_input)
 		output(c);
+	housekeep(c);
 }
 
 void stream_abort(stream_conn *c, uint64_t now_us)
@@ -1116,6 +1233,7 @@ void stream_abort(stream_conn *c, uint64_t now_us)
 	if (now_us > c->now)
 		c->now = now_us;
 	fail(c, 0, c->st != STREAM_TIME_WAIT);
+	housekeep(c);
 }
 
 void stream_set_nodelay(stream_conn *c, bool on)
@@ -1156,4 +1274,18 @@ void stream_get_stats(const stream_conn *c, stream_stats *st)
 	st->ooo_intervals = (uint32_t)c->rcv.nival;
 	st->snd_buffered = c->snd.len;
 	st->rcv_buffered = c->rcv.len;
+	st->mem_bytes = stream_mem(c);
+}
+
+size_t stream_mem(const stream_conn *c)
+{
+	if (!c)
+		return 0;
+	return sizeof(*c) + ring_mem(&c->snd) + ring_mem(&c->rcv) + sack_mem(&c->sb) +
+	       (c->tx ? c->p.mss : 0);
+}
+
+size_t stream_mem_in_use(void)
+{
+	return ring_mem_in_use();
 }

@@ -1,9 +1,13 @@
 /* Pilot stream transport engine (packet.md §5): a pure, sans-IO state machine for
  * one connection. No sockets, no clock reads, no global state: the caller feeds
  * received packets and the current time in, the engine transmits through the xmit
- * callback and reports its next timer deadline. Buffers are allocated once at
- * creation (send ring, receive ring with in-place reassembly, segment table);
- * nothing is allocated per packet.
+ * callback and reports its next timer deadline. Buffers (send ring, receive ring
+ * with in-place reassembly, segment table) are lazy: a new connection holds only
+ * its struct; each buffer grows geometrically (powers of two up to sndbuf / rcvbuf /
+ * the segment limit) when data needs room and is freed again after release_us
+ * without buffer activity while it is empty. Allocation is rare and amortised,
+ * never per packet (except with release_us = 0). The advertised window is always
+ * computed from the configured rcvbuf, not from what is allocated.
  *
  * Calling pattern:
  *   c = stream_dial(...)            sends the SYN
@@ -70,6 +74,8 @@ typedef struct stream_params {
 	uint32_t init_cwnd;     /* bytes (10 * mss) */
 	uint32_t max_cwnd;      /* bytes (sndbuf) */
 	uint64_t seed;          /* jitter PRNG seed */
+	uint32_t release_us;    /* free empty buffers after this long without buffer
+				 * activity (1 s); 0 = as soon as they are empty */
 } stream_params;
 
 /* Fill p with the defaults above. */
@@ -108,6 +114,7 @@ typedef struct stream_stats {
 	uint32_t our_window;                   /* slots we advertise */
 	uint32_t ooo_intervals;
 	uint64_t snd_buffered, rcv_buffered;
+	uint64_t mem_bytes;                    /* heap held by this connection now (stream_mem) */
 } stream_stats;
 
 stream_conn *stream_dial(const stream_params *p, pilot_addr local, uint16_t lport,
@@ -144,5 +151,11 @@ void stream_set_nodelay(stream_conn *c, bool on);
 enum stream_state stream_state(const stream_conn *c);
 void stream_get_stats(const stream_conn *c, stream_stats *st);
 void *stream_ctx(const stream_conn *c);
+
+/* Heap bytes held by one connection now (struct, rings, interval list, segment
+ * table, scratch), and by all connections of the process (bytes requested from
+ * malloc, without malloc's own overhead; relaxed atomic counter). */
+size_t stream_mem(const stream_conn *c);
+size_t stream_mem_in_use(void);
 
 #endif

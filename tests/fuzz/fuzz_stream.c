@@ -1,7 +1,10 @@
 /* Fuzz daemon/stream.c: an established pair; the input is a sequence of segments
  * (flags, seq/ack deltas, window, payload) injected into one side, interleaved with
  * timer ticks, while the engines' own packets are exchanged. Must never crash, leak
- * or grow memory without bound (the engines allocate only at creation). */
+ * or grow memory without bound. The buffers are lazy: side 0 releases them after
+ * the default idle time, side 1 as soon as they are empty (release_us 0), so growth,
+ * re-layout with out-of-order data and release are all exercised; at the end the
+ * engine-wide accounting must be back where it started. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -79,11 +82,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0;
 	uint8_t junk[3000];
 
+	size_t mem0 = stream_mem_in_use();
+
 	memset(&F, 0, sizeof(F));
 	F.now = 1000000;
 	stream_params_default(&p);
 	p.sndbuf = p.rcvbuf = 64 * 1024;
 	F.c[0] = stream_dial(&p, a, 49152, b, 1000, &fcbs, (void *)(intptr_t)0, F.now);
+	p.release_us = 0;
 	if (!F.c[0])
 		return 0;
 	/* the SYN sits in q[1]: accept it */
@@ -145,7 +151,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				stream_on_timer(F.c[s], F.now);
 		exchange();
 	}
+	for (int s = 0; s < 2; s++)
+		if (F.c[s] && stream_mem(F.c[s]) > 2 * 64 * 1024 + 64 * 1024)
+			abort(); /* more than both rings, the table and the struct */
 	stream_free(F.c[0]);
 	stream_free(F.c[1]);
+	if (stream_mem_in_use() != mem0)
+		abort();
 	return 0;
 }

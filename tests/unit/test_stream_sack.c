@@ -5,6 +5,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+
 #include "daemon/sack.h"
 
 #define L 100u
@@ -110,9 +112,54 @@ static void test_lying_blocks(void **state)
 	sack_destroy(&sb);
 }
 
+/* The table starts unallocated, grows in powers of two up to its limit while
+ * keeping segment order and marks (also from a wrapped head), and is released
+ * only when empty. */
+static void test_lazy_growth(void **state)
+{
+	sack_sb sb;
+	proto_sack_block b[1];
+	uint32_t rtt;
+	(void)state;
+	assert_int_equal(sack_init(&sb, 40), 0);
+	assert_null(sb.seg);
+	assert_int_equal(sack_mem(&sb), 0);
+	assert_false(sack_full(&sb));
+	push_n(&sb, 1, 12, 1000);
+	assert_int_equal(sb.cap, SACK_MIN_ALLOC);
+	/* move the head so the next growth copies a wrapped table */
+	assert_int_equal(sack_on_ack(&sb, 1 + 10 * L, 5000, 0, &rtt), 10 * L);
+	push_n(&sb, 1 + 12 * L, 14, 2000); /* 16 in the table, head at 10 */
+	assert_int_equal(sb.count, 16);
+	b[0] = (proto_sack_block){ 1 + 13 * L, 1 + 17 * L };
+	assert_int_equal(sack_on_blocks(&sb, b, 1, 1 + 10 * L, 1 + 26 * L, 6000, 0), 4 * L);
+	push_n(&sb, 1 + 26 * L, 1, 3000); /* grows to 32 */
+	assert_int_equal(sb.cap, 32);
+	assert_int_equal(sb.head, 0);
+	for (uint32_t i = 0; i < sb.count; i++) {
+		assert_int_equal(sack_at(&sb, i)->seq, 1 + (10 + i) * L);
+		assert_int_equal(!!(sack_at(&sb, i)->flags & SACK_F_SACKED), i >= 3 && i < 7);
+	}
+	assert_int_equal(sack_detect_loss(&sb, 1000000), 3); /* 10..12 below 4 SACKed */
+	push_n(&sb, 1 + 27 * L, 30, 4000); /* up to the limit of 40, not beyond */
+	assert_int_equal(sb.count, 40);
+	assert_int_equal(sb.cap, 40);
+	assert_true(sack_full(&sb));
+	assert_int_equal(sack_reserve(&sb), -ENOBUFS);
+	assert_false(sack_release(&sb));
+	assert_int_equal(sack_on_ack(&sb, 1 + 50 * L, 9000, 0, &rtt), 40 * L);
+	assert_int_equal(sack_pipe(&sb), 0);
+	assert_true(sack_release(&sb));
+	assert_int_equal(sack_mem(&sb), 0);
+	push_n(&sb, 1 + 50 * L, 1, 10000); /* usable again */
+	assert_int_equal(sb.count, 1);
+	sack_destroy(&sb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lazy_growth),
 		cmocka_unit_test(test_ack_and_rtt),
 		cmocka_unit_test(test_dupthresh_loss),
 		cmocka_unit_test(test_time_rule_and_rto),

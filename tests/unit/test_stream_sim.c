@@ -318,6 +318,8 @@ static void sim_free(sim *s)
 
 typedef bool (*sim_done_fn)(sim *s);
 
+static size_t peak_mem[2]; /* largest stream_mem() of each side during sim_run */
+
 /* Run events until done(s) or the simulated time limit; returns false on timeout. */
 static bool sim_run(sim *s, uint64_t limit_us, sim_done_fn done)
 {
@@ -348,6 +350,8 @@ static bool sim_run(sim *s, uint64_t limit_us, sim_done_fn done)
 			if (s->e[i].c && !s->e[i].paused)
 				on_readable(&s->e[i], s->e[i].c);
 			pump_write(&s->e[i]);
+			if (stream_mem(s->e[i].c) > peak_mem[i])
+				peak_mem[i] = stream_mem(s->e[i].c);
 		}
 	}
 	return true;
@@ -422,20 +426,37 @@ static void test_syn_retries_fail(void **state)
 typedef struct xfer_result {
 	uint64_t us;
 	double mbps;
+	uint64_t drops;
 	stream_stats st;
 } xfer_result;
+
+static bool done_both_quiet(sim *s)
+{
+	for (int i = 0; i < 2; i++) {
+		enum stream_state st = stream_state(s->e[i].c);
+		if (st != STREAM_TIME_WAIT && st != STREAM_CLOSED)
+			return false;
+	}
+	return true;
+}
 
 static xfer_result bulk(double loss, uint64_t bytes, uint64_t limit_us, uint64_t seed, uint32_t reorder_ppm)
 {
 	sim *s = calloc(1, sizeof(*s));
 	xfer_result r = { 0 };
 	uint64_t t0;
+	size_t idle;
 
 	sim_init(s, 100000000, 10000, loss, seed);
 	s->reorder_ppm = reorder_ppm;
 	s->jitter_us = 2000;
 	sim_dial(s);
 	assert_true(sim_run(s, 60000000, done_established));
+	/* established, no data yet: each side holds its struct only */
+	assert_int_equal(stream_mem(s->e[0].c), stream_mem(s->e[1].c));
+	idle = stream_mem(s->e[0].c);
+	assert_true(idle <= 4096);
+	peak_mem[0] = peak_mem[1] = 0;
 	t0 = s->now;
 	s->e[0].to_send = bytes;
 	s->e[0].shut_when_done = true;
@@ -447,12 +468,19 @@ static xfer_result bulk(double loss, uint64_t bytes, uint64_t limit_us, uint64_t
 	assert_same_hash(&s->e[0], &s->e[1]);
 	assert_int_equal(s->lookalikes, 0);
 	stream_get_stats(s->e[0].c, &r.st);
+	r.drops = s->drops;
 	printf("  loss %4.1f%% %3llu MB: %7.3f s simulated, goodput %6.2f Mbit/s, retrans %llu "
-	       "(fast %llu), RTOs %llu, random-loss episodes %llu, drops %llu, hystart exits %u, srtt %u us\n",
+	       "(fast %llu), RTOs %llu, random-loss episodes %llu, drops %llu, hystart exits %u, srtt %u us, "
+	       "peak mem sender %zu KiB receiver %zu KiB\n",
 	       loss * 100, (unsigned long long)(bytes >> 20), r.us / 1e6, r.mbps,
 	       (unsigned long long)r.st.retransmits, (unsigned long long)r.st.fast_retransmits,
 	       (unsigned long long)r.st.rto_timeouts, (unsigned long long)r.st.random_losses, (unsigned long long)s->drops, r.st.hystart_exits,
-	       r.st.srtt_us);
+	       r.st.srtt_us, peak_mem[0] >> 10, peak_mem[1] >> 10);
+	/* B stays in CLOSE_WAIT, A in FIN_WAIT: after release_us without buffer activity
+	 * every buffer is freed again */
+	assert_false(sim_run(s, 1500000, done_both_quiet));
+	assert_int_equal(stream_mem(s->e[0].c), idle);
+	assert_int_equal(stream_mem(s->e[1].c), idle);
 	sim_free(s);
 	free(s);
 	return r;
@@ -840,6 +868,129 @@ static void test_ooo_interval_bound(void **state)
 	free(s);
 }
 
+/* ---- many idle connections: heap per connection --------------------------------- */
+
+typedef struct b2bpkt {
+	proto_hdr h;
+	size_t n;
+	uint8_t pl[1500];
+} b2bpkt;
+
+static b2bpkt b2b_q[2][64];
+static int b2b_n[2];
+
+static void b2b_xmit(void *ctx, stream_conn *c, const proto_hdr *h, const uint8_t *pl, size_t n)
+{
+	int to = 1 - (int)(intptr_t)ctx;
+	b2bpkt *p;
+
+	(void)c;
+	assert_true(b2b_n[to] < 64 && n <= sizeof(p->pl));
+	p = &b2b_q[to][b2b_n[to]++];
+	p->h = *h;
+	p->n = n;
+	if (n)
+		memcpy(p->pl, pl, n);
+}
+
+static void b2b_readable(void *ctx, stream_conn *c)
+{
+	uint8_t buf[4096];
+
+	(void)ctx;
+	while (stream_read(c, buf, sizeof(buf), 0) > 0)
+		;
+}
+
+static const stream_cbs b2b_cbs = { b2b_xmit, b2b_readable, NULL, NULL };
+
+/* Deliver queued packets both ways until nothing moves. */
+static void b2b_exchange(stream_conn *c[2], uint64_t now)
+{
+	static b2bpkt batch[64];
+
+	while (b2b_n[0] || b2b_n[1]) {
+		for (int to = 0; to < 2; to++) {
+			int n = b2b_n[to];
+			memcpy(batch, b2b_q[to], (size_t)n * sizeof(batch[0]));
+			b2b_n[to] = 0;
+			for (int i = 0; i < n; i++) {
+				if (!c[to] && to == 1) {
+					c[1] = stream_accept(NULL, &batch[i].h, &b2b_cbs, (void *)(intptr_t)1, now);
+					assert_non_null(c[1]);
+				} else {
+					stream_input(c[to], &batch[i].h, batch[i].pl, batch[i].n, now);
+				}
+			}
+		}
+	}
+}
+
+/* 10,000 established connections (20,000 engines back to back, default 4 MiB
+ * buffers): right after the handshake and again after each has moved 20 kB both ways
+ * and sat idle for release_us, the heap per engine (stream_mem_in_use deltas) stays
+ * within 4 KiB. */
+static void test_idle_memory(void **state)
+{
+	enum { N = 10000 };
+	stream_conn *(*c)[2] = calloc(N, sizeof(*c));
+	size_t base = stream_mem_in_use(), established, busy, idle;
+	uint64_t now = 1000000;
+	uint8_t data[20000];
+	(void)state;
+	assert_non_null(c);
+	gen(0, data, sizeof(data));
+	for (int i = 0; i < N; i++) {
+		pilot_addr a = { 0, 1 }, b = { 0, 2 };
+		c[i][0] = stream_dial(NULL, a, (uint16_t)(1024 + i % 60000), b, 80, &b2b_cbs, (void *)(intptr_t)0, now);
+		assert_non_null(c[i][0]);
+		b2b_exchange(c[i], now);
+		assert_int_equal(stream_state(c[i][0]), STREAM_ESTABLISHED);
+		assert_int_equal(stream_state(c[i][1]), STREAM_ESTABLISHED);
+	}
+	established = stream_mem_in_use() - base;
+	for (int i = 0; i < N; i++) {
+		for (int k = 0; k < 2; k++) {
+			stream_set_nodelay(c[i][k], true);
+			assert_int_equal(stream_write(c[i][k], data, sizeof(data), now), sizeof(data));
+		}
+		for (int round = 0; round < 20; round++) {
+			b2b_exchange(c[i], now + 100);
+			for (int k = 0; k < 2; k++)
+				if (stream_next_deadline(c[i][k]) <= now + 5000)
+					stream_on_timer(c[i][k], now + 5000);
+		}
+		for (int k = 0; k < 2; k++) {
+			stream_stats st;
+			stream_get_stats(c[i][k], &st);
+			assert_int_equal(st.bytes_rcvd, sizeof(data));
+			assert_int_equal(st.snd_buffered, 0);
+		}
+	}
+	busy = stream_mem_in_use() - base;
+	now += 1000000 + 10000;
+	for (int i = 0; i < N; i++)
+		for (int k = 0; k < 2; k++) {
+			assert_true(stream_next_deadline(c[i][k]) <= now);
+			stream_on_timer(c[i][k], now);
+			b2b_exchange(c[i], now);
+		}
+	idle = stream_mem_in_use() - base;
+	printf("  %d connections (x2 engines): established %zu B/engine, after 20 kB each way "
+	       "%zu B/engine, idle after release %zu B/engine\n",
+	       N, established / (2 * N), busy / (2 * N), idle / (2 * N));
+	assert_true(established / (2 * N) <= 4096);
+	assert_true(idle / (2 * N) <= 4096);
+	assert_int_equal(idle, established);
+	assert_true(busy > idle);
+	for (int i = 0; i < N; i++) {
+		stream_free(c[i][0]);
+		stream_free(c[i][1]);
+	}
+	assert_int_equal(stream_mem_in_use(), base);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -859,6 +1010,7 @@ int main(void)
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
 		cmocka_unit_test(test_ooo_interval_bound),
+		cmocka_unit_test(test_idle_memory),
 	};
 	if (sodium_init() < 0)
 		return 1;
