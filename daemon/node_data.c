@@ -314,7 +314,9 @@ static void collect_peer_conns(void *arg, const conn_info *ci)
 {
 	reset_ctx *x = arg;
 
-	if (ci->remote.node == x->peer && ci->local_port != TRUST_PORT && x->nids < 256)
+	/* Not the handshake streams: one may be carrying our handshake_revoke. */
+	if (ci->remote.node == x->peer && ci->local_port != TRUST_PORT && ci->remote_port != TRUST_PORT
+	    && x->nids < 256)
 		x->ids[x->nids++] = ci->id;
 }
 

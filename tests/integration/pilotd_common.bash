@@ -60,7 +60,10 @@ try:
 except Exception:
     sys.exit(1)
 d = o.get("data", o)
-v = eval(sys.argv[1])
+try:
+    v = eval(sys.argv[1])
+except Exception:
+    sys.exit(1)
 if v is None or v is False:
     sys.exit(1)
 print(v if not isinstance(v, (dict, list)) else json.dumps(v))
