@@ -10,6 +10,8 @@
 #define HS_CSS_GROWTH_DIVISOR 4u
 #define HS_CSS_ROUNDS 5u
 #define HS_L 8u /* growth limit per ACK in segments */
+#define HS_ACK_FILTER 4u     /* per-ACK rule: min over this many latest samples */
+#define HS_ACK_MIN_ETA 1000u /* per-ACK rule: smallest delay increase (us) */
 
 void cubic_init(cubic *c, uint32_t mss, uint64_t init_cwnd, uint64_t ssthresh, uint64_t max_cwnd)
 {
@@ -24,6 +26,40 @@ static void clamp_cwnd(cubic *c)
 		c->cwnd = c->max_cwnd;
 	if (c->cwnd < c->mss)
 		c->cwnd = c->mss;
+}
+
+/* Per-ACK delay rule (in addition to RFC 9406's per-round one, which looks only at
+ * the minimum of a whole round and so sees a queue one round late: at 100 Mbit/s,
+ * 20 ms and a one-BDP buffer the queue overflows in the round in which it starts
+ * to build). The minimum of the latest HS_ACK_FILTER samples (a single jittery
+ * sample never counts) is compared with the smallest RTT ever seen; once it
+ * exceeds that by eta = clamp(base / 8, 1 ms, 16 ms) a standing queue is building
+ * and slow start ends at once (ssthresh = cwnd, straight to congestion avoidance).
+ * Returns true when it fired. */
+static bool hystart_delay(cubic *c, uint32_t rtt_us)
+{
+	uint32_t filt = UINT32_MAX, eta;
+
+	if (!c->base_rtt || rtt_us < c->base_rtt)
+		c->base_rtt = rtt_us;
+	c->win[c->nwin++ % HS_ACK_FILTER] = rtt_us;
+	if (c->phase == CUBIC_CA || c->nwin < HS_ACK_FILTER)
+		return false;
+	for (uint32_t i = 0; i < HS_ACK_FILTER; i++)
+		if (c->win[i] < filt)
+			filt = c->win[i];
+	eta = c->base_rtt / HS_MIN_RTT_DIVISOR;
+	if (eta < HS_ACK_MIN_ETA)
+		eta = HS_ACK_MIN_ETA;
+	if (eta > HS_MAX_RTT_THRESH)
+		eta = HS_MAX_RTT_THRESH;
+	if (filt < c->base_rtt + eta)
+		return false;
+	c->ssthresh = c->cwnd;
+	c->phase = CUBIC_CA;
+	c->hystart_exits++;
+	c->delay_exits++;
+	return true;
 }
 
 /* HyStart++ (RFC 9406 §4.2): round bookkeeping and the CSS decisions. */
@@ -42,6 +78,8 @@ static void hystart_round(cubic *c, uint32_t rtt_us, uint32_t ack, uint32_t snd_
 		c->rtt_count = 0;
 	}
 	if (rtt_us == 0)
+		return;
+	if (hystart_delay(c, rtt_us))
 		return;
 	if (rtt_us < c->cur_round_min)
 		c->cur_round_min = rtt_us;

@@ -1,6 +1,9 @@
 /* CUBIC congestion control (RFC 9438, C = 0.4, beta = 0.7, fast convergence,
  * Reno-friendly region) with HyStart++ slow-start exit (RFC 9406) so slow start
- * leaves on RTT rise instead of overshooting into mass loss. cwnd and ssthresh are
+ * leaves on RTT rise instead of overshooting into mass loss, plus a per-ACK delay
+ * rule (min of the latest 4 samples >= smallest RTT + clamp(smallest / 8, 1 ms,
+ * 16 ms): exit to congestion avoidance at once) that catches a queue building
+ * within a round, before a one-BDP buffer overflows. cwnd and ssthresh are
  * in bytes; the cubic function works in segments of mss bytes. Pure: the caller
  * passes time, RTT samples and sequence numbers in. */
 #ifndef PILOT_CUBIC_H
@@ -28,6 +31,11 @@ typedef struct cubic {
 	uint32_t rtt_count;
 	uint32_t css_rounds;
 	uint32_t hystart_exits;   /* times HyStart++ ended slow start */
+	/* per-ACK delay detection */
+	uint32_t base_rtt;        /* smallest sample seen; 0 = none */
+	uint32_t win[4];          /* latest samples (min filter, HS_ACK_FILTER) */
+	uint32_t nwin;
+	uint32_t delay_exits;     /* of hystart_exits: by the per-ACK rule */
 } cubic;
 
 void cubic_init(cubic *c, uint32_t mss, uint64_t init_cwnd, uint64_t ssthresh, uint64_t max_cwnd);

@@ -51,6 +51,44 @@ static void test_hystart_exit(void **state)
 	assert_true(c.cwnd < 200 * MSS);
 }
 
+/* The per-ACK rule: a queue that starts building in the middle of a round ends slow
+ * start within that round (the per-round rule would wait for the next round's
+ * minimum); isolated jitter spikes do not. */
+static void test_hystart_per_ack(void **state)
+{
+	cubic c;
+	uint32_t ack = 0, nxt;
+	uint64_t t = 0, at_exit = 0;
+	(void)state;
+	cubic_init(&c, MSS, 10 * MSS, 1u << 30, 1u << 30);
+	/* rounds at a 20 ms base with a 3 ms spike on every 5th sample: no exit */
+	for (int round = 0; round < 4; round++) {
+		uint32_t n = (uint32_t)(c.cwnd / MSS);
+		nxt = ack + n * MSS;
+		for (uint32_t i = 0; i < n; i++) {
+			ack += MSS;
+			cubic_on_ack(&c, MSS, t++, i % 5 == 4 ? 23000 : 20000, 20000, ack, nxt, true);
+		}
+	}
+	assert_int_equal(c.phase, CUBIC_SS);
+	assert_int_equal(c.cwnd, 160 * MSS);
+	/* next round: from its 50th ACK on, the RTT climbs 50 us per ACK (a queue) */
+	nxt = ack + 160 * MSS;
+	for (uint32_t i = 0; i < 160 && c.phase == CUBIC_SS; i++) {
+		uint32_t rtt = i < 50 ? 20000 : 20000 + 50 * (i - 50);
+		ack += MSS;
+		cubic_on_ack(&c, MSS, t++, rtt, 20000, ack, nxt, true);
+		at_exit = i;
+	}
+	assert_int_equal(c.phase, CUBIC_CA);
+	assert_int_equal(c.hystart_exits, 1);
+	assert_int_equal(c.delay_exits, 1);
+	/* eta = 20 ms / 8 = 2.5 ms: the 4-sample minimum passes it 50 + 50 + 3 ACKs in */
+	assert_true(at_exit >= 100 && at_exit <= 104);
+	assert_true(c.ssthresh <= c.cwnd && c.cwnd - c.ssthresh < 2 * MSS);
+	assert_true(c.cwnd < 270 * MSS);
+}
+
 static void test_loss_beta(void **state)
 {
 	cubic c;
@@ -114,6 +152,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_slow_start_doubles),
 		cmocka_unit_test(test_hystart_exit),
+		cmocka_unit_test(test_hystart_per_ack),
 		cmocka_unit_test(test_loss_beta),
 		cmocka_unit_test(test_concave_then_convex),
 	};
