@@ -1,0 +1,92 @@
+/* Private to daemon/tunbridge*.c, the unit test and the fuzzer: the bridge's
+ * layout and its packet entry point. */
+#ifndef PILOT_TUNBRIDGE_INTERNAL_H
+#define PILOT_TUNBRIDGE_INTERNAL_H
+
+#include "daemon/tunbridge.h"
+#include "tun/flow.h"
+#include "tun/tcpep.h"
+
+#define TB_BATCH 16           /* packets per tun_dev_read_batch */
+#define TB_READ_ROUNDS 64     /* batches per readable event before yielding */
+#define TB_PKT_CAP (TUN_IP_MAX_PACKET + 64 * 1024) /* room for a vnet_hdr GSO packet */
+
+/* One bridged TCP connection: the kernel side (tcpep) and the Pilot side (conn).
+ * key is the kernel's view: its packets go key.src:sport -> key.dst:dport. */
+typedef struct tb_flow {
+	tunbridge *b;
+	tcpep *ep;
+	conn *c;                  /* NULL once released (or not yet accepted) */
+	tun_flow_key key;
+	pilot_addr peer;
+	uint16_t pport;           /* the Pilot port on our side (inbound) / theirs (outbound) */
+	bool inbound;
+	bool syn_pending;         /* inbound: the Pilot SYN waits for the kernel's answer */
+	bool c_shut, ep_shut;     /* FIN passed on to the Pilot side / to the kernel */
+	bool removed;
+	uint32_t from;            /* inbound: tunnel node of the SYN */
+	proto_hdr syn;            /* inbound: the held SYN */
+	size_t hidx;              /* deadline heap, SIZE_MAX = not in it */
+	uint64_t deadline;
+	uint64_t to_peer, from_peer;
+} tb_flow;
+
+typedef struct tb_ping {
+	tunbridge *b;
+	int64_t id;               /* conn_ping id, 0 = free slot */
+	tun_ipaddr src, dst;      /* of the request */
+	uint16_t echo_id, seq;
+} tb_ping;
+
+struct tunbridge {
+	pilot_loop *loop;
+	conn_table *t;
+	tunbridge_config cfg;
+	tun_ipaddr own4, own6;
+	bool has_own6;
+	tcpep_params tp;
+	tun_flow_table *flows;
+	tb_flow **heap;
+	size_t hlen, hcap;
+	uint64_t timer_id, timer_at;  /* loop timer, its due time (ms) */
+	uint64_t reap_timer;
+	bool in_timer;
+	tb_ping *pings;
+	tun_pkt rx[TB_BATCH];
+	uint8_t *rxbuf;
+	uint8_t *txbuf;               /* UDP / ICMP / RST packets we build */
+	tun_dns *dns;
+	bool fd_added;
+	tunbridge_stats st;
+};
+
+/* One IP packet "from the TUN" (the kernel). pkt is not modified. */
+void tunbridge_input(tunbridge *b, const uint8_t *pkt, size_t len);
+/* Without a loop: run due timers and deferred frees. */
+void tunbridge_tick(tunbridge *b);
+uint64_t tunbridge_next_deadline(const tunbridge *b);
+
+/* tunbridge.c */
+uint64_t tb_now(const tunbridge *b);
+void tb_out(tunbridge *b, const uint8_t *pkt, size_t len);
+int tb_peer_of(const tunbridge *b, const tun_ipaddr *ip, pilot_addr *out);
+void tb_flow_sched(tb_flow *f);
+void tb_flow_remove(tb_flow *f);
+void tb_after(tunbridge *b);
+
+/* tunbridge_tcp.c */
+void tb_tcp_input(tunbridge *b, const tun_ip *ip);
+void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn);
+void tb_flow_free(void *val, void *arg);
+void tb_flow_kill(tb_flow *f);
+void tb_flow_check(tb_flow *f); /* remove when both sides are done, else reschedule */
+
+/* tunbridge_dgram.c */
+void tb_udp_input(tunbridge *b, const tun_ip *ip);
+void tb_icmp_input(tunbridge *b, const tun_ip *ip);
+void tb_dgram_observe(void *arg, pilot_addr src, uint16_t sport, uint16_t dport,
+		      const uint8_t *data, size_t len);
+void tb_unreach(tunbridge *b, const tun_ip *ip, const uint8_t *pkt, bool port);
+void tb_pings_cancel(tunbridge *b);
+
+#endif
