@@ -791,6 +791,8 @@ size_t dx_session_output(dx_session *ss, uint8_t *buf, size_t cap)
 {
 	size_t n = ss->olen < cap ? ss->olen : cap;
 
+	if (!n)
+		return 0;
 	memcpy(buf, ss->out, n);
 	memmove(ss->out, ss->out + n, ss->olen - n);
 	ss->olen -= n;

@@ -200,7 +200,7 @@ static void queue_clear(ev_session *ss)
 	ss->qbytes = 0;
 }
 
-/* Let go of everything a session holds; it stays listed until freed. */
+/* Let go of everything a session holds (idempotent); it stays listed until freed. */
 static void sess_release(ev_session *ss)
 {
 	if (ss->subscribed)
@@ -222,8 +222,7 @@ void ev_session_free(ev_session *ss)
 	if (!ss)
 		return;
 	b = ss->b;
-	if (!ss->dead)
-		sess_release(ss);
+	sess_release(ss); /* idempotent: a session may be marked dead without it */
 	if (ss->prev)
 		ss->prev->next = ss->next;
 	else
