@@ -39,13 +39,23 @@ void tb_out(tunbridge *b, const uint8_t *pkt, size_t len)
 	b->st.bytes_out += len;
 }
 
+/* tun_ipaddr.b sits at offset 1: copy before treating it as an in6_addr */
+static struct in6_addr in6_of(const tun_ipaddr *ip)
+{
+	struct in6_addr a;
+
+	memcpy(a.s6_addr, ip->b, sizeof(a.s6_addr));
+	return a;
+}
+
 int tb_peer_of(const tunbridge *b, const tun_ipaddr *ip, pilot_addr *out)
 {
+	struct in6_addr a;
+
 	if (ip->family == 4)
 		return tun_addrmap_lookup_ip(b->cfg.map, tun_ipaddr_v4_host(ip), out);
-	if (!tun_ula_in_prefix((const struct in6_addr *)ip->b))
-		return -ENOENT;
-	if (tun_ula_to_addr((const struct in6_addr *)ip->b, out) < 0)
+	a = in6_of(ip);
+	if (tun_ula_to_addr(&a, out) < 0)
 		return -ENOENT;
 	if (b->has_own6 && tun_ipaddr_eq(ip, &b->own6))
 		return -ENOENT;
@@ -216,11 +226,14 @@ static int64_t on_timer(pilot_loop *l, uint64_t id, void *arg)
 
 static bool from_us(const tunbridge *b, const tun_ip *ip)
 {
+	struct in6_addr a;
+
 	if (ip->version == 4)
 		return tun_ipaddr_eq(&ip->src, &b->own4);
 	if (b->has_own6)
 		return tun_ipaddr_eq(&ip->src, &b->own6);
-	return tun_ula_in_prefix((const struct in6_addr *)ip->src.b);
+	a = in6_of(&ip->src);
+	return tun_ula_in_prefix(&a);
 }
 
 void tunbridge_input(tunbridge *b, const uint8_t *pkt, size_t len)
