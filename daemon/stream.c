@@ -6,6 +6,9 @@
  *    floor(free receive bytes / 4096): a ref peer converts slots back with x4096 and a
  *    new peer with x1152, so both stay inside our buffer. 0 means closed, never
  *    "unlimited". The true window goes on every packet we send (keepalives, FIN).
+ *    A peer's Window 0 on a pure ACK that acknowledges too few segments to have
+ *    filled the previous advertisement (>= STREAM_REF_KA_MIN_SLOTS) is a ref
+ *    keepalive and is ignored (see ref_keepalive_window); every other 0 closes it.
  *    A peer's window is honoured as slots x our mss bytes and at most `slots` segments
  *    in flight, because ref/new peers spend one slot per segment whatever its size.
  *  - RST validation. Ref and new send RST with Seq 0, so RFC 5961 style checking
@@ -65,6 +68,7 @@ struct stream_conn {
 	bool fin_queued, fin_sent, fin_acked;
 	uint32_t fin_seq;
 	uint32_t peer_slots;
+	uint32_t segs_since_wnd; /* segments acknowledged since peer_slots was set */
 	uint32_t recover;
 	enum stream_recovery recov;
 	uint64_t rto_at;
@@ -727,6 +731,50 @@ static uint32_t reo_wnd(const stream_conn *c)
 	return m ? m / 4 : 1000;
 }
 
+/* Ref keepalive window (packet.md §5.6, §5.13): ref sends its keepalive probes with
+ * Window 0 meaning nothing (ref reads 0 as "unlimited" and never advertises a real
+ * closed window). Rule: a Window 0 is ignored (the previous advertisement W stays)
+ * when it comes on a pure ACK — flags exactly ACK, no payload (no data, no SACK
+ * report) — while W >= STREAM_REF_KA_MIN_SLOTS and the segments acknowledged since
+ * W was advertised (this ACK included: acked_segs) could not have filled it:
+ * acked_segs * ceil(mss / 4096) < W - 1.
+ * Why a real window never closes that way: it shrinks only as in-order data fills
+ * the buffer, and that data is acknowledged by the ACK that closes it. Going from W
+ * slots to 0 takes more than (W - 1) x 4096 bytes with 4096-byte slots (ours, ref:
+ * at most ceil(mss / 4096) slots per segment), or W - 1 segments with one slot per
+ * segment (new). So an idle ref keepalive (Ack not advancing) and one sent in the
+ * middle of a transfer (Ack ahead by a few segments) are both recognised, while a
+ * real close — also a sudden one when a retransmission fills a hole ahead of much
+ * out-of-order data — and the answers to our zero-window probes (W already 0) are
+ * honoured. */
+static bool ref_keepalive_window(const stream_conn *c, const proto_hdr *h, bool has_data, int nb,
+				 uint32_t acked_segs)
+{
+	uint64_t k = (c->p.mss + STREAM_WINDOW_UNIT - 1) / STREAM_WINDOW_UNIT;
+
+	return h->window == 0 && (h->flags & 0x0F) == PROTO_ACK && !has_data && nb == 0 &&
+	       c->peer_slots >= STREAM_REF_KA_MIN_SLOTS &&
+	       (uint64_t)acked_segs * k + 1 < c->peer_slots;
+}
+
+/* Segments (partly) acknowledged by ack, counted generously (+1 for a partial). */
+static uint32_t segs_acked_by(const stream_conn *c, uint32_t ack)
+{
+	uint32_t lo = 0, hi = c->sb.count;
+
+	if (!seq_gt(ack, c->snd_una))
+		return 0;
+	while (lo < hi) { /* first segment not wholly below ack */
+		uint32_t mid = lo + (hi - lo) / 2;
+		const sack_seg *s = sack_at(&c->sb, mid);
+		if (seq_leq(s->seq + s->len, ack))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo + 1;
+}
+
 /* Returns false when the packet must be dropped (acknowledges unsent data). */
 static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_block *b, int nb,
 			bool has_data, bool update_window)
@@ -741,8 +789,18 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 	}
 	if (seq_lt(ack, c->snd_una))
 		return true; /* old, reordered: nothing to learn from its Ack */
-	if (update_window)
-		c->peer_slots = h->window;
+	{
+		uint32_t segs = segs_acked_by(c, ack);
+		if (update_window && ref_keepalive_window(c, h, has_data, nb, c->segs_since_wnd + segs)) {
+			c->s.ref_zero_windows++;
+			c->segs_since_wnd += segs;
+		} else if (update_window) {
+			c->peer_slots = h->window;
+			c->segs_since_wnd = 0;
+		} else {
+			c->segs_since_wnd += segs;
+		}
+	}
 	if (c->peer_slots) {
 		c->zwp_at = 0;
 		c->zwp_count = 0;

@@ -24,6 +24,13 @@
  *    our data is acknowledged; a ref FIN (no seq consumed) is handled too.
  *  - Window field = free receive bytes / 4096, clamped to 65535; 0 means closed.
  *    A peer's Window is honoured as window x mss bytes and at most window segments.
+ *    Except: a Window 0 on a pure ACK (flags ACK only, no payload) after an
+ *    advertisement of W >= STREAM_REF_KA_MIN_SLOTS, when the segments acknowledged
+ *    since W (this ACK included) x ceil(mss / 4096) < W - 1, is a ref keepalive
+ *    probe (ref sends 0 meaning "no limit", packet.md §5.6/§5.13) and is ignored
+ *    (counted in stats.ref_zero_windows): a real window closes only as data fills
+ *    it, and that data is acknowledged by the closing ACK. An idle ref keepalive
+ *    (Ack not advancing) is the typical case.
  *  - RST: accepted in SYN_SENT, otherwise only with seq 0 (what ref and new send) or
  *    seq inside our receive window; never in TIME_WAIT.
  *  - SACK blocks: the block with the latest arrival first, then the highest others. */
@@ -54,6 +61,7 @@ enum stream_state {
 const char *stream_state_name(enum stream_state s);
 
 #define STREAM_WINDOW_UNIT 4096u /* bytes per advertised slot */
+#define STREAM_REF_KA_MIN_SLOTS 4u /* see the ref keepalive window rule above */
 
 typedef struct stream_params {
 	uint32_t mss;           /* payload bytes per segment (default 1368) */
@@ -115,6 +123,7 @@ typedef struct stream_stats {
 	uint32_t ooo_intervals;
 	uint64_t snd_buffered, rcv_buffered;
 	uint64_t mem_bytes;                    /* heap held by this connection now (stream_mem) */
+	uint64_t ref_zero_windows;             /* Window 0 ignored as a ref keepalive */
 } stream_stats;
 
 stream_conn *stream_dial(const stream_params *p, pilot_addr local, uint16_t lport,

@@ -575,12 +575,13 @@ static void test_request_response(void **state)
 
 static bool done_rcvd_b(sim *s) { return s->e[1].rcvd == s->e[0].to_send && s->e[1].eof; }
 
-static void test_zero_window(void **state)
+static void ref_keepalive_to_a(sim *s);
+
+static void zero_window(double loss, uint64_t seed)
 {
 	sim *s = calloc(1, sizeof(*s));
 	stream_stats st;
-	(void)state;
-	sim_init(s, 100000000, 10000, 0, 4);
+	sim_init(s, 100000000, 10000, loss, seed);
 	s->e[1].p.rcvbuf = 64 * 1024;
 	sim_dial(s);
 	assert_true(sim_run(s, 1000000, done_established));
@@ -589,19 +590,44 @@ static void test_zero_window(void **state)
 	s->e[0].shut_when_done = true;
 	pump_write(&s->e[0]);
 	assert_false(sim_run(s, 5000000, done_rcvd_b)); /* stalls while the reader sleeps */
+	if (loss > 0) /* let the last repairs and probes settle */
+		assert_false(sim_run(s, 20000000, done_rcvd_b));
 	assert_true(stream_readable(s->e[1].c) > 60 * 1024 && stream_readable(s->e[1].c) <= 64 * 1024);
 	stream_get_stats(s->e[0].c, &st);
 	assert_true(st.zwp_sent >= 2);
 	assert_int_equal(st.peer_window, 0);
+	assert_int_equal(st.ref_zero_windows, 0); /* the real window closed on advancing ACKs */
 	assert_int_equal(stream_state(s->e[0].c), STREAM_FIN_WAIT);
+	/* a keepalive-shaped Window 0 now (previous advertisement 0) keeps it closed */
+	ref_keepalive_to_a(s);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.peer_window, 0);
+	assert_int_equal(st.ref_zero_windows, 0);
 	s->e[1].paused = false;
 	on_readable(&s->e[1], s->e[1].c);
-	assert_true(sim_run(s, 10000000, done_rcvd_b));
+	assert_true(sim_run(s, loss > 0 ? 60000000 : 10000000, done_rcvd_b));
 	assert_same_hash(&s->e[0], &s->e[1]);
 	stream_get_stats(s->e[0].c, &st);
-	assert_int_equal(st.retransmits, 0);
+	if (loss == 0)
+		assert_int_equal(st.retransmits, 0);
+	assert_int_equal(st.ref_zero_windows, 0);
 	sim_free(s);
 	free(s);
+}
+
+static void test_zero_window(void **state)
+{
+	(void)state;
+	zero_window(0, 4);
+}
+
+/* The window closes while holes are being repaired (ACKs that fill a hole jump):
+ * still a real close, never taken for a ref keepalive. */
+static void test_zero_window_lossy(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 40; seed < 44; seed++)
+		zero_window(0.03, seed);
 }
 
 static bool done_both_closed(sim *s)
@@ -873,6 +899,74 @@ static void test_ooo_interval_bound(void **state)
 	free(s);
 }
 
+/* ---- ref keepalive probes carry Window 0 (packet.md §5.6, §5.13) ------------------ */
+
+static bool done_a_acked(sim *s)
+{
+	stream_stats st;
+
+	stream_get_stats(s->e[0].c, &st);
+	return s->e[1].rcvd == s->e[0].to_send && st.in_flight == 0 && !s->nheap;
+}
+
+static bool done_b_rcvd(sim *s) { return s->e[1].rcvd == s->e[0].to_send; }
+
+/* What a ref peer sends as a keepalive: ACK only, Seq = next unsent, Ack = current
+ * (here: the last Ack B really sent), Window 0, no payload. */
+static void ref_keepalive_to_a(sim *s)
+{
+	stream_stats st;
+
+	stream_get_stats(s->e[1].c, &st);
+	inject(s, 0, PROTO_ACK, 1, 1 + (uint32_t)st.bytes_rcvd, 0, NULL, 0);
+}
+
+static void test_ref_keepalive_window(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	uint64_t t0, t_lull;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 21);
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	/* 1: a lull (all data acknowledged), then the ref peer's keepalive with Window 0:
+	 * the next burst goes out at once, no zero-window probing */
+	s->e[0].to_send = 1u << 20;
+	pump_write(&s->e[0]);
+	assert_true(sim_run(s, 5000000, done_a_acked));
+	s->now += 30000000; /* ref probes after 30 s without activity */
+	for (int i = 0; i < 3; i++)
+		ref_keepalive_to_a(s);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.ref_zero_windows, 3);
+	assert_true(st.peer_window > 0);
+	t_lull = s->now;
+	s->e[0].to_send += 1u << 20;
+	pump_write(&s->e[0]);
+	assert_true(sim_run(s, 5000000, done_b_rcvd));
+	assert_true(s->now - t_lull < 500000); /* ~4 RTTs of slow start, not a 500 ms+ stall */
+	/* 2: keepalives every 10 ms in the middle of a bulk transfer */
+	t0 = s->now;
+	s->e[0].to_send += 8u << 20;
+	pump_write(&s->e[0]);
+	while (s->e[1].rcvd < s->e[0].to_send) {
+		uint64_t until = s->now + 10000;
+		sim_run(s, 10000, done_b_rcvd);
+		if (s->now < until)
+			s->now = until;
+		ref_keepalive_to_a(s);
+		assert_true(s->now - t0 < 5000000);
+	}
+	stream_get_stats(s->e[0].c, &st);
+	printf("  8 MiB with ref keepalives every 10 ms: %.3f s, %llu ignored zero windows, %llu ZWPs\n",
+	       (s->now - t0) / 1e6, (unsigned long long)st.ref_zero_windows, (unsigned long long)st.zwp_sent);
+	assert_int_equal(st.zwp_sent, 0);
+	assert_true(s->now - t0 < 900000); /* 8 MiB at 100 Mbit/s = 0.7 s */
+	sim_free(s);
+	free(s);
+}
+
 /* ---- many idle connections: heap per connection --------------------------------- */
 
 typedef struct b2bpkt {
@@ -1008,6 +1102,7 @@ int main(void)
 		cmocka_unit_test(test_bulk_reorder),
 		cmocka_unit_test(test_request_response),
 		cmocka_unit_test(test_zero_window),
+		cmocka_unit_test(test_zero_window_lossy),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_simultaneous_close),
 		cmocka_unit_test(test_rst_on_give_up),
@@ -1015,6 +1110,7 @@ int main(void)
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
 		cmocka_unit_test(test_ooo_interval_bound),
+		cmocka_unit_test(test_ref_keepalive_window),
 		cmocka_unit_test(test_idle_memory),
 	};
 	if (sodium_init() < 0)
