@@ -1,7 +1,10 @@
 #!/bin/sh
 # Install every Debian package that building, testing and running the demo need.
 # Idempotent: when everything is present it only asks dpkg and exits.
-# Usage: scripts/install-deps.sh [--check]   (--check: exit 1 if something is missing)
+# Usage: scripts/install-deps.sh [--check] [--bench]
+#   --check  exit 1 if something is missing instead of installing it
+#   --bench  the packages scripts/bench needs on top (iperf3 and the overlays it compares
+#            pilot with); scripts/bench runs this itself, CI never does
 set -eu
 
 PACKAGES="
@@ -10,6 +13,20 @@ libsodium-dev libjson-c-dev libcmocka-dev
 libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
 iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl valgrind
 "
+
+# Only with --bench: benchmark-only tools stay out of the default list (CI speed).
+BENCH_PACKAGES="
+iperf3 wireguard-go wireguard-tools nebula
+"
+
+check=0
+for arg in "$@"; do
+	case $arg in
+	--check) check=1 ;;
+	--bench) PACKAGES=$BENCH_PACKAGES ;;
+	*) echo "usage: scripts/install-deps.sh [--check] [--bench]" >&2; exit 2 ;;
+	esac
+done
 
 missing=""
 for p in $PACKAGES; do
@@ -20,7 +37,7 @@ done
 if [ -z "$missing" ]; then
 	exit 0
 fi
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" = 1 ]; then
 	echo "missing packages:$missing" >&2
 	exit 1
 fi
