@@ -11,6 +11,7 @@
 #   pt_link NS1 A1 NS2 A2   veth pair between two namespaces with addresses (cidr)
 #   pt_nat ROUTER WAN LAN MODE   nftables masquerade on ROUTER (MODE cone|symmetric)
 #   pt_loss NS IF PERCENT   drop PERCENT % of packets leaving IF (nftables numgen)
+#   pt_loss_clear NS        remove every pt_loss rule from NS
 #   pt_spawn NS LOG CMD...  run CMD in NS in the background; sets PT_PID
 #   pt_stop PID             SIGTERM, wait up to 5 s, then SIGKILL
 #   pt_wait SECS CMD...     poll CMD every 0.1 s until it succeeds or SECS pass
@@ -129,16 +130,21 @@ pt_loss() {
 	local ns=$PT-$1 ifname=$2 pct=$3
 	pt_exec "$ns" nft -f - <<NFT
 table inet ptloss {
-	chain out {
+	chain lossout {
 		type filter hook output priority 0;
 		oifname "$ifname" numgen random mod 100 < $pct drop
 	}
-	chain fwd {
+	chain lossfwd {
 		type filter hook forward priority 0;
 		oifname "$ifname" numgen random mod 100 < $pct drop
 	}
 }
 NFT
+}
+
+pt_loss_clear() {
+	pt_exec "$PT-$1" nft delete table inet ptloss 2>/dev/null
+	return 0
 }
 
 pt_spawn() {
