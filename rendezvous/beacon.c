@@ -60,6 +60,7 @@ typedef struct bcn_node {
 	uint32_t node;
 	uint8_t state;
 	uint8_t has_key;      /* standalone: key bound by the first signed Discover */
+	uint8_t no_ep;        /* a WSS node: entry for relay bookkeeping only, ep unused */
 	uint16_t kx_count;    /* key-exchange frames in the current 1 s window */
 	bcn_ep ep;
 	uint64_t seen_ms;     /* last proof or refresh (monotonic) */
@@ -87,6 +88,8 @@ struct beacon {
 	bcn_node *tab;
 	size_t cap, used, dead;
 	bcn_flow *flows;
+	beacon_wss_sink sink;
+	bool has_sink;
 
 	uint8_t *rbuf;
 	struct mmsghdr rmsg[BCN_BATCH];
@@ -155,6 +158,14 @@ static bcn_node *node_find_fresh(const beacon *b, uint32_t node)
 	bcn_node *e = node_find(b, node);
 
 	return node_fresh(b, e) ? e : NULL;
+}
+
+/* A fresh entry with a verified UDP endpoint (not a WSS node's bookkeeping entry). */
+static bcn_node *node_find_udp(const beacon *b, uint32_t node)
+{
+	bcn_node *e = node_find_fresh(b, node);
+
+	return e && !e->no_ep ? e : NULL;
 }
 
 static bcn_node *slot_for_insert(beacon *b, uint32_t node)
@@ -457,6 +468,7 @@ static bcn_node *record_verified(beacon *b, uint32_t node, const bcn_ep *src)
 	if (!ep_eq(&e->ep, src))
 		log_debug("beacon: endpoint verified node=%" PRIu32 " port=%u", node, src->port);
 	e->ep = *src;
+	e->no_ep = 0;
 	e->seen_ms = b->now_ms;
 	return e;
 }
@@ -494,7 +506,7 @@ static void on_discover(beacon *b, const uint8_t *buf, size_t len, uint32_t node
 		return;
 	}
 	/* unproven: refreshes a live verified endpoint it matches, never moves one */
-	e = node_find_fresh(b, node);
+	e = node_find_udp(b, node);
 	if (e && ep_eq(&e->ep, src))
 		e->seen_ms = b->now_ms;
 }
@@ -502,7 +514,7 @@ static void on_discover(beacon *b, const uint8_t *buf, size_t len, uint32_t node
 /* The requester, if src is its verified endpoint or its registry IP proves it now. */
 static bcn_node *punch_requester(beacon *b, uint32_t node, const bcn_ep *src)
 {
-	bcn_node *e = node_find_fresh(b, node);
+	bcn_node *e = node_find_udp(b, node);
 
 	if (e && ep_eq(&e->ep, src))
 		return e;
@@ -520,7 +532,7 @@ static void on_punch(beacon *b, const proto_beacon_msg *m, const bcn_ep *src)
 		return;
 	}
 	r->punch_ms = b->now_ms;
-	t = node_find_fresh(b, m->target);
+	t = node_find_udp(b, m->target);
 	if (!t || t == r || !may_talk(b, m->node, m->target)) {
 		b->st.punch_denied++;
 		return;
@@ -600,6 +612,44 @@ static bool relay_allowed(beacon *b, bcn_node *s, uint32_t dest, enum proto_fram
 	return true;
 }
 
+/* The bookkeeping entry of a WSS-authenticated sender (kx budget, flows): its
+ * fresh entry if any, else a new one without endpoint. May rebuild the table. */
+static bcn_node *wss_sender(beacon *b, uint32_t node)
+{
+	bcn_node *e = node_find(b, node);
+
+	if (e && !node_fresh(b, e))
+		e->no_ep = 1; /* an old UDP endpoint must not come back to life */
+	if (!e && (e = node_insert(b, node)))
+		e->no_ep = 1;
+	if (e)
+		e->seen_ms = b->now_ms;
+	return e;
+}
+
+/* Tier 0: a WSS connection (via the sink); tier 1: a verified UDP endpoint (*d). */
+static bool dest_reachable(beacon *b, uint32_t dest, bcn_node **d)
+{
+	*d = NULL;
+	if (b->has_sink && b->sink.has(b->sink.ctx, dest))
+		return true;
+	*d = node_find_udp(b, dest);
+	return *d != NULL;
+}
+
+static void count_relay(beacon *b, bool from_wss, bool to_wss, size_t flen)
+{
+	b->st.relayed_packets++;
+	b->st.relayed_bytes += flen;
+	if (from_wss && to_wss)
+		b->st.relay_wss_wss++;
+	else if (from_wss)
+		b->st.relay_wss_udp++;
+	else if (to_wss)
+		b->st.relay_udp_wss++;
+}
+
+/* src NULL: injected by the WSS bridge, sender already authenticated. */
 static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg *m,
 		     const bcn_ep *src)
 {
@@ -610,9 +660,14 @@ static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg
 		b->st.dropped_malformed++;
 		return;
 	}
-	s = node_find_fresh(b, m->node);
-	d = node_find_fresh(b, m->target);
-	if (!s || !ep_eq(&s->ep, src) || !d || d == s
+	if (src) {
+		s = node_find_udp(b, m->node);
+		if (s && !ep_eq(&s->ep, src))
+			s = NULL;
+	} else {
+		s = wss_sender(b, m->node); /* before any d: an insert may move entries */
+	}
+	if (!s || m->target == m->node || !dest_reachable(b, m->target, &d)
 	    || !relay_allowed(b, s, m->target, kind, m->rest_len)) {
 		b->st.relay_denied++;
 		return;
@@ -621,9 +676,11 @@ static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg
 	/* 05 S S S S D D D D frame → __ __ __ __ 06 S S S S frame: move the header, not the frame */
 	memcpy(buf + 5, buf + 1, 4);
 	buf[4] = BEACON_RELAY_DELIVER;
-	if (q_send(b, &d->ep, buf + 4, len - 4) == 0) {
-		b->st.relayed_packets++;
-		b->st.relayed_bytes += m->rest_len;
+	if (!d) {
+		b->sink.deliver(b->sink.ctx, m->target, buf + 4, len - 4);
+		count_relay(b, !src, true, m->rest_len);
+	} else if (q_send(b, &d->ep, buf + 4, len - 4) == 0) {
+		count_relay(b, !src, false, m->rest_len);
 	}
 }
 
@@ -871,6 +928,47 @@ void beacon_get_stats(const beacon *b, beacon_stats *st)
 {
 	*st = b->st;
 	st->nodes = b->used;
+}
+
+void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink)
+{
+	b->has_sink = sink != NULL;
+	if (sink)
+		b->sink = *sink;
+}
+
+void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
+{
+	proto_beacon_msg m;
+
+	b->now_ms = bcn_now(b);
+	if (proto_beacon_decode(buf, len, &m) < 0) {
+		b->st.dropped_malformed++;
+		return;
+	}
+	switch (m.type) {
+	case BEACON_DISCOVER:
+		b->st.discovers++;
+		if (m.node == node)
+			(void)wss_sender(b, node);
+		break;
+	case BEACON_PUNCH_REQUEST:
+		b->st.punch_requests++;
+		b->st.punch_denied++;
+		break;
+	case BEACON_RELAY:
+		if (m.node != node) {
+			b->st.inject_spoofed++;
+			b->st.relay_denied++;
+			break;
+		}
+		on_relay(b, buf, len, &m, NULL);
+		break;
+	default:
+		b->st.ignored++;
+		break;
+	}
+	beacon_flush(b);
 }
 
 void beacon_advance_clock(beacon *b, int64_t ms)

@@ -6,6 +6,7 @@
 #ifndef RDV_BEACON_H
 #define RDV_BEACON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,8 +41,33 @@ typedef struct beacon_stats {
 	uint64_t table_full;         /* new nodes refused at the table cap */
 	uint64_t send_errors;        /* datagrams the kernel refused or a full socket dropped */
 	uint64_t nodes;              /* verified endpoints in the table now */
+	/* compat (WSS) bridge, rendezvous/wss.c */
+	uint64_t relay_udp_wss;      /* relayed UDP sender -> WSS peer */
+	uint64_t relay_wss_udp;      /* relayed WSS sender -> UDP endpoint */
+	uint64_t relay_wss_wss;      /* relayed WSS sender -> WSS peer */
+	uint64_t inject_spoofed;     /* WSS datagrams naming another sender: dropped */
 } beacon_stats;
 
 void beacon_get_stats(const beacon *b, beacon_stats *st);
+
+/* ---- compat (WSS) bridge hooks ----
+ * Tier 0 of the relay (tunnel.md §9.1): before the UDP node table the beacon asks
+ * the sink whether the destination has a WSS connection; if so deliver() gets the
+ * RelayDeliver message `06 ‖ sender ‖ frame` (valid only during the call: copy it). */
+typedef struct beacon_wss_sink {
+	bool (*has)(void *ctx, uint32_t node);
+	void (*deliver)(void *ctx, uint32_t node, const uint8_t *msg, size_t len);
+	void *ctx;
+} beacon_wss_sink;
+/* sink NULL = none. The beacon keeps a copy of the struct. */
+void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink);
+/* One beacon-protocol datagram from a WSS connection authenticated as node. buf
+ * may be rewritten in place; everything it causes is sent before this returns.
+ * The node counts as verified for relay (it owns its ID), but no UDP endpoint is
+ * recorded for it: a Relay must name node as its sender (else dropped and counted
+ * in inject_spoofed), a Discover only keeps the node's entry fresh (no reply: the
+ * connection's UDP address is not the node's), a PunchRequest is denied (a WSS
+ * node has no endpoint to punch to). */
+void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len);
 
 #endif
