@@ -55,6 +55,11 @@ struct transport_ops {
 	int (*local_ep)(transport *t, transport_ep *ep);
 	void (*stats)(transport *t, transport_stats *st);
 	void (*close)(transport *t); /* frees t */
+	/* Optional (NULL = false): the transport reaches peers only through the beacon
+	 * relay (compat WSS). The node must then pre-mark every peer as relay before
+	 * dialling, wrap tunnel frames in Relay to the beacon endpoint, and register
+	 * with relay_only=true (tunnel.md §10, §11.4). */
+	bool (*relay_only)(transport *t);
 };
 
 struct transport {
@@ -70,6 +75,10 @@ static inline size_t transport_send(transport *t, const transport_dgram *dg, siz
 static inline void transport_flush(transport *t) { t->ops->flush(t); }
 static inline int transport_local_ep(transport *t, transport_ep *ep) { return t->ops->local_ep(t, ep); }
 static inline void transport_get_stats(transport *t, transport_stats *st) { t->ops->stats(t, st); }
+static inline bool transport_is_relay_only(transport *t)
+{
+	return t->ops->relay_only && t->ops->relay_only(t);
+}
 /* NULL-safe. */
 static inline void transport_close(transport *t)
 {

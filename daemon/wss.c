@@ -1,0 +1,851 @@
+/* The compat tunnel transport: one WebSocket to the beacon (tunnel.md §11).
+ *
+ * libwebsockets on the pilot_loop. Debian's lws 4.1 has neither external-poll
+ * callbacks (LWS_WITH_EXTERNAL_POLL is off, ADD/DEL/CHANGE_MODE_POLL_FD compiled
+ * out) nor the custom event-loop API (lws 4.3), so lws keeps its own poll() set and
+ * we drive it without blocking: the one connection's socket (lws_get_socket_fd,
+ * re-read after every service) is watched by the pilot_loop for READ, plus WRITE
+ * while the TCP connect is in progress or output/ping/close is pending; any event
+ * schedules a zero-delay loop timer that runs lws_service(ctx, -1) — in this lws
+ * version a poll() with a 0 ms timeout over its own set, never blocking — and a
+ * 100 ms tick services lws's own timers. One caveat: lws resolves the beacon's
+ * host name with a blocking getaddrinfo inside lws_client_connect_via_info (no
+ * async DNS in this build), once per dial; use a numeric address or /etc/hosts
+ * where that matters.
+ *
+ * State: IDLE (backing off) → DIAL (TCP/proxy/TLS/upgrade) → AUTH (challenge,
+ * reply) → READY (auth_ok). A lost connection or failed dial re-dials after the
+ * backoff: 250 ms, doubling per failure up to 30 s, ±25 % jitter, back to 250 ms
+ * after an authenticated connection. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <libwebsockets.h>
+#include <sodium.h>
+
+#include "daemon/wss.h"
+#include "lib/crypto.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/proto.h"
+
+#define WSS_QN       256
+#define WSS_QBYTES   (4u << 20)
+#define WSS_TICK_MS  100
+#define WSS_RXSLOT   (TRANSPORT_HEADROOM + WSS_MAX_MSG + 64)
+
+enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
+
+typedef struct cmsg {
+	uint8_t *buf;   /* LWS_PRE headroom, then len bytes */
+	size_t len;
+	bool text;
+} cmsg;
+
+typedef struct wss {
+	transport base;
+	pilot_loop *loop;
+	struct lws_context *ctx;
+	struct lws *wsi;
+	enum cstate state;
+	bool tls, closing, ping_due, pong_wait;
+	int fd, mask;
+	char host[256], hosthdr[272], path[256];
+	int port;
+	uint32_t node;
+	pilot_identity id;
+	int64_t ping_ms, pong_ms, bo_min, bo_max, dial_ms, backoff;
+	uint64_t svc_timer, tick_timer, redial_timer, dial_timer, ping_timer, pong_timer;
+	int close_code;
+	const char *close_reason;
+	uint8_t *rx;           /* WSS_RXSLOT: headroom, message, tail room */
+	size_t rx_len;
+	bool rx_bin, rx_over;
+	cmsg q[WSS_QN];
+	unsigned qh, qn;
+	size_t qbytes;
+	transport_stats st;
+	wss_stats ws;
+} wss;
+
+static void dial(wss *c);
+
+/* ---- authentication (pure) ------------------------------------------------------- */
+
+int wss_auth_string(char *out, size_t cap, uint32_t node, uint64_t ts, const char *nonce)
+{
+	int n = snprintf(out, cap, "compat_auth:%" PRIu32 ":%" PRIu64 ":%s", node, ts, nonce);
+
+	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+int wss_auth_reply(char *out, size_t cap, const pilot_identity *id, uint32_t node,
+		   uint64_t ts, const char *nonce)
+{
+	char msg[128], pk64[64], sig64[96];
+	uint8_t sig[PROTO_SIG_LEN];
+	int n = wss_auth_string(msg, sizeof(msg), node, ts, nonce);
+
+	if (n < 0)
+		return n;
+	pilot_ed25519_sign(id, msg, (size_t)n, sig);
+	pilot_b64_encode(id->pk, PROTO_ED25519_LEN, pk64, sizeof(pk64));
+	pilot_b64_encode(sig, sizeof(sig), sig64, sizeof(sig64));
+	n = snprintf(out, cap, "{\"type\":\"auth_reply\",\"node_id\":%" PRIu32
+		     ",\"public_key\":\"%s\",\"sig\":\"%s\"}", node, pk64, sig64);
+	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+int wss_parse_challenge(const char *json, size_t len, char nonce[65], uint64_t *ts)
+{
+	json_tokener *tok;
+	json_object *o, *v;
+	const char *s;
+	int rc = -EINVAL;
+
+	if (len == 0 || len > 4096 || !(tok = json_tokener_new()))
+		return -EINVAL;
+	o = json_tokener_parse_ex(tok, json, (int)len);
+	json_tokener_free(tok);
+	if (!o || !json_object_is_type(o, json_type_object))
+		goto out;
+	if (!json_object_object_get_ex(o, "type", &v) || !json_object_is_type(v, json_type_string)
+	    || strcmp(json_object_get_string(v), "auth_challenge") != 0)
+		goto out;
+	if (!json_object_object_get_ex(o, "nonce", &v) || !json_object_is_type(v, json_type_string)
+	    || strlen(s = json_object_get_string(v)) != 64 || strspn(s, "0123456789abcdef") != 64)
+		goto out;
+	memcpy(nonce, s, 65);
+	if (!json_object_object_get_ex(o, "ts", &v) || !json_object_is_type(v, json_type_int)
+	    || json_object_get_int64(v) < 0)
+		goto out;
+	*ts = (uint64_t)json_object_get_int64(v);
+	rc = 0;
+out:
+	json_object_put(o);
+	return rc;
+}
+
+static bool is_auth_ok(const uint8_t *msg, size_t len)
+{
+	json_tokener *tok = len <= 4096 ? json_tokener_new() : NULL;
+	json_object *o, *v;
+	bool ok;
+
+	if (!tok)
+		return false;
+	o = json_tokener_parse_ex(tok, (const char *)msg, (int)len);
+	json_tokener_free(tok);
+	ok = o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, "type", &v)
+	     && json_object_is_type(v, json_type_string) && !strcmp(json_object_get_string(v), "auth_ok");
+	json_object_put(o);
+	return ok;
+}
+
+/* ---- synthetic endpoints ------------------------------------------------------------ */
+
+void wss_beacon_ep(transport_ep *ep)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ep->ss;
+
+	memset(ep, 0, sizeof(*ep));
+	v4->sin_family = AF_INET;
+	v4->sin_addr.s_addr = htonl(0xC0000202); /* 192.0.2.2 */
+	ep->len = sizeof(*v4);
+}
+
+static void local_ep_of(transport_ep *ep)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ep->ss;
+
+	memset(ep, 0, sizeof(*ep));
+	v4->sin_family = AF_INET;
+	v4->sin_addr.s_addr = htonl(0xC0000201); /* 192.0.2.1 */
+	ep->len = sizeof(*v4);
+}
+
+static const uint8_t peer_prefix[12] = { 0x20, 0x01, 0x0d, 0xb8 };
+
+void wss_peer_ep(uint32_t node, transport_ep *ep)
+{
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ep->ss;
+
+	memset(ep, 0, sizeof(*ep));
+	v6->sin6_family = AF_INET6;
+	memcpy(v6->sin6_addr.s6_addr, peer_prefix, sizeof(peer_prefix));
+	proto_put32(v6->sin6_addr.s6_addr + 12, node);
+	ep->len = sizeof(*v6);
+}
+
+uint32_t wss_peer_ep_node(const transport_ep *ep)
+{
+	const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ep->ss;
+
+	if (ep->ss.ss_family != AF_INET6 || v6->sin6_port != 0
+	    || memcmp(v6->sin6_addr.s6_addr, peer_prefix, sizeof(peer_prefix)) != 0)
+		return 0;
+	return proto_get32(v6->sin6_addr.s6_addr + 12);
+}
+
+/* ---- loop plumbing ---------------------------------------------------------------------- */
+
+static void service(wss *c);
+
+static int64_t svc_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->svc_timer = 0;
+	service(c);
+	return 0;
+}
+
+static void kick(wss *c)
+{
+	if (!c->svc_timer)
+		c->svc_timer = pilot_loop_add_timer(c->loop, 0, svc_cb, c);
+}
+
+static void on_fd(pilot_loop *l, int fd, int events, void *arg)
+{
+	kick(arg);
+}
+
+static bool tcp_connecting(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	return getpeername(fd, (struct sockaddr *)&ss, &sl) < 0;
+}
+
+/* Follow the connection's socket and what we need from it. */
+static void fd_sync(wss *c)
+{
+	int fd = c->wsi ? lws_get_socket_fd(c->wsi) : -1, want = PILOT_EV_READ;
+
+	if (fd != c->fd) {
+		if (c->fd >= 0)
+			pilot_loop_del_fd(c->loop, c->fd);
+		c->fd = -1;
+		c->mask = 0;
+		if (fd >= 0 && pilot_loop_add_fd(c->loop, fd, PILOT_EV_READ, on_fd, c) == 0) {
+			c->fd = fd;
+			c->mask = PILOT_EV_READ;
+		}
+	}
+	if (c->fd < 0)
+		return;
+	if (c->qn || c->close_code || c->ping_due || lws_partial_buffered(c->wsi)
+	    || (c->state == C_DIAL && tcp_connecting(c->fd)))
+		want |= PILOT_EV_WRITE;
+	if (want != c->mask && pilot_loop_mod_fd(c->loop, c->fd, want) == 0)
+		c->mask = want;
+}
+
+static void service(wss *c)
+{
+	if (!c->ctx)
+		return;
+	lws_service(c->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
+	fd_sync(c);
+}
+
+static void del_timer(wss *c, uint64_t *t)
+{
+	if (*t)
+		pilot_loop_del_timer(c->loop, *t);
+	*t = 0;
+}
+
+/* ---- queue ------------------------------------------------------------------------------- */
+
+static int q_push(wss *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len, bool text)
+{
+	cmsg *m;
+
+	if (c->qn == WSS_QN || c->qbytes + hlen + len > WSS_QBYTES)
+		return -ENOBUFS;
+	m = &c->q[(c->qh + c->qn) % WSS_QN];
+	if (!(m->buf = malloc(LWS_PRE + hlen + len)))
+		return -ENOMEM;
+	if (hlen)
+		memcpy(m->buf + LWS_PRE, hdr, hlen);
+	memcpy(m->buf + LWS_PRE + hlen, data, len);
+	m->len = hlen + len;
+	m->text = text;
+	c->qn++;
+	c->qbytes += m->len;
+	return 0;
+}
+
+static void q_pop(wss *c)
+{
+	cmsg *m = &c->q[c->qh];
+
+	c->qbytes -= m->len;
+	free(m->buf);
+	m->buf = NULL;
+	c->qh = (c->qh + 1) % WSS_QN;
+	c->qn--;
+}
+
+static void q_clear(wss *c)
+{
+	while (c->qn)
+		q_pop(c);
+}
+
+static void want_write(wss *c)
+{
+	if (c->wsi)
+		lws_callback_on_writable(c->wsi);
+	fd_sync(c);
+}
+
+/* ---- connection life ---------------------------------------------------------------------- */
+
+static int64_t redial_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->redial_timer = 0;
+	dial(c);
+	return 0;
+}
+
+static int64_t jitter(int64_t ms)
+{
+	return ms * (750 + (int64_t)randombytes_uniform(501)) / 1000;
+}
+
+/* The connection is gone (or never came): schedule the next dial. Idempotent. */
+static void lost(wss *c, const char *why)
+{
+	int64_t delay;
+
+	if (c->state == C_IDLE)
+		return;
+	if (c->state == C_READY)
+		c->ws.disconnects++;
+	log_info("compat: connection to the beacon lost host=%s reason=\"%s\"", c->host, why);
+	c->state = C_IDLE;
+	c->ws.connected = false;
+	c->ping_due = c->pong_wait = false;
+	c->close_code = 0;
+	c->rx_len = 0;
+	q_clear(c);
+	del_timer(c, &c->dial_timer);
+	del_timer(c, &c->ping_timer);
+	del_timer(c, &c->pong_timer);
+	if (c->closing)
+		return;
+	delay = jitter(c->backoff);
+	c->backoff = c->backoff * 2 > c->bo_max ? c->bo_max : c->backoff * 2;
+	c->ws.backoff_ms = c->backoff;
+	c->redial_timer = pilot_loop_add_timer(c->loop, delay, redial_cb, c);
+}
+
+/* Ask lws to close: a close frame from the next WRITEABLE, and a hard kill 2 s
+ * later in case the peer never lets us write. */
+static void close_conn(wss *c, int code, const char *reason)
+{
+	if (!c->wsi || c->close_code)
+		return;
+	c->close_code = code;
+	c->close_reason = reason;
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 2);
+	want_write(c);
+	kick(c);
+}
+
+static int64_t dial_timeout_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->dial_timer = 0;
+	if (c->state == C_READY)
+		return 0;
+	log_info("compat: dial budget exceeded host=%s", c->host);
+	if (c->wsi)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	else
+		lost(c, "dial timeout");
+	kick(c);
+	return 0;
+}
+
+static int64_t pong_timeout_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->pong_timer = 0;
+	if (c->pong_wait) {
+		c->ws.ping_timeouts++;
+		close_conn(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "idle ping timeout");
+	}
+	return 0;
+}
+
+static int64_t ping_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	if (c->state != C_READY) {
+		c->ping_timer = 0;
+		return 0;
+	}
+	c->ping_due = true;
+	want_write(c);
+	return c->ping_ms;
+}
+
+static void dial(wss *c)
+{
+	struct lws_client_connect_info ci;
+
+	memset(&ci, 0, sizeof(ci));
+	ci.context = c->ctx;
+	ci.address = c->host;
+	ci.port = c->port;
+	ci.path = c->path;
+	ci.host = c->hosthdr;
+	ci.origin = NULL; /* no Origin header: the reference client sends none */
+	ci.protocol = WSS_PROTOCOL;
+	ci.ssl_connection = c->tls ? LCCSCF_USE_SSL : 0;
+	ci.opaque_user_data = c;
+	ci.pwsi = &c->wsi;
+	c->state = C_DIAL;
+	c->ws.dials++;
+	c->dial_timer = pilot_loop_add_timer(c->loop, c->dial_ms, dial_timeout_cb, c);
+	if (!lws_client_connect_via_info(&ci)) {
+		c->wsi = NULL;
+		lost(c, "cannot start the connection");
+		return;
+	}
+	fd_sync(c);
+	kick(c);
+}
+
+static void on_auth_done(wss *c)
+{
+	c->state = C_READY;
+	c->ws.auth_ok++;
+	c->ws.connected = true;
+	c->backoff = c->bo_min;
+	c->ws.backoff_ms = c->backoff;
+	del_timer(c, &c->dial_timer);
+	c->ping_timer = pilot_loop_add_timer(c->loop, c->ping_ms, ping_cb, c);
+	log_info("compat: connected to the beacon host=%s node=%" PRIu32, c->host, c->node);
+}
+
+static int auth_fail(wss *c, struct lws *wsi, const char *why)
+{
+	c->ws.auth_failed++;
+	log_warn("compat: beacon authentication failed host=%s reason=\"%s\"", c->host, why);
+	lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)"auth failed", 11);
+	return -1;
+}
+
+static int on_message(wss *c, struct lws *wsi, uint8_t *msg, size_t len, bool bin)
+{
+	char reply[512], nonce[65];
+	uint64_t ts;
+	transport_dgram d;
+	int n;
+
+	if (c->state == C_AUTH) {
+		if (!bin && is_auth_ok(msg, len)) {
+			on_auth_done(c);
+			return 0;
+		}
+		if (bin || wss_parse_challenge((const char *)msg, len, nonce, &ts) < 0)
+			return auth_fail(c, wsi, bin ? "binary message before auth_ok" : "unexpected auth message");
+		if ((n = wss_auth_reply(reply, sizeof(reply), &c->id, c->node, ts, nonce)) < 0
+		    || q_push(c, NULL, 0, (const uint8_t *)reply, (size_t)n, true) < 0)
+			return auth_fail(c, wsi, "cannot build the reply");
+		want_write(c);
+		return 0;
+	}
+	if (c->state != C_READY || !bin)
+		return 0; /* text after auth: reserved, ignored */
+	d.data = msg;
+	d.len = len;
+	d.cap = WSS_RXSLOT - TRANSPORT_HEADROOM;
+	wss_beacon_ep(&d.ep);
+	c->st.rx_dgrams++;
+	c->st.rx_bytes += len;
+	if (c->base.on_recv)
+		c->base.on_recv(c->base.ctx, &d, 1);
+	return 0;
+}
+
+static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
+{
+	uint8_t *buf = c->rx + TRANSPORT_HEADROOM;
+
+	if (lws_is_first_fragment(wsi)) {
+		c->rx_len = 0;
+		c->rx_over = false;
+		c->rx_bin = lws_frame_is_binary(wsi);
+	}
+	if (c->rx_over || c->rx_len + len > WSS_MAX_MSG) {
+		c->rx_over = true; /* drop the whole message, keep the connection */
+		c->st.rx_errors += lws_is_final_fragment(wsi);
+		return 0;
+	}
+	memcpy(buf + c->rx_len, in, len);
+	c->rx_len += len;
+	if (!lws_is_final_fragment(wsi))
+		return 0;
+	len = c->rx_len;
+	c->rx_len = 0;
+	return on_message(c, wsi, buf, len, c->rx_bin);
+}
+
+static int on_writeable(wss *c, struct lws *wsi)
+{
+	static uint8_t ping[LWS_PRE + 4];
+
+	if (c->close_code) {
+		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+				 (unsigned char *)c->close_reason, strlen(c->close_reason));
+		return -1;
+	}
+	if (c->ping_due) {
+		c->ping_due = false;
+		if (lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+			return -1;
+		if (!c->pong_wait) {
+			c->pong_wait = true;
+			c->pong_timer = pilot_loop_add_timer(c->loop, c->pong_ms, pong_timeout_cb, c);
+		}
+	}
+	while (c->qn && !lws_send_pipe_choked(wsi)) {
+		cmsg *m = &c->q[c->qh];
+
+		if (lws_write(wsi, m->buf + LWS_PRE, m->len, m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY)
+		    < (int)m->len) {
+			c->st.tx_errors++;
+			return -1;
+		}
+		if (!m->text) {
+			c->st.tx_dgrams++;
+			c->st.tx_bytes += m->len;
+		}
+		q_pop(c);
+	}
+	if (c->qn)
+		lws_callback_on_writable(wsi);
+	fd_sync(c);
+	return 0;
+}
+
+static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		  size_t len)
+{
+	wss *c = lws_get_opaque_user_data(wsi);
+
+	if (!c)
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		c->state = C_AUTH;
+		return 0;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return on_receive(c, wsi, in, len);
+	case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+		c->pong_wait = false;
+		del_timer(c, &c->pong_timer);
+		return 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return on_writeable(c, wsi);
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		lost(c, in && len ? (const char *)in : "connection error");
+		return 0;
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		lost(c, "closed");
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (c->wsi == wsi)
+			c->wsi = NULL;
+		lost(c, "closed");
+		return 0;
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+static const struct lws_protocols wss_protocols[] = {
+	{ .name = WSS_PROTOCOL, .callback = wss_cb, .rx_buffer_size = 4096 },
+	{ .name = NULL },
+};
+
+/* ---- vtable ---------------------------------------------------------------------------------- */
+
+static size_t wss_send(transport *t, const transport_dgram *dg, size_t n)
+{
+	wss *c = (wss *)t;
+	size_t i, queued = 0;
+
+	for (i = 0; i < n; i++) {
+		const transport_dgram *d = &dg[i];
+		uint8_t hdr[BEACON_RELAY_HDR];
+		size_t hlen = 0;
+		uint32_t dest = 0;
+
+		if (c->state != C_READY) {
+			c->ws.tx_notconn += n - i;
+			c->st.tx_errors += n - i;
+			break;
+		}
+		if (!d->len || (d->data[0] >= 0x10 && !(dest = wss_peer_ep_node(&d->ep)))) {
+			c->st.tx_errors++;
+			continue;
+		}
+		if (d->data[0] >= 0x10) {
+			proto_beacon_relay_hdr(c->node, dest, hdr);
+			hlen = sizeof(hdr);
+		}
+		if (d->len + hlen > WSS_MAX_MSG) {
+			c->ws.tx_oversize++;
+			c->st.tx_errors++;
+			continue;
+		}
+		if (q_push(c, hdr, hlen, d->data, d->len, false) < 0) {
+			c->st.tx_dropped += n - i;
+			break;
+		}
+		queued++;
+	}
+	if (queued)
+		want_write(c);
+	return queued;
+}
+
+static void wss_flush(transport *t)
+{
+	kick((wss *)t);
+}
+
+static int wss_local_ep(transport *t, transport_ep *ep)
+{
+	local_ep_of(ep);
+	return 0;
+}
+
+static void wss_stats_cb(transport *t, transport_stats *st)
+{
+	*st = ((wss *)t)->st;
+}
+
+static bool wss_relay_only(transport *t)
+{
+	return true;
+}
+
+static void wss_close(transport *t)
+{
+	wss *c = (wss *)t;
+
+	if (!c)
+		return;
+	c->closing = true;
+	if (c->ctx)
+		lws_context_destroy(c->ctx);
+	c->ctx = NULL;
+	c->wsi = NULL;
+	if (c->fd >= 0)
+		pilot_loop_del_fd(c->loop, c->fd);
+	del_timer(c, &c->svc_timer);
+	del_timer(c, &c->tick_timer);
+	del_timer(c, &c->redial_timer);
+	del_timer(c, &c->dial_timer);
+	del_timer(c, &c->ping_timer);
+	del_timer(c, &c->pong_timer);
+	q_clear(c);
+	pilot_identity_wipe(&c->id);
+	free(c->rx);
+	free(c);
+}
+
+static const struct transport_ops wss_ops = {
+	.send = wss_send, .flush = wss_flush, .local_ep = wss_local_ep,
+	.stats = wss_stats_cb, .close = wss_close, .relay_only = wss_relay_only,
+};
+
+void wss_transport_get_stats(transport *t, wss_stats *st)
+{
+	*st = ((wss *)t)->ws;
+}
+
+bool wss_transport_connected(transport *t)
+{
+	return ((wss *)t)->state == C_READY;
+}
+
+/* ---- set-up ------------------------------------------------------------------------------------ */
+
+/* wss://host[:port][/path] or ws://...; [v6] in brackets. */
+static int parse_url(wss *c, const char *url)
+{
+	const char *p, *h, *end;
+	size_t hl;
+
+	if (!strncmp(url, "wss://", 6)) {
+		c->tls = true;
+		c->port = 443;
+		p = url + 6;
+	} else if (!strncmp(url, "ws://", 5)) {
+		c->port = 80;
+		p = url + 5;
+	} else {
+		return -EINVAL;
+	}
+	h = p;
+	if (*p == '[') {
+		if (!(end = strchr(p, ']')))
+			return -EINVAL;
+		h = p + 1;
+		hl = (size_t)(end - h);
+		p = end + 1;
+	} else {
+		hl = strcspn(p, ":/");
+		p += hl;
+	}
+	if (!hl || hl >= sizeof(c->host))
+		return -EINVAL;
+	memcpy(c->host, h, hl);
+	c->host[hl] = 0;
+	if (*p == ':') {
+		char *e;
+		long v = strtol(p + 1, &e, 10);
+
+		if (e == p + 1 || v < 1 || v > 65535 || (*e && *e != '/'))
+			return -EINVAL;
+		c->port = (int)v;
+		p = e;
+	}
+	snprintf(c->path, sizeof(c->path), "%s", *p ? p : "/v1/compat");
+	/* Host header; lws strips ":port" for TLS name checks, so keep v6 bare */
+	if (strchr(c->host, ':') || c->port == (c->tls ? 443 : 80))
+		snprintf(c->hosthdr, sizeof(c->hosthdr), "%s", c->host);
+	else
+		snprintf(c->hosthdr, sizeof(c->hosthdr), "%s:%d", c->host, c->port);
+	return 0;
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+	size_t n = strlen(line);
+
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	if (level & LLL_ERR)
+		log_warn("lws: %.*s", (int)n, line);
+	else
+		log_debug("lws: %.*s", (int)n, line);
+}
+
+static const char *proxy_of(const wss_config *cfg)
+{
+	const char *p = cfg->proxy;
+
+	if (!p && !(p = getenv("HTTPS_PROXY")))
+		p = getenv("https_proxy");
+	return p && *p ? p : NULL;
+}
+
+static int make_context(wss *c, const wss_config *cfg, char *err, size_t errlen)
+{
+	struct lws_context_creation_info ci;
+	const char *proxy = proxy_of(cfg);
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	memset(&ci, 0, sizeof(ci));
+	ci.port = CONTEXT_PORT_NO_LISTEN;
+	ci.protocols = wss_protocols;
+	ci.gid = (gid_t)-1;
+	ci.uid = (uid_t)-1;
+	ci.http_proxy_address = proxy; /* lws_set_proxy form; NULL: lws reads $http_proxy */
+	if (c->tls) {
+		ci.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		if (cfg->tls_root && cfg->tls_root[0]) {
+			if (access(cfg->tls_root, R_OK) < 0) {
+				snprintf(err, errlen, "compat -tls-root %s: %s", cfg->tls_root, strerror(errno));
+				return -1;
+			}
+			ci.client_ssl_ca_filepath = cfg->tls_root;
+			ci.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+		}
+	}
+	if (!(c->ctx = lws_create_context(&ci))) {
+		snprintf(err, errlen, "compat: cannot create the libwebsockets context");
+		return -1;
+	}
+	if (proxy)
+		log_info("compat: using HTTP CONNECT proxy proxy=%s", proxy);
+	if (c->tls && !(cfg->tls_root && cfg->tls_root[0]))
+		log_warn("compat: TLS trust is the system CA store: any public CA can issue a "
+			 "certificate for %s and impersonate the beacon; pin the beacon's CA with "
+			 "-tls-root", c->host);
+	return 0;
+}
+
+static int64_t tick_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	service(arg);
+	return WSS_TICK_MS;
+}
+
+transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_recv_cb cb,
+			     void *ctx, char *err, size_t errlen)
+{
+	wss *c = calloc(1, sizeof(*c));
+	const char *url = cfg->url && cfg->url[0] ? cfg->url : WSS_DEFAULT_URL;
+
+	if (c)
+		c->fd = -1;
+	if (!c || !(c->rx = malloc(WSS_RXSLOT))) {
+		snprintf(err, errlen, "compat: out of memory");
+		goto fail;
+	}
+	c->loop = loop;
+	c->base = (transport){ .ops = &wss_ops, .on_recv = cb, .ctx = ctx };
+	if (parse_url(c, url) < 0) {
+		snprintf(err, errlen, "compat URL %s: want wss://host[:port]/path or ws://...", url);
+		goto fail;
+	}
+	if (!cfg->id || !cfg->node) {
+		snprintf(err, errlen, "compat: needs the node ID and identity");
+		goto fail;
+	}
+	c->node = cfg->node;
+	c->id = *cfg->id;
+	c->ping_ms = cfg->ping_ms > 0 ? cfg->ping_ms : 30000;
+	c->pong_ms = cfg->pong_ms > 0 ? cfg->pong_ms : 10000;
+	c->bo_min = cfg->backoff_min_ms > 0 ? cfg->backoff_min_ms : 250;
+	c->bo_max = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 30000;
+	c->dial_ms = cfg->dial_ms > 0 ? cfg->dial_ms : 20000;
+	c->backoff = c->bo_min;
+	c->ws.backoff_ms = c->backoff;
+	if (make_context(c, cfg, err, errlen) < 0)
+		goto fail;
+	if (!(c->tick_timer = pilot_loop_add_timer(loop, WSS_TICK_MS, tick_cb, c))) {
+		snprintf(err, errlen, "compat: out of memory");
+		goto fail;
+	}
+	dial(c);
+	return &c->base;
+fail:
+	if (c)
+		wss_close(&c->base);
+	return NULL;
+}
