@@ -18,10 +18,12 @@
 #include "lib/loop.h"
 #include "lib/opts.h"
 #include "rendezvous/beacon.h"
+#include "rendezvous/ca.h"
 #include "rendezvous/http.h"
 #include "rendezvous/registry.h"
 #include "rendezvous/server.h"
 #include "rendezvous/tls.h"
+#include "rendezvous/wss.h"
 
 #define PROG "pilot-rendezvous"
 
@@ -29,12 +31,14 @@ struct options {
 	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
 	char *admin_token, *replication_token;
+	char *wss_addr, *wss_tls_cert, *wss_tls_key;
+	long wss_max_peers, wss_rate;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip;
 	int64_t frame_timeout, idle_timeout;
 };
 
-#define NOPTS 25
+#define NOPTS 30
 
 struct app {
 	struct options o;
@@ -45,6 +49,7 @@ struct app {
 	rdv_standby *standby;
 	rdv_http *http;
 	beacon *bcn;
+	rdv_wss *wss;
 	uint64_t tick_timer;
 	char cert_path[4096], key_path[4096];
 };
@@ -99,6 +104,18 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "close a registry connection idle this long", "duration" ),
 		OPT("frame-timeout", PILOT_OPT_DURATION, &o->frame_timeout, "10s",
 		  "a started request frame must arrive completely within this", "duration" ),
+		OPT("wss-addr", PILOT_OPT_STRING, &o->wss_addr, NULL,
+		  "compat WebSocket bridge (path /v1/compat) listen address; empty = off",
+		  "host:port" ),
+		OPT("wss-tls-cert", PILOT_OPT_STRING, &o->wss_tls_cert, NULL,
+		  "terminate TLS on -wss-addr with this certificate (PEM); empty = plain WS "
+		  "behind a TLS proxy", "file" ),
+		OPT("wss-tls-key", PILOT_OPT_STRING, &o->wss_tls_key, NULL,
+		  "private key (PEM) for -wss-tls-cert", "file" ),
+		OPT("wss-max-peers", PILOT_OPT_INT, &o->wss_max_peers, "10000",
+		  "compat WebSocket connections; beyond: HTTP 503", "n", 1, 1000000 ),
+		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
+		  "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000 ),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL ),
 		OPT("print-fingerprint", PILOT_OPT_BOOL, &o->print_fpr, NULL,
 		  "print the TLS certificate fingerprint (generating it if needed) and exit", NULL ),
@@ -153,6 +170,12 @@ static int validate(struct app *a)
 	if (!empty(o->standby)
 	    && (rdv_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
 		return usage_error("invalid -standby (want the primary's host:port)");
+	if (!empty(o->wss_addr) && rdv_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
+		return usage_error("invalid -wss-addr (want host:port, :port or [v6]:port)");
+	if (empty(o->wss_tls_cert) != empty(o->wss_tls_key))
+		return usage_error("-wss-tls-cert and -wss-tls-key go together");
+	if (!empty(o->wss_addr) && o->no_beacon)
+		return usage_error("-wss-addr bridges into the beacon (drop -no-beacon)");
 	if (empty(o->tls_cert) != empty(o->tls_key))
 		return usage_error("-tls-cert and -tls-key go together");
 	if ((o->tls || o->print_fpr) && empty(o->tls_cert) && empty(o->store))
@@ -243,7 +266,12 @@ static int check_config(struct app *a)
 	if ((!o->no_registry && check_addr("registry-addr", o->registry_addr, 1) < 0)
 	    || (!o->no_beacon && check_addr("beacon-addr", o->beacon_addr, 1) < 0)
 	    || (!empty(o->http) && check_addr("http", o->http, 1) < 0)
-	    || (!empty(o->standby) && check_addr("standby", o->standby, 0) < 0))
+	    || (!empty(o->standby) && check_addr("standby", o->standby, 0) < 0)
+	    || (!empty(o->wss_addr) && check_addr("wss-addr", o->wss_addr, 1) < 0))
+		return 1;
+	if (!empty(o->wss_tls_cert)
+	    && (readable("WSS TLS certificate", o->wss_tls_cert) < 0
+		|| readable("WSS TLS key", o->wss_tls_key) < 0))
 		return 1;
 	if (reg_store_check(o->store, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", PROG, err);
@@ -337,6 +365,15 @@ static void beacon_metrics(FILE *f, const beacon *b)
 		st.dropped_malformed, 0);
 	counter(f, "pilot_beacon_send_errors_total", "Datagrams the kernel refused.", st.send_errors, 0);
 	counter(f, "pilot_beacon_nodes", "Verified endpoints known to the beacon.", st.nodes, 1);
+	fprintf(f, "# HELP pilot_bridge_relayed_total Packets relayed across the compat bridge, by direction.\n"
+		   "# TYPE pilot_bridge_relayed_total counter\n"
+		   "pilot_bridge_relayed_total{direction=\"udp_wss\"} %llu\n"
+		   "pilot_bridge_relayed_total{direction=\"wss_udp\"} %llu\n"
+		   "pilot_bridge_relayed_total{direction=\"wss_wss\"} %llu\n",
+		(unsigned long long)st.relay_udp_wss, (unsigned long long)st.relay_wss_udp,
+		(unsigned long long)st.relay_wss_wss);
+	counter(f, "pilot_bridge_spoofed_total", "Compat datagrams naming another sender (dropped).",
+		st.inject_spoofed, 0);
 }
 
 static void metrics_extra(FILE *f, void *arg)
@@ -373,6 +410,8 @@ static void metrics_extra(FILE *f, void *arg)
 	}
 	if (a->bcn)
 		beacon_metrics(f, a->bcn);
+	if (a->wss)
+		rdv_wss_metrics(a->wss, f);
 }
 
 static void start(struct app *a)
@@ -410,6 +449,16 @@ static void start(struct app *a)
 	}
 	if (!o->no_beacon && !(a->bcn = beacon_new(a->loop, o->beacon_addr, a->reg, err, sizeof(err))))
 		pilot_fatal("beacon: %s", err);
+	if (!empty(o->wss_addr)) {
+		rdv_wss_config wc = {
+			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
+			.reg = a->reg, .bcn = a->bcn, .max_peers = o->wss_max_peers,
+			.rate_burst = o->wss_rate ? 0 : -1, .rate_per_min = o->wss_rate,
+		};
+
+		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))
+			pilot_fatal("wss: %s", err);
+	}
 	if (!empty(o->standby)
 	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->reg,
 					      err, sizeof(err))))
@@ -436,8 +485,9 @@ static void log_started(const struct app *a)
 
 	if (a->bcn)
 		snprintf(bcn, sizeof(bcn), "%s(udp/%d)", o->beacon_addr, beacon_local_port(a->bcn));
-	log_info("started registry=%s%s beacon=%s http=%s store=%s standby=%s",
+	log_info("started registry=%s%s beacon=%s wss=%s%s http=%s store=%s standby=%s",
 		 a->srv ? rdv_server_addr(a->srv) : "off", a->tls ? " tls=on" : "", bcn,
+		 a->wss ? o->wss_addr : "off", a->wss && !empty(o->wss_tls_cert) ? " wss-tls=on" : "",
 		 a->http ? rdv_http_addr(a->http) : "off",
 		 empty(o->store) ? "memory" : o->store, empty(o->standby) ? "no" : o->standby);
 	if (a->tls)
@@ -449,6 +499,7 @@ static void stop(struct app *a)
 	rdv_http_free(a->http);
 	rdv_standby_free(a->standby);
 	rdv_server_free(a->srv);
+	rdv_wss_free(a->wss);
 	beacon_free(a->bcn);
 	if (a->loop)
 		pilot_loop_del_timer(a->loop, a->tick_timer);
@@ -466,6 +517,8 @@ int main(int argc, char **argv)
 	enum pilot_log_format lf = PILOT_LOG_TEXT;
 	int first = argc, r;
 
+	if (argc > 1 && !strcmp(argv[1], "ca"))
+		return rdv_ca_main(argc - 2, argv + 2);
 	block_loop_signals();
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
