@@ -11,6 +11,8 @@ FUZZ_SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-3}
 TESTS=${TESTS:-*}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# libwebsockets/OpenSSL keep TLS-context objects after teardown (see the file).
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 LOGDIR=$BUILD/test-logs
 rm -rf "$LOGDIR" && mkdir -p "$LOGDIR"
 
