@@ -35,7 +35,7 @@ static void m_flush(transport *t) { (void)t; }
 static int m_local(transport *t, transport_ep *ep) { *ep = ((memtx *)t)->self; return 0; }
 static void m_stats(transport *t, transport_stats *st) { (void)t; memset(st, 0, sizeof(*st)); }
 static void m_close(transport *t) { (void)t; }
-static const struct transport_ops m_ops = { m_send, m_flush, m_local, m_stats, m_close };
+static const struct transport_ops m_ops = { m_send, m_flush, m_local, m_stats, m_close, NULL };
 
 static pilot_identity ida, idb;
 static int inited;
