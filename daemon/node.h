@@ -73,6 +73,7 @@ typedef struct node {
 	int discover_tries;
 	bool discovering, up, stopping, poll_inflight;
 	node_stats st;
+	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
 } node;
 
 node *node_new(const node_options *o);
@@ -95,6 +96,10 @@ void node_data_relayed_handshakes(node *n, json_object *reply);
 size_t node_data_trusted(node *n, uint32_t *ids, size_t cap);
 void node_data_shutdown(node *n);      /* FIN/RST every connection */
 void node_data_free(node *n);          /* NULL-safe parts */
+/* built-in services and control operations (ctl_svc.c, ctl_comm.c) */
+void node_svc_up(node *n);             /* data exchange 1001, event stream 1002 */
+void node_svc_down(node *n);           /* before the conn table goes; idempotent */
+void ctl_register_comm(node *n);       /* from ctl_register_conn */
 
 /* ---- port-444 handshake service and trust's send_direct (node_hs.c) ---- */
 int node_hs_listen(node *n);
