@@ -16,7 +16,7 @@
 #include "lib/opts.h"
 
 #define PROG "pilotd"
-#define NOPTS 32
+#define NOPTS 40
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -74,6 +74,16 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "deregister from the registry on SIGTERM/SIGINT (waits at most 2 s)", NULL),
 		OPT("user", PILOT_OPT_STRING, &o->user, NULL,
 		  "when started as root: switch to this user once the sockets are open", "name"),
+		OPT("tun", PILOT_OPT_STRING, &o->tun, "pilot0",
+		  "TUN device name; -tun=off runs without a TUN device (no IP access)", "name|off"),
+		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
+		  "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
+		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
+		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
+		  "IP <-> address map file (default: addrmap.json beside the identity; "
+		  "in memory without -identity)", "path"),
+		OPT("no-dns", PILOT_OPT_BOOL, &o->no_dns, NULL,
+		  "no DNS responder for .pilot names on the TUN address", NULL),
 		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
 		  "debug, info, warn or error", "level"),
 		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
@@ -136,6 +146,10 @@ static int validate(node_options *o)
 		return usage_error("invalid -kdf (want ref or new)");
 	if (o->keepalive <= 0 || o->idle_timeout <= 0 || o->time_wait < 0)
 		return usage_error("-keepalive and -idle-timeout must be positive, -time-wait not negative");
+	if (node_tun_enabled(o) && (strlen(o->tun) >= 16 || strchr(o->tun, '/')))
+		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
+	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
+		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
 	if (!empty(o->user) && !getpwnam(o->user))
 		return usage_error("-user names no such user");
 	if (!empty(o->user) && geteuid() != 0)

@@ -23,6 +23,7 @@
 #define DISCOVER_WAIT_MS 2000
 #define DISCOVER_TRIES 3
 #define SHUTDOWN_WAIT_MS 2000
+#define DROP_WAIT_MS 10000 /* -user with a TUN: the longest the drop waits for the ULA */
 
 static int empty(const char *s)
 {
@@ -86,15 +87,30 @@ static void drop_privileges(node *n)
 {
 	struct passwd *pw;
 
-	if (empty(n->o.user))
+	if (empty(n->o.user) || n->dropped)
 		return;
+	pilot_loop_del_timer(n->loop, n->drop_timer);
+	n->drop_timer = 0;
+	node_tun_before_drop(n);
 	if (!(pw = getpwnam(n->o.user)))
 		pilot_fatal("-user %s: no such user", n->o.user);
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
 		pilot_fatal("cannot switch to user %s: %s", n->o.user, strerror(errno));
 	if (setuid(0) == 0)
 		pilot_fatal("still able to regain root after switching to %s", n->o.user);
+	n->dropped = true;
 	log_info("dropped privileges user=%s uid=%u", n->o.user, (unsigned)pw->pw_uid);
+}
+
+static int64_t drop_timeout(pilot_loop *l, uint64_t id, void *arg)
+{
+	node *n = arg;
+
+	n->drop_timer = 0;
+	log_warn("not registered after %d s: dropping privileges without the own ULA",
+		 DROP_WAIT_MS / 1000);
+	drop_privileges(n);
+	return 0;
 }
 
 /* ---- registry glue ---- */
@@ -104,8 +120,11 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 
 	n->node_id = id;
 	snprintf(n->address, sizeof(n->address), "%s", address);
-	if (!n->up && !n->stopping)
+	if (!n->up && !n->stopping) {
 		node_data_up(n);
+		node_tun_up(n);
+		drop_privileges(n);
+	}
 }
 
 static void on_handshakes(void *arg, json_object *reply)
@@ -308,6 +327,7 @@ static void open_ctlsock(node *n)
 	ctl_register_registry(n);
 	ctl_register_trust(n);
 	ctl_register_conn(n);
+	ctl_register_tun(n);
 }
 
 static void before_sleep(pilot_loop *l, void *arg)
@@ -331,7 +351,11 @@ void node_start(node *n)
 	open_ctlsock(n);
 	if (!(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
 		pilot_fatal("tunnel: %s", err);
-	drop_privileges(n);
+	node_tun_open(n);
+	if (n->tun && !empty(n->o.user)) /* the own ULA needs the node ID: drop once registered */
+		n->drop_timer = pilot_loop_add_timer(n->loop, DROP_WAIT_MS, drop_timeout, n);
+	else
+		drop_privileges(n);
 	if (pilot_loop_add_signal(n->loop, SIGTERM, on_signal, n) < 0
 	    || pilot_loop_add_signal(n->loop, SIGINT, on_signal, n) < 0
 	    || pilot_loop_add_signal(n->loop, SIGHUP, on_signal, n) < 0)
@@ -359,10 +383,13 @@ void node_free(node *n)
 		return;
 	ctlsock_free(n->ctl);
 	n->ctl = NULL;
+	node_tun_down(n);
 	node_data_free(n);
 	registration_free(n->reg);
+	node_tun_free(n);
 	transport_close(n->t);
 	pilot_loop_del_timer(n->loop, n->discover_timer);
+	pilot_loop_del_timer(n->loop, n->drop_timer);
 	pilot_identity_wipe(&n->id);
 	pilot_loop_free(n->loop);
 	free(n);

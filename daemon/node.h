@@ -25,6 +25,9 @@ struct ctl_reply;
 typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
+	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
+	long tun_mtu;
+	int no_dns;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
@@ -46,6 +49,7 @@ struct ctlsock;
 struct conn_table;
 struct trust;
 struct node_hs;
+struct node_tun;
 
 /* The whole daemon. Handlers in ctl_*.c read it directly: it is the glue's
  * private state, not an interface to other folders. */
@@ -63,6 +67,9 @@ typedef struct node {
 	struct conn_table *conns;
 	struct trust *trust;
 	struct node_hs *hs;         /* port-444 service state (node_hs.c) */
+	struct node_tun *tun;       /* TUN device, address map, DNS, bridge (node_tun.c) */
+	uint64_t drop_timer;        /* -user with a TUN: the drop waits for the own ULA */
+	bool dropped;
 	uint32_t node_id;
 	char address[32];
 	char hostname[64];
@@ -107,11 +114,23 @@ void node_hs_free(node *n);
 int node_hs_send_direct(void *arg, uint32_t peer, const uint8_t *buf, size_t len,
 			void (*done)(void *op, int err), void *op);
 
+/* ---- the TUN virtual NIC (node_tun.c) ---- */
+/* -tun-subnet: "10.4.0.0/16" -> network (host order) and prefix. 0 or -EINVAL. */
+int node_tun_parse_subnet(const char *cidr, uint32_t *net, int *prefix);
+bool node_tun_enabled(const node_options *o);   /* -tun is not "off" */
+void node_tun_open(node *n);     /* before the privilege drop: device, IPv4, map, DNS */
+void node_tun_up(node *n);       /* first register_ok: own ULA, the bridge */
+void node_tun_before_drop(node *n); /* systemd-resolved, while still privileged */
+void node_tun_down(node *n);     /* the bridge; before the conn table goes */
+void node_tun_free(node *n);     /* the rest; after the registration. NULL-safe parts */
+json_object *node_tun_info_json(node *n); /* for info: device, IPs, flow counts */
+
 /* Register every control verb. Each ctl_*.c file contributes one group. */
 void ctl_register_info(node *n);
 void ctl_register_registry(node *n);
 void ctl_register_trust(node *n);
 void ctl_register_conn(node *n);
+void ctl_register_tun(node *n);
 
 /* Shared helpers for handlers. */
 /* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */

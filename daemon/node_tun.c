@@ -1,0 +1,347 @@
+/* The TUN virtual NIC of pilotd (DESIGN.md §3, tun/ADDRESSING.md): the device
+ * with the own IPv4 and the ULA route, the persisted address map and the DNS
+ * responder are set up in node_tun_open, before the privilege drop (both need
+ * CAP_NET_ADMIN / port 53). The own ULA needs the node ID, so it and the bridge
+ * come in node_tun_up on the first register_ok; with -user the drop waits for
+ * that (node.c, at most DROP_WAIT_MS). Tear-down: the bridge before the conn
+ * table (node_tun_down), the DNS responder after the registration (its pending
+ * lookups are answered with -ECANCELED), then the map and the device (closing
+ * the fd removes the device, its addresses and routes). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/conn.h"
+#include "daemon/node.h"
+#include "daemon/node_tun.h"
+#include "daemon/registration.h"
+#include "lib/jsonwire.h"
+#include "lib/log.h"
+
+#define TUN_STREAM_BUF (1u << 20) /* kernel-side TCP buffers of a bridged flow */
+
+static int empty(const char *s)
+{
+	return !s || !s[0];
+}
+
+bool node_tun_enabled(const node_options *o)
+{
+	return !empty(o->tun) && strcmp(o->tun, "off") != 0;
+}
+
+int node_tun_parse_subnet(const char *cidr, uint32_t *net, int *prefix)
+{
+	char ip[INET_ADDRSTRLEN], *end;
+	const char *slash = cidr ? strchr(cidr, '/') : NULL;
+	struct in_addr a;
+	long p;
+
+	if (!slash || (size_t)(slash - cidr) >= sizeof(ip))
+		return -EINVAL;
+	memcpy(ip, cidr, (size_t)(slash - cidr));
+	ip[slash - cidr] = '\0';
+	p = strtol(slash + 1, &end, 10);
+	if (inet_pton(AF_INET, ip, &a) != 1 || !slash[1] || *end || p < TUN_ADDRMAP_MIN_PREFIX
+	    || p > TUN_ADDRMAP_MAX_PREFIX)
+		return -EINVAL;
+	*net = ntohl(a.s_addr);
+	*prefix = (int)p;
+	return (*net & ~(0xffffffffu << (32 - p))) ? -EINVAL : 0;
+}
+
+/* ---- the address map ---- */
+static void map_path(node *n, node_tun *nt)
+{
+	const char *id = n->o.identity, *slash;
+
+	if (!empty(n->o.map_file)) {
+		snprintf(nt->map_path, sizeof(nt->map_path), "%s", n->o.map_file);
+	} else if (!empty(id)) {
+		slash = strrchr(id, '/');
+		if (!slash)
+			snprintf(nt->map_path, sizeof(nt->map_path), "addrmap.json");
+		else
+			snprintf(nt->map_path, sizeof(nt->map_path), "%.*s/addrmap.json",
+				 slash == id ? 1 : (int)(slash - id), id);
+	}
+}
+
+static void open_map(node *n, node_tun *nt)
+{
+	tun_addrmap_cfg mc = { 0 };
+	char err[512];
+
+	node_tun_parse_subnet(n->o.tun_subnet, &mc.subnet, &mc.prefix_len);
+	map_path(n, nt);
+	mc.path = nt->map_path[0] ? nt->map_path : NULL;
+	if (tun_addrmap_open(&mc, &nt->map, err, sizeof(err)) < 0)
+		pilot_fatal("%s", err);
+}
+
+/* ---- DNS: hostnames through the registry ---- */
+typedef struct dns_req {
+	node *n;
+	uint64_t token;
+} dns_req;
+
+static void dns_answer(node *n, uint64_t token, int status, pilot_addr a)
+{
+	if (n->tun && n->tun->dns)
+		tun_dns_resolve_done(n->tun->dns, token, status, a);
+}
+
+static void dns_resolved(void *arg, json_object *reply, int err)
+{
+	dns_req *q = arg;
+	json_object *v = NULL;
+	int64_t id = 0;
+
+	if (!err && json_object_object_get_ex(reply, "node_id", &v))
+		id = json_object_get_int64(v);
+	if (err == -EREMOTEIO || (!err && (id <= 0 || id > UINT32_MAX)))
+		dns_answer(q->n, q->token, -ENOENT, pilot_addr_make(0, 0));
+	else if (err)
+		dns_answer(q->n, q->token, err, pilot_addr_make(0, 0));
+	else
+		dns_answer(q->n, q->token, 0, pilot_addr_make(0, (uint32_t)id));
+	free(q);
+}
+
+static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
+{
+	node *n = ctx;
+	dns_req *q = malloc(sizeof(*q));
+
+	if (q) {
+		*q = (dns_req){ .n = n, .token = token };
+		if (n->reg && registration_resolve_hostname(n->reg, hostname, dns_resolved, q) == 0)
+			return;
+	}
+	free(q);
+	dns_answer(n, token, -EAGAIN, pilot_addr_make(0, 0));
+}
+
+static void dns_listen4(node *n, node_tun *nt)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(TUN_DNS_PORT) };
+	tun_dns_cfg dc = { .map = nt->map, .resolve = dns_resolve, .ctx = n };
+	char err[512];
+	int r;
+
+	if (n->o.no_dns)
+		return;
+	if ((r = tun_dns_new(&dc, &nt->dns)) < 0)
+		pilot_fatal("DNS responder: %s", strerror(-r));
+	sa.sin_addr.s_addr = htonl(tun_addrmap_own_ip(nt->map));
+	if (tun_dns_listen(nt->dns, n->loop, (struct sockaddr *)&sa, sizeof(sa), err, sizeof(err)) < 0)
+		pilot_fatal("%s (or run with -no-dns)", err);
+}
+
+static void dns_listen6(node *n, node_tun *nt)
+{
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(TUN_DNS_PORT) };
+	char err[512];
+
+	if (!nt->dns)
+		return;
+	sa.sin6_addr = nt->own6;
+	if (tun_dns_listen(nt->dns, n->loop, (struct sockaddr *)&sa, sizeof(sa), err, sizeof(err)) < 0)
+		log_warn("tun: no DNS on the own ULA: %s", err);
+}
+
+/* resolvectl talks to the system's resolved, which knows interfaces by index
+ * in its own namespace: registering from another network namespace would
+ * configure an unrelated link, so it is done only in the initial one. */
+static bool in_init_netns(void)
+{
+	struct stat self, init;
+
+	if (stat("/proc/self/ns/net", &self) < 0 || stat("/proc/1/ns/net", &init) < 0)
+		return false;
+	return self.st_ino == init.st_ino && self.st_dev == init.st_dev;
+}
+
+static void register_resolved(node *n, node_tun *nt)
+{
+	char err[512];
+	int r;
+
+	if (!nt->dns || nt->resolved_tried)
+		return;
+	nt->resolved_tried = true;
+	if (!in_init_netns()) {
+		log_debug("tun: not in the initial network namespace: systemd-resolved left alone");
+		return;
+	}
+	r = tun_dns_register_resolved(nt->dns, tun_dev_name(nt->dev), NULL, err, sizeof(err));
+	if (r < 0)
+		log_warn("tun: systemd-resolved registration failed: %s", err);
+	else if (r > 0)
+		log_info("tun: registered with systemd-resolved dev=%s domain=~pilot", tun_dev_name(nt->dev));
+}
+
+/* ---- life cycle ---- */
+static void open_dev(node *n, node_tun *nt)
+{
+	tun_dev_cfg dc = {
+		.name = n->o.tun,
+		.mtu = (unsigned)n->o.tun_mtu,
+		.ip4 = tun_addrmap_own_ip(nt->map),
+		.ip4_prefix = tun_addrmap_prefix_len(nt->map),
+		.has_route6 = true,
+		.route6_prefix = TUN_ULA_PREFIX_LEN,
+	};
+	char err[512];
+
+	memcpy(dc.route6.s6_addr, tun_ula_prefix, sizeof(tun_ula_prefix));
+	if (tun_dev_open(&dc, &nt->dev, err, sizeof(err)) < 0)
+		pilot_fatal("%s (run as root or with CAP_NET_ADMIN, or pass -tun=off)", err);
+}
+
+void node_tun_open(node *n)
+{
+	node_tun *nt;
+	char ip[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if (!node_tun_enabled(&n->o))
+		return;
+	if (!(nt = calloc(1, sizeof(*nt))))
+		pilot_fatal("out of memory");
+	n->tun = nt;
+	open_map(n, nt);
+	open_dev(n, nt);
+	dns_listen4(n, nt);
+	a.s_addr = htonl(tun_addrmap_own_ip(nt->map));
+	inet_ntop(AF_INET, &a, ip, sizeof(ip));
+	log_info("tun: device up dev=%s ip=%s/%d mtu=%u map=%s mapped=%zu dns=%s", tun_dev_name(nt->dev),
+		 ip, tun_addrmap_prefix_len(nt->map), tun_dev_mtu(nt->dev),
+		 nt->map_path[0] ? nt->map_path : "memory", tun_addrmap_count(nt->map),
+		 nt->dns ? "on" : "off");
+}
+
+static void add_own6(node *n, node_tun *nt, pilot_addr own)
+{
+	char err[512], s[INET6_ADDRSTRLEN];
+
+	tun_ula_from_addr(own, &nt->own6);
+	inet_ntop(AF_INET6, &nt->own6, s, sizeof(s));
+	if (tun_dev_add_addr6(nt->dev, &nt->own6, TUN_ULA_NET_PREFIX_LEN, err, sizeof(err)) < 0) {
+		log_warn("tun: own ULA %s not configured: %s", s, err);
+		return;
+	}
+	nt->has_own6 = true;
+	log_info("tun: own ULA ip6=%s/%d", s, TUN_ULA_NET_PREFIX_LEN);
+	dns_listen6(n, nt);
+}
+
+void node_tun_up(node *n)
+{
+	node_tun *nt = n->tun;
+	pilot_addr own = pilot_addr_make(0, n->node_id);
+	tunbridge_config bc = {
+		.sndbuf = TUN_STREAM_BUF,
+		.rcvbuf = TUN_STREAM_BUF,
+	};
+	char err[512];
+
+	if (!nt || nt->bridge)
+		return;
+	tun_addrmap_set_own(nt->map, own);
+	add_own6(n, nt, own);
+	register_resolved(n, nt);
+	bc.dev = nt->dev;
+	bc.map = nt->map;
+	bc.own = own;
+	if (!(nt->bridge = tunbridge_new(n->loop, n->conns, &bc, err, sizeof(err))))
+		pilot_fatal("%s", err);
+	log_info("tun: bridge up dev=%s own=%s", tun_dev_name(nt->dev), n->address);
+}
+
+void node_tun_before_drop(node *n)
+{
+	if (n->tun)
+		register_resolved(n, n->tun);
+}
+
+void node_tun_down(node *n)
+{
+	if (!n->tun)
+		return;
+	tunbridge_free(n->tun->bridge);
+	n->tun->bridge = NULL;
+}
+
+void node_tun_free(node *n)
+{
+	node_tun *nt = n->tun;
+
+	if (!nt)
+		return;
+	tunbridge_free(nt->bridge);
+	tun_dns_free(nt->dns);
+	tun_addrmap_free(nt->map);
+	tun_dev_close(nt->dev);
+	free(nt);
+	n->tun = NULL;
+}
+
+/* ---- pilotctl info ---- */
+static void set_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void set_int(json_object *o, const char *k, int64_t v)
+{
+	json_object_object_add(o, k, json_object_new_int64(v));
+}
+
+void node_tun_ip4_text(const node_tun *nt, uint32_t ip, char out[INET_ADDRSTRLEN])
+{
+	struct in_addr a = { .s_addr = htonl(ip) };
+
+	(void)nt;
+	inet_ntop(AF_INET, &a, out, INET_ADDRSTRLEN);
+}
+
+json_object *node_tun_info_json(node *n)
+{
+	json_object *o = json_object_new_object();
+	node_tun *nt = n->tun;
+	char s[INET6_ADDRSTRLEN], sub[INET6_ADDRSTRLEN + 4];
+	tunbridge_stats st = { 0 };
+	uint64_t bad = 0;
+
+	if (!nt) {
+		set_str(o, "device", "off");
+		return o;
+	}
+	set_str(o, "device", tun_dev_name(nt->dev));
+	node_tun_ip4_text(nt, tun_addrmap_own_ip(nt->map), s);
+	set_str(o, "ipv4", s);
+	node_tun_ip4_text(nt, tun_addrmap_subnet(nt->map), s);
+	snprintf(sub, sizeof(sub), "%s/%d", s, tun_addrmap_prefix_len(nt->map));
+	set_str(o, "subnet", sub);
+	set_str(o, "ipv6", nt->has_own6 ? inet_ntop(AF_INET6, &nt->own6, s, sizeof(s)) : "");
+	set_int(o, "mtu", tun_dev_mtu(nt->dev));
+	set_str(o, "dns", nt->dns ? "on" : "off");
+	set_int(o, "mapped", (int64_t)tun_addrmap_count(nt->map));
+	if (nt->bridge)
+		tunbridge_get_stats(nt->bridge, &st);
+	for (int i = 0; i <= TUN_IP_NERR; i++)
+		bad += st.malformed[i];
+	set_int(o, "flows_active", (int64_t)st.flows_active);
+	set_int(o, "tcp_outbound", (int64_t)st.tcp_outbound);
+	set_int(o, "tcp_inbound", (int64_t)st.tcp_inbound);
+	set_int(o, "udp_out", (int64_t)st.udp_out);
+	set_int(o, "udp_in", (int64_t)st.udp_in);
+	set_int(o, "malformed", (int64_t)bad);
+	return o;
+}
