@@ -87,6 +87,10 @@ int pctl_cmd_send_message(pctl *c);
 int pctl_cmd_subscribe(pctl *c);
 int pctl_cmd_publish(pctl *c);
 int pctl_cmd_listen(pctl *c);
+int pctl_cmd_map(pctl *c);
+int pctl_cmd_unmap(pctl *c);
+int pctl_cmd_maps(pctl *c);
+int pctl_cmd_tun(pctl *c);
 
 /* ---- client.c: the control socket ---- */
 /* Same rule as the daemon's ctlsock_default_path (kept in step by a test). */

@@ -65,6 +65,11 @@ static const pctl_cmd commands[] = {
 	  2, 2 },
 	{ "listen", pctl_cmd_listen, "<port> [--count N] [--timeout DUR]", "print datagrams arriving on a port",
 	  "count timeout", 1, 1 },
+	/* cmd_tun.c */
+	{ "map", pctl_cmd_map, "<address|hostname> [ip]", "give a node an IP on the TUN (or show its IP)", "", 1, 2 },
+	{ "unmap", pctl_cmd_unmap, "<ip|address>", "release a node's TUN IP", "", 1, 1 },
+	{ "maps", pctl_cmd_maps, "", "list the TUN address map", "", 0, 0 },
+	{ "tun", pctl_cmd_tun, "", "the TUN device, bridge counters and bridged flows", "", 0, 0 },
 	{ NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
