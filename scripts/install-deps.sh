@@ -12,6 +12,7 @@ make gcc clang libclang-rt-14-dev pkg-config
 libsodium-dev libjson-c-dev libcmocka-dev
 libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
 iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl valgrind
+openssh-server openssh-client iperf3
 "
 
 # Only with --bench: benchmark-only tools stay out of the default list (CI speed).
