@@ -524,9 +524,10 @@ int crc32_ieee_have_pclmul(void)
 }
 #endif
 
-uint32_t crc32_ieee_pclmul(uint32_t crc, const void *buf, size_t len)
+/* The fast path for this CPU; inlined into both entry points so the dispatcher tests
+ * the CPU once per call. */
+static inline uint32_t best_crc(uint32_t crc, const uint8_t *p, size_t len)
 {
-	const uint8_t *p = buf;
 	uint32_t c = ~crc;
 
 #ifdef CRC32_HAVE_X86_PCLMUL
@@ -541,11 +542,12 @@ uint32_t crc32_ieee_pclmul(uint32_t crc, const void *buf, size_t len)
 	return ~slice8_raw(c, p, len);
 }
 
+uint32_t crc32_ieee_pclmul(uint32_t crc, const void *buf, size_t len)
+{
+	return best_crc(crc, buf, len);
+}
+
 uint32_t crc32_ieee_update(uint32_t crc, const void *buf, size_t len)
 {
-#ifdef CRC32_HAVE_X86_PCLMUL
-	if (len >= 64 && crc32_ieee_have_pclmul())
-		return crc32_ieee_pclmul(crc, buf, len);
-#endif
-	return crc32_ieee_slice8(crc, buf, len);
+	return best_crc(crc, buf, len);
 }
