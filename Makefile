@@ -111,7 +111,7 @@ $(foreach t,rel san,$(foreach p,$(PROGRAMS),$(eval $(call PROGRAM_RULES,$(t),$(p
 REL_BINS := $(PROGRAMS:%=$(BUILD)/rel/bin/%)
 SAN_BINS := $(PROGRAMS:%=$(BUILD)/san/bin/%)
 
-.PHONY: all check test-build fuzz fuzz-build install clean deps
+.PHONY: all check test-build fuzz fuzz-build install clean deps demo
 # Keep objects that only feed a test or fuzz binary (no rebuild every time).
 .SECONDARY:
 all: $(REL_BINS) $(call archive,rel,lib)
@@ -144,6 +144,11 @@ fuzz-build: $(FUZZ_BINS)
 
 deps:
 	@scripts/install-deps.sh
+
+# Two nodes in namespaces, curl http://bravo.pilot/ over the TUN (needs root).
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh
 
 # The recursive make re-reads pkg-config once the packages are there.
 check: deps

@@ -31,12 +31,15 @@ static const pctl_col map_cols[] = {
 
 static void render_maps(pctl *c, json_object *data)
 {
-	json_object *v;
+	json_object *dev = NULL, *v4 = NULL, *v6 = NULL;
 
 	(void)c;
-	if (json_object_object_get_ex(data, "device", &v) && json_object_object_get_ex(data, "ipv4", &v))
-		printf("own: %s %s\n", json_object_get_string(v),
-		       json_object_object_get_ex(data, "ipv6", &v) ? json_object_get_string(v) : "");
+	json_object_object_get_ex(data, "device", &dev);
+	json_object_object_get_ex(data, "ipv4", &v4);
+	json_object_object_get_ex(data, "ipv6", &v6);
+	if (dev && v4)
+		printf("own: %s %s %s\n", json_object_get_string(dev), json_object_get_string(v4),
+		       v6 ? json_object_get_string(v6) : "");
 	pctl_render_list(data, "mappings", map_cols, "no mapped addresses");
 }
 
