@@ -67,7 +67,7 @@ endif
 ARCHIVE_DIRS := $(sort $(LIB_DIRS) $(foreach d,daemon ctl rendezvous nameserver,$(if $(call dir_srcs,$(d)),$(d))))
 # Libraries each folder's code needs (programs and tests link what their folders need).
 tun_PKGS        := libnl-3.0 libnl-route-3.0
-daemon_PKGS     := libnl-3.0 libnl-route-3.0 libwebsockets
+daemon_PKGS     := libnl-3.0 libnl-route-3.0 libwebsockets openssl
 rendezvous_PKGS := sqlite3 libwebsockets openssl
 ALL_PKGS := $(PKGS) $(sort $(foreach d,$(ARCHIVE_DIRS),$($(d)_PKGS)))
 ALL_CFLAGS := $(shell pkg-config --cflags $(ALL_PKGS) 2>/dev/null)

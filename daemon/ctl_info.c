@@ -303,6 +303,7 @@ static void h_info(ctl_reply *r, json_object *args, void *arg)
 	set_int(o, "trusted", n->trust ? (int64_t)trust_count_trusted(n->trust) : 0);
 	set_int(o, "pending", n->trust ? (int64_t)trust_count_pending(n->trust) : 0);
 	add_registry(n, o);
+	node_compat_info(n, o);
 	json_object_object_add(o, "tun", node_tun_info_json(n));
 	json_object_object_add(o, "counters", counters_json(n));
 	ctl_reply_ok(r, o);

@@ -16,7 +16,7 @@
 #include "lib/opts.h"
 
 #define PROG "pilotd"
-#define NOPTS 40
+#define NOPTS 48
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -84,6 +84,23 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "in memory without -identity)", "path"),
 		OPT("no-dns", PILOT_OPT_BOOL, &o->no_dns, NULL,
 		  "no DNS responder for .pilot names on the TUN address", NULL),
+		OPT("transport", PILOT_OPT_STRING, &o->transport, "udp",
+		  "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
+		  "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
+		  "else compat)", "udp|compat|auto"),
+		OPT("compat-beacon", PILOT_OPT_STRING, &o->compat_beacon, NULL,
+		  "the beacon's compat WebSocket URL (required for compat and auto; no default)",
+		  "wss://host[:port]/v1/compat"),
+		OPT("tls-trust", PILOT_OPT_STRING, &o->tls_trust, "system",
+		  "TLS trust for -compat-beacon and -registry-tls: the OS CA store, or only "
+		  "the -tls-root CAs", "system|pinned"),
+		OPT("tls-root", PILOT_OPT_STRING, &o->tls_root, NULL,
+		  "CA certificates (PEM) trusted with -tls-trust=pinned", "file[,file...]"),
+		OPT("registry-tls", PILOT_OPT_BOOL, &o->registry_tls, NULL,
+		  "talk to the registry over TLS (trust per -tls-trust, or -registry-fingerprint)", NULL),
+		OPT("registry-fingerprint", PILOT_OPT_STRING, &o->registry_fingerprint, NULL,
+		  "with -registry-tls: accept only this registry certificate (lowercase hex "
+		  "SHA-256 of its DER)", "hex"),
 		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
 		  "debug, info, warn or error", "level"),
 		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
@@ -126,6 +143,7 @@ static int validate(node_options *o)
 	enum pilot_log_level lv;
 	enum pilot_log_format lf;
 	transport_ep ep;
+	const char *why;
 
 	if (empty(o->registry))
 		return usage_error("no registry configured: pass -registry HOST:PORT "
@@ -150,6 +168,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
 		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
+	if ((why = node_compat_validate(o)))
+		return usage_error(why);
 	if (!empty(o->user) && !getpwnam(o->user))
 		return usage_error("-user names no such user");
 	if (!empty(o->user) && geteuid() != 0)

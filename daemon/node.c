@@ -121,6 +121,7 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 	n->node_id = id;
 	snprintf(n->address, sizeof(n->address), "%s", address);
 	if (!n->up && !n->stopping) {
+		node_compat_up(n);
 		node_data_up(n);
 		node_tun_up(n);
 		drop_privileges(n);
@@ -162,6 +163,7 @@ static void start_registration(node *n)
 	};
 	int r;
 
+	node_compat_registration(n, &rc);
 	n->discovering = false;
 	log_info("registering registry=%s listen_addr=%s", n->o.registry, n->endpoint);
 	if (!(n->reg = registration_new(n->loop, &rc, &cbs, err, sizeof(err))))
@@ -213,6 +215,7 @@ static void discover_recv(void *ctx, transport_dgram *dg, size_t cnt)
 			 m.ep.ip_len == 4 ? ":" : "]:", m.ep.port, n->endpoint);
 		pilot_loop_del_timer(n->loop, n->discover_timer);
 		n->discover_timer = 0;
+		node_compat_udp_ok(n);
 		start_registration(n);
 	}
 }
@@ -240,14 +243,19 @@ static int64_t discover_timeout(pilot_loop *l, uint64_t id, void *arg)
 		return DISCOVER_WAIT_MS / DISCOVER_TRIES;
 	}
 	n->discover_timer = 0;
-	log_warn("no DiscoverReply from beacon %s; registering the local endpoint %s",
-		 n->o.beacon, n->endpoint);
+	if (!node_compat_fallback(n))
+		log_warn("no DiscoverReply from beacon %s; registering the local endpoint %s",
+			 n->o.beacon, n->endpoint);
 	start_registration(n);
 	return 0;
 }
 
 static void find_endpoint(node *n)
 {
+	if (!n->t) { /* compat: no tunnel socket, nothing to discover */
+		start_registration(n);
+		return;
+	}
 	local_endpoint(n);
 	if (!empty(n->o.endpoint)) {
 		snprintf(n->endpoint, sizeof(n->endpoint), "%s", n->o.endpoint);
@@ -349,7 +357,8 @@ void node_start(node *n)
 	load_identity(n);
 	node_data_load_trust(n);
 	open_ctlsock(n);
-	if (!(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
+	if (!node_compat_start(n)
+	    && !(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
 		pilot_fatal("tunnel: %s", err);
 	node_tun_open(n);
 	if (n->tun && !empty(n->o.user)) /* the own ULA needs the node ID: drop once registered */
@@ -388,6 +397,7 @@ void node_free(node *n)
 	registration_free(n->reg);
 	node_tun_free(n);
 	transport_close(n->t);
+	node_compat_free(n);
 	pilot_loop_del_timer(n->loop, n->discover_timer);
 	pilot_loop_del_timer(n->loop, n->drop_timer);
 	pilot_identity_wipe(&n->id);

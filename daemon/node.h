@@ -28,6 +28,8 @@ typedef struct node_options {
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
 	long tun_mtu;
 	int no_dns;
+	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
+	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
@@ -50,6 +52,8 @@ struct conn_table;
 struct trust;
 struct node_hs;
 struct node_tun;
+struct node_compat;
+struct registration_config;
 
 /* The whole daemon. Handlers in ctl_*.c read it directly: it is the glue's
  * private state, not an interface to other folders. */
@@ -70,6 +74,7 @@ typedef struct node {
 	struct node_tun *tun;       /* TUN device, address map, DNS, bridge (node_tun.c) */
 	uint64_t drop_timer;        /* -user with a TUN: the drop waits for the own ULA */
 	bool dropped;
+	struct node_compat *compat; /* -transport, registry TLS (node_compat.c) */
 	uint32_t node_id;
 	char address[32];
 	char hostname[64];
@@ -124,6 +129,18 @@ void node_tun_before_drop(node *n); /* systemd-resolved, while still privileged 
 void node_tun_down(node *n);     /* the bridge; before the conn table goes */
 void node_tun_free(node *n);     /* the rest; after the registration. NULL-safe parts */
 json_object *node_tun_info_json(node *n); /* for info: device, IPs, flow counts */
+
+/* ---- compat mode (WSS tunnel) and registry TLS (node_compat.c) ---- */
+const char *node_compat_validate(const node_options *o); /* NULL or a usage error */
+bool node_compat_start(node *n);    /* before the UDP transport; true = compat: no UDP */
+void node_compat_udp_ok(node *n);   /* a DiscoverReply arrived (auto: UDP it is) */
+bool node_compat_fallback(node *n); /* auto, no DiscoverReply: now compat (UDP closed) */
+void node_compat_registration(node *n, struct registration_config *rc); /* TLS, relay_only */
+void node_compat_up(node *n);       /* first register_ok, before node_data_up: the WSS */
+bool node_compat_on(const node *n); /* the tunnel runs over the WebSocket */
+const char *node_compat_peer_beacon(const node *n); /* the peer table's beacon or NULL */
+void node_compat_info(node *n, json_object *o);    /* info: transport, transport_reason */
+void node_compat_free(node *n);     /* after the registration and the transport */
 
 /* Register every control verb. Each ctl_*.c file contributes one group. */
 void ctl_register_info(node *n);

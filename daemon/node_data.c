@@ -100,9 +100,13 @@ static void peer_resolve_reply(void *arg, json_object *reply, int err)
 static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *arg)
 {
 	node *n = ctx;
-	peer_res_req *q = malloc(sizeof(*q));
+	peer_res_req *q;
 
-	if (!q) {
+	if (node_compat_on(n)) { /* compat: every peer is relay, nothing to resolve */
+		done(arg, NULL);
+		return;
+	}
+	if (!(q = malloc(sizeof(*q)))) {
 		done(arg, NULL);
 		return;
 	}
@@ -357,7 +361,7 @@ static void peers_up(node *n)
 		.encrypt = n->o.encrypt,
 		.require_auth = n->o.require_auth,
 		.kdf = strcmp(n->o.kdf, "new") == 0 ? PILOT_KDF_NEW : PILOT_KDF_REF,
-		.beacon = n->o.beacon && *n->o.beacon ? n->o.beacon : NULL,
+		.beacon = node_compat_peer_beacon(n),
 		.ctx = n,
 		.deliver = peer_deliver,
 		.lookup_key = peer_lookup_key,

@@ -49,6 +49,19 @@ typedef struct regclient_transport {
 
 extern const regclient_transport regclient_tcp;
 
+/* TLS (regclient_tls.c, OpenSSL; registry.md §2.1). transport_cfg is a
+ * regclient_tls_config. roots: NULL-terminated PEM CA files (pinned trust) or
+ * NULL; system_roots: the OS store when no roots are given; fingerprint:
+ * lowercase hex SHA-256 of the leaf certificate's DER (the reference's pinning:
+ * no chain or name check of its own), NULL/"" = none. With neither roots nor a
+ * fingerprint the system store is used. The host name (or IP) dialled is checked
+ * against the certificate whenever a chain is verified. */
+typedef struct regclient_tls_config regclient_tls_config;
+extern const regclient_transport regclient_tls;
+regclient_tls_config *regclient_tls_config_new(const char *const *roots, bool system_roots,
+					       const char *fingerprint, char *err, size_t errlen);
+void regclient_tls_config_free(regclient_tls_config *c); /* NULL-safe; after the client */
+
 typedef struct regclient_config {
 	const char *addr;               /* "host:port", "[v6]:port" */
 	const pilot_identity *id;       /* signing key; NULL = no signed requests */

@@ -31,6 +31,7 @@ struct registration {
 	char **tags;
 	size_t ntags;
 	bool tags_set, pub, task_exec_set, task_exec;
+	bool relay_only;
 	int64_t keepalive_ms, retry_ms;
 	int max_failures;
 	registration_callbacks cbs;
@@ -304,6 +305,8 @@ static int send_register(registration *r)
 		add_str(q, "listen_addr", la);
 	if (r->owner)
 		add_str(q, "owner", r->owner);
+	if (r->relay_only)
+		add_bool(q, "relay_only", true);
 	if (r->sign_register && regclient_sig_v2(r->rc))
 		n = send_signed(r, q, on_register, r, "%s:%s", r->pk_b64, la);
 	else
@@ -429,6 +432,7 @@ registration *registration_new(pilot_loop *l, const registration_config *cfg,
 	r->owner = dup_opt(cfg->owner);
 	r->hostname = dup_opt(cfg->hostname);
 	r->pub = cfg->public_node;
+	r->relay_only = cfg->relay_only;
 	r->keepalive_ms = cfg->keepalive_ms > 0 ? cfg->keepalive_ms : REG_KEEPALIVE_DEFAULT;
 	r->retry_ms = cfg->register_retry_ms > 0 ? cfg->register_retry_ms : REG_RETRY_DEFAULT;
 	if (r->retry_ms > r->keepalive_ms)

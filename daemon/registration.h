@@ -42,6 +42,7 @@ typedef struct registration_config {
 	const char *owner;              /* NULL/"" = none */
 	const char *hostname;           /* NULL/"" = none */
 	bool public_node;               /* -public */
+	bool relay_only;                /* reachable only via the beacon relay (compat, tunnel.md §10) */
 	int64_t keepalive_ms;           /* heartbeat interval (default 30000) */
 	int64_t register_retry_ms;      /* retry a failed register (default 2000, <= keepalive) */
 	int max_failures;               /* heartbeat failures before re-registering (3) */

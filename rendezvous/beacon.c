@@ -40,7 +40,9 @@
 #define BCN_SWEEP_MS     60000
 #define BCN_MAX_NODES    1000000
 #define BCN_TABLE_MIN    1024
-#define BCN_PUNCH_GAP_MS 1000
+#define BCN_PUNCH_PAIR_MS 1000              /* PunchRequests per (requester, target) pair: 1/s */
+#define BCN_PUNCH_PER_S  20                /* PunchRequests per requester per second */
+#define BCN_PUNCH_SETS   4096              /* pair cache: sets x BCN_FLOW_WAYS entries */
 #define BCN_KX_PER_S     10                /* key exchanges/s to peers it may not talk to */
 #define BCN_FLOW_SETS    16384
 #define BCN_FLOW_WAYS    4
@@ -65,7 +67,8 @@ typedef struct bcn_node {
 	bcn_ep ep;
 	uint64_t seen_ms;     /* last proof or refresh (monotonic) */
 	uint64_t last_ts;     /* newest accepted signed-Discover ts: replays must be newer */
-	uint64_t punch_ms;    /* last PunchRequest considered */
+	uint16_t punch_count; /* PunchRequests in the current 1 s window */
+	uint64_t punch_ms;    /* start of the PunchRequest window */
 	uint64_t kx_ms;       /* start of the key-exchange window */
 	uint8_t key[PROTO_ED25519_LEN];
 } bcn_node;
@@ -88,6 +91,7 @@ struct beacon {
 	bcn_node *tab;
 	size_t cap, used, dead;
 	bcn_flow *flows;
+	bcn_flow *punches;    /* last PunchRequest per (requester, target) */
 	beacon_wss_sink sink;
 	bool has_sink;
 
@@ -521,17 +525,61 @@ static bcn_node *punch_requester(beacon *b, uint32_t node, const bcn_ep *src)
 	return proof_by_ip(b, node, src) ? record_verified(b, node, src) : NULL;
 }
 
+/* Set-associative (requester, target) → last PunchRequest cache; the oldest
+ * entry of a set is evicted (which can only grant a request early, and the
+ * per-requester cap still holds). */
+static bcn_flow *punch_set(const beacon *b, uint32_t from, uint32_t to)
+{
+	uint8_t in[9];
+
+	in[0] = BEACON_PUNCH_REQUEST; /* another hash domain than the relay flows */
+	proto_put32(in + 1, from);
+	proto_put32(in + 5, to);
+	return &b->punches[(bcn_hash(b, in, sizeof(in)) % BCN_PUNCH_SETS) * BCN_FLOW_WAYS];
+}
+
+/* At most one PunchRequest per second per (requester, target) and BCN_PUNCH_PER_S
+ * per requester: a daemon with several relay peers may ask for all of them in
+ * the same second, but cannot flood one target or the beacon. */
+static bool punch_rate_ok(beacon *b, bcn_node *r, uint32_t target)
+{
+	bcn_flow *set = punch_set(b, r->node, target), *e = NULL, *victim = set;
+
+	for (int i = 0; i < BCN_FLOW_WAYS; i++) {
+		if (set[i].from == r->node && set[i].to == target && set[i].ms) {
+			e = &set[i];
+			break;
+		}
+		if (set[i].ms < victim->ms)
+			victim = &set[i];
+	}
+	if (e && e->ms + BCN_PUNCH_PAIR_MS > b->now_ms)
+		return false;
+	if (!r->punch_ms || r->punch_ms + 1000 <= b->now_ms) {
+		r->punch_ms = b->now_ms;
+		r->punch_count = 0;
+	}
+	if (r->punch_count >= BCN_PUNCH_PER_S)
+		return false;
+	r->punch_count++;
+	if (!e) {
+		e = victim;
+		e->from = r->node;
+		e->to = target;
+	}
+	e->ms = b->now_ms;
+	return true;
+}
+
 static void on_punch(beacon *b, const proto_beacon_msg *m, const bcn_ep *src)
 {
 	bcn_node *r, *t;
 
 	b->st.punch_requests++;
-	if (!(r = punch_requester(b, m->node, src))
-	    || (r->punch_ms && r->punch_ms + BCN_PUNCH_GAP_MS > b->now_ms)) {
+	if (!(r = punch_requester(b, m->node, src)) || !punch_rate_ok(b, r, m->target)) {
 		b->st.punch_denied++;
 		return;
 	}
-	r->punch_ms = b->now_ms;
 	t = node_find_udp(b, m->target);
 	if (!t || t == r || !may_talk(b, m->node, m->target)) {
 		b->st.punch_denied++;
@@ -877,8 +925,9 @@ beacon *beacon_new(pilot_loop *loop, const char *addr, registry *reg, char *err,
 	randombytes_buf(b->hkey, sizeof(b->hkey));
 	b->tab = calloc(b->cap, sizeof(*b->tab));
 	b->flows = calloc((size_t)BCN_FLOW_SETS * BCN_FLOW_WAYS, sizeof(*b->flows));
+	b->punches = calloc((size_t)BCN_PUNCH_SETS * BCN_FLOW_WAYS, sizeof(*b->punches));
 	b->rbuf = malloc((size_t)BCN_BATCH * BCN_BUFSZ);
-	if (!b->tab || !b->flows || !b->rbuf) {
+	if (!b->tab || !b->flows || !b->punches || !b->rbuf) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -915,6 +964,7 @@ void beacon_free(beacon *b)
 	sodium_memzero(b->hkey, sizeof(b->hkey));
 	free(b->tab);
 	free(b->flows);
+	free(b->punches);
 	free(b->rbuf);
 	free(b);
 }

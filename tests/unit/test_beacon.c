@@ -595,19 +595,28 @@ static void test_beacon_relay_kx_rate(void **state)
 static void test_beacon_punch(void **state)
 {
 	fx *f = *state;
-	uint8_t pr[9], rev[9];
+	uint8_t pr[9], rev[9], pc[9];
 
 	set_public(f, &f->b_);
+	set_public(f, &f->c);
 	discover(f, f->a.fd, f->a.node);
 	discover(f, f->b_.fd, f->b_.node);
+	discover(f, f->c.fd, f->c.node);
 	proto_beacon_punch_request(f->a.node, f->b_.node, pr, sizeof(pr));
 	tx(f, f->a.fd, pr, sizeof(pr));
 	expect_punch(f->a.fd, f->b_.port);
 	expect_punch(f->b_.fd, f->a.port);
 	assert_int_equal(stats(f).punch_commands, 2);
-	/* 1/s per source */
+	/* 1/s per (requester, target) pair */
 	tx(f, f->a.fd, pr, sizeof(pr));
 	expect_nothing(f->a.fd);
+	expect_nothing(f->b_.fd);
+	/* ... but another target in the same second is granted (a daemon asks for
+	 * all its relay peers in one tick) */
+	proto_beacon_punch_request(f->a.node, f->c.node, pc, sizeof(pc));
+	tx(f, f->a.fd, pc, sizeof(pc));
+	expect_punch(f->a.fd, f->c.port);
+	expect_punch(f->c.fd, f->a.port);
 	beacon_advance_clock(f->b, 1000);
 	tx(f, f->a.fd, pr, sizeof(pr));
 	expect_punch(f->a.fd, f->b_.port);
@@ -617,9 +626,41 @@ static void test_beacon_punch(void **state)
 	tx(f, f->b_.fd, rev, sizeof(rev));
 	expect_punch(f->b_.fd, f->a.port);
 	expect_punch(f->a.fd, f->b_.port);
-	assert_int_equal(stats(f).punch_requests, 4);
-	assert_int_equal(stats(f).punch_commands, 6);
+	assert_int_equal(stats(f).punch_requests, 5);
+	assert_int_equal(stats(f).punch_commands, 8);
 	assert_int_equal(stats(f).punch_denied, 1);
+}
+
+/* A requester gets at most 20 PunchRequests per second over all targets. */
+static void test_beacon_punch_requester_cap(void **state)
+{
+	fx *f = *state;
+	tnode t[21];
+	uint8_t pr[9];
+
+	set_public(f, &f->a);
+	discover(f, f->a.fd, f->a.node);
+	for (int i = 0; i < 21; i++) {
+		node_register(f, &t[i], "127.0.0.1");
+		discover(f, t[i].fd, t[i].node);
+	}
+	for (int i = 0; i < 21; i++) {
+		proto_beacon_punch_request(f->a.node, t[i].node, pr, sizeof(pr));
+		tx(f, f->a.fd, pr, sizeof(pr));
+	}
+	assert_int_equal(stats(f).punch_commands, 40);
+	assert_int_equal(stats(f).punch_denied, 1);
+	for (int i = 0; i < 20; i++)
+		expect_punch(t[i].fd, f->a.port);
+	expect_nothing(t[20].fd);
+	drain(f->a.fd);
+	/* the next second: the refused one is granted */
+	beacon_advance_clock(f->b, 1000);
+	tx(f, f->a.fd, pr, sizeof(pr));
+	expect_punch(t[20].fd, f->a.port);
+	assert_int_equal(stats(f).punch_commands, 42);
+	for (int i = 0; i < 21; i++)
+		close(t[i].fd);
 }
 
 static void test_beacon_punch_denied(void **state)
@@ -787,6 +828,7 @@ int main(void)
 		T(test_beacon_relay_handshake_pending),
 		T(test_beacon_relay_kx_rate),
 		T(test_beacon_punch),
+		T(test_beacon_punch_requester_cap),
 		T(test_beacon_punch_denied),
 		T(test_beacon_punch_proves_by_ip),
 		T(test_beacon_malformed),
