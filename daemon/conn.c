@@ -895,6 +895,17 @@ static void stream_rx(conn_table *t, uint32_t from, const proto_hdr *h, const ui
 	resched(c);
 }
 
+/* A ping (a control request from a non-zero port to port 0) needs admission
+ * like a datagram: a private node must not confirm to strangers that it is up.
+ * Tunnel keepalives and path probes (port 0 to port 0) pass whatever the trust:
+ * the tunnel layer lives on them. Pongs answer our own pings (matched by port). */
+static bool control_refused(conn_table *t, uint32_t from, const proto_hdr *h)
+{
+	if ((h->flags & PROTO_ACK) || h->dst_port != PILOT_PORT_PING || h->src_port == 0)
+		return false;
+	return t->cfg.admit && !t->cfg.admit(t->cfg.ctx, from, PILOT_PORT_PING, PROTO_CONTROL);
+}
+
 void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len)
 {
 	proto_hdr h;
@@ -922,6 +933,8 @@ void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t le
 		stream_rx(t, from_node, &h, pl, h.payload_len);
 	else if (h.protocol == PROTO_DATAGRAM)
 		conn_dgram_input(t, from_node, &h, pl, h.payload_len);
+	else if (h.protocol == PROTO_CONTROL && control_refused(t, from_node, &h))
+		t->st.drop_refused++;
 	else if (h.protocol == PROTO_CONTROL)
 		conn_control_input(t, from_node, &h, pl, h.payload_len);
 	else

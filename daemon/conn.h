@@ -15,13 +15,19 @@
  * (queue it) — the scratch buffer would be reused.
  *
  * Admission (trust): admit(ctx, from_node, dst_port, protocol) is asked for every
- * SYN that would open a new connection and for every datagram. A refused SYN is
- * dropped silently (no RST), like a private reference node: an RST would tell an
- * untrusted prober that the node and the port exist. The dialer times out instead.
+ * SYN that would open a new connection, for every datagram, and for every control
+ * ping (protocol PROTO_CONTROL, dst_port 0: a ping from a non-zero source port).
+ * A refused SYN is dropped silently (no RST), like a private reference node: an
+ * RST would tell an untrusted prober that the node and the port exist. The dialer
+ * times out instead. A refused ping is dropped unanswered: answering strangers'
+ * pings would leak that a private node is up (a node's admit that only lets
+ * untrusted peers reach the handshake port 444 thereby refuses their pings).
  * Refusals are counted (drop_refused). NULL admit = everything admitted.
  * Not consulted: packets of existing connections (revoking trust does not cut
- * them; conn_reset does) and control pings (answered for everyone, as ref and the
- * path probe expect; a pong is never larger than its ping).
+ * them; conn_reset does), pongs (they answer our own pings), and tunnel
+ * keepalives and path probes (control from port 0 to port 0: the tunnel layer
+ * needs them whatever the trust, and normally consumes them itself). A pong is
+ * never larger than its ping.
  *
  * Ownership: the table owns every conn. A conn handle (from conn_dial or a
  * listener's accept callback) stays valid until the user releases it with
@@ -218,7 +224,7 @@ typedef struct conn_table_stats {
 	uint64_t drop_unknown_proto;
 	uint64_t drop_no_conn;        /* stream packet matching nothing (no RST, §5.12) */
 	uint64_t drop_syn_rate;       /* global or per-source SYN rate limit */
-	uint64_t drop_refused;        /* admit() said no (SYN or datagram) */
+	uint64_t drop_refused;        /* admit() said no (SYN, datagram or ping) */
 	uint64_t drop_cap;            /* per-port / total caps (RST sent) */
 	uint64_t drop_no_listener;    /* SYN to a closed port (RST sent) */
 	uint64_t drop_empty_dgram, drop_no_port;

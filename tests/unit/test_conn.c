@@ -57,6 +57,8 @@ struct net {
 	bool refuse_all;          /* admit() of table 1 refuses everything */
 	uint16_t refuse_port;     /* ... or only this port (0 = none) */
 	uint64_t admit_calls;
+	uint16_t admit_port;      /* last admit() question */
+	int admit_proto;
 };
 
 /* ---- the wire ---------------------------------------------------------------------- */
@@ -132,9 +134,11 @@ static bool admit(void *ctx, uint32_t from, uint16_t port, int proto)
 	endp *e = ctx;
 
 	e->n->admit_calls++;
+	e->n->admit_port = port;
+	e->n->admit_proto = proto;
 	if (e->idx != 1)
 		return true;
-	return !e->n->refuse_all && port != e->n->refuse_port;
+	return !e->n->refuse_all && !(e->n->refuse_port && port == e->n->refuse_port);
 }
 
 static void test_params(conn_config *c)
@@ -1093,6 +1097,50 @@ static void test_table_free_with_open_conns(void **state)
 	net_free(n);
 }
 
+
+/* Pings need admission (a private node does not tell strangers it is up);
+ * keepalives, path probes and pongs do not. */
+static void test_ping_admission(void **state)
+{
+	conn_config c = { 0 };
+	pingres p = { 0 }, q = { 0 }, r = { 0 };
+	proto_hdr h = { .version = 1, .protocol = PROTO_CONTROL, .src = pilot_addr_make(0, 1),
+			.dst = pilot_addr_make(0, 0), .src_port = 0, .dst_port = 0 };
+	net *n;
+
+	test_params(&c);
+	c.ping_timeout_ms = 100;
+	n = net_new(&c);
+	n->refuse_all = true; /* table 2 trusts nobody */
+	assert_true(conn_ping(n->t[0], 2, 1, "who", 3, on_ping, &p) > 0);
+	assert_true(run_until(n, ping_done, &p, 1000));
+	assert_int_equal(p.err, -ETIMEDOUT);
+	assert_int_equal(stats(n->t[1]).pings_answered, 0);
+	assert_int_equal(stats(n->t[1]).drop_refused, 1);
+	assert_int_equal(n->admit_proto, PROTO_CONTROL);
+	assert_int_equal(n->admit_port, PILOT_PORT_PING);
+	assert_int_equal(n->ncap[1], 0); /* not a byte back */
+	/* tunnel keepalive and path probe (port 0 -> 0): consumed / answered anyway */
+	inject(n, 1, 1, &h, NULL, 0);
+	assert_int_equal(stats(n->t[1]).keepalives_rcvd, 1);
+	inject(n, 1, 1, &h, "pathprobe.v1", 12);
+	assert_int_equal(stats(n->t[1]).pings_answered, 1);
+	assert_int_equal(stats(n->t[1]).drop_refused, 1);
+	/* the refusing side's own pings still get their pongs */
+	assert_true(conn_ping(n->t[1], 1, 5, "mine", 4, on_ping, &q) > 0);
+	assert_true(run_until(n, ping_done, &q, 1000));
+	assert_int_equal(q.err, 0);
+	assert_string_equal(q.payload, "mine");
+	assert_int_equal(stats(n->t[1]).pongs_matched, 1);
+	/* trusted again: answered */
+	n->refuse_all = false;
+	assert_true(conn_ping(n->t[0], 2, 2, "again", 5, on_ping, &r) > 0);
+	assert_true(run_until(n, ping_done, &r, 1000));
+	assert_int_equal(r.err, 0);
+	assert_string_equal(r.payload, "again");
+	net_free(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,6 +1158,7 @@ int main(void)
 		cmocka_unit_test(test_datagrams),
 		cmocka_unit_test(test_listen_default),
 		cmocka_unit_test(test_ping_pong),
+		cmocka_unit_test(test_ping_admission),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_shutdown_sends_fin),
 		cmocka_unit_test(test_table_free_with_open_conns),
