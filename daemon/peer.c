@@ -43,6 +43,7 @@ peer *peer_get_or_create(peer_table *pt, uint32_t node)
 		return p;
 	if (pt->npeers >= PEER_MAX || !(p = calloc(1, sizeof(*p))))
 		return NULL;
+
 	p->node = node;
 	p->kdf = pt->cfg.kdf;
 	p->why = "new";
@@ -840,20 +841,20 @@ void peer_tick(peer_table *pt)
 	for (size_t b = 0; b < PEER_BUCKETS; b++)
 		for (peer *p = pt->buckets[b]; p; p = p->next)
 			peer_path_tick(pt, p, now);
+	peer_punch_drain(pt, now);
 }
 
-static int build_kx(peer_table *pt)
+static int build_kx(const peer_table *pt, const pilot_x25519 *x, uint8_t *frame, size_t *len)
 {
 	proto_pilk k = { .node = pt->cfg.node };
 
 	if (pt->cfg.identity) {
-		pt->kx_frame_len = PROTO_PILA_LEN;
-		return pilot_pila_build(pt->cfg.identity, pt->cfg.node, pt->x.pub,
-					pt->kx_frame, sizeof(pt->kx_frame));
+		*len = PROTO_PILA_LEN;
+		return pilot_pila_build(pt->cfg.identity, pt->cfg.node, x->pub, frame, PROTO_PILA_LEN);
 	}
-	memcpy(k.x25519, pt->x.pub, PROTO_X25519_LEN);
-	pt->kx_frame_len = PROTO_PILK_LEN;
-	return proto_pilk_encode(&k, pt->kx_frame, sizeof(pt->kx_frame));
+	memcpy(k.x25519, x->pub, PROTO_X25519_LEN);
+	*len = PROTO_PILK_LEN;
+	return proto_pilk_encode(&k, frame, PROTO_PILA_LEN);
 }
 
 peer_table *peer_table_new(pilot_loop *loop, transport *t, const peer_config *cfg,
@@ -882,7 +883,7 @@ peer_table *peer_table_new(pilot_loop *loop, transport *t, const peer_config *cf
 	}
 	pt->cfg.beacon = NULL; /* not kept: the caller's string */
 	pilot_x25519_generate(&pt->x);
-	if (build_kx(pt) < 0) {
+	if (build_kx(pt, &pt->x, pt->kx_frame, &pt->kx_frame_len) < 0) {
 		snprintf(err, errlen, "peer table: cannot build key exchange frame");
 		free(pt);
 		return NULL;

@@ -55,6 +55,7 @@ typedef struct peer_config {
 	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
 	uint32_t direct_timeout_ms;   /* no authenticated direct frame → relay (1500) */
 	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000) */
+	uint32_t punch_gap_ms;        /* PunchRequests leave at least this far apart (1100) */
 	uint32_t silence_ms;          /* peer silent while we send → re-validate (8000) */
 	uint32_t keepalive_ms;        /* send silence → keepalive (25000) */
 	uint32_t discover_ms;         /* beacon Discover period (25000) */
@@ -113,7 +114,9 @@ typedef struct peer_stats {
 	uint64_t kx_rejected;         /* bad signature, key mismatch, PILK refused */
 	uint64_t kx_sent, kx_accepted, rekeys;
 	uint64_t relay_switches, direct_upgrades;
-	uint64_t punches;             /* PunchCommands obeyed */
+	uint64_t punches;             /* PunchCommands obeyed (PILP x3 sent) */
+	uint64_t punch_requests;      /* PunchRequests sent to the beacon */
+	uint64_t punch_queue_full;    /* PunchRequests dropped: queue full (retried later) */
 	uint64_t keepalives_sent;
 	bool have_public_ep;
 	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */

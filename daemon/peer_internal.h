@@ -18,6 +18,7 @@
 #define PEER_PILK_MAX     1024      /* peers created by anonymous PILK */
 #define PEER_UPGRADE_FRAMES 3
 #define PEER_PROBE_PAYLOAD "pathprobe.v1"
+#define PEER_PUNCHQ       256       /* queued PunchRequests (one entry per peer) */
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
 
@@ -50,8 +51,11 @@ typedef struct peer {
 	uint64_t kx_rate_ms;
 	unsigned kx_rate_n;
 	/* path */
-	uint64_t direct_ok_ms, direct_deadline_ms, direct_since_ms, next_probe_ms, punch_req_ms;
+	uint64_t direct_ok_ms, direct_deadline_ms, direct_since_ms, next_probe_ms;
 	unsigned direct_count;
+	/* punching: when our PunchRequest went out / was queued */
+	uint64_t punch_req_ms, punch_queued_ms;
+	bool punch_queued;
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
 	pending_pkt *pend_head, *pend_tail;
@@ -88,6 +92,11 @@ struct peer_table {
 	struct { uint32_t node; uint64_t ms; } unsol[PEER_UNSOL_SLOTS];
 	uint64_t unsol_window_ms;
 	unsigned unsol_n;
+	/* PunchRequests wait here and leave >= punch_gap_ms apart (a beacon grants a
+	 * requester only so many per second): a ring of node IDs, one per peer. */
+	uint32_t punchq[PEER_PUNCHQ];
+	unsigned punchq_head, punchq_n;
+	uint64_t punch_next_ms;
 	transport_ep punch_ep;
 	uint64_t punch_ms;
 	peer_stats st;
@@ -123,6 +132,10 @@ void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why
 /* Path accounting for an authenticated frame from p (src = UDP source). */
 void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay);
 void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len);
+/* Queue a PunchRequest for p (no-op without a beacon or when already queued);
+ * sent now if the gap allows, else from the tick. */
+void peer_punch_request(peer_table *pt, peer *p);
+void peer_punch_drain(peer_table *pt, uint64_t now);
 void peer_send_discover(peer_table *pt);
 void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
 void peer_pending_flush(peer_table *pt, peer *p);

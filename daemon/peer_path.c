@@ -34,17 +34,55 @@ void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why
 	p->why = why;
 }
 
-static void punch_request(peer_table *pt, peer *p)
+/* ---- punch requests: queued, spaced punch_gap_ms apart ----
+ * Beacons grant a requester only so many PunchRequests per second (the reference
+ * and older pilot beacons: one), and all relay peers of a node come due for their
+ * relay probe in the same tick when they went relay together: sent at once,
+ * every request after the first would be refused, every cycle. */
+
+static void send_punch_request(peer_table *pt, peer *p, uint64_t now)
 {
 	uint8_t msg[16];
-	int n;
+	int n = proto_beacon_punch_request(pt->cfg.node, p->node, msg, sizeof(msg));
 
-	if (!pt->has_beacon)
-		return;
-	n = proto_beacon_punch_request(pt->cfg.node, p->node, msg, sizeof(msg));
 	if (n > 0)
 		peer_send_frame_direct(pt, &pt->beacon, msg, (size_t)n);
-	p->punch_req_ms = peer_now(pt);
+	p->punch_req_ms = now;
+	pt->st.punch_requests++;
+}
+
+void peer_punch_drain(peer_table *pt, uint64_t now)
+{
+	while (pt->punchq_n && now >= pt->punch_next_ms) {
+		uint32_t node = pt->punchq[pt->punchq_head];
+		peer *p = peer_find(pt, node);
+
+		pt->punchq_head = (pt->punchq_head + 1) % PEER_PUNCHQ;
+		pt->punchq_n--;
+		if (!p || !p->punch_queued)
+			continue; /* forgotten meanwhile (or a stale entry of a re-created peer) */
+		p->punch_queued = false;
+		if (p->direct_ok_ms > p->punch_queued_ms)
+			continue; /* a direct path answered while it waited: no punch needed */
+		send_punch_request(pt, p, now);
+		pt->punch_next_ms = now + cfg_ms(pt->cfg.punch_gap_ms, 1100);
+	}
+}
+
+void peer_punch_request(peer_table *pt, peer *p)
+{
+	uint64_t now = peer_now(pt);
+
+	if (!pt->has_beacon || p->punch_queued)
+		return;
+	if (pt->punchq_n == PEER_PUNCHQ) {
+		pt->st.punch_queue_full++; /* the next relay probe asks again */
+		return;
+	}
+	pt->punchq[(pt->punchq_head + pt->punchq_n++) % PEER_PUNCHQ] = p->node;
+	p->punch_queued = true;
+	p->punch_queued_ms = now;
+	peer_punch_drain(pt, now);
 }
 
 static void start_direct_attempt(peer_table *pt, peer *p)
@@ -67,6 +105,21 @@ void peer_start_contact(peer_table *pt, peer *p)
 	}
 }
 
+/* Relay peer: try its endpoint directly (an authenticated probe, or our key
+ * exchange while there is no session) and ask the beacon for a punch. */
+static void relay_direct_attempt(peer_table *pt, peer *p)
+{
+	p->direct_count = 0;
+	peer_punch_request(pt, p);
+	if (!p->has_ep)
+		return;
+	if (p->sess || !pt->cfg.encrypt)
+		for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
+			peer_send_probe(pt, p, PEER_VIA_DIRECT);
+	else
+		peer_send_kx(pt, p, PEER_VIA_DIRECT);
+}
+
 /* First contact: try direct, ask the beacon to coordinate a punch, and send the
  * key exchange once through the relay too (dual-NAT convergence). */
 void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
@@ -80,7 +133,7 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 	if (p->has_ep) {
 		peer_set_path(pt, p, PEER_PATH_DIRECT, "resolved");
 		start_direct_attempt(pt, p);
-		punch_request(pt, p);
+		peer_punch_request(pt, p);
 	} else if (pt->has_beacon) {
 		peer_set_path(pt, p, PEER_PATH_RELAY, "resolve failed");
 	} else {
@@ -155,15 +208,7 @@ static void relay_probe(peer_table *pt, peer *p, uint64_t now)
 	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
 		return;
 	p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
-	p->direct_count = 0;
-	punch_request(pt, p);
-	if (!p->has_ep)
-		return;
-	if (p->sess || !pt->cfg.encrypt)
-		for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
-			peer_send_probe(pt, p, PEER_VIA_DIRECT);
-	else
-		peer_send_kx(pt, p, PEER_VIA_DIRECT);
+	relay_direct_attempt(pt, p);
 }
 
 /* Traffic stopped arriving on a direct path while we keep sending: probe it and

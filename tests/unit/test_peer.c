@@ -63,6 +63,12 @@ typedef struct fx {
 	char beacon_addr[64];
 	peer_resolve_done held_done;
 	void *held_arg;
+	/* a fake beacon (a bare UDP socket) */
+	int fb;
+	uint16_t fb_port;
+	unsigned npr;              /* PunchRequests the fake beacon received */
+	uint32_t pr_target[64];
+	uint64_t pr_ms[64];
 } fx;
 
 static fx *G;
@@ -124,7 +130,9 @@ static void node_start(fx *f, tnode *t, uint16_t port)
 		.beacon = f->beacon_addr[0] ? f->beacon_addr : NULL, .ctx = t,
 		.deliver = deliver, .lookup_key = lookup_key, .resolve = resolve,
 		.tick_ms = 20, .kx_retry_ms = 200, .direct_timeout_ms = 300,
-		.relay_probe_ms = 300, .silence_ms = 2000,
+		.relay_probe_ms = 300,
+		.silence_ms = 2000,
+		.punch_gap_ms = 150,
 	};
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
@@ -226,6 +234,10 @@ static int teardown(void **state)
 	sniffer_stop(f);
 	beacon_free(f->bcn);
 	reg_close(f->reg);
+	if (f->fb > 0) {
+		pilot_loop_del_fd(f->loop, f->fb);
+		close(f->fb);
+	}
 	/* let zero-delay timers of closed transports go (they were deleted) */
 	pilot_loop_free(f->loop);
 	free(f);
@@ -614,6 +626,74 @@ static void test_relay_and_upgrade(void **state)
 	assert_int_equal(bs.relayed_packets, relayed); /* not through the relay */
 }
 
+
+/* ---- punch requests, attribution, re-resolve, forget ---- */
+
+static int udp_sock(uint16_t *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+	assert_true(fd >= 0);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* The fake beacon records the PunchRequests it gets (and ignores the rest). */
+static void fake_beacon_io(pilot_loop *l, int fd, int events, void *arg)
+{
+	fx *f = arg;
+	uint8_t buf[2048];
+	ssize_t n;
+
+	while ((n = recv(fd, buf, sizeof(buf), 0)) >= 0)
+		if (n == 9 && buf[0] == BEACON_PUNCH_REQUEST && f->npr < 64) {
+			f->pr_target[f->npr] = proto_get32(buf + 5);
+			f->pr_ms[f->npr++] = pilot_now_ms();
+		}
+}
+
+static void fake_beacon(fx *f)
+{
+	f->fb = udp_sock(&f->fb_port);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%u", f->fb_port);
+	assert_int_equal(pilot_loop_add_fd(f->loop, f->fb, PILOT_EV_READ, fake_beacon_io, f), 0);
+}
+
+/* Three peers go relay in the same tick: their relay-probe PunchRequests must
+ * leave punch_gap_ms apart (the beacon grants a requester only so many per
+ * second), and every peer gets its turn. */
+static void test_punch_requests_spread(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0];
+	bool seen[3] = { false };
+
+	fake_beacon(f);
+	node_start(f, a, 0);
+	for (uint32_t i = 0; i < 3; i++) /* unknown nodes: resolve fails, relay */
+		assert_int_equal(send_text(a, &(tnode){ .node = 4000 + i }, "x", a->node), 0);
+	spin(f, 1500);
+	assert_true(f->npr >= 4);
+	for (unsigned i = 0; i < f->npr; i++) {
+		assert_true(f->pr_target[i] >= 4000 && f->pr_target[i] < 4003);
+		seen[f->pr_target[i] - 4000] = true;
+		if (i)
+			assert_true(f->pr_ms[i] - f->pr_ms[i - 1] >= 140);
+	}
+	assert_true(seen[0] && seen[1] && seen[2]);
+	/* round robin: the first three requests name three different peers */
+	assert_int_not_equal(f->pr_target[0], f->pr_target[1]);
+	assert_int_not_equal(f->pr_target[1], f->pr_target[2]);
+	assert_int_not_equal(f->pr_target[0], f->pr_target[2]);
+	assert_int_equal(stats(a).punch_requests, f->npr);
+}
+
+
 int main(void)
 {
 	const char *why;
@@ -628,6 +708,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_rekeys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {
