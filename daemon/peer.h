@@ -117,6 +117,9 @@ typedef struct peer_stats {
 	uint64_t punches;             /* PunchCommands obeyed (PILP x3 sent) */
 	uint64_t punch_requests;      /* PunchRequests sent to the beacon */
 	uint64_t punch_queue_full;    /* PunchRequests dropped: queue full (retried later) */
+	uint64_t punch_by_endpoint;   /* PunchCommands attributed by endpoint (IP) match */
+	uint64_t punch_by_recent;     /* ... to the most recent outstanding request */
+	uint64_t punch_unattributed;  /* ... to no peer (someone else asked to punch us) */
 	uint64_t keepalives_sent;
 	bool have_public_ep;
 	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */

@@ -19,6 +19,9 @@
 #define PEER_UPGRADE_FRAMES 3
 #define PEER_PROBE_PAYLOAD "pathprobe.v1"
 #define PEER_PUNCHQ       256       /* queued PunchRequests (one entry per peer) */
+#define PEER_PUNCH_RECENT 8         /* PunchCommand endpoints remembered (punched label) */
+#define PEER_PUNCH_FRESH_MS 10000   /* a PunchCommand endpoint counts as punched this long */
+#define PEER_PUNCH_OUTSTANDING_MS 5000 /* our PunchRequest awaits its PunchCommand */
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
 
@@ -33,6 +36,8 @@ typedef struct peer {
 	uint32_t node;
 	transport_ep ep;
 	bool has_ep, resolving;
+	transport_ep reg_ep;           /* last endpoint the registry resolved */
+	bool has_reg_ep;
 	enum peer_path path;
 	const char *why;
 	/* crypto */
@@ -53,9 +58,11 @@ typedef struct peer {
 	/* path */
 	uint64_t direct_ok_ms, direct_deadline_ms, direct_since_ms, next_probe_ms;
 	unsigned direct_count;
-	/* punching: when our PunchRequest went out / was queued */
-	uint64_t punch_req_ms, punch_queued_ms;
+	/* punching: punch_req_ms = our PunchRequest went out (0 = none outstanding:
+	 * cleared when a PunchCommand is attributed to it) */
+	uint64_t punch_req_ms, punch_queued_ms, punch_cmd_ms;
 	bool punch_queued;
+	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
 	pending_pkt *pend_head, *pend_tail;
@@ -97,8 +104,10 @@ struct peer_table {
 	uint32_t punchq[PEER_PUNCHQ];
 	unsigned punchq_head, punchq_n;
 	uint64_t punch_next_ms;
-	transport_ep punch_ep;
-	uint64_t punch_ms;
+	/* Endpoints of recent PunchCommands, whoever they were for: an authenticated
+	 * direct frame from one of them is a punched path (independent of attribution). */
+	struct { transport_ep ep; uint64_t ms; } punched[PEER_PUNCH_RECENT];
+	unsigned punched_i;
 	peer_stats st;
 	uint8_t scratch[PEER_FRAME_ROOM];  /* control packets, copy-sends */
 	uint8_t scratch2[PEER_FRAME_ROOM]; /* second-KDF trial decrypt */

@@ -13,7 +13,6 @@
 #include "lib/log.h"
 
 #define DEF(v, d) ((v) ? (v) : (d))
-#define PUNCH_FRESH_MS 10000
 
 static uint64_t cfg_ms(uint32_t v, uint32_t d) { return DEF(v, d); }
 
@@ -125,6 +124,8 @@ static void relay_direct_attempt(peer_table *pt, peer *p)
 void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 {
 	if (ep && !(pt->has_beacon && transport_ep_eq(ep, &pt->beacon))) {
+		p->reg_ep = *ep;
+		p->has_reg_ep = true;
 		p->ep = *ep;
 		p->has_ep = true;
 	}
@@ -151,6 +152,16 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 	peer_kx_arm(pt, p);
 }
 
+/* src is the endpoint of a recent PunchCommand (whichever peer it was for). */
+static bool was_punched(const peer_table *pt, const transport_ep *src, uint64_t now)
+{
+	for (unsigned i = 0; i < PEER_PUNCH_RECENT; i++)
+		if (pt->punched[i].ms && now - pt->punched[i].ms < PEER_PUNCH_FRESH_MS &&
+		    transport_ep_eq(src, &pt->punched[i].ep))
+			return true;
+	return false;
+}
+
 void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay)
 {
 	uint64_t now = peer_now(pt);
@@ -168,7 +179,7 @@ void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_rel
 	/* NAT rebinding follow: the source of an authenticated frame is the endpoint. */
 	p->ep = *src;
 	p->has_ep = true;
-	punched = pt->punch_ms && now - pt->punch_ms < PUNCH_FRESH_MS && transport_ep_eq(src, &pt->punch_ep);
+	punched = was_punched(pt, src, now);
 	if (p->path == PEER_PATH_NONE)
 		peer_set_path(pt, p, PEER_PATH_DIRECT, "inbound");
 	else if (p->path == PEER_PATH_RELAY && ++p->direct_count >= PEER_UPGRADE_FRAMES)
@@ -283,44 +294,117 @@ static void ep_from_proto(const proto_endpoint *e, transport_ep *ep)
 	}
 }
 
-/* The peer whose punch we asked for most recently (if fresh). */
-static peer *recent_requester(peer_table *pt, uint64_t now)
+static bool ep_ip_eq(const transport_ep *a, const transport_ep *b)
+{
+	transport_ep x = *a, y = *b;
+
+	transport_ep_canon(&x);
+	transport_ep_canon(&y);
+	if (x.ss.ss_family != y.ss.ss_family)
+		return false;
+	if (x.ss.ss_family == AF_INET)
+		return ((struct sockaddr_in *)&x.ss)->sin_addr.s_addr ==
+		       ((struct sockaddr_in *)&y.ss)->sin_addr.s_addr;
+	if (x.ss.ss_family == AF_INET6)
+		return !memcmp(&((struct sockaddr_in6 *)&x.ss)->sin6_addr,
+			       &((struct sockaddr_in6 *)&y.ss)->sin6_addr, sizeof(struct in6_addr));
+	return false;
+}
+
+/* 2: one of p's endpoints (current or registry) is ep; 1: same IP; 0: neither. */
+static int ep_match(const peer *p, const transport_ep *ep)
+{
+	int m = 0;
+
+	if (p->has_ep)
+		m = transport_ep_eq(&p->ep, ep) ? 2 : ep_ip_eq(&p->ep, ep);
+	if (p->has_reg_ep && m < 2) {
+		int r = transport_ep_eq(&p->reg_ep, ep) ? 2 : ep_ip_eq(&p->reg_ep, ep);
+		m = r > m ? r : m;
+	}
+	return m;
+}
+
+enum { PUNCH_NONE, PUNCH_BY_EP, PUNCH_BY_RECENT };
+
+/* Which peer a PunchCommand is about. It carries only the other side's endpoint
+ * as the beacon sees it, and comes either for our own outstanding PunchRequest
+ * or because a peer asked to punch us. Ranking: an outstanding request whose peer
+ * has exactly this endpoint; any peer with exactly this endpoint; an outstanding
+ * request whose peer has this IP; the most recent outstanding request. Ties go
+ * to the most recent request. An IP match alone without a request of ours is
+ * no evidence (several peers may share a NAT). */
+static peer *punch_attribute(peer_table *pt, const transport_ep *ep, uint64_t now, int *how)
 {
 	peer *best = NULL;
+	int bs = 0;
 
 	for (size_t b = 0; b < PEER_BUCKETS; b++)
-		for (peer *p = pt->buckets[b]; p; p = p->next)
-			if (p->punch_req_ms && now - p->punch_req_ms < 5000 &&
-			    (!best || p->punch_req_ms > best->punch_req_ms))
+		for (peer *p = pt->buckets[b]; p; p = p->next) {
+			bool out = p->punch_req_ms && now - p->punch_req_ms < PEER_PUNCH_OUTSTANDING_MS;
+			int m = ep_match(p, ep);
+			int sc = m == 2 ? (out ? 5 : 4) : m == 1 && out ? 3 : out ? 1 : 0;
+
+			if (sc > bs || (sc && sc == bs && p->punch_req_ms > best->punch_req_ms)) {
 				best = p;
+				bs = sc;
+			}
+		}
+	*how = bs >= 3 ? PUNCH_BY_EP : bs ? PUNCH_BY_RECENT : PUNCH_NONE;
 	return best;
 }
 
+/* Send p a probe (session) or our key exchange at ep, whatever p's endpoint. */
+static void try_endpoint(peer_table *pt, peer *p, const transport_ep *ep)
+{
+	transport_ep saved = p->ep;
+	bool had = p->has_ep;
+
+	p->ep = *ep;
+	p->has_ep = true;
+	if (p->sess || !pt->cfg.encrypt)
+		peer_send_probe(pt, p, PEER_VIA_DIRECT);
+	else
+		peer_send_kx(pt, p, PEER_VIA_DIRECT);
+	p->ep = saved;
+	p->has_ep = had;
+}
+
+/* PILP x3 to the endpoint whatever it is for: that is what opens our NAT mapping
+ * toward it. Attribution is bookkeeping, plus one authenticated attempt for a
+ * peer still without a working direct path. Success itself is recognised by
+ * authenticated direct frames (peer_path_rx), whichever peer they come from. */
 static void punch_command(peer_table *pt, const proto_endpoint *e)
 {
 	uint8_t pilp[8];
 	transport_ep ep;
 	uint64_t now = peer_now(pt);
-	int n = proto_pilp_encode(0, pilp, sizeof(pilp));
+	int n = proto_pilp_encode(0, pilp, sizeof(pilp)), how;
 	peer *p;
 
 	ep_from_proto(e, &ep);
 	for (int i = 0; i < 3 && n > 0; i++)
 		peer_send_frame_direct(pt, &ep, pilp, (size_t)n);
 	pt->st.punches++;
-	pt->punch_ep = ep;
-	pt->punch_ms = now;
-	/* Our own request: try the punched endpoint with an authenticated probe. */
-	p = recent_requester(pt, now);
-	if (p && p->sess && p->path == PEER_PATH_RELAY) {
-		transport_ep saved = p->ep;
-		bool had = p->has_ep;
-		p->ep = ep;
-		p->has_ep = true;
-		peer_send_probe(pt, p, PEER_VIA_DIRECT);
-		p->ep = saved;
-		p->has_ep = had;
+	pt->punched[pt->punched_i].ep = ep;
+	pt->punched[pt->punched_i].ms = now;
+	pt->punched_i = (pt->punched_i + 1) % PEER_PUNCH_RECENT;
+	p = punch_attribute(pt, &ep, now, &how);
+	if (!p) {
+		pt->st.punch_unattributed++;
+		return;
 	}
+	if (how == PUNCH_BY_EP)
+		pt->st.punch_by_endpoint++;
+	else
+		pt->st.punch_by_recent++;
+	if (p->punch_req_ms && now - p->punch_req_ms < PEER_PUNCH_OUTSTANDING_MS)
+		p->punch_req_ms = 0; /* answered */
+	p->punch_ep = ep;
+	p->punch_cmd_ms = now;
+	if (p->path == PEER_PATH_RELAY ||
+	    (p->direct_deadline_ms && p->direct_ok_ms < p->direct_since_ms))
+		try_endpoint(pt, p, &ep);
 }
 
 void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len)

@@ -63,9 +63,10 @@ typedef struct fx {
 	char beacon_addr[64];
 	peer_resolve_done held_done;
 	void *held_arg;
-	/* a fake beacon (a bare UDP socket) */
-	int fb;
-	uint16_t fb_port;
+	uint32_t relay_probe_ms;    /* node_start override (0 = 300) */
+	/* a fake beacon (a bare UDP socket) and two silent fake peers */
+	int fb, fp[2];
+	uint16_t fb_port, fp_port[2];
 	unsigned npr;              /* PunchRequests the fake beacon received */
 	uint32_t pr_target[64];
 	uint64_t pr_ms[64];
@@ -130,7 +131,7 @@ static void node_start(fx *f, tnode *t, uint16_t port)
 		.beacon = f->beacon_addr[0] ? f->beacon_addr : NULL, .ctx = t,
 		.deliver = deliver, .lookup_key = lookup_key, .resolve = resolve,
 		.tick_ms = 20, .kx_retry_ms = 200, .direct_timeout_ms = 300,
-		.relay_probe_ms = 300,
+		.relay_probe_ms = f->relay_probe_ms ? f->relay_probe_ms : 300,
 		.silence_ms = 2000,
 		.punch_gap_ms = 150,
 	};
@@ -238,6 +239,9 @@ static int teardown(void **state)
 		pilot_loop_del_fd(f->loop, f->fb);
 		close(f->fb);
 	}
+	for (int i = 0; i < 2; i++)
+		if (f->fp[i] > 0)
+			close(f->fp[i]);
 	/* let zero-delay timers of closed transports go (they were deleted) */
 	pilot_loop_free(f->loop);
 	free(f);
@@ -664,6 +668,35 @@ static void fake_beacon(fx *f)
 	assert_int_equal(pilot_loop_add_fd(f->loop, f->fb, PILOT_EV_READ, fake_beacon_io, f), 0);
 }
 
+/* The fake beacon tells t to punch 127.0.0.<host>:port. */
+static void punch_cmd(fx *f, tnode *t, uint8_t host, uint16_t port)
+{
+	proto_endpoint e = { .ip_len = 4, .ip = { 127, 0, 0, host }, .port = port };
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(t->port) };
+	uint8_t msg[32];
+	int n = proto_beacon_endpoint_msg(BEACON_PUNCH_COMMAND, &e, msg, sizeof(msg));
+
+	assert_true(n > 0);
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	assert_int_equal(sendto(f->fb, msg, (size_t)n, 0, (struct sockaddr *)&to, sizeof(to)), n);
+	spin(f, 40);
+}
+
+/* What a silent fake peer received: count of PILP and of PILA frames. */
+static void drain_fake(int fd, unsigned *pilp, unsigned *pila)
+{
+	uint8_t buf[2048];
+	ssize_t n;
+
+	*pilp = *pila = 0;
+	while ((n = recv(fd, buf, sizeof(buf), 0)) >= 0) {
+		if (n >= 4 && !memcmp(buf, "PILP", 4))
+			(*pilp)++;
+		if (n >= 4 && !memcmp(buf, "PILA", 4))
+			(*pila)++;
+	}
+}
+
 /* Three peers go relay in the same tick: their relay-probe PunchRequests must
  * leave punch_gap_ms apart (the beacon grants a requester only so many per
  * second), and every peer gets its turn. */
@@ -693,6 +726,63 @@ static void test_punch_requests_spread(void **state)
 	assert_int_equal(stats(a).punch_requests, f->npr);
 }
 
+/* A PunchCommand names only an endpoint: it is matched to the peer with that
+ * endpoint, not to whichever request went out last; PILP x3 goes out whatever. */
+static void test_punch_attribution(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1], *c = &f->n[2];
+	unsigned pilp, pila;
+	peer_stats st;
+
+	f->relay_probe_ms = 10000; /* no relay probes during the test */
+	fake_beacon(f);
+	node_start(f, a, 0);
+	f->fp[0] = udp_sock(&f->fp_port[0]);
+	f->fp[1] = udp_sock(&f->fp_port[1]);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->fp_port[0]);
+	snprintf(c->resolve_to, sizeof(c->resolve_to), "127.0.0.1:%u", f->fp_port[1]);
+	assert_int_equal(send_text(a, b, "to b", a->node), 0);
+	assert_int_equal(send_text(a, c, "to c", a->node), 0);
+	spin(f, 400); /* both requests out (b first, c 150 ms later), both gone relay */
+	assert_int_equal(f->npr, 2);
+	assert_int_equal(f->pr_target[0], b->node);
+	assert_int_equal(f->pr_target[1], c->node);
+	drain_fake(f->fp[0], &pilp, &pila);
+	drain_fake(f->fp[1], &pilp, &pila);
+	/* the beacon answers b's request last: attributed to b by its endpoint */
+	punch_cmd(f, a, 1, f->fp_port[0]);
+	st = stats(a);
+	assert_int_equal(st.punches, 1);
+	assert_int_equal(st.punch_by_endpoint, 1);
+	assert_int_equal(st.punch_by_recent, 0);
+	drain_fake(f->fp[0], &pilp, &pila);
+	assert_int_equal(pilp, 3);
+	assert_int_equal(pila, 1); /* b (no session yet) gets our key exchange there */
+	drain_fake(f->fp[1], &pilp, &pila);
+	assert_int_equal(pilp + pila, 0);
+	/* an endpoint (and IP) matching nobody: the outstanding request (c's) */
+	punch_cmd(f, a, 5, 9);
+	st = stats(a);
+	assert_int_equal(st.punches, 2);
+	assert_int_equal(st.punch_by_endpoint, 1);
+	assert_int_equal(st.punch_by_recent, 1);
+	drain_fake(f->fp[1], &pilp, &pila);
+	assert_int_equal(pilp + pila, 0); /* c's own endpoint is not where the beacon pointed */
+	/* no request outstanding any more and no endpoint match: nobody's, but PILP
+	 * still goes out (it opens our NAT for whoever asked) */
+	punch_cmd(f, a, 5, 7);
+	assert_int_equal(stats(a).punch_unattributed, 1);
+	/* c asked to punch us (no request of ours): exact endpoint match */
+	punch_cmd(f, a, 1, f->fp_port[1]);
+	st = stats(a);
+	assert_int_equal(st.punches, 4);
+	assert_int_equal(st.punch_by_endpoint, 2);
+	drain_fake(f->fp[1], &pilp, &pila);
+	assert_int_equal(pilp, 3);
+	assert_int_equal(pila, 1);
+}
+
 
 int main(void)
 {
@@ -709,6 +799,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {
