@@ -55,6 +55,8 @@ typedef struct peer_config {
 	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
 	uint32_t direct_timeout_ms;   /* no authenticated direct frame → relay (1500) */
 	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000) */
+	uint32_t reresolve_ms;        /* relay peers without a working direct path:
+				       * registry resolve again at most this often (30000) */
 	uint32_t punch_gap_ms;        /* PunchRequests leave at least this far apart (1100) */
 	uint32_t silence_ms;          /* peer silent while we send → re-validate (8000) */
 	uint32_t keepalive_ms;        /* send silence → keepalive (25000) */
@@ -120,6 +122,7 @@ typedef struct peer_stats {
 	uint64_t punch_by_endpoint;   /* PunchCommands attributed by endpoint (IP) match */
 	uint64_t punch_by_recent;     /* ... to the most recent outstanding request */
 	uint64_t punch_unattributed;  /* ... to no peer (someone else asked to punch us) */
+	uint64_t reresolves;          /* registry resolves for relay peers */
 	uint64_t keepalives_sent;
 	bool have_public_ep;
 	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */

@@ -60,7 +60,7 @@ typedef struct peer {
 	unsigned direct_count;
 	/* punching: punch_req_ms = our PunchRequest went out (0 = none outstanding:
 	 * cleared when a PunchCommand is attributed to it) */
-	uint64_t punch_req_ms, punch_queued_ms, punch_cmd_ms;
+	uint64_t punch_req_ms, punch_queued_ms, punch_cmd_ms, next_resolve_ms;
 	bool punch_queued;
 	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */

@@ -120,14 +120,27 @@ static void relay_direct_attempt(peer_table *pt, peer *p)
 }
 
 /* First contact: try direct, ask the beacon to coordinate a punch, and send the
- * key exchange once through the relay too (dual-NAT convergence). */
+ * key exchange once through the relay too (dual-NAT convergence). Later answers
+ * (re-resolves of relay peers) refresh the endpoint of a relay peer and try it
+ * at once when it is new. */
 void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 {
+	bool fresh = false;
+
 	if (ep && !(pt->has_beacon && transport_ep_eq(ep, &pt->beacon))) {
 		p->reg_ep = *ep;
 		p->has_reg_ep = true;
-		p->ep = *ep;
-		p->has_ep = true;
+		/* never replace an endpoint that authenticated frames proved */
+		if (!p->has_ep || p->path == PEER_PATH_NONE || p->path == PEER_PATH_RELAY ||
+		    !p->direct_ok_ms) {
+			fresh = !p->has_ep || !transport_ep_eq(&p->ep, ep);
+			p->ep = *ep;
+			p->has_ep = true;
+		}
+	}
+	if (p->path == PEER_PATH_RELAY && fresh) {
+		relay_direct_attempt(pt, p);
+		return;
 	}
 	if (p->path != PEER_PATH_NONE)
 		return; /* already reached us (e.g. via relay); probes use the endpoint */
@@ -214,12 +227,31 @@ static void direct_deadline(peer_table *pt, peer *p, uint64_t now)
 		peer_send_kx(pt, p, PEER_VIA_RELAY);
 }
 
+/* A relay peer's endpoint may be unknown (reached us through the relay first)
+ * or wrong (registered before its NAT mapping existed, or the registry would not
+ * say before trust): ask the registry again, at most every reresolve_ms, unless
+ * an authenticated direct frame confirmed the endpoint within that time. */
+static void maybe_reresolve(peer_table *pt, peer *p, uint64_t now)
+{
+	uint64_t iv = cfg_ms(pt->cfg.reresolve_ms, 30000);
+
+	if (p->resolving || !pt->cfg.resolve || now < p->next_resolve_ms)
+		return;
+	if (p->has_ep && p->direct_ok_ms && now - p->direct_ok_ms < iv)
+		return;
+	p->next_resolve_ms = now + iv;
+	pt->st.reresolves++;
+	peer_start_resolve(pt, p); /* a new endpoint is tried at once (peer_resolved) */
+}
+
 static void relay_probe(peer_table *pt, peer *p, uint64_t now)
 {
 	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
 		return;
 	p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
 	relay_direct_attempt(pt, p);
+	if (p->path == PEER_PATH_RELAY)
+		maybe_reresolve(pt, p, now);
 }
 
 /* Traffic stopped arriving on a direct path while we keep sending: probe it and

@@ -63,6 +63,7 @@ typedef struct fx {
 	char beacon_addr[64];
 	peer_resolve_done held_done;
 	void *held_arg;
+	unsigned resolves[NNODES];  /* resolve() calls per target */
 	uint32_t relay_probe_ms;    /* node_start override (0 = 300) */
 	/* a fake beacon (a bare UDP socket) and two silent fake peers */
 	int fb, fp[2];
@@ -107,6 +108,8 @@ static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
 {
 	tnode *t = by_node(G, node);
 
+	if (t)
+		G->resolves[t - G->n]++;
 	if (t && !strcmp(t->resolve_to, "hold")) {
 		G->held_done = done;
 		G->held_arg = arg;
@@ -132,7 +135,7 @@ static void node_start(fx *f, tnode *t, uint16_t port)
 		.deliver = deliver, .lookup_key = lookup_key, .resolve = resolve,
 		.tick_ms = 20, .kx_retry_ms = 200, .direct_timeout_ms = 300,
 		.relay_probe_ms = f->relay_probe_ms ? f->relay_probe_ms : 300,
-		.silence_ms = 2000,
+		.silence_ms = 2000, .reresolve_ms = 400,
 		.punch_gap_ms = 150,
 	};
 
@@ -554,7 +557,13 @@ static json_object *reg_req(registry *r, const char *fmt, ...)
 	return resp;
 }
 
+static void reg_node_vis(fx *f, tnode *t, bool public);
 static void reg_node(fx *f, tnode *t)
+{
+	reg_node_vis(f, t, true);
+}
+
+static void reg_node_vis(fx *f, tnode *t, bool public)
 {
 	char pk[48], msg[64], sig64[96];
 	uint8_t sig[64];
@@ -565,6 +574,8 @@ static void reg_node(fx *f, tnode *t)
 	assert_string_equal(json_object_get_string(json_object_object_get(o, "type")), "register_ok");
 	t->node = (uint32_t)json_object_get_int64(json_object_object_get(o, "node_id"));
 	json_object_put(o);
+	if (!public)
+		return;
 	snprintf(msg, sizeof(msg), "set_visibility:%u", t->node);
 	pilot_ed25519_sign(&t->id, msg, strlen(msg), sig);
 	pilot_b64_encode(sig, sizeof(sig), sig64, sizeof(sig64));
@@ -783,6 +794,59 @@ static void test_punch_attribution(void **state)
 	assert_int_equal(pila, 1);
 }
 
+/* A relay peer that becomes resolvable later (e.g. after trust) is resolved
+ * again on the relay probe and reached directly. */
+static void test_relay_peer_reresolved(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "";
+	peer_info pi;
+	uint64_t t0;
+	unsigned r0;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	assert_non_null(f->bcn);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	/* private and untrusted: the beacon relays key exchanges and answers but
+	 * refuses punches, so only the resolve can give a a direct path */
+	reg_node_vis(f, a, false);
+	reg_node_vis(f, b, false);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	a->resolve_to[0] = 0;
+	b->resolve_to[0] = 0;
+	spin(f, 100);
+	t0 = pilot_now_ms();
+	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000) {
+		send_text(a, b, "via relay", a->node);
+		spin(f, 100);
+	}
+	assert_true(b->delivered > 0);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	r0 = f->resolves[1];
+	spin(f, 1300);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	/* re-resolved while relay, rate-limited (relay probe 300 ms, reresolve 400 ms) */
+	assert_true(f->resolves[1] - r0 >= 1);
+	assert_true(f->resolves[1] - r0 <= 3);
+	assert_true(stats(a).reresolves >= 1);
+	/* the registry now answers */
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
+	t0 = pilot_now_ms();
+	do {
+		spin(f, 50);
+		peer_get(a->pt, b->node, &pi);
+	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < 3000);
+	assert_int_equal(pi.path, PEER_PATH_DIRECT);
+	assert_true(stats(a).direct_upgrades >= 1);
+	assert_true(f->resolves[0] >= 1); /* b tried a too (in vain) */
+}
+
 
 int main(void)
 {
@@ -800,6 +864,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {
