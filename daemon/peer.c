@@ -14,6 +14,7 @@
 
 static void handle_frame(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
 			 uint32_t relay_sender);
+static int build_kx(const peer_table *pt, const pilot_x25519 *x, uint8_t *frame, size_t *len);
 
 uint64_t peer_now(const peer_table *pt)
 {
@@ -35,6 +36,43 @@ peer *peer_find(const peer_table *pt, uint32_t node)
 	return NULL;
 }
 
+/* node was peer_forget'ed (a direct-mapped set: an overwritten entry only means
+ * the table key is used again). */
+static bool forgotten(const peer_table *pt, uint32_t node)
+{
+	return node && pt->forgot[bucket(node)] == node;
+}
+
+/* A forgotten node gets its own X25519 key: the node may still hold the session
+ * derived from the table key, and re-deriving that one on our side only would
+ * restart our send counter under its replay window (tunnel.md §6.1 counter reset).
+ * A new key makes it replace its session too: both sides start from scratch. */
+static int own_key(peer_table *pt, peer *p)
+{
+	peer_ownkey *k = calloc(1, sizeof(*k));
+
+	if (!k)
+		return -ENOMEM;
+	pilot_x25519_generate(&k->x);
+	if (build_kx(pt, &k->x, k->frame, &k->len) < 0) {
+		pilot_x25519_wipe(&k->x);
+		free(k);
+		return -EINVAL;
+	}
+	p->own = k;
+	return 0;
+}
+
+static const uint8_t *kx_frame_of(const peer_table *pt, const peer *p, size_t *len)
+{
+	if (p && p->own) {
+		*len = p->own->len;
+		return p->own->frame;
+	}
+	*len = pt->kx_frame_len;
+	return pt->kx_frame;
+}
+
 peer *peer_get_or_create(peer_table *pt, uint32_t node)
 {
 	peer *p = peer_find(pt, node);
@@ -43,7 +81,10 @@ peer *peer_get_or_create(peer_table *pt, uint32_t node)
 		return p;
 	if (pt->npeers >= PEER_MAX || !(p = calloc(1, sizeof(*p))))
 		return NULL;
-
+	if (forgotten(pt, node) && own_key(pt, p) < 0) {
+		free(p);
+		return NULL;
+	}
 	p->node = node;
 	p->kdf = pt->cfg.kdf;
 	p->why = "new";
@@ -72,6 +113,10 @@ static void peer_free(peer_table *pt, peer *p)
 	peer_pending_drop(pt, p);
 	pilot_session_free(p->sess);
 	pilot_session_free(p->alt);
+	if (p->own) {
+		pilot_x25519_wipe(&p->own->x);
+		free(p->own);
+	}
 	sodium_memzero(p, sizeof(*p));
 	free(p);
 }
@@ -116,9 +161,11 @@ void peer_send_frame(peer_table *pt, peer *p, uint8_t *frame, size_t len)
 void peer_send_kx(peer_table *pt, peer *p, int via)
 {
 	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
+	size_t len;
+	const uint8_t *kx = kx_frame_of(pt, p, &len);
 
-	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
-	send_via(pt, p, buf + BEACON_RELAY_HDR, pt->kx_frame_len, via);
+	memcpy(buf + BEACON_RELAY_HDR, kx, len);
+	send_via(pt, p, buf + BEACON_RELAY_HDR, len, via);
 	p->kx_sent_ms = peer_now(pt);
 	pt->st.kx_sent++;
 }
@@ -294,7 +341,7 @@ static void install_session(peer_table *pt, peer *p, const uint8_t x[PROTO_X2551
 	uint8_t shared[PILOT_KEY_LEN];
 	enum pilot_kdf other = p->kdf == PILOT_KDF_REF ? PILOT_KDF_NEW : PILOT_KDF_REF;
 
-	if (pilot_x25519_shared(&pt->x, x, shared) < 0) {
+	if (pilot_x25519_shared(p->own ? &p->own->x : &pt->x, x, shared) < 0) {
 		pt->st.kx_rejected++;
 		return;
 	}
@@ -405,8 +452,13 @@ static void kx_decide(peer_table *pt, const uint8_t *frame, size_t len, const tr
 		pt->st.kx_rate_limited++; /* anonymous nodes must not fill the table */
 		return;
 	}
-	if (!peer_find(pt, k.node))
+	if (!peer_find(pt, k.node)) {
+		peer *np = peer_get_or_create(pt, k.node);
+		if (!np)
+			return;
+		np->pilk = true;
 		pt->pilk_peers++;
+	}
 	kx_accept(pt, k.node, k.x25519, frame, PROTO_PILK_LEN, src, relay, NULL);
 }
 
@@ -448,6 +500,10 @@ static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
 	}
 	req_unlink(pt, r);
 	pt->kx_inflight--;
+	if (r->forgotten) { /* a frame from before peer_forget: start from scratch */
+		free(r);
+		return;
+	}
 	if ((p = peer_find(pt, r->node)) || (pk && (p = peer_get_or_create(pt, r->node)))) {
 		if (pk) {
 			memcpy(p->ed, pk, PROTO_ED25519_LEN);
@@ -523,8 +579,9 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 static void rekey_unknown(peer_table *pt, uint32_t node, const transport_ep *src, uint32_t relay)
 {
 	uint64_t now = peer_now(pt);
-	size_t slot = bucket(node) % PEER_UNSOL_SLOTS;
+	size_t slot = bucket(node) % PEER_UNSOL_SLOTS, len;
 	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
+	const uint8_t *kx;
 
 	if (pt->unsol[slot].node == node && now - pt->unsol[slot].ms < 1000) {
 		pt->st.kx_rate_limited++;
@@ -540,11 +597,13 @@ static void rekey_unknown(peer_table *pt, uint32_t node, const transport_ep *src
 	}
 	pt->unsol[slot].node = node;
 	pt->unsol[slot].ms = now;
-	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
+	/* a forgotten node still holding our old session: answer with a new key */
+	kx = kx_frame_of(pt, forgotten(pt, node) ? peer_get_or_create(pt, node) : NULL, &len);
+	memcpy(buf + BEACON_RELAY_HDR, kx, len);
 	if (relay)
-		peer_send_frame_relay(pt, node, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
+		peer_send_frame_relay(pt, node, buf + BEACON_RELAY_HDR, len);
 	else
-		peer_send_frame_direct(pt, src, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
+		peer_send_frame_direct(pt, src, buf + BEACON_RELAY_HDR, len);
 	pt->st.kx_sent++;
 }
 
@@ -796,7 +855,7 @@ static void resolve_done(void *arg, const char *hostport)
 		return;
 	}
 	req_unlink(pt, r);
-	p = peer_find(pt, r->node);
+	p = r->forgotten ? NULL : peer_find(pt, r->node);
 	free(r);
 	if (!p)
 		return;
@@ -842,6 +901,29 @@ void peer_tick(peer_table *pt)
 		for (peer *p = pt->buckets[b]; p; p = p->next)
 			peer_path_tick(pt, p, now);
 	peer_punch_drain(pt, now);
+}
+
+int peer_forget(peer_table *pt, uint32_t node)
+{
+	peer **pp = &pt->buckets[bucket(node)], *p;
+
+	while (*pp && (*pp)->node != node)
+		pp = &(*pp)->next;
+	if (!(p = *pp))
+		return -ENOENT;
+	*pp = p->next;
+	pt->npeers--;
+	pt->forgot[bucket(node)] = node;
+	if (p->pilk)
+		pt->pilk_peers--;
+	/* Answers to outstanding resolves/key lookups are discarded; a queued
+	 * PunchRequest is skipped (peer_punch_drain). */
+	for (peer_req *r = pt->reqs; r; r = r->next)
+		if (r->node == node)
+			r->forgotten = true;
+	log_debug("peer forgotten node=%u path=%s", node, peer_path_name(p->path));
+	peer_free(pt, p);
+	return 0;
 }
 
 static int build_kx(const peer_table *pt, const pilot_x25519 *x, uint8_t *frame, size_t *len)

@@ -69,6 +69,12 @@ peer_table *peer_table_new(struct pilot_loop *loop, transport *t, const peer_con
 			   char *err, size_t errlen);
 void peer_table_free(peer_table *pt); /* NULL-safe */
 
+/* Tear down everything about node (untrust, revocation): its session and key
+ * state, pending queue, path, endpoint and punch state. Nothing is sent. A later
+ * packet to or from node starts from scratch (resolve, new key exchange).
+ * Answers to lookups still outstanding for it are discarded. 0 or -ENOENT. */
+int peer_forget(peer_table *pt, uint32_t node);
+
 /* Send one marshalled Pilot packet (34-byte header + payload) to node. pkt must
  * honour the headroom contract above; its bytes are overwritten (sealed in place).
  * Without a session the packet is copied to the peer's bounded pending queue and

@@ -25,6 +25,13 @@
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
 
+/* Our own X25519 key for one peer (see peer_forget), instead of the table's. */
+typedef struct peer_ownkey {
+	pilot_x25519 x;
+	uint8_t frame[PROTO_PILA_LEN];
+	size_t len;
+} peer_ownkey;
+
 typedef struct pending_pkt {
 	struct pending_pkt *next;
 	size_t len;
@@ -38,10 +45,12 @@ typedef struct peer {
 	bool has_ep, resolving;
 	transport_ep reg_ep;           /* last endpoint the registry resolved */
 	bool has_reg_ep;
+	bool pilk;                     /* created by an anonymous PILK (pilk_peers) */
 	enum peer_path path;
 	const char *why;
 	/* crypto */
 	pilot_session *sess, *alt;     /* alt: the other KDF until a frame authenticates */
+	peer_ownkey *own;              /* NULL = the table's key (pt->x, pt->kx_frame) */
 	enum pilot_kdf kdf;            /* learned variant (cfg default until then) */
 	bool has_x, authenticated, identity, has_ed;
 	uint8_t x25519[PROTO_X25519_LEN];
@@ -75,6 +84,7 @@ typedef struct peer_req {
 	struct peer_table *pt;
 	uint32_t node;
 	bool is_resolve;
+	bool forgotten;                /* peer_forget(node) since: discard the answer */
 	/* key lookup for an unverified exchange frame */
 	uint8_t frame[PROTO_PILA_LEN];
 	size_t frame_len;
@@ -96,6 +106,7 @@ struct peer_table {
 	transport_ep beacon;
 	uint64_t tick_timer, next_discover_ms, last_discover_ts;
 	peer_req *reqs;
+	uint32_t forgot[PEER_BUCKETS]; /* peer_forget'ed nodes, direct-mapped by bucket */
 	struct { uint32_t node; uint64_t ms; } unsol[PEER_UNSOL_SLOTS];
 	uint64_t unsol_window_ms;
 	unsigned unsol_n;

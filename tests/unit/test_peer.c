@@ -847,6 +847,57 @@ static void test_relay_peer_reresolved(void **state)
 	assert_true(f->resolves[0] >= 1); /* b tried a too (in vain) */
 }
 
+static void test_forget(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1], *c = &f->n[2];
+	peer_info pi;
+	peer_stats sb;
+	uint64_t t0;
+
+	establish(f);
+	assert_int_equal(peer_forget(a->pt, b->node), 0);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), -ENOENT);
+	assert_int_equal(peer_forget(a->pt, b->node), -ENOENT);
+	assert_int_equal(peer_list(a->pt, &pi, 1), 0);
+	/* b still holds the session and keeps sending: a answers with a new key
+	 * (a forgotten node gets its own), b replaces its session, traffic resumes
+	 * without b's old replay window swallowing a's restarted counters */
+	sb = stats(b);
+	t0 = pilot_now_ms();
+	while (a->delivered < 2 && pilot_now_ms() - t0 < 3000) {
+		send_text(b, a, "after forget", b->node);
+		spin(f, 100);
+	}
+	assert_true(a->delivered >= 2);
+	assert_string_equal(a->last, "after forget");
+	assert_true(stats(b).rekeys > sb.rekeys);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_true(pi.authenticated);
+	assert_int_equal(send_text(a, b, "again", a->node), 0);
+	assert_true(wait_delivered(f, b, 2, 1000));
+	assert_string_equal(b->last, "again");
+	/* forgotten again, a speaks first this time */
+	assert_int_equal(peer_forget(a->pt, b->node), 0);
+	sb = stats(b);
+	assert_int_equal(send_text(a, b, "third", a->node), 0);
+	assert_true(wait_delivered(f, b, 3, 2000));
+	assert_string_equal(b->last, "third");
+	assert_true(stats(b).rekeys > sb.rekeys);
+	assert_int_equal(stats(a).drop_replay + stats(b).drop_replay, 0);
+	/* forgotten while its resolve is outstanding, with packets queued */
+	snprintf(c->resolve_to, sizeof(c->resolve_to), "hold");
+	assert_int_equal(send_text(a, c, "queued", a->node), 0);
+	assert_int_equal(send_text(a, c, "queued", a->node), 0);
+	assert_int_equal(peer_forget(a->pt, c->node), 0);
+	assert_non_null(f->held_done);
+	f->held_done(f->held_arg, "127.0.0.1:9"); /* discarded */
+	f->held_done = NULL;
+	assert_int_equal(peer_get(a->pt, c->node, &pi), -ENOENT);
+	/* and b still works */
+	assert_int_equal(send_text(a, b, "still", a->node), 0);
+	assert_true(wait_delivered(f, b, 4, 1000));
+}
 
 int main(void)
 {
@@ -865,6 +916,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {
