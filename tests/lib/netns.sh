@@ -9,7 +9,8 @@
 #   pt_bridge NAME          a namespace holding bridge br0 (the "internet")
 #   pt_attach NS BR ADDR    veth from NS to BR's br0, ADDR (cidr) on the NS side
 #   pt_link NS1 A1 NS2 A2   veth pair between two namespaces with addresses (cidr)
-#   pt_nat ROUTER WAN LAN MODE   nftables masquerade on ROUTER (MODE cone|symmetric)
+#   pt_nat ROUTER WAN LAN MODE   nftables masquerade on ROUTER (MODE cone|symmetric;
+#                           cone also drops unsolicited WAN packets to the router itself)
 #   pt_loss NS IF PERCENT   drop PERCENT % of packets leaving IF (nftables numgen)
 #   pt_loss_clear NS        remove every pt_loss rule from NS
 #   pt_spawn NS LOG CMD...  run CMD in NS in the background; sets PT_PID
@@ -112,6 +113,12 @@ pt_link() {
 # Masquerade everything leaving WAN. "cone": Linux keeps the source port when it can,
 # which gives endpoint-independent mapping; "symmetric": fully-random ports per
 # destination, which defeats hole punching.
+# "cone" also drops unsolicited packets from WAN addressed to the router itself, like
+# a home router. Without that, a hole-punch packet that reaches the router before
+# our own outgoing one is delivered locally (no socket: ICMP), its conntrack entry
+# (peer:port -> router:port) is confirmed, and masquerade must then give our outgoing
+# flow to that peer another source port, so the "cone" would behave symmetric and
+# simultaneous punching would fail depending on who sends first.
 pt_nat() {
 	local ns=$PT-$1 wan=$2 mode=$4 flags=""
 	[ "$mode" = symmetric ] && flags="fully-random"
@@ -121,6 +128,15 @@ table ip ptnat {
 	chain post {
 		type nat hook postrouting priority srcnat;
 		oifname "$wan" masquerade $flags
+	}
+}
+NFT
+	[ "$mode" = cone ] || return 0
+	pt_exec "$ns" nft -f - <<NFT
+table inet ptfw {
+	chain in {
+		type filter hook input priority 0;
+		iifname "$wan" ct state new drop
 	}
 }
 NFT
