@@ -121,15 +121,21 @@ static void conn_json(void *arg, const conn_info *ci)
 	set_int(o, "peer_recv_win", (int64_t)s->peer_window);
 	set_int(o, "recv_win", (int64_t)s->our_window * STREAM_WINDOW_UNIT);
 	set_bool(o, "in_recovery", s->recovery != STREAM_RECOV_OPEN);
+	set_str(o, "recovery", s->recovery == STREAM_RECOV_FAST ? "fast"
+		: s->recovery == STREAM_RECOV_RTO ? "rto" : "open");
+	set_num(o, "min_rtt_ms", s->min_rtt_us / 1000.0);
+	set_num(o, "rto_ms", s->rto_us / 1000.0);
 	set_int(o, "bytes_sent", (int64_t)s->bytes_sent);
 	set_int(o, "bytes_recv", (int64_t)s->bytes_rcvd);
 	set_int(o, "segs_sent", (int64_t)s->segs_sent);
 	set_int(o, "segs_recv", (int64_t)s->segs_rcvd);
 	set_int(o, "retransmits", (int64_t)s->retransmits);
 	set_int(o, "fast_retx", (int64_t)s->fast_retransmits);
+	set_int(o, "rto_timeouts", (int64_t)s->rto_timeouts);
 	set_int(o, "sack_recv", (int64_t)s->sack_blocks_rcvd);
 	set_int(o, "sack_sent", (int64_t)s->sack_blocks_sent);
 	set_int(o, "dup_acks", (int64_t)s->dup_acks);
+	set_int(o, "zwp_sent", (int64_t)s->zwp_sent);
 	json_object_array_add(arr, o);
 }
 

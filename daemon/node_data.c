@@ -437,6 +437,7 @@ void node_data_up(node *n)
 	conns_up(n);
 	if (!n->o.no_echo && (r = conn_echo_enable(n->conns)) < 0)
 		log_warn("echo service not started err=%d", r);
+	node_svc_up(n);
 	if ((r = node_hs_listen(n)) < 0)
 		pilot_fatal("cannot listen on the handshake port %d: %s", TRUST_PORT, strerror(-r));
 	n->poll_timer = pilot_loop_add_timer(n->loop, POLL_PROMPT_MS, poll_tick, n);
@@ -462,6 +463,7 @@ size_t node_data_trusted(node *n, uint32_t *ids, size_t cap)
 
 void node_data_shutdown(node *n)
 {
+	node_svc_down(n); /* control operations and services hold conn handles */
 	node_hs_free(n); /* its timers must not touch conns after the shutdown */
 	if (n->conns)
 		conn_table_shutdown(n->conns);
@@ -475,6 +477,7 @@ void node_data_free(node *n)
 		pilot_loop_del_timer(n->loop, n->poll_timer);
 		pilot_loop_del_timer(n->loop, n->poll_soon_timer);
 	}
+	node_svc_down(n);
 	node_hs_free(n);
 	conn_table_free(n->conns);
 	n->conns = NULL;
