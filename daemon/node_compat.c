@@ -206,8 +206,11 @@ bool node_compat_start(node *n)
 		c->nroots = (size_t)nr;
 	}
 	if (n->o.registry_tls) {
-		c->rtls = regclient_tls_config_new((const char *const *)c->roots, !pinned(&n->o) ||
-						   !c->nroots, n->o.registry_fingerprint, err, sizeof(err));
+		/* A fingerprint alone replaces the chain check (the reference's pinning);
+		 * with pinned roots both must pass. */
+		c->rtls = regclient_tls_config_new((const char *const *)c->roots,
+						   !pinned(&n->o) && empty(n->o.registry_fingerprint),
+						   n->o.registry_fingerprint, err, sizeof(err));
 		if (!c->rtls)
 			pilot_fatal("%s", err);
 		if (empty(n->o.registry_fingerprint))

@@ -82,6 +82,11 @@ regclient_tls_config *regclient_tls_config_new(const char *const *roots, bool sy
 	}
 	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+	/* A peer that closes without close_notify reads as EOF (-> reconnect), not as a
+	 * protocol error; the registry's length framing catches a truncated reply. */
+	SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
 	c->verify_chain = (roots && roots[0]) || system_roots || !c->fpr[0];
 	if (roots && roots[0]) {
 		for (i = 0; roots[i]; i++)

@@ -13,6 +13,7 @@ libsodium-dev libjson-c-dev libcmocka-dev
 libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
 iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl valgrind
 openssh-server openssh-client iperf3
+nginx libnginx-mod-stream
 "
 
 # Only with --bench: benchmark-only tools stay out of the default list (CI speed).
