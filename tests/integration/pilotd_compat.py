@@ -5,6 +5,7 @@
                                         segment each: SIZE <= 1368) over port 7; the
                                         SHA-256 of everything sent must equal that of
                                         everything echoed. Prints "ok BYTES SHA".
+  peers RHOST RPORT WHOST WPORT N HOLD N idle authenticated ws:// peers (benchmark)
   junk HOST PORT                       bad input to the compat WebSocket port: raw
                                         bytes, TLS + junk, upgrades without auth,
                                         binary before auth, a bad signature, a slow
@@ -166,7 +167,67 @@ def junk(host, port):
     return 0
 
 
+def read_frame(s, buf):
+    """One server frame (unmasked) from s; returns (opcode, payload, rest)."""
+    while True:
+        if len(buf) >= 2:
+            n, off = buf[1] & 0x7F, 2
+            if n == 126 and len(buf) >= 4:
+                n, off = struct.unpack(">H", buf[2:4])[0], 4
+            elif n == 127 and len(buf) >= 10:
+                n, off = struct.unpack(">Q", buf[2:10])[0], 10
+            if n < 126 or off > 2:
+                if len(buf) >= off + n:
+                    return buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+        b = s.recv(65536)
+        if not b:
+            raise ConnectionError("closed")
+        buf += b
+
+
+def peers(reg_host, reg_port, wss_host, wss_port, count, hold):
+    """count idle authenticated compat peers (plain ws://): register each key, dial,
+    answer the challenge; print "connected N" and hold them for hold seconds."""
+    from nacl.signing import SigningKey
+    reg = socket.create_connection((reg_host, int(reg_port)), timeout=10)
+    keys, conns = [], []
+    for _ in range(int(count)):
+        sk = SigningKey.generate()
+        pk = base64.b64encode(bytes(sk.verify_key)).decode()
+        body = json.dumps({"type": "register", "public_key": pk, "listen_addr": "0.0.0.0:0"}).encode()
+        reg.sendall(struct.pack(">I", len(body)) + body)
+        (n,) = struct.unpack(">I", reg.recv(4, socket.MSG_WAITALL))
+        r = json.loads(reg.recv(n, socket.MSG_WAITALL))
+        keys.append((sk, int(r["node_id"])))
+    reg.close()
+    t0 = time.time()
+    for sk, node in keys:
+        s = socket.create_connection((wss_host, int(wss_port)), timeout=10)
+        status, rest = upgrade(s, wss_host)
+        if " 101 " not in status + " ":
+            print("upgrade refused:", status)
+            break
+        _, payload, rest = read_frame(s, rest)
+        ch = json.loads(payload)
+        msg = f"compat_auth:{node}:{ch['ts']}:{ch['nonce']}".encode()
+        sig = base64.b64encode(sk.sign(msg).signature).decode()
+        s.sendall(frame(1, json.dumps({"type": "auth_reply", "node_id": node, "public_key": "",
+                                       "sig": sig}).encode()))
+        _, payload, rest = read_frame(s, rest)
+        if b"auth_ok" not in payload:
+            print("auth refused:", payload[:80])
+            break
+        conns.append(s)
+    print(f"connected {len(conns)} in {time.time() - t0:.1f} s", flush=True)
+    time.sleep(float(hold))
+    for s in conns:
+        s.close()
+    return 0 if len(conns) == int(count) else 1
+
+
 def main():
+    if len(sys.argv) == 8 and sys.argv[1] == "peers":
+        return peers(*sys.argv[2:8])
     if len(sys.argv) >= 7 and sys.argv[1] == "echo":
         return echo(*sys.argv[2:7])
     if len(sys.argv) == 4 and sys.argv[1] == "junk":
