@@ -91,7 +91,7 @@ read -r id_a addr_a dev_a ip_a ip6_a <<<"$(json a "$fields" info | tr -d "(),'")
 read -r id_b addr_b dev_b ip_b ip6_b <<<"$(json b "$fields" info | tr -d "(),'")"
 echo "    alpha: node $id_a, address $addr_a, TUN $dev_a $ip_a $ip6_a"
 echo "    bravo: node $id_b, address $addr_b, TUN $dev_b $ip_b $ip6_b"
-show pt_exec "$PT-b" ip -brief addr show dev pilot0
+show ip netns exec "$PT-b" ip -brief addr show dev pilot0
 
 say "Nodes are private by default: they trust each other after a handshake both ways"
 show ctl a handshake bravo "demo" || die "handshake alpha -> bravo failed"
@@ -115,7 +115,7 @@ pt_wait 10 pt_exec "$PT-b" bash -c "exec 3<>/dev/tcp/$ip_b/80" || die "HTTP serv
 say "alpha's resolver uses its pilotd (nameserver 10.4.0.1, via /etc/netns/$PT-a/resolv.conf)"
 mkdir -p "/etc/netns/$PT-a"
 echo "nameserver 10.4.0.1" >"/etc/netns/$PT-a/resolv.conf"
-show pt_exec "$PT-a" getent hosts bravo.pilot || die "bravo.pilot did not resolve"
+show ip netns exec "$PT-a" getent hosts bravo.pilot || die "bravo.pilot did not resolve"
 
 say "curl on alpha fetches http://bravo.pilot/"
 out=$(pt_exec "$PT-a" curl -sS -m 10 -w '\n%{http_code} %{remote_ip} %{time_total}s' http://bravo.pilot/ 2>&1)
