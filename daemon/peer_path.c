@@ -119,8 +119,8 @@ static void relay_direct_attempt(peer_table *pt, peer *p)
 		peer_send_kx(pt, p, PEER_VIA_DIRECT);
 }
 
-/* First contact: try direct, ask the beacon to coordinate a punch, and send the
- * key exchange once through the relay too (dual-NAT convergence). Later answers
+/* First contact: try direct and ask the beacon to coordinate a punch; the relay
+ * only after direct_timeout_ms without an answer (direct_deadline). Later answers
  * (re-resolves of relay peers) refresh the endpoint of a relay peer and try it
  * at once when it is new. */
 void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
@@ -159,9 +159,12 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 		peer_pending_flush(pt, p);
 		return;
 	}
+	/* Direct only: a reference daemon that receives anything through the relay
+	 * pins the sender to the relay for its lifetime (tunnel.md §10 ref 3), so a
+	 * relayed copy here would route all its traffic to us through the beacon even
+	 * on a LAN. No direct answer within direct_timeout_ms: direct_deadline()
+	 * switches to the relay and sends the key exchange there. */
 	peer_send_kx(pt, p, PEER_VIA_PATH);
-	if (pt->has_beacon && p->path != PEER_PATH_RELAY)
-		peer_send_kx(pt, p, PEER_VIA_RELAY);
 	peer_kx_arm(pt, p);
 }
 

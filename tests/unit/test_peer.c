@@ -600,8 +600,10 @@ static void test_relay_and_upgrade(void **state)
 	if (!f->bcn)
 		fail_msg("beacon: %s", err);
 	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
-	reg_node(f, a);
-	reg_node(f, b);
+	/* private and untrusted: the beacon refuses to coordinate a punch (which
+	 * would find the real loopback endpoints) but relays the key exchanges */
+	reg_node_vis(f, a, false);
+	reg_node_vis(f, b, false);
 	node_start(f, a, 0);
 	node_start(f, b, 0);
 	sniffer_start(f, a, b);
@@ -641,6 +643,42 @@ static void test_relay_and_upgrade(void **state)
 	assert_int_equal(bs.relayed_packets, relayed); /* not through the relay */
 }
 
+
+/* First contact with a reachable endpoint and a beacon: the key exchange and the
+ * data go direct only. A reference daemon pins any node it hears through the
+ * relay to the relay for its lifetime (tunnel.md §10), so a relayed copy of the
+ * first PILA would route all its traffic to us through the beacon. */
+static void test_first_contact_direct_only(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "";
+	beacon_stats bs;
+	peer_info pi;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	if (!f->bcn)
+		fail_msg("beacon: %s", err);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	reg_node(f, a);
+	reg_node(f, b);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	spin(f, 100); /* Discovers verify both endpoints */
+	assert_int_equal(send_text(a, b, "hello", a->node), 0);
+	assert_true(wait_delivered(f, b, 1, 2000));
+	assert_int_equal(send_text(b, a, "back", b->node), 0);
+	assert_true(wait_delivered(f, a, 1, 2000));
+	spin(f, 500); /* past direct_timeout_ms (300): nothing falls back */
+	beacon_get_stats(f->bcn, &bs);
+	assert_int_equal(bs.relayed_packets, 0);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_not_equal(pi.path, PEER_PATH_RELAY);
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_int_not_equal(pi.path, PEER_PATH_RELAY);
+}
 
 /* ---- punch requests, attribution, re-resolve, forget ---- */
 
@@ -913,6 +951,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_rekeys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_contact_direct_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
