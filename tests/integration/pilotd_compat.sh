@@ -84,13 +84,13 @@ TLS=(-registry-tls -tls-trust=pinned -tls-root "$CA/root.crt" -tun=off -public)
 COMPAT=("${TLS[@]}" -transport=compat -compat-beacon "$URL")
 
 info() { pd_ctl "$1" info | pd_json "$2"; }
-log_span() { # LOG PATTERN1 PATTERN2: seconds from the first log line to the first lines matching them
+log_span() { # LOG PATTERN1 PATTERN2: seconds from the auto probe's start to the first lines matching them
 	python3 - "$@" <<'PY'
 import datetime, re, sys
 lines = open(sys.argv[1], errors="replace").read().splitlines()
 def ts(l):
     return datetime.datetime.strptime(l[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
-t0 = ts(lines[0])
+t0 = ts(([l for l in lines if "transport=auto: probing" in l] or lines)[0])
 out = []
 for pat in sys.argv[2:]:
     m = [l for l in lines if re.search(pat, l)]
@@ -137,9 +137,10 @@ a1_up() { info a1 'd["registered"] and d["transport"] == "compat" and d["compat"
 if pd_wait 20 a1_up; then
 	PD_ID[a1]=$(info a1 'd["node_id"]')
 	pt_pass auto_falls_back_to_compat
-	# From the daemon's own log: start -> decision (the documented bound) -> joined.
+	# From the daemon's own log: probe start -> decision (the documented 2 s bound;
+	# 1 s of slack for a loaded machine) -> joined.
 	times=$(log_span "$PT_DIR/a1.log" 'transport=compat' 'compat: connected to the beacon')
-	if python3 -c "import sys; d, j = map(float, sys.argv[1:3]); sys.exit(0 if d <= $AUTO_BOUND_S + 0.5 and j <= d + 5 else 1)" $times; then
+	if python3 -c "import sys; d, j = map(float, sys.argv[1:3]); sys.exit(0 if d <= $AUTO_BOUND_S + 1 and j <= d + 5 else 1)" $times; then
 		pt_pass "auto_fallback_within_bound (decided after ${times% *} s, joined after ${times#* } s)"
 	else
 		pt_fail auto_fallback_within_bound "$times"
