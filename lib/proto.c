@@ -475,3 +475,12 @@ int proto_beacon_sync(uint32_t beacon_id, const uint32_t *nodes, uint16_t count,
 		proto_put32(out + 7 + 4 * i, nodes[i]);
 	return (int)need;
 }
+
+int proto_beacon_notify(uint8_t kind, uint8_t *out, size_t outcap)
+{
+	if (outcap < 2)
+		return -EMSGSIZE;
+	out[0] = BEACON_NOTIFY;
+	out[1] = kind;
+	return 2;
+}

@@ -202,6 +202,8 @@ void proto_beacon_relay_hdr(uint32_t sender, uint32_t dest, uint8_t out[BEACON_R
 void proto_beacon_deliver_hdr(uint32_t sender, uint8_t out[BEACON_RELAY_DELIVER_HDR]);
 int proto_beacon_sync(uint32_t beacon_id, const uint32_t *nodes, uint16_t count,
 		      uint8_t *out, size_t outcap);
+/* Notify (beacon -> node): 0A ‖ kind. Returns 2 or -EMSGSIZE. */
+int proto_beacon_notify(uint8_t kind, uint8_t *out, size_t outcap);
 
 /* Big-endian helpers shared by every wire module. */
 static inline uint16_t proto_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }

@@ -1012,6 +1012,20 @@ static void test_beacon_notify(void **state)
 	assert_int_equal(proto_beacon_decode(want, 0, &m), -EMSGSIZE);
 }
 
+static void test_beacon_notify_encode(void **state)
+{
+	uint8_t out[4] = { 0 };
+	proto_beacon_msg m;
+
+	assert_int_equal(proto_beacon_notify(BEACON_NOTIFY_HANDSHAKE, out, 1), -EMSGSIZE);
+	assert_int_equal(proto_beacon_notify(BEACON_NOTIFY_HANDSHAKE, out, sizeof(out)), 2);
+	assert_int_equal(out[0], 0x0A);
+	assert_int_equal(out[1], 0x01);
+	assert_int_equal(proto_beacon_decode(out, 2, &m), 0);
+	assert_int_equal(m.type, BEACON_NOTIFY);
+	assert_int_equal(m.kind, BEACON_NOTIFY_HANDSHAKE);
+}
+
 static void test_beacon_relay_short(void **state)
 {
 	uint8_t buf[16] = { BEACON_RELAY, 0, 0, 0, 1, 0, 0, 0, 2, 'P' };
@@ -1103,6 +1117,7 @@ int main(void)
 		cmocka_unit_test(test_beacon_sync),
 		cmocka_unit_test(test_beacon_sync_count),
 		cmocka_unit_test(test_beacon_notify),
+		cmocka_unit_test(test_beacon_notify_encode),
 		cmocka_unit_test(test_beacon_relay_short),
 		cmocka_unit_test(test_beacon_unknown_type),
 	};
