@@ -47,6 +47,7 @@
 #define BCN_FLOW_SETS    16384
 #define BCN_FLOW_WAYS    4
 #define BCN_READS_PER_WAKE 16              /* batches per wake-up, then let others run */
+#define BCN_NOTIFY_Q     1024              /* nodes with a deferred Notify */
 
 /* An endpoint, always as IPv6 (IPv4 as ::ffff:a.b.c.d); port in host order. */
 typedef struct bcn_ep {
@@ -70,6 +71,8 @@ typedef struct bcn_node {
 	uint16_t punch_count; /* PunchRequests in the current 1 s window */
 	uint64_t punch_ms;    /* start of the PunchRequest window */
 	uint64_t kx_ms;       /* start of the key-exchange window */
+	uint64_t notify_ms;   /* last Notify sent (0 = never) */
+	uint8_t notify_due;   /* kind of a deferred Notify, 0 = none */
 	uint8_t key[PROTO_ED25519_LEN];
 } bcn_node;
 
@@ -105,6 +108,10 @@ struct beacon {
 	struct sockaddr_storage sdst[BCN_SENDQ];
 	uint8_t sreply[BCN_SENDQ][BCN_REPLY_MAX];
 	unsigned nsend;
+
+	uint32_t notify_q[BCN_NOTIFY_Q]; /* nodes whose Notify waits for its gap */
+	unsigned nnotify;
+	uint64_t notify_timer;
 
 	beacon_stats st;
 };
@@ -961,6 +968,8 @@ void beacon_free(beacon *b)
 	}
 	if (b->sweep_timer)
 		pilot_loop_del_timer(b->loop, b->sweep_timer);
+	if (b->notify_timer)
+		pilot_loop_del_timer(b->loop, b->notify_timer);
 	sodium_memzero(b->hkey, sizeof(b->hkey));
 	free(b->tab);
 	free(b->flows);
@@ -978,6 +987,119 @@ void beacon_get_stats(const beacon *b, beacon_stats *st)
 {
 	*st = b->st;
 	st->nodes = b->used;
+}
+
+/* ---- Notify (registry inbox -> node) -------------------------------------------- */
+
+/* Now, to the WSS connection (tier 0) or the verified UDP endpoint. */
+static void notify_send(beacon *b, bcn_node *e, uint8_t kind)
+{
+	uint8_t *out;
+	int n;
+
+	e->notify_ms = b->now_ms;
+	e->notify_due = 0;
+	if (b->has_sink && b->sink.has(b->sink.ctx, e->node)) {
+		uint8_t msg[2];
+
+		n = proto_beacon_notify(kind, msg, sizeof(msg));
+		b->sink.deliver(b->sink.ctx, e->node, msg, (size_t)n); /* copies */
+		b->st.notifies_sent++;
+		return;
+	}
+	if (e->no_ep || !node_fresh(b, e)) {
+		b->st.notifies_unreachable++;
+		return;
+	}
+	if (b->nsend == BCN_SENDQ)
+		beacon_flush(b);
+	out = b->sreply[b->nsend];
+	n = proto_beacon_notify(kind, out, BCN_REPLY_MAX);
+	if (q_send(b, &e->ep, out, (size_t)n) == 0)
+		b->st.notifies_sent++;
+	beacon_flush(b);
+}
+
+/* Send the deferred Notifies whose gap has passed; ms until the next one, or 0. */
+static int64_t notify_pass(beacon *b)
+{
+	unsigned keep = 0;
+	int64_t next = 0;
+
+	b->now_ms = bcn_now(b);
+	for (unsigned i = 0; i < b->nnotify; i++) {
+		bcn_node *e = node_find(b, b->notify_q[i]);
+		int64_t wait;
+
+		if (!e || !e->notify_due)
+			continue; /* expired and compacted, or already sent */
+		wait = (int64_t)(e->notify_ms + BEACON_NOTIFY_GAP_MS) - (int64_t)b->now_ms;
+		if (wait > 0) {
+			b->notify_q[keep++] = e->node;
+			if (!next || wait < next)
+				next = wait;
+			continue;
+		}
+		notify_send(b, e, e->notify_due);
+	}
+	b->nnotify = keep;
+	return next;
+}
+
+static int64_t notify_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	beacon *b = arg;
+	int64_t next = notify_pass(b);
+
+	if (!next)
+		b->notify_timer = 0;
+	return next;
+}
+
+void beacon_notify_due(beacon *b)
+{
+	if (!notify_pass(b) && b->notify_timer) {
+		pilot_loop_del_timer(b->loop, b->notify_timer);
+		b->notify_timer = 0;
+	}
+}
+
+static void notify_defer(beacon *b, bcn_node *e, uint8_t kind)
+{
+	int64_t wait = (int64_t)(e->notify_ms + BEACON_NOTIFY_GAP_MS) - (int64_t)b->now_ms;
+
+	if (e->notify_due) {
+		b->st.notifies_coalesced++; /* the one already waiting covers this */
+		return;
+	}
+	if (b->nnotify == BCN_NOTIFY_Q) {
+		b->st.notifies_dropped++; /* the node's heartbeat poll still finds it */
+		return;
+	}
+	e->notify_due = kind;
+	b->notify_q[b->nnotify++] = e->node;
+	b->st.notifies_deferred++;
+	if (!b->notify_timer)
+		b->notify_timer = pilot_loop_add_timer(b->loop, wait > 0 ? wait : 1, notify_cb, b);
+}
+
+void beacon_notify(beacon *b, uint32_t node, uint8_t kind)
+{
+	bcn_node *e;
+
+	b->now_ms = bcn_now(b);
+	if (b->has_sink && b->sink.has(b->sink.ctx, node))
+		e = wss_sender(b, node);
+	else
+		e = node_find_udp(b, node);
+	if (!e) {
+		b->st.notifies_unreachable++;
+		return;
+	}
+	if (e->notify_ms && b->now_ms < e->notify_ms + BEACON_NOTIFY_GAP_MS)
+		notify_defer(b, e, kind);
+	else
+		notify_send(b, e, kind);
 }
 
 void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink)

@@ -37,6 +37,11 @@ typedef struct beacon_stats {
 	uint64_t relayed_bytes;      /* tunnel-frame bytes delivered */
 	uint64_t relay_denied;       /* unverified/spoofed sender, unknown dest, privacy */
 	uint64_t ignored;            /* Sync / Notify / replies sent to us */
+	uint64_t notifies_sent;      /* Notify messages sent to nodes (UDP or WSS) */
+	uint64_t notifies_deferred;  /* held back by the per-node gap, sent later */
+	uint64_t notifies_coalesced; /* asked for while one was already deferred */
+	uint64_t notifies_unreachable; /* node without a fresh verified endpoint / WSS */
+	uint64_t notifies_dropped;   /* deferred list full */
 	uint64_t dropped_malformed;  /* short, bad ip_len, unknown type */
 	uint64_t table_full;         /* new nodes refused at the table cap */
 	uint64_t send_errors;        /* datagrams the kernel refused or a full socket dropped */
@@ -49,6 +54,14 @@ typedef struct beacon_stats {
 } beacon_stats;
 
 void beacon_get_stats(const beacon *b, beacon_stats *st);
+
+/* Notify (tunnel.md §9, type 0x0A) node, e.g. kind BEACON_NOTIFY_HANDSHAKE: a
+ * relayed trust handshake waits in its registry inbox, poll now. Sent over its
+ * compat (WSS) connection if it has one, else to its fresh verified UDP endpoint,
+ * else not at all (the node's heartbeat poll is the fallback). At most one per
+ * node per second: a Notify asked for sooner is deferred to the end of the gap
+ * and further ones coalesce into it. Connect it to reg_set_inbox_cb. */
+void beacon_notify(beacon *b, uint32_t node, uint8_t kind);
 
 /* ---- compat (WSS) bridge hooks ----
  * Tier 0 of the relay (tunnel.md §9.1): before the UDP node table the beacon asks

@@ -13,6 +13,7 @@
 #define BEACON_STALE_MS            (10 * 60 * 1000)
 #define BEACON_TS_WINDOW_S         120
 #define BEACON_FLOW_MS             60000
+#define BEACON_NOTIFY_GAP_MS       1000   /* Notifies per node: at most one per second */
 
 /* Handle one datagram as if it had arrived from src. buf may be rewritten in place
  * (a Relay becomes a RelayDeliver) and must stay valid until beacon_flush. */
@@ -21,6 +22,8 @@ void beacon_handle_datagram(beacon *b, uint8_t *buf, size_t len, const struct so
 void beacon_flush(beacon *b);
 /* Tests: pretend ms more have passed on the beacon's monotonic clock. */
 void beacon_advance_clock(beacon *b, int64_t ms);
+/* Send the deferred Notifies that are due now (normally a loop timer). */
+void beacon_notify_due(beacon *b);
 /* Run the stale-endpoint sweep now (normally a 60 s loop timer). */
 void beacon_expire(beacon *b);
 /* Build the signed Discover for node with identity key pk/sk at unix time ts:

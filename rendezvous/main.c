@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/opts.h"
+#include "lib/proto.h"
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
 #include "rendezvous/http.h"
@@ -333,6 +334,12 @@ static void on_signal(pilot_loop *l, int signo, void *arg)
 	pilot_loop_stop(l);
 }
 
+/* A relayed handshake landed in node's registry inbox: the beacon tells the node. */
+static void on_inbox(void *arg, uint32_t node)
+{
+	beacon_notify(arg, node, BEACON_NOTIFY_HANDSHAKE);
+}
+
 static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
 {
 	struct app *a = arg;
@@ -361,6 +368,9 @@ static void beacon_metrics(FILE *f, const beacon *b)
 	counter(f, "pilot_beacon_relayed_packets_total", "Packets relayed.", st.relayed_packets, 0);
 	counter(f, "pilot_beacon_relayed_bytes_total", "Tunnel bytes relayed.", st.relayed_bytes, 0);
 	counter(f, "pilot_beacon_relay_denied_total", "Relay attempts refused.", st.relay_denied, 0);
+	counter(f, "pilot_beacon_notifies_total",
+		"Notify messages sent to nodes (a relayed handshake waits in the registry).",
+		st.notifies_sent, 0);
 	counter(f, "pilot_beacon_malformed_total", "Malformed beacon datagrams dropped.",
 		st.dropped_malformed, 0);
 	counter(f, "pilot_beacon_send_errors_total", "Datagrams the kernel refused.", st.send_errors, 0);
@@ -449,6 +459,8 @@ static void start(struct app *a)
 	}
 	if (!o->no_beacon && !(a->bcn = beacon_new(a->loop, o->beacon_addr, a->reg, err, sizeof(err))))
 		pilot_fatal("beacon: %s", err);
+	if (a->bcn)
+		reg_set_inbox_cb(a->reg, on_inbox, a->bcn);
 	if (!empty(o->wss_addr)) {
 		rdv_wss_config wc = {
 			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
@@ -500,6 +512,8 @@ static void stop(struct app *a)
 	rdv_standby_free(a->standby);
 	rdv_server_free(a->srv);
 	rdv_wss_free(a->wss);
+	if (a->reg)
+		reg_set_inbox_cb(a->reg, NULL, NULL);
 	beacon_free(a->bcn);
 	if (a->loop)
 		pilot_loop_del_timer(a->loop, a->tick_timer);

@@ -176,6 +176,8 @@ struct registry {
 	uint64_t generation;  /* see reg_generation() */
 	reg_stats st;
 	reg_store *db;
+	reg_inbox_cb inbox_cb;  /* see reg_set_inbox_cb() */
+	void *inbox_arg;
 };
 
 /* ---- registry.c helpers used by handlers ---- */

@@ -21,6 +21,24 @@ static json_object *commit_or_fail(registry *r, json_object *resp)
 	return reg_store_fail(r);
 }
 
+/* Commit; on success tell whoever listens that to's inbox has something. */
+static json_object *commit_and_notify(registry *r, json_object *resp, uint32_t to)
+{
+	if (st_commit(r) < 0) {
+		json_object_put(resp);
+		return reg_store_fail(r);
+	}
+	if (r->inbox_cb)
+		r->inbox_cb(r->inbox_arg, to);
+	return resp;
+}
+
+void reg_set_inbox_cb(registry *r, reg_inbox_cb cb, void *arg)
+{
+	r->inbox_cb = cb;
+	r->inbox_arg = arg;
+}
+
 static void drop_key(rmap *m, uint64_t k, registry *r, int kind)
 {
 	uint32_t a = (uint32_t)(k >> 32), b = (uint32_t)k;
@@ -242,7 +260,7 @@ json_object *h_request_handshake(registry *r, json_object *req, const reg_ctx *c
 	st_hsrec(r, from->id, to->id, q.ts, true);
 	resp = reg_ok("request_handshake");
 	jadd_str(resp, "status", "delivered");
-	return commit_or_fail(r, resp);
+	return commit_and_notify(r, resp, to->id);
 }
 
 json_object *h_poll_handshakes(registry *r, json_object *req, const reg_ctx *ctx)
@@ -359,6 +377,8 @@ json_object *h_respond_handshake(registry *r, json_object *req, const reg_ctx *c
 	resp = reg_ok("respond_handshake");
 	jadd_bool(resp, "accept", accept);
 	jadd_int(resp, "peer_id", p->id);
+	if (requested || paired) /* the requester's inbox got the response */
+		return commit_and_notify(r, resp, p->id);
 	return commit_or_fail(r, resp);
 oom:
 	st_rollback(r);

@@ -65,6 +65,13 @@ bool reg_may_talk(registry *r, uint32_t a, uint32_t b);
  * judged by the wall clock)? The beacon's fourth way to allow a relay. */
 bool reg_handshake_pending(registry *r, uint32_t a, uint32_t b);
 
+/* ---- pushing to nodes ---- */
+/* Runs after a handshake request or response was committed to node's inbox, so
+ * the beacon can tell the node to poll now instead of at its next heartbeat
+ * (BEACON.md "Notify"). Never from inside reg_open/reg_apply_snapshot. */
+typedef void (*reg_inbox_cb)(void *arg, uint32_t node);
+void reg_set_inbox_cb(registry *r, reg_inbox_cb cb, void *arg); /* cb NULL = none */
+
 /* ---- replication (primary → standby) ---- */
 /* Full state as a snapshot object in the registry.md §7 schema (caller puts). */
 json_object *reg_snapshot(registry *r);

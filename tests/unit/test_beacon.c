@@ -577,6 +577,73 @@ static void test_beacon_relay_handshake_pending(void **state)
 	assert_int_equal(stats(f).relay_denied, 3);
 }
 
+static void on_inbox(void *arg, uint32_t node)
+{
+	beacon_notify(arg, node, BEACON_NOTIFY_HANDSHAKE);
+}
+
+static void request_hs(fx *f, tnode *from, tnode *to)
+{
+	char body[256], v1[64];
+
+	snprintf(body, sizeof(body), "{\"type\":\"request_handshake\",\"from_node_id\":%u,"
+		 "\"to_node_id\":%u,\"justification\":\"hi\",\"signature\":\"%%s\"}",
+		 from->node, to->node);
+	snprintf(v1, sizeof(v1), "handshake:%u:%u", from->node, to->node);
+	handshake_call(f, from, body, v1);
+}
+
+static void expect_notify(int fd)
+{
+	uint8_t buf[64];
+
+	assert_int_equal(rx(fd, buf, sizeof(buf), 500), 2);
+	assert_int_equal(buf[0], BEACON_NOTIFY);
+	assert_int_equal(buf[1], BEACON_NOTIFY_HANDSHAKE);
+}
+
+/* A handshake filed in a node's registry inbox makes the beacon send it Notify at
+ * its verified endpoint at once; more within a second wait for the gap and
+ * coalesce; nodes without a verified endpoint get nothing (they poll). */
+static void test_beacon_notify_inbox(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->a, *b = &f->b_, *c = &f->c, *d = &f->d;
+	char body[256], v1[64];
+
+	reg_set_inbox_cb(f->reg, on_inbox, f->b);
+	discover(f, a->fd, a->node);
+	discover(f, b->fd, b->node);
+	request_hs(f, b, a);
+	expect_notify(a->fd);
+	assert_int_equal(stats(f).notifies_sent, 1);
+	/* a second request within the gap: deferred, a third coalesces into it */
+	request_hs(f, c, a);
+	request_hs(f, d, a);
+	expect_nothing(a->fd);
+	assert_int_equal(stats(f).notifies_deferred, 1);
+	assert_int_equal(stats(f).notifies_coalesced, 1);
+	beacon_notify_due(f->b); /* not due yet */
+	expect_nothing(a->fd);
+	beacon_advance_clock(f->b, BEACON_NOTIFY_GAP_MS);
+	beacon_notify_due(f->b);
+	expect_notify(a->fd);
+	expect_nothing(a->fd);
+	assert_int_equal(stats(f).notifies_sent, 2);
+	/* a's answer lands in b's inbox: b is told too */
+	snprintf(body, sizeof(body), "{\"type\":\"respond_handshake\",\"node_id\":%u,"
+		 "\"peer_id\":%u,\"accept\":true,\"signature\":\"%%s\"}", a->node, b->node);
+	snprintf(v1, sizeof(v1), "respond:%u:%u", a->node, b->node);
+	handshake_call(f, a, body, v1);
+	expect_notify(b->fd);
+	/* c never proved its endpoint: nothing to send to */
+	request_hs(f, a, c);
+	assert_int_equal(stats(f).notifies_unreachable, 1);
+	assert_int_equal(stats(f).notifies_sent, 3);
+	expect_nothing(c->fd);
+	reg_set_inbox_cb(f->reg, NULL, NULL);
+}
+
 /* Key exchanges toward nodes one may not talk to are limited to 10/s per sender. */
 static void test_beacon_relay_kx_rate(void **state)
 {
@@ -826,6 +893,7 @@ int main(void)
 		T(test_beacon_relay_denied_unverified),
 		T(test_beacon_relay_privacy),
 		T(test_beacon_relay_handshake_pending),
+		T(test_beacon_notify_inbox),
 		T(test_beacon_relay_kx_rate),
 		T(test_beacon_punch),
 		T(test_beacon_punch_requester_cap),
