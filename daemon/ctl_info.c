@@ -221,6 +221,8 @@ static json_object *counters_json(node *n)
 	set_int(o, "tunnel_drop_plaintext", (int64_t)ps.drop_pilt);
 	set_int(o, "tunnel_drop_spoofed_src", (int64_t)ps.drop_spoofed_src);
 	set_int(o, "tunnel_drop_not_beacon", (int64_t)ps.drop_not_beacon);
+	set_int(o, "beacon_notifies", (int64_t)ps.beacon_notifies);
+	set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
 	set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
 	set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
 	set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);

@@ -42,6 +42,7 @@ typedef struct node_stats {
 	uint64_t echo_conns;
 	uint64_t discover_replies;
 	uint64_t refused;                     /* admit() said no: untrusted peer, private port */
+	uint64_t notify_polls;                /* poll_handshakes run for a beacon Notify */
 } node_stats;
 
 struct transport;
@@ -82,6 +83,8 @@ typedef struct node {
 	uint64_t start_ms;
 	uint64_t discover_timer, poll_timer;
 	uint64_t poll_soon_timer;
+	uint64_t notify_poll_ms;    /* loop time of the last Notify-driven poll */
+	bool poll_again;            /* asked to poll while one was in flight */
 	int discover_tries;
 	bool discovering, up, stopping, poll_inflight;
 	node_stats st;

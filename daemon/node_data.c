@@ -18,6 +18,7 @@
 #include "lib/log.h"
 
 #define POLL_PROMPT_MS 2000
+#define NOTIFY_POLL_GAP_MS 1000 /* beacon Notify -> poll_handshakes at most once a second */
 
 /* ---- registry key and endpoint lookups (shared by the peer table and trust) ---- */
 typedef void (*key_cb)(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN]);
@@ -273,6 +274,8 @@ static int op_respond_handshake(void *arg, uint32_t peer, bool accept, trust_rep
 	return registration_respond_handshake(((node *)arg)->reg, peer, accept, done, op);
 }
 
+static void poll_now(node *n);
+
 static void poll_reply(void *arg, json_object *reply, int err)
 {
 	node *n = arg;
@@ -280,12 +283,21 @@ static void poll_reply(void *arg, json_object *reply, int err)
 	n->poll_inflight = false;
 	if (!err && reply && n->trust)
 		node_data_relayed_handshakes(n, reply);
+	if (n->poll_again && err != -ECANCELED) {
+		n->poll_again = false;
+		poll_now(n);
+	}
 }
 
 static void poll_now(node *n)
 {
-	if (n->poll_inflight || !n->reg)
+	if (!n->reg)
 		return;
+	if (n->poll_inflight) {
+		/* what we were told about may have landed after the registry answered it */
+		n->poll_again = true;
+		return;
+	}
 	if (registration_poll_handshakes(n->reg, poll_reply, n) == 0)
 		n->poll_inflight = true;
 }
@@ -305,6 +317,24 @@ static void op_poll_soon(void *arg)
 
 	if (!n->poll_soon_timer)
 		n->poll_soon_timer = pilot_loop_add_timer(n->loop, 0, poll_soon_timer, n);
+}
+
+/* The beacon says a relayed handshake waits in our registry inbox: poll now, or
+ * when a second has passed since the last Notify-driven poll (a burst of Notifies
+ * costs one poll per second; none is lost, the last one always gets its poll). */
+static void peer_beacon_notify(void *ctx, uint8_t kind)
+{
+	node *n = ctx;
+	uint64_t now = pilot_loop_now_ms(n->loop), at;
+
+	if (kind != BEACON_NOTIFY_HANDSHAKE || n->poll_soon_timer)
+		return; /* unknown kind, or a poll is already coming */
+	at = n->notify_poll_ms ? n->notify_poll_ms + NOTIFY_POLL_GAP_MS : now;
+	if (at < now)
+		at = now;
+	n->notify_poll_ms = at;
+	n->st.notify_polls++;
+	n->poll_soon_timer = pilot_loop_add_timer(n->loop, (int64_t)(at - now), poll_soon_timer, n);
 }
 
 typedef struct reset_ctx {
@@ -366,6 +396,7 @@ static void peers_up(node *n)
 		.deliver = peer_deliver,
 		.lookup_key = peer_lookup_key,
 		.resolve = peer_resolve,
+		.beacon_notify = peer_beacon_notify,
 	};
 
 	if (!(n->peers = peer_table_new(n->loop, n->t, &pc, err, sizeof(err))))

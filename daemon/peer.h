@@ -50,6 +50,8 @@ typedef struct peer_config {
 	 * when the answer is discarded). */
 	void (*lookup_key)(void *ctx, uint32_t node, peer_key_done done, void *arg);
 	void (*resolve)(void *ctx, uint32_t node, peer_resolve_done done, void *arg);
+	/* A Notify (tunnel.md §9, 0x0A) from the configured beacon; optional. */
+	void (*beacon_notify)(void *ctx, uint8_t kind);
 	/* Timing in ms; 0 = default (tests shorten them). */
 	uint32_t tick_ms;             /* housekeeping period (200) */
 	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
@@ -116,6 +118,7 @@ typedef struct peer_stats {
 	uint64_t drop_pilt;           /* PILT refused (encryption on) */
 	uint64_t drop_spoofed_src;    /* inner Src != tunnel sender */
 	uint64_t drop_not_beacon;     /* beacon messages from another source */
+	uint64_t beacon_notifies;     /* Notify messages from the beacon */
 	uint64_t drop_pending_full;
 	uint64_t drop_no_route;
 	uint64_t kx_rate_limited;

@@ -463,7 +463,12 @@ void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len)
 	case BEACON_RELAY_DELIVER:
 		peer_handle_relayed(pt, buf + BEACON_RELAY_DELIVER_HDR, len - BEACON_RELAY_DELIVER_HDR, m.node);
 		break;
+	case BEACON_NOTIFY:
+		pt->st.beacon_notifies++;
+		if (pt->cfg.beacon_notify) /* for the registry client, not the tunnel */
+			pt->cfg.beacon_notify(pt->cfg.ctx, m.kind);
+		break;
 	default:
-		break; /* Notify etc.: nothing for the tunnel layer */
+		break; /* nothing for a node */
 	}
 }

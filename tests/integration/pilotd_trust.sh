@@ -1,8 +1,10 @@
 #!/bin/bash
 # pilotd trust in namespaces on one bridge: mutual auto-approve, manual
 # approve, reject, shared-network auto-approve, revoke; private by default (an
-# untrusted peer cannot reach port 7, port 444 still works); a restart keeps
-# trust (trust.json beside the identity). Prints PASS:/FAIL: lines.
+# untrusted peer cannot reach port 7, port 444 still works); a handshake that
+# can only go through the registry inbox reaches a private node within seconds
+# (beacon Notify), not at its next heartbeat; a restart keeps trust
+# (trust.json beside the identity). Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -14,7 +16,7 @@ pt_bridge net
 pt_ns rdv
 pt_attach rdv net 198.18.0.1/24
 i=10
-for n in a b c d e; do
+for n in a b c d e f g; do
 	pt_ns "$n"
 	pt_attach "$n" net "198.18.0.$i/24"
 	i=$((i + 1))
@@ -80,6 +82,41 @@ else
 	pt_fail network_create "$(pd_ctl e network create "trust-test-$$")"
 fi
 
+# ---- relayed handshake pushed by the beacon's Notify ----
+# f loses all UDP (no tunnel to g, direct or relayed), so its handshake goes to
+# g's registry inbox. g heartbeats only every 120 s: only the beacon's Notify can
+# make it poll within the bound.
+NOTIFY_BOUND_S=5
+pd_start f f || pt_fail relayed_nodes_registered
+pd_start g g -keepalive 120s || pt_fail relayed_nodes_registered
+pt_exec "$PT-f" nft -f - <<NFT
+table inet ptfw {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		oifname "lo" accept
+		meta l4proto udp drop
+	}
+}
+NFT
+pd_ctl f handshake "${PD_ID[g]}" "through the inbox" >/dev/null
+if pd_wait 20 grep -q "relaying through the registry" "$PT_DIR/f.log"; then
+	t0=$(date +%s.%N)
+	pt_pass relayed_request_filed
+	if pd_wait $((NOTIFY_BOUND_S + 1)) pending_has g f; then
+		dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+		echo "relayed handshake: pending at the private node ${dt}s after the registry fallback (bound ${NOTIFY_BOUND_S}s)"
+		pt_check relayed_request_prompt awk -v d="$dt" -v m=$NOTIFY_BOUND_S 'BEGIN { exit !(d <= m) }'
+	else
+		pt_fail relayed_request_prompt "not pending at g within $((NOTIFY_BOUND_S + 1))s"
+	fi
+else
+	pt_fail relayed_request_filed "f never fell back to the registry"
+fi
+pt_check relayed_notify_counted \
+	bash -c "$PD_CTL --json --socket $PT_DIR/g/ctl.sock info | grep -q '\"notify_polls\":[1-9]'"
+pd_ctl g approve "${PD_ID[f]}" >/dev/null
+pt_check relayed_approve_reaches_requester pd_wait 15 pd_trusts f g
+
 # ---- revoke ----
 r=$(pd_ctl a untrust "${PD_ID[b]}")
 pt_check revoke_reply bash -c "echo '$r' | grep -q '\"ok\"'"
@@ -97,7 +134,7 @@ pt_check restart_keeps_revoke not pd_trusts a b
 pt_check restart_trusted_echo pd_wait 15 echo_ok c a
 pt_check restart_untrusted_still_refused not echo_ok b a
 
-for n in a b c d e; do
+for n in a b c d e f g; do
 	pd_stop "$n"
 	rc=$?
 	if [ $rc = 0 ]; then pt_pass "sigterm_exit_0_$n"; else pt_fail "sigterm_exit_0_$n" "rc $rc"; fi
