@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
 #include "lib/addr.h"
+#include "lib/fileutil.h"
 #include "lib/jsonwire.h"
+#include "lib/log.h"
 
 /* ---- helpers shared by every handler file ---- */
 int ctl_parse_node(json_object *v, uint32_t *out)
@@ -337,11 +340,108 @@ static void h_deregister(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_deregister(n->reg, reg_raw, r));
 }
 
+/* ---- rotate-key ----
+ * The new key is written to <identity>.rotating before the registry hears of it
+ * and moved over the identity file once the registry accepted it, so a crash in
+ * between never loses the key the registry now holds. Sessions with peers stay
+ * up (their keys came from the exchange, not from the identity); the next key
+ * exchange is signed with the new key, and peers that cached the old one ask the
+ * registry again (peer.c). */
+typedef struct rotate_op {
+	node *n;
+	ctl_reply *r;
+	pilot_identity id;
+	char pending[4200];   /* "" without -identity */
+} rotate_op;
+
+static void rotate_free(rotate_op *op)
+{
+	op->n->rotating = false;
+	pilot_identity_wipe(&op->id);
+	free(op);
+}
+
+static void rotate_failed(rotate_op *op, json_object *reply, int err)
+{
+	if (op->pending[0] && err == -EREMOTEIO) {
+		unlink(op->pending); /* the registry said no: nothing changed */
+	} else if (op->pending[0]) {
+		log_warn("rotate-key: outcome unknown err=\"%s\"; the new key stays in %s: if the "
+			 "registry shows it for node %u, move it over %s", strerror(-err), op->pending,
+			 op->n->node_id, op->n->o.identity);
+	}
+	ctl_reg_failed(op->r, reply, err);
+	rotate_free(op);
+}
+
+static void rotate_done(void *arg, json_object *reply, int err)
+{
+	rotate_op *op = arg;
+	node *n = op->n;
+	json_object *d;
+	char old[48];
+	bool saved = false;
+	int rc;
+
+	if (err) {
+		rotate_failed(op, reply, err);
+		return;
+	}
+	if (op->pending[0] && (rc = pilot_rename_durable(op->pending, n->o.identity)) < 0)
+		log_error("rotate-key: cannot move %s over %s: %s; the registry has the new key, "
+			  "move it by hand before restarting", op->pending, n->o.identity, strerror(-rc));
+	else if (op->pending[0])
+		saved = true;
+	snprintf(old, sizeof(old), "%s", n->pk_b64);
+	node_set_identity(n, &op->id);
+	log_info("rotate-key: identity replaced node_id=%u public_key=%s previous=%s saved=%d",
+		 n->node_id, n->pk_b64, old, saved);
+	d = json_object_new_object();
+	json_object_object_add(d, "node_id", json_object_new_int64(n->node_id));
+	json_object_object_add(d, "address", json_object_new_string(n->address));
+	json_object_object_add(d, "public_key", json_object_new_string(n->pk_b64));
+	json_object_object_add(d, "previous_public_key", json_object_new_string(old));
+	json_object_object_add(d, "saved", json_object_new_boolean(saved));
+	ctl_reply_ok(op->r, d);
+	rotate_free(op);
+}
+
 static void h_rotate_key(ctl_reply *r, json_object *args, void *arg)
 {
-	ctl_reply_err(r, "invalid_state",
-		      "key rotation is not supported by this daemon's registry client yet",
-		      "keep the identity file; a new identity means a new node ID");
+	node *n = arg;
+	rotate_op *op;
+	char e[512];
+	int rc;
+
+	if (ctl_need_up(r, n))
+		return;
+	if (n->rotating) {
+		ctl_reply_err(r, "invalid_state", "a key rotation is already running", NULL);
+		return;
+	}
+	if (!(op = calloc(1, sizeof(*op)))) {
+		ctl_reply_err(r, "internal", "out of memory", NULL);
+		return;
+	}
+	op->n = n;
+	op->r = r;
+	n->rotating = true;
+	pilot_identity_generate(&op->id);
+	if (n->have_identity_path) {
+		snprintf(op->pending, sizeof(op->pending), "%s.rotating", n->o.identity);
+		if (pilot_identity_save(op->pending, &op->id, e, sizeof(e)) < 0) {
+			ctl_reply_err(r, "internal", e, "the identity's directory must be writable");
+			op->pending[0] = '\0';
+			rotate_free(op);
+			return;
+		}
+	}
+	if ((rc = registration_rotate_key(n->reg, op->id.pk, rotate_done, op)) < 0) {
+		if (op->pending[0])
+			unlink(op->pending);
+		ctl_reg_refused(r, rc);
+		rotate_free(op);
+	}
 }
 
 /* ---- networks ---- */

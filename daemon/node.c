@@ -60,6 +60,18 @@ static void trust_path_beside(node *n, const char *identity)
 			 dirlen ? dirlen : 1, dirlen ? identity : "/");
 }
 
+/* A rotate-key whose outcome was never learnt leaves the new key beside the
+ * identity (ctl_registry.c); only the operator can tell which one the registry has. */
+static void warn_rotation_leftover(const char *identity)
+{
+	char p[4200];
+
+	snprintf(p, sizeof(p), "%s.rotating", identity);
+	if (access(p, F_OK) == 0)
+		log_warn("an interrupted rotate-key left %s: if this node registers under a new node "
+			 "ID, stop it and move that file over %s", p, identity);
+}
+
 static void load_identity(node *n)
 {
 	char err[512];
@@ -78,8 +90,19 @@ static void load_identity(node *n)
 			log_info("created identity path=%s", n->o.identity);
 		n->have_identity_path = true;
 		trust_path_beside(n, n->o.identity);
+		warn_rotation_leftover(n->o.identity);
 	}
 	pilot_b64_encode(n->id.pk, sizeof(n->id.pk), n->pk_b64, sizeof(n->pk_b64));
+}
+
+void node_set_identity(node *n, const pilot_identity *id)
+{
+	pilot_identity_wipe(&n->id);
+	n->id = *id;
+	pilot_b64_encode(n->id.pk, sizeof(n->id.pk), n->pk_b64, sizeof(n->pk_b64));
+	if (n->reg)
+		registration_identity_changed(n->reg);
+	node_compat_identity_changed(n);
 }
 
 /* ---- privileges ---- */

@@ -87,6 +87,7 @@ typedef struct node {
 	bool poll_again;            /* asked to poll while one was in flight */
 	int discover_tries;
 	bool discovering, up, stopping, poll_inflight;
+	bool rotating;              /* rotate-key waits for the registry */
 	node_stats st;
 	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
 } node;
@@ -100,6 +101,9 @@ void node_free(node *n); /* NULL-safe */
 
 /* ---- for the control handlers (daemon/ctl_*.c) ---- */
 pilot_loop *node_loop(node *n);
+/* Key rotation accepted by the registry: id (copied) replaces our identity in
+ * place for every module that borrows it, and what derives from it is refreshed. */
+void node_set_identity(node *n, const pilot_identity *id);
 const node_options *node_opts(const node *n);
 uint32_t node_id(const node *n);
 bool node_up(const node *n); /* the data plane exists (registered once) */
@@ -142,6 +146,7 @@ void node_compat_registration(node *n, struct registration_config *rc); /* TLS, 
 void node_compat_up(node *n);       /* first register_ok, before node_data_up: the WSS */
 bool node_compat_on(const node *n); /* the tunnel runs over the WebSocket */
 const char *node_compat_peer_beacon(const node *n); /* the peer table's beacon or NULL */
+void node_compat_identity_changed(node *n);         /* key rotation: the WSS auth key */
 void node_compat_info(node *n, json_object *o);    /* info: transport, transport_reason */
 void node_compat_free(node *n);     /* after the registration and the transport */
 

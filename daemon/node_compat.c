@@ -324,6 +324,12 @@ void node_compat_up(node *n)
 	log_info("compat: WebSocket transport to %s node=%u", n->o.compat_beacon, n->node_id);
 }
 
+void node_compat_identity_changed(node *n)
+{
+	if (node_compat_on(n) && n->t)
+		wss_transport_set_identity(n->t, &n->id);
+}
+
 bool node_compat_on(const node *n)
 {
 	return n->compat && n->compat->on;

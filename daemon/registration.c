@@ -721,6 +721,26 @@ static int self_op(registration *r, const char *type, regclient_cb cb, void *arg
 	return send_signed(r, q, cb, arg, "%u", r->node);
 }
 
+int registration_rotate_key(registration *r, const uint8_t new_pk[32], regclient_cb cb, void *arg)
+{
+	json_object *q;
+	char nk[48];
+
+	if (!r->node)
+		return -ENOTCONN;
+	pilot_b64_encode(new_pk, 32, nk, sizeof(nk));
+	if (!(q = new_req("rotate_key")))
+		return -ENOMEM;
+	add_u32(q, "node_id", r->node);
+	add_str(q, "new_public_key", nk);
+	return send_signed(r, q, cb, arg, "%u:%s", r->node, nk);
+}
+
+void registration_identity_changed(registration *r)
+{
+	pilot_b64_encode(r->id->pk, sizeof(r->id->pk), r->pk_b64, sizeof(r->pk_b64));
+}
+
 int registration_poll_handshakes(registration *r, regclient_cb cb, void *arg)
 {
 	return self_op(r, "poll_handshakes", cb, arg);

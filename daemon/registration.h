@@ -70,6 +70,14 @@ int64_t registration_clock_offset(const registration *r);  /* server - local, se
 int registration_heartbeat_failures(const registration *r);
 regclient *registration_client(registration *r);
 
+/* ---- key rotation (registry.md §5.14 A) ---- */
+/* rotate_key with new_pk, signed by the identity's current key when written.
+ * The caller keeps the identity unchanged until cb reports rotate_key_ok, then
+ * replaces it in place and calls registration_identity_changed. */
+int registration_rotate_key(registration *r, const uint8_t new_pk[32], regclient_cb cb, void *arg);
+/* The borrowed identity was replaced in place: refresh what derives from it. */
+void registration_identity_changed(registration *r);
+
 /* ---- lookups ---- */
 int registration_lookup(registration *r, uint32_t node, regclient_cb cb, void *arg);
 int registration_resolve(registration *r, uint32_t node, regclient_cb cb, void *arg);

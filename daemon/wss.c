@@ -686,6 +686,14 @@ void wss_transport_get_stats(transport *t, wss_stats *st)
 	*st = ((wss *)t)->ws;
 }
 
+void wss_transport_set_identity(transport *t, const pilot_identity *id)
+{
+	wss *c = (wss *)t;
+
+	pilot_identity_wipe(&c->id);
+	c->id = *id;
+}
+
 bool wss_transport_connected(transport *t)
 {
 	return ((wss *)t)->state == C_READY;

@@ -58,6 +58,9 @@ typedef struct wss_stats {
 /* t must come from wss_transport_new. */
 void wss_transport_get_stats(transport *t, wss_stats *st);
 bool wss_transport_connected(transport *t);
+/* A new own identity (copied) for the next authentication (key rotation); the
+ * current connection stays up. */
+void wss_transport_set_identity(transport *t, const struct pilot_identity *id);
 
 /* The synthetic endpoints (TEST-NET-1, never routed). */
 void wss_beacon_ep(transport_ep *ep);                  /* 192.0.2.2:0 */

@@ -145,6 +145,19 @@ cleanup:
 	return rc;
 }
 
+int pilot_rename_durable(const char *from, const char *to)
+{
+	char dir[PATH_MAX];
+	const char *base;
+	int rc = split_path(to, dir, sizeof(dir), &base);
+
+	if (rc < 0)
+		return rc;
+	if (rename(from, to) != 0)
+		return -errno;
+	return fsync_dir(dir);
+}
+
 /* Double the buffer, but never beyond limit bytes. */
 static int grow(char **buf, size_t *cap, size_t limit)
 {

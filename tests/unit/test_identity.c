@@ -347,6 +347,23 @@ static void test_write_atomic_mode_and_no_temp(void **state)
 	assert_int_equal(count_entries(f->dir), 1);
 }
 
+static void test_rename_durable(void **state)
+{
+	struct fixture *f = *state;
+	char a[160], b[160], *text;
+
+	snprintf(a, sizeof(a), "%s/id.json.rotating", f->dir);
+	snprintf(b, sizeof(b), "%s/id.json", f->dir);
+	assert_int_equal(pilot_write_atomic(b, "old", 3, 0600), 0);
+	assert_int_equal(pilot_write_atomic(a, "new", 3, 0600), 0);
+	assert_int_equal(pilot_rename_durable(a, b), 0);
+	text = slurp(b);
+	assert_string_equal(text, "new");
+	free(text);
+	assert_int_equal(count_entries(f->dir), 1);
+	assert_int_equal(pilot_rename_durable(a, b), -ENOENT); /* already moved */
+}
+
 static void test_write_atomic_relative(void **state)
 {
 	struct fixture *f = *state;
@@ -438,6 +455,7 @@ int main(void)
 		T(test_load_or_create_never_replaces),
 		T(test_save_error),
 		T(test_parse_buffer),
+		T(test_rename_durable),
 		T(test_write_atomic_mode_and_no_temp),
 		T(test_write_atomic_relative),
 		T(test_mkdirs),
