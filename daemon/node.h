@@ -88,6 +88,7 @@ typedef struct node {
 	int discover_tries;
 	bool discovering, up, stopping, poll_inflight;
 	bool rotating;              /* rotate-key waits for the registry */
+	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
 	node_stats st;
 	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
 } node;

@@ -19,6 +19,8 @@
 
 #define POLL_PROMPT_MS 2000
 #define NOTIFY_POLL_GAP_MS 1000 /* beacon Notify -> poll_handshakes at most once a second */
+#define FORGET_POLL_MS 200      /* untrust: is the revoke's port-444 stream done yet? */
+#define FORGET_MAX_MS 5000      /* ... forget the tunnel after this whatever it is doing */
 
 /* ---- registry key and endpoint lookups (shared by the peer table and trust) ---- */
 typedef void (*key_cb)(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN]);
@@ -354,7 +356,98 @@ static void collect_peer_conns(void *arg, const conn_info *ci)
 		x->ids[x->nids++] = ci->id;
 }
 
-/* Trust ended: the peer's connections (other than the handshake port) end too. */
+/* ---- forgetting an untrusted peer's tunnel ----
+ * Untrust (ours or the peer's revoke) ends the tunnel session too, but not before
+ * the port-444 stream carrying the revoke is done: the peer needs the session to
+ * receive it (ours) or to get its ACKs and FIN (theirs). */
+typedef struct node_forget {
+	struct node_forget *next;
+	node *n;
+	uint32_t peer;
+	int64_t left_ms;
+	uint64_t timer;
+} node_forget;
+
+typedef struct hs_live {
+	uint32_t peer;
+	bool live;
+} hs_live;
+
+static void hs_conn_live(void *arg, const conn_info *ci)
+{
+	hs_live *x = arg;
+
+	if (ci->remote.node != x->peer || (ci->local_port != TRUST_PORT && ci->remote_port != TRUST_PORT))
+		return;
+	/* Done only when both FINs were exchanged: a stream still sending anything
+	 * (data, FIN, the ACK of the peer's FIN) would start a new session at once. */
+	if (ci->state != STREAM_CLOSED && ci->state != STREAM_TIME_WAIT)
+		x->live = true;
+}
+
+static void forget_unlink(node *n, node_forget *f)
+{
+	for (node_forget **pp = &n->forgets; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	}
+	free(f);
+}
+
+static int64_t forget_tick(pilot_loop *l, uint64_t id, void *arg)
+{
+	node_forget *f = arg;
+	node *n = f->n;
+	hs_live x = { .peer = f->peer };
+
+	if (n->conns)
+		conn_foreach(n->conns, hs_conn_live, &x);
+	f->left_ms -= FORGET_POLL_MS;
+	if (x.live && f->left_ms > 0)
+		return FORGET_POLL_MS;
+	if (n->peers && !(n->trust && trust_is_trusted(n->trust, f->peer))
+	    && peer_forget(n->peers, f->peer) == 0)
+		log_info("tunnel: forgot peer=%u (trust ended)", f->peer);
+	forget_unlink(n, f);
+	return 0;
+}
+
+static void forget_later(node *n, uint32_t peer)
+{
+	node_forget *f;
+
+	for (f = n->forgets; f; f = f->next)
+		if (f->peer == peer)
+			return;
+	if (!(f = calloc(1, sizeof(*f))))
+		return;
+	f->n = n;
+	f->peer = peer;
+	f->left_ms = FORGET_MAX_MS;
+	if (!(f->timer = pilot_loop_add_timer(n->loop, FORGET_POLL_MS, forget_tick, f))) {
+		free(f);
+		return;
+	}
+	f->next = n->forgets;
+	n->forgets = f;
+}
+
+static void forget_free_all(node *n)
+{
+	while (n->forgets) {
+		node_forget *f = n->forgets;
+
+		n->forgets = f->next;
+		pilot_loop_del_timer(n->loop, f->timer);
+		free(f);
+	}
+}
+
+/* Trust ended: the peer's connections (other than the handshake port) end too,
+ * and its tunnel session a little later. A public node serves everyone, so it
+ * keeps both. */
 static void op_torn_down(void *arg, uint32_t peer)
 {
 	node *n = arg;
@@ -368,6 +461,7 @@ static void op_torn_down(void *arg, uint32_t peer)
 	for (i = 0; i < x.nids; i++)
 		if ((c = conn_lookup_id(n->conns, x.ids[i])))
 			conn_reset(c);
+	forget_later(n, peer);
 }
 
 /* Heartbeat-driven polls come from registration; this one runs every 2 s while
@@ -504,6 +598,7 @@ void node_data_shutdown(node *n)
 
 void node_data_free(node *n)
 {
+	forget_free_all(n);
 	if (n->loop) {
 		pilot_loop_del_timer(n->loop, n->poll_timer);
 		pilot_loop_del_timer(n->loop, n->poll_soon_timer);
