@@ -1,4 +1,5 @@
-/* Control verb ping (control-protocol echo, RTT per sample). The stream,
+/* Control verb ping (control-protocol echo, RTT per sample; the target is a
+ * node ID, an address or a hostname resolved through the registry). The stream,
  * datagram and service verbs are in ctl_comm.c and ctl_svc.c. */
 #include <errno.h>
 #include <stdio.h>
@@ -8,7 +9,9 @@
 #include "daemon/conn.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
+#include "daemon/registration.h"
 #include "lib/addr.h"
+#include "lib/jsonwire.h"
 
 #define PING_COUNT 4
 #define PING_MAX_COUNT 1000
@@ -37,23 +40,13 @@ static int64_t arg_timeout(json_object *args, int64_t def)
 	return def;
 }
 
-static bool target_arg(ctl_reply *r, node *n, json_object *args, uint32_t *id, char addr[PILOT_ADDR_STRLEN])
-{
-	if (ctl_arg_node(args, id) < 0) {
-		ctl_reply_err(r, "not_found", "want a node ID or address (N:NNNN.HHHH.LLLL)",
-			      "find a hostname's node with: pilotctl find <hostname>");
-		return false;
-	}
-	if (ctl_need_up(r, n))
-		return false;
-	pilot_addr_format(pilot_addr_make(0, *id), addr);
-	return true;
-}
-
 /* ---- ping ---- */
+struct ping_rq;
+
 typedef struct ping_op {
 	ctl_reply *r;
 	node *n;
+	struct ping_rq *rq;      /* hostname resolve in flight */
 	uint32_t target;
 	char addr[PILOT_ADDR_STRLEN];
 	int count, seq;
@@ -79,6 +72,68 @@ static void ping_finish(ping_op *p)
 }
 
 static void ping_send(ping_op *p);
+
+typedef struct ping_rq {
+	ping_op *p;
+} ping_rq;
+
+static void ping_fail(ping_op *p, const char *code, const char *msg)
+{
+	ctl_reply_err(p->r, code, msg, NULL);
+	json_object_put(p->results);
+	free(p);
+}
+
+static void ping_start(ping_op *p, uint32_t id)
+{
+	p->target = id;
+	pilot_addr_format(pilot_addr_make(0, id), p->addr);
+	ping_send(p);
+}
+
+static void ping_resolved(void *arg, json_object *reply, int err)
+{
+	ping_rq *q = arg;
+	ping_op *p = q->p;
+	json_object *v = NULL;
+	char msg[160];
+
+	free(q);
+	if (!p)
+		return;
+	p->rq = NULL;
+	if (err == -EREMOTEIO || (!err && !json_object_object_get_ex(reply, "node_id", &v))) {
+		ping_fail(p, "not_found", "hostname not found");
+	} else if (err) {
+		snprintf(msg, sizeof(msg), "registry: %s", strerror(-err));
+		ping_fail(p, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg);
+	} else {
+		ping_start(p, (uint32_t)json_object_get_int64(v));
+	}
+}
+
+/* Not a node ID or address: ask the registry whose hostname it is. */
+static void ping_resolve(ping_op *p, const char *name)
+{
+	char msg[160];
+	int rc;
+
+	if (!name || !*name || strlen(name) > 63) {
+		ping_fail(p, "not_found", "want a node ID, an address (N:NNNN.HHHH.LLLL) or a hostname");
+		return;
+	}
+	if (!(p->rq = calloc(1, sizeof(*p->rq)))) {
+		ping_fail(p, "internal", "out of memory");
+		return;
+	}
+	p->rq->p = p;
+	if ((rc = registration_resolve_hostname(p->n->reg, name, ping_resolved, p->rq)) < 0) {
+		free(p->rq);
+		p->rq = NULL;
+		snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-rc));
+		ping_fail(p, "connection_failed", msg);
+	}
+}
 
 static int64_t ping_next(pilot_loop *l, uint64_t id, void *arg)
 {
@@ -132,6 +187,10 @@ static void ping_cancel(ctl_reply *r, void *arg)
 {
 	ping_op *p = arg;
 
+	if (p->rq) { /* its answer finds nobody to tell */
+		p->rq->p = NULL;
+		p->rq = NULL;
+	}
 	if (p->ping_id && p->n->conns)
 		conn_ping_cancel(p->n->conns, p->ping_id);
 	p->ping_id = 0;
@@ -145,7 +204,6 @@ static void h_ping(ctl_reply *r, json_object *args, void *arg)
 	const char *payload = ctl_arg_str(args, "payload");
 	int64_t count = arg_int(args, "count", PING_COUNT), timeout = arg_timeout(args, PING_TIMEOUT_MS);
 	uint32_t id;
-	char addr[PILOT_ADDR_STRLEN];
 
 	if (count < 1 || count > PING_MAX_COUNT || timeout <= 0
 	    || (payload && strlen(payload) > PING_PAYLOAD_MAX)) {
@@ -153,7 +211,7 @@ static void h_ping(ctl_reply *r, json_object *args, void *arg)
 			      NULL);
 		return;
 	}
-	if (!target_arg(r, n, args, &id, addr))
+	if (ctl_need_up(r, n))
 		return;
 	if (!(p = calloc(1, sizeof(*p)))) {
 		ctl_reply_err(r, "internal", "out of memory", NULL);
@@ -161,15 +219,18 @@ static void h_ping(ctl_reply *r, json_object *args, void *arg)
 	}
 	p->r = r;
 	p->n = n;
-	p->target = id;
-	memcpy(p->addr, addr, sizeof(addr));
 	p->count = (int)count;
 	p->results = json_object_new_array();
 	p->deadline_ms = pilot_now_ms() + (uint64_t)timeout;
 	p->plen = payload ? strlen(payload) : 9;
 	memcpy(p->payload, payload ? payload : "pilotping", p->plen);
-	ctl_reply_on_cancel(r, ping_cancel, p);
-	ping_send(p);
+	if (ctl_arg_node(args, &id) == 0) {
+		ctl_reply_on_cancel(r, ping_cancel, p);
+		ping_start(p, id);
+		return;
+	}
+	ctl_reply_on_cancel(r, ping_cancel, p); /* before: ping_fail may finish r */
+	ping_resolve(p, ctl_arg_str(args, "target"));
 }
 
 void ctl_register_conn(node *n)

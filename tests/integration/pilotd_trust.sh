@@ -44,6 +44,14 @@ pt_check untrusted_refusal_counted \
 pt_check mutual_auto_approve pd_trust_pair a b
 pt_check mutual_trusted_echo pd_wait 10 echo_ok b a
 pt_check mutual_trusted_ping pd_ping_ok a b
+# ping by hostname (resolved through the registry)
+pd_ctl b set-hostname trust-b >/dev/null
+ping_host_ok() { # A pings HOST, which must resolve to B: every sample answered
+	pd_ctl "$1" ping "$2" --count 2 --timeout 4s | pd_json "d['target'].endswith('%04X.%04X' % (${PD_ID[$3]} >> 16, ${PD_ID[$3]} & 0xFFFF)) and len(d['results']) == 2 and all('rtt_ms' in r for r in d['results'])" >/dev/null
+}
+pt_check ping_by_hostname ping_host_ok a trust-b b
+pt_check ping_unknown_hostname_not_found \
+	bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock ping no-such-host --count 1 2>&1 | grep -q not_found"
 
 # ---- manual approve ----
 pd_ctl c handshake "${PD_ID[a]}" "please" >/dev/null
@@ -122,7 +130,16 @@ r=$(pd_ctl a untrust "${PD_ID[b]}")
 pt_check revoke_reply bash -c "echo '$r' | grep -q '\"ok\"'"
 pt_check revoke_local not pd_trusts a b
 pt_check revoke_reaches_peer pd_wait 10 not pd_trusts b a
+has_peer() { # A's peer table lists B
+	pd_ctl "$1" peers | pd_json "any(p['node_id'] == ${PD_ID[$2]} for p in d['peers'])" >/dev/null
+}
+pt_check revoke_forgets_tunnel pd_wait 8 not has_peer a b
+pt_check revoke_peer_forgets_tunnel pd_wait 8 not has_peer b a
 pt_check revoked_echo_refused not echo_ok b a
+pt_check retrust_after_revoke pd_trust_pair a b
+pt_check retrust_echo pd_wait 10 echo_ok b a
+pd_ctl a untrust "${PD_ID[b]}" >/dev/null
+pt_check revoke_again_reaches_peer pd_wait 10 not pd_trusts b a
 pt_check untrust_not_trusted_is_error \
 	bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock untrust ${PD_ID[b]} 2>&1 | grep -q not_found"
 
