@@ -77,7 +77,10 @@ if [ -x "$REL" ] && command -v valgrind >/dev/null; then
 		pd_ctl a pending >/dev/null
 		pt_exec "$PT-b" python3 "$TOOL" junk 198.18.0.10 "$port" 200 9
 		python3 "$TOOL" ctl "$PT_DIR/a/ctl.sock" >/dev/null
+		pd_ctl a rotate-key >/dev/null
+		pd_ctl a ping no-such-host --count 1 >/dev/null
 		pd_ctl a untrust "${PD_ID[b]}" >/dev/null
+		sleep 1 # the deferred tunnel forget runs under valgrind too
 		kill -TERM "$VG"
 		for _ in $(seq 300); do kill -0 "$VG" 2>/dev/null || break; sleep 0.1; done
 		wait "$VG"
