@@ -644,6 +644,51 @@ static void test_beacon_notify_inbox(void **state)
 	reg_set_inbox_cb(f->reg, NULL, NULL);
 }
 
+typedef struct fake_sink {
+	uint32_t node, got_node;
+	uint8_t msg[8];
+	size_t len;
+	int calls;
+} fake_sink;
+
+static bool sink_has(void *ctx, uint32_t node)
+{
+	return node == ((fake_sink *)ctx)->node;
+}
+
+static void sink_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t len)
+{
+	fake_sink *k = ctx;
+
+	k->got_node = node;
+	k->len = len < sizeof(k->msg) ? len : sizeof(k->msg);
+	memcpy(k->msg, msg, k->len);
+	k->calls++;
+}
+
+/* A node with a compat (WSS) connection gets its Notify there, rate-limited alike. */
+static void test_beacon_notify_wss(void **state)
+{
+	fx *f = *state;
+	fake_sink k = { .node = f->c.node };
+
+	beacon_set_wss_sink(f->b, &(beacon_wss_sink){ .has = sink_has, .deliver = sink_deliver, .ctx = &k });
+	beacon_notify(f->b, f->c.node, BEACON_NOTIFY_HANDSHAKE);
+	assert_int_equal(k.calls, 1);
+	assert_int_equal(k.got_node, f->c.node);
+	assert_int_equal(k.len, 2);
+	assert_int_equal(k.msg[0], BEACON_NOTIFY);
+	assert_int_equal(k.msg[1], BEACON_NOTIFY_HANDSHAKE);
+	beacon_notify(f->b, f->c.node, BEACON_NOTIFY_HANDSHAKE);
+	assert_int_equal(k.calls, 1);
+	beacon_advance_clock(f->b, BEACON_NOTIFY_GAP_MS);
+	beacon_notify_due(f->b);
+	assert_int_equal(k.calls, 2);
+	expect_nothing(f->c.fd);
+	assert_int_equal(stats(f).notifies_sent, 2);
+	beacon_set_wss_sink(f->b, NULL);
+}
+
 /* Key exchanges toward nodes one may not talk to are limited to 10/s per sender. */
 static void test_beacon_relay_kx_rate(void **state)
 {
@@ -894,6 +939,7 @@ int main(void)
 		T(test_beacon_relay_privacy),
 		T(test_beacon_relay_handshake_pending),
 		T(test_beacon_notify_inbox),
+		T(test_beacon_notify_wss),
 		T(test_beacon_relay_kx_rate),
 		T(test_beacon_punch),
 		T(test_beacon_punch_requester_cap),
