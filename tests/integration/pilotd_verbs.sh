@@ -5,7 +5,9 @@
 # clear-hostname; set-tags / clear-tags as the registry shows them; network
 # create, join, list, members and leave; SIGHUP reopens -log-file;
 # -deregister-on-exit removes the node from the registry on SIGTERM; a stale
-# control socket is replaced at start-up.
+# control socket is replaced at start-up; a node the registry forgot (deregistered
+# behind its back) registers again after 3 failed heartbeats and restores its
+# hostname and visibility under the same node ID.
 # Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -18,7 +20,7 @@ pt_bridge net
 pt_ns rdv
 pt_attach rdv net 198.18.0.1/24
 i=10
-for n in a b c; do
+for n in a b c d; do
 	pt_ns "$n"
 	pt_attach "$n" net "198.18.0.$i/24"
 	i=$((i + 1))
@@ -96,7 +98,33 @@ pt_check start_over_stale_socket pd_start c c
 pt_check stale_socket_answers status_check c
 pd_stop c
 
-for n in a b; do
+# ---- re-registration after heartbeat failures restores hostname and visibility ----
+pd_start d d -keepalive 2s || pt_fail reregister_node_registered
+pd_ctl d set-hostname verbs-d >/dev/null
+pd_ctl d set-public >/dev/null
+# deregister d at the registry behind its back, signed with its own key (v2;
+# /usr/bin/python3 has python3-nacl, as in rendezvous.sh)
+pt_exec "$PT-d" /usr/bin/python3 - "$PT_DIR/d/identity.json" "${PD_ID[d]}" "${PD_REGISTRY%:*}" <<'PY'
+import base64, json, socket, struct, sys, time
+from nacl.signing import SigningKey
+ident, node, host = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+key = SigningKey(base64.b64decode(ident["private_key"])[:32])
+ts = int(time.time())
+sig = base64.b64encode(key.sign(("pilot2:deregister:%d:%d" % (ts, node)).encode()).signature).decode()
+body = json.dumps({"type": "deregister", "node_id": node, "sig_ts": ts, "signature": sig}).encode()
+s = socket.create_connection((host, 9000), timeout=5)
+s.sendall(struct.pack(">I", len(body)) + body)
+n = struct.unpack(">I", s.recv(4))[0]
+print(s.recv(n).decode())
+PY
+lookup_d() { pd_ctl a lookup "${PD_ID[d]}"; }
+pt_check reregister_gone_at_registry bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock lookup ${PD_ID[d]} 2>&1 | grep -q 'not registered'"
+restored() { lookup_d | pd_json "d.get('hostname') == 'verbs-d' and d.get('public') is True" >/dev/null; }
+pt_check reregister_restores_hostname_visibility pd_wait 30 restored
+eq reregister_same_node_id "$(lookup_d | pd_json 'd["node_id"]')" "${PD_ID[d]}"
+pt_check reregister_logged grep -q "heartbeats failed in a row; registering again" "$PT_DIR/d.log"
+
+for n in a b d; do
 	pd_stop "$n"
 	rc=$?
 	if [ $rc = 0 ]; then pt_pass "sigterm_exit_0_$n"; else pt_fail "sigterm_exit_0_$n" "rc $rc"; fi
