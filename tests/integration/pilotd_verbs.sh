@@ -7,7 +7,8 @@
 # -deregister-on-exit removes the node from the registry on SIGTERM; a stale
 # control socket is replaced at start-up; a node the registry forgot (deregistered
 # behind its back) registers again after 3 failed heartbeats and restores its
-# hostname and visibility under the same node ID.
+# hostname and visibility under the same node ID; -user drops root once the
+# sockets are open and the node still works (trust.json written as that user).
 # Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -20,7 +21,7 @@ pt_bridge net
 pt_ns rdv
 pt_attach rdv net 198.18.0.1/24
 i=10
-for n in a b c d; do
+for n in a b c d e; do
 	pt_ns "$n"
 	pt_attach "$n" net "198.18.0.$i/24"
 	i=$((i + 1))
@@ -124,7 +125,27 @@ pt_check reregister_restores_hostname_visibility pd_wait 30 restored
 eq reregister_same_node_id "$(lookup_d | pd_json 'd["node_id"]')" "${PD_ID[d]}"
 pt_check reregister_logged grep -q "heartbeats failed in a row; registering again" "$PT_DIR/d.log"
 
-for n in a b d; do
+# ---- -user: privileges dropped after the sockets are open ----
+# The control socket's directory must stay root's; the identity's directory (and
+# trust.json in it) belongs to the user.
+mkdir -p "$PT_DIR/e" "$PT_DIR/e-id"
+chmod 711 "$PT_DIR"
+chown nobody "$PT_DIR/e-id"
+pt_spawn e "$PT_DIR/e.log" "$PD_BIN" -registry "$PD_REGISTRY" -beacon "$PD_BEACON" \
+	-identity "$PT_DIR/e-id/identity.json" -socket "$PT_DIR/e/ctl.sock" -log-level debug -user nobody
+PD_PID[e]=$PT_PID
+if pd_wait 15 pd_registered e; then
+	pt_pass user_node_registered
+	PD_ID[e]=$(pd_ctl e info | pd_json 'd["node_id"]')
+	eq user_uid_dropped "$(awk '/^Uid:/ { print $2 $3 $4 $5 }' "/proc/${PD_PID[e]}/status")" 65534655346553465534
+	pt_check user_trust_pair pd_trust_pair e a
+	pt_check user_ping pd_ping_ok a e
+	eq user_trust_file_owner "$(stat -c %U "$PT_DIR/e-id/trust.json" 2>/dev/null)" nobody
+else
+	pt_fail user_node_registered "$(tail -n 5 "$PT_DIR/e.log")"
+fi
+
+for n in a b d e; do
 	pd_stop "$n"
 	rc=$?
 	if [ $rc = 0 ]; then pt_pass "sigterm_exit_0_$n"; else pt_fail "sigterm_exit_0_$n" "rc $rc"; fi
