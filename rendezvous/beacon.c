@@ -1070,15 +1070,15 @@ static void notify_defer(beacon *b, bcn_node *e, uint8_t kind)
 
 	if (e->notify_due) {
 		b->st.notifies_coalesced++; /* the one already waiting covers this */
-		return;
-	}
-	if (b->nnotify == BCN_NOTIFY_Q) {
+	} else if (b->nnotify == BCN_NOTIFY_Q) {
 		b->st.notifies_dropped++; /* the node's heartbeat poll still finds it */
 		return;
+	} else {
+		e->notify_due = kind;
+		b->notify_q[b->nnotify++] = e->node;
+		b->st.notifies_deferred++;
 	}
-	e->notify_due = kind;
-	b->notify_q[b->nnotify++] = e->node;
-	b->st.notifies_deferred++;
+	/* (re)arm here too: a timer that could not be added must not strand the list */
 	if (!b->notify_timer)
 		b->notify_timer = pilot_loop_add_timer(b->loop, wait > 0 ? wait : 1, notify_cb, b);
 }
