@@ -8,7 +8,8 @@
 # control socket is replaced at start-up; a node the registry forgot (deregistered
 # behind its back) registers again after 3 failed heartbeats and restores its
 # hostname and visibility under the same node ID; -user drops root once the
-# sockets are open and the node still works (trust.json written as that user).
+# sockets are open and the node still works (trust.json written as that user);
+# SIGTERM closes open connections (a peer's subscription ends at once).
 # Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -141,11 +142,32 @@ if pd_wait 15 pd_registered e; then
 	pt_check user_trust_pair pd_trust_pair e a
 	pt_check user_ping pd_ping_ok a e
 	eq user_trust_file_owner "$(stat -c %U "$PT_DIR/e-id/trust.json" 2>/dev/null)" nobody
+	# ---- SIGTERM closes open connections: a's subscription to e ends at once ----
+	pd_ctl a subscribe "${PD_ID[e]}" news --timeout 60s >"$PT_DIR/sub.out" 2>&1 &
+	spid=$!
+	sub_open() { pd_ctl e connections | pd_json "any(c['local_port'] == 1002 for c in d['connections'])" >/dev/null; }
+	if pd_wait 10 sub_open; then
+		t0=$SECONDS
+		pd_stop e
+		eq sigterm_exit_0_e "$?" 0
+		for _ in $(seq 100); do kill -0 $spid 2>/dev/null || break; sleep 0.1; done
+		if kill -0 $spid 2>/dev/null; then
+			pt_fail sigterm_closes_connections "subscription still open $((SECONDS - t0))s after SIGTERM"
+			kill $spid
+		else
+			echo "subscription ended $((SECONDS - t0))s after SIGTERM: $(head -c 200 "$PT_DIR/sub.out")"
+			pt_pass sigterm_closes_connections
+		fi
+		wait $spid 2>/dev/null
+	else
+		pt_fail sigterm_subscription_open
+		kill $spid 2>/dev/null
+	fi
 else
 	pt_fail user_node_registered "$(tail -n 5 "$PT_DIR/e.log")"
 fi
 
-for n in a b d e; do
+for n in a b d; do
 	pd_stop "$n"
 	rc=$?
 	if [ $rc = 0 ]; then pt_pass "sigterm_exit_0_$n"; else pt_fail "sigterm_exit_0_$n" "rc $rc"; fi
