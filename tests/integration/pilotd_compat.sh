@@ -166,6 +166,13 @@ bulk matrix_compat_to_udp c1 u2
 bulk matrix_compat_to_compat c1 c2
 all_relay() { pd_ctl "$1" peers | pd_json 'd["peers"] and all(p["path"] == "relay" for p in d["peers"])' >/dev/null; }
 pt_check compat_peers_all_relay all_relay c1
+# The registry says relay_only for compat nodes (tunnel.md §10): a UDP node pins
+# them to the relay at once (no punch, no direct attempt), whoever dialled first.
+relay_only_pinned() {
+	pd_ctl "$1" peers | pd_json "[p for p in d['peers'] if p['node_id'] == ${PD_ID[$2]}][0]['path_reason'] == 'registry: relay_only'" >/dev/null
+}
+pt_check udp_node_pins_compat_peer_relay_only relay_only_pinned u1 c1
+pt_check udp_node_pins_compat_peer_relay_only_2 relay_only_pinned u2 c1
 
 # ---- auto ----
 mkdir -p "$PT_DIR/a1"
