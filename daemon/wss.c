@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,8 @@ static void fd_sync(wss *c)
 		if (fd >= 0 && pilot_loop_add_fd(c->loop, fd, PILOT_EV_READ, on_fd, c) == 0) {
 			c->fd = fd;
 			c->mask = PILOT_EV_READ;
+			/* small packets, one per message: no Nagle (also behind a proxy) */
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		}
 	}
 	if (c->fd < 0)
@@ -256,6 +259,10 @@ static void service(wss *c)
 		return;
 	lws_service(c->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
 	fd_sync(c);
+	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
+	 * a time) raises no fd event: service again now, not at the next tick. */
+	if (c->ctx && lws_service_adjust_timeout(c->ctx, 1, 0) == 0)
+		kick(c);
 }
 
 static void del_timer(wss *c, uint64_t *t)
@@ -630,9 +637,12 @@ static size_t wss_send(transport *t, const transport_dgram *dg, size_t n)
 	return queued;
 }
 
+/* Nothing to do: wss_send asked for WRITE on the socket, whose event services
+ * lws in this loop iteration. (A kick here, called before every sleep of the
+ * loop, would keep the loop from ever sleeping.) */
 static void wss_flush(transport *t)
 {
-	kick((wss *)t);
+	(void)t;
 }
 
 static int wss_local_ep(transport *t, transport_ep *ep)

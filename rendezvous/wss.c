@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,10 +195,17 @@ static uint64_t now_ms(const rdv_wss *w)
 	return pilot_loop_now_ms(w->loop);
 }
 
+static void kick(rdv_wss *w);
+
 static void service(rdv_wss *w)
 {
-	if (w->ctx)
-		lws_service(w->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
+	if (!w->ctx)
+		return;
+	lws_service(w->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
+	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
+	 * a time) raises no fd event: service again now, not at the next tick. */
+	if (lws_service_adjust_timeout(w->ctx, 1, 0) == 0)
+		kick(w);
 }
 
 static int64_t svc_cb(pilot_loop *l, uint64_t id, void *arg)
@@ -660,6 +668,9 @@ static void on_accept(pilot_loop *l, int lfd, int events, void *arg)
 			close(fd);
 			continue;
 		}
+		/* One Pilot packet per message, often small: no Nagle (lws sets it on
+		 * the sockets it accepts itself, not on adopted ones). */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		adopt(w, fd);
 	}
 }
