@@ -41,6 +41,7 @@
 #define WSS_QBYTES   (4u << 20)
 #define WSS_TICK_MS  100
 #define WSS_RXSLOT   (TRANSPORT_HEADROOM + WSS_MAX_MSG + 64)
+#define WSS_SMALL    2048 /* queued messages up to this reuse buffers: no malloc per packet */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -48,6 +49,7 @@ typedef struct cmsg {
 	uint8_t *buf;   /* LWS_PRE headroom, then len bytes */
 	size_t len;
 	bool text;
+	bool small;     /* a WSS_SMALL buffer: back to the spare stack when sent */
 } cmsg;
 
 typedef struct wss {
@@ -71,6 +73,8 @@ typedef struct wss {
 	bool rx_bin, rx_over;
 	cmsg q[WSS_QN];
 	unsigned qh, qn;
+	uint8_t *spare[WSS_QN]; /* free LWS_PRE + WSS_SMALL buffers */
+	unsigned nspare;
 	size_t qbytes;
 	transport_stats st;
 	wss_stats ws;
@@ -281,7 +285,10 @@ static int q_push(wss *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, 
 	if (c->qn == WSS_QN || c->qbytes + hlen + len > WSS_QBYTES)
 		return -ENOBUFS;
 	m = &c->q[(c->qh + c->qn) % WSS_QN];
-	if (!(m->buf = malloc(LWS_PRE + hlen + len)))
+	m->small = hlen + len <= WSS_SMALL;
+	if (m->small && c->nspare)
+		m->buf = c->spare[--c->nspare];
+	else if (!(m->buf = malloc(LWS_PRE + (m->small ? WSS_SMALL : hlen + len))))
 		return -ENOMEM;
 	if (hlen)
 		memcpy(m->buf + LWS_PRE, hdr, hlen);
@@ -298,7 +305,10 @@ static void q_pop(wss *c)
 	cmsg *m = &c->q[c->qh];
 
 	c->qbytes -= m->len;
-	free(m->buf);
+	if (m->small && c->nspare < WSS_QN)
+		c->spare[c->nspare++] = m->buf;
+	else
+		free(m->buf);
 	m->buf = NULL;
 	c->qh = (c->qh + 1) % WSS_QN;
 	c->qn--;
@@ -681,6 +691,8 @@ static void wss_close(transport *t)
 	del_timer(c, &c->ping_timer);
 	del_timer(c, &c->pong_timer);
 	q_clear(c);
+	while (c->nspare)
+		free(c->spare[--c->nspare]);
 	pilot_identity_wipe(&c->id);
 	free(c->rx);
 	free(c);
