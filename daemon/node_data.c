@@ -96,7 +96,7 @@ static void peer_resolve_reply(void *arg, json_object *reply, int err)
 	peer_res_req *q = arg;
 	const char *s = !err && reply ? jw_get_str(reply, "real_addr") : NULL;
 
-	q->done(q->arg, s && *s ? s : NULL);
+	q->done(q->arg, s && *s ? s : NULL, !err && reply && jw_get_bool(reply, "relay_only"));
 	free(q);
 }
 
@@ -105,19 +105,19 @@ static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *a
 	node *n = ctx;
 	peer_res_req *q;
 
-	if (node_compat_on(n)) { /* compat: every peer is relay, nothing to resolve */
-		done(arg, NULL);
+	if (node_compat_on(n)) { /* compat: every peer is relay, pinned (tunnel.md §11.4) */
+		done(arg, NULL, true);
 		return;
 	}
 	if (!(q = malloc(sizeof(*q)))) {
-		done(arg, NULL);
+		done(arg, NULL, false);
 		return;
 	}
 	q->done = done;
 	q->arg = arg;
 	if (registration_resolve(n->reg, id, peer_resolve_reply, q) < 0) {
 		free(q);
-		done(arg, NULL);
+		done(arg, NULL, false);
 	}
 }
 

@@ -405,8 +405,8 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		if (p->path == PEER_PATH_NONE)
 			peer_set_path(pt, p, PEER_PATH_DIRECT, "key exchange");
 	} else if (p->path == PEER_PATH_NONE) {
-		peer_set_path(pt, p, PEER_PATH_RELAY, "key via relay");
-		peer_start_contact(pt, p); /* learn its endpoint for later upgrades */
+		/* learns its endpoint for later upgrades, or that it is relay_only */
+		peer_relay_first_contact(pt, p, "key via relay");
 	}
 	/* The peer needs ours unless we sent it just now (our first contact). */
 	recent = p->kx_sent_ms && peer_now(pt) - p->kx_sent_ms < 1000 && !changed;
@@ -843,7 +843,7 @@ static void on_recv(void *ctx, transport_dgram *dg, size_t n)
 
 /* ---- resolve ---- */
 
-static void resolve_done(void *arg, const char *hostport)
+static void resolve_done(void *arg, const char *hostport, bool relay_only)
 {
 	peer_req *r = arg;
 	peer_table *pt = r->pt;
@@ -860,10 +860,10 @@ static void resolve_done(void *arg, const char *hostport)
 	if (!p)
 		return;
 	p->resolving = false;
-	if (hostport && transport_ep_parse(hostport, &ep) == 0)
-		peer_resolved(pt, p, &ep);
+	if (!relay_only && hostport && transport_ep_parse(hostport, &ep) == 0)
+		peer_resolved(pt, p, &ep, false);
 	else
-		peer_resolved(pt, p, NULL);
+		peer_resolved(pt, p, NULL, relay_only);
 }
 
 void peer_start_resolve(peer_table *pt, peer *p)
@@ -872,7 +872,7 @@ void peer_start_resolve(peer_table *pt, peer *p)
 
 	if (p->resolving || !pt->cfg.resolve || !(r = req_new(pt, p->node, true))) {
 		if (!pt->cfg.resolve && !p->resolving)
-			peer_resolved(pt, p, NULL);
+			peer_resolved(pt, p, NULL, false);
 		return;
 	}
 	p->resolving = true;

@@ -33,8 +33,10 @@ struct pilot_loop;
 
 /* Answer to a key lookup: pk = the node's registry Ed25519 key, NULL = none. */
 typedef void (*peer_key_done)(void *arg, const uint8_t pk[PROTO_ED25519_LEN]);
-/* Answer to a resolve: "host:port" of the node's endpoint, NULL = failure. */
-typedef void (*peer_resolve_done)(void *arg, const char *hostport);
+/* Answer to a resolve: "host:port" of the node's endpoint, NULL = failure;
+ * relay_only: the registry says the node is reachable only through the beacon
+ * relay (a compat node, tunnel.md §10): relay pinned, no punch, no direct probe. */
+typedef void (*peer_resolve_done)(void *arg, const char *hostport, bool relay_only);
 
 typedef struct peer_config {
 	uint32_t node;                    /* own node ID */
@@ -56,7 +58,8 @@ typedef struct peer_config {
 	uint32_t tick_ms;             /* housekeeping period (200) */
 	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
 	uint32_t direct_timeout_ms;   /* no authenticated direct frame → relay (1500) */
-	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000) */
+	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000); relay_only
+				       * peers: only the re-resolve */
 	uint32_t reresolve_ms;        /* relay peers without a working direct path:
 				       * registry resolve again at most this often (30000) */
 	uint32_t punch_gap_ms;        /* PunchRequests leave at least this far apart (1100) */

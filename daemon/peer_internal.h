@@ -46,6 +46,7 @@ typedef struct peer {
 	transport_ep reg_ep;           /* last endpoint the registry resolved */
 	bool has_reg_ep;
 	bool pilk;                     /* created by an anonymous PILK (pilk_peers) */
+	bool relay_pinned;             /* the registry said relay_only: relay, no punch/probe */
 	enum peer_path path;
 	const char *why;
 	/* crypto */
@@ -161,8 +162,10 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
 void peer_pending_flush(peer_table *pt, peer *p);
 void peer_pending_drop(peer_table *pt, peer *p);
 void peer_start_resolve(peer_table *pt, peer *p);
-/* Resolve answer: ep NULL = failed. */
-void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep);
+/* A peer (path none) first heard through the relay: relay, and resolve it now. */
+void peer_relay_first_contact(peer_table *pt, peer *p, const char *why);
+/* Resolve answer: ep NULL = failed; relay_only: pin the relay (ep ignored). */
+void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep, bool relay_only);
 /* Inner frame of a RelayDeliver from the beacon. */
 void peer_handle_relayed(peer_table *pt, uint8_t *frame, size_t len, uint32_t sender);
 

@@ -72,7 +72,7 @@ void peer_punch_request(peer_table *pt, peer *p)
 {
 	uint64_t now = peer_now(pt);
 
-	if (!pt->has_beacon || p->punch_queued)
+	if (!pt->has_beacon || p->punch_queued || p->relay_pinned)
 		return;
 	if (pt->punchq_n == PEER_PUNCHQ) {
 		pt->st.punch_queue_full++; /* the next relay probe asks again */
@@ -122,11 +122,28 @@ static void relay_direct_attempt(peer_table *pt, peer *p)
 /* First contact: try direct and ask the beacon to coordinate a punch; the relay
  * only after direct_timeout_ms without an answer (direct_deadline). Later answers
  * (re-resolves of relay peers) refresh the endpoint of a relay peer and try it
- * at once when it is new. */
-void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
+ * at once when it is new. relay_only (the registry's word for a compat node,
+ * whose endpoint cannot answer): the relay at once and pinned, no punch, no
+ * direct attempt, until a later resolve says otherwise. */
+void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep, bool relay_only)
 {
-	bool fresh = false;
+	bool fresh = false, first = p->path == PEER_PATH_NONE;
 
+	if (relay_only && pt->has_beacon) {
+		p->relay_pinned = true;
+		p->direct_deadline_ms = 0;
+		peer_set_path(pt, p, PEER_PATH_RELAY, "registry: relay_only");
+		if (!first)
+			return;
+		if (!pt->cfg.encrypt || p->sess) {
+			peer_pending_flush(pt, p);
+		} else {
+			peer_send_kx(pt, p, PEER_VIA_PATH);
+			peer_kx_arm(pt, p);
+		}
+		return;
+	}
+	p->relay_pinned = false;
 	if (ep && !(pt->has_beacon && transport_ep_eq(ep, &pt->beacon))) {
 		p->reg_ep = *ep;
 		p->has_reg_ep = true;
@@ -168,6 +185,18 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep)
 	peer_kx_arm(pt, p);
 }
 
+/* First contact through the relay: relay, and ask the registry now (not at the
+ * first relay probe) for the endpoint, so a relay_only (compat) node is pinned
+ * before we punch for it and any other node gets its direct attempt early. */
+void peer_relay_first_contact(peer_table *pt, peer *p, const char *why)
+{
+	peer_set_path(pt, p, PEER_PATH_RELAY, why);
+	if (p->resolving || p->has_reg_ep || !pt->cfg.resolve)
+		return;
+	p->next_resolve_ms = peer_now(pt) + cfg_ms(pt->cfg.reresolve_ms, 30000);
+	peer_start_resolve(pt, p);
+}
+
 /* src is the endpoint of a recent PunchCommand (whichever peer it was for). */
 static bool was_punched(const peer_table *pt, const transport_ep *src, uint64_t now)
 {
@@ -184,12 +213,16 @@ void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_rel
 	bool punched;
 
 	if (via_relay) {
-		if (p->path != PEER_PATH_RELAY)
+		if (p->path == PEER_PATH_NONE)
+			peer_relay_first_contact(pt, p, "relay deliver");
+		else if (p->path != PEER_PATH_RELAY)
 			peer_set_path(pt, p, PEER_PATH_RELAY, "relay deliver");
 		return;
 	}
 	if (pt->has_beacon && transport_ep_eq(src, &pt->beacon))
 		return;
+	if (p->relay_pinned)
+		return; /* the registry said relay_only; a later resolve may unpin it */
 	p->direct_ok_ms = now;
 	p->direct_deadline_ms = 0;
 	/* NAT rebinding follow: the source of an authenticated frame is the endpoint. */
@@ -252,7 +285,8 @@ static void relay_probe(peer_table *pt, peer *p, uint64_t now)
 	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
 		return;
 	p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
-	relay_direct_attempt(pt, p);
+	if (!p->relay_pinned)
+		relay_direct_attempt(pt, p);
 	if (p->path == PEER_PATH_RELAY)
 		maybe_reresolve(pt, p, now);
 }

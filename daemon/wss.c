@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 #define WSS_QBYTES   (4u << 20)
 #define WSS_TICK_MS  100
 #define WSS_RXSLOT   (TRANSPORT_HEADROOM + WSS_MAX_MSG + 64)
+#define WSS_SMALL    2048 /* queued messages up to this reuse buffers: no malloc per packet */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -47,6 +49,7 @@ typedef struct cmsg {
 	uint8_t *buf;   /* LWS_PRE headroom, then len bytes */
 	size_t len;
 	bool text;
+	bool small;     /* a WSS_SMALL buffer: back to the spare stack when sent */
 } cmsg;
 
 typedef struct wss {
@@ -70,6 +73,8 @@ typedef struct wss {
 	bool rx_bin, rx_over;
 	cmsg q[WSS_QN];
 	unsigned qh, qn;
+	uint8_t *spare[WSS_QN]; /* free LWS_PRE + WSS_SMALL buffers */
+	unsigned nspare;
 	size_t qbytes;
 	transport_stats st;
 	wss_stats ws;
@@ -239,6 +244,8 @@ static void fd_sync(wss *c)
 		if (fd >= 0 && pilot_loop_add_fd(c->loop, fd, PILOT_EV_READ, on_fd, c) == 0) {
 			c->fd = fd;
 			c->mask = PILOT_EV_READ;
+			/* small packets, one per message: no Nagle (also behind a proxy) */
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		}
 	}
 	if (c->fd < 0)
@@ -256,6 +263,10 @@ static void service(wss *c)
 		return;
 	lws_service(c->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
 	fd_sync(c);
+	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
+	 * a time) raises no fd event: service again now, not at the next tick. */
+	if (c->ctx && lws_service_adjust_timeout(c->ctx, 1, 0) == 0)
+		kick(c);
 }
 
 static void del_timer(wss *c, uint64_t *t)
@@ -274,7 +285,10 @@ static int q_push(wss *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, 
 	if (c->qn == WSS_QN || c->qbytes + hlen + len > WSS_QBYTES)
 		return -ENOBUFS;
 	m = &c->q[(c->qh + c->qn) % WSS_QN];
-	if (!(m->buf = malloc(LWS_PRE + hlen + len)))
+	m->small = hlen + len <= WSS_SMALL;
+	if (m->small && c->nspare)
+		m->buf = c->spare[--c->nspare];
+	else if (!(m->buf = malloc(LWS_PRE + (m->small ? WSS_SMALL : hlen + len))))
 		return -ENOMEM;
 	if (hlen)
 		memcpy(m->buf + LWS_PRE, hdr, hlen);
@@ -291,7 +305,10 @@ static void q_pop(wss *c)
 	cmsg *m = &c->q[c->qh];
 
 	c->qbytes -= m->len;
-	free(m->buf);
+	if (m->small && c->nspare < WSS_QN)
+		c->spare[c->nspare++] = m->buf;
+	else
+		free(m->buf);
 	m->buf = NULL;
 	c->qh = (c->qh + 1) % WSS_QN;
 	c->qn--;
@@ -630,9 +647,12 @@ static size_t wss_send(transport *t, const transport_dgram *dg, size_t n)
 	return queued;
 }
 
+/* Nothing to do: wss_send asked for WRITE on the socket, whose event services
+ * lws in this loop iteration. (A kick here, called before every sleep of the
+ * loop, would keep the loop from ever sleeping.) */
 static void wss_flush(transport *t)
 {
-	kick((wss *)t);
+	(void)t;
 }
 
 static int wss_local_ep(transport *t, transport_ep *ep)
@@ -671,6 +691,8 @@ static void wss_close(transport *t)
 	del_timer(c, &c->ping_timer);
 	del_timer(c, &c->pong_timer);
 	q_clear(c);
+	while (c->nspare)
+		free(c->spare[--c->nspare]);
 	pilot_identity_wipe(&c->id);
 	free(c->rx);
 	free(c);

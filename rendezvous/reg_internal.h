@@ -98,6 +98,7 @@ typedef struct reg_node {
 	uint32_t id;
 	bool live;            /* false: reaped/deregistered, identity kept for reclaim */
 	bool pub, task_exec;
+	bool relay_only;      /* registered with relay_only: reachable only via the beacon relay */
 	uint8_t pk[32];
 	char pk_b64[48];
 	char *owner;          /* NULL = none */

@@ -142,6 +142,7 @@ void reg_node_clear_attrs(registry *r, reg_node *n)
 	free_tags(n);
 	n->pub = false;
 	n->task_exec = false;
+	n->relay_only = false;
 	n->polo = 0;
 }
 
@@ -418,6 +419,8 @@ json_object *h_register(registry *r, json_object *req, const reg_ctx *ctx)
 	revive(r, n);
 	sanitize_addr(n->real_addr, jw_get_str(req, "listen_addr"), ctx);
 	snprintf(n->src_ip, sizeof(n->src_ip), "%s", ctx->src_ip);
+	/* Each register states it afresh: a node that left compat mode is direct again. */
+	n->relay_only = jw_get_bool(req, "relay_only");
 	n->last_seen_ms = ctx->now_ms;
 	resp = reg_ok("register");
 	jadd_int(resp, "node_id", n->id);
@@ -513,6 +516,8 @@ json_object *h_lookup(registry *r, json_object *req, const reg_ctx *ctx)
 		json_object_object_add(resp, "tags", tags_array(n));
 	if (n->task_exec)
 		jadd_bool(resp, "task_exec", true);
+	if (n->relay_only)
+		jadd_bool(resp, "relay_only", true);
 	if (n->pub)
 		jadd_str(resp, "real_addr", n->real_addr);
 	return resp;
@@ -552,6 +557,10 @@ json_object *h_resolve(registry *r, json_object *req, const reg_ctx *ctx)
 	resp = reg_ok("resolve");
 	jadd_int(resp, "node_id", t->id);
 	jadd_str(resp, "real_addr", t->real_addr);
+	/* tunnel.md §10: the endpoint cannot answer (a compat node's is <ip>:0);
+	 * the asker pins the relay and sends no PunchRequest. */
+	if (t->relay_only)
+		jadd_bool(resp, "relay_only", true);
 	return resp;
 }
 

@@ -20,14 +20,16 @@
 #include "lib/log.h"
 #include "rendezvous/reg_internal.h"
 
-#define SCHEMA_VERSION 1
+/* 1: initial; 2: nodes.relay_only (added to a version-1 store at open). */
+#define SCHEMA_VERSION 2
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, public_key BLOB NOT NULL,"
 	" owner TEXT, live INTEGER NOT NULL, real_addr TEXT, src_ip TEXT, public INTEGER NOT NULL,"
-	" hostname TEXT, tags TEXT, polo_score INTEGER NOT NULL, task_exec INTEGER NOT NULL);"
+	" hostname TEXT, tags TEXT, polo_score INTEGER NOT NULL, task_exec INTEGER NOT NULL,"
+	" relay_only INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS owners(owner TEXT PRIMARY KEY, node INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS networks(id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
 	" join_rule TEXT NOT NULL, token TEXT, created INTEGER NOT NULL, creator INTEGER NOT NULL);"
@@ -59,8 +61,8 @@ static const char *const sql[Q_COUNT] = {
 	[Q_ROLLBACK] = ("ROLLBACK"),
 	[Q_META] = ("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"),
 	[Q_NODE] = ("INSERT OR REPLACE INTO nodes(id, public_key, owner, live, real_addr, src_ip,"
-		   " public, hostname, tags, polo_score, task_exec)"
-		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+		   " public, hostname, tags, polo_score, task_exec, relay_only)"
+		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
 	[Q_OWNER] = ("INSERT OR REPLACE INTO owners(owner, node) VALUES(?1, ?2)"),
 	[Q_NET] = ("INSERT OR REPLACE INTO networks(id, name, join_rule, token, created, creator)"
 		  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -219,6 +221,7 @@ void st_node(registry *r, const reg_node *n)
 	bind_text(s, 9, tags);
 	sqlite3_bind_int64(s, 10, n->polo);
 	sqlite3_bind_int(s, 11, n->task_exec);
+	sqlite3_bind_int(s, 12, n->relay_only);
 	run(r, s);
 	free(tags);
 	if (n->owner && reg_node_by_owner(r, n->owner) == n) {
@@ -401,13 +404,22 @@ static int check_version(registry *r, char *err, size_t errlen)
 	if (sqlite3_step(s) == SQLITE_ROW)
 		v = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
-	if (v < 0)
-		return sqlite3_exec(r->db->db, "INSERT INTO schema_version(version) VALUES(1)", NULL, NULL,
+	if (v < 0) /* new store: the schema above is the current one */
+		return sqlite3_exec(r->db->db, "INSERT INTO schema_version(version) VALUES(2)", NULL, NULL,
 				    NULL) == SQLITE_OK ? 0 : -EIO;
 	if (v > SCHEMA_VERSION) {
 		snprintf(err, errlen, "store %s has schema version %d, newer than this program (%d)",
 			 r->db->path, v, SCHEMA_VERSION);
 		return -EPROTO;
+	}
+	if (v == 1) { /* CREATE TABLE IF NOT EXISTS kept the old nodes table: add the column */
+		if (sqlite3_exec(r->db->db, "BEGIN IMMEDIATE;"
+				 " ALTER TABLE nodes ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"
+				 " UPDATE schema_version SET version = 2; COMMIT;", NULL, NULL, NULL) != SQLITE_OK) {
+			sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
+			return -EIO;
+		}
+		log_info("store %s: schema version 1 -> 2 (nodes.relay_only)", r->db->path);
 	}
 	return 0;
 }
@@ -619,6 +631,7 @@ static int row_node(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 		return -1;
 	n->polo = sqlite3_column_int64(s, 9);
 	n->task_exec = sqlite3_column_int(s, 10) != 0;
+	n->relay_only = sqlite3_column_int(s, 11) != 0;
 	n->last_seen_ms = now_ms;
 	if (id >= r->next_node)
 		r->next_node = id + 1;
@@ -747,7 +760,7 @@ int st_load(registry *r, char *err, size_t errlen)
 		{ "SELECT key, value FROM meta", row_meta },
 		{ "SELECT id, name, join_rule, token, created, creator FROM networks", row_net },
 		{ "SELECT id, public_key, owner, live, real_addr, src_ip, public, hostname, tags,"
-		  " polo_score, task_exec FROM nodes ORDER BY id", row_node },
+		  " polo_score, task_exec, relay_only FROM nodes ORDER BY id", row_node },
 		{ "SELECT owner, node FROM owners", row_owner },
 		{ "SELECT net, node FROM members", row_member },
 		{ "SELECT a, b FROM trust_pairs", row_pair },

@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,12 +50,15 @@
 #define WSS_RATE_N      1024
 #define WSS_TICK_MS     100
 #define WSS_FRESH_S     30
+#define WSS_SMALL       2048               /* message buffers up to this are recycled */
+#define WSS_SPARE_N     1024               /* recycled buffers kept (shared by all peers) */
 #define WSS_EXTRA_CONNS 256                /* TCP connections beyond max_peers (HTTP, handshakes) */
 
 typedef struct wmsg {
 	uint8_t *buf;      /* LWS_PRE bytes of headroom, then len bytes */
 	size_t len;
 	bool text;
+	bool small;        /* a WSS_SMALL buffer: back to the spare stack when sent */
 } wmsg;
 
 enum sstate { S_HTTP = 0, S_AUTH, S_READY, S_CLOSING };
@@ -102,6 +106,8 @@ struct rdv_wss {
 	rate_ent rate[WSS_RATE_N];
 	uint8_t rkey[crypto_shorthash_KEYBYTES];
 	uint8_t scratch[RDV_WSS_MAX_MSG];
+	uint8_t *spare[WSS_SPARE_N]; /* free LWS_PRE + WSS_SMALL buffers: no malloc per packet */
+	unsigned nspare;
 	rdv_wss_stats st;
 };
 
@@ -194,10 +200,17 @@ static uint64_t now_ms(const rdv_wss *w)
 	return pilot_loop_now_ms(w->loop);
 }
 
+static void kick(rdv_wss *w);
+
 static void service(rdv_wss *w)
 {
-	if (w->ctx)
-		lws_service(w->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
+	if (!w->ctx)
+		return;
+	lws_service(w->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
+	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
+	 * a time) raises no fd event: service again now, not at the next tick. */
+	if (lws_service_adjust_timeout(w->ctx, 1, 0) == 0)
+		kick(w);
 }
 
 static int64_t svc_cb(pilot_loop *l, uint64_t id, void *arg)
@@ -282,7 +295,10 @@ static int q_push(wsess *s, const void *data, size_t len, bool text)
 	if (s->qn == WSS_QN || s->qbytes + len > WSS_QBYTES)
 		return -ENOBUFS;
 	m = &s->q[(s->qh + s->qn) % WSS_QN];
-	if (!(m->buf = malloc(LWS_PRE + len)))
+	m->small = len <= WSS_SMALL;
+	if (m->small && s->w->nspare)
+		m->buf = s->w->spare[--s->w->nspare];
+	else if (!(m->buf = malloc(LWS_PRE + (m->small ? WSS_SMALL : len))))
 		return -ENOMEM;
 	memcpy(m->buf + LWS_PRE, data, len);
 	m->len = len;
@@ -297,7 +313,10 @@ static void q_pop(wsess *s)
 	wmsg *m = &s->q[s->qh];
 
 	s->qbytes -= m->len;
-	free(m->buf);
+	if (m->small && s->w->nspare < WSS_SPARE_N)
+		s->w->spare[s->w->nspare++] = m->buf;
+	else
+		free(m->buf);
 	m->buf = NULL;
 	s->qh = (s->qh + 1) % WSS_QN;
 	s->qn--;
@@ -660,6 +679,9 @@ static void on_accept(pilot_loop *l, int lfd, int events, void *arg)
 			close(fd);
 			continue;
 		}
+		/* One Pilot packet per message, often small: no Nagle (lws sets it on
+		 * the sockets it accepts itself, not on adopted ones). */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		adopt(w, fd);
 	}
 }
@@ -834,6 +856,8 @@ void rdv_wss_free(rdv_wss *w)
 	w->ctx = NULL;
 	while (w->all)
 		sess_free(w->all);
+	while (w->nspare)
+		free(w->spare[--w->nspare]);
 	if (w->svc_timer)
 		pilot_loop_del_timer(w->loop, w->svc_timer);
 	if (w->tick_timer)

@@ -47,7 +47,7 @@ static void lookup(void *ctx, uint32_t node, peer_key_done done, void *arg)
 
 static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
 {
-	done(arg, node == 20 ? "10.0.0.2:2000" : node == 10 ? "10.0.0.1:1000" : NULL);
+	done(arg, node == 20 ? "10.0.0.2:2000" : node == 10 ? "10.0.0.1:1000" : NULL, false);
 }
 
 static void drain(memtx *from, peer_table *to)

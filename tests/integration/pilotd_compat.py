@@ -5,7 +5,8 @@
                                         segment each: SIZE <= 1368) over port 7; the
                                         SHA-256 of everything sent must equal that of
                                         everything echoed. Prints "ok BYTES SHA".
-  peers RHOST RPORT WHOST WPORT N HOLD N idle authenticated ws:// peers (benchmark)
+  peers RHOST RPORT WHOST WPORT N HOLD N idle authenticated ws:// peers (benchmark;
+                                        Ed25519 from python3-cryptography or PyNaCl)
   junk HOST PORT                       bad input to the compat WebSocket port: raw
                                         bytes, TLS + junk, upgrades without auth,
                                         binary before auth, a bad signature, a slow
@@ -185,44 +186,124 @@ def read_frame(s, buf):
         buf += b
 
 
+def _signer():
+    """An Ed25519 key generator: (public 32 bytes, sign(msg) -> 64 bytes)."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives import serialization
+
+        def gen():
+            sk = Ed25519PrivateKey.generate()
+            pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return pk, sk.sign
+    except ImportError:
+        from nacl.signing import SigningKey
+
+        def gen():
+            sk = SigningKey.generate()
+            return bytes(sk.verify_key), lambda m: sk.sign(m).signature
+    return gen
+
+
 def peers(reg_host, reg_port, wss_host, wss_port, count, hold):
     """count idle authenticated compat peers (plain ws://): register each key, dial,
-    answer the challenge; print "connected N" and hold them for hold seconds."""
-    from nacl.signing import SigningKey
+    answer the challenge; print "connected N in T s" and hold them for hold
+    seconds. Like an idle daemon, each peer sends a beacon Discover (5 bytes)
+    every KEEPALIVE_S so the bridge's 90 s idle limit never fires, and whatever
+    the bridge sends is read and dropped. Bounded: the dialling stops after
+    DIAL_BUDGET_S."""
+    import resource
+    KEEPALIVE_S, DIAL_BUDGET_S = 20.0, 600.0
+    count, hold = int(count), float(hold)
+    want = count + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    gen = _signer()
     reg = socket.create_connection((reg_host, int(reg_port)), timeout=10)
-    keys, conns = [], []
-    for _ in range(int(count)):
-        sk = SigningKey.generate()
-        pk = base64.b64encode(bytes(sk.verify_key)).decode()
-        body = json.dumps({"type": "register", "public_key": pk, "listen_addr": "0.0.0.0:0"}).encode()
+    keys = []
+    t0 = time.time()
+    for _ in range(count):
+        pk, sign = gen()
+        body = json.dumps({"type": "register", "public_key": base64.b64encode(pk).decode(),
+                           "listen_addr": "0.0.0.0:0", "relay_only": True}).encode()
         reg.sendall(struct.pack(">I", len(body)) + body)
         (n,) = struct.unpack(">I", reg.recv(4, socket.MSG_WAITALL))
         r = json.loads(reg.recv(n, socket.MSG_WAITALL))
-        keys.append((sk, int(r["node_id"])))
+        keys.append((sign, int(r["node_id"])))
     reg.close()
+    print(f"registered {len(keys)} in {time.time() - t0:.1f} s", flush=True)
+    conns = []  # (socket, node)
+    last_ka = time.time()
+
+    def keepalive():
+        for c, node in conns:
+            try:
+                c.send(frame(2, bytes([1]) + struct.pack(">I", node)))
+            except OSError:
+                pass
+            try:
+                while c.recv(65536):
+                    pass
+            except OSError:
+                pass
+
     t0 = time.time()
-    for sk, node in keys:
-        s = socket.create_connection((wss_host, int(wss_port)), timeout=10)
-        status, rest = upgrade(s, wss_host)
-        if " 101 " not in status + " ":
-            print("upgrade refused:", status)
+    for sign, node in keys:
+        if time.time() - t0 > DIAL_BUDGET_S:
+            print(f"dial budget of {DIAL_BUDGET_S:.0f} s spent", flush=True)
             break
-        _, payload, rest = read_frame(s, rest)
-        ch = json.loads(payload)
-        msg = f"compat_auth:{node}:{ch['ts']}:{ch['nonce']}".encode()
-        sig = base64.b64encode(sk.sign(msg).signature).decode()
-        s.sendall(frame(1, json.dumps({"type": "auth_reply", "node_id": node, "public_key": "",
-                                       "sig": sig}).encode()))
-        _, payload, rest = read_frame(s, rest)
+        if time.time() - last_ka > KEEPALIVE_S:
+            keepalive()
+            last_ka = time.time()
+        try:
+            s = socket.create_connection((wss_host, int(wss_port)), timeout=10)
+            status, rest = upgrade(s, wss_host)
+            if " 101 " not in status + " ":
+                print("upgrade refused:", status)
+                s.close()
+                break
+            _, payload, rest = read_frame(s, rest)
+            ch = json.loads(payload)
+            msg = f"compat_auth:{node}:{ch['ts']}:{ch['nonce']}".encode()
+            sig = base64.b64encode(sign(msg)).decode()
+            s.sendall(frame(1, json.dumps({"type": "auth_reply", "node_id": node, "public_key": "",
+                                           "sig": sig}).encode()))
+            _, payload, rest = read_frame(s, rest)
+        except (OSError, ValueError, ConnectionError) as e:
+            print("dial failed:", e)
+            break
         if b"auth_ok" not in payload:
             print("auth refused:", payload[:80])
+            s.close()
             break
-        conns.append(s)
+        s.setblocking(False)
+        conns.append((s, node))
     print(f"connected {len(conns)} in {time.time() - t0:.1f} s", flush=True)
-    time.sleep(float(hold))
-    for s in conns:
-        s.close()
-    return 0 if len(conns) == int(count) else 1
+    end = time.time() + hold
+    while time.time() < end:
+        time.sleep(min(1.0, max(0.0, end - time.time())))
+        if time.time() - last_ka > KEEPALIVE_S:
+            keepalive()
+            last_ka = time.time()
+    alive, why = 0, {}
+    for c, _ in conns:  # still open: a read gives data or EAGAIN, not EOF or an error
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    why["eof"] = why.get("eof", 0) + 1
+                    break
+                if b[0] == 0x88:  # a close frame from the bridge
+                    why["close " + b[2:40].decode(errors="replace")] = why.get("close", 0) + 1
+                    break
+        except BlockingIOError:
+            alive += 1
+        except OSError as e:
+            why[type(e).__name__] = why.get(type(e).__name__, 0) + 1
+        c.close()
+    print(f"still open after the hold: {alive} {why if why else ''}", flush=True)
+    return 0 if len(conns) == count and alive == count else 1
 
 
 def main():

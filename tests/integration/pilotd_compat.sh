@@ -8,7 +8,7 @@
 # in namespaces whose nftables output rules drop all UDP and all TCP except to 443.
 #
 #  1. pilot-rendezvous terminates TLS itself (-tls, -wss-tls-cert): every pair of
-#     {UDP, compat} exchanges echo data (SHA-256 of 8 x 1300 random bytes);
+#     {UDP, compat} streams 4 MiB each way at once (SHA-256 checked at both sinks);
 #     -transport=auto in the firewalled namespace falls back to compat within the
 #     documented bound, in an open one it stays on UDP;
 #  2. reconnect: the rendezvous restarts while an echo is in flight; the compat
@@ -18,7 +18,8 @@
 #  4. behind nginx: TLS terminated by nginx (stream block for the registry,
 #     http block with the WebSocket upgrade for /v1/compat), the rendezvous in
 #     plain text behind it, same store and certificates: the running compat nodes
-#     reconnect through nginx and traffic flows; a new auto node joins through it.
+#     reconnect through nginx and stream 4 MiB each way (SHA-256 checked); a new
+#     auto node joins through it.
 # Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -119,12 +120,59 @@ xfer() { # name from to [timeout]
 		pt_fail "$1" "$out"
 	fi
 }
-xfer matrix_udp_to_udp u1 u2
-xfer matrix_udp_to_compat u1 c1
-xfer matrix_compat_to_udp c1 u2
-xfer matrix_compat_to_compat c1 c2
+# The matrix: in each cell A and B stream MATRIX_MIB MiB to each other at the same
+# time (one stream each way: test-source -> test-sink, pattern bytes), and each
+# sink's SHA-256 and byte count must equal the sender's. Bounded: each call times
+# out after MATRIX_S seconds.
+MATRIX_MIB=4
+MATRIX_S=90
+ST=tests/integration/pilotd_streams.py
+bulk() { # name A B: A -> B and B -> A at once
+	local name=$1 a=$2 b=$3 bytes=$((MATRIX_MIB << 20)) port=$((5100 + RANDOM % 800)) want t0 ms ok=1 d
+	want=$(python3 "$ST" pattern-sha "$bytes")
+	t0=$(date +%s%N)
+	python3 "$ST" call "$PT_DIR/$b/ctl.sock" test-sink "{\"port\":$port,\"timeout_ms\":$((MATRIX_S * 1000))}" \
+		$((MATRIX_S + 5)) >"$PT_DIR/$name.sink_b" 2>&1 &
+	local sb=$!
+	python3 "$ST" call "$PT_DIR/$a/ctl.sock" test-sink "{\"port\":$((port + 1)),\"timeout_ms\":$((MATRIX_S * 1000))}" \
+		$((MATRIX_S + 5)) >"$PT_DIR/$name.sink_a" 2>&1 &
+	local sa=$!
+	sleep 1 # both sinks listening
+	python3 "$ST" call "$PT_DIR/$a/ctl.sock" test-source \
+		"{\"target\":\"${PD_ID[$b]}\",\"port\":$port,\"bytes\":$bytes,\"timeout_ms\":$((MATRIX_S * 1000))}" \
+		$((MATRIX_S + 5)) >"$PT_DIR/$name.src_a" 2>&1 &
+	local xa=$!
+	python3 "$ST" call "$PT_DIR/$b/ctl.sock" test-source \
+		"{\"target\":\"${PD_ID[$a]}\",\"port\":$((port + 1)),\"bytes\":$bytes,\"timeout_ms\":$((MATRIX_S * 1000))}" \
+		$((MATRIX_S + 5)) >"$PT_DIR/$name.src_b" 2>&1 &
+	local xb=$!
+	wait $xa $xb $sa $sb
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	for d in a b; do
+		if ! pd_json "d['sha256'] == '$want' and d['bytes'] == $bytes" <"$PT_DIR/$name.sink_$d" >/dev/null; then
+			ok=0
+			echo "$name: sink on $d: $(head -c 300 "$PT_DIR/$name.sink_$d"); source: $(head -c 300 "$PT_DIR/$name.src_$([ $d = a ] && echo b || echo a)")"
+		fi
+	done
+	if [ $ok = 1 ]; then
+		pt_pass "$name (${MATRIX_MIB} MiB each way, SHA-256 ${want:0:12}.. both sinks, ${ms} ms)"
+	else
+		pt_fail "$name"
+	fi
+}
+bulk matrix_udp_to_udp u1 u2
+bulk matrix_udp_to_compat u1 c1
+bulk matrix_compat_to_udp c1 u2
+bulk matrix_compat_to_compat c1 c2
 all_relay() { pd_ctl "$1" peers | pd_json 'd["peers"] and all(p["path"] == "relay" for p in d["peers"])' >/dev/null; }
 pt_check compat_peers_all_relay all_relay c1
+# The registry says relay_only for compat nodes (tunnel.md §10): a UDP node pins
+# them to the relay at once (no punch, no direct attempt), whoever dialled first.
+relay_only_pinned() {
+	pd_ctl "$1" peers | pd_json "[p for p in d['peers'] if p['node_id'] == ${PD_ID[$2]}][0]['path_reason'] == 'registry: relay_only'" >/dev/null
+}
+pt_check udp_node_pins_compat_peer_relay_only relay_only_pinned u1 c1
+pt_check udp_node_pins_compat_peer_relay_only_2 relay_only_pinned u2 c1
 
 # ---- auto ----
 mkdir -p "$PT_DIR/a1"
@@ -242,7 +290,7 @@ else
 fi
 c1_back() { redialled 3 && is_compat c1; }
 pt_check compat_reconnects_through_nginx pd_wait 40 c1_back
-xfer nginx_compat_to_compat c1 c2 20
+bulk nginx_compat_to_compat c1 c2
 # The bridge listens on loopback only: an authenticated node came through nginx.
 pt_check bridge_reached_through_nginx grep -q 'wss: node authenticated' "$PT_DIR/rdv2.log"
 mkdir -p "$PT_DIR/a2"

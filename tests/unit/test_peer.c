@@ -115,7 +115,11 @@ static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
 		G->held_arg = arg;
 		return;
 	}
-	done(arg, t && t->resolve_to[0] ? t->resolve_to : NULL);
+	if (t && !strncmp(t->resolve_to, "relay_only ", 11)) { /* the registry's relay_only answer */
+		done(arg, t->resolve_to + 11, true);
+		return;
+	}
+	done(arg, t && t->resolve_to[0] ? t->resolve_to : NULL, false);
 }
 
 static uint16_t local_port(transport *t)
@@ -527,7 +531,7 @@ static void test_pending_bound(void **state)
 	assert_int_equal(nobufs, 6);
 	assert_int_equal(stats(a).drop_pending_full, 6);
 	assert_non_null(f->held_done);
-	f->held_done(f->held_arg, NULL);
+	f->held_done(f->held_arg, NULL, false);
 	f->held_done = NULL;
 	peer_info pi;
 	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
@@ -885,6 +889,79 @@ static void test_relay_peer_reresolved(void **state)
 	assert_true(f->resolves[0] >= 1); /* b tried a too (in vain) */
 }
 
+/* The registry says relay_only (compat nodes): the relay at once and pinned, no
+ * PunchRequest, nothing to the endpoint it named, through several relay-probe
+ * periods, also on the side first contacted through the relay (it resolves the
+ * sender at once); re-resolves go on, and when the nodes are resolvable
+ * normally again they are unpinned and reach each other directly. */
+static void test_relay_only_pinned(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "";
+	peer_info pi;
+	unsigned pilp, pila, r0;
+	uint64_t t0;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	assert_non_null(f->bcn);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	reg_node_vis(f, a, true);
+	reg_node_vis(f, b, true);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	/* the endpoints the registry names: must hear nothing */
+	f->fp[0] = udp_sock(&f->fp_port[0]);
+	f->fp[1] = udp_sock(&f->fp_port[1]);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[0]);
+	snprintf(a->resolve_to, sizeof(a->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[1]);
+	spin(f, 100);
+	/* b dials: relay at once, not after direct_timeout_ms */
+	assert_int_equal(send_text(b, a, "first", b->node), 0);
+	spin(f, 20);
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	assert_string_equal(pi.why, "registry: relay_only");
+	t0 = pilot_now_ms();
+	while (a->delivered == 0 && pilot_now_ms() - t0 < 3000)
+		spin(f, 50);
+	assert_true(a->delivered > 0);
+	/* a heard b first through the relay and asked the registry at once */
+	assert_true(f->resolves[1] >= 1);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	assert_string_equal(pi.why, "registry: relay_only");
+	assert_int_equal(send_text(a, b, "answer", a->node), 0);
+	t0 = pilot_now_ms();
+	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000)
+		spin(f, 50);
+	assert_true(b->delivered > 0);
+	r0 = f->resolves[1];
+	spin(f, 1300); /* four relay-probe periods (300 ms), three re-resolve periods (400 ms) */
+	for (int i = 0; i < 2; i++) {
+		tnode *x = &f->n[i], *y = &f->n[1 - i];
+
+		assert_int_equal(peer_get(x->pt, y->node, &pi), 0);
+		assert_int_equal(pi.path, PEER_PATH_RELAY);
+		assert_int_equal(stats(x).punch_requests, 0);
+		drain_fake(f->fp[i], &pilp, &pila);
+		assert_int_equal(pilp + pila, 0);
+	}
+	assert_true(f->resolves[1] - r0 >= 1); /* re-resolves go on, rate-limited */
+	assert_true(f->resolves[1] - r0 <= 4);
+	/* both left compat mode: the next re-resolve unpins, the relay probe goes direct */
+	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", a->port);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
+	t0 = pilot_now_ms();
+	do {
+		spin(f, 50);
+		peer_get(a->pt, b->node, &pi);
+	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < 3000);
+	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
+}
+
 static void test_forget(void **state)
 {
 	fx *f = *state;
@@ -929,7 +1006,7 @@ static void test_forget(void **state)
 	assert_int_equal(send_text(a, c, "queued", a->node), 0);
 	assert_int_equal(peer_forget(a->pt, c->node), 0);
 	assert_non_null(f->held_done);
-	f->held_done(f->held_arg, "127.0.0.1:9"); /* discarded */
+	f->held_done(f->held_arg, "127.0.0.1:9", false); /* discarded */
 	f->held_done = NULL;
 	assert_int_equal(peer_get(a->pt, c->node, &pi), -ENOENT);
 	/* and b still works */
@@ -955,6 +1032,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_punch_requests_spread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_only_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
 	};
 

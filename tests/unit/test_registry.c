@@ -347,6 +347,65 @@ static void test_resolve_privacy(void **state)
 				b.node, t_sign(&a, "resolve:99:%u", b.node)), "not_found"));
 }
 
+/* relay_only (tunnel.md §10, §11): stored per registration, returned by lookup
+ * and resolve, cleared by a register without it and by deregistration. */
+static bool t_has_relay_only(json_object *o)
+{
+	json_object *v = json_object_object_get(o, "relay_only");
+	bool yes = v && json_object_get_boolean(v);
+
+	json_object_put(o);
+	return yes;
+}
+
+static uint32_t t_register_relay_only(registry *r, tid *t)
+{
+	json_object *o = t_req(r, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:0\","
+			       "\"relay_only\":true}", t->pk);
+
+	t->node = strcmp(t_type(o), "register_ok") ? 0 : (uint32_t)t_int(o, "node_id");
+	json_object_put(o);
+	return t->node;
+}
+
+static void test_relay_only(void **state)
+{
+	registry *r = *state;
+	tid a, b;
+	json_object *o;
+
+	tid_new(&a);
+	tid_new(&b);
+	assert_true(t_register_relay_only(r, &a) > 0);
+	t_register(r, &b, NULL);
+	assert_true(t_set_public(r, &a, true));
+	assert_true(t_set_public(r, &b, true));
+	/* lookup: only the relay_only node says so */
+	assert_true(t_has_relay_only(t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node)));
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", b.node);
+	assert_null(json_object_object_get(o, "relay_only"));
+	json_object_put(o);
+	/* resolve: relay_only with the (unusable) endpoint, port 0 */
+	o = t_resolve(r, &b, a.node);
+	assert_string_equal(t_type(o), "resolve_ok");
+	assert_string_equal(t_str(o, "real_addr"), "198.18.0.2:0");
+	assert_true(t_has_relay_only(o));
+	assert_false(t_has_relay_only(t_resolve(r, &a, b.node)));
+	/* a heartbeat keeps it; a register without it (the node left compat mode) clears it */
+	assert_true(t_ok(t_req(r, "{\"type\":\"heartbeat\",\"node_id\":%u,\"signature\":\"%s\"}", a.node,
+			       t_sign(&a, "heartbeat:%u", a.node)), "heartbeat"));
+	assert_true(t_has_relay_only(t_resolve(r, &b, a.node)));
+	assert_int_equal(t_register(r, &a, NULL), a.node);
+	assert_false(t_has_relay_only(t_resolve(r, &b, a.node)));
+	assert_int_equal(t_register_relay_only(r, &a), a.node);
+	assert_true(t_has_relay_only(t_resolve(r, &b, a.node)));
+	/* deregistered and back without it: cleared */
+	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}", a.node,
+			       t_sign(&a, "deregister:%u", a.node)), "deregister"));
+	assert_int_equal(t_register(r, &a, NULL), a.node);
+	assert_false(t_has_relay_only(t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node)));
+}
+
 static void test_trust_revoke(void **state)
 {
 	registry *r = *state;
@@ -843,7 +902,7 @@ int main(void)
 		T(test_register_basic), T(test_register_addr_sanitise), T(test_register_invalid),
 		T(test_register_hostname), T(test_heartbeat), T(test_lookup_fields), T(test_setters),
 		T(test_deregister_and_reclaim_by_key), T(test_reaping), T(test_owner_reclaim),
-		T(test_resolve_privacy), T(test_trust_revoke), T(test_handshake_consent),
+		T(test_resolve_privacy), T(test_relay_only), T(test_trust_revoke), T(test_handshake_consent),
 		T(test_handshake_inbox_cap), T(test_rotate_key), T(test_polo), T(test_punch),
 		T(test_beacons), T(test_list_networks_backbone), T(test_sig_v2),
 		T(test_sig_v2_handshake_rotate), T(test_strict_mode), T(test_ratelimit_register),

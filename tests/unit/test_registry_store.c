@@ -73,6 +73,11 @@ static void populate(registry *r, tid *k)
 			       k[2].node, t_sign(&k[2], "join_network:%u:1", k[2].node)), "join_network"));
 	assert_true(t_ok(t_req(r, "{\"type\":\"invite_to_network\",\"inviter_id\":%u,\"network_id\":1,\"target_node_id\":%u,\"signature\":\"%s\"}",
 			       k[0].node, k[1].node, t_sign(&k[0], "invite:%u:1:%u", k[0].node, k[1].node)), "invite_to_network"));
+	/* node 2 re-registers in compat mode: relay_only must survive a restart */
+	o = t_req(r, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:0\",\"relay_only\":true}",
+		  k[2].pk);
+	assert_int_equal(t_int(o, "node_id"), k[2].node);
+	json_object_put(o);
 	/* node 3 deregisters: its key and owner must survive a restart */
 	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}",
 			       k[3].node, t_sign(&k[3], "deregister:%u", k[3].node)), "deregister"));
@@ -91,6 +96,10 @@ static void check_populated(registry *r, tid *k)
 	assert_true(json_object_get_boolean(json_object_object_get(o, "task_exec")));
 	assert_int_equal(json_object_array_length(json_object_object_get(o, "tags")), 2);
 	assert_int_equal(json_object_array_length(json_object_object_get(o, "networks")), 2);
+	assert_null(json_object_object_get(o, "relay_only"));
+	json_object_put(o);
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", k[2].node);
+	assert_true(json_object_get_boolean(json_object_object_get(o, "relay_only")));
 	json_object_put(o);
 	assert_true(reg_may_talk(r, k[0].node, k[1].node) && reg_may_talk(r, k[0].node, k[2].node));
 	assert_false(reg_may_talk(r, k[1].node, k[2].node));
@@ -226,6 +235,40 @@ static void test_schema_version(void **state)
 	assert_non_null(strstr(err, "/proc/nope"));
 }
 
+/* A version-1 store (no nodes.relay_only) is upgraded in place at open. */
+static void test_schema_v1_upgrade(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	tid k[5];
+
+	populate(r, k);
+	reg_close(r);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "ALTER TABLE nodes DROP COLUMN relay_only;"
+				      " UPDATE schema_version SET version = 1", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	r = t_open(path, false, NULL);
+	assert_non_null(r);
+	reg_close(r);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 2);
+	sqlite3_finalize(s);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM nodes WHERE relay_only = 0", -1, &s, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 4); /* every node, the flag defaulted */
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	/* and the rest of the state came through */
+	r = t_open(path, false, NULL);
+	assert_true(t_ok(t_req(r, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}"), "resolve_hostname"));
+	reg_close(r);
+}
+
 static void test_snapshot_roundtrip(void **state)
 {
 	registry *r = t_open(NULL, false, NULL), *r2 = t_open(path, false, NULL);
@@ -295,7 +338,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
-		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_snapshot_roundtrip),
+		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_snapshot_roundtrip),
 		T(test_snapshot_reference_format),
 #undef T
 	};
