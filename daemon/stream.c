@@ -29,6 +29,9 @@
  *    if our own FIN is out, else with an ACK (half-close: we may keep sending).
  *    Repeated FINs are answered at most every 100 ms, and a FIN+ACK that acknowledges
  *    our FIN is never answered, which ends the ref FIN+ACK ping-pong (§9.2).
+ *  - Simultaneous open (not in the reference, which dials from ephemeral ports and
+ *    answers a SYN without a listener with RST): crossing SYNs on one 4-tuple move
+ *    both ends SYN_SENT -> SYN_RECV -> ESTABLISHED as in RFC 793, see on_syn.
  *  - Give-up. After max_tx consecutive retransmission timeouts without any ACK
  *    progress (cumulative or SACK) we send RST and close with ETIMEDOUT. */
 #include "stream.h"
@@ -91,6 +94,7 @@ struct stream_conn {
 	uint64_t last_rx, last_ka, last_fin_answer, last_hs_answer, tw_at;
 
 	/* handshake */
+	bool hs_resent;          /* SYN-ACK re-sent on a duplicate SYN (Karn) */
 	uint32_t syn_tries, syn_gap;
 	uint64_t syn_at, syn_first;
 
@@ -634,6 +638,15 @@ static void established(stream_conn *c)
 		set_state(c, STREAM_ESTABLISHED, 0);
 }
 
+/* SYN_RECV ends: an RTT sample from our first SYN / SYN-ACK when it went out
+ * once, so that a listener has an SRTT (for the loss probe) before its first
+ * data is acknowledged. */
+static void handshake_rtt(stream_conn *c)
+{
+	if (c->st == STREAM_SYN_RECV && c->syn_tries == 1 && !c->hs_resent && !c->rtt.srtt)
+		rtt_sample(&c->rtt, (uint32_t)(c->now - c->syn_first ? c->now - c->syn_first : 1));
+}
+
 static void maybe_time_wait(stream_conn *c)
 {
 	if (c->fin_rcvd && c->fin_acked && c->st != STREAM_CLOSED)
@@ -642,6 +655,14 @@ static void maybe_time_wait(stream_conn *c)
 
 static void on_syn_ack(stream_conn *c, const proto_hdr *h)
 {
+	if (c->st == STREAM_SYN_RECV && h->ack == c->snd_isn + 1 && h->seq == c->rcv_isn) {
+		/* simultaneous open: the peer's SYN-ACK acknowledges our SYN */
+		c->peer_slots = h->window;
+		handshake_rtt(c);
+		established(c);
+		send_ack(c);
+		return;
+	}
 	if (c->st != STREAM_SYN_SENT) {
 		/* our final ACK was lost: answer, rate-limited */
 		c->s.syn_ignored++;
@@ -667,10 +688,25 @@ static void on_syn_ack(stream_conn *c, const proto_hdr *h)
 
 static void on_syn(stream_conn *c, const proto_hdr *h)
 {
+	if (c->st == STREAM_SYN_SENT) {
+		/* simultaneous open (RFC 793 §3.4): crossing SYNs on one 4-tuple. Take the
+		 * peer's ISN, answer with a SYN-ACK and wait in SYN_RECV for the peer's
+		 * SYN-ACK or ACK; our SYN stays unacknowledged until then, so it is not
+		 * tracked as a segment (like the listener's SYN-ACK) and the handshake
+		 * timer keeps re-sending the SYN-ACK. */
+		c->rcv_isn = h->seq;
+		c->peer_slots = h->window;
+		c->snd_una = c->snd_nxt = c->snd_isn + 1;
+		c->last_hs_answer = c->now;
+		set_state(c, STREAM_SYN_RECV, 0);
+		send_syn(c);
+		return;
+	}
 	/* a duplicate SYN: re-send the SYN-ACK (original seq, current Ack) */
 	if ((c->st == STREAM_SYN_RECV || c->st == STREAM_ESTABLISHED) && h->seq == c->rcv_isn &&
 	    c->now - c->last_hs_answer >= HANDSHAKE_ANSWER_GAP_US && c->cbs.xmit) {
 		c->last_hs_answer = c->now;
+		c->hs_resent = true;
 		emit(c, PROTO_SYN | PROTO_ACK, c->snd_isn, rcv_ack(c), NULL, 0);
 		return;
 	}
@@ -1002,8 +1038,10 @@ static void on_ack_packet(stream_conn *c, const proto_hdr *h, const uint8_t *pl,
 		c->s.dropped++;
 		return;
 	}
-	if (c->st == STREAM_SYN_RECV)
+	if (c->st == STREAM_SYN_RECV) {
+		handshake_rtt(c);
 		established(c);
+	}
 	if (!process_ack(c, h, b, nb, data, true))
 		return;
 	if (data)

@@ -31,6 +31,11 @@
  *    (counted in stats.ref_zero_windows): a real window closes only as data fills
  *    it, and that data is acknowledged by the closing ACK. An idle ref keepalive
  *    (Ack not advancing) is the typical case.
+ *  - Simultaneous open: a SYN (no ACK) on a connection in SYN_SENT is a crossing SYN
+ *    (RFC 793 §3.4): SYN_RECV, answer SYN-ACK; the peer's SYN-ACK acknowledging our
+ *    SYN (or any ACK) then makes it ESTABLISHED. A ref peer answers a crossing SYN
+ *    with RST unless it listens on the port (its listener re-sends a SYN-ACK with
+ *    Ack 0, which we ignore; its ACK completes the handshake).
  *  - RST: accepted in SYN_SENT, otherwise only with seq 0 (what ref and new send) or
  *    seq inside our receive window; never in TIME_WAIT.
  *  - SACK blocks: the block with the latest arrival first, then the highest others. */

@@ -694,6 +694,68 @@ static void test_simultaneous_close(void **state)
 	free(s);
 }
 
+/* Simultaneous open (packet.md §5, RFC 793 §3.4): both ends dial each other on
+ * one port pair at the same instant. The SYNs cross, each side goes SYN_RECV and
+ * answers with a SYN-ACK, each SYN-ACK completes the other side: one established
+ * connection per end, data both ways, then a close on both. */
+static bool done_never(sim *s)
+{
+	(void)s;
+	return false;
+}
+
+static void sim_dial_both(sim *s)
+{
+	s->e[0].c = stream_dial(&s->e[0].p, addr_a, 5000, addr_b, 6000, &cbs, &s->e[0], s->now);
+	s->e[1].c = stream_dial(&s->e[1].p, addr_b, 6000, addr_a, 5000, &cbs, &s->e[1], s->now);
+	assert_non_null(s->e[0].c);
+	assert_non_null(s->e[1].c);
+	s->e[0].last = s->e[1].last = STREAM_SYN_SENT;
+}
+
+static void simultaneous_open(double loss, uint64_t seed)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st[2];
+	sim_init(s, 100000000, 10000, loss, seed);
+	sim_dial_both(s);
+	assert_true(sim_run(s, 30000000, done_established));
+	if (loss == 0) {
+		/* SYN, SYN-ACK and ACK from each side, nothing else (no RST, no repeat) */
+		assert_false(sim_run(s, 100000, done_never));
+		assert_int_equal(s->pkts[0], 3);
+		assert_int_equal(s->pkts[1], 3);
+		assert_true(done_established(s));
+	}
+	for (int i = 0; i < 2; i++) {
+		stream_get_stats(s->e[i].c, &st[i]);
+		assert_int_equal(s->e[i].closed_events, 0);
+		if (loss == 0) /* the SYN-ACK acknowledged the SYN sent one RTT before */
+			assert_true(st[i].srtt_us >= 20000 && st[i].srtt_us < 21000);
+		s->e[i].to_send = 300000 + 1000 * (uint64_t)i;
+		s->e[i].shut_when_done = true;
+		pump_write(&s->e[i]);
+	}
+	assert_true(sim_run(s, 60000000, done_both_eof));
+	assert_int_equal(s->e[0].rcvd, 301000);
+	assert_int_equal(s->e[1].rcvd, 300000);
+	assert_same_hash(&s->e[0], &s->e[1]);
+	assert_same_hash(&s->e[1], &s->e[0]);
+	assert_true(sim_run(s, 60000000, done_both_closed));
+	assert_int_equal(s->e[0].err, 0);
+	assert_int_equal(s->e[1].err, 0);
+	sim_free(s);
+	free(s);
+}
+
+static void test_simultaneous_open(void **state)
+{
+	(void)state;
+	simultaneous_open(0, 15);
+	for (uint64_t seed = 50; seed < 56; seed++) /* lost SYNs / SYN-ACKs / ACKs */
+		simultaneous_open(0.2, seed);
+}
+
 static bool done_a_closed(sim *s) { return stream_state(s->e[0].c) == STREAM_CLOSED; }
 
 static void test_rst_on_give_up(void **state)
@@ -779,6 +841,42 @@ static void test_fin_before_data(void **state)
 	assert_true(s->e[1].eof);
 	assert_int_equal(s->e[1].rcvd, 3000);
 	assert_same_hash(&s->e[0], &s->e[1]);
+	sim_free(s);
+	free(s);
+}
+
+/* Simultaneous close, exactly: both FINs are in flight before either arrives. Each
+ * side answers the peer's FIN with FIN+ACK (its own FIN is out), each FIN+ACK
+ * acknowledges the other's FIN and is not answered again: TIME_WAIT on both after
+ * four packets, no ping-pong. */
+static void test_simultaneous_close_crossing(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	(void)state;
+	man_pair(s, 16);
+	stream_shutdown_write(s->e[0].c, s->now);
+	stream_shutdown_write(s->e[1].c, s->now);
+	assert_int_equal(s->nmq[0], 1);
+	assert_int_equal(s->nmq[1], 1);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_FIN_WAIT);
+	assert_int_equal(stream_state(s->e[1].c), STREAM_FIN_WAIT);
+	man_flush(s, 1); /* A's FIN reaches B: B answers FIN+ACK */
+	man_flush(s, 0); /* B's FIN, then B's FIN+ACK reach A */
+	assert_int_equal(stream_state(s->e[0].c), STREAM_TIME_WAIT);
+	man_flush(s, 1); /* A's answer (FIN+ACK) reaches B */
+	assert_int_equal(stream_state(s->e[1].c), STREAM_TIME_WAIT);
+	for (int i = 0; i < 3; i++) {
+		man_flush(s, 0);
+		man_flush(s, 1);
+	}
+	assert_int_equal(s->nmq[0] + s->nmq[1], 0);
+	assert_int_equal(s->pkts[0], 2 + 2); /* SYN, ACK; FIN, FIN+ACK */
+	assert_int_equal(s->pkts[1], 1 + 2); /* SYN-ACK; FIN, FIN+ACK */
+	assert_true(s->e[0].eof && s->e[1].eof);
+	s->manual = false;
+	assert_true(sim_run(s, 30000000, done_both_closed));
+	assert_int_equal(s->e[0].err, 0);
+	assert_int_equal(s->e[1].err, 0);
 	sim_free(s);
 	free(s);
 }
@@ -1105,6 +1203,8 @@ int main(void)
 		cmocka_unit_test(test_zero_window_lossy),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_simultaneous_close),
+		cmocka_unit_test(test_simultaneous_open),
+		cmocka_unit_test(test_simultaneous_close_crossing),
 		cmocka_unit_test(test_rst_on_give_up),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
