@@ -119,6 +119,9 @@ typedef struct stream_stats {
 	uint64_t dropped;                      /* malformed / out-of-window / unexpected */
 	uint64_t rst_ignored, fin_ignored, syn_ignored;
 	uint64_t zwp_sent, keepalives_sent;
+	uint64_t tlp_probes;                   /* tail-loss probes sent (RFC 8985 §7) */
+	uint64_t tlp_recoveries;               /* ... whose ACK shows they repaired a loss */
+	uint64_t reo_timeouts;                 /* RACK reordering timer marked holes lost */
 	uint64_t cwnd, ssthresh, in_flight;    /* bytes */
 	uint32_t srtt_us, rttvar_us, rto_us, min_rtt_us;
 	enum stream_recovery recovery;

@@ -71,6 +71,8 @@ struct sim {
 	size_t caplen[8];
 	int ncap;
 	bool manual;          /* no link: packets are queued for the test to deliver */
+	uint32_t drop_seq[2]; /* drop A's next data segments with these seqs (0 = none) */
+	uint64_t want_a, want_b; /* targets for done_want */
 	simpkt *mq[2][4096];
 	int nmq[2];
 };
@@ -162,6 +164,13 @@ static void sim_xmit(void *ctx, stream_conn *c, const proto_hdr *h, const uint8_
 		s->mq[p->to][s->nmq[p->to]++] = p;
 		return;
 	}
+	for (int k = 0; k < 2; k++)
+		if (dir == 0 && n && s->drop_seq[k] && h->seq == s->drop_seq[k]) {
+			s->drop_seq[k] = 0;
+			s->drops++;
+			free(p);
+			return;
+		}
 	if (s->blackhole || (s->loss_ppm && rnd(s) % 1000000 < s->loss_ppm)) {
 		s->drops++;
 		free(p);
@@ -779,6 +788,156 @@ static void test_rst_on_give_up(void **state)
 	free(s);
 }
 
+/* ---- tail-loss probe ---------------------------------------------------------- */
+
+static bool done_want(sim *s) { return s->e[0].rcvd >= s->want_a && s->e[1].rcvd >= s->want_b; }
+
+/* 100 Mbit/s, 10 ms one way: RTT 20 ms, RTO >= 200 ms. B echoes 200-byte requests. */
+static sim *tlp_pair(uint64_t seed)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+
+	assert_non_null(s);
+	sim_init(s, 100000000, 10000, 0, seed);
+	s->e[1].echo_len = 200;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	stream_set_nodelay(s->e[0].c, true);
+	/* warm up: ten clean exchanges give SRTT ~20 ms and send no probe */
+	for (int i = 0; i < 10; i++) {
+		uint8_t req[200];
+		gen(0, req, sizeof(req));
+		s->want_a = s->e[0].rcvd + 200;
+		assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+		assert_true(sim_run(s, 1000000, done_want));
+		s->now += 5000;
+	}
+	stream_get_stats(s->e[0].c, &st);
+	assert_true(st.srtt_us >= 20000 && st.srtt_us < 22000);
+	assert_true(st.rto_us >= 200000);
+	assert_int_equal(st.tlp_probes, 0);
+	assert_int_equal(st.retransmits, 0);
+	return s;
+}
+
+/* A lone request is lost: the probe (PTO = 2 SRTT = 40 ms) resends it and the
+ * answer arrives after ~3 RTT, not after the 200 ms RTO. */
+static void test_tlp_lone_request(void **state)
+{
+	sim *s = tlp_pair(21);
+	uint8_t req[200];
+	uint64_t t0;
+	stream_stats st;
+	(void)state;
+	gen(0, req, sizeof(req));
+	s->drop_seq[0] = 1 + 10 * 200; /* A's next data byte */
+	s->want_a = s->e[0].rcvd + 200;
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  lone request lost: answered after %llu us (RTT 20 ms)\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 >= 60000);  /* PTO 40 ms + one RTT */
+	assert_true(s->now - t0 <= 70000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 1);
+	assert_int_equal(st.tlp_recoveries, 1);
+	assert_int_equal(st.retransmits, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* The last segment of a 10-segment burst is lost: no SACK, no duplicate ACK. */
+static void test_tlp_burst_tail(void **state)
+{
+	sim *s = tlp_pair(22);
+	uint8_t buf[10 * 1368];
+	uint64_t t0, base = s->e[1].rcvd;
+	stream_stats st;
+	(void)state;
+	s->e[1].echo_len = 0;
+	gen(3, buf, sizeof(buf));
+	s->drop_seq[0] = 1 + 10 * 200 + 9 * 1368;
+	s->want_b = base + sizeof(buf);
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, buf, sizeof(buf), s->now), sizeof(buf));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  burst tail lost: complete after %llu us\n", (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 <= 80000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* The second to last segment is lost, the last one SACKed: the reordering timer
+ * declares the hole lost (one SACKed segment is below the DupThresh rule and both
+ * went out together, so the RACK time rule alone never fires). */
+static void test_tlp_hole_below_sack(void **state)
+{
+	sim *s = tlp_pair(23);
+	uint8_t buf[10 * 1368];
+	uint64_t t0, base = s->e[1].rcvd;
+	stream_stats st;
+	(void)state;
+	s->e[1].echo_len = 0;
+	gen(4, buf, sizeof(buf));
+	s->drop_seq[0] = 1 + 10 * 200 + 8 * 1368;
+	s->want_b = base + sizeof(buf);
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, buf, sizeof(buf), s->now), sizeof(buf));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  hole below a SACK at the tail: complete after %llu us\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 <= 80000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.reo_timeouts, 1);
+	assert_int_equal(st.retransmits, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* Both the request and its probe are lost: a second probe, then success, still
+ * before the RTO. Then the whole path fails: two probes, then the RTO. */
+static void test_tlp_probe_lost(void **state)
+{
+	sim *s = tlp_pair(24);
+	uint8_t req[200];
+	uint64_t t0;
+	stream_stats st;
+	(void)state;
+	gen(0, req, sizeof(req));
+	s->drop_seq[0] = s->drop_seq[1] = 1 + 10 * 200;
+	s->want_a = s->e[0].rcvd + 200;
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  request and first probe lost: answered after %llu us\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 2);
+	assert_true(s->now - t0 < 200000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 2);
+	assert_int_equal(st.rto_timeouts, 0);
+	/* black hole: at most TLP_MAX probes, then RTOs */
+	s->blackhole = true;
+	s->want_a = s->e[0].rcvd + 200;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_false(sim_run(s, 1000000, done_want));
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 4);
+	assert_true(st.rto_timeouts >= 1);
+	sim_free(s);
+	free(s);
+}
+
 /* ---- manual delivery: the test decides what arrives when ---------------------- */
 
 static void man_deliver(sim *s, int to, int idx)
@@ -1206,6 +1365,10 @@ int main(void)
 		cmocka_unit_test(test_simultaneous_open),
 		cmocka_unit_test(test_simultaneous_close_crossing),
 		cmocka_unit_test(test_rst_on_give_up),
+		cmocka_unit_test(test_tlp_lone_request),
+		cmocka_unit_test(test_tlp_burst_tail),
+		cmocka_unit_test(test_tlp_hole_below_sack),
+		cmocka_unit_test(test_tlp_probe_lost),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
