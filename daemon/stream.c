@@ -86,6 +86,7 @@ struct stream_conn {
 	uint32_t tlp_count;      /* probes since the last ACK progress */
 	bool tlp_restart;        /* new data sent / ACK progress: re-arm the PTO */
 	bool tlp_episode, tlp_retx; /* a probe is out; it was a retransmission */
+	bool tlp_lone;           /* ... of the only segment in flight */
 	uint32_t tlp_high;       /* snd_nxt when the probe went out */
 	uint64_t tlp_sent, tlp_orig_sent; /* the probe's send time, the probed copy's */
 	uint32_t peer_delack;    /* learnt delay of the peer's ACK for a lone segment */
@@ -455,9 +456,10 @@ static void maybe_send_fin(stream_conn *c)
  * produces no SACK and no duplicate ACK: without a probe it waits for the RTO
  * (>= 200 ms). While the flight is open (no recovery, nothing SACKed) a probe
  * timer runs PTO after the last new transmission or ACK progress:
- *   PTO = max(2 SRTT, 10 ms), and with one segment in flight at least
- *         1.5 SRTT + the peer's ACK delay for a lone segment (learnt: ours ACK at
- *         once, ref peers delay up to 40 ms), never at or after the RTO.
+ *   PTO = max(2 SRTT, 10 ms), + the peer's ACK delay for a lone segment when
+ *         one segment is in flight (RFC 8985's WCDelAckT, learnt instead of a
+ *         fixed 200 ms: ours ACK a lone request at once, ref peers delay up to
+ *         40 ms); no probe when the RTO comes first.
  * On expiry it sends one new segment if the peer's window allows (congestion
  * window and Nagle aside), else retransmits the highest unacknowledged segment;
  * its ACK or SACK then triggers normal recovery for anything else missing. At most
@@ -476,8 +478,8 @@ static uint64_t pto_us(const stream_conn *c)
 
 	if (pto < TLP_MIN_US)
 		pto = TLP_MIN_US;
-	if (c->sb.count == 1 && srtt * 3 / 2 + c->peer_delack > pto)
-		pto = srtt * 3 / 2 + c->peer_delack;
+	if (c->sb.count == 1)
+		pto += c->peer_delack;
 	return pto;
 }
 
@@ -498,7 +500,13 @@ static void tlp_update(stream_conn *c)
 	c->tlp_at = c->rto_at && at >= c->rto_at ? 0 : at;
 }
 
-/* The probe's episode ends when everything up to tlp_high is acknowledged. */
+/* The probe's episode ends when everything up to tlp_high is acknowledged. The
+ * ACK is for the original or for the probe; which one is unknowable without
+ * DSACK (neither ref nor new sends it). For a lone segment, the time since the
+ * original went out, less min_rtt, is then taken as the peer's ACK delay: right
+ * when the probe was spurious (a delaying peer: no more spurious probes), an
+ * overestimate by about one PTO when it repaired a loss (the next lone probe
+ * waits longer, until clean samples bring the estimate down again). */
 static void tlp_on_ack(stream_conn *c, uint32_t ack)
 {
 	uint64_t orig_rtt;
@@ -509,15 +517,15 @@ static void tlp_on_ack(stream_conn *c, uint32_t ack)
 	if (!c->tlp_retx)
 		return; /* new data probed: its ACK proves nothing was lost */
 	orig_rtt = c->now - c->tlp_orig_sent;
-	if (c->rtt.min_rtt && c->now - c->tlp_sent < (uint64_t)c->rtt.min_rtt * 3 / 4) {
-		/* too early for the probe: the original arrived, its ACK was delayed */
+	if (c->tlp_lone) {
 		uint64_t d = orig_rtt > c->rtt.min_rtt ? orig_rtt - c->rtt.min_rtt : 0;
 		if (d > TLP_DELACK_MAX_US)
 			d = TLP_DELACK_MAX_US;
 		if (d > c->peer_delack)
 			c->peer_delack = (uint32_t)d;
-		return;
 	}
+	if (c->rtt.min_rtt && c->now - c->tlp_sent < (uint64_t)c->rtt.min_rtt * 3 / 4)
+		return; /* too early for the probe: the original arrived, nothing was lost */
 	c->s.tlp_recoveries++;
 	if (congestive(c))
 		cubic_on_loss(&c->cc, c->now);
@@ -572,6 +580,7 @@ static void on_tlp(stream_conn *c)
 		s = sack_at(&c->sb, last - 1);
 		c->tlp_orig_sent = s->sent_us;
 		c->tlp_retx = true;
+		c->tlp_lone = c->sb.count == 1;
 		if (!retransmit(c, last - 1)) {
 			c->tlp_episode = false;
 			return;

@@ -938,6 +938,38 @@ static void test_tlp_probe_lost(void **state)
 	free(s);
 }
 
+/* A peer that delays the ACK of a lone segment by 40 ms (ref's delayed ACK; here
+ * our engine with delack 40 ms and no quick-ACKs, full-size segments): the first
+ * lone segment may be probed spuriously, then the delay is learnt and the probes
+ * stop. Nothing is lost, so nothing but that probe is retransmitted. */
+static void test_tlp_delayed_ack_peer(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	uint8_t seg[1368];
+	stream_stats st;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 25);
+	s->e[1].p.delack_us = 40000;
+	s->e[1].p.quickack = 0;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	gen(5, seg, sizeof(seg));
+	for (int i = 0; i < 10; i++) {
+		s->want_b = s->e[1].rcvd + sizeof(seg);
+		assert_int_equal(stream_write(s->e[0].c, seg, sizeof(seg), s->now), sizeof(seg));
+		assert_true(sim_run(s, 1000000, done_want));
+		assert_false(sim_run(s, 200000, done_never)); /* let the ACK come back */
+	}
+	stream_get_stats(s->e[0].c, &st);
+	printf("  40 ms delayed-ACK peer, 10 lone segments: %llu probes, srtt %u us\n",
+	       (unsigned long long)st.tlp_probes, st.srtt_us);
+	assert_true(st.tlp_probes <= 1);
+	assert_int_equal(st.retransmits, st.tlp_probes);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
 /* ---- manual delivery: the test decides what arrives when ---------------------- */
 
 static void man_deliver(sim *s, int to, int idx)
@@ -1369,6 +1401,7 @@ int main(void)
 		cmocka_unit_test(test_tlp_burst_tail),
 		cmocka_unit_test(test_tlp_hole_below_sack),
 		cmocka_unit_test(test_tlp_probe_lost),
+		cmocka_unit_test(test_tlp_delayed_ack_peer),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
