@@ -50,6 +50,7 @@
 #define ZWP_MAX_US 30000000u
 #define FIN_ANSWER_GAP_US 100000u
 #define HANDSHAKE_ANSWER_GAP_US 100000u
+#define KA_ANSWER_GAP_US 100000u
 #define PACING_QUANTUM_US 1000u
 #define TLP_MAX 2u                /* loss probes per tail before the RTO takes over */
 #define TLP_MIN_US 10000u         /* PTO floor: timer granularity, peer scheduling */
@@ -103,7 +104,7 @@ struct stream_conn {
 	uint32_t unacked_segs, quickack, rcv_mss;
 	uint64_t delack_at;
 	bool ack_now, small_seg;
-	uint64_t last_rx, last_ka, last_fin_answer, last_hs_answer, tw_at;
+	uint64_t last_rx, last_ka, last_fin_answer, last_hs_answer, last_ka_answer, tw_at;
 
 	/* handshake */
 	bool hs_resent;          /* SYN-ACK re-sent on a duplicate SYN (Karn) */
@@ -1218,6 +1219,14 @@ static void on_ack_packet(stream_conn *c, const proto_hdr *h, const uint8_t *pl,
 	}
 	if (!process_ack(c, h, b, nb, data, true))
 		return;
+	if (!len && (h->flags & 0x0F) == PROTO_ACK && seq_lt(h->seq, rcv_ack(c)) &&
+	    c->st != STREAM_SYN_RECV && c->now - c->last_ka_answer >= KA_ANSWER_GAP_US) {
+		/* a keepalive probe (Seq below what we acknowledged): answer it, so that
+		 * the prober sees us alive; our answer carries the current Seq and is
+		 * never answered in turn */
+		c->last_ka_answer = c->now;
+		c->ack_now = true;
+	}
 	if (data)
 		process_data(c, h->seq, pl, len);
 	else if (!len && c->last_wnd == 0 && our_window(c) > 0 && can_recv_data(c))
@@ -1367,7 +1376,9 @@ static void on_idle_timers(stream_conn *c)
 	    c->now >= (c->last_rx > c->last_ka ? c->last_rx : c->last_ka) + c->p.keepalive_us) {
 		c->last_ka = c->now;
 		c->s.keepalives_sent++;
-		send_ack(c);
+		/* Seq one below the next unsent byte (already acknowledged): our peers
+		 * answer it (on_ack_packet); ref and new ignore Seq on a pure ACK */
+		emit(c, PROTO_ACK, c->snd_nxt - 1, rcv_ack(c), NULL, 0);
 	}
 }
 

@@ -36,6 +36,10 @@
  *    SYN (or any ACK) then makes it ESTABLISHED. A ref peer answers a crossing SYN
  *    with RST unless it listens on the port (its listener re-sends a SYN-ACK with
  *    Ack 0, which we ignore; its ACK completes the handshake).
+ *  - Keepalive probes: a pure ACK with Seq = next unsent - 1 (TCP style; ref and new
+ *    ignore Seq on pure ACKs). A pure ACK whose Seq lies below what we acknowledge is
+ *    answered with an ACK (at most every 100 ms), so idle connections between our
+ *    nodes stay open (packet.md §9.10); ref/new never answer, as before.
  *  - RST: accepted in SYN_SENT, otherwise only with seq 0 (what ref and new send) or
  *    seq inside our receive window; never in TIME_WAIT.
  *  - SACK blocks: the block with the latest arrival first, then the highest others. */

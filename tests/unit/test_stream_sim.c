@@ -970,6 +970,51 @@ static void test_tlp_delayed_ack_peer(void **state)
 	free(s);
 }
 
+/* Keepalive and idle timeout (packet.md §5.13) with pilotd's defaults (30 s, 120 s):
+ * a keepalive probe carries Seq one below the next unsent byte and our peer
+ * answers it, so two idle engines stay open for 10 minutes (with ref-style probes,
+ * which are never answered, the side that probes first closed at 120 s:
+ * pathology §9.10); once the path goes silent both close after the idle timeout,
+ * with ETIMEDOUT. */
+static bool done_any_closed(sim *s)
+{
+	return stream_state(s->e[0].c) == STREAM_CLOSED || stream_state(s->e[1].c) == STREAM_CLOSED;
+}
+
+static void test_keepalive_idle(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st[2];
+	uint64_t t0;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 26);
+	for (int i = 0; i < 2; i++) {
+		s->e[i].p.keepalive_us = 30000000;
+		s->e[i].p.idle_us = 120000000;
+	}
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	assert_false(sim_run(s, 600000000, done_any_closed)); /* 10 min idle: nothing closes */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(stream_state(s->e[i].c), STREAM_ESTABLISHED);
+		stream_get_stats(s->e[i].c, &st[i]);
+		assert_true(st[i].keepalives_sent >= 5 && st[i].keepalives_sent <= 21);
+	}
+	/* handshake (2 + 1), each probe and its answer: nothing else */
+	assert_int_equal(s->pkts[0] + s->pkts[1], 3 + 2 * (st[0].keepalives_sent + st[1].keepalives_sent));
+	/* the path dies: closed after 120 s without anything received */
+	s->blackhole = true;
+	t0 = s->now;
+	assert_true(sim_run(s, 200000000, done_both_closed));
+	printf("  keepalive: 10 min idle kept open; dead path closed after %.1f s\n", (s->now - t0) / 1e6);
+	assert_true(s->now - t0 <= 120000000);
+	assert_true(s->now - t0 >= 90000000);
+	assert_int_equal(s->e[0].err, ETIMEDOUT);
+	assert_int_equal(s->e[1].err, ETIMEDOUT);
+	sim_free(s);
+	free(s);
+}
+
 /* ---- manual delivery: the test decides what arrives when ---------------------- */
 
 static void man_deliver(sim *s, int to, int idx)
@@ -1402,6 +1447,7 @@ int main(void)
 		cmocka_unit_test(test_tlp_hole_below_sack),
 		cmocka_unit_test(test_tlp_probe_lost),
 		cmocka_unit_test(test_tlp_delayed_ack_peer),
+		cmocka_unit_test(test_keepalive_idle),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
