@@ -1015,6 +1015,35 @@ static void test_keepalive_idle(void **state)
 	free(s);
 }
 
+/* A reader that stops for 5 minutes (longer than the idle timeout): the sender's
+ * zero-window probes are answered, so neither side takes the other for dead, and
+ * everything arrives once the reader resumes. */
+static void test_zero_window_long_pause(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 27);
+	s->e[1].p.rcvbuf = 64 * 1024;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	s->e[1].paused = true;
+	s->e[0].to_send = 1u << 20;
+	s->e[0].shut_when_done = true;
+	pump_write(&s->e[0]);
+	assert_false(sim_run(s, 300000000, done_any_closed));
+	stream_get_stats(s->e[0].c, &st);
+	printf("  5 min zero window: %llu probes, states %s / %s\n", (unsigned long long)st.zwp_sent,
+	       stream_state_name(stream_state(s->e[0].c)), stream_state_name(stream_state(s->e[1].c)));
+	assert_true(st.zwp_sent >= 5 && st.zwp_sent < 30);
+	s->e[1].paused = false;
+	on_readable(&s->e[1], s->e[1].c);
+	assert_true(sim_run(s, 60000000, done_rcvd_b));
+	assert_same_hash(&s->e[0], &s->e[1]);
+	sim_free(s);
+	free(s);
+}
+
 /* ---- manual delivery: the test decides what arrives when ---------------------- */
 
 static void man_deliver(sim *s, int to, int idx)
@@ -1448,6 +1477,7 @@ int main(void)
 		cmocka_unit_test(test_tlp_probe_lost),
 		cmocka_unit_test(test_tlp_delayed_ack_peer),
 		cmocka_unit_test(test_keepalive_idle),
+		cmocka_unit_test(test_zero_window_long_pause),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
