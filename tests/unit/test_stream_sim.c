@@ -1244,6 +1244,49 @@ static void test_hostile_segments(void **state)
 	free(s);
 }
 
+/* Crossing SYNs with a reference peer (packet.md §5.4): ref answers a SYN for an
+ * existing tuple (its own SYN_SENT dial, when it listens on the port) with a
+ * SYN-ACK of Seq 0 and Ack 0, then its ACK after our SYN-ACK. The Ack-0 SYN-ACK
+ * is not taken as acknowledging our SYN; the ACK completes the handshake and data
+ * flows. Without a listener ref answers RST, which ends our half-open attempt. */
+static void test_simultaneous_open_ref(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	uint8_t d[100];
+	(void)state;
+	sim_init(s, 1, 0, 0, 17);
+	s->manual = true;
+	sim_dial(s);
+	assert_int_equal(s->nmq[1], 1); /* our SYN (B never sees it here) */
+	inject(s, 0, PROTO_SYN, 0, 0, 512, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_SYN_RECV);
+	assert_int_equal(s->nmq[1], 2);
+	assert_int_equal(s->e[0].last_flags, PROTO_SYN | PROTO_ACK);
+	inject(s, 0, PROTO_SYN | PROTO_ACK, 0, 0, 512, NULL, 0); /* ref's duplicate-SYN answer */
+	assert_int_equal(stream_state(s->e[0].c), STREAM_SYN_RECV);
+	inject(s, 0, PROTO_ACK, 1, 1, 512, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_ESTABLISHED);
+	gen(9, d, sizeof(d));
+	inject(s, 0, PROTO_ACK, 1, 1, 512, d, sizeof(d));
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.bytes_rcvd, sizeof(d));
+	sim_free(s);
+	free(s);
+
+	/* no listener on the ref side: RST (Seq 0) while we wait in SYN_RECV */
+	s = calloc(1, sizeof(*s));
+	sim_init(s, 1, 0, 0, 18);
+	s->manual = true;
+	sim_dial(s);
+	inject(s, 0, PROTO_SYN, 0, 0, 512, NULL, 0);
+	inject(s, 0, PROTO_RST, 0, 0, 0, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_CLOSED);
+	assert_int_equal(s->e[0].err, ECONNRESET);
+	sim_free(s);
+	free(s);
+}
+
 static void test_ooo_interval_bound(void **state)
 {
 	sim *s = calloc(1, sizeof(*s));
@@ -1470,6 +1513,7 @@ int main(void)
 		cmocka_unit_test(test_simultaneous_close),
 		cmocka_unit_test(test_simultaneous_open),
 		cmocka_unit_test(test_simultaneous_close_crossing),
+		cmocka_unit_test(test_simultaneous_open_ref),
 		cmocka_unit_test(test_rst_on_give_up),
 		cmocka_unit_test(test_tlp_lone_request),
 		cmocka_unit_test(test_tlp_burst_tail),
