@@ -12,6 +12,9 @@ CC      ?= cc
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
+# The archive rules below come first: without this, a plain `make` built one archive.
+.DEFAULT_GOAL := all
+
 ifeq ($(V),1)
 Q :=
 msg = @true

@@ -278,6 +278,9 @@ json_object *cop_stats_json(const stream_stats *s)
 	I("retransmits", s->retransmits);
 	I("fast_retx", s->fast_retransmits);
 	I("rto_timeouts", s->rto_timeouts);
+	I("tlp_probes", s->tlp_probes);
+	I("tlp_recoveries", s->tlp_recoveries);
+	I("reo_timeouts", s->reo_timeouts);
 	I("random_losses", s->random_losses);
 	I("sack_sent", s->sack_blocks_sent);
 	I("sack_recv", s->sack_blocks_rcvd);

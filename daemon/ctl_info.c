@@ -132,6 +132,9 @@ static void conn_json(void *arg, const conn_info *ci)
 	set_int(o, "retransmits", (int64_t)s->retransmits);
 	set_int(o, "fast_retx", (int64_t)s->fast_retransmits);
 	set_int(o, "rto_timeouts", (int64_t)s->rto_timeouts);
+	set_int(o, "tlp_probes", (int64_t)s->tlp_probes);
+	set_int(o, "tlp_recoveries", (int64_t)s->tlp_recoveries);
+	set_int(o, "reo_timeouts", (int64_t)s->reo_timeouts);
 	set_int(o, "sack_recv", (int64_t)s->sack_blocks_rcvd);
 	set_int(o, "sack_sent", (int64_t)s->sack_blocks_sent);
 	set_int(o, "dup_acks", (int64_t)s->dup_acks);

@@ -46,7 +46,7 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("keepalive", PILOT_OPT_DURATION, &o->keepalive, "30s",
 		  "registry heartbeat and connection keepalive interval", "duration"),
 		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "120s",
-		  "close connections idle this long", "duration"),
+		  "close connections after this long without a packet from the peer", "duration"),
 		OPT("syn-rate-limit", PILOT_OPT_INT, &o->syn_rate_limit, "100",
 		  "incoming connection attempts accepted per second", "n", 1, 1000000),
 		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",

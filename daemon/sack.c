@@ -222,6 +222,24 @@ uint32_t sack_detect_loss(sack_sb *sb, uint32_t reo_wnd_us)
 	return newly;
 }
 
+uint32_t sack_mark_holes_lost(sack_sb *sb)
+{
+	uint32_t newly = 0;
+
+	if (!sb->sacked_segs)
+		return 0;
+	for (uint32_t i = 0; i < sb->count; i++) {
+		sack_seg *s = sack_at(sb, i);
+		if (seq_geq(s->seq, sb->high_sacked))
+			break;
+		if (s->flags & (SACK_F_SACKED | SACK_F_LOST))
+			continue;
+		mark_lost(sb, s, i);
+		newly++;
+	}
+	return newly;
+}
+
 uint32_t sack_mark_first_lost(sack_sb *sb)
 {
 	sack_seg *s;

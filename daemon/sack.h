@@ -82,6 +82,9 @@ uint64_t sack_on_blocks(sack_sb *sb, const proto_sack_block *b, int n, uint32_t 
  * never-retransmitted hole; (b) time rule — anything (also a retransmission) sent more
  * than reo_wnd before the latest delivered transmission. Returns segments newly lost. */
 uint32_t sack_detect_loss(sack_sb *sb, uint32_t reo_wnd_us);
+/* RACK reordering timeout: every segment below the highest SACKed one that is
+ * neither SACKed nor already lost is lost. Returns segments newly lost. */
+uint32_t sack_mark_holes_lost(sack_sb *sb);
 /* Pure-dupack fallback (peer without SACK): mark the first segment lost. */
 uint32_t sack_mark_first_lost(sack_sb *sb);
 /* RTO: every non-SACKed segment is lost (clear_sacked: forget SACK marks too,

@@ -29,6 +29,9 @@
  *    if our own FIN is out, else with an ACK (half-close: we may keep sending).
  *    Repeated FINs are answered at most every 100 ms, and a FIN+ACK that acknowledges
  *    our FIN is never answered, which ends the ref FIN+ACK ping-pong (§9.2).
+ *  - Simultaneous open (not in the reference, which dials from ephemeral ports and
+ *    answers a SYN without a listener with RST): crossing SYNs on one 4-tuple move
+ *    both ends SYN_SENT -> SYN_RECV -> ESTABLISHED as in RFC 793, see on_syn.
  *  - Give-up. After max_tx consecutive retransmission timeouts without any ACK
  *    progress (cumulative or SACK) we send RST and close with ETIMEDOUT. */
 #include "stream.h"
@@ -47,7 +50,11 @@
 #define ZWP_MAX_US 30000000u
 #define FIN_ANSWER_GAP_US 100000u
 #define HANDSHAKE_ANSWER_GAP_US 100000u
+#define KA_ANSWER_GAP_US 100000u
 #define PACING_QUANTUM_US 1000u
+#define TLP_MAX 2u                /* loss probes per tail before the RTO takes over */
+#define TLP_MIN_US 10000u         /* PTO floor: timer granularity, peer scheduling */
+#define TLP_DELACK_MAX_US 200000u /* cap of the learnt peer ACK delay */
 
 struct stream_conn {
 	stream_params p;
@@ -75,6 +82,15 @@ struct stream_conn {
 	uint32_t rto_stalls;     /* consecutive RTOs without progress */
 	uint64_t pace_next;
 	bool cwnd_blocked;
+	/* tail-loss probe (RFC 8985 §7) */
+	uint64_t tlp_at;         /* PTO deadline; 0 = not armed */
+	uint32_t tlp_count;      /* probes since the last ACK progress */
+	bool tlp_restart;        /* new data sent / ACK progress: re-arm the PTO */
+	bool tlp_episode, tlp_retx; /* a probe is out; it was a retransmission */
+	bool tlp_lone;           /* ... of the only segment in flight */
+	uint32_t tlp_high;       /* snd_nxt when the probe went out */
+	uint64_t tlp_sent, tlp_orig_sent; /* the probe's send time, the probed copy's */
+	uint32_t peer_delack;    /* learnt delay of the peer's ACK for a lone segment */
 	uint64_t zwp_at;
 	uint32_t zwp_count, zwp_gap;
 	bool want_write;
@@ -88,9 +104,10 @@ struct stream_conn {
 	uint32_t unacked_segs, quickack, rcv_mss;
 	uint64_t delack_at;
 	bool ack_now, small_seg;
-	uint64_t last_rx, last_ka, last_fin_answer, last_hs_answer, tw_at;
+	uint64_t last_rx, last_ka, last_fin_answer, last_hs_answer, last_ka_answer, tw_at;
 
 	/* handshake */
+	bool hs_resent;          /* SYN-ACK re-sent on a duplicate SYN (Karn) */
 	uint32_t syn_tries, syn_gap;
 	uint64_t syn_at, syn_first;
 
@@ -181,7 +198,7 @@ static void set_state(stream_conn *c, enum stream_state ns, int err)
 		return;
 	c->st = ns;
 	if (ns == STREAM_CLOSED || ns == STREAM_TIME_WAIT) {
-		c->rto_at = c->delack_at = c->zwp_at = c->syn_at = 0;
+		c->rto_at = c->delack_at = c->zwp_at = c->syn_at = c->tlp_at = 0;
 		c->ack_now = false;
 	}
 	if (ns == STREAM_TIME_WAIT)
@@ -208,6 +225,9 @@ static void notify_writable(stream_conn *c)
 	else if (c->cbs.on_writable)
 		c->cbs.on_writable(c->ctx, c);
 }
+
+static void enter_recovery(stream_conn *c);
+static bool congestive(const stream_conn *c);
 
 /* ---- transmission -------------------------------------------------------------- */
 
@@ -374,8 +394,9 @@ static void arm_zwp(stream_conn *c)
 	c->zwp_at = c->now + c->zwp_gap;
 }
 
-/* Send one new data segment if every limit allows it. */
-static bool send_new(stream_conn *c)
+/* Send one new data segment if every limit allows it (a loss probe may pass the
+ * congestion window and Nagle, never the peer's window). */
+static bool send_new_seg(stream_conn *c, bool probe)
 {
 	uint64_t avail = ring_end(&c->snd) - c->snd_nxt_off;
 	uint64_t outstanding = (uint32_t)(c->snd_nxt - c->snd_una), pipe = sack_pipe(&c->sb);
@@ -389,11 +410,11 @@ static bool send_new(stream_conn *c)
 		arm_zwp(c);
 		return false;
 	}
-	if (pipe > 0 && pipe + len > c->cc.cwnd) {
+	if (!probe && pipe > 0 && pipe + len > c->cc.cwnd) {
 		c->cwnd_blocked = true;
 		return false;
 	}
-	if (len < c->p.mss && !c->p.nodelay && c->sb.count && !c->fin_queued)
+	if (!probe && len < c->p.mss && !c->p.nodelay && c->sb.count && !c->fin_queued)
 		return false; /* Nagle: hold the sub-MSS tail while data is unacknowledged */
 	if (sack_reserve(&c->sb) < 0 || !(pl = snd_bytes(c, c->snd_nxt_off, len)))
 		return false; /* out of memory: try again on the next event */
@@ -406,7 +427,14 @@ static bool send_new(stream_conn *c)
 	c->s.bytes_sent += len;
 	paced(c, len);
 	arm_rto(c);
+	if (!probe)
+		c->tlp_restart = true;
 	return true;
+}
+
+static bool send_new(stream_conn *c)
+{
+	return send_new_seg(c, false);
 }
 
 static void maybe_send_fin(stream_conn *c)
@@ -421,12 +449,155 @@ static void maybe_send_fin(stream_conn *c)
 	sack_push(&c->sb, c->fin_seq, 1, SACK_F_FIN, c->now);
 	c->snd_nxt++;
 	arm_rto(c);
+	c->tlp_restart = true;
+}
+
+/* ---- tail-loss probe (RFC 8985 §7) ------------------------------------------------
+ * A loss at the tail of a flight (a lone request, the last segments of a burst)
+ * produces no SACK and no duplicate ACK: without a probe it waits for the RTO
+ * (>= 200 ms). While the flight is open (no recovery, nothing SACKed) a probe
+ * timer runs PTO after the last new transmission or ACK progress:
+ *   PTO = max(2 SRTT, 10 ms), + the peer's ACK delay for a lone segment when
+ *         one segment is in flight (RFC 8985's WCDelAckT, learnt instead of a
+ *         fixed 200 ms: ours ACK a lone request at once, ref peers delay up to
+ *         40 ms); no probe when the RTO comes first.
+ * On expiry it sends one new segment if the peer's window allows (congestion
+ * window and Nagle aside), else retransmits the highest unacknowledged segment;
+ * its ACK or SACK then triggers normal recovery for anything else missing. At most
+ * TLP_MAX probes without ACK progress, then the RTO (re-armed at each probe) acts.
+ * When the probed segment's ACK comes back later than the probe's own RTT could
+ * explain, the probe repaired a loss and the congestion response of an ordinary
+ * loss follows; when it comes back too early to be the probe's, the probe was
+ * spurious and the ACK delay it revealed is learnt.
+ * With SACKed data above a hole, the same timer is RACK's reordering timer
+ * (RFC 8985 §6.3): holes below the highest SACKed segment still open at expiry are
+ * lost, and recovery starts without waiting for more ACKs. */
+
+static uint64_t pto_us(const stream_conn *c)
+{
+	uint64_t srtt = c->rtt.srtt, pto = 2 * srtt;
+
+	if (pto < TLP_MIN_US)
+		pto = TLP_MIN_US;
+	if (c->sb.count == 1)
+		pto += c->peer_delack;
+	return pto;
+}
+
+static void tlp_update(stream_conn *c)
+{
+	uint64_t at;
+
+	if (!c->sb.count || c->recov != STREAM_RECOV_OPEN || !c->rtt.srtt ||
+	    c->tlp_count >= TLP_MAX || !can_send_data(c)) {
+		c->tlp_at = 0;
+		c->tlp_restart = false;
+		return;
+	}
+	if (c->tlp_at && !c->tlp_restart)
+		return;
+	c->tlp_restart = false;
+	at = c->now + pto_us(c);
+	c->tlp_at = c->rto_at && at >= c->rto_at ? 0 : at;
+}
+
+/* The probe's episode ends when everything up to tlp_high is acknowledged. The
+ * ACK is for the original or for the probe; which one is unknowable without
+ * DSACK (neither ref nor new sends it). For a lone segment, the time since the
+ * original went out, less min_rtt, is then taken as the peer's ACK delay: right
+ * when the probe was spurious (a delaying peer: no more spurious probes), an
+ * overestimate by about one PTO when it repaired a loss (the next lone probe
+ * waits longer, until clean samples bring the estimate down again). */
+static void tlp_on_ack(stream_conn *c, uint32_t ack)
+{
+	uint64_t orig_rtt;
+
+	if (!c->tlp_episode || seq_lt(ack, c->tlp_high))
+		return;
+	c->tlp_episode = false;
+	if (!c->tlp_retx)
+		return; /* new data probed: its ACK proves nothing was lost */
+	orig_rtt = c->now - c->tlp_orig_sent;
+	if (c->tlp_lone) {
+		uint64_t d = orig_rtt > c->rtt.min_rtt ? orig_rtt - c->rtt.min_rtt : 0;
+		if (d > TLP_DELACK_MAX_US)
+			d = TLP_DELACK_MAX_US;
+		if (d > c->peer_delack)
+			c->peer_delack = (uint32_t)d;
+	}
+	if (c->rtt.min_rtt && c->now - c->tlp_sent < (uint64_t)c->rtt.min_rtt * 3 / 4)
+		return; /* too early for the probe: the original arrived, nothing was lost */
+	c->s.tlp_recoveries++;
+	if (congestive(c))
+		cubic_on_loss(&c->cc, c->now);
+	else
+		c->s.random_losses++;
+}
+
+/* A lone segment's RTT sample: its excess over min_rtt is the peer's ACK delay. */
+static void learn_delack(stream_conn *c, uint32_t rtt_us, bool lone)
+{
+	uint32_t d;
+
+	if (!lone || !rtt_us)
+		return;
+	d = rtt_us > c->rtt.min_rtt ? rtt_us - c->rtt.min_rtt : 0;
+	if (d > TLP_DELACK_MAX_US)
+		d = TLP_DELACK_MAX_US;
+	c->peer_delack -= c->peer_delack / 8;
+	if (d > c->peer_delack)
+		c->peer_delack = d;
+}
+
+static void on_tlp(stream_conn *c)
+{
+	uint32_t last;
+	sack_seg *s;
+
+	c->tlp_at = 0;
+	if (!c->sb.count || c->recov != STREAM_RECOV_OPEN || !can_send_data(c))
+		return;
+	if (c->sb.sacked_segs) {
+		/* RACK reordering timeout: the holes below the highest SACK are lost */
+		if (sack_mark_holes_lost(&c->sb)) {
+			c->s.reo_timeouts++;
+			enter_recovery(c);
+			return; /* output() retransmits */
+		}
+	}
+	c->tlp_count++;
+	c->s.tlp_probes++;
+	c->tlp_episode = true;
+	c->tlp_sent = c->now;
+	c->tlp_retx = false;
+	if (!send_new_seg(c, true)) {
+		for (last = c->sb.count; last > 0; last--)
+			if (!(sack_at(&c->sb, last - 1)->flags & SACK_F_SACKED))
+				break;
+		if (!last) {
+			c->tlp_episode = false;
+			return;
+		}
+		s = sack_at(&c->sb, last - 1);
+		c->tlp_orig_sent = s->sent_us;
+		c->tlp_retx = true;
+		c->tlp_lone = c->sb.count == 1;
+		if (!retransmit(c, last - 1)) {
+			c->tlp_episode = false;
+			return;
+		}
+	}
+	c->tlp_high = c->snd_nxt;
+	c->rto_at = c->now + c->rtt.rto; /* RFC 8985 §7.3: the RTO follows the probe */
+	c->tlp_restart = true;           /* the next probe, if any, PTO later */
 }
 
 static void output(stream_conn *c)
 {
-	if (!can_send_data(c))
+	if (!can_send_data(c)) {
+		c->tlp_at = 0;
 		return;
+	}
 	for (;;) {
 		int64_t i;
 		if (pacing_blocked(c))
@@ -448,6 +619,7 @@ static void output(stream_conn *c)
 	maybe_send_fin(c);
 	if (c->ack_now)
 		send_ack(c);
+	tlp_update(c);
 }
 
 /* ---- construction --------------------------------------------------------------- */
@@ -634,6 +806,15 @@ static void established(stream_conn *c)
 		set_state(c, STREAM_ESTABLISHED, 0);
 }
 
+/* SYN_RECV ends: an RTT sample from our first SYN / SYN-ACK when it went out
+ * once, so that a listener has an SRTT (for the loss probe) before its first
+ * data is acknowledged. */
+static void handshake_rtt(stream_conn *c)
+{
+	if (c->st == STREAM_SYN_RECV && c->syn_tries == 1 && !c->hs_resent && !c->rtt.srtt)
+		rtt_sample(&c->rtt, (uint32_t)(c->now - c->syn_first ? c->now - c->syn_first : 1));
+}
+
 static void maybe_time_wait(stream_conn *c)
 {
 	if (c->fin_rcvd && c->fin_acked && c->st != STREAM_CLOSED)
@@ -642,6 +823,14 @@ static void maybe_time_wait(stream_conn *c)
 
 static void on_syn_ack(stream_conn *c, const proto_hdr *h)
 {
+	if (c->st == STREAM_SYN_RECV && h->ack == c->snd_isn + 1 && h->seq == c->rcv_isn) {
+		/* simultaneous open: the peer's SYN-ACK acknowledges our SYN */
+		c->peer_slots = h->window;
+		handshake_rtt(c);
+		established(c);
+		send_ack(c);
+		return;
+	}
 	if (c->st != STREAM_SYN_SENT) {
 		/* our final ACK was lost: answer, rate-limited */
 		c->s.syn_ignored++;
@@ -667,10 +856,25 @@ static void on_syn_ack(stream_conn *c, const proto_hdr *h)
 
 static void on_syn(stream_conn *c, const proto_hdr *h)
 {
+	if (c->st == STREAM_SYN_SENT) {
+		/* simultaneous open (RFC 793 §3.4): crossing SYNs on one 4-tuple. Take the
+		 * peer's ISN, answer with a SYN-ACK and wait in SYN_RECV for the peer's
+		 * SYN-ACK or ACK; our SYN stays unacknowledged until then, so it is not
+		 * tracked as a segment (like the listener's SYN-ACK) and the handshake
+		 * timer keeps re-sending the SYN-ACK. */
+		c->rcv_isn = h->seq;
+		c->peer_slots = h->window;
+		c->snd_una = c->snd_nxt = c->snd_isn + 1;
+		c->last_hs_answer = c->now;
+		set_state(c, STREAM_SYN_RECV, 0);
+		send_syn(c);
+		return;
+	}
 	/* a duplicate SYN: re-send the SYN-ACK (original seq, current Ack) */
 	if ((c->st == STREAM_SYN_RECV || c->st == STREAM_ESTABLISHED) && h->seq == c->rcv_isn &&
 	    c->now - c->last_hs_answer >= HANDSHAKE_ANSWER_GAP_US && c->cbs.xmit) {
 		c->last_hs_answer = c->now;
+		c->hs_resent = true;
 		emit(c, PROTO_SYN | PROTO_ACK, c->snd_isn, rcv_ack(c), NULL, 0);
 		return;
 	}
@@ -808,6 +1012,7 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 	}
 	if (seq_gt(ack, c->snd_una)) {
 		uint64_t data;
+		bool lone = c->sb.count == 1;
 		acked = sack_on_ack(&c->sb, ack, c->now, c->rtt.min_rtt, &rtt_us);
 		data = acked;
 		if (c->fin_sent && seq_gt(ack, c->fin_seq)) {
@@ -821,6 +1026,8 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 		c->snd_una = ack;
 		if (rtt_us)
 			rtt_sample(&c->rtt, rtt_us);
+		learn_delack(c, rtt_us, lone);
+		tlp_on_ack(c, ack);
 		c->rto_stalls = 0;
 		c->rto_at = 0;
 		if (data)
@@ -835,6 +1042,10 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 		c->s.sack_blocks_ignored += c->sb.lying_blocks - lying;
 		if (fresh_sack)
 			c->rto_stalls = 0;
+	}
+	if (acked || fresh_sack) {
+		c->tlp_count = 0;
+		c->tlp_restart = true;
 	}
 	if (c->sb.sacked_segs || c->recov != STREAM_RECOV_OPEN || c->sb.rack_ts) {
 		if (sack_detect_loss(&c->sb, reo_wnd(c)))
@@ -1002,10 +1213,20 @@ static void on_ack_packet(stream_conn *c, const proto_hdr *h, const uint8_t *pl,
 		c->s.dropped++;
 		return;
 	}
-	if (c->st == STREAM_SYN_RECV)
+	if (c->st == STREAM_SYN_RECV) {
+		handshake_rtt(c);
 		established(c);
+	}
 	if (!process_ack(c, h, b, nb, data, true))
 		return;
+	if (!len && (h->flags & 0x0F) == PROTO_ACK && seq_lt(h->seq, rcv_ack(c)) &&
+	    c->st != STREAM_SYN_RECV && c->now - c->last_ka_answer >= KA_ANSWER_GAP_US) {
+		/* a keepalive probe (Seq below what we acknowledged): answer it, so that
+		 * the prober sees us alive; our answer carries the current Seq and is
+		 * never answered in turn */
+		c->last_ka_answer = c->now;
+		c->ack_now = true;
+	}
 	if (data)
 		process_data(c, h->seq, pl, len);
 	else if (!len && c->last_wnd == 0 && our_window(c) > 0 && can_recv_data(c))
@@ -1076,6 +1297,7 @@ uint64_t stream_next_deadline(const stream_conn *c)
 		return c->tw_at;
 	d = min_dl(d, c->syn_at);
 	d = min_dl(d, c->rto_at);
+	d = min_dl(d, c->tlp_at);
 	d = min_dl(d, c->delack_at);
 	d = min_dl(d, c->zwp_at);
 	d = min_dl(d, c->rel_at);
@@ -1101,6 +1323,7 @@ static void on_rto(stream_conn *c)
 		return;
 	}
 	c->s.rto_timeouts++;
+	c->tlp_episode = false;
 	cubic_on_rto(&c->cc, c->recov == STREAM_RECOV_OPEN);
 	rtt_backoff(&c->rtt, rnd32(c));
 	/* forget SACK marks after repeated timeouts: the peer may have reneged */
@@ -1153,7 +1376,9 @@ static void on_idle_timers(stream_conn *c)
 	    c->now >= (c->last_rx > c->last_ka ? c->last_rx : c->last_ka) + c->p.keepalive_us) {
 		c->last_ka = c->now;
 		c->s.keepalives_sent++;
-		send_ack(c);
+		/* Seq one below the next unsent byte (already acknowledged): our peers
+		 * answer it (on_ack_packet); ref and new ignore Seq on a pure ACK */
+		emit(c, PROTO_ACK, c->snd_nxt - 1, rcv_ack(c), NULL, 0);
 	}
 }
 
@@ -1175,6 +1400,8 @@ void stream_on_timer(stream_conn *c, uint64_t now_us)
 		on_handshake_timer(c);
 	if (c->rto_at && c->now >= c->rto_at && c->st != STREAM_CLOSED)
 		on_rto(c);
+	if (c->tlp_at && c->now >= c->tlp_at && c->st != STREAM_CLOSED)
+		on_tlp(c);
 	if (c->zwp_at && c->now >= c->zwp_at && c->st != STREAM_CLOSED)
 		on_zwp(c);
 	if (c->st != STREAM_CLOSED)

@@ -31,6 +31,15 @@
  *    (counted in stats.ref_zero_windows): a real window closes only as data fills
  *    it, and that data is acknowledged by the closing ACK. An idle ref keepalive
  *    (Ack not advancing) is the typical case.
+ *  - Simultaneous open: a SYN (no ACK) on a connection in SYN_SENT is a crossing SYN
+ *    (RFC 793 §3.4): SYN_RECV, answer SYN-ACK; the peer's SYN-ACK acknowledging our
+ *    SYN (or any ACK) then makes it ESTABLISHED. A ref peer answers a crossing SYN
+ *    with RST unless it listens on the port (its listener re-sends a SYN-ACK with
+ *    Ack 0, which we ignore; its ACK completes the handshake).
+ *  - Keepalive probes: a pure ACK with Seq = next unsent - 1 (TCP style; ref and new
+ *    ignore Seq on pure ACKs). A pure ACK whose Seq lies below what we acknowledge is
+ *    answered with an ACK (at most every 100 ms), so idle connections between our
+ *    nodes stay open (packet.md §9.10); ref/new never answer, as before.
  *  - RST: accepted in SYN_SENT, otherwise only with seq 0 (what ref and new send) or
  *    seq inside our receive window; never in TIME_WAIT.
  *  - SACK blocks: the block with the latest arrival first, then the highest others. */
@@ -114,6 +123,9 @@ typedef struct stream_stats {
 	uint64_t dropped;                      /* malformed / out-of-window / unexpected */
 	uint64_t rst_ignored, fin_ignored, syn_ignored;
 	uint64_t zwp_sent, keepalives_sent;
+	uint64_t tlp_probes;                   /* tail-loss probes sent (RFC 8985 §7) */
+	uint64_t tlp_recoveries;               /* ... whose ACK shows they repaired a loss */
+	uint64_t reo_timeouts;                 /* RACK reordering timer marked holes lost */
 	uint64_t cwnd, ssthresh, in_flight;    /* bytes */
 	uint32_t srtt_us, rttvar_us, rto_us, min_rtt_us;
 	enum stream_recovery recovery;

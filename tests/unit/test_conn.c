@@ -510,6 +510,59 @@ static void test_rst_closed_port(void **state)
 	net_free(n);
 }
 
+/* Simultaneous open through the connection table: each table has one ephemeral
+ * port (50000), so node 1 dialing 2:50000 and node 2 dialing 1:50000 at once
+ * make two SYNs on one 4-tuple that cross. The SYN reaches the SYN_SENT entry of
+ * its tuple (not the listener logic): no RST, one established connection on each
+ * side, data both ways, then a graceful close on both. */
+static bool both_got(void *arg)
+{
+	cli *k = arg;
+
+	return cli_got(&k[0]) && cli_got(&k[1]) && k[0].eof && k[1].eof;
+}
+
+static void test_simultaneous_open(void **state)
+{
+	conn_config cfg = { 0 };
+	net *n;
+	cli k[2];
+	uint8_t msg[2][3000], rx[2][3000];
+	int err;
+
+	test_params(&cfg);
+	cfg.eph_min = cfg.eph_max = 50000;
+	n = net_new(&cfg);
+	for (int i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sizeof(msg[i]); j++)
+			msg[i][j] = (uint8_t)(j * 7 + (size_t)i);
+		k[i] = (cli){ .tx = msg[i], .ntx = sizeof(msg[i]), .shut_after = true,
+			      .rx = rx[i], .caprx = sizeof(rx[i]) };
+	}
+	/* both dial before either SYN is delivered */
+	k[0].c = conn_dial(n->t[0], pilot_addr_make(0, 2), 50000, &cli_cbs, &k[0], &err);
+	assert_non_null(k[0].c);
+	k[1].c = conn_dial(n->t[1], pilot_addr_make(0, 1), 50000, &cli_cbs, &k[1], &err);
+	assert_non_null(k[1].c);
+	assert_true(run_until(n, both_got, k, 5000));
+	for (int i = 0; i < 2; i++) {
+		assert_true(k[i].established);
+		assert_int_equal(k[i].closed, 0);
+		assert_memory_equal(rx[i], msg[1 - i], sizeof(rx[i]));
+		assert_int_equal(count_sent(n, i, PROTO_STREAM, PROTO_SYN), 1);
+		assert_int_equal(count_sent(n, i, PROTO_STREAM, PROTO_SYN | PROTO_ACK), 1);
+		assert_int_equal(count_sent(n, i, PROTO_STREAM, PROTO_RST), 0);
+		assert_int_equal(stats(n->t[i]).active, 1);
+		assert_int_equal(stats(n->t[i]).drop_no_listener, 0);
+	}
+	conn_close(k[0].c);
+	conn_close(k[1].c);
+	assert_true(run_until(n, both_empty, n, 5000));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(count_sent(n, i, PROTO_STREAM, PROTO_RST), 0);
+	net_free(n);
+}
+
 /* half-close server: collects everything until EOF, then answers upper-cased */
 typedef struct upper {
 	uint8_t buf[64];
@@ -1149,6 +1202,7 @@ int main(void)
 		cmocka_unit_test(test_transfer_1mb_lossy),
 		cmocka_unit_test(test_concurrent_streams),
 		cmocka_unit_test(test_rst_closed_port),
+		cmocka_unit_test(test_simultaneous_open),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_admission_refused),
 		cmocka_unit_test(test_syn_rate_limit),

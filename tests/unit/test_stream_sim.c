@@ -71,6 +71,8 @@ struct sim {
 	size_t caplen[8];
 	int ncap;
 	bool manual;          /* no link: packets are queued for the test to deliver */
+	uint32_t drop_seq[2]; /* drop A's next data segments with these seqs (0 = none) */
+	uint64_t want_a, want_b; /* targets for done_want */
 	simpkt *mq[2][4096];
 	int nmq[2];
 };
@@ -162,6 +164,13 @@ static void sim_xmit(void *ctx, stream_conn *c, const proto_hdr *h, const uint8_
 		s->mq[p->to][s->nmq[p->to]++] = p;
 		return;
 	}
+	for (int k = 0; k < 2; k++)
+		if (dir == 0 && n && s->drop_seq[k] && h->seq == s->drop_seq[k]) {
+			s->drop_seq[k] = 0;
+			s->drops++;
+			free(p);
+			return;
+		}
 	if (s->blackhole || (s->loss_ppm && rnd(s) % 1000000 < s->loss_ppm)) {
 		s->drops++;
 		free(p);
@@ -694,6 +703,68 @@ static void test_simultaneous_close(void **state)
 	free(s);
 }
 
+/* Simultaneous open (packet.md §5, RFC 793 §3.4): both ends dial each other on
+ * one port pair at the same instant. The SYNs cross, each side goes SYN_RECV and
+ * answers with a SYN-ACK, each SYN-ACK completes the other side: one established
+ * connection per end, data both ways, then a close on both. */
+static bool done_never(sim *s)
+{
+	(void)s;
+	return false;
+}
+
+static void sim_dial_both(sim *s)
+{
+	s->e[0].c = stream_dial(&s->e[0].p, addr_a, 5000, addr_b, 6000, &cbs, &s->e[0], s->now);
+	s->e[1].c = stream_dial(&s->e[1].p, addr_b, 6000, addr_a, 5000, &cbs, &s->e[1], s->now);
+	assert_non_null(s->e[0].c);
+	assert_non_null(s->e[1].c);
+	s->e[0].last = s->e[1].last = STREAM_SYN_SENT;
+}
+
+static void simultaneous_open(double loss, uint64_t seed)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st[2];
+	sim_init(s, 100000000, 10000, loss, seed);
+	sim_dial_both(s);
+	assert_true(sim_run(s, 30000000, done_established));
+	if (loss == 0) {
+		/* SYN, SYN-ACK and ACK from each side, nothing else (no RST, no repeat) */
+		assert_false(sim_run(s, 100000, done_never));
+		assert_int_equal(s->pkts[0], 3);
+		assert_int_equal(s->pkts[1], 3);
+		assert_true(done_established(s));
+	}
+	for (int i = 0; i < 2; i++) {
+		stream_get_stats(s->e[i].c, &st[i]);
+		assert_int_equal(s->e[i].closed_events, 0);
+		if (loss == 0) /* the SYN-ACK acknowledged the SYN sent one RTT before */
+			assert_true(st[i].srtt_us >= 20000 && st[i].srtt_us < 21000);
+		s->e[i].to_send = 300000 + 1000 * (uint64_t)i;
+		s->e[i].shut_when_done = true;
+		pump_write(&s->e[i]);
+	}
+	assert_true(sim_run(s, 60000000, done_both_eof));
+	assert_int_equal(s->e[0].rcvd, 301000);
+	assert_int_equal(s->e[1].rcvd, 300000);
+	assert_same_hash(&s->e[0], &s->e[1]);
+	assert_same_hash(&s->e[1], &s->e[0]);
+	assert_true(sim_run(s, 60000000, done_both_closed));
+	assert_int_equal(s->e[0].err, 0);
+	assert_int_equal(s->e[1].err, 0);
+	sim_free(s);
+	free(s);
+}
+
+static void test_simultaneous_open(void **state)
+{
+	(void)state;
+	simultaneous_open(0, 15);
+	for (uint64_t seed = 50; seed < 56; seed++) /* lost SYNs / SYN-ACKs / ACKs */
+		simultaneous_open(0.2, seed);
+}
+
 static bool done_a_closed(sim *s) { return stream_state(s->e[0].c) == STREAM_CLOSED; }
 
 static void test_rst_on_give_up(void **state)
@@ -713,6 +784,262 @@ static void test_rst_on_give_up(void **state)
 	assert_int_equal(s->e[0].last_flags, PROTO_RST);
 	/* the RST reaches B when the path heals? it does not here: B stays up */
 	assert_int_equal(stream_state(s->e[1].c), STREAM_ESTABLISHED);
+	sim_free(s);
+	free(s);
+}
+
+/* ---- tail-loss probe ---------------------------------------------------------- */
+
+static bool done_want(sim *s) { return s->e[0].rcvd >= s->want_a && s->e[1].rcvd >= s->want_b; }
+
+/* 100 Mbit/s, 10 ms one way: RTT 20 ms, RTO >= 200 ms. B echoes 200-byte requests. */
+static sim *tlp_pair(uint64_t seed)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+
+	assert_non_null(s);
+	sim_init(s, 100000000, 10000, 0, seed);
+	s->e[1].echo_len = 200;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	stream_set_nodelay(s->e[0].c, true);
+	/* warm up: ten clean exchanges give SRTT ~20 ms and send no probe */
+	for (int i = 0; i < 10; i++) {
+		uint8_t req[200];
+		gen(0, req, sizeof(req));
+		s->want_a = s->e[0].rcvd + 200;
+		assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+		assert_true(sim_run(s, 1000000, done_want));
+		s->now += 5000;
+	}
+	stream_get_stats(s->e[0].c, &st);
+	assert_true(st.srtt_us >= 20000 && st.srtt_us < 22000);
+	assert_true(st.rto_us >= 200000);
+	assert_int_equal(st.tlp_probes, 0);
+	assert_int_equal(st.retransmits, 0);
+	return s;
+}
+
+/* A lone request is lost: the probe (PTO = 2 SRTT = 40 ms) resends it and the
+ * answer arrives after ~3 RTT, not after the 200 ms RTO. */
+static void test_tlp_lone_request(void **state)
+{
+	sim *s = tlp_pair(21);
+	uint8_t req[200];
+	uint64_t t0;
+	stream_stats st;
+	(void)state;
+	gen(0, req, sizeof(req));
+	s->drop_seq[0] = 1 + 10 * 200; /* A's next data byte */
+	s->want_a = s->e[0].rcvd + 200;
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  lone request lost: answered after %llu us (RTT 20 ms)\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 >= 60000);  /* PTO 40 ms + one RTT */
+	assert_true(s->now - t0 <= 70000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 1);
+	assert_int_equal(st.tlp_recoveries, 1);
+	assert_int_equal(st.retransmits, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* The last segment of a 10-segment burst is lost: no SACK, no duplicate ACK. */
+static void test_tlp_burst_tail(void **state)
+{
+	sim *s = tlp_pair(22);
+	uint8_t buf[10 * 1368];
+	uint64_t t0, base = s->e[1].rcvd;
+	stream_stats st;
+	(void)state;
+	s->e[1].echo_len = 0;
+	gen(3, buf, sizeof(buf));
+	s->drop_seq[0] = 1 + 10 * 200 + 9 * 1368;
+	s->want_b = base + sizeof(buf);
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, buf, sizeof(buf), s->now), sizeof(buf));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  burst tail lost: complete after %llu us\n", (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 <= 80000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* The second to last segment is lost, the last one SACKed: the reordering timer
+ * declares the hole lost (one SACKed segment is below the DupThresh rule and both
+ * went out together, so the RACK time rule alone never fires). */
+static void test_tlp_hole_below_sack(void **state)
+{
+	sim *s = tlp_pair(23);
+	uint8_t buf[10 * 1368];
+	uint64_t t0, base = s->e[1].rcvd;
+	stream_stats st;
+	(void)state;
+	s->e[1].echo_len = 0;
+	gen(4, buf, sizeof(buf));
+	s->drop_seq[0] = 1 + 10 * 200 + 8 * 1368;
+	s->want_b = base + sizeof(buf);
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, buf, sizeof(buf), s->now), sizeof(buf));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  hole below a SACK at the tail: complete after %llu us\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 1);
+	assert_true(s->now - t0 <= 80000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.reo_timeouts, 1);
+	assert_int_equal(st.retransmits, 1);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* Both the request and its probe are lost: a second probe, then success, still
+ * before the RTO. Then the whole path fails: two probes, then the RTO. */
+static void test_tlp_probe_lost(void **state)
+{
+	sim *s = tlp_pair(24);
+	uint8_t req[200];
+	uint64_t t0;
+	stream_stats st;
+	(void)state;
+	gen(0, req, sizeof(req));
+	s->drop_seq[0] = s->drop_seq[1] = 1 + 10 * 200;
+	s->want_a = s->e[0].rcvd + 200;
+	t0 = s->now;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_true(sim_run(s, 2000000, done_want));
+	printf("  request and first probe lost: answered after %llu us\n",
+	       (unsigned long long)(s->now - t0));
+	assert_int_equal(s->drops, 2);
+	assert_true(s->now - t0 < 200000);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 2);
+	assert_int_equal(st.rto_timeouts, 0);
+	/* black hole: at most TLP_MAX probes, then RTOs */
+	s->blackhole = true;
+	s->want_a = s->e[0].rcvd + 200;
+	assert_int_equal(stream_write(s->e[0].c, req, sizeof(req), s->now), sizeof(req));
+	assert_false(sim_run(s, 1000000, done_want));
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.tlp_probes, 4);
+	assert_true(st.rto_timeouts >= 1);
+	sim_free(s);
+	free(s);
+}
+
+/* A peer that delays the ACK of a lone segment by 40 ms (ref's delayed ACK; here
+ * our engine with delack 40 ms and no quick-ACKs, full-size segments): the first
+ * lone segment may be probed spuriously, then the delay is learnt and the probes
+ * stop. Nothing is lost, so nothing but that probe is retransmitted. */
+static void test_tlp_delayed_ack_peer(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	uint8_t seg[1368];
+	stream_stats st;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 25);
+	s->e[1].p.delack_us = 40000;
+	s->e[1].p.quickack = 0;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	gen(5, seg, sizeof(seg));
+	for (int i = 0; i < 10; i++) {
+		s->want_b = s->e[1].rcvd + sizeof(seg);
+		assert_int_equal(stream_write(s->e[0].c, seg, sizeof(seg), s->now), sizeof(seg));
+		assert_true(sim_run(s, 1000000, done_want));
+		assert_false(sim_run(s, 200000, done_never)); /* let the ACK come back */
+	}
+	stream_get_stats(s->e[0].c, &st);
+	printf("  40 ms delayed-ACK peer, 10 lone segments: %llu probes, srtt %u us\n",
+	       (unsigned long long)st.tlp_probes, st.srtt_us);
+	assert_true(st.tlp_probes <= 1);
+	assert_int_equal(st.retransmits, st.tlp_probes);
+	assert_int_equal(st.rto_timeouts, 0);
+	sim_free(s);
+	free(s);
+}
+
+/* Keepalive and idle timeout (packet.md §5.13) with pilotd's defaults (30 s, 120 s):
+ * a keepalive probe carries Seq one below the next unsent byte and our peer
+ * answers it, so two idle engines stay open for 10 minutes (with ref-style probes,
+ * which are never answered, the side that probes first closed at 120 s:
+ * pathology §9.10); once the path goes silent both close after the idle timeout,
+ * with ETIMEDOUT. */
+static bool done_any_closed(sim *s)
+{
+	return stream_state(s->e[0].c) == STREAM_CLOSED || stream_state(s->e[1].c) == STREAM_CLOSED;
+}
+
+static void test_keepalive_idle(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st[2];
+	uint64_t t0;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 26);
+	for (int i = 0; i < 2; i++) {
+		s->e[i].p.keepalive_us = 30000000;
+		s->e[i].p.idle_us = 120000000;
+	}
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	assert_false(sim_run(s, 600000000, done_any_closed)); /* 10 min idle: nothing closes */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(stream_state(s->e[i].c), STREAM_ESTABLISHED);
+		stream_get_stats(s->e[i].c, &st[i]);
+		assert_true(st[i].keepalives_sent >= 5 && st[i].keepalives_sent <= 21);
+	}
+	/* handshake (2 + 1), each probe and its answer: nothing else */
+	assert_int_equal(s->pkts[0] + s->pkts[1], 3 + 2 * (st[0].keepalives_sent + st[1].keepalives_sent));
+	/* the path dies: closed after 120 s without anything received */
+	s->blackhole = true;
+	t0 = s->now;
+	assert_true(sim_run(s, 200000000, done_both_closed));
+	printf("  keepalive: 10 min idle kept open; dead path closed after %.1f s\n", (s->now - t0) / 1e6);
+	assert_true(s->now - t0 <= 120000000);
+	assert_true(s->now - t0 >= 90000000);
+	assert_int_equal(s->e[0].err, ETIMEDOUT);
+	assert_int_equal(s->e[1].err, ETIMEDOUT);
+	sim_free(s);
+	free(s);
+}
+
+/* A reader that stops for 5 minutes (longer than the idle timeout): the sender's
+ * zero-window probes are answered, so neither side takes the other for dead, and
+ * everything arrives once the reader resumes. */
+static void test_zero_window_long_pause(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 27);
+	s->e[1].p.rcvbuf = 64 * 1024;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	s->e[1].paused = true;
+	s->e[0].to_send = 1u << 20;
+	s->e[0].shut_when_done = true;
+	pump_write(&s->e[0]);
+	assert_false(sim_run(s, 300000000, done_any_closed));
+	stream_get_stats(s->e[0].c, &st);
+	printf("  5 min zero window: %llu probes, states %s / %s\n", (unsigned long long)st.zwp_sent,
+	       stream_state_name(stream_state(s->e[0].c)), stream_state_name(stream_state(s->e[1].c)));
+	assert_true(st.zwp_sent >= 5 && st.zwp_sent < 30);
+	s->e[1].paused = false;
+	on_readable(&s->e[1], s->e[1].c);
+	assert_true(sim_run(s, 60000000, done_rcvd_b));
+	assert_same_hash(&s->e[0], &s->e[1]);
 	sim_free(s);
 	free(s);
 }
@@ -779,6 +1106,42 @@ static void test_fin_before_data(void **state)
 	assert_true(s->e[1].eof);
 	assert_int_equal(s->e[1].rcvd, 3000);
 	assert_same_hash(&s->e[0], &s->e[1]);
+	sim_free(s);
+	free(s);
+}
+
+/* Simultaneous close, exactly: both FINs are in flight before either arrives. Each
+ * side answers the peer's FIN with FIN+ACK (its own FIN is out), each FIN+ACK
+ * acknowledges the other's FIN and is not answered again: TIME_WAIT on both after
+ * four packets, no ping-pong. */
+static void test_simultaneous_close_crossing(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	(void)state;
+	man_pair(s, 16);
+	stream_shutdown_write(s->e[0].c, s->now);
+	stream_shutdown_write(s->e[1].c, s->now);
+	assert_int_equal(s->nmq[0], 1);
+	assert_int_equal(s->nmq[1], 1);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_FIN_WAIT);
+	assert_int_equal(stream_state(s->e[1].c), STREAM_FIN_WAIT);
+	man_flush(s, 1); /* A's FIN reaches B: B answers FIN+ACK */
+	man_flush(s, 0); /* B's FIN, then B's FIN+ACK reach A */
+	assert_int_equal(stream_state(s->e[0].c), STREAM_TIME_WAIT);
+	man_flush(s, 1); /* A's answer (FIN+ACK) reaches B */
+	assert_int_equal(stream_state(s->e[1].c), STREAM_TIME_WAIT);
+	for (int i = 0; i < 3; i++) {
+		man_flush(s, 0);
+		man_flush(s, 1);
+	}
+	assert_int_equal(s->nmq[0] + s->nmq[1], 0);
+	assert_int_equal(s->pkts[0], 2 + 2); /* SYN, ACK; FIN, FIN+ACK */
+	assert_int_equal(s->pkts[1], 1 + 2); /* SYN-ACK; FIN, FIN+ACK */
+	assert_true(s->e[0].eof && s->e[1].eof);
+	s->manual = false;
+	assert_true(sim_run(s, 30000000, done_both_closed));
+	assert_int_equal(s->e[0].err, 0);
+	assert_int_equal(s->e[1].err, 0);
 	sim_free(s);
 	free(s);
 }
@@ -877,6 +1240,49 @@ static void test_hostile_segments(void **state)
 	inject(s, 1, PROTO_RST, 0, 0, 0, NULL, 0);
 	assert_int_equal(stream_state(s->e[1].c), STREAM_CLOSED);
 	assert_int_equal(s->e[1].err, ECONNRESET);
+	sim_free(s);
+	free(s);
+}
+
+/* Crossing SYNs with a reference peer (packet.md §5.4): ref answers a SYN for an
+ * existing tuple (its own SYN_SENT dial, when it listens on the port) with a
+ * SYN-ACK of Seq 0 and Ack 0, then its ACK after our SYN-ACK. The Ack-0 SYN-ACK
+ * is not taken as acknowledging our SYN; the ACK completes the handshake and data
+ * flows. Without a listener ref answers RST, which ends our half-open attempt. */
+static void test_simultaneous_open_ref(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	uint8_t d[100];
+	(void)state;
+	sim_init(s, 1, 0, 0, 17);
+	s->manual = true;
+	sim_dial(s);
+	assert_int_equal(s->nmq[1], 1); /* our SYN (B never sees it here) */
+	inject(s, 0, PROTO_SYN, 0, 0, 512, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_SYN_RECV);
+	assert_int_equal(s->nmq[1], 2);
+	assert_int_equal(s->e[0].last_flags, PROTO_SYN | PROTO_ACK);
+	inject(s, 0, PROTO_SYN | PROTO_ACK, 0, 0, 512, NULL, 0); /* ref's duplicate-SYN answer */
+	assert_int_equal(stream_state(s->e[0].c), STREAM_SYN_RECV);
+	inject(s, 0, PROTO_ACK, 1, 1, 512, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_ESTABLISHED);
+	gen(9, d, sizeof(d));
+	inject(s, 0, PROTO_ACK, 1, 1, 512, d, sizeof(d));
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.bytes_rcvd, sizeof(d));
+	sim_free(s);
+	free(s);
+
+	/* no listener on the ref side: RST (Seq 0) while we wait in SYN_RECV */
+	s = calloc(1, sizeof(*s));
+	sim_init(s, 1, 0, 0, 18);
+	s->manual = true;
+	sim_dial(s);
+	inject(s, 0, PROTO_SYN, 0, 0, 512, NULL, 0);
+	inject(s, 0, PROTO_RST, 0, 0, 0, NULL, 0);
+	assert_int_equal(stream_state(s->e[0].c), STREAM_CLOSED);
+	assert_int_equal(s->e[0].err, ECONNRESET);
 	sim_free(s);
 	free(s);
 }
@@ -1105,7 +1511,17 @@ int main(void)
 		cmocka_unit_test(test_zero_window_lossy),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_simultaneous_close),
+		cmocka_unit_test(test_simultaneous_open),
+		cmocka_unit_test(test_simultaneous_close_crossing),
+		cmocka_unit_test(test_simultaneous_open_ref),
 		cmocka_unit_test(test_rst_on_give_up),
+		cmocka_unit_test(test_tlp_lone_request),
+		cmocka_unit_test(test_tlp_burst_tail),
+		cmocka_unit_test(test_tlp_hole_below_sack),
+		cmocka_unit_test(test_tlp_probe_lost),
+		cmocka_unit_test(test_tlp_delayed_ack_peer),
+		cmocka_unit_test(test_keepalive_idle),
+		cmocka_unit_test(test_zero_window_long_pause),
 		cmocka_unit_test(test_fin_before_data),
 		cmocka_unit_test(test_sack_lookalike_payload),
 		cmocka_unit_test(test_hostile_segments),
