@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
+
 static const conn_cbs flow_conn_cbs;
 static const tcpep_cbs flow_ep_cbs;
 
@@ -138,6 +140,10 @@ static void conn_closed(tb_flow *f, int err)
 	uint64_t now = tb_now(f->b);
 	enum tcpep_state s = tcpep_state(f->ep);
 
+	if (err)
+		log_debug("tun: flow ended by the Pilot side port=%u dir=%s err=%s kernel_state=%s to_peer=%llu from_peer=%llu",
+			  f->pport, f->inbound ? "in" : "out", strerror(err), tcpep_state_name(s),
+			  (unsigned long long)f->to_peer, (unsigned long long)f->from_peer);
 	release_conn(f, true); /* a dead conn still needs its handle released */
 	if (s == TCPEP_SYN_HELD) {
 		f->b->st.tcp_refused++;
@@ -225,6 +231,10 @@ static void inbound_established(tb_flow *f)
 
 static void ep_closed(tb_flow *f, int err)
 {
+	if (err)
+		log_debug("tun: flow ended by the kernel side port=%u dir=%s err=%s pending_syn=%d to_peer=%llu from_peer=%llu",
+			  f->pport, f->inbound ? "in" : "out", strerror(err), (int)f->syn_pending,
+			  (unsigned long long)f->to_peer, (unsigned long long)f->from_peer);
 	if (f->syn_pending) {
 		f->syn_pending = false;
 		if (err == ECONNREFUSED) { /* no kernel listener: the dialer hears RST */
