@@ -1269,6 +1269,12 @@ size_t stream_writable(const stream_conn *c)
 	return c && !c->fin_queued ? ring_space(&c->snd) : 0;
 }
 
+void stream_want_writable(stream_conn *c)
+{
+	if (c && !c->fin_queued)
+		c->want_write = true;
+}
+
 bool stream_eof(const stream_conn *c)
 {
 	return c && c->fin_rcvd && c->rcv.len == 0;

@@ -54,6 +54,12 @@ static void pump_k2p(tb_flow *f)
 	 * in the endpoint's (bounded) receive ring. */
 	if (!held && !room)
 		room = f->b->tp.mtu;
+	/* A window this small may not make the kernel send (sender-side silly window
+	 * avoidance: it waits for its persist timer, backed off to tens of seconds
+	 * after a long stall), and with every conn_write complete no on_writable
+	 * would come to widen it: ask for one when the Pilot side frees room. */
+	if (room < held + 2 * (size_t)f->b->tp.mtu)
+		conn_want_writable(f->c);
 	tcpep_set_rcv_space(f->ep, room > held ? room - held : 0, now);
 }
 
