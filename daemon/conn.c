@@ -1044,6 +1044,12 @@ size_t conn_writable(const conn *c)
 	return c && !c->released ? stream_writable(c->s) : 0;
 }
 
+void conn_want_writable(conn *c)
+{
+	if (c && !c->released)
+		stream_want_writable(c->s);
+}
+
 bool conn_eof(const conn *c)
 {
 	return c && stream_eof(c->s);

@@ -153,6 +153,7 @@ size_t conn_peek(conn *c, const uint8_t **p);
 void conn_consume(conn *c, size_t n);
 size_t conn_readable(const conn *c);
 size_t conn_writable(const conn *c);
+void conn_want_writable(conn *c); /* on_writable once room frees up (no short write needed) */
 bool conn_eof(const conn *c);
 void conn_shutdown(conn *c);     /* half-close: FIN after our data, may still read */
 void conn_close(conn *c);        /* graceful; releases the handle */

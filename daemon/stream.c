@@ -1304,7 +1304,7 @@ uint64_t stream_next_deadline(const stream_conn *c)
 	if (c->st == STREAM_ESTABLISHED || c->st == STREAM_CLOSE_WAIT || c->st == STREAM_FIN_WAIT) {
 		if (c->p.keepalive_us)
 			d = min_dl(d, (c->last_rx > c->last_ka ? c->last_rx : c->last_ka) + c->p.keepalive_us);
-		if (c->p.idle_us)
+		if (c->p.idle_us && !c->zwp_at)
 			d = min_dl(d, c->last_rx + c->p.idle_us);
 	}
 	if (c->pace_next > c->now && can_send_data(c) &&
@@ -1366,7 +1366,11 @@ static void on_idle_timers(stream_conn *c)
 {
 	if (c->st != STREAM_ESTABLISHED && c->st != STREAM_CLOSE_WAIT && c->st != STREAM_FIN_WAIT)
 		return;
-	if (c->p.idle_us && c->now >= c->last_rx + c->p.idle_us) {
+	/* Not while probing a closed peer window: the peer acknowledged everything and
+	 * answers probes only once its window opens (pure ACKs are never acknowledged),
+	 * so a reader that pauses longer than the idle timeout would get its connection
+	 * reset. The probe give-up (zwp_max) bounds that state instead. */
+	if (c->p.idle_us && !c->zwp_at && c->now >= c->last_rx + c->p.idle_us) {
 		if (!c->fin_sent)
 			emit(c, PROTO_FIN, c->snd_nxt, rcv_ack(c), NULL, 0);
 		fail(c, ETIMEDOUT, false);
@@ -1490,6 +1494,12 @@ size_t stream_readable(const stream_conn *c)
 size_t stream_writable(const stream_conn *c)
 {
 	return c && !c->fin_queued ? ring_space(&c->snd) : 0;
+}
+
+void stream_want_writable(stream_conn *c)
+{
+	if (c && !c->fin_queued)
+		c->want_write = true;
 }
 
 bool stream_eof(const stream_conn *c)

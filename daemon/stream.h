@@ -163,6 +163,8 @@ size_t stream_peek(stream_conn *c, const uint8_t **p);
 void stream_consume(stream_conn *c, size_t n, uint64_t now_us);
 size_t stream_readable(const stream_conn *c);
 size_t stream_writable(const stream_conn *c);
+/* on_writable once an acknowledgement frees send room, even without a short write */
+void stream_want_writable(stream_conn *c);
 bool stream_eof(const stream_conn *c); /* peer's FIN reached and all data read */
 
 void stream_shutdown_write(stream_conn *c, uint64_t now_us); /* FIN after our data */

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
+
 static const conn_cbs flow_conn_cbs;
 static const tcpep_cbs flow_ep_cbs;
 
@@ -52,6 +54,12 @@ static void pump_k2p(tb_flow *f)
 	 * in the endpoint's (bounded) receive ring. */
 	if (!held && !room)
 		room = f->b->tp.mtu;
+	/* A window this small may not make the kernel send (sender-side silly window
+	 * avoidance: it waits for its persist timer, backed off to tens of seconds
+	 * after a long stall), and with every conn_write complete no on_writable
+	 * would come to widen it: ask for one when the Pilot side frees room. */
+	if (room < held + 2 * (size_t)f->b->tp.mtu)
+		conn_want_writable(f->c);
 	tcpep_set_rcv_space(f->ep, room > held ? room - held : 0, now);
 }
 
@@ -138,6 +146,10 @@ static void conn_closed(tb_flow *f, int err)
 	uint64_t now = tb_now(f->b);
 	enum tcpep_state s = tcpep_state(f->ep);
 
+	if (err)
+		log_debug("tun: flow ended by the Pilot side port=%u dir=%s err=%s kernel_state=%s to_peer=%llu from_peer=%llu",
+			  f->pport, f->inbound ? "in" : "out", strerror(err), tcpep_state_name(s),
+			  (unsigned long long)f->to_peer, (unsigned long long)f->from_peer);
 	release_conn(f, true); /* a dead conn still needs its handle released */
 	if (s == TCPEP_SYN_HELD) {
 		f->b->st.tcp_refused++;
@@ -225,6 +237,10 @@ static void inbound_established(tb_flow *f)
 
 static void ep_closed(tb_flow *f, int err)
 {
+	if (err)
+		log_debug("tun: flow ended by the kernel side port=%u dir=%s err=%s pending_syn=%d to_peer=%llu from_peer=%llu",
+			  f->pport, f->inbound ? "in" : "out", strerror(err), (int)f->syn_pending,
+			  (unsigned long long)f->to_peer, (unsigned long long)f->from_peer);
 	if (f->syn_pending) {
 		f->syn_pending = false;
 		if (err == ECONNREFUSED) { /* no kernel listener: the dialer hears RST */

@@ -584,8 +584,8 @@ static bool process_ack(tcpep *ep, const tun_tcp *t, uint64_t now)
 	}
 	if (ep->snd_wnd > 0 && old_wnd == 0)
 		ep->rtx_deadline = NONE; /* the window opened: stop probing */
-	if (ep->snd_wnd == 0 && ep->snd_max == ep->snd_una)
-		ep->retries = 0; /* the kernel answered a probe: it is alive */
+	if (ep->snd_wnd == 0)
+		ep->retries = 0; /* the kernel answered with a closed window: alive, waiting for its reader */
 	if (!was_fin_acked && fin_sent(ep) && ep->snd_una > ep->fin_off)
 		fin_acked(ep, now);
 	return true;
@@ -792,6 +792,26 @@ uint64_t tcpep_next_deadline(const tcpep *ep)
 	return min64(min64(ep->rtx_deadline, ep->delack_deadline), ep->tw_deadline);
 }
 
+/* The first unacknowledged segment (or our FIN), whatever the kernel's window. */
+static void probe_head(tcpep *ep)
+{
+	uint64_t end = data_end(ep), len = 0;
+	uint8_t flags = TUN_TCP_ACK;
+
+	if (ep->snd_una < end)
+		len = min64(ep->snd_mss, end - ep->snd_una);
+	if (ep->snd_una + len == end)
+		flags |= TUN_TCP_PSH;
+	if (!len) {
+		if (!ep->fin_queued || ep->snd_una != ep->fin_off)
+			return;
+		flags = TUN_TCP_ACK | TUN_TCP_FIN;
+	}
+	ep->st.retransmits++;
+	emit_seg(ep, ep->snd_una, (size_t)len, flags);
+	ep->snd_nxt = ep->snd_una + len + ((flags & TUN_TCP_FIN) ? 1 : 0);
+}
+
 static void on_rtx(tcpep *ep, uint64_t now)
 {
 	ep->rtx_deadline = NONE;
@@ -807,6 +827,18 @@ static void on_rtx(tcpep *ep, uint64_t now)
 		/* persist probe: an old sequence number makes the kernel answer with an ACK */
 		emit_seg(ep, ep->snd_una - 1, 0, TUN_TCP_ACK);
 		ep->st.probes_sent++;
+	} else if (synchronized(ep->state) && ep->snd_wnd == 0) {
+		/* Closed window with our data outstanding (the window update that would
+		 * reopen it was lost, or the kernel shrank it): output() would send
+		 * nothing and every RTO would count towards the reset. Like Linux
+		 * (tcp_retransmit_timer), the head segment goes anyway; the kernel
+		 * answers it with an ACK carrying its current window. */
+		ep->st.rto_timeouts++;
+		ep->st.probes_sent++;
+		ep->snd_nxt = ep->snd_una;
+		ep->in_recovery = false;
+		ep->dupacks = 0;
+		probe_head(ep);
 	} else {
 		ep->st.rto_timeouts++;
 		ep->snd_nxt = ep->snd_una; /* go back N */

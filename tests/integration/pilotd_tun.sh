@@ -1,7 +1,8 @@
 #!/bin/bash
 # pilotd's TUN virtual NIC with unmodified programs, in namespaces on one bridge:
 # curl (HTML, JSON) by mapped IP and by .pilot name, 20 concurrent curls, a
-# 256 MB download and a 64 MB upload with matching SHA-256, ssh to sshd, iperf3
+# 256 MB download and a 64 MB upload with matching SHA-256 (also with the server
+# paused past the idle timeout), ssh to sshd, iperf3
 # TCP and UDP, ping, RST for a closed port, half-close, an untrusted node refused,
 # malformed packets written into the TUN, a restart keeping the mapped IPs, and
 # the remote daemon killed mid-download (curl fails within a bound, no hang).
@@ -71,6 +72,7 @@ echo '<!doctype html><title>bravo</title><h1>hello over pilot</h1>' >"$www/index
 head -c $((256 << 20)) /dev/urandom >"$www/big.bin"
 sum_big=$(sha256sum "$www/big.bin" | cut -d' ' -f1)
 pt_spawn b "$PT_DIR/http.log" "$PY" "$TOOL" serve "$own_b" 80 "$www"
+HTTP_PID=$PT_PID
 pt_spawn b "$PT_DIR/half.log" "$PY" "$TOOL" halfclose-server "$own_b" 9100
 pt_spawn b "$PT_DIR/iperf.log" iperf3 -s -B "$own_b" -p 5201
 pt_wait 10 pt_exec "$PT-b" bash -c "exec 3<>/dev/tcp/$own_b/80" || pt_fail http_server_started
@@ -126,6 +128,29 @@ upload() {
 	[ "$got" = "$want" ]
 }
 pt_check upload_64mb_sha256 upload
+
+# The server is paused (SIGSTOP) longer than a's idle timeout while a 64 MB upload
+# waits for it (a reader stalled by machine load): every window closes end to end,
+# curl's kernel backs off its persist timer, and the upload still completes when the
+# server resumes (it used to be reset by a's idle timeout).
+upload_paused_server() {
+	local want got rc cpid
+	head -c $((64 << 20)) "$www/big.bin" >"$PT_DIR/up.bin"
+	want=$(sha256sum "$PT_DIR/up.bin" | cut -d' ' -f1)
+	kill -STOP "$HTTP_PID"
+	acurl -sS -m 120 --data-binary @"$PT_DIR/up.bin" -H 'Content-Type: application/octet-stream' \
+		"http://$ip_b/upload" >"$PT_DIR/up.got" 2>"$PT_DIR/up.err" &
+	cpid=$!
+	sleep 20 # > -idle-timeout 15s of a
+	kill -CONT "$HTTP_PID"
+	wait $cpid
+	rc=$?
+	got=$(cat "$PT_DIR/up.got")
+	echo "upload with the server paused 20 s: curl exit $rc $(cat "$PT_DIR/up.err")"
+	rm -f "$PT_DIR/up.bin" "$PT_DIR/up.got"
+	[ $rc = 0 ] && [ "$got" = "$want" ]
+}
+pt_check upload_server_paused_past_idle_timeout upload_paused_server
 
 # ---- ssh: sshd on b's TUN IP, key auth only, no PAM ----
 sshdir=$PT_DIR/ssh

@@ -630,6 +630,40 @@ static void test_zero_window(void **state)
 	zero_window(0, 4);
 }
 
+/* The reader pauses far longer than the sender's idle timeout: the receiver has
+ * acknowledged everything and stays silent while its window is closed (pure ACKs,
+ * the sender's probes, are never acknowledged), so the idle timer must not count
+ * while the sender probes a closed window (it used to reset the connection: the
+ * 64 MB upload through the TUN with a busy server). */
+static void test_zero_window_longer_than_idle(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+	(void)state;
+	sim_init(s, 100000000, 10000, 0, 5);
+	s->e[0].p.idle_us = 2000000;
+	s->e[0].p.keepalive_us = 500000;
+	s->e[1].p.rcvbuf = 64 * 1024;
+	sim_dial(s);
+	assert_true(sim_run(s, 1000000, done_established));
+	s->e[1].paused = true;
+	s->e[0].to_send = 1u << 20;
+	s->e[0].shut_when_done = true;
+	pump_write(&s->e[0]);
+	assert_false(sim_run(s, 20000000, done_rcvd_b)); /* 20 s = 10 idle timeouts */
+	assert_int_equal(stream_state(s->e[0].c), STREAM_FIN_WAIT);
+	assert_int_equal(s->e[0].err, 0);
+	stream_get_stats(s->e[0].c, &st);
+	assert_true(st.zwp_sent >= 3);
+	assert_int_equal(st.peer_window, 0);
+	s->e[1].paused = false;
+	on_readable(&s->e[1], s->e[1].c);
+	assert_true(sim_run(s, 10000000, done_rcvd_b));
+	assert_same_hash(&s->e[0], &s->e[1]);
+	sim_free(s);
+	free(s);
+}
+
 /* The window closes while holes are being repaired (ACKs that fill a hole jump):
  * still a real close, never taken for a ref keepalive. */
 static void test_zero_window_lossy(void **state)
@@ -1509,6 +1543,7 @@ int main(void)
 		cmocka_unit_test(test_request_response),
 		cmocka_unit_test(test_zero_window),
 		cmocka_unit_test(test_zero_window_lossy),
+		cmocka_unit_test(test_zero_window_longer_than_idle),
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_simultaneous_close),
 		cmocka_unit_test(test_simultaneous_open),

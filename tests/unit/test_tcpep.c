@@ -1,6 +1,6 @@
 /* tun/tcpep.c: (a) two endpoints back to back over a simulated link (one of them
  * plays the kernel): 16 MB both ways with SHA-256, sequence wrap, half-close, RST,
- * refusal, backpressure and zero window, loss recovery; (b) the real Linux TCP stack
+ * refusal, backpressure and zero window (also with data in flight), loss recovery; (b) the real Linux TCP stack
  * through a TUN device inside a private network namespace (forked child; skipped
  * when not root). 10.4.0.0/16 is configured only inside that namespace. */
 #include <stdarg.h>
@@ -562,6 +562,125 @@ static void test_syn_loss_and_timeout(void **state)
 	link_free();
 }
 
+/* ---- the kernel closes its window with our data outstanding ---- */
+
+/* A segment from the "kernel" (side 0's address and port) into side 1. */
+static void k_ack(uint32_t seq, uint32_t ack, uint16_t window)
+{
+	uint8_t buf[128];
+	tun_ip_build ib = { .ttl = 64 };
+	tun_tcp_build tb = { .sport = 40000, .dport = 80, .seq = seq, .ack = ack, .flags = TUN_TCP_ACK,
+			     .window = window, .wscale = -1 };
+	tun_ip ip;
+	tun_tcp t;
+	int n;
+
+	addr(&ib.src, 0x0a040001);
+	addr(&ib.dst, 0x0a040007);
+	n = tun_tcp_build_pkt(&ib, &tb, NULL, 0, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(tun_ip_parse(buf, (size_t)n, &ip), 0);
+	assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+	tcpep_input(L->s[1].ep, &ip, &t, L->now);
+}
+
+/* Take what side 1 emitted (nothing reaches side 0); returns the number of packets,
+ * the first data segment's sequence number and length in *seq / *len (len 0: none). */
+static int take_out(uint32_t *seq, uint32_t *ack, size_t *len)
+{
+	int k = L->n[1];
+
+	*len = 0;
+	for (int i = 0; i < k; i++) {
+		int slot = (L->head[1] + i) % QCAP;
+		tun_ip ip;
+		tun_tcp t;
+
+		assert_int_equal(tun_ip_parse(L->pkt[1][slot], L->len[1][slot], &ip), 0);
+		assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+		assert_false(t.flags & TUN_TCP_RST);
+		*ack = t.ack;
+		if (t.payload_len && !*len) {
+			*seq = t.seq;
+			*len = t.payload_len;
+		}
+	}
+	L->head[1] = (L->head[1] + k) % QCAP;
+	L->n[1] = 0;
+	return k;
+}
+
+/* The kernel acknowledges part of our data with a zero window (it shrank the window,
+ * or the update that reopens it gets lost): every RTO sends the head segment anyway,
+ * the kernel's answers keep the connection alive far beyond max_rexmit RTOs (it used
+ * to be reset: a zero window with data in flight sent nothing and only counted), the
+ * answer that reopens the window lets the rest go; a kernel that stops answering
+ * still times out. */
+#define M 1240u
+static void test_zero_window_outstanding(void **state)
+{
+	tcpep_params pk, pd;
+	tcpep_stats st;
+	uint8_t data[3 * M];
+	uint32_t s0 = 0, kseq = 0, seq = 0;
+	size_t len;
+	int i;
+	(void)state;
+
+	link_new();
+	tcpep_params_default(&pd);
+	pd.mtu = 1280; /* the smallest: MSS M both ways */
+	pk = pd;
+	link_open(&pk, &pd, true);
+	run(NULL, L->now + 100000);
+	assert_int_equal(tcpep_state(L->s[1].ep), TCPEP_ESTABLISHED);
+	memset(data, 0x5a, sizeof(data));
+	assert_int_equal(tcpep_write(L->s[1].ep, data, sizeof(data), L->now), sizeof(data));
+	assert_int_equal(take_out(&s0, &kseq, &len), 3);
+	assert_int_equal(len, M);
+	k_ack(kseq, s0 + M, 0);
+	tcpep_get_stats(L->s[1].ep, &st);
+	assert_int_equal(st.snd_wnd, 0);
+	assert_int_equal(st.in_flight, 2 * M);
+	for (i = 0; i < 3 * (int)pd.max_rexmit; i++) {
+		L->now = tcpep_next_deadline(L->s[1].ep);
+		tcpep_on_timer(L->s[1].ep, L->now);
+		assert_int_equal(tcpep_state(L->s[1].ep), TCPEP_ESTABLISHED);
+		take_out(&seq, &kseq, &len);
+		assert_int_equal(len, M);      /* the head segment, */
+		assert_int_equal(seq, s0 + M); /* not a bare ACK */
+		k_ack(kseq, s0 + M, 0);        /* alive, window still closed */
+	}
+	tcpep_get_stats(L->s[1].ep, &st);
+	assert_true(st.probes_sent >= 3 * pd.max_rexmit);
+	/* the answer to a probe takes it and opens the window: the rest goes at once */
+	L->now = tcpep_next_deadline(L->s[1].ep);
+	tcpep_on_timer(L->s[1].ep, L->now);
+	take_out(&seq, &kseq, &len);
+	k_ack(kseq, s0 + 2 * M, 100);
+	take_out(&seq, &kseq, &len);
+	assert_int_equal(len, M);
+	assert_int_equal(seq, s0 + 2 * M);
+	k_ack(kseq, s0 + 3 * M, 100);
+	tcpep_get_stats(L->s[1].ep, &st);
+	assert_int_equal(st.in_flight, 0);
+	/* a kernel that stops answering: ETIMEDOUT after max_rexmit RTOs, RST last */
+	assert_int_equal(tcpep_write(L->s[1].ep, data, 2 * M, L->now), 2 * M);
+	take_out(&seq, &kseq, &len);
+	k_ack(kseq, s0 + 4 * M, 0);
+	for (i = 0; i <= (int)pd.max_rexmit && tcpep_state(L->s[1].ep) != TCPEP_CLOSED; i++) {
+		L->now = tcpep_next_deadline(L->s[1].ep);
+		tcpep_on_timer(L->s[1].ep, L->now);
+		if (tcpep_state(L->s[1].ep) != TCPEP_CLOSED)
+			take_out(&seq, &kseq, &len);
+	}
+	assert_int_equal(tcpep_state(L->s[1].ep), TCPEP_CLOSED);
+	assert_int_equal(L->s[1].err, ETIMEDOUT);
+	assert_int_equal(i, (int)pd.max_rexmit + 1);
+	link_free();
+}
+#undef M
+
 static void test_reset_reply(void **state)
 {
 	uint8_t in[128], out[128];
@@ -1072,6 +1191,7 @@ int main(void)
 		cmocka_unit_test(test_backpressure),
 		cmocka_unit_test(test_loss_recovery),
 		cmocka_unit_test(test_syn_loss_and_timeout),
+		cmocka_unit_test(test_zero_window_outstanding),
 		cmocka_unit_test(test_reset_reply),
 		cmocka_unit_test(test_real_kernel),
 	};
