@@ -79,6 +79,8 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
 		  "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
+		OPT("tun-max-flows", PILOT_OPT_INT, &o->tun_max_flows, "4096",
+		  "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
 		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
 		  "IP <-> address map file (default: addrmap.json beside the identity; "
 		  "in memory without -identity)", "path"),

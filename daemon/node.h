@@ -26,7 +26,7 @@ typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
-	long tun_mtu;
+	long tun_mtu, tun_max_flows;
 	int no_dns;
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
 	int registry_tls;
