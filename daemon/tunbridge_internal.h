@@ -9,6 +9,7 @@
 
 #define TB_BATCH 16           /* packets per tun_dev_read_batch */
 #define TB_READ_ROUNDS 64     /* batches per readable event before yielding */
+#define TB_K2P_SLACK (256u * 1024) /* kernel bytes let in beyond the Pilot send space */
 #define TB_PKT_CAP (TUN_IP_MAX_PACKET + 64 * 1024) /* room for a vnet_hdr GSO packet */
 
 /* One bridged TCP connection: the kernel side (tcpep) and the Pilot side (conn).

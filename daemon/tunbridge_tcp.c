@@ -45,13 +45,14 @@ static void pump_k2p(tb_flow *f)
 		conn_shutdown(f->c);
 		return;
 	}
-	room = conn_writable(f->c);
+	/* The window is the Pilot send space plus TB_K2P_SLACK, minus what we hold: the
+	 * slack (bounded by the endpoint's receive ring) makes sure the kernel can
+	 * always send enough for the next conn_write to come up short, which is what
+	 * arms on_writable. Without it a small room (an ACK freed a few segments, the
+	 * held bytes fit) left the window below the silly-window threshold with no
+	 * callback pending, and the kernel waited for its persist timer (200 ms+). */
+	room = conn_writable(f->c) + TB_K2P_SLACK;
 	held = tcpep_readable(f->ep);
-	/* Nothing held and no room: a zero window would never produce the short
-	 * conn_write that arms on_writable, so one segment more is let in and waits
-	 * in the endpoint's (bounded) receive ring. */
-	if (!held && !room)
-		room = f->b->tp.mtu;
 	tcpep_set_rcv_space(f->ep, room > held ? room - held : 0, now);
 }
 
