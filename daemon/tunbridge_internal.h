@@ -30,6 +30,11 @@ typedef struct tb_flow {
 	size_t hidx;              /* deadline heap, SIZE_MAX = not in it */
 	uint64_t deadline;
 	uint64_t to_peer, from_peer;
+	/* Pilot -> kernel data that arrived during this dispatch (tb_p2k_defer): pumped
+	 * once at its end, so the segments of one recvmmsg batch become one large TCP
+	 * segment to the kernel instead of one per Pilot packet. */
+	struct tb_flow *p2k_next, *p2k_prev;
+	bool p2k_queued;
 } tb_flow;
 
 typedef struct tb_ping {
@@ -52,6 +57,7 @@ struct tunbridge {
 	uint64_t timer_id, timer_at;  /* loop timer, its due time (ms) */
 	uint64_t reap_timer;
 	bool in_timer;
+	tb_flow *p2k_head;            /* flows with deferred Pilot -> kernel data */
 	tb_ping *pings;
 	tun_pkt rx[TB_BATCH];
 	uint8_t *rxbuf;
@@ -77,6 +83,8 @@ void tb_after(tunbridge *b);
 
 /* tunbridge_tcp.c */
 void tb_tcp_input(tunbridge *b, const tun_ip *ip);
+void tb_p2k_unqueue(tb_flow *f);
+void tb_p2k_flush(tunbridge *b);
 void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn);
 void tb_flow_free(void *val, void *arg);
 void tb_flow_kill(tb_flow *f);

@@ -127,6 +127,7 @@ void tb_flow_free(void *val, void *arg)
 	tb_flow *f = val;
 
 	(void)arg;
+	tb_p2k_unqueue(f);
 	release_conn(f, false);
 	tcpep_free(f->ep);
 	free(f);
@@ -172,13 +173,52 @@ static void c_state(void *arg, conn *c, enum stream_state old, enum stream_state
 	tb_flow_check(f);
 }
 
+void tb_p2k_unqueue(tb_flow *f)
+{
+	if (!f->p2k_queued)
+		return;
+	if (f->p2k_prev)
+		f->p2k_prev->p2k_next = f->p2k_next;
+	else
+		f->b->p2k_head = f->p2k_next;
+	if (f->p2k_next)
+		f->p2k_next->p2k_prev = f->p2k_prev;
+	f->p2k_next = f->p2k_prev = NULL;
+	f->p2k_queued = false;
+}
+
+/* Pump every flow whose Pilot data was deferred (from the bridge's timer, which the
+ * loop runs after the fd events of the iteration). */
+void tb_p2k_flush(tunbridge *b)
+{
+	tb_flow *f;
+
+	while ((f = b->p2k_head)) {
+		tb_p2k_unqueue(f);
+		pump_p2k(f);
+		tb_flow_check(f);
+	}
+}
+
 static void c_readable(void *arg, conn *c)
 {
 	tb_flow *f = arg;
 
 	(void)c;
-	pump_p2k(f);
-	tb_flow_check(f);
+	if (!f->b->loop) { /* no loop to come back on (the fuzzer): at once */
+		pump_p2k(f);
+		tb_flow_check(f);
+		return;
+	}
+	if (!f->p2k_queued && !f->removed) {
+		f->p2k_queued = true;
+		f->p2k_prev = NULL;
+		f->p2k_next = f->b->p2k_head;
+		if (f->p2k_next)
+			f->p2k_next->p2k_prev = f;
+		f->b->p2k_head = f;
+	}
+	tb_after(f->b);
 }
 
 static void c_writable(void *arg, conn *c)
