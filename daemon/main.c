@@ -49,6 +49,9 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "close connections idle this long", "duration"),
 		OPT("syn-rate-limit", PILOT_OPT_INT, &o->syn_rate_limit, "100",
 		  "incoming connection attempts accepted per second", "n", 1, 1000000),
+		OPT("syn-rate-limit-peer", PILOT_OPT_INT, &o->syn_rate_limit_peer, "10",
+		  "incoming connection attempts accepted per second from one node "
+		  "(burst: the larger of 64 and n)", "n", 1, 1000000),
 		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",
 		  "connections per local port", "n", 1, 1000000),
 		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096",

@@ -33,7 +33,7 @@ typedef struct node_options {
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
-	long syn_rate_limit, max_conns_per_port, max_conns_total;
+	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
