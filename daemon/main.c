@@ -49,6 +49,9 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "close connections after this long without a packet from the peer", "duration"),
 		OPT("syn-rate-limit", PILOT_OPT_INT, &o->syn_rate_limit, "100",
 		  "incoming connection attempts accepted per second", "n", 1, 1000000),
+		OPT("syn-rate-limit-peer", PILOT_OPT_INT, &o->syn_rate_limit_peer, "10",
+		  "incoming connection attempts accepted per second from one node "
+		  "(burst: the larger of 64 and n)", "n", 1, 1000000),
 		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",
 		  "connections per local port", "n", 1, 1000000),
 		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096",
@@ -79,6 +82,8 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
 		  "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
+		OPT("tun-max-flows", PILOT_OPT_INT, &o->tun_max_flows, "4096",
+		  "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
 		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
 		  "IP <-> address map file (default: addrmap.json beside the identity; "
 		  "in memory without -identity)", "path"),

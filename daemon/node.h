@@ -26,14 +26,14 @@ typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
-	long tun_mtu;
+	long tun_mtu, tun_max_flows;
 	int no_dns;
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
 	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
-	long syn_rate_limit, max_conns_per_port, max_conns_total;
+	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */

@@ -506,6 +506,8 @@ static void conns_up(node *n)
 		.send_packet = conn_send,
 		.admit = conn_admit,
 		.syn_rate = (uint32_t)n->o.syn_rate_limit,
+		.syn_rate_peer = (uint32_t)n->o.syn_rate_limit_peer,
+		.syn_burst_peer = n->o.syn_rate_limit_peer > 64 ? (uint32_t)n->o.syn_rate_limit_peer : 64,
 		.max_per_port = (uint32_t)n->o.max_conns_per_port,
 		.max_total = (uint32_t)n->o.max_conns_total,
 	};

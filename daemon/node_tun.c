@@ -248,6 +248,7 @@ void node_tun_up(node *n)
 	tunbridge_config bc = {
 		.sndbuf = TUN_STREAM_BUF,
 		.rcvbuf = TUN_STREAM_BUF,
+		.max_flows = (uint32_t)n->o.tun_max_flows,
 	};
 	char err[512];
 

@@ -21,6 +21,7 @@ void sack_destroy(sack_sb *sb)
 	ring_mem_free(sb->seg, sack_mem(sb));
 	sb->seg = NULL;
 	sb->cap = sb->head = sb->count = 0;
+	sb->retx_segs = 0;
 }
 
 int sack_reserve(sack_sb *sb)
@@ -71,6 +72,8 @@ void sack_push(sack_sb *sb, uint32_t seq, uint32_t len, uint8_t flags, uint64_t 
 static void uncount(sack_sb *sb, const sack_seg *s)
 {
 	sb->out_bytes -= s->len;
+	if (s->flags & SACK_F_RETX)
+		sb->retx_segs--;
 	if (s->flags & SACK_F_SACKED) {
 		sb->sacked_bytes -= s->len;
 		sb->sacked_segs--;
@@ -197,6 +200,14 @@ uint32_t sack_detect_loss(sack_sb *sb, uint32_t reo_wnd_us)
 {
 	uint32_t above = sb->sacked_segs, newly = 0;
 
+	/* The common case (nothing SACKed, nothing retransmitted): every descriptor is a
+	 * first transmission, sent in sequence order, so sent_us only grows along the
+	 * table and the DupThresh rule has nothing above a hole. If the oldest segment is
+	 * not timed out by the RACK rule, none is: O(1) instead of a walk over the whole
+	 * window on every ACK (that walk was ~12 % of the sender's CPU). */
+	if (!sb->sacked_segs && !sb->retx_segs &&
+	    (!sb->count || !sb->rack_ts || sack_at(sb, 0)->sent_us + reo_wnd_us >= sb->rack_ts))
+		return 0;
 	for (uint32_t i = 0; i < sb->count; i++) {
 		sack_seg *s = sack_at(sb, i);
 		bool timed;
@@ -292,6 +303,8 @@ void sack_on_retransmit(sack_sb *sb, uint32_t i, uint64_t now)
 
 	if ((s->flags & (SACK_F_LOST | SACK_F_RETX | SACK_F_SACKED)) == SACK_F_LOST)
 		sb->lost_bytes -= s->len;
+	if (!(s->flags & SACK_F_RETX))
+		sb->retx_segs++;
 	s->flags |= SACK_F_RETX;
 	s->sent_us = now;
 	if (s->tx < 255)

@@ -38,6 +38,9 @@ typedef struct sack_sb {
 	uint64_t sacked_bytes;  /* SACKED */
 	uint64_t lost_bytes;    /* LOST, not yet retransmitted, not SACKED */
 	uint32_t sacked_segs;
+	uint32_t retx_segs;     /* segments with SACK_F_RETX (the only ones whose sent_us
+	                         * moved since sack_push; without them, and without SACKed
+	                         * ones, sent_us grows along the table) */
 	uint32_t lost_hint;     /* no lost-and-unsent segment below this index */
 	uint32_t high_sacked;   /* right edge of the highest SACKed segment (if sacked_segs) */
 	uint64_t rack_ts;       /* latest send time of a segment known delivered */

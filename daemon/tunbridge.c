@@ -129,7 +129,7 @@ static void heap_set(tunbridge *b, tb_flow *f, uint64_t d)
 
 uint64_t tunbridge_next_deadline(const tunbridge *b)
 {
-	if (tun_flow_pending(b->flows))
+	if (tun_flow_pending(b->flows) || b->p2k_head)
 		return 0;
 	return b->hlen ? b->heap[0]->deadline : UINT64_MAX;
 }
@@ -177,6 +177,7 @@ void tb_flow_remove(tb_flow *f)
 	if (f->removed)
 		return;
 	f->removed = true;
+	tb_p2k_unqueue(f);
 	heap_remove(b, f);
 	tun_flow_remove(b->flows, &f->key);
 	arm(b);
@@ -198,6 +199,7 @@ void tunbridge_tick(tunbridge *b)
 	size_t budget = b->hlen;
 
 	b->in_timer = true;
+	tb_p2k_flush(b);
 	/* each due flow runs once; a deadline that stays in the past waits 1 ms */
 	while (budget-- && b->hlen && b->heap[0]->deadline <= now) {
 		tb_flow *f = b->heap[0];

@@ -9,6 +9,7 @@
 
 #define TB_BATCH 16           /* packets per tun_dev_read_batch */
 #define TB_READ_ROUNDS 64     /* batches per readable event before yielding */
+#define TB_K2P_SLACK (256u * 1024) /* kernel bytes let in beyond the Pilot send space */
 #define TB_PKT_CAP (TUN_IP_MAX_PACKET + 64 * 1024) /* room for a vnet_hdr GSO packet */
 
 /* One bridged TCP connection: the kernel side (tcpep) and the Pilot side (conn).
@@ -29,6 +30,11 @@ typedef struct tb_flow {
 	size_t hidx;              /* deadline heap, SIZE_MAX = not in it */
 	uint64_t deadline;
 	uint64_t to_peer, from_peer;
+	/* Pilot -> kernel data that arrived during this dispatch (tb_p2k_defer): pumped
+	 * once at its end, so the segments of one recvmmsg batch become one large TCP
+	 * segment to the kernel instead of one per Pilot packet. */
+	struct tb_flow *p2k_next, *p2k_prev;
+	bool p2k_queued;
 } tb_flow;
 
 typedef struct tb_ping {
@@ -51,6 +57,7 @@ struct tunbridge {
 	uint64_t timer_id, timer_at;  /* loop timer, its due time (ms) */
 	uint64_t reap_timer;
 	bool in_timer;
+	tb_flow *p2k_head;            /* flows with deferred Pilot -> kernel data */
 	tb_ping *pings;
 	tun_pkt rx[TB_BATCH];
 	uint8_t *rxbuf;
@@ -76,6 +83,8 @@ void tb_after(tunbridge *b);
 
 /* tunbridge_tcp.c */
 void tb_tcp_input(tunbridge *b, const tun_ip *ip);
+void tb_p2k_unqueue(tb_flow *f);
+void tb_p2k_flush(tunbridge *b);
 void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn);
 void tb_flow_free(void *val, void *arg);
 void tb_flow_kill(tb_flow *f);

@@ -47,13 +47,14 @@ static void pump_k2p(tb_flow *f)
 		conn_shutdown(f->c);
 		return;
 	}
-	room = conn_writable(f->c);
+	/* The window is the Pilot send space plus TB_K2P_SLACK, minus what we hold: the
+	 * slack (bounded by the endpoint's receive ring) makes sure the kernel can
+	 * always send enough for the next conn_write to come up short, which is what
+	 * arms on_writable. Without it a small room (an ACK freed a few segments, the
+	 * held bytes fit) left the window below the silly-window threshold with no
+	 * callback pending, and the kernel waited for its persist timer (200 ms+). */
+	room = conn_writable(f->c) + TB_K2P_SLACK;
 	held = tcpep_readable(f->ep);
-	/* Nothing held and no room: a zero window would never produce the short
-	 * conn_write that arms on_writable, so one segment more is let in and waits
-	 * in the endpoint's (bounded) receive ring. */
-	if (!held && !room)
-		room = f->b->tp.mtu;
 	/* A window this small may not make the kernel send (sender-side silly window
 	 * avoidance: it waits for its persist timer, backed off to tens of seconds
 	 * after a long stall), and with every conn_write complete no on_writable
@@ -134,6 +135,7 @@ void tb_flow_free(void *val, void *arg)
 	tb_flow *f = val;
 
 	(void)arg;
+	tb_p2k_unqueue(f);
 	release_conn(f, false);
 	tcpep_free(f->ep);
 	free(f);
@@ -183,13 +185,52 @@ static void c_state(void *arg, conn *c, enum stream_state old, enum stream_state
 	tb_flow_check(f);
 }
 
+void tb_p2k_unqueue(tb_flow *f)
+{
+	if (!f->p2k_queued)
+		return;
+	if (f->p2k_prev)
+		f->p2k_prev->p2k_next = f->p2k_next;
+	else
+		f->b->p2k_head = f->p2k_next;
+	if (f->p2k_next)
+		f->p2k_next->p2k_prev = f->p2k_prev;
+	f->p2k_next = f->p2k_prev = NULL;
+	f->p2k_queued = false;
+}
+
+/* Pump every flow whose Pilot data was deferred (from the bridge's timer, which the
+ * loop runs after the fd events of the iteration). */
+void tb_p2k_flush(tunbridge *b)
+{
+	tb_flow *f;
+
+	while ((f = b->p2k_head)) {
+		tb_p2k_unqueue(f);
+		pump_p2k(f);
+		tb_flow_check(f);
+	}
+}
+
 static void c_readable(void *arg, conn *c)
 {
 	tb_flow *f = arg;
 
 	(void)c;
-	pump_p2k(f);
-	tb_flow_check(f);
+	if (!f->b->loop) { /* no loop to come back on (the fuzzer): at once */
+		pump_p2k(f);
+		tb_flow_check(f);
+		return;
+	}
+	if (!f->p2k_queued && !f->removed) {
+		f->p2k_queued = true;
+		f->p2k_prev = NULL;
+		f->p2k_next = f->b->p2k_head;
+		if (f->p2k_next)
+			f->p2k_next->p2k_prev = f;
+		f->b->p2k_head = f;
+	}
+	tb_after(f->b);
 }
 
 static void c_writable(void *arg, conn *c)

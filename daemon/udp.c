@@ -1,9 +1,17 @@
 /* The UDP tunnel transport: one non-blocking socket on the pilot_loop, recvmmsg into
  * a fixed pool of buffers allocated once, sendmmsg batches from a bounded queue.
  * When the socket is full the batch is kept and EPOLLOUT awaited; beyond the queue's
- * bound new datagrams are dropped and counted. */
+ * bound new datagrams are dropped and counted.
+ *
+ * UDP GSO: consecutive queued datagrams to one destination that lie back to back in
+ * the arena, all of one size but the last (which may be shorter), go out as one
+ * sendmmsg entry with a UDP_SEGMENT cmsg; the kernel cuts it into the same
+ * datagrams, one route lookup and one skb for up to GSO_SEGS of them. A kernel or
+ * device that refuses it (EINVAL, EIO, ENOPROTOOPT...) turns GSO off for the socket
+ * and the batch is resent one datagram per entry. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +28,11 @@
 #define TX_N        256
 #define TX_ARENA    (2u << 20)
 #define SOCK_BUF    (8 << 20)
+#define GSO_SEGS    64                /* UDP_MAX_SEGMENTS of older kernels */
+#define GSO_BYTES   65000u            /* under the 65507-byte UDP payload limit */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 
 typedef struct udp {
 	transport base;
@@ -37,6 +50,15 @@ typedef struct udp {
 	struct mmsghdr txmsg[TX_N];
 	struct iovec txiov[TX_N];
 	struct sockaddr_storage txaddr[TX_N];
+	/* GSO groups of the queue, rebuilt per flush (gn[i] datagrams in group i) */
+	bool gso_off;
+	struct mmsghdr gmsg[TX_N];
+	struct iovec giov[TX_N];
+	uint16_t gn[TX_N];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} gctl[TX_N];
 	transport_stats st;
 } udp;
 
@@ -151,21 +173,88 @@ static void tx_reset(udp *u)
 	}
 }
 
-static void udp_flush(transport *t)
+static bool same_dest(const struct msghdr *a, const struct msghdr *b)
 {
-	udp *u = (udp *)t;
+	return a->msg_namelen == b->msg_namelen && !memcmp(a->msg_name, b->msg_name, a->msg_namelen);
+}
 
+/* Group the queue from tx_head; returns the number of groups. */
+static unsigned gso_build(udp *u)
+{
+	unsigned g = 0;
+	size_t i = u->tx_head;
+
+	while (i < u->tx_count) {
+		const struct iovec *first = &u->txiov[i];
+		size_t seg = first->iov_len, total = seg, j = i + 1;
+		uint8_t *end = (uint8_t *)first->iov_base + seg;
+
+		while (j < u->tx_count && j - i < GSO_SEGS && u->txiov[j].iov_base == end &&
+		       u->txiov[j].iov_len <= seg && total + u->txiov[j].iov_len <= GSO_BYTES &&
+		       same_dest(&u->txmsg[i].msg_hdr, &u->txmsg[j].msg_hdr)) {
+			total += u->txiov[j].iov_len;
+			end += u->txiov[j].iov_len;
+			if (u->txiov[j++].iov_len < seg)
+				break; /* a shorter datagram ends a group */
+		}
+		u->giov[g] = (struct iovec){ first->iov_base, total };
+		u->gmsg[g] = (struct mmsghdr){ .msg_hdr = {
+			.msg_name = u->txmsg[i].msg_hdr.msg_name,
+			.msg_namelen = u->txmsg[i].msg_hdr.msg_namelen,
+			.msg_iov = &u->giov[g], .msg_iovlen = 1 } };
+		if (j - i > 1) {
+			struct msghdr *m = &u->gmsg[g].msg_hdr;
+			struct cmsghdr *cm;
+			uint16_t sz = (uint16_t)seg;
+
+			m->msg_control = u->gctl[g].buf;
+			m->msg_controllen = sizeof(u->gctl[g].buf);
+			cm = CMSG_FIRSTHDR(m);
+			cm->cmsg_level = SOL_UDP;
+			cm->cmsg_type = UDP_SEGMENT;
+			cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+			memcpy(CMSG_DATA(cm), &sz, sizeof(sz));
+		}
+		u->gn[g++] = (uint16_t)(j - i);
+		i = j;
+	}
+	return g;
+}
+
+static void tx_counted(udp *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		u->st.tx_bytes += u->txiov[u->tx_head + i].iov_len;
+	u->st.tx_dgrams += (uint64_t)n;
+	u->tx_head += n;
+}
+
+static void wait_out(udp *u)
+{
+	u->st.tx_eagain++;
+	if (!u->waiting_out) {
+		u->waiting_out = true;
+		pilot_loop_mod_fd(u->loop, u->fd, PILOT_EV_READ | PILOT_EV_WRITE);
+	}
+}
+
+/* The GSO path; false = fall back to one datagram per entry for what is left. */
+static bool flush_gso(udp *u)
+{
 	while (u->tx_head < u->tx_count) {
-		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(u->tx_count - u->tx_head), 0);
+		unsigned g = gso_build(u), k = 0;
+		int r = sendmmsg(u->fd, u->gmsg, g, 0);
+
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-			u->st.tx_eagain++;
-			if (!u->waiting_out) {
-				u->waiting_out = true;
-				pilot_loop_mod_fd(u->loop, u->fd, PILOT_EV_READ | PILOT_EV_WRITE);
-			}
-			return;
+			wait_out(u);
+			return true;
+		}
+		if (r < 0 && u->gn[0] > 1) { /* the kernel or the device refused GSO */
+			log_info("udp: GSO refused (%s): one datagram per send from now on", strerror(errno));
+			u->gso_off = true;
+			return false;
 		}
 		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
 			u->st.tx_errors++;
@@ -173,9 +262,33 @@ static void udp_flush(transport *t)
 			continue;
 		}
 		for (int i = 0; i < r; i++)
-			u->st.tx_bytes += u->txiov[u->tx_head + (size_t)i].iov_len;
-		u->st.tx_dgrams += (uint64_t)r;
-		u->tx_head += (size_t)r;
+			k += u->gn[i];
+		tx_counted(u, k);
+	}
+	tx_reset(u);
+	return true;
+}
+
+static void udp_flush(transport *t)
+{
+	udp *u = (udp *)t;
+
+	if (!u->gso_off && flush_gso(u))
+		return;
+	while (u->tx_head < u->tx_count) {
+		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(u->tx_count - u->tx_head), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+			wait_out(u);
+			return;
+		}
+		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
+			u->st.tx_errors++;
+			u->tx_head++;
+			continue;
+		}
+		tx_counted(u, (size_t)r);
 	}
 	tx_reset(u);
 }

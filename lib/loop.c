@@ -364,7 +364,11 @@ uint64_t pilot_loop_add_timer(pilot_loop *l, int64_t ms, pilot_timer_cb cb, void
 	if (!cb || alloc_slot(l, &s) < 0)
 		return 0;
 	id = ++l->seq << SLOT_BITS | s;
-	if (heap_push(l, pilot_now_ms() + (uint64_t)(ms > 0 ? ms : 0), id) < 0) {
+	/* 0 ms: due at the loop's current time, so a timer added while the fd events
+	 * are dispatched runs in this iteration's timer round, not after a 1 ms sleep
+	 * when the millisecond clock ticked meanwhile (the UDP flush and the TUN
+	 * bridge's deferred pump use this to run "after the batch"). */
+	if (heap_push(l, ms > 0 ? pilot_now_ms() + (uint64_t)ms : l->now, id) < 0) {
 		l->slots[s].id = id;
 		free_slot(l, &l->slots[s]);
 		return 0;

@@ -69,6 +69,9 @@ struct tcpep {
 	size_t scratch_cap;
 };
 
+/* A segment without payload: IPv6 header + TCP header with every option we send. */
+#define TCPEP_CTL_PKT (TUN_IP6_HDR + TUN_TCP_HDR + TUN_TCP_MAX_OPTS)
+
 static const char *const state_names[] = {
 	"CLOSED", "SYN_HELD", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "FIN_WAIT_1",
 	"FIN_WAIT_2", "CLOSING", "TIME_WAIT", "CLOSE_WAIT", "LAST_ACK",
@@ -99,18 +102,23 @@ void tcpep_params_default(tcpep_params *p)
 
 /* ---- ring ---- */
 
-static int bring_init(bring *r, size_t cap)
+/* Storage is allocated on the first append (an idle flow holds none: 10,000 idle
+ * flows would otherwise keep 20,000 buffer mappings and a resident page each). */
+static void bring_init(bring *r, size_t cap)
 {
-	r->buf = malloc(cap);
+	r->buf = NULL;
 	r->cap = cap;
 	r->head = r->len = 0;
-	return r->buf ? 0 : -ENOMEM;
 }
 
 static size_t bring_append(bring *r, const uint8_t *p, size_t n)
 {
 	size_t tail, first;
 
+	if (!n)
+		return 0;
+	if (!r->buf && !(r->buf = malloc(r->cap)))
+		return 0; /* out of memory: nothing taken (backpressure, retransmission) */
 	if (n > r->cap - r->len)
 		n = r->cap - r->len;
 	tail = (r->head + r->len) % r->cap;
@@ -135,6 +143,10 @@ static size_t bring_peek(const bring *r, const uint8_t **p)
 {
 	size_t n = r->cap - r->head;
 
+	if (!r->len) {
+		*p = r->buf;
+		return 0;
+	}
 	*p = r->buf + r->head;
 	return r->len < n ? r->len : n;
 }
@@ -240,9 +252,17 @@ static void emit_seg(tcpep *ep, uint64_t o, size_t len, uint8_t flags)
 	tun_ip_build ib = { .src = ep->laddr, .dst = ep->raddr, .ttl = ep->p.ttl, .id = ep->ip_id++ };
 	tun_tcp_build tb = { .sport = ep->lport, .dport = ep->rport, .seq = ep->iss + (uint32_t)o,
 			     .flags = flags, .wscale = -1 };
-	size_t at;
+	uint8_t hdr[TCPEP_CTL_PKT];
+	uint8_t *out = hdr;
+	size_t at, cap = sizeof(hdr);
 	int n;
 
+	if (len) { /* the packet buffer, allocated with the first data segment */
+		if (!ep->scratch && !(ep->scratch = malloc(ep->scratch_cap)))
+			return; /* out of memory: as if lost, the timer resends */
+		out = ep->scratch;
+		cap = ep->scratch_cap;
+	}
 	if (flags & TUN_TCP_ACK)
 		tb.ack = ep->irs + (uint32_t)ep->rcv_nxt;
 	if (flags & TUN_TCP_SYN) {
@@ -253,17 +273,17 @@ static void emit_seg(tcpep *ep, uint64_t o, size_t len, uint8_t flags)
 	tb.window = (flags & TUN_TCP_RST) ? 0 : wnd_field(ep, flags & TUN_TCP_SYN);
 	at = tun_ip_hdr_size(&ep->laddr) + tun_tcp_hdr_size(&tb);
 	if (len)
-		bring_copy(&ep->snd, (size_t)(o - 1 - ep->snd_base), ep->scratch + at, len);
-	n = tun_tcp_build_pkt(&ib, &tb, NULL, len, ep->scratch, ep->scratch_cap);
+		bring_copy(&ep->snd, (size_t)(o - 1 - ep->snd_base), out + at, len);
+	n = tun_tcp_build_pkt(&ib, &tb, NULL, len, out, cap);
 	if (n <= 0)
-		return; /* cannot happen: mss fits the scratch buffer */
+		return; /* cannot happen: mss fits the scratch buffer, headers fit hdr */
 	ep->st.segs_sent++;
 	if (flags & TUN_TCP_ACK) {
 		ep->ack_now = false;
 		ep->delack_deadline = NONE;
 		ep->segs_unacked = 0;
 	}
-	ep->cbs.emit(ep->ctx, ep->scratch, (size_t)n);
+	ep->cbs.emit(ep->ctx, out, (size_t)n);
 }
 
 static void arm_rtx(tcpep *ep, uint64_t now)
@@ -372,12 +392,9 @@ static tcpep *ep_new(const tcpep_params *pp, const tun_ipaddr *local, uint16_t l
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return NULL;
-	ep->scratch_cap = p.mtu;
-	ep->scratch = malloc(ep->scratch_cap);
-	if (!ep->scratch || bring_init(&ep->snd, p.sndbuf) < 0 || bring_init(&ep->rcv, p.rcvbuf) < 0) {
-		tcpep_free(ep);
-		return NULL;
-	}
+	ep->scratch_cap = p.mtu; /* scratch and rings: allocated on first use */
+	bring_init(&ep->snd, p.sndbuf);
+	bring_init(&ep->rcv, p.rcvbuf);
 	ep->p = p;
 	ep->cbs = *cbs;
 	ep->ctx = ctx;
@@ -755,10 +772,11 @@ int tcpep_input(tcpep *ep, const tun_ip *ip, const tun_tcp *t, uint64_t now_us)
 	int ret = 0;
 
 	if (ep->state == TCPEP_CLOSED) {
-		int n = tcpep_reset_reply(ip, t, ep->scratch, ep->scratch_cap);
+		uint8_t rst[TCPEP_CTL_PKT];
+		int n = tcpep_reset_reply(ip, t, rst, sizeof(rst));
 
 		if (n > 0)
-			ep->cbs.emit(ep->ctx, ep->scratch, (size_t)n);
+			ep->cbs.emit(ep->ctx, rst, (size_t)n);
 		ep->st.dropped++;
 		return -EINVAL;
 	}

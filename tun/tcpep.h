@@ -2,8 +2,10 @@
  * through the TUN device (one kernel TCP flow == one Pilot stream). No sockets, no
  * clock reads, no global state: the caller feeds parsed packets and the time in, the
  * endpoint emits whole IP packets through cbs->emit and reports its next deadline.
- * Everything is allocated at creation (send ring toward the kernel, receive ring
- * from the kernel, one packet scratch buffer of params.mtu bytes); nothing per packet.
+ * The endpoint is allocated at creation; its send ring toward the kernel, receive
+ * ring from the kernel and packet buffer of params.mtu bytes once each, on first
+ * use (an idle flow holds none of them; segments without payload are built on the
+ * stack); nothing per packet.
  *
  * Calling pattern (the bridge in daemon/):
  *   outbound: ep = tcpep_from_syn(kernel's SYN)     SYN held, nothing sent

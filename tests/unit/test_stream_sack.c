@@ -156,6 +156,34 @@ static void test_lazy_growth(void **state)
 	sack_destroy(&sb);
 }
 
+/* The O(1) exit of sack_detect_loss (nothing SACKed, nothing retransmitted) must
+ * give what the walk gives: nothing while the oldest segment is not timed out, the
+ * timed-out prefix once it is; retx_segs follows retransmissions and their ACK. */
+static void test_detect_fast_path(void **state)
+{
+	sack_sb sb;
+	uint32_t rtt;
+	(void)state;
+	assert_int_equal(sack_init(&sb, 16), 0);
+	push_n(&sb, 1, 6, 1000); /* sent at 1000..1005 */
+	assert_int_equal(sack_detect_loss(&sb, 10), 0);
+	sb.rack_ts = 1012; /* delivered at 1012: 1000, 1001 are older than reo_wnd 10 */
+	assert_int_equal(sack_detect_loss(&sb, 10), 2);
+	assert_int_equal(sb.lost_bytes, 2 * L);
+	assert_int_equal(sack_next_lost(&sb), 0);
+	sack_on_retransmit(&sb, 0, 2000);
+	assert_int_equal(sb.retx_segs, 1);
+	/* with a retransmission in the table the walk runs: 1002 and 1003 now timed */
+	sb.rack_ts = 1014;
+	assert_int_equal(sack_detect_loss(&sb, 10), 2);
+	sack_on_retransmit(&sb, 0, 2001); /* a second copy: still one RETX segment */
+	assert_int_equal(sb.retx_segs, 1);
+	assert_int_equal(sack_on_ack(&sb, 1 + L, 3000, 0, &rtt), L);
+	assert_int_equal(sb.retx_segs, 0);
+	sack_destroy(&sb);
+	assert_int_equal(sb.retx_segs, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -164,6 +192,7 @@ int main(void)
 		cmocka_unit_test(test_dupthresh_loss),
 		cmocka_unit_test(test_time_rule_and_rto),
 		cmocka_unit_test(test_lying_blocks),
+		cmocka_unit_test(test_detect_fast_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
