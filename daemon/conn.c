@@ -441,12 +441,21 @@ static void reap_all(conn_table *t)
 	}
 }
 
-static stream_params conn_params(const conn_table *t, uint32_t id)
+/* The configured MSS, lowered to what node's underlay path carries unfragmented. */
+static uint32_t path_mss(const conn_table *t, uint32_t node, uint32_t mss)
+{
+	uint32_t m = t->cfg.path_mss ? t->cfg.path_mss(t->cfg.ctx, node) : 0;
+
+	return m >= 64 && m < mss ? m : mss;
+}
+
+static stream_params conn_params(const conn_table *t, uint32_t id, uint32_t node)
 {
 	stream_params p = t->cfg.stream;
 
 	if (!p.mss)
 		stream_params_default(&p);
+	p.mss = path_mss(t, node, p.mss);
 	p.seed = mix64(t->cfg.seed ^ ((uint64_t)id << 17 | 1));
 	return p;
 }
@@ -492,6 +501,9 @@ static void eng_state(void *ctx, stream_conn *s, enum stream_state old, enum str
 {
 	conn *c = ctx;
 
+	if (now == STREAM_ESTABLISHED && c->dialed)
+		stream_set_mss(s, path_mss(c->t, c->raddr.node, c->t->cfg.stream.mss ?
+					    c->t->cfg.stream.mss : STREAM_DEFAULT_MSS));
 	if (now == STREAM_TIME_WAIT || now == STREAM_CLOSED)
 		release_port(c);
 	if (now == STREAM_CLOSED) {
@@ -738,7 +750,7 @@ static conn *accept_new(conn_table *t, conn_listener *l, const proto_hdr *h, uin
 	c->lport = h->dst_port;
 	c->raddr = h->src;
 	c->rport = h->src_port;
-	p = conn_params(t, c->id);
+	p = conn_params(t, c->id, c->raddr.node);
 	c->s = stream_accept(&p, h, &engine_cbs, c, now);
 	if (!c->s || hash_insert(t, c) < 0) {
 		c->released = true;
@@ -831,7 +843,7 @@ static conn *accept_deferred(conn_table *t, const proto_hdr *h, int *err)
 	c->lport = h->dst_port;
 	c->raddr = h->src;
 	c->rport = h->src_port;
-	p = conn_params(t, c->id);
+	p = conn_params(t, c->id, c->raddr.node);
 	c->s = stream_accept(&p, h, &engine_cbs, c, now);
 	if (!c->s || hash_insert(t, c) < 0) {
 		c->released = true;
@@ -977,7 +989,7 @@ conn *conn_dial(conn_table *t, pilot_addr dst, uint16_t port, const conn_cbs *cb
 	if (cbs)
 		c->cbs = *cbs;
 	c->arg = arg;
-	p = conn_params(t, c->id);
+	p = conn_params(t, c->id, c->raddr.node);
 	c->s = stream_dial(&p, c->laddr, c->lport, dst, port, &engine_cbs, c, conn_now(t));
 	if (!c->s || hash_insert(t, c) < 0) {
 		c->released = true;

@@ -67,6 +67,10 @@ typedef struct conn_config {
 	/* µs monotonic clock; NULL = pilot_now_us (fuzzers pass a fake clock). */
 	uint64_t (*clock)(void *ctx);
 	stream_params stream;         /* for every connection; mss 0 = stream defaults */
+	/* Segment size towards node's path (pmtu.h), asked when a connection is
+	 * created and again when a dialled one is established (the path is known
+	 * then); 0 = no opinion. Lowers stream.mss, never raises it. NULL = off. */
+	uint32_t (*path_mss)(void *ctx, uint32_t node);
 	/* 0 = default (packet.md §5.4, §8, new column) */
 	uint32_t syn_rate;            /* global SYN/s (100), burst = rate */
 	uint32_t syn_rate_peer;       /* per source node SYN/s (10) */

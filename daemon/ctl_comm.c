@@ -298,6 +298,7 @@ json_object *cop_stats_json(const stream_stats *s)
 	json_object_object_add(o, "recovery", json_object_new_string(recovery_name(s->recovery)));
 	I("hystart_exits", s->hystart_exits);
 	I("peer_recv_win", s->peer_window);
+	I("mss", s->mss);
 #undef I
 #undef D
 	return o;

@@ -120,6 +120,7 @@ static void conn_json(void *arg, const conn_info *ci)
 	set_int(o, "ooo_buf", s->ooo_intervals);
 	set_int(o, "peer_recv_win", (int64_t)s->peer_window);
 	set_int(o, "recv_win", (int64_t)s->our_window * STREAM_WINDOW_UNIT);
+	set_int(o, "mss", s->mss);
 	set_bool(o, "in_recovery", s->recovery != STREAM_RECOV_OPEN);
 	set_str(o, "recovery", s->recovery == STREAM_RECOV_FAST ? "fast"
 		: s->recovery == STREAM_RECOV_RTO ? "rto" : "open");

@@ -84,6 +84,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
 		OPT("tun-max-flows", PILOT_OPT_INT, &o->tun_max_flows, "4096",
 		  "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
+		OPT("underlay-mtu", PILOT_OPT_INT, &o->underlay_mtu, "0",
+		  "cap on the underlay path MTU that stream segments are sized to so the "
+		  "tunnel's UDP packets are never fragmented; 0 = the kernel's route MTU "
+		  "towards each peer", "bytes", 0, 65535),
 		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
 		  "IP <-> address map file (default: addrmap.json beside the identity; "
 		  "in memory without -identity)", "path"),
@@ -173,6 +177,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
 		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
+	if (o->underlay_mtu && o->underlay_mtu < 576)
+		return usage_error("invalid -underlay-mtu (want 0 = auto, or 576 to 65535)");
 	if ((why = node_compat_validate(o)))
 		return usage_error(why);
 	if (!empty(o->user) && !getpwnam(o->user))

@@ -27,6 +27,7 @@ typedef struct node_options {
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
 	long tun_mtu, tun_max_flows;
+	long underlay_mtu;                   /* cap on the path MTU, 0 = none (node_data.c) */
 	int no_dns;
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
 	int registry_tls;

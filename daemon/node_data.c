@@ -11,6 +11,7 @@
 #include "daemon/conn.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
+#include "daemon/pmtu.h"
 #include "daemon/registration.h"
 #include "daemon/transport.h"
 #include "daemon/trust.h"
@@ -135,6 +136,18 @@ static int conn_send(void *ctx, uint32_t to, uint8_t *pkt, size_t len)
 	node *n = ctx;
 
 	return peer_send_packet(n->peers, to, pkt, len);
+}
+
+/* Stream segments sized to the peer's underlay path (issue 5): never fragmented. */
+static uint32_t conn_path_mss(void *ctx, uint32_t to)
+{
+	node *n = ctx;
+	bool v6 = false;
+	uint32_t mtu = n->peers ? peer_path_mtu(n->peers, to, &v6) : 0;
+
+	if (n->o.underlay_mtu && (!mtu || mtu > (uint32_t)n->o.underlay_mtu))
+		mtu = (uint32_t)n->o.underlay_mtu;
+	return mtu ? pmtu_mss(mtu, v6, n->o.encrypt) : 0;
 }
 
 /* Private by default: an untrusted peer reaches only the handshake port. */
@@ -505,6 +518,7 @@ static void conns_up(node *n)
 		.ctx = n,
 		.send_packet = conn_send,
 		.admit = conn_admit,
+		.path_mss = conn_path_mss,
 		.syn_rate = (uint32_t)n->o.syn_rate_limit,
 		.syn_rate_peer = (uint32_t)n->o.syn_rate_limit_peer,
 		.syn_burst_peer = n->o.syn_rate_limit_peer > 64 ? (uint32_t)n->o.syn_rate_limit_peer : 64,

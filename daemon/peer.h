@@ -89,6 +89,13 @@ int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len);
 /* Same for a buffer without headroom (one copy). */
 int peer_send_packet_copy(peer_table *pt, uint32_t node, const uint8_t *pkt, size_t len);
 
+/* The underlay MTU (IP packet bytes) towards node's current path: its endpoint
+ * when direct, else the beacon's (relayed, or not resolved yet: an estimate).
+ * Cached per endpoint and re-asked when the endpoint changes or the answer is
+ * older than 30 s; never per packet. 0 = unknown (no endpoint and no beacon, a
+ * relay-only transport). *ipv6: the IP header that applies (IPv4-mapped = IPv4). */
+uint32_t peer_path_mtu(peer_table *pt, uint32_t node, bool *ipv6);
+
 enum peer_path { PEER_PATH_NONE = 0, PEER_PATH_DIRECT, PEER_PATH_PUNCHED, PEER_PATH_RELAY };
 const char *peer_path_name(enum peer_path p);
 

@@ -24,6 +24,15 @@
 #define PEER_PUNCH_OUTSTANDING_MS 5000 /* our PunchRequest awaits its PunchCommand */
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
+#define PEER_MTU_CACHE_MS 30000     /* re-ask the kernel (ICMP-learned PMTU) this often */
+
+/* The kernel's MTU towards one endpoint, as last asked (peer_path_mtu). */
+typedef struct peer_mtu {
+	transport_ep ep;
+	uint64_t ms;                   /* when asked; 0 = never */
+	uint32_t mtu;                  /* 0 = unknown */
+	bool ipv6;
+} peer_mtu;
 
 /* Our own X25519 key for one peer (see peer_forget), instead of the table's. */
 typedef struct peer_ownkey {
@@ -77,6 +86,7 @@ typedef struct peer {
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
 	pending_pkt *pend_head, *pend_tail;
 	unsigned npend;
+	peer_mtu mtu;                  /* towards ep (direct paths) */
 } peer;
 
 /* An outstanding async lookup/resolve; survives the table (pt = NULL after free). */
@@ -105,6 +115,7 @@ struct peer_table {
 	size_t kx_frame_len;
 	bool has_beacon;
 	transport_ep beacon;
+	peer_mtu beacon_mtu;           /* towards the beacon (relayed and unknown paths) */
 	uint64_t tick_timer, next_discover_ms, last_discover_ts;
 	peer_req *reqs;
 	uint32_t forgot[PEER_BUCKETS]; /* peer_forget'ed nodes, direct-mapped by bucket */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "daemon/peer_internal.h"
+#include "daemon/pmtu.h"
 #include "lib/log.h"
 
 #define DEF(v, d) ((v) ? (v) : (d))
@@ -505,4 +506,35 @@ void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len)
 	default:
 		break; /* nothing for a node */
 	}
+}
+
+/* ---- path MTU ---- */
+
+static uint32_t mtu_towards(peer_table *pt, peer_mtu *m, const transport_ep *ep, bool *ipv6)
+{
+	uint64_t now = peer_now(pt);
+	bool v6 = false;
+	int r;
+
+	if (!m->ms || !transport_ep_eq(&m->ep, ep) || now - m->ms >= PEER_MTU_CACHE_MS) {
+		r = pmtu_route_mtu(ep, &v6);
+		*m = (peer_mtu){ .ep = *ep, .ms = now ? now : 1, .mtu = r > 0 ? (uint32_t)r : 0,
+				 .ipv6 = v6 };
+	}
+	*ipv6 = m->ipv6;
+	return m->mtu;
+}
+
+uint32_t peer_path_mtu(peer_table *pt, uint32_t node, bool *ipv6)
+{
+	peer *p = peer_find(pt, node);
+
+	*ipv6 = false;
+	if (transport_is_relay_only(pt->t))
+		return 0; /* a stream transport: nothing fragments */
+	if (p && p->has_ep && p->path != PEER_PATH_RELAY)
+		return mtu_towards(pt, &p->mtu, &p->ep, ipv6);
+	if (pt->has_beacon)
+		return mtu_towards(pt, &pt->beacon_mtu, &pt->beacon, ipv6);
+	return 0;
 }

@@ -137,7 +137,7 @@ const char *stream_state_name(enum stream_state s)
 void stream_params_default(stream_params *p)
 {
 	*p = (stream_params){
-		.mss = 1368, .sndbuf = 4u << 20, .rcvbuf = 4u << 20, .nodelay = false,
+		.mss = STREAM_DEFAULT_MSS, .sndbuf = 4u << 20, .rcvbuf = 4u << 20, .nodelay = false,
 		.pacing = true, .delack_us = 5000, .quickack = 32, .keepalive_us = 60000000,
 		.idle_us = 120000000, .time_wait_us = 10000000, .syn_rto_us = 250000,
 		.syn_rto_max_us = 8000000, .syn_tries = 7, .max_tx = 8, .zwp_max = 30,
@@ -624,6 +624,13 @@ static void output(stream_conn *c)
 
 /* ---- construction --------------------------------------------------------------- */
 
+/* one descriptor per segment: enough for a full buffer of MSS segments plus slack
+ * for small (Nagle-off) segments; more small segments just wait */
+static uint32_t seg_limit(const stream_params *p)
+{
+	return p->sndbuf / p->mss * 2 + 64;
+}
+
 static stream_conn *conn_new(const stream_params *pp, const stream_cbs *cbs, void *ctx, uint64_t now)
 {
 	stream_params p;
@@ -650,9 +657,7 @@ static stream_conn *conn_new(const stream_params *pp, const stream_cbs *cbs, voi
 	c->ctx = ctx;
 	c->now = now;
 	c->rng = p.seed ? p.seed : 1;
-	/* one descriptor per segment: enough for a full buffer of MSS segments plus
-	 * slack for small (Nagle-off) segments; more small segments just wait */
-	segs = p.sndbuf / p.mss * 2 + 64;
+	segs = seg_limit(&p);
 	c->sb_max = segs;
 	/* nothing is allocated here: the rings and the segment table grow on use */
 	if (ring_init(&c->snd, p.sndbuf) || ring_init(&c->rcv, p.rcvbuf) || sack_init(&c->sb, segs)) {
@@ -669,6 +674,26 @@ static stream_conn *conn_new(const stream_params *pp, const stream_cbs *cbs, voi
 	c->syn_at = now + c->syn_gap;
 	c->rcv_mss = p.mss;
 	return c;
+}
+
+/* Everything sized by the MSS is still untouched before the first data segment:
+ * the scratch segment is unallocated, the segment table empty, cubic unfed. */
+int stream_set_mss(stream_conn *c, uint32_t mss)
+{
+	if (mss < 64 || mss > PROTO_MAX_PAYLOAD || mss > c->p.sndbuf)
+		return -EINVAL;
+	if (mss == c->p.mss)
+		return 0;
+	if (c->snd_nxt_off || c->sb.count || c->tx || c->fin_sent)
+		return -EBUSY;
+	if (c->rcv_mss == c->p.mss)
+		c->rcv_mss = mss;
+	c->p.mss = mss;
+	c->sb_max = seg_limit(&c->p);
+	sack_destroy(&c->sb);
+	sack_init(&c->sb, c->sb_max);
+	cubic_init(&c->cc, mss, c->p.init_cwnd, UINT64_MAX / 4, c->p.max_cwnd);
+	return 0;
 }
 
 stream_conn *stream_dial(const stream_params *p, pilot_addr local, uint16_t lport,
@@ -1570,6 +1595,7 @@ void stream_get_stats(const stream_conn *c, stream_stats *st)
 	st->snd_buffered = c->snd.len;
 	st->rcv_buffered = c->rcv.len;
 	st->mem_bytes = stream_mem(c);
+	st->mss = c->p.mss;
 }
 
 size_t stream_mem(const stream_conn *c)

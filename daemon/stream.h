@@ -69,6 +69,7 @@ enum stream_state {
 
 const char *stream_state_name(enum stream_state s);
 
+#define STREAM_DEFAULT_MSS 1368u /* fits IPv6 + UDP + relay + PILS + header in 1500 */
 #define STREAM_WINDOW_UNIT 4096u /* bytes per advertised slot */
 #define STREAM_REF_KA_MIN_SLOTS 4u /* see the ref keepalive window rule above */
 
@@ -136,7 +137,13 @@ typedef struct stream_stats {
 	uint64_t snd_buffered, rcv_buffered;
 	uint64_t mem_bytes;                    /* heap held by this connection now (stream_mem) */
 	uint64_t ref_zero_windows;             /* Window 0 ignored as a ref keepalive */
+	uint32_t mss;                          /* payload bytes per segment we send */
 } stream_stats;
+
+/* Change the segment size (64..65535) before the first data segment leaves (a
+ * dialer learns its peer's path only once the handshake is done). 0, -EBUSY (data
+ * already sent), -EINVAL. */
+int stream_set_mss(stream_conn *c, uint32_t mss);
 
 stream_conn *stream_dial(const stream_params *p, pilot_addr local, uint16_t lport,
 			 pilot_addr remote, uint16_t rport, const stream_cbs *cbs, void *ctx,

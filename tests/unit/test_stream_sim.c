@@ -66,6 +66,7 @@ struct sim {
 	size_t nheap, capheap;
 	simend e[2];
 	uint64_t pkts[2], drops, lookalikes;
+	size_t max_payload[2]; /* largest data payload each side sent */
 	/* capture of the first packets for the handshake vectors */
 	uint8_t cap[8][128];
 	size_t caplen[8];
@@ -159,6 +160,8 @@ static void sim_xmit(void *ctx, stream_conn *c, const proto_hdr *h, const uint8_
 		s->caplen[s->ncap++] = p->len;
 	}
 	s->pkts[dir]++;
+	if (n > s->max_payload[dir] && !(h->flags & (PROTO_SYN | PROTO_FIN | PROTO_RST)))
+		s->max_payload[dir] = n;
 	if (s->manual) {
 		assert_true(s->nmq[p->to] < 4096);
 		s->mq[p->to][s->nmq[p->to]++] = p;
@@ -534,6 +537,35 @@ static void test_bulk_reorder(void **state)
 {
 	(void)state;
 	bulk(0.01, 16u << 20, 20000000, 14, 100000);
+}
+
+/* A dialer sizes its segments once the handshake told it the path (pmtu.h): the
+ * new MSS holds for every data segment, the transfer survives loss, and the MSS
+ * is fixed once data has left. The receiver takes whatever size arrives. */
+static void test_set_mss_after_handshake(void **state)
+{
+	sim *s = calloc(1, sizeof(*s));
+	stream_stats st;
+
+	(void)state;
+	sim_init(s, 100000000, 5000, 0.01, 21);
+	sim_dial(s);
+	assert_int_equal(stream_set_mss(s->e[0].c, 63), -EINVAL);
+	assert_true(sim_run(s, 10000000, done_established));
+	assert_int_equal(stream_set_mss(s->e[0].c, 1173), 0);
+	s->e[0].to_send = 2u << 20;
+	s->e[0].shut_when_done = true;
+	pump_write(&s->e[0]);
+	assert_true(sim_run(s, 30000000, done_eof_b));
+	assert_int_equal(s->e[1].rcvd, 2u << 20);
+	assert_same_hash(&s->e[0], &s->e[1]);
+	assert_int_equal(s->max_payload[0], 1173);
+	stream_get_stats(s->e[0].c, &st);
+	assert_int_equal(st.mss, 1173);
+	assert_int_equal(stream_set_mss(s->e[0].c, 1000), -EBUSY);
+	assert_int_equal(stream_set_mss(s->e[0].c, 1173), 0); /* unchanged: fine */
+	sim_free(s);
+	free(s);
 }
 
 static bool done_rr(sim *s) { return s->e[0].rcvd >= s->e[0].to_send * 0 + s->e[1].echo_len * 0 + 1 && false; }
@@ -1535,6 +1567,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_handshake_vectors),
 		cmocka_unit_test(test_syn_retries_fail),
+		cmocka_unit_test(test_set_mss_after_handshake),
 		cmocka_unit_test(test_bulk_0),
 		cmocka_unit_test(test_bulk_1),
 		cmocka_unit_test(test_bulk_5),
