@@ -166,6 +166,18 @@ static size_t trusted_peers(void *arg, uint32_t *ids, size_t cap)
 	return n->up ? node_data_trusted(n, ids, cap) : 0;
 }
 
+/* The registry came back after a lost connection: it (and the beacon, which
+ * usually runs beside it) may have restarted and forgotten our verified
+ * endpoint, without which it relays nothing to or from us: Discover again now
+ * rather than at the next periodic Discover (25 s). */
+static void registry_reconnected(void *arg)
+{
+	node *n = arg;
+
+	if (n->peers)
+		peer_table_rediscover(n->peers);
+}
+
 static void start_registration(node *n)
 {
 	char err[512];
@@ -186,6 +198,8 @@ static void start_registration(node *n)
 	};
 	int r;
 
+	rc.client.on_reconnect = registry_reconnected;
+	rc.client.on_reconnect_arg = n;
 	node_compat_registration(n, &rc);
 	n->discovering = false;
 	log_info("registering registry=%s listen_addr=%s", n->o.registry, n->endpoint);

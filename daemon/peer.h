@@ -116,6 +116,10 @@ typedef struct peer_info {
 /* Fill up to max entries; returns the number of peers (may exceed max). */
 size_t peer_list(const peer_table *pt, peer_info *out, size_t max);
 int peer_get(const peer_table *pt, uint32_t node, peer_info *out); /* 0 or -ENOENT */
+/* Send a Discover to the beacon now (at most one per 2 s): the beacon may have
+ * restarted and forgotten our verified endpoint (e.g. the registry beside it
+ * reconnected). No-op without a beacon. */
+void peer_table_rediscover(peer_table *pt);
 
 typedef struct peer_stats {
 	uint64_t rx_frames, rx_delivered, tx_packets;

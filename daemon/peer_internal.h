@@ -117,6 +117,7 @@ struct peer_table {
 	transport_ep beacon;
 	peer_mtu beacon_mtu;           /* towards the beacon (relayed and unknown paths) */
 	uint64_t tick_timer, next_discover_ms, last_discover_ts;
+	uint64_t last_discover_ms;          /* peer_now() of the last Discover sent */
 	peer_req *reqs;
 	uint32_t forgot[PEER_BUCKETS]; /* peer_forget'ed nodes, direct-mapped by bucket */
 	struct { uint32_t node; uint64_t ms; } unsol[PEER_UNSOL_SLOTS];
@@ -169,6 +170,8 @@ void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len);
 void peer_punch_request(peer_table *pt, peer *p);
 void peer_punch_drain(peer_table *pt, uint64_t now);
 void peer_send_discover(peer_table *pt);
+/* Discover now unless one went out in the last 2 s (peer_path.c). */
+void peer_discover_soon(peer_table *pt, uint64_t now);
 void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
 void peer_pending_flush(peer_table *pt, peer *p);
 void peer_pending_drop(peer_table *pt, peer *p);

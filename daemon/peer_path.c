@@ -246,6 +246,11 @@ static void kx_retransmit(peer_table *pt, peer *p, uint64_t now)
 		p->kx_tries = 0; /* give up until the next send or frame from the peer */
 		return;
 	}
+	/* A relayed exchange with no answer: the beacon may have restarted and forgotten
+	 * our verified endpoint (it relays only for nodes whose signed Discover it has
+	 * seen), which the periodic Discover would repair only 25 s later. */
+	if (p->path == PEER_PATH_RELAY && pt->has_beacon)
+		peer_discover_soon(pt, now);
 	peer_send_kx(pt, p, PEER_VIA_PATH);
 	p->kx_tries++;
 	p->kx_backoff_ms *= 2;
@@ -319,6 +324,20 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 
 /* ---- beacon client ---- */
 
+void peer_table_rediscover(peer_table *pt)
+{
+	if (pt->has_beacon)
+		peer_discover_soon(pt, peer_now(pt));
+}
+
+void peer_discover_soon(peer_table *pt, uint64_t now)
+{
+	if (pt->last_discover_ms && now - pt->last_discover_ms < 2000)
+		return;
+	peer_send_discover(pt);
+	pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
+}
+
 void peer_send_discover(peer_table *pt)
 {
 	uint8_t msg[BEACON_SIGNED_LEN];
@@ -326,6 +345,7 @@ void peer_send_discover(peer_table *pt)
 	uint64_t ts = (uint64_t)time(NULL);
 	int n;
 
+	pt->last_discover_ms = peer_now(pt);
 	if (!pt->cfg.identity) {
 		n = proto_beacon_discover(pt->cfg.node, NULL, msg, sizeof(msg));
 		if (n > 0)

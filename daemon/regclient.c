@@ -53,6 +53,8 @@ struct regclient {
 	bool sig_v2;
 	void (*on_send)(void *arg, json_object *req);
 	void *on_send_arg;
+	void (*on_reconnect)(void *arg);
+	void *on_reconnect_arg;
 
 	enum rc_state state;
 	int fd;
@@ -517,6 +519,8 @@ static void drive_handshake(regclient *c)
 	log_debug("registry connected addr=%s:%s transport=%s", c->host, c->port, c->tp->name);
 	pilot_loop_mod_fd(c->loop, c->fd, PILOT_EV_READ);
 	send_head(c);
+	if (c->st.connects > 1 && c->on_reconnect)
+		c->on_reconnect(c->on_reconnect_arg);
 }
 
 static void connected(regclient *c)
@@ -869,6 +873,8 @@ regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, 
 	c->skew_s = cfg->clock_skew_s;
 	c->on_send = cfg->on_send;
 	c->on_send_arg = cfg->on_send_arg;
+	c->on_reconnect = cfg->on_reconnect;
+	c->on_reconnect_arg = cfg->on_reconnect_arg;
 	return c;
 }
 

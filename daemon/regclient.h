@@ -75,6 +75,10 @@ typedef struct regclient_config {
 	/* Debug/test hook: every request object just before it is written. */
 	void (*on_send)(void *arg, json_object *req);
 	void *on_send_arg;
+	/* Called when a connection comes up again after one was lost (the registry,
+	 * and often its beacon, may have restarted). */
+	void (*on_reconnect)(void *arg);
+	void *on_reconnect_arg;
 } regclient_config;
 
 typedef struct regclient_stats {

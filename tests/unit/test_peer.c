@@ -962,6 +962,52 @@ static void test_relay_only_pinned(void **state)
 	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
 }
 
+/* The beacon restarts after both nodes' Discover and forgets their verified
+ * endpoints (it relays only from and to nodes it has verified). The destination
+ * learns of it as the pilotd glue does (its registry connection came back:
+ * peer_table_rediscover); the sender's relayed key exchange gets no answer and
+ * sends a Discover itself; so the exchange completes within a few retries
+ * instead of waiting for the periodic Discover (25 s). */
+static void test_relay_after_beacon_restart(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "", addr[64];
+	peer_info pi;
+	uint64_t t0;
+	int port;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	assert_non_null(f->bcn);
+	port = beacon_local_port(f->bcn);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", port);
+	reg_node_vis(f, a, true);
+	reg_node_vis(f, b, true);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	f->fp[0] = udp_sock(&f->fp_port[0]);
+	f->fp[1] = udp_sock(&f->fp_port[1]);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[0]);
+	snprintf(a->resolve_to, sizeof(a->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[1]);
+	spin(f, 100); /* both Discovers verified */
+	beacon_free(f->bcn);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	f->bcn = beacon_new(f->loop, addr, f->reg, err, sizeof(err));
+	assert_non_null(f->bcn);
+	spin(f, 2100); /* past the 2 s Discover rate limit; the periodic one is 25 s off */
+	peer_table_rediscover(a->pt);
+	assert_int_equal(send_text(b, a, "after restart", b->node), 0);
+	t0 = pilot_now_ms();
+	while (a->delivered == 0 && pilot_now_ms() - t0 < 4000)
+		spin(f, 50);
+	assert_true(a->delivered > 0);
+	assert_true(pilot_now_ms() - t0 < 4000);
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+}
+
 static void test_forget(void **state)
 {
 	fx *f = *state;
@@ -1033,6 +1079,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_only_pinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_after_beacon_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
 	};
 
