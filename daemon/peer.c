@@ -517,8 +517,35 @@ static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
 			p->ed_neg_until = peer_now(pt) + PEER_NEG_CACHE_MS;
 		}
 	}
-	kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, pk);
+	if (r->frame_len) /* 0: a prefetch (peer_prefetch_key) no frame has joined */
+		kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, pk);
 	free(r);
+}
+
+/* The outstanding key lookup for node, if any. */
+static peer_req *key_req_of(peer_table *pt, uint32_t node)
+{
+	for (peer_req *r = pt->reqs; r; r = r->next)
+		if (!r->is_resolve && !r->forgotten && r->node == node)
+			return r;
+	return NULL;
+}
+
+/* First contact from our side: ask the registry for the peer's Ed25519 key
+ * together with its endpoint, not after its exchange frame arrives, so that frame
+ * is verified at once (one registry round trip less before the session). The
+ * answer is cached like any other lookup's; a frame arriving before it waits on
+ * this request (kx_input). */
+void peer_prefetch_key(peer_table *pt, peer *p)
+{
+	peer_req *r;
+
+	if (!pt->cfg.encrypt || !pt->cfg.lookup_key || p->has_ed || p->ed_neg_until > peer_now(pt) ||
+	    pt->kx_inflight >= PEER_KX_INFLIGHT || key_req_of(pt, p->node) ||
+	    !(r = req_new(pt, p->node, false)))
+		return;
+	pt->kx_inflight++;
+	pt->cfg.lookup_key(pt->cfg.ctx, p->node, key_done, r);
 }
 
 static bool kx_rate_ok(peer_table *pt, peer *p)
@@ -565,6 +592,15 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		p->has_ed = false;
 	if (p && (p->has_ed || p->ed_neg_until > peer_now(pt))) {
 		kx_decide(pt, buf, flen, src, relay, p->has_ed ? p->ed : NULL);
+		return;
+	}
+	/* Our own first contact already asked for this key (peer_prefetch_key): the
+	 * frame waits for that answer instead of a second lookup behind it. */
+	if ((r = key_req_of(pt, node)) && r->frame_len == 0) {
+		memcpy(r->frame, buf, flen);
+		r->frame_len = flen;
+		r->src = *src;
+		r->relay_sender = relay;
 		return;
 	}
 	if (!pt->cfg.lookup_key || pt->kx_inflight >= PEER_KX_INFLIGHT || !(r = req_new(pt, node, false))) {

@@ -176,6 +176,7 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
 void peer_pending_flush(peer_table *pt, peer *p);
 void peer_pending_drop(peer_table *pt, peer *p);
 void peer_start_resolve(peer_table *pt, peer *p);
+void peer_prefetch_key(peer_table *pt, peer *p);
 /* A peer (path none) first heard through the relay: relay, and resolve it now. */
 void peer_relay_first_contact(peer_table *pt, peer *p, const char *why);
 /* Resolve answer: ep NULL = failed; relay_only: pin the relay (ep ignored). */

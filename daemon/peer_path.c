@@ -97,6 +97,7 @@ void peer_start_contact(peer_table *pt, peer *p)
 {
 	if (p->path == PEER_PATH_NONE) {
 		peer_start_resolve(pt, p);
+		peer_prefetch_key(pt, p);
 		return;
 	}
 	if (pt->cfg.encrypt && !p->sess && !p->kx_tries) {
