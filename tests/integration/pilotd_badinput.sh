@@ -26,13 +26,7 @@ pt_check corrupt_identity_fatal bash -c "[ $rc != 0 ] && echo '$out' | grep -q b
 pt_check check_config_ok "$PD_BIN" -n -registry 127.0.0.1:9000
 pt_check check_config_bad_kdf bash -c "! $PD_BIN -n -registry 127.0.0.1:9000 -kdf foo 2>/dev/null"
 
-pt_bridge net
-pt_ns rdv
-pt_attach rdv net 198.18.0.1/24
-pt_ns a
-pt_attach a net 198.18.0.10/24
-pt_ns b
-pt_attach b net 198.18.0.11/24
+pd_lan a b || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 pd_start a a && pd_start b b || { pt_fail nodes_registered; exit 1; }
 pt_check trust_pair pd_trust_pair a b

@@ -30,6 +30,19 @@ pd_init() {
 	done
 }
 
+# One LAN on bridge "net": namespace rdv at 198.18.0.1, then each NAME at
+# 198.18.0.10, .11, ... in the order given. Not in a subshell (pt_ns records
+# the namespaces for cleanup).
+pd_lan() {
+	local i=10 n
+	pt_bridge net || return 1
+	pt_ns rdv && pt_attach rdv net 198.18.0.1/24 || return 1
+	for n in "$@"; do
+		pt_ns "$n" && pt_attach "$n" net "198.18.0.$i/24" || return 1
+		i=$((i + 1))
+	done
+}
+
 pd_rendezvous() {
 	local ns=$1 ip=$2
 	PD_REGISTRY=$ip:9000

@@ -18,13 +18,7 @@ ST=tests/integration/pilotd_streams.py
 
 pd_init streams
 
-pt_bridge net
-pt_ns rdv
-pt_attach rdv net 198.18.0.1/24
-pt_ns a
-pt_attach a net 198.18.0.10/24
-pt_ns b
-pt_attach b net 198.18.0.11/24
+pd_lan a b || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 pd_start a a && pd_start b b || { pt_fail nodes_registered; exit 1; }
 pt_check trust_pair pd_trust_pair a b

@@ -16,13 +16,7 @@ WANT_MSS=$((MTU - 20 - 8 - 9 - 36 - 34))
 
 pd_init pmtu
 
-pt_bridge net
-pt_ns rdv
-pt_attach rdv net 198.18.0.1/24
-pt_ns a
-pt_attach a net 198.18.0.10/24
-pt_ns b
-pt_attach b net 198.18.0.11/24
+pd_lan a b || { pt_fail namespaces_created; exit 1; }
 for ns in rdv a b; do
 	ip -n "$PT-$ns" link set eth0 mtu $MTU
 done

@@ -12,15 +12,7 @@ source tests/integration/pilotd_common.bash
 
 pd_init trust
 
-pt_bridge net
-pt_ns rdv
-pt_attach rdv net 198.18.0.1/24
-i=10
-for n in a b c d e f g; do
-	pt_ns "$n"
-	pt_attach "$n" net "198.18.0.$i/24"
-	i=$((i + 1))
-done
+pd_lan a b c d e f g || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 ok=1
 for n in a b c d e; do pd_start "$n" "$n" || ok=0; done

@@ -25,15 +25,7 @@ for t in curl ssh /usr/sbin/sshd ssh-keygen iperf3 ping; do
 	command -v "$t" >/dev/null || { pt_fail "tool_present ($t missing: scripts/install-deps.sh)"; exit 1; }
 done
 
-pt_bridge net
-pt_ns rdv
-pt_attach rdv net 198.18.0.1/24
-i=10
-for n in a b c; do
-	pt_ns "$n"
-	pt_attach "$n" net "198.18.0.$i/24"
-	i=$((i + 1))
-done
+pd_lan a b c || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 ok=1
 # a: a short idle timeout bounds how long a dead peer can hold a download
