@@ -41,12 +41,15 @@ LIB_DIRS := lib
 ifneq ($(wildcard tun/*.c),)
 LIB_DIRS += tun
 endif
+ifneq ($(wildcard stream/*.c),)
+LIB_DIRS += stream
+endif
 
 PROGRAMS :=
 ifneq ($(wildcard daemon/main.c),)
 PROGRAMS += pilotd
 pilotd_DIR  := daemon
-pilotd_DEPS := daemon tun lib
+pilotd_DEPS := daemon tun stream lib
 endif
 ifneq ($(wildcard ctl/main.c),)
 PROGRAMS += pilotctl

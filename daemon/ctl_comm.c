@@ -10,7 +10,7 @@
 
 #include <sodium.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/ctl_comm.h"
 #include "daemon/registration.h"
 

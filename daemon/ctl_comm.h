@@ -19,7 +19,7 @@
 
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "lib/addr.h"
 
 typedef struct cop cop;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"

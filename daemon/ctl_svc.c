@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/ctl_comm.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"

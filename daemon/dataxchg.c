@@ -17,7 +17,7 @@
 
 #include <sodium.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/fileutil.h"
 #include "lib/log.h"
 

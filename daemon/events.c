@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/log.h"
 
 #define EV_MAX_PAYLOAD_DEFAULT (1u << 20)

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
 #include "daemon/registration.h"

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "daemon/peer_internal.h"
-#include "daemon/pmtu.h"
+#include "stream/pmtu.h"
 #include "lib/log.h"
 
 #define DEF(v, d) ((v) ? (v) : (d))

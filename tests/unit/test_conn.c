@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/loop.h"
 #include "lib/proto.h"
 

@@ -9,7 +9,7 @@
 
 #include <errno.h>
 
-#include "daemon/pmtu.h"
+#include "stream/pmtu.h"
 #include "daemon/transport.h"
 #include "lib/proto.h"
 

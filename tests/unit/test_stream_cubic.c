@@ -5,7 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/cubic.h"
+#include "stream/cubic.h"
 
 #define MSS 1000u
 

@@ -5,7 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/rtt.h"
+#include "stream/rtt.h"
 
 static void test_first_and_next_samples(void **state)
 {

@@ -7,7 +7,7 @@
 
 #include <errno.h>
 
-#include "daemon/sack.h"
+#include "stream/sack.h"
 
 #define L 100u
 

@@ -5,7 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/seq.h"
+#include "stream/seq.h"
 
 static void test_basic(void **state)
 {

@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "lib/proto.h"
 
 /* ---- simulator ------------------------------------------------------------------ */

@@ -34,17 +34,17 @@
  *    both ends SYN_SENT -> SYN_RECV -> ESTABLISHED as in RFC 793, see on_syn.
  *  - Give-up. After max_tx consecutive retransmission timeouts without any ACK
  *    progress (cumulative or SACK) we send RST and close with ETIMEDOUT. */
-#include "stream.h"
+#include "stream/stream.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cubic.h"
-#include "ring.h"
-#include "rtt.h"
-#include "sack.h"
-#include "seq.h"
+#include "stream/cubic.h"
+#include "stream/ring.h"
+#include "stream/rtt.h"
+#include "stream/sack.h"
+#include "stream/seq.h"
 
 #define ZWP_INIT_US 500000u
 #define ZWP_MAX_US 30000000u

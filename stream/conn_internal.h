@@ -3,7 +3,7 @@
 #ifndef PILOT_CONN_INTERNAL_H
 #define PILOT_CONN_INTERNAL_H
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 
 struct conn {
 	conn_table *t;

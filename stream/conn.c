@@ -14,7 +14,7 @@
  *    while busy: exhaustion is -EADDRINUSE (new semantics).
  *  - One loop timer per table: armed for the earliest of the heap's top, the
  *    earliest ping deadline and "now" when frees are pending. */
-#include "daemon/conn_internal.h"
+#include "stream/conn_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

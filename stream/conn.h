@@ -47,7 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "lib/addr.h"
 #include "lib/proto.h"
 

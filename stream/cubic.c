@@ -1,5 +1,5 @@
 /* CUBIC + HyStart++; see cubic.h. */
-#include "cubic.h"
+#include "stream/cubic.h"
 
 #include <math.h>
 

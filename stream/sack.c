@@ -1,11 +1,11 @@
 /* Retransmission queue and SACK scoreboard; see sack.h. */
-#include "sack.h"
+#include "stream/sack.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-#include "ring.h"
-#include "seq.h"
+#include "stream/ring.h"
+#include "stream/seq.h"
 
 int sack_init(sack_sb *sb, uint32_t max)
 {

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "daemon/transport.h"
 
 #define PMTU_MSS_MIN 256u  /* below this, fragments are the lesser evil */

@@ -1,6 +1,6 @@
 /* Datagrams (packet.md §6), the control protocol (§7: pong answers, keepalives,
  * our own pings) and the built-in echo service (services.md §1). */
-#include "daemon/conn_internal.h"
+#include "stream/conn_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Byte ring with in-place reassembly and lazy, geometrically growing storage;
  * see ring.h. */
-#include "ring.h"
+#include "stream/ring.h"
 
 #include <errno.h>
 #include <stdatomic.h>

@@ -1,5 +1,5 @@
 /* Segment size from the underlay path MTU; see pmtu.h. */
-#include "daemon/pmtu.h"
+#include "stream/pmtu.h"
 
 #include <errno.h>
 #include <netinet/in.h>
