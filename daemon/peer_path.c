@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include "daemon/peer_internal.h"
-#include "stream/pmtu.h"
 #include "lib/log.h"
 
 #define DEF(v, d) ((v) ? (v) : (d))
@@ -538,7 +537,7 @@ static uint32_t mtu_towards(peer_table *pt, peer_mtu *m, const transport_ep *ep,
 	int r;
 
 	if (!m->ms || !transport_ep_eq(&m->ep, ep) || now - m->ms >= PEER_MTU_CACHE_MS) {
-		r = pmtu_route_mtu(ep, &v6);
+		r = transport_route_mtu(ep, &v6);
 		*m = (peer_mtu){ .ep = *ep, .ms = now ? now : 1, .mtu = r > 0 ? (uint32_t)r : 0,
 				 .ipv6 = v6 };
 	}

@@ -1,4 +1,4 @@
-/* Private to daemon/conn*.c: the table layout shared by the stream core (conn.c)
+/* Private to stream/conn*.c: the table layout shared by the stream core (conn.c)
  * and the datagram / control / echo services (conn_svc.c). */
 #ifndef PILOT_CONN_INTERNAL_H
 #define PILOT_CONN_INTERNAL_H

@@ -1,4 +1,4 @@
-/* Fuzz daemon/conn.c: arbitrary packets into conn_input of a table (node 1) with an
+/* Fuzz stream/conn.c: arbitrary packets into conn_input of a table (node 1) with an
  * echo service (7), a discarding listener (80), a datagram binding (53) and
  * admission refusing port 99, driven by a fake clock (no loop). The input is a
  * sequence of records:

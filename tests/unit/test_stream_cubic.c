@@ -1,4 +1,4 @@
-/* daemon/cubic.c: slow start, HyStart++ exit, beta = 0.7, concave/convex growth. */
+/* stream/cubic.c: slow start, HyStart++ exit, beta = 0.7, concave/convex growth. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* daemon/ring.c: in-order append/consume, reassembly, overlaps, window accounting. */
+/* stream/ring.c: in-order append/consume, reassembly, overlaps, window accounting. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

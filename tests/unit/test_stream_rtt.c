@@ -1,4 +1,4 @@
-/* daemon/rtt.c: RFC 6298 estimator values, granularity floor, backoff with jitter. */
+/* stream/rtt.c: RFC 6298 estimator values, granularity floor, backoff with jitter. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* daemon/sack.c: scoreboard marking, pipe, DupThresh loss, lying blocks. */
+/* stream/sack.c: scoreboard marking, pipe, DupThresh loss, lying blocks. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* daemon/seq.h: serial-number arithmetic across the 2^32 wrap. */
+/* stream/seq.h: serial-number arithmetic across the 2^32 wrap. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
