@@ -12,7 +12,6 @@
 
 #include "stream/conn.h"
 #include "daemon/ctl_comm.h"
-#include "daemon/registration.h"
 
 #define CONNECT_PORT 1000
 #define CHUNK_MAX 65535
@@ -39,10 +38,6 @@ static const uint8_t *pattern_at(uint64_t off, size_t *len)
 
 /* ---- the operation framework ---- */
 
-typedef struct resolve_q {
-	cop *o;
-} resolve_q;
-
 static void cop_cancelled(ctl_reply *r, void *arg);
 
 static void cop_unlink(cop *o)
@@ -64,8 +59,7 @@ static void cop_free(cop *o)
 	if (o->timer)
 		pilot_loop_del_timer(o->n->loop, o->timer);
 	o->timer = 0;
-	if (o->rq)
-		o->rq->o = NULL;
+	ctl_resolve_cancel(o->rq);
 	if (o->release)
 		o->release(o);
 	free(o);
@@ -158,31 +152,22 @@ static void cop_target(cop *o, uint32_t id)
 	o->start(o);
 }
 
-static void resolved(void *arg, json_object *reply, int err)
+static void resolved(void *arg, uint32_t id, int err, json_object *reply)
 {
-	resolve_q *q = arg;
-	cop *o = q->o;
-	json_object *v = NULL;
+	cop *o = arg;
 
-	free(q);
-	if (!o)
-		return;
 	o->rq = NULL;
-	if (err == -EREMOTEIO || (!err && !json_object_object_get_ex(reply, "node_id", &v))) {
+	if (err == -ENOENT)
 		cop_err(o, "not_found", "hostname not found");
-		return;
-	}
-	if (err) {
+	else if (err)
 		cop_err(o, "connection_failed", "registry: %s", strerror(-err));
-		return;
-	}
-	cop_target(o, (uint32_t)json_object_get_int64(v));
+	else
+		cop_target(o, id);
 }
 
 void cop_resolve(cop *o, json_object *args, void (*start)(cop *o))
 {
 	const char *t = ctl_arg_str(args, "target");
-	resolve_q *q;
 	uint32_t id;
 	int rc;
 
@@ -195,46 +180,12 @@ void cop_resolve(cop *o, json_object *args, void (*start)(cop *o))
 		cop_err(o, "not_found", "want a node ID, an address (N:NNNN.HHHH.LLLL) or a hostname");
 		return;
 	}
-	if (!(q = calloc(1, sizeof(*q)))) {
-		cop_err(o, "internal", "out of memory");
+	if ((o->rq = ctl_resolve_start(o->n, t, resolved, o, &rc)))
 		return;
-	}
-	q->o = o;
-	o->rq = q;
-	if ((rc = registration_resolve_hostname(o->n->reg, t, resolved, q)) < 0) {
-		o->rq = NULL;
-		free(q);
+	if (rc == -ENOMEM)
+		cop_err(o, "internal", "out of memory");
+	else
 		cop_err(o, "connection_failed", "registry: %s", strerror(-rc));
-	}
-}
-
-int64_t cop_arg_int(json_object *args, const char *key, int64_t def)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(args, key, &v))
-		return def;
-	if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-		return INT64_MIN;
-	return json_object_get_int64(v);
-}
-
-int64_t cop_arg_timeout(json_object *args, int64_t def)
-{
-	json_object *v;
-
-	if (json_object_object_get_ex(args, "timeout_ms", &v))
-		return json_object_get_int64(v);
-	if (json_object_object_get_ex(args, "timeout", &v))
-		return (int64_t)(json_object_get_double(v) * 1000);
-	return def;
-}
-
-bool cop_arg_bool(json_object *args, const char *key)
-{
-	json_object *v;
-
-	return json_object_object_get_ex(args, key, &v) && json_object_get_boolean(v);
 }
 
 const char *cop_errname(int err)
@@ -434,7 +385,7 @@ static void h_connect(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *msg = ctl_arg_str(args, "message");
-	int64_t port = cop_arg_int(args, "port", CONNECT_PORT), timeout = cop_arg_timeout(args, 30000);
+	int64_t port = ctl_arg_int(args, "port", CONNECT_PORT), timeout = ctl_arg_timeout(args, 30000);
 	dial_op *d;
 
 	if (!msg)
@@ -450,7 +401,7 @@ static void h_connect(ctl_reply *r, json_object *args, void *arg)
 		return;
 	d->o.on_timeout = dial_timeout;
 	d->port = (int)port;
-	d->half_close = cop_arg_bool(args, "half_close");
+	d->half_close = ctl_arg_bool(args, "half_close");
 	if (!(d->msg = strdup(msg)) || (d->half_close && !(d->buf = malloc(CHUNK_MAX)))) {
 		cop_err(&d->o, "internal", "out of memory");
 		return;
@@ -577,8 +528,8 @@ static const conn_listener_cbs recv_listener = { recv_accept };
 static void h_recv(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t port = cop_arg_int(args, "port", -1), count = cop_arg_int(args, "count", 1),
-		timeout = cop_arg_timeout(args, 30000);
+	int64_t port = ctl_arg_int(args, "port", -1), count = ctl_arg_int(args, "count", 1),
+		timeout = ctl_arg_timeout(args, 30000);
 	recv_op *p;
 	int rc;
 
@@ -737,7 +688,7 @@ static void h_bench(ctl_reply *r, json_object *args, void *arg)
 	node *n = arg;
 	json_object *v;
 	double mb = 1.0;
-	int64_t timeout = cop_arg_timeout(args, 120000);
+	int64_t timeout = ctl_arg_timeout(args, 120000);
 	bench_op *b;
 
 	if (json_object_object_get_ex(args, "size_mb", &v))
@@ -755,7 +706,7 @@ static void h_bench(ctl_reply *r, json_object *args, void *arg)
 	b->total = (uint64_t)(mb * 1048576.0);
 	if (!b->total)
 		b->total = 1;
-	b->progress = cop_arg_bool(args, "progress") || cop_arg_bool(args, "stream");
+	b->progress = ctl_arg_bool(args, "progress") || ctl_arg_bool(args, "stream");
 	cop_resolve(&b->o, args, bench_start);
 }
 
@@ -905,9 +856,9 @@ static void rtt_start(cop *o)
 
 static void rtt_begin(ctl_reply *r, json_object *args, node *n, bool trace)
 {
-	int64_t timeout = cop_arg_timeout(args, 30000);
-	int64_t count = trace ? 3 : cop_arg_int(args, "count", 200);
-	int64_t size = trace ? 64 : cop_arg_int(args, "size", 100);
+	int64_t timeout = ctl_arg_timeout(args, 30000);
+	int64_t count = trace ? 3 : ctl_arg_int(args, "count", 200);
+	int64_t size = trace ? 64 : ctl_arg_int(args, "size", 100);
 	rtt_op *p;
 
 	if (timeout <= 0 || count < 1 || count > 100000 || size < 1 || size > 65536) {
@@ -1105,9 +1056,9 @@ static void many_start(cop *o)
 static void h_echo_many(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = cop_arg_timeout(args, 60000), streams = cop_arg_int(args, "streams", 200),
-		bytes = cop_arg_int(args, "bytes", 4096), burst = cop_arg_int(args, "burst", 50),
-		interval = cop_arg_int(args, "interval_ms", 100);
+	int64_t timeout = ctl_arg_timeout(args, 60000), streams = ctl_arg_int(args, "streams", 200),
+		bytes = ctl_arg_int(args, "bytes", 4096), burst = ctl_arg_int(args, "burst", 50),
+		interval = ctl_arg_int(args, "interval_ms", 100);
 	many_op *p;
 
 	if (timeout <= 0 || streams < 1 || streams > 4096 || bytes < 1 || bytes > (1 << 24) || burst < 1
@@ -1222,8 +1173,8 @@ static void src_start(cop *o)
 static void h_test_source(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = cop_arg_timeout(args, 60000), port = cop_arg_int(args, "port", -1),
-		bytes = cop_arg_int(args, "bytes", 1 << 20);
+	int64_t timeout = ctl_arg_timeout(args, 60000), port = ctl_arg_int(args, "port", -1),
+		bytes = ctl_arg_int(args, "bytes", 1 << 20);
 	src_op *p;
 
 	if (timeout <= 0 || bytes < 1) {
@@ -1341,8 +1292,8 @@ static const conn_listener_cbs sink_listener = { sink_accept };
 static void h_test_sink(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = cop_arg_timeout(args, 60000), port = cop_arg_int(args, "port", -1),
-		pause = cop_arg_int(args, "pause_ms", 0);
+	int64_t timeout = ctl_arg_timeout(args, 60000), port = ctl_arg_int(args, "port", -1),
+		pause = ctl_arg_int(args, "pause_ms", 0);
 	sink_op *p;
 	int rc;
 
@@ -1465,8 +1416,8 @@ static void dgram_in(void *arg, pilot_addr src, uint16_t sport, uint16_t dport, 
 static void h_listen(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t port = cop_arg_int(args, "port", -1), count = cop_arg_int(args, "count", 0),
-		timeout = cop_arg_timeout(args, 0);
+	int64_t port = ctl_arg_int(args, "port", -1), count = ctl_arg_int(args, "count", 0),
+		timeout = ctl_arg_timeout(args, 0);
 	listen_op *p;
 	dgram_port *dp;
 	int rc;
@@ -1538,7 +1489,7 @@ static void h_dgram_send(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *data = ctl_arg_str(args, "data");
-	int64_t port = cop_arg_int(args, "port", -1);
+	int64_t port = ctl_arg_int(args, "port", -1);
 	dg_op *d;
 
 	if (!data || !*data) {

@@ -17,13 +17,13 @@
 
 #include <json-c/json.h>
 
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "stream/stream.h"
 #include "lib/addr.h"
 
 typedef struct cop cop;
-struct resolve_q;
 struct dgram_port;
 
 typedef struct node_svc {
@@ -40,7 +40,7 @@ struct cop {
 	uint64_t timer;
 	uint32_t target;
 	char addr[PILOT_ADDR_STRLEN];
-	struct resolve_q *rq;
+	ctl_resolve *rq;
 	void (*start)(cop *o);      /* target resolved */
 	void (*release)(cop *o);    /* drop resources; never replies */
 	void (*on_timeout)(cop *o); /* must finish o; NULL = "timeout" error */
@@ -60,9 +60,6 @@ void cop_end(cop *o);
 void cop_set_timeout(cop *o, int64_t timeout_ms);
 
 /* Helpers. */
-int64_t cop_arg_int(json_object *args, const char *key, int64_t def);
-int64_t cop_arg_timeout(json_object *args, int64_t def);
-bool cop_arg_bool(json_object *args, const char *key);
 /* The whole stream_stats as a JSON object. */
 json_object *cop_stats_json(const stream_stats *s);
 const char *cop_errname(int err); /* "connection refused", "timeout", strerror */

@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "stream/conn.h"
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
-#include "daemon/registration.h"
 #include "lib/addr.h"
 #include "lib/jsonwire.h"
 
@@ -19,34 +19,11 @@
 #define PING_TIMEOUT_MS 30000
 #define PING_PAYLOAD_MAX 1024
 
-static int64_t arg_int(json_object *args, const char *key, int64_t def)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(args, key, &v))
-		return def;
-	return json_object_get_int64(v);
-}
-
-/* "timeout_ms", or "timeout" in seconds (may be fractional). */
-static int64_t arg_timeout(json_object *args, int64_t def)
-{
-	json_object *v;
-
-	if (json_object_object_get_ex(args, "timeout_ms", &v))
-		return json_object_get_int64(v);
-	if (json_object_object_get_ex(args, "timeout", &v))
-		return (int64_t)(json_object_get_double(v) * 1000);
-	return def;
-}
-
 /* ---- ping ---- */
-struct ping_rq;
-
 typedef struct ping_op {
 	ctl_reply *r;
 	node *n;
-	struct ping_rq *rq;      /* hostname resolve in flight */
+	ctl_resolve *rq;         /* hostname resolve in flight */
 	uint32_t target;
 	char addr[PILOT_ADDR_STRLEN];
 	int count, seq;
@@ -73,10 +50,6 @@ static void ping_finish(ping_op *p)
 
 static void ping_send(ping_op *p);
 
-typedef struct ping_rq {
-	ping_op *p;
-} ping_rq;
-
 static void ping_fail(ping_op *p, const char *code, const char *msg)
 {
 	ctl_reply_err(p->r, code, msg, NULL);
@@ -91,24 +64,19 @@ static void ping_start(ping_op *p, uint32_t id)
 	ping_send(p);
 }
 
-static void ping_resolved(void *arg, json_object *reply, int err)
+static void ping_resolved(void *arg, uint32_t id, int err, json_object *reply)
 {
-	ping_rq *q = arg;
-	ping_op *p = q->p;
-	json_object *v = NULL;
+	ping_op *p = arg;
 	char msg[160];
 
-	free(q);
-	if (!p)
-		return;
 	p->rq = NULL;
-	if (err == -EREMOTEIO || (!err && !json_object_object_get_ex(reply, "node_id", &v))) {
+	if (err == -ENOENT) {
 		ping_fail(p, "not_found", "hostname not found");
 	} else if (err) {
 		snprintf(msg, sizeof(msg), "registry: %s", strerror(-err));
 		ping_fail(p, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg);
 	} else {
-		ping_start(p, (uint32_t)json_object_get_int64(v));
+		ping_start(p, id);
 	}
 }
 
@@ -122,17 +90,14 @@ static void ping_resolve(ping_op *p, const char *name)
 		ping_fail(p, "not_found", "want a node ID, an address (N:NNNN.HHHH.LLLL) or a hostname");
 		return;
 	}
-	if (!(p->rq = calloc(1, sizeof(*p->rq)))) {
+	if ((p->rq = ctl_resolve_start(p->n, name, ping_resolved, p, &rc)))
+		return;
+	if (rc == -ENOMEM) {
 		ping_fail(p, "internal", "out of memory");
 		return;
 	}
-	p->rq->p = p;
-	if ((rc = registration_resolve_hostname(p->n->reg, name, ping_resolved, p->rq)) < 0) {
-		free(p->rq);
-		p->rq = NULL;
-		snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-rc));
-		ping_fail(p, "connection_failed", msg);
-	}
+	snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-rc));
+	ping_fail(p, "connection_failed", msg);
 }
 
 static int64_t ping_next(pilot_loop *l, uint64_t id, void *arg)
@@ -187,10 +152,8 @@ static void ping_cancel(ctl_reply *r, void *arg)
 {
 	ping_op *p = arg;
 
-	if (p->rq) { /* its answer finds nobody to tell */
-		p->rq->p = NULL;
-		p->rq = NULL;
-	}
+	ctl_resolve_cancel(p->rq); /* its answer finds nobody to tell */
+	p->rq = NULL;
 	if (p->ping_id && p->n->conns)
 		conn_ping_cancel(p->n->conns, p->ping_id);
 	p->ping_id = 0;
@@ -202,7 +165,7 @@ static void h_ping(ctl_reply *r, json_object *args, void *arg)
 	node *n = arg;
 	ping_op *p;
 	const char *payload = ctl_arg_str(args, "payload");
-	int64_t count = arg_int(args, "count", PING_COUNT), timeout = arg_timeout(args, PING_TIMEOUT_MS);
+	int64_t count = ctl_arg_int(args, "count", PING_COUNT), timeout = ctl_arg_timeout(args, PING_TIMEOUT_MS);
 	uint32_t id;
 
 	if (count < 1 || count > PING_MAX_COUNT || timeout <= 0

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "stream/conn.h"
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"

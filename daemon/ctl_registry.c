@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
@@ -15,98 +16,6 @@
 #include "lib/fileutil.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
-
-/* ---- helpers shared by every handler file ---- */
-int ctl_parse_node(json_object *v, uint32_t *out)
-{
-	const char *s;
-	pilot_addr a;
-	char *end;
-	unsigned long long x;
-
-	if (!v)
-		return -EINVAL;
-	if (json_object_is_type(v, json_type_int)) {
-		int64_t i = json_object_get_int64(v);
-
-		if (i <= 0 || i > UINT32_MAX)
-			return -EINVAL;
-		*out = (uint32_t)i;
-		return 0;
-	}
-	if (!json_object_is_type(v, json_type_string))
-		return -EINVAL;
-	s = json_object_get_string(v);
-	if (pilot_addr_parse(s, strlen(s), &a) == 0 && a.node) {
-		*out = a.node;
-		return 0;
-	}
-	errno = 0;
-	x = strtoull(s, &end, 10);
-	if (!*s || *end || errno || x == 0 || x > UINT32_MAX)
-		return -EINVAL;
-	*out = (uint32_t)x;
-	return 0;
-}
-
-/* The node argument under any of the names pilotctl uses for it. */
-int ctl_arg_node(json_object *args, uint32_t *out)
-{
-	static const char *const keys[] = { "node_id", "target", "node", "address", NULL };
-	json_object *v;
-	int i;
-
-	for (i = 0; keys[i]; i++)
-		if (json_object_object_get_ex(args, keys[i], &v))
-			return ctl_parse_node(v, out);
-	return -EINVAL;
-}
-
-const char *ctl_arg_str(json_object *args, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(args, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-bool ctl_reg_failed(ctl_reply *r, json_object *reply, int err)
-{
-	const char *m;
-	char msg[512];
-
-	if (!err)
-		return false;
-	if (err == -EREMOTEIO && reply) {
-		m = jw_get_str(reply, "message");
-		if (!m)
-			m = jw_get_str(reply, "error");
-		snprintf(msg, sizeof(msg), "registry: %s", m ? m : "request failed");
-	} else {
-		snprintf(msg, sizeof(msg), "registry: %s", strerror(-err));
-	}
-	ctl_reply_err(r, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg, NULL);
-	return true;
-}
-
-bool ctl_need_up(ctl_reply *r, node *n)
-{
-	if (n->up && registration_registered(n->reg))
-		return false;
-	ctl_reply_err(r, "connection_failed", "not registered with the registry yet",
-		      "check the daemon log and the -registry address; it retries on its own");
-	return true;
-}
-
-/* A registry call returned -errno at once. */
-void ctl_reg_refused(ctl_reply *r, int err)
-{
-	char msg[160];
-
-	snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-err));
-	ctl_reply_err(r, err == -EINVAL ? "invalid_argument" : "connection_failed", msg, NULL);
-}
 
 static void reg_raw(void *arg, json_object *reply, int err)
 {

@@ -149,7 +149,7 @@ static void h_send_file(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *path = ctl_arg_str(args, "path");
-	int64_t timeout = cop_arg_timeout(args, 120000);
+	int64_t timeout = ctl_arg_timeout(args, 120000);
 	dx_cop *d;
 
 	if (!path || path[0] != '/' || timeout <= 0) {
@@ -169,7 +169,7 @@ static void h_send_message(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *data = ctl_arg_str(args, "data"), *type = ctl_arg_str(args, "type");
-	int64_t timeout = cop_arg_timeout(args, 30000);
+	int64_t timeout = ctl_arg_timeout(args, 30000);
 	uint32_t t;
 	dx_cop *d;
 
@@ -205,7 +205,7 @@ static void mailbox(ctl_reply *r, json_object *args, node *n, bool files)
 	int rc;
 
 	svc_dirs(n, rdir, idir, sizeof(rdir));
-	if (cop_arg_bool(args, "clear"))
+	if (ctl_arg_bool(args, "clear"))
 		rc = files ? dx_clear_received(rdir, &out) : dx_clear_inbox(idir, &out);
 	else
 		rc = files ? dx_list_received(rdir, &out) : dx_list_inbox(idir, &out);
@@ -324,7 +324,7 @@ static void h_subscribe(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic");
-	int64_t count = cop_arg_int(args, "count", 0), timeout = cop_arg_timeout(args, 0);
+	int64_t count = ctl_arg_int(args, "count", 0), timeout = ctl_arg_timeout(args, 0);
 	ev_cop *e;
 
 	if (count < 0 || timeout < 0) {
@@ -377,7 +377,7 @@ static void h_publish(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic"), *data = ctl_arg_str(args, "data");
-	int64_t timeout = cop_arg_timeout(args, 30000);
+	int64_t timeout = ctl_arg_timeout(args, 30000);
 	ev_cop *e;
 
 	if (!data || timeout <= 0) {

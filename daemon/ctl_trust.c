@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
-#include "daemon/registration.h"
 #include "daemon/trust.h"
 #include "lib/jsonwire.h"
 
@@ -66,15 +66,14 @@ typedef struct hs_req {
 	char just[TRUST_MAX_JUSTIFY + 1];
 } hs_req;
 
-static void hs_resolved(void *arg, json_object *reply, int err)
+static void hs_resolved(void *arg, uint32_t id, int err, json_object *reply)
 {
 	hs_req *q = arg;
-	json_object *v;
 
-	if (err == -EREMOTEIO || (!err && !json_object_object_get_ex(reply, "node_id", &v)))
+	if (err == -ENOENT)
 		ctl_reply_err(q->r, "not_found", "hostname not found", NULL);
 	else if (!ctl_reg_failed(q->r, reply, err))
-		do_handshake(q->r, q->n, (uint32_t)json_object_get_int64(v), q->just);
+		do_handshake(q->r, q->n, id, q->just);
 	free(q);
 }
 
@@ -103,7 +102,7 @@ static void h_handshake(ctl_reply *r, json_object *args, void *arg)
 	q->r = r;
 	q->n = n;
 	snprintf(q->just, sizeof(q->just), "%s", just ? just : "");
-	if ((rc = registration_resolve_hostname(n->reg, target, hs_resolved, q)) < 0) {
+	if (!ctl_resolve_start(n, target, hs_resolved, q, &rc)) {
 		free(q);
 		ctl_reg_refused(r, rc);
 	}

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
-#include "daemon/registration.h"
 
 static bool need_tun(ctl_reply *r, node *n)
 {
@@ -108,18 +108,14 @@ typedef struct map_req {
 	bool has_ip;
 } map_req;
 
-static void map_resolved(void *arg, json_object *reply, int err)
+static void map_resolved(void *arg, uint32_t id, int err, json_object *reply)
 {
 	map_req *q = arg;
-	json_object *v = NULL;
-	int64_t id = 0;
 
-	if (!err && json_object_object_get_ex(reply, "node_id", &v))
-		id = json_object_get_int64(v);
-	if (err == -EREMOTEIO || (!err && (id <= 0 || id > UINT32_MAX)))
+	if (err == -ENOENT)
 		ctl_reply_err(q->r, "not_found", "hostname not found", "a private node is found only once it trusts you");
 	else if (!ctl_reg_failed(q->r, reply, err))
-		do_map(q->r, q->n, pilot_addr_make(0, (uint32_t)id), q->has_ip ? q->ip : NULL);
+		do_map(q->r, q->n, pilot_addr_make(0, id), q->has_ip ? q->ip : NULL);
 	free(q);
 }
 
@@ -149,7 +145,7 @@ static void h_map(ctl_reply *r, json_object *args, void *arg)
 	}
 	*q = (map_req){ .r = r, .n = n, .has_ip = ip != NULL };
 	snprintf(q->ip, sizeof(q->ip), "%s", ip ? ip : "");
-	if ((rc = registration_resolve_hostname(n->reg, target, map_resolved, q)) < 0) {
+	if (!ctl_resolve_start(n, target, map_resolved, q, &rc)) {
 		free(q);
 		ctl_reg_refused(r, rc);
 	}

@@ -159,19 +159,6 @@ void ctl_register_trust(node *n);
 void ctl_register_conn(node *n);
 void ctl_register_tun(node *n);
 
-/* Shared helpers for handlers. */
-/* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */
-int ctl_parse_node(json_object *v, uint32_t *node);
-/* The node argument under "node_id", "target", "node" or "address". */
-int ctl_arg_node(json_object *args, uint32_t *node);
-/* A string argument, NULL if absent or not a string. */
-const char *ctl_arg_str(json_object *args, const char *key);
-/* A registry call was refused at once (-errno): reply. */
-void ctl_reg_refused(struct ctl_reply *r, int err);
-/* Map a registry reply/err to a control reply: error replies become
- * connection_failed with the registry's message. Returns true if r was finished. */
-bool ctl_reg_failed(struct ctl_reply *r, json_object *reply, int err);
-/* The daemon is not registered yet: reply and return true. */
-bool ctl_need_up(struct ctl_reply *r, node *n);
+/* Helpers for handlers: daemon/ctl_args.h. */
 
 #endif
