@@ -1,5 +1,6 @@
-/* Shared by daemon/ctl_comm.c (stream and datagram verbs) and daemon/ctl_svc.c
- * (built-in services and their verbs): the node's service state and the
+/* Shared by daemon/ctl_op.c (the framework), ctl_comm.c (stream and datagram
+ * verbs), ctl_bench.c (measurements, test verbs) and ctl_svc.c (built-in
+ * services and their verbs): the node's service state and the
  * asynchronous control operation ("cop") every communication verb runs as.
  *
  * A cop owns one control reply. It has a timeout, resolves its target (node ID,
@@ -7,8 +8,7 @@
  * its own completion, its timeout, the client going away (ctl_reply_on_cancel)
  * or daemon shutdown (node_svc_down, before the connection table goes). Its
  * release callback drops every resource (conn handles, service ops) without
- * replying. Nothing outside daemon/ctl_comm.c and daemon/ctl_svc.c includes
- * this. */
+ * replying. Nothing outside those files includes this. */
 #ifndef PILOT_CTL_COMM_H
 #define PILOT_CTL_COMM_H
 
@@ -20,6 +20,7 @@
 #include "daemon/ctl_args.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
+#include "stream/conn.h"
 #include "stream/stream.h"
 #include "lib/addr.h"
 
@@ -60,6 +61,12 @@ void cop_end(cop *o);
 void cop_set_timeout(cop *o, int64_t timeout_ms);
 
 /* Helpers. */
+/* A connection's stream_stats as JSON. */
+json_object *cop_conn_stats(const conn *c);
+/* Release a conn handle: graceful close or RST, never calling back; *cp = NULL. */
+void cop_drop_conn(conn **cp, bool abort_it);
+/* A port argument in 1..65535 (0 too if allow0), else reply invalid_argument. */
+bool cop_port_ok(ctl_reply *r, int64_t port, bool allow0);
 /* The whole stream_stats as a JSON object. */
 json_object *cop_stats_json(const stream_stats *s);
 const char *cop_errname(int err); /* "connection refused", "timeout", strerror */
@@ -68,7 +75,6 @@ const char *cop_errname(int err); /* "connection refused", "timeout", strerror *
 bool cop_can_start(ctl_reply *r, node *n);
 
 /* ctl_svc.c */
-void ctl_register_svc(node *n);
 void svc_dirs(const node *n, char *received, char *inbox, size_t len);
 void svc_services_free(node *n);
 

@@ -8,6 +8,7 @@
 
 #include "stream/conn.h"
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "lib/addr.h"
@@ -160,7 +161,7 @@ static void ping_cancel(ctl_reply *r, void *arg)
 	ping_finish(p);
 }
 
-static void h_ping(ctl_reply *r, json_object *args, void *arg)
+void verb_ping(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	ping_op *p;
@@ -194,10 +195,4 @@ static void h_ping(ctl_reply *r, json_object *args, void *arg)
 	}
 	ctl_reply_on_cancel(r, ping_cancel, p); /* before: ping_fail may finish r */
 	ping_resolve(p, ctl_arg_str(args, "target"));
-}
-
-void ctl_register_conn(node *n)
-{
-	ctlsock_register(n->ctl, "ping", h_ping, n);
-	ctl_register_comm(n); /* the other communication verbs: ctl_comm.c, ctl_svc.c */
 }

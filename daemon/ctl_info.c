@@ -8,6 +8,7 @@
 
 #include "stream/conn.h"
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
@@ -86,7 +87,7 @@ static json_object *peer_list_json(const node *n, const char *search, size_t *en
 	return arr;
 }
 
-static void h_peers(ctl_reply *r, json_object *args, void *arg)
+void verb_peers(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *s = NULL, *data = json_object_new_object(), *arr;
@@ -153,7 +154,7 @@ static json_object *conn_list_json(node *n)
 	return arr;
 }
 
-static void h_connections(ctl_reply *r, json_object *args, void *arg)
+void verb_connections(ctl_reply *r, json_object *args, void *arg)
 {
 	json_object *data = json_object_new_object(), *arr = conn_list_json(arg);
 
@@ -162,7 +163,7 @@ static void h_connections(ctl_reply *r, json_object *args, void *arg)
 	ctl_reply_ok(r, data);
 }
 
-static void h_disconnect(ctl_reply *r, json_object *args, void *arg)
+void verb_disconnect(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *v = NULL;
@@ -285,7 +286,7 @@ static uint64_t listeners(node *n)
 	return cs.listeners;
 }
 
-static void h_info(ctl_reply *r, json_object *args, void *arg)
+void verb_info(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object(), *peers;
@@ -320,12 +321,4 @@ static void h_info(ctl_reply *r, json_object *args, void *arg)
 	json_object_object_add(o, "tun", node_tun_info_json(n));
 	json_object_object_add(o, "counters", counters_json(n));
 	ctl_reply_ok(r, o);
-}
-
-void ctl_register_info(node *n)
-{
-	ctlsock_register(n->ctl, "info", h_info, n);
-	ctlsock_register(n->ctl, "peers", h_peers, n);
-	ctlsock_register(n->ctl, "connections", h_connections, n);
-	ctlsock_register(n->ctl, "disconnect", h_disconnect, n);
 }

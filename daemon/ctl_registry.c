@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
@@ -36,7 +37,7 @@ static bool bad_node(ctl_reply *r, json_object *args, uint32_t *id)
 }
 
 /* ---- lookup / find ---- */
-static void h_lookup(ctl_reply *r, json_object *args, void *arg)
+void verb_lookup(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint32_t id;
@@ -72,7 +73,7 @@ static void find_done(void *arg, json_object *reply, int err)
 	ctl_reply_ok(r, o);
 }
 
-static void h_find(ctl_reply *r, json_object *args, void *arg)
+void verb_find(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *h = ctl_arg_str(args, "hostname");
@@ -133,7 +134,7 @@ static void set_hostname(ctl_reply *r, node *n, const char *name)
 }
 
 /* "" clears (pilotctl clear-hostname sends that). */
-static void h_set_hostname(ctl_reply *r, json_object *args, void *arg)
+void verb_set_hostname(ctl_reply *r, json_object *args, void *arg)
 {
 	const char *h = ctl_arg_str(args, "hostname");
 
@@ -144,7 +145,7 @@ static void h_set_hostname(ctl_reply *r, json_object *args, void *arg)
 	set_hostname(r, arg, h);
 }
 
-static void h_clear_hostname(ctl_reply *r, json_object *args, void *arg)
+void verb_clear_hostname(ctl_reply *r, json_object *args, void *arg)
 {
 	set_hostname(r, arg, "");
 }
@@ -184,10 +185,10 @@ static void set_visibility(ctl_reply *r, node *n, bool pub)
 	}
 }
 
-static void h_set_public(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, true); }
-static void h_set_private(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, false); }
+void verb_set_public(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, true); }
+void verb_set_private(ctl_reply *r, json_object *args, void *arg) { set_visibility(r, arg, false); }
 
-static void h_set_visibility(ctl_reply *r, json_object *args, void *arg)
+void verb_set_visibility(ctl_reply *r, json_object *args, void *arg)
 {
 	json_object *v;
 
@@ -223,7 +224,7 @@ static void tags(ctl_reply *r, node *n, json_object *arr)
 	CALL(r, registration_set_tags(n->reg, t, cnt, reg_raw, r));
 }
 
-static void h_set_tags(ctl_reply *r, json_object *args, void *arg)
+void verb_set_tags(ctl_reply *r, json_object *args, void *arg)
 {
 	json_object *arr = NULL;
 
@@ -235,12 +236,12 @@ static void h_set_tags(ctl_reply *r, json_object *args, void *arg)
 	tags(r, arg, arr);
 }
 
-static void h_clear_tags(ctl_reply *r, json_object *args, void *arg)
+void verb_clear_tags(ctl_reply *r, json_object *args, void *arg)
 {
 	tags(r, arg, NULL);
 }
 
-static void h_deregister(ctl_reply *r, json_object *args, void *arg)
+void verb_deregister(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 
@@ -315,7 +316,7 @@ static void rotate_done(void *arg, json_object *reply, int err)
 	rotate_free(op);
 }
 
-static void h_rotate_key(ctl_reply *r, json_object *args, void *arg)
+void verb_rotate_key(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	rotate_op *op;
@@ -368,7 +369,7 @@ static int arg_net(ctl_reply *r, json_object *args, uint16_t *net)
 	return 0;
 }
 
-static void h_net_create(ctl_reply *r, json_object *args, void *arg)
+void verb_net_create(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *name = ctl_arg_str(args, "name");
@@ -384,7 +385,7 @@ static void h_net_create(ctl_reply *r, json_object *args, void *arg)
 					    reg_raw, r));
 }
 
-static void h_net_join(ctl_reply *r, json_object *args, void *arg)
+void verb_net_join(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint16_t net;
@@ -395,7 +396,7 @@ static void h_net_join(ctl_reply *r, json_object *args, void *arg)
 					  ctl_arg_str(args, "admin_token"), reg_raw, r));
 }
 
-static void h_net_leave(ctl_reply *r, json_object *args, void *arg)
+void verb_net_leave(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint16_t net;
@@ -405,7 +406,7 @@ static void h_net_leave(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_leave_network(n->reg, net, ctl_arg_str(args, "admin_token"), reg_raw, r));
 }
 
-static void h_net_list(ctl_reply *r, json_object *args, void *arg)
+void verb_net_list(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 
@@ -414,7 +415,7 @@ static void h_net_list(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_list_networks(n->reg, reg_raw, r));
 }
 
-static void h_net_members(ctl_reply *r, json_object *args, void *arg)
+void verb_net_members(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint16_t net;
@@ -424,7 +425,7 @@ static void h_net_members(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_list_nodes(n->reg, net, reg_raw, r));
 }
 
-static void h_net_invite(ctl_reply *r, json_object *args, void *arg)
+void verb_net_invite(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint16_t net;
@@ -435,7 +436,7 @@ static void h_net_invite(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_invite(n->reg, net, id, reg_raw, r));
 }
 
-static void h_net_invites(ctl_reply *r, json_object *args, void *arg)
+void verb_net_invites(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 
@@ -444,7 +445,7 @@ static void h_net_invites(ctl_reply *r, json_object *args, void *arg)
 	CALL(r, registration_poll_invites(n->reg, reg_raw, r));
 }
 
-static void h_net_accept(ctl_reply *r, json_object *args, void *arg)
+void verb_net_accept(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *v;
@@ -456,36 +457,4 @@ static void h_net_accept(ctl_reply *r, json_object *args, void *arg)
 	if (arg_net(r, args, &net) < 0 || ctl_need_up(r, n))
 		return;
 	CALL(r, registration_respond_invite(n->reg, net, accept, reg_raw, r));
-}
-
-void ctl_register_registry(node *n)
-{
-	static const struct {
-		const char *cmd;
-		ctl_handler fn;
-	} tab[] = {
-		{ "lookup", h_lookup },
-		{ "find", h_find },
-		{ "set-hostname", h_set_hostname },
-		{ "clear-hostname", h_clear_hostname },
-		{ "set-public", h_set_public },
-		{ "set-private", h_set_private },
-		{ "set-visibility", h_set_visibility },
-		{ "set-tags", h_set_tags },
-		{ "clear-tags", h_clear_tags },
-		{ "deregister", h_deregister },
-		{ "rotate-key", h_rotate_key },
-		{ "network-create", h_net_create },
-		{ "network-join", h_net_join },
-		{ "network-leave", h_net_leave },
-		{ "network-list", h_net_list },
-		{ "network-members", h_net_members },
-		{ "network-invite", h_net_invite },
-		{ "network-invites", h_net_invites },
-		{ "network-accept-invite", h_net_accept },
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
-		ctlsock_register(n->ctl, tab[i].cmd, tab[i].fn, n);
 }

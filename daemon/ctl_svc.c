@@ -8,6 +8,7 @@
 
 #include "stream/conn.h"
 #include "daemon/ctl_comm.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
 #include "lib/log.h"
@@ -145,7 +146,7 @@ static void dxc_start(cop *o)
 	}
 }
 
-static void h_send_file(ctl_reply *r, json_object *args, void *arg)
+void verb_send_file(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *path = ctl_arg_str(args, "path");
@@ -165,7 +166,7 @@ static void h_send_file(ctl_reply *r, json_object *args, void *arg)
 	cop_resolve(&d->o, args, dxc_start);
 }
 
-static void h_send_message(ctl_reply *r, json_object *args, void *arg)
+void verb_send_message(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *data = ctl_arg_str(args, "data"), *type = ctl_arg_str(args, "type");
@@ -217,12 +218,12 @@ static void mailbox(ctl_reply *r, json_object *args, node *n, bool files)
 		ctl_reply_ok(r, out);
 }
 
-static void h_received(ctl_reply *r, json_object *args, void *arg)
+void verb_received(ctl_reply *r, json_object *args, void *arg)
 {
 	mailbox(r, args, arg, true);
 }
 
-static void h_inbox(ctl_reply *r, json_object *args, void *arg)
+void verb_inbox(ctl_reply *r, json_object *args, void *arg)
 {
 	mailbox(r, args, arg, false);
 }
@@ -320,7 +321,7 @@ static bool topic_ok(ctl_reply *r, const char *topic)
 	return true;
 }
 
-static void h_subscribe(ctl_reply *r, json_object *args, void *arg)
+void verb_subscribe(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic");
@@ -373,7 +374,7 @@ static void pub_start(cop *o)
 		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EV_PORT, strerror(-err));
 }
 
-static void h_publish(ctl_reply *r, json_object *args, void *arg)
+void verb_publish(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic"), *data = ctl_arg_str(args, "data");
@@ -391,14 +392,4 @@ static void h_publish(ctl_reply *r, json_object *args, void *arg)
 		return;
 	}
 	cop_resolve(&e->o, args, pub_start);
-}
-
-void ctl_register_svc(node *n)
-{
-	ctlsock_register(n->ctl, "send-file", h_send_file, n);
-	ctlsock_register(n->ctl, "send-message", h_send_message, n);
-	ctlsock_register(n->ctl, "received", h_received, n);
-	ctlsock_register(n->ctl, "inbox", h_inbox, n);
-	ctlsock_register(n->ctl, "subscribe", h_subscribe, n);
-	ctlsock_register(n->ctl, "publish", h_publish, n);
 }

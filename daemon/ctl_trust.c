@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/trust.h"
@@ -77,7 +78,7 @@ static void hs_resolved(void *arg, uint32_t id, int err, json_object *reply)
 	free(q);
 }
 
-static void h_handshake(ctl_reply *r, json_object *args, void *arg)
+void verb_handshake(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *just = ctl_arg_str(args, "justification"), *target = ctl_arg_str(args, "target");
@@ -116,7 +117,7 @@ static bool node_arg(ctl_reply *r, json_object *args, uint32_t *id)
 	return false;
 }
 
-static void h_approve(ctl_reply *r, json_object *args, void *arg)
+void verb_approve(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint32_t id;
@@ -130,7 +131,7 @@ static void h_approve(ctl_reply *r, json_object *args, void *arg)
 		ctl_reply_ok(r, status_obj("approved", id));
 }
 
-static void h_reject(ctl_reply *r, json_object *args, void *arg)
+void verb_reject(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *reason = ctl_arg_str(args, "reason");
@@ -145,7 +146,7 @@ static void h_reject(ctl_reply *r, json_object *args, void *arg)
 		ctl_reply_ok(r, status_obj("rejected", id));
 }
 
-static void h_untrust(ctl_reply *r, json_object *args, void *arg)
+void verb_untrust(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	uint32_t id;
@@ -159,7 +160,7 @@ static void h_untrust(ctl_reply *r, json_object *args, void *arg)
 		ctl_reply_ok(r, status_obj("revoked", id));
 }
 
-static void h_pending(ctl_reply *r, json_object *args, void *arg)
+void verb_pending(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object();
@@ -168,21 +169,11 @@ static void h_pending(ctl_reply *r, json_object *args, void *arg)
 	ctl_reply_ok(r, o);
 }
 
-static void h_trust(ctl_reply *r, json_object *args, void *arg)
+void verb_trust(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "trusted", n->trust ? trust_trusted_json(n->trust) : json_object_new_array());
 	ctl_reply_ok(r, o);
-}
-
-void ctl_register_trust(node *n)
-{
-	ctlsock_register(n->ctl, "handshake", h_handshake, n);
-	ctlsock_register(n->ctl, "approve", h_approve, n);
-	ctlsock_register(n->ctl, "reject", h_reject, n);
-	ctlsock_register(n->ctl, "untrust", h_untrust, n);
-	ctlsock_register(n->ctl, "pending", h_pending, n);
-	ctlsock_register(n->ctl, "trust", h_trust, n);
 }

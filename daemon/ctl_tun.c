@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
@@ -119,7 +120,7 @@ static void map_resolved(void *arg, uint32_t id, int err, json_object *reply)
 	free(q);
 }
 
-static void h_map(ctl_reply *r, json_object *args, void *arg)
+void verb_map(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *target = ctl_arg_str(args, "target"), *ip = ctl_arg_str(args, "ip");
@@ -152,7 +153,7 @@ static void h_map(ctl_reply *r, json_object *args, void *arg)
 }
 
 /* ---- unmap ---- */
-static void h_unmap(ctl_reply *r, json_object *args, void *arg)
+void verb_unmap(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	const char *target = ctl_arg_str(args, "target");
@@ -203,7 +204,7 @@ static int add_entry(void *ctx, pilot_addr a, uint32_t ip)
 	return 0;
 }
 
-static void h_maps(ctl_reply *r, json_object *args, void *arg)
+void verb_maps(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o;
@@ -220,7 +221,7 @@ static void h_maps(ctl_reply *r, json_object *args, void *arg)
 	ctl_reply_ok(r, o);
 }
 
-static void h_tun(ctl_reply *r, json_object *args, void *arg)
+void verb_tun(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o, *b;
@@ -237,12 +238,4 @@ static void h_tun(ctl_reply *r, json_object *args, void *arg)
 		json_object_object_add(o, "flows", json_object_new_array());
 	}
 	ctl_reply_ok(r, o);
-}
-
-void ctl_register_tun(node *n)
-{
-	ctlsock_register(n->ctl, "map", h_map, n);
-	ctlsock_register(n->ctl, "unmap", h_unmap, n);
-	ctlsock_register(n->ctl, "maps", h_maps, n);
-	ctlsock_register(n->ctl, "tun", h_tun, n);
 }

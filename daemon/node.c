@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
@@ -368,11 +369,8 @@ static void open_ctlsock(node *n)
 
 	if ((r = ctlsock_open(n->loop, &cc, &n->ctl, err, sizeof(err))) < 0)
 		pilot_fatal("%s", err);
-	ctl_register_info(n);
-	ctl_register_registry(n);
-	ctl_register_trust(n);
-	ctl_register_conn(n);
-	ctl_register_tun(n);
+	if ((r = ctl_verbs_register(n->ctl, n)) < 0)
+		pilot_fatal("control verbs: %s", strerror(-r));
 }
 
 static void before_sleep(pilot_loop *l, void *arg)

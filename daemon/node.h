@@ -120,7 +120,6 @@ void node_data_free(node *n);          /* NULL-safe parts */
 /* built-in services and control operations (ctl_svc.c, ctl_comm.c) */
 void node_svc_up(node *n);             /* data exchange 1001, event stream 1002 */
 void node_svc_down(node *n);           /* before the conn table goes; idempotent */
-void ctl_register_comm(node *n);       /* from ctl_register_conn */
 
 /* ---- port-444 handshake service and trust's send_direct (node_hs.c) ---- */
 int node_hs_listen(node *n);
@@ -152,13 +151,7 @@ void node_compat_identity_changed(node *n);         /* key rotation: the WSS aut
 void node_compat_info(node *n, json_object *o);    /* info: transport, transport_reason */
 void node_compat_free(node *n);     /* after the registration and the transport */
 
-/* Register every control verb. Each ctl_*.c file contributes one group. */
-void ctl_register_info(node *n);
-void ctl_register_registry(node *n);
-void ctl_register_trust(node *n);
-void ctl_register_conn(node *n);
-void ctl_register_tun(node *n);
-
+/* The control verbs: daemon/ctl_verbs.h (one table). */
 /* Helpers for handlers: daemon/ctl_args.h. */
 
 #endif
