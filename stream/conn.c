@@ -42,8 +42,10 @@ uint64_t conn_table_next_deadline(const conn_table *t)
 
 	if (t->reap)
 		return 0;
-	if (t->hlen && t->heap[0]->deadline < d)
-		d = t->heap[0]->deadline;
+	pilot_heap_node *top = pilot_heap_top(&t->heap);
+
+	if (top && top->key < d)
+		d = top->key;
 	return d;
 }
 
@@ -81,87 +83,13 @@ void conn_arm(conn_table *t)
 	t->timer_at = at;
 }
 
-/* ---- deadline heap ----------------------------------------------------------------- */
-
-static void heap_swap(conn_table *t, size_t a, size_t b)
-{
-	conn *x = t->heap[a];
-
-	t->heap[a] = t->heap[b];
-	t->heap[b] = x;
-	t->heap[a]->hidx = a;
-	t->heap[b]->hidx = b;
-}
-
-static void heap_up(conn_table *t, size_t i)
-{
-	while (i > 0 && t->heap[(i - 1) / 2]->deadline > t->heap[i]->deadline) {
-		heap_swap(t, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-}
-
-static void heap_down(conn_table *t, size_t i)
-{
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= t->hlen)
-			return;
-		if (c + 1 < t->hlen && t->heap[c + 1]->deadline < t->heap[c]->deadline)
-			c++;
-		if (t->heap[i]->deadline <= t->heap[c]->deadline)
-			return;
-		heap_swap(t, i, c);
-		i = c;
-	}
-}
-
-static void heap_remove(conn_table *t, conn *c)
-{
-	size_t i = c->hidx;
-
-	if (i == SIZE_MAX)
-		return;
-	c->hidx = SIZE_MAX;
-	if (i != --t->hlen) {
-		t->heap[i] = t->heap[t->hlen];
-		t->heap[i]->hidx = i;
-		heap_down(t, i);
-		heap_up(t, i);
-	}
-}
-
-static int heap_set(conn_table *t, conn *c, uint64_t d)
-{
-	if (c->hidx == SIZE_MAX) {
-		if (t->hlen == t->hsize) {
-			size_t n = t->hsize ? t->hsize * 2 : 64;
-			conn **h = realloc(t->heap, n * sizeof(*h));
-			if (!h)
-				return -ENOMEM;
-			t->heap = h;
-			t->hsize = n;
-		}
-		c->hidx = t->hlen;
-		t->heap[t->hlen++] = c;
-		c->deadline = d;
-		heap_up(t, c->hidx);
-		return 0;
-	}
-	c->deadline = d;
-	heap_down(t, c->hidx);
-	heap_up(t, c->hidx);
-	return 0;
-}
-
 /* After every engine call: move the conn to its new deadline. */
 static void resched(conn *c)
 {
 	uint64_t d = stream_next_deadline(c->s);
 
-	if (d == UINT64_MAX || heap_set(c->t, c, d) < 0)
-		heap_remove(c->t, c);
+	if (d == UINT64_MAX || pilot_heap_set(&c->t->heap, &c->hn, d) < 0)
+		pilot_heap_remove(&c->t->heap, &c->hn);
 	conn_arm(c->t);
 }
 
@@ -397,7 +325,7 @@ static conn *conn_alloc(conn_table *t)
 	if (!c)
 		return NULL;
 	c->t = t;
-	c->hidx = SIZE_MAX;
+	pilot_heap_node_init(&c->hn);
 	if (++t->next_id == 0)
 		t->next_id = 1;
 	c->id = t->next_id;
@@ -416,7 +344,7 @@ static void conn_destroy(conn *c)
 	conn_table *t = c->t;
 
 	hash_remove(t, c);
-	heap_remove(t, c);
+	pilot_heap_remove(&t->heap, &c->hn);
 	release_port(c);
 	uncount(t, c);
 	if (c->prev)
@@ -612,7 +540,7 @@ void conn_table_free(conn_table *t)
 		return;
 	conn_table_shutdown(t);
 	free(t->hash);
-	free(t->heap);
+	pilot_heap_free(&t->heap);
 	free(t->scratch);
 	free(t->eph_bits);
 	free(t->pbuckets);
@@ -640,13 +568,13 @@ void conn_table_tick(conn_table *t)
 	t->in_tick = true;
 	/* each conn whose deadline passed runs once; a deadline that stays in the
 	 * past (engine bug) waits for the next tick instead of spinning */
-	budget = t->hlen;
-	while (budget-- && t->hlen && t->heap[0]->deadline <= now) {
-		conn *c = t->heap[0];
+	budget = pilot_heap_len(&t->heap);
+	while (budget-- && pilot_heap_top(&t->heap) && pilot_heap_top(&t->heap)->key <= now) {
+		conn *c = PILOT_HEAP_ENTRY(pilot_heap_top(&t->heap), conn, hn);
 		stream_on_timer(c->s, now);
 		resched(c);
-		if (c->hidx != SIZE_MAX && c->deadline <= now)
-			heap_set(t, c, now + 1000);
+		if (pilot_heap_contains(&c->hn) && c->hn.key <= now)
+			pilot_heap_set(&t->heap, &c->hn, now + 1000);
 	}
 	conn_pings_expire(t, now);
 	reap_all(t);

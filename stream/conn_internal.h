@@ -4,6 +4,7 @@
 #define PILOT_CONN_INTERNAL_H
 
 #include "stream/conn.h"
+#include "lib/heap.h"
 
 struct conn {
 	conn_table *t;
@@ -13,8 +14,7 @@ struct conn {
 	uint16_t lport, rport;
 	conn_cbs cbs;
 	void *arg;
-	size_t hidx;            /* index in the deadline heap, SIZE_MAX = not in it */
-	uint64_t deadline;
+	pilot_heap_node hn;     /* in the table's deadline heap (key = deadline) */
 	bool hashed;            /* in the 4-tuple hash (until CLOSED) */
 	bool released;          /* the user let go (conn_close / conn_abort) */
 	bool reaping;           /* on the deferred-free list */
@@ -64,8 +64,7 @@ struct conn_table {
 
 	conn **hash;            /* open addressing, linear probing, tombstones */
 	size_t hcap, hused, hlive;
-	conn **heap;            /* min-heap on conn->deadline */
-	size_t hlen, hsize;
+	pilot_heap heap;        /* conns by deadline (grows on demand) */
 	conn *head, *tail;
 	conn *reap;
 	uint32_t nconns, next_id;
