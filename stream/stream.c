@@ -42,7 +42,7 @@
 
 #include "stream/cubic.h"
 #include "stream/ring.h"
-#include "stream/rtt.h"
+#include "lib/rtt.h"
 #include "stream/sack.h"
 #include "stream/seq.h"
 

@@ -1,5 +1,5 @@
 /* RFC 6298 estimator; see rtt.h. */
-#include "stream/rtt.h"
+#include "lib/rtt.h"
 
 void rtt_init(rtt_est *r, uint32_t rto_init, uint32_t rto_min, uint32_t rto_max, uint32_t g)
 {
