@@ -15,20 +15,6 @@
 
 #define NOT_RUNNING_HINT "start the daemon: pilotd -registry HOST:PORT"
 
-int pctl_default_socket(char *out, size_t outlen)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(out, outlen, "/run/pilot/pilotd.sock");
-	else if (xdg && xdg[0] == '/')
-		n = snprintf(out, outlen, "%s/pilot/pilotd.sock", xdg);
-	else
-		n = snprintf(out, outlen, "/tmp/pilot-%u/pilotd.sock", (unsigned)geteuid());
-	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-}
-
 static int ctl_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

@@ -93,8 +93,6 @@ int pctl_cmd_maps(pctl *c);
 int pctl_cmd_tun(pctl *c);
 
 /* ---- client.c: the control socket ---- */
-/* Same rule as the daemon's ctlsock_default_path (kept in step by a test). */
-int pctl_default_socket(char *out, size_t outlen);
 /* Send {"cmd":cmd,"args":args} (args consumed; NULL = {}), print stream items
  * and the final reply: --json prints the daemon's frames as they came, text
  * mode calls render(data) (NULL = key: value lines). Returns the exit status. */

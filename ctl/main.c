@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ctl/ctl.h"
+#include "lib/sockpath.h"
 
 static const pctl_cmd commands[] = {
 	/* cmd_info.c */
@@ -243,7 +244,7 @@ static int run(parsed *p, char *sock, size_t socklen)
 		snprintf(sock, socklen, "%s", p->socket);
 	else if (getenv("PILOT_SOCKET") && getenv("PILOT_SOCKET")[0])
 		snprintf(sock, socklen, "%s", getenv("PILOT_SOCKET"));
-	else if (pctl_default_socket(sock, socklen) < 0)
+	else if (pilot_default_socket_path(sock, socklen) < 0)
 		return pctl_fail(&c, "internal", "set PILOT_SOCKET", "default socket path is too long");
 	return k->fn(&c);
 }

@@ -17,6 +17,7 @@
 #include "lib/fileutil.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
+#include "lib/sockpath.h"
 
 #define IN_MAX (4 + (size_t)JW_MAX_BODY)
 #define DEFAULT_MAX_CLIENTS 64
@@ -64,20 +65,6 @@ struct ctlsock {
 };
 
 /* ---- paths ------------------------------------------------------------------ */
-
-int ctlsock_default_path(char *out, size_t outlen)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(out, outlen, "/run/pilot/pilotd.sock");
-	else if (xdg && xdg[0] == '/')
-		n = snprintf(out, outlen, "%s/pilot/pilotd.sock", xdg);
-	else
-		n = snprintf(out, outlen, "/tmp/pilot-%u/pilotd.sock", (unsigned)geteuid());
-	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-}
 
 /* The directory must be ours (or root's) and, unless sticky like /tmp, not
  * writable by others: whoever can write it can replace our socket. */
@@ -629,7 +616,7 @@ int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *
 
 	*out = NULL;
 	if (!path) {
-		if ((r = ctlsock_default_path(def, sizeof(def))) < 0) {
+		if ((r = pilot_default_socket_path(def, sizeof(def))) < 0) {
 			snprintf(err, errlen, "default control socket path too long");
 			return r;
 		}

@@ -52,7 +52,7 @@ typedef void (*ctl_handler)(ctl_reply *r, json_object *args, void *arg);
 typedef void (*ctl_cancel_cb)(ctl_reply *r, void *arg);
 
 typedef struct ctlsock_config {
-	const char *path;    /* NULL = ctlsock_default_path() */
+	const char *path;    /* NULL = pilot_default_socket_path() (lib/sockpath.h) */
 	size_t max_clients;  /* default 64; more are refused with an error reply */
 	size_t out_max;      /* per-client bytes queued for stream items (default 4 MiB) */
 } ctlsock_config;
@@ -66,11 +66,6 @@ typedef struct ctlsock_stats {
 	uint64_t cancelled;          /* requests whose client went away first */
 	size_t clients;
 } ctlsock_stats;
-
-/* The default socket path: /run/pilot/pilotd.sock for root, otherwise
- * $XDG_RUNTIME_DIR/pilot/pilotd.sock, or /tmp/pilot-<uid>/pilotd.sock without
- * XDG_RUNTIME_DIR. 0, or -ENAMETOOLONG if it does not fit in out. */
-int ctlsock_default_path(char *out, size_t outlen);
 
 /* Create the parent directory if missing (0700), refuse to start over a live
  * daemon (-EADDRINUSE, "another pilotd is running on <path>"), remove a stale
