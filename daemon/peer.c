@@ -411,7 +411,7 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	/* Our answer goes back through the relay, which the beacon forwards only for a
 	 * node whose Discover it has verified: after a beacon restart that is not yet
 	 * us, so re-verify first (rate-limited; sent before the answer, in order). */
-	if (relay && pt->has_beacon)
+	if (relay)
 		peer_discover_soon(pt, peer_now(pt));
 	/* The peer needs ours unless we sent it just now (our first contact). */
 	recent = p->kx_sent_ms && peer_now(pt) - p->kx_sent_ms < 1000 && !changed;

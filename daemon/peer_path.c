@@ -249,7 +249,7 @@ static void kx_retransmit(peer_table *pt, peer *p, uint64_t now)
 	/* A relayed exchange with no answer: the beacon may have restarted and forgotten
 	 * our verified endpoint (it relays only for nodes whose signed Discover it has
 	 * seen), which the periodic Discover would repair only 25 s later. */
-	if (p->path == PEER_PATH_RELAY && pt->has_beacon)
+	if (p->path == PEER_PATH_RELAY)
 		peer_discover_soon(pt, now);
 	peer_send_kx(pt, p, PEER_VIA_PATH);
 	p->kx_tries++;
@@ -326,13 +326,12 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 
 void peer_table_rediscover(peer_table *pt)
 {
-	if (pt->has_beacon)
-		peer_discover_soon(pt, peer_now(pt));
+	peer_discover_soon(pt, peer_now(pt));
 }
 
 void peer_discover_soon(peer_table *pt, uint64_t now)
 {
-	if (pt->last_discover_ms && now - pt->last_discover_ms < 2000)
+	if (!pt->has_beacon || (pt->last_discover_ms && now - pt->last_discover_ms < 2000))
 		return;
 	peer_send_discover(pt);
 	pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
