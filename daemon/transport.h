@@ -114,5 +114,9 @@ struct pilot_loop;
  * message naming addr in err. */
 transport *udp_transport_new(struct pilot_loop *loop, const char *addr,
 			     transport_recv_cb cb, void *ctx, char *err, size_t errlen);
+#ifdef PILOT_UDP_INTERNAL
+/* Tests: whether the socket still sends with UDP GSO. */
+bool udp_transport_gso_on(const transport *t);
+#endif
 
 #endif

@@ -7,8 +7,9 @@
  * the arena, all of one size but the last (which may be shorter), go out as one
  * sendmmsg entry with a UDP_SEGMENT cmsg; the kernel cuts it into the same
  * datagrams, one route lookup and one skb for up to GSO_SEGS of them. A kernel or
- * device that refuses it (EINVAL, EIO, ENOPROTOOPT...) turns GSO off for the socket
- * and the batch is resent one datagram per entry. */
+ * device that refuses it (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP) turns GSO off for the
+ * socket and the batch is resent one datagram per entry; other errors refuse the
+ * group's datagrams (one destination) and GSO stays on. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -18,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define PILOT_UDP_INTERNAL
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/loop.h"
@@ -238,6 +240,16 @@ static void wait_out(udp *u)
 	}
 }
 
+/* Errors that mean this kernel, socket or device cannot send UDP GSO: EIO (no
+ * checksum offload on the device), ENOPROTOOPT / EOPNOTSUPP (UDP_SEGMENT not
+ * known), EINVAL (the cmsg not understood, or a segment the path cannot carry).
+ * Anything else (EACCES, EPERM from a firewall, unreachable, EMSGSIZE) is about
+ * the destination and would refuse its datagrams one by one just the same. */
+static bool gso_unsupported(int err)
+{
+	return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
 /* The GSO path; false = fall back to one datagram per entry for what is left. */
 static bool flush_gso(udp *u)
 {
@@ -251,14 +263,14 @@ static bool flush_gso(udp *u)
 			wait_out(u);
 			return true;
 		}
-		if (r < 0 && u->gn[0] > 1) { /* the kernel or the device refused GSO */
+		if (r < 0 && u->gn[0] > 1 && gso_unsupported(errno)) {
 			log_info("udp: GSO refused (%s): one datagram per send from now on", strerror(errno));
 			u->gso_off = true;
 			return false;
 		}
-		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
-			u->st.tx_errors++;
-			u->tx_head++;
+		if (r < 0) { /* this group's destination refused it (unreachable...): skip it */
+			u->st.tx_errors += u->gn[0];
+			u->tx_head += u->gn[0];
 			continue;
 		}
 		for (int i = 0; i < r; i++)
@@ -459,4 +471,9 @@ fail:
 	}
 	free(u);
 	return NULL;
+}
+
+bool udp_transport_gso_on(const transport *t)
+{
+	return !((const udp *)t)->gso_off;
 }
