@@ -29,7 +29,7 @@ struct dgram_port;
 
 typedef struct node_svc {
 	struct dx_server *dx;
-	struct ev_broker *ev;
+	struct evs_broker *ev;
 	cop *ops;                   /* every unfinished operation */
 	struct dgram_port *ports;   /* datagram ports bound for listen */
 } node_svc;

@@ -48,10 +48,10 @@ void node_svc_up(node *n)
 			log_warn("data exchange (port %d) not started err=\"%s\"", DX_PORT, strerror(-err));
 	}
 	if (!n->o.no_eventstream) {
-		ev_config ec = { 0 };
+		evs_config ec = { 0 };
 
-		if (!(s->ev = ev_broker_new(n->conns, &ec, &err)))
-			log_warn("event stream (port %d) not started err=\"%s\"", EV_PORT, strerror(-err));
+		if (!(s->ev = evs_broker_new(n->conns, &ec, &err)))
+			log_warn("event stream (port %d) not started err=\"%s\"", EVS_PORT, strerror(-err));
 	}
 	log_info("services dataexchange=%s eventstream=%s received=%s inbox=%s", s->dx ? "on" : "off",
 		 s->ev ? "on" : "off", rdir, idir);
@@ -63,7 +63,7 @@ void svc_services_free(node *n)
 
 	dx_server_free(s->dx);
 	s->dx = NULL;
-	ev_broker_free(s->ev);
+	evs_broker_free(s->ev);
 	s->ev = NULL;
 }
 
@@ -229,30 +229,30 @@ void verb_inbox(ctl_reply *r, json_object *args, void *arg)
 }
 
 /* ---- subscribe / publish ---- */
-typedef struct ev_cop {
+typedef struct evs_cop {
 	cop o;
-	ev_sub *sub;
-	ev_pub *pub;
+	evs_sub *sub;
+	evs_pub *pub;
 	char *topic, *data;
 	int64_t count, got;
 	bool streaming;
 	json_object *events;
-} ev_cop;
+} evs_cop;
 
 static void evc_release(cop *o)
 {
-	ev_cop *e = (ev_cop *)o;
+	evs_cop *e = (evs_cop *)o;
 
 	if (e->sub)
-		ev_sub_cancel(e->sub);
+		evs_sub_cancel(e->sub);
 	if (e->pub)
-		ev_pub_cancel(e->pub);
+		evs_pub_cancel(e->pub);
 	free(e->topic);
 	free(e->data);
 	json_object_put(e->events);
 }
 
-static void sub_finish(ev_cop *e, bool timed_out, const char *error)
+static void sub_finish(evs_cop *e, bool timed_out, const char *error)
 {
 	json_object *o;
 
@@ -270,12 +270,12 @@ static void sub_finish(ev_cop *e, bool timed_out, const char *error)
 
 static void sub_timeout(cop *o)
 {
-	sub_finish((ev_cop *)o, true, NULL);
+	sub_finish((evs_cop *)o, true, NULL);
 }
 
 static void sub_event(void *arg, const uint8_t *topic, size_t tlen, const uint8_t *data, size_t len)
 {
-	ev_cop *e = arg;
+	evs_cop *e = arg;
 	json_object *m = json_object_new_object();
 
 	json_object_object_add(m, "topic", json_object_new_string_len((const char *)topic, (int)tlen));
@@ -292,11 +292,11 @@ static void sub_event(void *arg, const uint8_t *topic, size_t tlen, const uint8_
 
 static void sub_end(void *arg, int err)
 {
-	ev_cop *e = arg;
+	evs_cop *e = arg;
 
 	e->sub = NULL;
 	if (err && !e->got)
-		cop_err(&e->o, err == -ETIMEDOUT ? "timeout" : "connection_failed", "%s:%d: %s", e->o.addr, EV_PORT,
+		cop_err(&e->o, err == -ETIMEDOUT ? "timeout" : "connection_failed", "%s:%d: %s", e->o.addr, EVS_PORT,
 			cop_errname(err));
 	else
 		sub_finish(e, false, err ? cop_errname(err) : NULL);
@@ -304,17 +304,17 @@ static void sub_end(void *arg, int err)
 
 static void sub_start(cop *o)
 {
-	ev_cop *e = (ev_cop *)o;
+	evs_cop *e = (evs_cop *)o;
 	int err = 0;
 
-	e->sub = ev_subscribe(o->n->conns, pilot_addr_make(0, o->target), e->topic, sub_event, sub_end, e, &err);
+	e->sub = evs_subscribe(o->n->conns, pilot_addr_make(0, o->target), e->topic, sub_event, sub_end, e, &err);
 	if (!e->sub)
-		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EV_PORT, strerror(-err));
+		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EVS_PORT, strerror(-err));
 }
 
 static bool topic_ok(ctl_reply *r, const char *topic)
 {
-	if (!topic || !*topic || strlen(topic) > EV_MAX_TOPIC) {
+	if (!topic || !*topic || strlen(topic) > EVS_MAX_TOPIC) {
 		ctl_reply_err(r, "invalid_argument", "want a topic of 1 to 1024 bytes", NULL);
 		return false;
 	}
@@ -326,7 +326,7 @@ void verb_subscribe(ctl_reply *r, json_object *args, void *arg)
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic");
 	int64_t count = ctl_arg_int(args, "count", 0), timeout = ctl_arg_timeout(args, 0);
-	ev_cop *e;
+	evs_cop *e;
 
 	if (count < 0 || timeout < 0) {
 		ctl_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
@@ -347,12 +347,12 @@ void verb_subscribe(ctl_reply *r, json_object *args, void *arg)
 
 static void pub_done(void *arg, int err)
 {
-	ev_cop *e = arg;
+	evs_cop *e = arg;
 	json_object *o;
 
 	e->pub = NULL;
 	if (err) {
-		cop_err(&e->o, err == -ETIMEDOUT ? "timeout" : "connection_failed", "%s:%d: %s", e->o.addr, EV_PORT,
+		cop_err(&e->o, err == -ETIMEDOUT ? "timeout" : "connection_failed", "%s:%d: %s", e->o.addr, EVS_PORT,
 			cop_errname(err));
 		return;
 	}
@@ -365,13 +365,13 @@ static void pub_done(void *arg, int err)
 
 static void pub_start(cop *o)
 {
-	ev_cop *e = (ev_cop *)o;
+	evs_cop *e = (evs_cop *)o;
 	int err = 0;
 
-	e->pub = ev_publish(o->n->conns, pilot_addr_make(0, o->target), e->topic, e->data, strlen(e->data),
+	e->pub = evs_publish(o->n->conns, pilot_addr_make(0, o->target), e->topic, e->data, strlen(e->data),
 			    pub_done, e, &err);
 	if (!e->pub)
-		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EV_PORT, strerror(-err));
+		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EVS_PORT, strerror(-err));
 }
 
 void verb_publish(ctl_reply *r, json_object *args, void *arg)
@@ -379,7 +379,7 @@ void verb_publish(ctl_reply *r, json_object *args, void *arg)
 	node *n = arg;
 	const char *topic = ctl_arg_str(args, "topic"), *data = ctl_arg_str(args, "data");
 	int64_t timeout = ctl_arg_timeout(args, 30000);
-	ev_cop *e;
+	evs_cop *e;
 
 	if (!data || timeout <= 0) {
 		ctl_reply_err(r, "invalid_argument", "publish needs data and a positive timeout", NULL);
