@@ -259,6 +259,8 @@ int main(int argc, char **argv)
 	p.flags = calloc((size_t)argc + 1, sizeof(*p.flags));
 	if (!p.pos || !p.flags) {
 		fprintf(stderr, "error: out of memory\n");
+		free(p.pos);
+		free(p.flags);
 		return PCTL_EXIT_ERR;
 	}
 	parse_argv(argc, argv, &p);

@@ -45,6 +45,7 @@ static struct in6_addr in6_of(const tun_ipaddr *ip)
 	struct in6_addr a;
 
 	memcpy(a.s6_addr, ip->b, sizeof(a.s6_addr));
+	/* cppcheck-suppress uninitvar */
 	return a;
 }
 

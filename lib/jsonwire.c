@@ -137,7 +137,8 @@ static int64_t get_num(json_object *o, const char *key, int64_t lo, int64_t hi)
 	if (!json_object_is_type(v, json_type_double))
 		return 0;
 	d = trunc(json_object_get_double(v));
-	/* -0x1p63 is exact; 0x1p63 is one past INT64_MAX. */
+	/* -0x1p63 is exact; 0x1p63 is one past INT64_MAX. (cppcheck misreads hex floats.) */
+	/* cppcheck-suppress incorrectLogicOperator */
 	if (!(d >= -0x1p63 && d < 0x1p63))
 		return 0;
 	i = (int64_t)d;

@@ -111,7 +111,7 @@ int rdv_split_hostport(const char *addr, char *host, size_t hostlen, char *port,
 	for (const char *p = colon + 1; *p; p++)
 		if (*p < '0' || *p > '9')
 			return -EINVAL;
-	if (atol(colon + 1) > 65535)
+	if (strtol(colon + 1, NULL, 10) > 65535) /* digits only, checked above */
 		return -EINVAL;
 	memcpy(host, h, hl);
 	host[hl] = '\0';
@@ -163,7 +163,7 @@ static int listen_any(const char *port)
 	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
 	int fd;
 
-	s6.sin6_port = htons((uint16_t)atoi(port));
+	s6.sin6_port = htons((uint16_t)strtoul(port, NULL, 10)); /* checked by the parser */
 	s4.sin_port = s6.sin6_port;
 	fd = listen_one((struct sockaddr *)&s6, sizeof(s6), 1);
 	if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)
