@@ -60,7 +60,7 @@ static json_object *req(registry *r, const char *ip, const char *fmt, ...)
 	char buf[1024];
 	va_list ap;
 	json_object *q, *resp;
-	reg_ctx ctx = { ip, 40000, wall_ms() };
+	reg_ctx ctx = { ip, 40000, wall_ms(), 0 };
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
