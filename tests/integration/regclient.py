@@ -460,6 +460,49 @@ def sc_lookup_ids(port, path, name):
     check(name, ids and not bad, "missing %s" % bad)
 
 
+def sc_pop(port):
+    """Issue 12 §3: an unsigned register naming another node's key moves nothing;
+    a reference-format daemon restarting from a new address is reachable there once
+    its signed heartbeat arrived on the same connection; no v1 after v2."""
+    c = Conn(port, "127.0.1.50")
+    v, q = Node(c), Node(c)
+    v.register()
+    q.register()
+    check("pop_victim_heartbeat", ok(v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id), "heartbeat"))
+    v.signed("set_visibility", "set_visibility:%d" % v.id, node_id=v.id, public=True)
+    x = Conn(port, "127.0.1.51")
+    r = x.call({"type": "register", "public_key": v.pub, "listen_addr": "0.0.0.0:6666",
+                "relay_only": True, "owner": "evil@example.org", "hostname": "evil-host"})
+    check("pop_attacker_register_answered", ok(r, "register") and r.get("node_id") == v.id, r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_attacker_lookup_unmoved", r.get("real_addr") == "127.0.1.50:4000"
+          and "relay_only" not in r and "hostname" not in r, r)
+    r = q.signed("resolve", "resolve:%d:%d" % (q.id, v.id), node_id=v.id, requester_id=q.id)
+    check("pop_attacker_resolve_unmoved", r.get("real_addr") == "127.0.1.50:4000", r)
+    r = c.call({"type": "resolve_hostname", "hostname": "evil-host"})
+    check("pop_attacker_hostname_not_set", err(r), r)
+    x.close()
+    # the reference daemon restarts from a new address (new connection)
+    n = Conn(port, "127.0.1.52")
+    v.conn = n
+    r = v.register(listen="0.0.0.0:5000")
+    check("pop_restart_register", ok(r, "register") and r.get("node_id") == v.id, r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_restart_waits_for_proof", r.get("real_addr") == "127.0.1.50:4000", r)
+    r = v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id)
+    check("pop_restart_heartbeat", ok(r, "heartbeat"), r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_restart_reachable", r.get("real_addr") == "127.0.1.52:5000", r)
+    # no downgrade
+    sig, ts = v.sig2("heartbeat", "%d" % v.id)
+    r = n.call({"type": "heartbeat", "node_id": v.id, "sig_ts": ts, "signature": sig})
+    check("pop_v2_heartbeat", ok(r, "heartbeat"), r)
+    r = v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id)
+    check("pop_v1_after_v2_refused", r.get("code") == "bad_signature", r)
+    n.close()
+    c.close()
+
+
 def sc_standby(primary, standby, token):
     c = Conn(primary, "127.0.1.13")
     a = Node(c)
@@ -608,6 +651,7 @@ def main():
         "netrules": lambda: sc_netrules(int(args[0]), args[1]),
         "ratelimit": lambda: sc_ratelimit(int(args[0])),
         "replay": lambda: sc_replay(int(args[0])),
+        "pop": lambda: sc_pop(int(args[0])),
         "malformed": lambda: sc_malformed(int(args[0])),
         "slowloris": lambda: sc_slowloris(int(args[0]), float(args[1])),
         "conncap": lambda: sc_conncap(int(args[0]), int(args[1])),

@@ -161,6 +161,7 @@ client privacy "$P1" "$ADMIN"
 client netrules "$P1" "$ADMIN"
 client ratelimit "$P1"
 client replay "$P1"
+client pop "$P1"
 client malformed "$P1"
 client slowloris "$P1" 2
 client conncap "$P1" 8
