@@ -660,41 +660,52 @@ json_object *h_register(registry *r, json_object *req, const reg_ctx *ctx)
 	return commit_or_fail(r, e);
 }
 
-/* A verified signature by a node's key (r->sig_node, r->sig_pk) applies what an
- * unsigned register left waiting on this connection, and a v2 one marks the
- * node (no v1 from then on). One transaction of its own, after the handler's. */
-void reg_after_signed(registry *r, const reg_ctx *ctx)
+/* Apply what an unsigned register left waiting on this connection for node id,
+ * now that a request signed by pk (the key it named) arrived. Its own
+ * transaction: call before the handler's. */
+static void apply_proof(registry *r, const reg_ctx *ctx, uint32_t id, const uint8_t pk[32])
 {
-	reg_pending *p = pending_get(r, ctx->conn, r->sig_node);
-	reg_node *n = reg_node_get(r, r->sig_node);
-	bool changed = false;
+	reg_pending *p = pending_get(r, ctx->conn, id);
+	reg_node *n = reg_node_get(r, id);
 	json_object *e = NULL;
 
-	if (!n)
+	if (!p || !n)
+		return;
+	if (memcmp(p->pk, pk, 32) || memcmp(p->old_pk, n->pk, 32)) {
+		if (memcmp(p->old_pk, n->pk, 32)) /* the node's key changed meanwhile */
+			pending_drop(r, ctx->conn, id);
+		return;
+	}
+	st_begin(r);
+	if (p->reclaim && (e = owner_reclaim(r, n, p->pk, ctx))) {
+		log_info("registry: owner recovery refused node=%u reason=\"%s\"", n->id, jw_get_str(e, "message"));
+		json_object_put(e);
+		st_rollback(r);
+		pending_drop(r, ctx->conn, id);
+		return;
+	}
+	apply_register(r, n, p, ctx);
+	pending_drop(r, ctx->conn, id);
+	st_node(r, n);
+	if (st_commit(r) < 0)
+		log_warn("registry: saving node %u after its proof failed", n->id);
+	else
+		log_info("registry: register applied after proof node=%u addr=%s", n->id, n->real_addr);
+}
+
+/* After a handler: a verified signature by a node's key (r->sig_node, r->sig_pk)
+ * applies what waited on this connection (if the handler did not already) and a
+ * v2 one marks the node (no v1 from then on). */
+void reg_after_signed(registry *r, const reg_ctx *ctx)
+{
+	reg_node *n;
+
+	apply_proof(r, ctx, r->sig_node, r->sig_pk);
+	n = reg_node_get(r, r->sig_node);
+	if (!n || !r->sig_was_v2 || n->sig_v2)
 		return;
 	st_begin(r);
-	if (p && p->node == n->id && !memcmp(p->pk, r->sig_pk, 32) && !memcmp(p->old_pk, n->pk, 32)) {
-		if (p->reclaim && (e = owner_reclaim(r, n, p->pk, ctx))) {
-			log_info("registry: owner recovery refused node=%u reason=\"%s\"", n->id,
-				 jw_get_str(e, "message"));
-			json_object_put(e);
-		} else {
-			const char *host = apply_register(r, n, p, ctx);
-
-			(void)host;
-			log_info("registry: register applied after proof node=%u addr=%s", n->id, n->real_addr);
-			changed = true;
-		}
-		pending_drop(r, ctx->conn, n->id);
-	}
-	if (r->sig_was_v2 && !n->sig_v2) {
-		n->sig_v2 = true;
-		changed = true;
-	}
-	if (!changed) {
-		st_rollback(r);
-		return;
-	}
+	n->sig_v2 = true;
 	st_node(r, n);
 	if (st_commit(r) < 0)
 		log_warn("registry: saving node %u after its signed request failed", n->id);
@@ -883,16 +894,27 @@ json_object *h_deregister(registry *r, json_object *req, const reg_ctx *ctx)
 static json_object *setter_node(registry *r, json_object *req, const char *kw,
 				const char *val, const reg_ctx *ctx, reg_node **out)
 {
+	uint32_t id = u32(req, "node_id");
 	json_object *e = NULL;
-	reg_node *n = need_live(r, u32(req, "node_id"), "node", &e);
+	reg_node *n = reg_node_get(r, id);
 	char *fields;
+	bool waiting = n && !n->live && pending_get(r, ctx->conn, id);
 
-	if (!n)
+	/* A returning node's register waits on this connection: its signed setter
+	 * (the reference sends set_visibility right after register) proves it. */
+	if (!waiting && !(n = need_live(r, id, "node", &e)))
 		return e;
+	if (waiting && pending_get(r, ctx->conn, id)->reclaim)
+		return reg_err(r, E_NOT_FOUND, "node %u is not registered; send heartbeat first", id);
 	if (!(fields = fmt("%u:%s", n->id, val)))
 		return reg_err(r, E_INTERNAL, "out of memory");
 	e = sig_simple(r, n, req, kw, fields, ctx);
 	free(fields);
+	if (!e && waiting) {
+		apply_proof(r, ctx, n->id, n->pk);
+		if (!n->live)
+			return reg_err(r, E_NOT_FOUND, "node %u is not registered", id);
+	}
 	*out = n;
 	return e;
 }

@@ -258,6 +258,32 @@ static void test_pop_reference_restart(void **state)
 	lookup_is(r, v.node, "198.18.0.77:5000", NULL, false);
 }
 
+/* The reference daemon deregisters when it stops; restarted elsewhere it sends
+ * register then set_visibility (signed): that proves it, and it is public again. */
+static void test_pop_reference_restart_after_deregister(void **state)
+{
+	registry *r = *state;
+	tid v;
+
+	tid_new(&v);
+	t_register(r, &v, NULL);
+	assert_true(t_set_public(r, &v, true));
+	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}",
+			       v.node, t_sign(&v, "deregister:%u", v.node)), "deregister"));
+	json_object_put(reg_from(r, &v, "198.18.0.77", 2, "0.0.0.0:5000"));
+	assert_false(reg_node_live(r, v.node));
+	/* a setter on another connection proves nothing and finds no live node */
+	assert_true(t_err(t_req(r, "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
+				v.node, t_sign(&v, "set_visibility:%u", v.node)), "not_found"));
+	t_ip = "198.18.0.77";
+	t_conn = 2;
+	assert_true(t_set_public(r, &v, true));
+	t_ip = VICTIM_IP;
+	t_conn = 1;
+	assert_true(reg_node_live(r, v.node));
+	lookup_is(r, v.node, "198.18.0.77:5000", NULL, false);
+}
+
 /* A reaped reference daemon comes back (its heartbeat revives it). */
 static void test_pop_reference_return_after_reap(void **state)
 {
@@ -377,6 +403,7 @@ int main(void)
 		cmocka_unit_test(test_pop_no_v1_after_v2),
 		T(test_pop_reference_restart),
 		T(test_pop_reference_return_after_reap),
+		T(test_pop_reference_restart_after_deregister),
 		T(test_pop_signed_register),
 		T(test_pop_owner_recovery),
 		T(test_pop_pending_bounds),
