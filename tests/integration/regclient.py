@@ -548,6 +548,26 @@ def sc_standby(primary, standby, token):
     check("replication_heartbeat", hb, "no heartbeat in %.0fs" % (time.time() - t0))
 
 
+def sc_standby_tls(primary, standby, expect):
+    """Register on a -tls primary; the standby replicating over TLS follows it
+    (expect "follows") or, refusing the primary (wrong certificate or token),
+    never gets it (expect "refused")."""
+    c = Conn(primary, "127.0.1.21", tls=True)
+    a = Node(c)
+    check("standby_tls_primary_register", ok(a.register(), "register"))
+    s = Conn(standby, "127.0.1.22")
+    found = False
+    for _ in range(40 if expect == "follows" else 30):
+        if ok(s.call({"type": "lookup", "node_id": a.id}), "lookup"):
+            found = True
+            break
+        time.sleep(0.1)
+    if expect == "follows":
+        check("standby_tls_follows_primary", found)
+    else:
+        check("standby_tls_refused_primary_%s" % expect, not found)
+
+
 def sc_norepl(port):
     x = Conn(port, "127.0.1.16")
     r = x.call({"type": "subscribe_replication", "token": "anything"})
@@ -661,6 +681,7 @@ def main():
         "lookup_ids": lambda: sc_lookup_ids(int(args[0]), args[1], args[2]),
         "standby": lambda: sc_standby(int(args[0]), int(args[1]), args[2]),
         "norepl": lambda: sc_norepl(int(args[0])),
+        "standby_tls": lambda: sc_standby_tls(int(args[0]), int(args[1]), args[2]),
         "http": lambda: sc_http(int(args[0]), int(args[1]), args[2:]),
         "tls": lambda: sc_tls(int(args[0]), args[1]),
         "hammer": lambda: sc_hammer(int(args[0]), float(args[1]), args[2]),
