@@ -32,6 +32,7 @@ struct options {
 	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
 	char *admin_token, *replication_token;
+	char *standby_tls_ca, *standby_tls_fpr;
 	char *wss_addr, *wss_tls_cert, *wss_tls_key;
 	long wss_max_peers, wss_rate;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
@@ -39,7 +40,7 @@ struct options {
 	int64_t frame_timeout, idle_timeout;
 };
 
-#define NOPTS 30
+#define NOPTS 32
 
 struct app {
 	struct options o;
@@ -48,6 +49,7 @@ struct app {
 	rdv_tls *tls;
 	rdv_server *srv;
 	rdv_standby *standby;
+	rdv_tls *standby_tls;
 	rdv_http *http;
 	beacon *bcn;
 	rdv_wss *wss;
@@ -77,6 +79,12 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "TLS private key (PEM) for -tls-cert", "file" ),
 		OPT("standby", PILOT_OPT_STRING, &o->standby, NULL,
 		  "run as a read-only hot standby replicating from this primary", "host:port" ),
+		OPT("standby-tls-ca", PILOT_OPT_STRING, &o->standby_tls_ca, NULL,
+		  "standby: replicate over TLS, trusting a primary certificate issued by this CA "
+		  "for the -standby host", "file" ),
+		OPT("standby-tls-fingerprint", PILOT_OPT_STRING, &o->standby_tls_fpr, NULL,
+		  "standby: replicate over TLS, trusting the primary certificate with this SHA-256 "
+		  "fingerprint (-print-fingerprint)", "hex" ),
 		OPT("http", PILOT_OPT_STRING, &o->http, NULL,
 		  "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
 		  "host:port" ),
@@ -171,6 +179,8 @@ static int validate(struct app *a)
 	if (!empty(o->standby)
 	    && (rdv_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
 		return usage_error("invalid -standby (want the primary's host:port)");
+	if (empty(o->standby) && (!empty(o->standby_tls_ca) || !empty(o->standby_tls_fpr)))
+		return usage_error("-standby-tls-ca and -standby-tls-fingerprint need -standby");
 	if (!empty(o->wss_addr) && rdv_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -wss-addr (want host:port, :port or [v6]:port)");
 	if (empty(o->wss_tls_cert) != empty(o->wss_tls_key))
@@ -471,9 +481,12 @@ static void start(struct app *a)
 		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))
 			pilot_fatal("wss: %s", err);
 	}
+	if (!empty(o->standby) && (!empty(o->standby_tls_ca) || !empty(o->standby_tls_fpr))
+	    && !(a->standby_tls = rdv_tls_client_new(o->standby_tls_ca, o->standby_tls_fpr, err, sizeof(err))))
+		pilot_fatal("standby: %s", err);
 	if (!empty(o->standby)
-	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->reg,
-					      err, sizeof(err))))
+	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->standby_tls,
+					      a->reg, err, sizeof(err))))
 		pilot_fatal("%s", err);
 	if (!empty(o->http)) {
 		rdv_http_config hc = { .addr = o->http, .reg = a->reg, .extra = metrics_extra,
@@ -510,6 +523,7 @@ static void stop(struct app *a)
 {
 	rdv_http_free(a->http);
 	rdv_standby_free(a->standby);
+	rdv_tls_free(a->standby_tls);
 	rdv_server_free(a->srv);
 	rdv_wss_free(a->wss);
 	if (a->reg)

@@ -59,6 +59,7 @@ struct conn {
 	bool subscriber;           /* replication stream */
 	uint8_t sent_hash[crypto_generichash_BYTES];
 	uint64_t last_hb_ms;
+	uint64_t id;               /* reg_ctx.conn: unique for the server's lifetime */
 };
 
 struct rdv_server {
@@ -78,6 +79,7 @@ struct rdv_server {
 	uint64_t snap_gen;
 	uint8_t snap_hash[crypto_generichash_BYTES];
 	unsigned accept_errors;
+	uint64_t next_conn_id;
 	rdv_server_stats st;
 };
 
@@ -275,6 +277,7 @@ static void conn_close(struct conn *c, const char *why)
 	log_debug("registry connection closed peer=%s:%u reason=\"%s\"", c->ip, c->port, why);
 	pilot_loop_del_fd(s->loop, c->fd);
 	pilot_loop_del_timer(s->loop, c->kick_timer);
+	reg_conn_closed(s->reg, c->id);
 	rdv_tls_conn_free(c->tls);
 	close(c->fd);
 	while (c->out_head) {
@@ -528,7 +531,7 @@ static void handle_subscribe(struct conn *c, json_object *req)
 static void handle_request(struct conn *c, json_object *req)
 {
 	const char *type = jw_get_str(req, "type");
-	reg_ctx ctx = { .src_ip = c->ip, .src_port = c->port, .now_ms = wall_ms() };
+	reg_ctx ctx = { .src_ip = c->ip, .src_port = c->port, .now_ms = wall_ms(), .conn = c->id };
 	json_object *resp;
 
 	if (type && strcmp(type, "subscribe_replication") == 0) {
@@ -716,6 +719,7 @@ static void accept_one(rdv_server *s, int fd, const struct sockaddr *sa)
 		return;
 	}
 	c->srv = s;
+	c->id = ++s->next_conn_id;
 	c->fd = fd;
 	memcpy(c->ip, ip, sizeof(ip));
 	c->port = port;

@@ -61,9 +61,11 @@ typedef struct rdv_standby_stats {
 } rdv_standby_stats;
 
 /* Connect to primary ("host:port") in the background, subscribe with token, and
- * apply every snapshot to reg; reconnect with backoff 1 s doubling to 30 s. */
+ * apply every snapshot to reg; reconnect with backoff 1 s doubling to 30 s.
+ * tls (rdv_tls_client_new; borrowed, outlives the standby) = over TLS to a -tls
+ * primary, refusing any certificate the context does not trust; NULL = plain TCP. */
 rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *token,
-			     registry *reg, char *err, size_t errlen);
+			     rdv_tls *tls, registry *reg, char *err, size_t errlen);
 void rdv_standby_free(rdv_standby *s); /* NULL-safe */
 void rdv_standby_get_stats(const rdv_standby *s, rdv_standby_stats *st);
 

@@ -550,7 +550,7 @@ static json_object *reg_req(registry *r, const char *fmt, ...)
 	struct timeval tv;
 
 	gettimeofday(&tv, NULL);
-	reg_ctx ctx = { "127.0.0.1", 40000, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000 };
+	reg_ctx ctx = { "127.0.0.1", 40000, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000, 0 };
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);

@@ -206,7 +206,7 @@ static void op_torn(void *arg, uint32_t peer)
 
 static json_object *reg_do(json_object *req)
 {
-	reg_ctx ctx = { t_ip, 40000, t_now };
+	reg_ctx ctx = { t_ip, 40000, t_now, 1 };
 	json_object *resp = reg_handle(W.reg, req, &ctx);
 
 	json_object_put(req);

@@ -74,7 +74,7 @@ static json_object *req(registry *r, const char *fmt, ...)
 	char buf[1024];
 	va_list ap;
 	json_object *q, *resp;
-	reg_ctx ctx = { "127.0.0.1", 40000, wall_ms() };
+	reg_ctx ctx = { "127.0.0.1", 40000, wall_ms(), 0 };
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
