@@ -130,7 +130,14 @@ static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
 static void dns_listen4(node *n, node_tun *nt)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(TUN_DNS_PORT) };
-	tun_dns_cfg dc = { .map = nt->map, .resolve = dns_resolve, .ctx = n };
+	tun_dns_cfg dc = {
+		.map = nt->map, .resolve = dns_resolve, .ctx = n,
+		.ifindex = tun_dev_ifindex(nt->dev), /* queries through the TUN only (issue 12) */
+		.client_rate = (unsigned)n->o.dns_rate,
+		.client_burst = (unsigned)n->o.dns_rate * 5,
+		.total_rate = (unsigned)n->o.dns_rate * 5,
+		.neg_cache_ms = (unsigned)n->o.dns_neg_cache,
+	};
 	char err[512];
 	int r;
 
@@ -312,6 +319,20 @@ void node_tun_ip4_text(const node_tun *nt, uint32_t ip, char out[INET_ADDRSTRLEN
 	inet_ntop(AF_INET, &a, out, INET_ADDRSTRLEN);
 }
 
+static void add_dns_stats(node_tun *nt, json_object *o)
+{
+	tun_dns_stats ds = { 0 };
+
+	if (nt->dns)
+		tun_dns_get_stats(nt->dns, &ds);
+	set_int(o, "dns_queries", (int64_t)ds.queries);
+	set_int(o, "dns_not_tun", (int64_t)ds.not_tun);
+	set_int(o, "dns_lookups", (int64_t)ds.lookups);
+	set_int(o, "dns_rate_limited", (int64_t)ds.rate_limited);
+	set_int(o, "dns_cache_hits", (int64_t)ds.cache_hits);
+	set_int(o, "dns_neg_cache_hits", (int64_t)ds.neg_cache_hits);
+}
+
 json_object *node_tun_info_json(node *n)
 {
 	json_object *o = json_object_new_object();
@@ -344,5 +365,6 @@ json_object *node_tun_info_json(node *n)
 	set_int(o, "udp_out", (int64_t)st.udp_out);
 	set_int(o, "udp_in", (int64_t)st.udp_in);
 	set_int(o, "malformed", (int64_t)bad);
+	add_dns_stats(nt, o);
 	return o;
 }
