@@ -238,6 +238,7 @@ static json_object *counters_json(node *n)
 	set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);
 	set_int(o, "pkt_drop_refused", (int64_t)cs.drop_refused);
 	set_int(o, "pkt_drop_syn_rate", (int64_t)cs.drop_syn_rate);
+	set_int(o, "pkt_drop_syn_untrusted", (int64_t)cs.drop_syn_untrusted);
 	set_int(o, "pkt_drop_no_listener", (int64_t)cs.drop_no_listener);
 	set_int(o, "pings_answered", (int64_t)cs.pings_answered);
 	set_int(o, "handshake_msgs", (int64_t)n->st.hs_msgs);

@@ -52,7 +52,7 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("syn-rate-limit-peer", PILOT_OPT_INT, &o->syn_rate_limit_peer, "10",
 		  "incoming connection attempts accepted per second from one node "
 		  "(burst: the larger of 64 and n)", "n", 1, 1000000),
-		OPT("syn-rate-limit-untrusted", PILOT_OPT_INT, &o->syn_rate_limit_untrusted, "50",
+		OPT("syn-rate-limit-untrusted", PILOT_OPT_INT, &o->syn_rate_limit_untrusted, "100",
 		  "incoming connection attempts accepted per second from untrusted or anonymous "
 		  "nodes together (their own budget: they cannot use up -syn-rate-limit, which "
 		  "is kept for trusted peers with an authenticated session)", "n", 1, 1000000),
