@@ -178,6 +178,37 @@ static void registry_reconnected(void *arg)
 		peer_table_rediscover(n->peers);
 }
 
+/* True for a registry on this host: 127.0.0.0/8, ::1, [::1], localhost. */
+static bool registry_is_loopback(const char *hostport)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	size_t len = colon ? (size_t)(colon - hostport) : strlen(hostport);
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (len && hostport[0] == '[' && hostport[len - 1] == ']')
+		hostport++, len -= 2;
+	if (len >= sizeof(host))
+		return false;
+	memcpy(host, hostport, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return strcmp(host, "localhost") == 0;
+}
+
+/* Issue 12 §6: node IDs, endpoints, keys and trust requests travel to the
+ * registry; in plaintext anyone on the path reads and can change them. */
+static void warn_plaintext_registry(node *n)
+{
+	if (!n->o.registry_tls && !registry_is_loopback(n->o.registry))
+		log_warn("the registry %s is reached in plaintext: anyone on the path can read and "
+			 "alter what this node registers and looks up; use -registry-tls", n->o.registry);
+}
+
 static void start_registration(node *n)
 {
 	char err[512];
@@ -201,6 +232,7 @@ static void start_registration(node *n)
 	rc.client.on_reconnect = registry_reconnected;
 	rc.client.on_reconnect_arg = n;
 	node_compat_registration(n, &rc);
+	warn_plaintext_registry(n);
 	n->discovering = false;
 	log_info("registering registry=%s listen_addr=%s", n->o.registry, n->endpoint);
 	if (!(n->reg = registration_new(n->loop, &rc, &cbs, err, sizeof(err))))

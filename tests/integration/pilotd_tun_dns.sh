@@ -79,3 +79,5 @@ pt_check flood_rate_limited_counted test "$(dnsc dns_rate_limited)" -ge 150
 pt_check flood_answers_servfail test "$(grep -c '^2$' "$PT_DIR/flood.out")" -ge 150
 eq local_query_still_answered "$(pt_exec "$PT-a" "$PY" "$DNS" "$own" 0-0000-0000-0007.pilot)" 0
 pt_check node_alive kill -0 "${PD_PID[a]}"
+# issue 12 §6: the registry at 198.18.0.1 is reached in plaintext: say so at start
+pt_check plaintext_registry_warned grep -q "WARN.*198.18.0.1:9000 is reached in plaintext.*-registry-tls" "$PT_DIR/a.log"
