@@ -2,8 +2,10 @@
  * with the own IPv4 and the ULA route, the persisted address map and the DNS
  * responder are set up in node_tun_open, before the privilege drop (both need
  * CAP_NET_ADMIN / port 53). The own ULA needs the node ID, so it and the bridge
- * come in node_tun_up on the first register_ok; with -user the drop waits for
- * that (node.c, at most DROP_WAIT_MS). Tear-down: the bridge before the conn
+ * come in node_tun_up on the first register_ok; until then pilotd keeps
+ * CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (also after -user switched the uid
+ * before any network input) and gives them up after it (node.c, at most
+ * DROP_WAIT_MS). Tear-down: the bridge before the conn
  * table (node_tun_down), the DNS responder after the registration (its pending
  * lookups are answered with -ECANCELED), then the map and the device (closing
  * the fd removes the device, its addresses and routes). */
@@ -15,10 +17,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include "daemon/conn.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
+#include "daemon/privs.h"
 #include "daemon/registration.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
@@ -186,7 +190,11 @@ static void register_resolved(node *n, node_tun *nt)
 		log_debug("tun: not in the initial network namespace: systemd-resolved left alone");
 		return;
 	}
+	/* resolved lets a sender with CAP_NET_ADMIN configure links: after -user,
+	 * resolvectl gets it only through the ambient set (privs.h) */
+	privs_ambient(CAP_NET_ADMIN, true);
 	r = tun_dns_register_resolved(nt->dns, tun_dev_name(nt->dev), NULL, err, sizeof(err));
+	privs_ambient(CAP_NET_ADMIN, false);
 	if (r < 0)
 		log_warn("tun: systemd-resolved registration failed: %s", err);
 	else if (r > 0)
