@@ -101,7 +101,7 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "registry connections in total", "n", 1, 1000000 ),
 		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
 		  "registry connections per source IPv4 address", "n", 1, 1000000 ),
-		OPT("max-conns-per-ipv6-net", PILOT_OPT_INT, &o->max_conns_per_v6net, "64",
+		OPT("max-conns-per-prefix", PILOT_OPT_INT, &o->max_conns_per_v6net, "64",
 		  "registry connections per source IPv6 /64 (one host usually holds a whole /64)",
 		  "n", 1, 1000000 ),
 		OPT("max-partial-memory", PILOT_OPT_INT, &o->max_partial_mb, "64",
@@ -408,11 +408,11 @@ static void metrics_extra(FILE *f, void *arg)
 	fprintf(f, "# HELP pilot_replication_subscribers Standbys following this registry.\n"
 		   "# TYPE pilot_replication_subscribers gauge\npilot_replication_subscribers %llu\n",
 		(unsigned long long)st.subscribers);
-	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-ipv6-net.\n"
+	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-prefix.\n"
 		   "# TYPE pilot_connections_refused_total counter\npilot_connections_refused_total %llu\n",
 		(unsigned long long)st.refused);
 	fprintf(f, "# HELP pilot_connections_refused_per_source_total Connections refused by "
-		   "-max-conns-per-ip (IPv4 address) or -max-conns-per-ipv6-net (IPv6 /64).\n"
+		   "-max-conns-per-ip (IPv4 address) or -max-conns-per-prefix (IPv6 /64).\n"
 		   "# TYPE pilot_connections_refused_per_source_total counter\n"
 		   "pilot_connections_refused_per_source_total %llu\n",
 		(unsigned long long)st.refused_per_source);

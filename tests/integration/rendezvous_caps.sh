@@ -1,7 +1,7 @@
 #!/bin/bash
 # The registry's per-source connection cap counts an IPv4 address, and an IPv6
 # /64 as one source (issue 12 §5): one host holding a /64 cannot open
-# max-conns-per-ipv6-net connections from every address of it. In one namespace:
+# max-conns-per-prefix connections from every address of it. In one namespace:
 # the registry on :9000 (dual-stack), clients from 8 addresses of fd00:198:18:1::/64, one
 # from another /64, and from 8 IPv4 loopback addresses. Prints PASS:/FAIL:.
 set -u
@@ -18,7 +18,7 @@ for i in $(seq 1 8); do
 done
 ip -n "$PT-r" -6 addr add fd00:198:18:2::1/64 dev lo nodad
 pt_spawn r "$PT_DIR/rdv.log" "$PD_RDV" -registry-addr ":9000" -no-beacon -http "127.0.0.1:9090" \
-	-max-conns-per-ip 4 ${RCAP_V6_FLAG:--max-conns-per-ipv6-net 4} -log-level debug
+	-max-conns-per-ip 4 ${RCAP_V6_FLAG:--max-conns-per-prefix 4} -log-level debug
 if pt_wait 50 pt_exec "$PT-r" bash -c "exec 3<>/dev/tcp/127.0.0.1/9000"; then
 	pt_pass registry_started
 else
