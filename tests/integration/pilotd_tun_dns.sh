@@ -19,7 +19,7 @@ cat >"$DNS" <<'PY'
 import random, socket, struct, sys
 server, name = sys.argv[1], sys.argv[2]
 count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.5)
 for i in range(count):
     qid = random.randrange(65536)
@@ -49,6 +49,8 @@ dnsc() { pd_ctl a info | pd_json "d['tun']['$1']"; }
 # ---- from the node itself: answered ----
 eq() { if [ "$2" = "$3" ]; then pt_pass "$1"; else pt_fail "$1" "got '$2', want '$3'"; fi; }
 eq local_query_answered "$(pt_exec "$PT-a" "$PY" "$DNS" "$own" 0-0000-0000-0007.pilot)" 0
+own6=$(pd_ctl a info | pd_json "d['tun']['ipv6']")
+eq local_query_ula_answered "$(pt_exec "$PT-a" "$PY" "$DNS" "$own6" 0-0000-0000-0007.pilot)" 0
 
 # ---- from a neighbour routing to the TUN address over the LAN: nothing ----
 ip -n "$PT-c" route add 10.4.0.0/16 via 198.18.0.10
