@@ -108,7 +108,8 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "no DNS responder for .pilot names on the TUN address", NULL),
 		OPT("dns-rate", PILOT_OPT_INT, &o->dns_rate, "2",
 		  "registry lookups per second the DNS responder makes for one client "
-		  "(burst and the total for all clients: 5 times that); more get SERVFAIL",
+		  "(burst: 5 times that; all clients together: 5 times that, burst 10 times); "
+		  "more get SERVFAIL",
 		  "n", 1, 100000),
 		OPT("dns-neg-cache", PILOT_OPT_DURATION, &o->dns_neg_cache, "30s",
 		  "how long the DNS responder remembers that a hostname does not exist", "duration"),

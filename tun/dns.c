@@ -942,7 +942,7 @@ static bool lookup_allowed(tun_dns *d, const tun_dns_client *from)
 	memcpy(b->key, key, 16);
 	if (!bucket_take(b, d->client_rate, d->client_burst, now))
 		return false;
-	return bucket_take(&d->total, d->total_rate, d->total_rate * 3, now);
+	return bucket_take(&d->total, d->total_rate, d->total_rate * 2, now);
 }
 
 void tun_dns_get_stats(const tun_dns *d, tun_dns_stats *st)

@@ -149,7 +149,7 @@ typedef struct tun_dns_cfg {
 	int ifindex;               /* answer only queries arriving on it; 0 = any */
 	unsigned client_rate;      /* registry lookups per second per client (0 = 2) */
 	unsigned client_burst;     /* ... in a burst (0 = 10) */
-	unsigned total_rate;       /* registry lookups per second in total (0 = 10) */
+	unsigned total_rate;       /* registry lookups per second in total, burst twice that (0 = 10) */
 	unsigned neg_cache_ms;     /* how long an NXDOMAIN is remembered (0 = 30000) */
 } tun_dns_cfg;
 

@@ -597,7 +597,7 @@ static void test_lookup_rate_limit(void **state)
 	}
 	assert_true(f->ncalls <= 6); /* the burst, maybe one refill */
 	assert_true(limited >= 194);
-	/* another client still gets lookups from the total (burst 3 x 4) */
+	/* another client still gets lookups from the total (burst 2 x 4) */
 	assert_int_equal(tun_dns_handle(d, &b, q, build_query(q, 1, "other.pilot", 1, false), out,
 					sizeof(out)), 0);
 	tun_dns_get_stats(d, &st);
