@@ -8,7 +8,8 @@
  *    opens a new connection.
  *  - SYN checks in order: admission (silent), rate limit (silent), listener (RST),
  *    caps (RST). Silent ones first, so nothing answers an untrusted or flooding
- *    source.
+ *    source. The rate limit is per source, then a global budget: one for
+ *    trusted sources and one of their own for the others (conn.h).
  *  - An ephemeral port is busy until its connection reaches TIME_WAIT or CLOSED
  *    (ref semantics; the hash tolerates the overlap above), and never reused
  *    while busy: exhaustion is -EADDRINUSE (new semantics).
@@ -528,6 +529,8 @@ static void fill_defaults(conn_config *c)
 		c->syn_rate_peer = 10;
 	if (!c->syn_burst_peer)
 		c->syn_burst_peer = 64;
+	if (!c->syn_rate_untrusted)
+		c->syn_rate_untrusted = c->syn_rate;
 	if (!c->max_per_port)
 		c->max_per_port = 1024;
 	if (!c->max_total)
@@ -736,6 +739,13 @@ static bool syn_rate_ok(conn_table *t, uint32_t node, uint64_t now)
 	/* per source first, so one flooding node cannot drain the global bucket */
 	if (!bucket_take(b, t->cfg.syn_rate_peer, t->cfg.syn_burst_peer, now))
 		return false;
+	/* many untrusted sources together spend only their own budget */
+	if (t->cfg.trusted && !t->cfg.trusted(t->cfg.ctx, node)) {
+		if (bucket_take(&t->ubucket, t->cfg.syn_rate_untrusted, t->cfg.syn_rate_untrusted, now))
+			return true;
+		t->st.drop_syn_untrusted++;
+		return false;
+	}
 	return bucket_take(&t->gbucket, t->cfg.syn_rate, t->cfg.syn_rate, now);
 }
 

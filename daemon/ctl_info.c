@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "daemon/conn.h"
+#include "daemon/ctl_comm.h"
 #include "daemon/ctlsock.h"
+#include "daemon/dataxchg.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/registration.h"
@@ -199,6 +201,18 @@ static void count_conn(void *arg, const conn_info *ci)
 	cnt[0] += active_conn(ci);
 }
 
+/* Data exchange refusals (issue 12 §5): what a hostile peer tried to store. */
+static void add_dx_counters(node *n, json_object *o)
+{
+	dx_server_stats ds = { 0 };
+
+	if (n->svc && n->svc->dx)
+		dx_server_get_stats(n->svc->dx, &ds);
+	set_int(o, "dx_quota_refused", (int64_t)ds.quota_refused);
+	set_int(o, "dx_peer_quota_refused", (int64_t)ds.peer_quota_refused);
+	set_int(o, "dx_min_free_refused", (int64_t)ds.min_free_refused);
+}
+
 static json_object *counters_json(node *n)
 {
 	json_object *o = json_object_new_object();
@@ -238,12 +252,14 @@ static json_object *counters_json(node *n)
 	set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);
 	set_int(o, "pkt_drop_refused", (int64_t)cs.drop_refused);
 	set_int(o, "pkt_drop_syn_rate", (int64_t)cs.drop_syn_rate);
+	set_int(o, "pkt_drop_syn_untrusted", (int64_t)cs.drop_syn_untrusted);
 	set_int(o, "pkt_drop_no_listener", (int64_t)cs.drop_no_listener);
 	set_int(o, "pings_answered", (int64_t)cs.pings_answered);
 	set_int(o, "handshake_msgs", (int64_t)n->st.hs_msgs);
 	set_int(o, "handshake_refused", (int64_t)n->st.hs_bad);
 	set_int(o, "trust_refused_signature", (int64_t)ts.refused_signature);
 	set_int(o, "trust_refused_replay", (int64_t)ts.refused_replay);
+	add_dx_counters(n, o);
 	set_int(o, "ctl_bad_frames", (int64_t)ks.bad_frames);
 	set_int(o, "ctl_bad_requests", (int64_t)ks.bad_requests);
 	return o;

@@ -35,6 +35,10 @@ typedef struct node_options {
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
 	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
+	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
+	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
+	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
+	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctl_svc.c) */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */

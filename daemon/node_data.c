@@ -163,6 +163,18 @@ static bool conn_admit(void *ctx, uint32_t from, uint16_t port, int protocol)
 	return false;
 }
 
+/* The SYN budget of trusted peers (conn.h): trusted, and the session proved the
+ * peer's Ed25519 identity; anonymous (PILK) and plaintext sessions share the
+ * untrusted sources' budget whatever ID they claim. */
+static bool conn_trusted(void *ctx, uint32_t from)
+{
+	node *n = ctx;
+	peer_info pi;
+
+	return n->trust && trust_is_trusted(n->trust, from) && n->peers
+	       && peer_get(n->peers, from, &pi) == 0 && pi.identity;
+}
+
 /* ---- trust ops ---- */
 typedef struct trust_key_req {
 	trust_key_cb done;
@@ -522,6 +534,8 @@ static void conns_up(node *n)
 		.syn_rate = (uint32_t)n->o.syn_rate_limit,
 		.syn_rate_peer = (uint32_t)n->o.syn_rate_limit_peer,
 		.syn_burst_peer = n->o.syn_rate_limit_peer > 64 ? (uint32_t)n->o.syn_rate_limit_peer : 64,
+		.trusted = conn_trusted,
+		.syn_rate_untrusted = (uint32_t)n->o.syn_rate_limit_untrusted,
 		.max_per_port = (uint32_t)n->o.max_conns_per_port,
 		.max_total = (uint32_t)n->o.max_conns_total,
 	};

@@ -34,13 +34,13 @@ struct options {
 	char *admin_token, *replication_token;
 	char *standby_tls_ca, *standby_tls_fpr;
 	char *wss_addr, *wss_tls_cert, *wss_tls_key;
-	long wss_max_peers, wss_rate;
+	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
-	long max_conns, max_conns_per_ip;
+	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
 	int64_t frame_timeout, idle_timeout;
 };
 
-#define NOPTS 32
+#define NOPTS 48
 
 struct app {
 	struct options o;
@@ -108,7 +108,13 @@ static void options_table(struct options *o, pilot_opt *t)
 		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096",
 		  "registry connections in total", "n", 1, 1000000 ),
 		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
-		  "registry connections per source IP", "n", 1, 1000000 ),
+		  "registry connections per source IPv4 address", "n", 1, 1000000 ),
+		OPT("max-conns-per-prefix", PILOT_OPT_INT, &o->max_conns_per_v6net, "64",
+		  "registry connections per source IPv6 /64 (one host usually holds a whole /64)",
+		  "n", 1, 1000000 ),
+		OPT("max-partial-memory", PILOT_OPT_INT, &o->max_partial_mb, "64",
+		  "memory all registry connections together may hold in unfinished request frames; "
+		  "a frame that would need more closes its connection", "MiB", 1, 1 << 20 ),
 		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "5m",
 		  "close a registry connection idle this long", "duration" ),
 		OPT("frame-timeout", PILOT_OPT_DURATION, &o->frame_timeout, "10s",
@@ -123,6 +129,9 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "private key (PEM) for -wss-tls-cert", "file" ),
 		OPT("wss-max-peers", PILOT_OPT_INT, &o->wss_max_peers, "10000",
 		  "compat WebSocket connections; beyond: HTTP 503", "n", 1, 1000000 ),
+		OPT("wss-max-queued", PILOT_OPT_INT, &o->wss_max_queued, "256",
+		  "bytes queued for all compat WebSocket peers together (each peer: at most "
+		  "4 MiB); messages beyond are dropped and counted", "MiB", 1, 1 << 20 ),
 		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
 		  "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000 ),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL ),
@@ -409,9 +418,21 @@ static void metrics_extra(FILE *f, void *arg)
 	fprintf(f, "# HELP pilot_replication_subscribers Standbys following this registry.\n"
 		   "# TYPE pilot_replication_subscribers gauge\npilot_replication_subscribers %llu\n",
 		(unsigned long long)st.subscribers);
-	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns or -max-conns-per-ip.\n"
+	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-prefix.\n"
 		   "# TYPE pilot_connections_refused_total counter\npilot_connections_refused_total %llu\n",
 		(unsigned long long)st.refused);
+	fprintf(f, "# HELP pilot_connections_refused_per_source_total Connections refused by "
+		   "-max-conns-per-ip (IPv4 address) or -max-conns-per-prefix (IPv6 /64).\n"
+		   "# TYPE pilot_connections_refused_per_source_total counter\n"
+		   "pilot_connections_refused_per_source_total %llu\n",
+		(unsigned long long)st.refused_per_source);
+	fprintf(f, "# HELP pilot_partial_frame_bytes Memory held by registry connection input buffers.\n"
+		   "# TYPE pilot_partial_frame_bytes gauge\npilot_partial_frame_bytes %llu\n",
+		(unsigned long long)st.in_bytes);
+	fprintf(f, "# HELP pilot_partial_frame_closed_total Connections closed: their unfinished "
+		   "frame would pass -max-partial-memory.\n"
+		   "# TYPE pilot_partial_frame_closed_total counter\npilot_partial_frame_closed_total %llu\n",
+		(unsigned long long)st.partial_closed);
 	fprintf(f, "# HELP pilot_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
 		   "# TYPE pilot_connection_timeouts_total counter\npilot_connection_timeouts_total %llu\n",
 		(unsigned long long)st.timeouts);
@@ -461,6 +482,8 @@ static void start(struct app *a)
 			.addr = o->registry_addr, .reg = a->reg, .tls = a->tls,
 			.replication_token = o->replication_token,
 			.max_conns = o->max_conns, .max_conns_per_ip = o->max_conns_per_ip,
+			.max_conns_per_v6net = o->max_conns_per_v6net,
+			.max_partial_bytes = o->max_partial_mb << 20,
 			.idle_ms = o->idle_timeout, .frame_ms = o->frame_timeout,
 		};
 
@@ -476,6 +499,7 @@ static void start(struct app *a)
 			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
 			.reg = a->reg, .bcn = a->bcn, .max_peers = o->wss_max_peers,
 			.rate_burst = o->wss_rate ? 0 : -1, .rate_per_min = o->wss_rate,
+			.max_queued = o->wss_max_queued << 20,
 		};
 
 		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))

@@ -45,6 +45,7 @@ struct conn {
 	rdv_tls_conn *tls;
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
+	uint8_t key[16];           /* rdv_conn_key: what the per-source cap counts */
 
 	uint8_t *in;
 	size_t in_len, in_cap;
@@ -69,7 +70,7 @@ struct rdv_server {
 	char *repl_token;
 	int lfd;
 	char bound[INET6_ADDRSTRLEN + 8];
-	long max_conns, max_conns_per_ip;
+	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial;
 	int64_t idle_ms, frame_ms;
 	struct conn *conns;
 	uint64_t sweep_timer, repl_timer, accept_timer;
@@ -296,6 +297,7 @@ static void conn_close(struct conn *c, const char *why)
 	s->st.connections--;
 	if (c->subscriber)
 		s->st.subscribers--;
+	s->st.in_bytes -= c->in_cap;
 	free(c->in);
 	free(c);
 }
@@ -548,6 +550,19 @@ static void handle_request(struct conn *c, json_object *req)
 	json_object_put(resp);
 }
 
+/* Input buffers are counted against max_partial (issue 12): give the memory of
+ * a large frame back once it is handled. */
+static void in_shrink(struct conn *c)
+{
+	uint8_t *p;
+
+	if (c->in_cap <= IN_INITIAL || c->in_len > IN_INITIAL || !(p = realloc(c->in, IN_INITIAL)))
+		return;
+	c->srv->st.in_bytes -= c->in_cap - IN_INITIAL;
+	c->in = p;
+	c->in_cap = IN_INITIAL;
+}
+
 /* Decode and answer complete frames. Returns 1 if work is left (budget spent),
  * 0 when it needs more input, -1 when the connection must close. */
 static int conn_process(struct conn *c)
@@ -586,6 +601,7 @@ static int conn_process(struct conn *c)
 	if (off) {
 		memmove(c->in, c->in + off, c->in_len - off);
 		c->in_len -= off;
+		in_shrink(c);
 	}
 	if (c->in_len && !more && !conn_backed_up(c)) {
 		if (!c->frame_start_ms || off)
@@ -614,9 +630,17 @@ static int conn_read(struct conn *c, bool *more)
 				cap = IN_MAX;
 			if (cap == c->in_cap)
 				return -1; /* cannot happen: jw_decode decides within IN_MAX */
+			if (c->srv->st.in_bytes - c->in_cap + cap > (uint64_t)c->srv->max_partial) {
+				/* many clients each holding a large unfinished frame */
+				c->srv->st.partial_closed++;
+				log_info("registry connection closed peer=%s:%u reason=\"partial frames "
+					 "over the memory cap\"", c->ip, c->port);
+				return -1;
+			}
 			p = realloc(c->in, cap);
 			if (!p)
 				return -1;
+			c->srv->st.in_bytes += cap - c->in_cap;
 			c->in = p;
 			c->in_cap = cap;
 		}
@@ -690,12 +714,28 @@ static void conn_event(pilot_loop *l, int fd, int events, void *arg)
 
 /* ---- accept ------------------------------------------------------------------ */
 
-static long conns_from(const rdv_server *s, const char *ip)
+bool rdv_conn_key(const struct sockaddr *sa, uint8_t key[16])
+{
+	const struct sockaddr_in6 *s6 = (const void *)sa;
+	const struct sockaddr_in *s4 = (const void *)sa;
+
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		memcpy(key, &s6->sin6_addr, 8);
+		return true;
+	}
+	key[10] = key[11] = 0xff;
+	memcpy(key + 12, sa->sa_family == AF_INET6 ? &s6->sin6_addr.s6_addr[12]
+						     : (const uint8_t *)&s4->sin_addr, 4);
+	return false;
+}
+
+static long conns_from(const rdv_server *s, const uint8_t key[16])
 {
 	long n = 0;
 
 	for (const struct conn *c = s->conns; c; c = c->next)
-		n += strcmp(c->ip, ip) == 0;
+		n += memcmp(c->key, key, 16) == 0;
 	return n;
 }
 
@@ -704,11 +744,17 @@ static void accept_one(rdv_server *s, int fd, const struct sockaddr *sa)
 	struct conn *c;
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
+	uint8_t key[16];
+	bool v6net = rdv_conn_key(sa, key);
+	long per_source = v6net ? s->max_conns_per_v6net : s->max_conns_per_ip;
 
 	format_sockaddr(sa, ip, sizeof(ip), &port);
-	if ((long)s->st.connections >= s->max_conns || conns_from(s, ip) >= s->max_conns_per_ip) {
+	if ((long)s->st.connections >= s->max_conns || conns_from(s, key) >= per_source) {
 		s->st.refused++;
-		log_debug("registry connection refused peer=%s:%u reason=\"connection cap\"", ip, port);
+		if ((long)s->st.connections < s->max_conns)
+			s->st.refused_per_source++;
+		log_debug("registry connection refused peer=%s:%u reason=\"connection cap%s\"", ip, port,
+			  (long)s->st.connections < s->max_conns ? (v6net ? " per /64" : " per IP") : "");
 		close(fd);
 		return;
 	}
@@ -722,6 +768,7 @@ static void accept_one(rdv_server *s, int fd, const struct sockaddr *sa)
 	c->id = ++s->next_conn_id;
 	c->fd = fd;
 	memcpy(c->ip, ip, sizeof(ip));
+	memcpy(c->key, key, sizeof(key));
 	c->port = port;
 	c->last_req_ms = pilot_loop_now_ms(s->loop);
 	c->mask = PILOT_EV_READ;
@@ -818,6 +865,8 @@ rdv_server *rdv_server_new(pilot_loop *l, const rdv_server_config *cfg, char *er
 	s->tls = cfg->tls;
 	s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : 4096;
 	s->max_conns_per_ip = cfg->max_conns_per_ip > 0 ? cfg->max_conns_per_ip : 64;
+	s->max_conns_per_v6net = cfg->max_conns_per_v6net > 0 ? cfg->max_conns_per_v6net : s->max_conns_per_ip;
+	s->max_partial = cfg->max_partial_bytes > 0 ? cfg->max_partial_bytes : 64l << 20;
 	s->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 5 * 60 * 1000;
 	s->frame_ms = cfg->frame_ms > 0 ? cfg->frame_ms : 10 * 1000;
 	if (cfg->replication_token && cfg->replication_token[0]

@@ -4,8 +4,10 @@
 #ifndef RDV_SERVER_H
 #define RDV_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "lib/loop.h"
 #include "rendezvous/registry.h"
@@ -19,7 +21,11 @@ typedef struct rdv_server_config {
 	rdv_tls *tls;                  /* NULL = plain TCP */
 	const char *replication_token; /* NULL/"" = replication not configured */
 	long max_conns;                /* total connections (default 4096) */
-	long max_conns_per_ip;         /* per source IP (default 64) */
+	long max_conns_per_ip;         /* per source IPv4 address (default 64) */
+	long max_conns_per_v6net;      /* per source IPv6 /64 (default max_conns_per_ip) */
+	long max_partial_bytes;        /* input buffers of all connections (default 64 MiB):
+	                                * a frame that would grow them past it closes its
+	                                * connection */
 	int64_t idle_ms;               /* close after this long without a request (5 min) */
 	int64_t frame_ms;              /* a started frame must complete within this (10 s) */
 } rdv_server_config;
@@ -28,6 +34,9 @@ typedef struct rdv_server_stats {
 	uint64_t connections;          /* open now */
 	uint64_t subscribers;          /* replication streams open now */
 	uint64_t accepted, refused;    /* since start; refused = over a connection cap */
+	uint64_t refused_per_source;   /* of those: over the per-IPv4 or per-/64 cap */
+	uint64_t partial_closed;       /* closed: a partial frame over max_partial_bytes */
+	uint64_t in_bytes;             /* input buffer memory held now */
 	uint64_t timeouts;             /* closed for idleness or a stalled frame */
 	uint64_t bad_frames;           /* oversize length, invalid JSON, not an object */
 } rdv_server_stats;
@@ -39,6 +48,11 @@ void rdv_server_free(rdv_server *s);
 void rdv_server_get_stats(const rdv_server *s, rdv_server_stats *st);
 /* The bound address as text ("[::]:9000", "127.0.0.1:9000"). */
 const char *rdv_server_addr(const rdv_server *s);
+
+/* The key connections are counted under (issue 12): an IPv4 address (also
+ * IPv4-mapped) as ::ffff:a.b.c.d, an IPv6 address as its /64 (the rest zero),
+ * as one host usually holds a whole /64. Returns true for an IPv6 /64. */
+bool rdv_conn_key(const struct sockaddr *sa, uint8_t key[16]);
 
 /* Listening socket helper shared with the HTTP listener: parses "host:port",
  * ":port" or "[v6]:port"; an empty host binds default_host ("" = every address,
