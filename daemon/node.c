@@ -379,6 +379,7 @@ static void open_ctlsock(node *n)
 	ctl_register_trust(n);
 	ctl_register_conn(n);
 	ctl_register_tun(n);
+	ctl_register_status(n);
 }
 
 static void before_sleep(pilot_loop *l, void *arg)

@@ -167,6 +167,7 @@ void ctl_register_registry(node *n);
 void ctl_register_trust(node *n);
 void ctl_register_conn(node *n);
 void ctl_register_tun(node *n);
+void ctl_register_status(node *n); /* ctl_status.c: pilotctl status */
 
 /* Shared helpers for handlers. */
 /* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */
