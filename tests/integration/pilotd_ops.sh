@@ -93,6 +93,30 @@ pt_check metrics_sender_bytes_on_peer check_prom "$PT_DIR/a.prom" "$AA" "$BA" tr
 pt_check metrics_receiver_bytes_on_peer check_prom "$PT_DIR/b.prom" "$BA" "$AA" receive "$PB"
 pt_check metrics_healthz bash -c "ip netns exec $PT-a curl -s -m 5 http://127.0.0.1:9102/healthz | grep -qx ok"
 
+# ---- the Grafana dashboard uses only names the programs export ----
+pt_spawn rdv "$PT_DIR/rdv-http.log" "$PD_RDV" -registry-addr 127.0.0.1:19000 -beacon-addr 127.0.0.1:19001 \
+	-http :9100 -wss-addr 127.0.0.1:18443 -no-rate-limit
+RHPID=$PT_PID
+pt_wait 50 pt_exec "$PT-rdv" curl -sf -m 2 -o /dev/null http://127.0.0.1:9100/healthz
+pt_exec "$PT-rdv" curl -s -m 5 http://127.0.0.1:9100/metrics >"$PT_DIR/rdv.prom"
+pt_stop "$RHPID"
+dashboard_names_exist() {
+	"$PY" - "$PT_DIR/a.prom" "$PT_DIR/rdv.prom" docs/grafana-pilot.json <<'PYEOF'
+import json, re, sys
+from prometheus_client.parser import text_string_to_metric_families
+have = set()
+for path in sys.argv[1:3]:
+    for fam in text_string_to_metric_families(open(path).read()):
+        have.update(s.name for s in fam.samples)
+used = set(re.findall(r"\b(pilot_[a-z0-9_]+)", open(sys.argv[3]).read()))
+# standby series exist only on a standby rendezvous
+missing = sorted(n for n in used if n not in have and not n.startswith("pilot_standby_"))
+assert not missing, missing
+print("dashboard names:", len(used))
+PYEOF
+}
+pt_check grafana_dashboard_names_exported dashboard_names_exist
+
 # ---- pilotctl status: one screen, names the node, the registry and the peer ----
 st=$(PILOT_SOCKET=$PT_DIR/a/ctl.sock "$PD_CTL" status 2>&1)
 echo "$st" >"$PT_DIR/status.txt"
