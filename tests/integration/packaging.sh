@@ -187,6 +187,17 @@ status_ok() { nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" status | tee "$P
 	| grep -q '^registry .*connected, registered'; }
 pt_check pilotctl_status_through_run_pilot status_ok
 pt_check socket_mode_0600 bash -c "[ \$(nsenter -t $DPID -m stat -c '%a %u' /run/pilot/pilotd.sock) = '600 $PUID' ]"
+# DEPLOY.md's backup command, on the live store (SQLite online backup)
+STORE=$ROOT/var/lib/pilot-rendezvous/registry.db
+backup_ok() {
+	"$PY" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' \
+		"$STORE" "$PT_DIR/registry-backup.db" || return 1
+	"$PY" -c 'import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+assert db.execute("SELECT count(*) FROM nodes").fetchone()[0] >= 1' "$PT_DIR/registry-backup.db"
+}
+pt_check store_backup_online pt_wait 5 backup_ok
 pt_stop "$DPID"
 pt_stop "$RPID"
 
