@@ -202,7 +202,7 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/deb' -prune -o -name '*.d' -type f -print 2>/dev/null)
 
 # ---- tools: benchmark load generators (release flags, linked with lib only) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)

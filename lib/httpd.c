@@ -241,28 +241,41 @@ static void respond(struct hconn *c, int code, const char *reason, const char *c
 	c->out_len = olen;
 }
 
-static void route(struct hconn *c)
+enum pilot_httpd_route pilot_httpd_parse(const char *req, size_t len)
 {
 	char method[8], path[256];
-	const char *sp1 = memchr(c->req, ' ', c->len), *sp2;
+	const char *sp1 = memchr(req, ' ', len), *sp2;
 	size_t ml, pl;
 
-	sp2 = sp1 ? memchr(sp1 + 1, ' ', c->len - (size_t)(sp1 + 1 - c->req)) : NULL;
-	if (!sp1 || !sp2 || (ml = (size_t)(sp1 - c->req)) >= sizeof(method)
-	    || (pl = (size_t)(sp2 - sp1 - 1)) >= sizeof(path)) {
-		respond(c, 400, "Bad Request", "text/plain", "bad request\n", 12);
-		return;
-	}
-	memcpy(method, c->req, ml);
+	sp2 = sp1 ? memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - req)) : NULL;
+	if (!sp1 || !sp2 || (ml = (size_t)(sp1 - req)) >= sizeof(method)
+	    || (pl = (size_t)(sp2 - sp1 - 1)) >= sizeof(path))
+		return PILOT_HTTPD_BAD;
+	memcpy(method, req, ml);
 	method[ml] = '\0';
 	memcpy(path, sp1 + 1, pl);
 	path[pl] = '\0';
 	path[strcspn(path, "?")] = '\0';
-	if (strcmp(method, "GET") != 0) {
+	if (strcmp(method, "GET") != 0)
+		return PILOT_HTTPD_METHOD;
+	if (strcmp(path, "/healthz") == 0)
+		return PILOT_HTTPD_HEALTHZ;
+	if (strcmp(path, "/metrics") == 0)
+		return PILOT_HTTPD_METRICS;
+	return PILOT_HTTPD_NOT_FOUND;
+}
+
+static void route(struct hconn *c)
+{
+	enum pilot_httpd_route r = pilot_httpd_parse(c->req, c->len);
+
+	if (r == PILOT_HTTPD_BAD) {
+		respond(c, 400, "Bad Request", "text/plain", "bad request\n", 12);
+	} else if (r == PILOT_HTTPD_METHOD) {
 		respond(c, 405, "Method Not Allowed", "text/plain", "method not allowed\n", 19);
-	} else if (strcmp(path, "/healthz") == 0) {
+	} else if (r == PILOT_HTTPD_HEALTHZ) {
 		respond(c, 200, "OK", "text/plain", "ok\n", 3);
-	} else if (strcmp(path, "/metrics") == 0) {
+	} else if (r == PILOT_HTTPD_METRICS) {
 		size_t blen = 0;
 		char *body = metrics_body(c->h, &blen);
 

@@ -29,6 +29,17 @@ pilot_httpd *pilot_httpd_new(pilot_loop *l, const pilot_httpd_config *cfg, char 
 void pilot_httpd_free(pilot_httpd *h); /* NULL-safe */
 const char *pilot_httpd_addr(const pilot_httpd *h); /* "127.0.0.1:9102" as bound */
 
+/* The request line of a complete request head (req, len; not NUL-terminated):
+ * what to answer. Pure, for the listener and the fuzzer. */
+enum pilot_httpd_route {
+	PILOT_HTTPD_BAD,        /* 400: no "METHOD PATH VERSION" line we can read */
+	PILOT_HTTPD_METHOD,     /* 405: not GET */
+	PILOT_HTTPD_HEALTHZ,
+	PILOT_HTTPD_METRICS,
+	PILOT_HTTPD_NOT_FOUND,
+};
+enum pilot_httpd_route pilot_httpd_parse(const char *req, size_t len);
+
 /* Prometheus text helpers. Label values are escaped (\\, \", \n). */
 void pilot_prom_head(FILE *f, const char *name, const char *type, const char *help);
 void pilot_prom_metric(FILE *f, const char *name, const char *type, const char *help, uint64_t v);

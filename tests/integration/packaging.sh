@@ -186,7 +186,7 @@ pt_check identity_in_state_dir bash -c "[ \$(stat -c %u $ROOT/var/lib/pilot/iden
 status_ok() { nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" status | tee "$PT_DIR/status.txt" \
 	| grep -q '^registry .*connected, registered'; }
 pt_check pilotctl_status_through_run_pilot status_ok
-pt_check socket_mode_0600 bash -c "[ \$(nsenter -t $DPID -m stat -c '%a %u' /run/pilot/pilotd.sock) = '600 $PUID' ]"
+pt_check socket_mode_0600 bash -c "[ \"\$(nsenter -t $DPID -m stat -c '%a %u' /run/pilot/pilotd.sock)\" = '600 $PUID' ]"
 # DEPLOY.md's backup command, on the live store (SQLite online backup)
 STORE=$ROOT/var/lib/pilot-rendezvous/registry.db
 backup_ok() {
