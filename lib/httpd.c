@@ -75,7 +75,7 @@ void pilot_prom_sample(FILE *f, const char *name, const char *const *labels, dou
 		if (!labels[i + 2])
 			fputc('}', f);
 	}
-	if (v == (double)(uint64_t)v && v >= 0)
+	if (v >= 0 && v < 1e19 && v == (double)(uint64_t)v) /* counters print as integers */
 		fprintf(f, " %llu\n", (unsigned long long)v);
 	else
 		fprintf(f, " %.9g\n", v);
