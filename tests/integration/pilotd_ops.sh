@@ -54,6 +54,16 @@ pt_check metrics_bare_port_is_loopback grep -q 'metrics listening addr=127.0.0.1
 not_on_underlay() { ! pt_exec "$PT-b" curl -s -m 2 -o /dev/null http://198.18.0.10:9102/metrics; }
 pt_check metrics_not_on_underlay not_on_underlay
 
+# ---- a trust request waiting shows in status with the command that answers it ----
+pd_ctl b handshake "${PD_ID[a]}" "ops test" >/dev/null
+pending_shown() {
+	PILOT_SOCKET=$PT_DIR/a/ctl.sock "$PD_CTL" status >"$PT_DIR/status-pending.txt" 2>&1
+	grep -q "^trust requests waiting: 1" "$PT_DIR/status-pending.txt" \
+		&& grep -q "pilotctl approve $B " "$PT_DIR/status-pending.txt"
+}
+pt_check ctl_status_trust_request_waiting pd_wait 15 pending_shown
+cat "$PT_DIR/status-pending.txt"
+
 # ---- a transfer, then a scrape on each side ----
 pd_trust_pair a b || { pt_fail trusted; exit 1; }
 head -c 1048576 /dev/urandom >"$PT_DIR/mb.bin"
