@@ -412,6 +412,22 @@ static conn *conn_alloc(conn_table *t)
 	return c;
 }
 
+/* Closed connections' totals, so counters summed over the table never go back
+ * (the metrics add the live connections to these). */
+static void retire_stats(conn_table *t, conn *c)
+{
+	stream_stats s;
+
+	if (!c->s)
+		return;
+	stream_get_stats(c->s, &s);
+	t->st.closed_bytes_sent += s.bytes_sent;
+	t->st.closed_bytes_rcvd += s.bytes_rcvd;
+	t->st.closed_retransmits += s.retransmits;
+	t->st.closed_fast_retransmits += s.fast_retransmits;
+	t->st.closed_rto_timeouts += s.rto_timeouts;
+}
+
 static void conn_destroy(conn *c)
 {
 	conn_table *t = c->t;
@@ -429,6 +445,7 @@ static void conn_destroy(conn *c)
 	else
 		t->tail = c->prev;
 	t->nconns--;
+	retire_stats(t, c);
 	stream_free(c->s);
 	free(c);
 }

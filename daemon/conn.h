@@ -246,6 +246,9 @@ typedef struct conn_table_stats {
 	uint64_t pings_answered, pongs_matched, keepalives_rcvd, ping_timeouts;
 	uint64_t active;              /* connections held (incl. TIME_WAIT) */
 	uint64_t listeners, dgram_bindings;
+	/* sums over connections already freed (stream_stats of each at its end) */
+	uint64_t closed_bytes_sent, closed_bytes_rcvd;
+	uint64_t closed_retransmits, closed_fast_retransmits, closed_rto_timeouts;
 } conn_table_stats;
 
 void conn_get_stats(const conn_table *t, conn_table_stats *st);

@@ -135,6 +135,9 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
 		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
 		  "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		OPT("metrics", PILOT_OPT_STRING, &o->metrics, NULL,
+		  "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
+		  "127.0.0.1; empty = off", "host:port"),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};
@@ -185,6 +188,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -endpoint (want a numeric ip:port or [v6]:port)");
 	if (empty(o->listen) || !valid_hostport(o->listen))
 		return usage_error("invalid -listen (want host:port, :port or [v6]:port)");
+	if (!empty(o->metrics) && !valid_hostport(o->metrics))
+		return usage_error("invalid -metrics (want host:port or :port; :port = 127.0.0.1)");
 	if (pilot_log_parse_level(o->log_level, &lv) < 0)
 		return usage_error("invalid -log-level (want debug, info, warn or error)");
 	if (pilot_log_parse_format(o->log_format, &lf) < 0)

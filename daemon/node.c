@@ -21,6 +21,7 @@
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/proto.h"
+#include "lib/sdnotify.h"
 
 #define DISCOVER_WAIT_MS 2000
 #define DISCOVER_TRIES 3
@@ -195,6 +196,10 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_data_up(n);
 		node_tun_up(n);
 		drop_privileges(n);
+	}
+	if (!n->notified_ready && !n->stopping) { /* systemd Type=notify: ready once registered */
+		n->notified_ready = true;
+		pilot_sd_notify("READY=1\nSTATUS=registered");
 	}
 }
 
@@ -413,6 +418,7 @@ static void begin_shutdown(node *n, const char *why)
 	if (n->stopping)
 		return;
 	n->stopping = true;
+	pilot_sd_notify("STOPPING=1");
 	log_info("shutting down signal=%s", why);
 	if (n->up)
 		node_data_shutdown(n);
@@ -452,6 +458,7 @@ static void open_ctlsock(node *n)
 	ctl_register_trust(n);
 	ctl_register_conn(n);
 	ctl_register_tun(n);
+	ctl_register_status(n);
 }
 
 static void before_sleep(pilot_loop *l, void *arg)
@@ -473,6 +480,7 @@ void node_start(node *n)
 	load_identity(n);
 	node_data_load_trust(n);
 	open_ctlsock(n);
+	node_metrics_start(n);
 	if (!node_compat_start(n)
 	    && !(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
 		pilot_fatal("tunnel: %s", err);
@@ -509,6 +517,7 @@ void node_free(node *n)
 		return;
 	ctlsock_free(n->ctl);
 	n->ctl = NULL;
+	node_metrics_free(n);
 	node_tun_down(n);
 	node_data_free(n);
 	registration_free(n->reg);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <json-c/json.h>
 
@@ -25,6 +26,7 @@ struct ctl_reply;
 typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
+	char *metrics;                       /* -metrics host:port, NULL = off (metrics.c) */
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
 	long tun_mtu, tun_max_flows;
 	long underlay_mtu;                   /* cap on the path MTU, 0 = none (node_data.c) */
@@ -96,6 +98,8 @@ typedef struct node {
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
 	node_stats st;
 	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
+	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */
+	bool notified_ready;        /* sd_notify READY=1 sent */
 } node;
 
 node *node_new(const node_options *o);
@@ -156,12 +160,18 @@ void node_compat_identity_changed(node *n);         /* key rotation: the WSS aut
 void node_compat_info(node *n, json_object *o);    /* info: transport, transport_reason */
 void node_compat_free(node *n);     /* after the registration and the transport */
 
+/* ---- Prometheus /metrics (metrics.c) ---- */
+void node_metrics_start(node *n);   /* -metrics set: listen (fatal on error) */
+void node_metrics_write(node *n, FILE *f); /* the whole exposition */
+void node_metrics_free(node *n);    /* NULL-safe parts */
+
 /* Register every control verb. Each ctl_*.c file contributes one group. */
 void ctl_register_info(node *n);
 void ctl_register_registry(node *n);
 void ctl_register_trust(node *n);
 void ctl_register_conn(node *n);
 void ctl_register_tun(node *n);
+void ctl_register_status(node *n); /* ctl_status.c: pilotctl status */
 
 /* Shared helpers for handlers. */
 /* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */

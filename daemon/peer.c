@@ -316,6 +316,7 @@ int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len)
 		return node == pt->cfg.node || node == 0 ? -EINVAL : -ENOMEM;
 	pt->st.tx_packets++;
 	p->tx_packets++;
+	p->tx_bytes += len;
 	if (can_send_now(pt, p)) {
 		peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
 		return 0;
@@ -705,6 +706,7 @@ static void handle_packet(peer_table *pt, peer *p, const uint8_t *pkt, size_t le
 		return;
 	}
 	p->rx_packets++;
+	p->rx_bytes += PROTO_HDR_SIZE + h.payload_len;
 	if (control_consumed(pt, p, &h, pl, src, via_relay))
 		return;
 	pt->st.rx_delivered++;
@@ -1065,6 +1067,8 @@ static void fill_info(const peer *p, peer_info *o)
 	o->last_tx_ms = p->last_tx_ms;
 	o->rx_packets = p->rx_packets;
 	o->tx_packets = p->tx_packets;
+	o->rx_bytes = p->rx_bytes;
+	o->tx_bytes = p->tx_bytes;
 	o->pending = p->npend;
 }
 

@@ -110,6 +110,7 @@ typedef struct peer_info {
 	enum pilot_kdf kdf;
 	uint64_t last_rx_ms, last_tx_ms; /* loop clock, 0 = never */
 	uint64_t rx_packets, tx_packets;
+	uint64_t rx_bytes, tx_bytes;  /* Pilot packets (header + payload) */
 	unsigned pending;
 } peer_info;
 

@@ -84,6 +84,7 @@ typedef struct peer {
 	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
+	uint64_t rx_bytes, tx_bytes;
 	pending_pkt *pend_head, *pend_tail;
 	unsigned npend;
 	peer_mtu mtu;                  /* towards ep (direct paths) */

@@ -18,6 +18,7 @@
 #include "lib/loop.h"
 #include "lib/opts.h"
 #include "lib/proto.h"
+#include "lib/sdnotify.h"
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
 #include "rendezvous/http.h"
@@ -350,6 +351,7 @@ static void on_signal(pilot_loop *l, int signo, void *arg)
 		return;
 	}
 	log_info("shutting down signal=%s", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	pilot_sd_notify("STOPPING=1");
 	pilot_loop_stop(l);
 }
 
@@ -412,32 +414,32 @@ static void metrics_extra(FILE *f, void *arg)
 
 	if (a->srv)
 		rdv_server_get_stats(a->srv, &st);
-	fprintf(f, "# HELP pilot_connections Open registry connections.\n"
-		   "# TYPE pilot_connections gauge\npilot_connections %llu\n",
+	fprintf(f, "# HELP pilot_registry_connections Open registry connections.\n"
+		   "# TYPE pilot_registry_connections gauge\npilot_registry_connections %llu\n",
 		(unsigned long long)st.connections);
-	fprintf(f, "# HELP pilot_replication_subscribers Standbys following this registry.\n"
-		   "# TYPE pilot_replication_subscribers gauge\npilot_replication_subscribers %llu\n",
+	fprintf(f, "# HELP pilot_registry_replication_subscribers Standbys following this registry.\n"
+		   "# TYPE pilot_registry_replication_subscribers gauge\npilot_registry_replication_subscribers %llu\n",
 		(unsigned long long)st.subscribers);
-	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-prefix.\n"
-		   "# TYPE pilot_connections_refused_total counter\npilot_connections_refused_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-prefix.\n"
+		   "# TYPE pilot_registry_connections_refused_total counter\npilot_registry_connections_refused_total %llu\n",
 		(unsigned long long)st.refused);
-	fprintf(f, "# HELP pilot_connections_refused_per_source_total Connections refused by "
+	fprintf(f, "# HELP pilot_registry_connections_refused_per_source_total Connections refused by "
 		   "-max-conns-per-ip (IPv4 address) or -max-conns-per-prefix (IPv6 /64).\n"
-		   "# TYPE pilot_connections_refused_per_source_total counter\n"
-		   "pilot_connections_refused_per_source_total %llu\n",
+		   "# TYPE pilot_registry_connections_refused_per_source_total counter\n"
+		   "pilot_registry_connections_refused_per_source_total %llu\n",
 		(unsigned long long)st.refused_per_source);
-	fprintf(f, "# HELP pilot_partial_frame_bytes Memory held by registry connection input buffers.\n"
-		   "# TYPE pilot_partial_frame_bytes gauge\npilot_partial_frame_bytes %llu\n",
+	fprintf(f, "# HELP pilot_registry_partial_frame_bytes Memory held by registry connection input buffers.\n"
+		   "# TYPE pilot_registry_partial_frame_bytes gauge\npilot_registry_partial_frame_bytes %llu\n",
 		(unsigned long long)st.in_bytes);
-	fprintf(f, "# HELP pilot_partial_frame_closed_total Connections closed: their unfinished "
+	fprintf(f, "# HELP pilot_registry_partial_frame_closed_total Connections closed: their unfinished "
 		   "frame would pass -max-partial-memory.\n"
-		   "# TYPE pilot_partial_frame_closed_total counter\npilot_partial_frame_closed_total %llu\n",
+		   "# TYPE pilot_registry_partial_frame_closed_total counter\npilot_registry_partial_frame_closed_total %llu\n",
 		(unsigned long long)st.partial_closed);
-	fprintf(f, "# HELP pilot_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
-		   "# TYPE pilot_connection_timeouts_total counter\npilot_connection_timeouts_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
+		   "# TYPE pilot_registry_connection_timeouts_total counter\npilot_registry_connection_timeouts_total %llu\n",
 		(unsigned long long)st.timeouts);
-	fprintf(f, "# HELP pilot_bad_frames_total Connections closed for an oversize or invalid frame.\n"
-		   "# TYPE pilot_bad_frames_total counter\npilot_bad_frames_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_bad_frames_total Connections closed for an oversize or invalid frame.\n"
+		   "# TYPE pilot_registry_bad_frames_total counter\npilot_registry_bad_frames_total %llu\n",
 		(unsigned long long)st.bad_frames);
 	if (a->standby) {
 		rdv_standby_stats ss;
@@ -603,6 +605,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN); /* TLS writes go through write(2), not send(MSG_NOSIGNAL) */
 	start(&a);
 	log_started(&a);
+	pilot_sd_notify("READY=1"); /* systemd Type=notify: every listener is open */
 	r = pilot_loop_run(a.loop);
 	if (r < 0)
 		log_error("event loop failed err=\"%s\"", strerror(-r));

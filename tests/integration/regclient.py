@@ -588,9 +588,9 @@ def sc_http(port, reg_port, extra):
     check("http_healthz", st == 200 and body == "ok\n", (st, body))
     Conn(reg_port, "127.0.1.17").call({"type": "list_networks"})
     st, body = get("/metrics", {"X-Real-IP": "203.0.113.9"})
-    names = ["pilot_nodes_total", "pilot_nodes_online", "pilot_trust_links", "pilot_networks",
-             "pilot_requests_total", "pilot_errors_total", "pilot_rate_limited_total",
-             "pilot_registrations_total", "pilot_deregistrations_total", "pilot_connections",
+    names = ["pilot_registry_nodes", "pilot_registry_nodes_online", "pilot_registry_trust_links", "pilot_registry_networks",
+             "pilot_registry_requests_total", "pilot_registry_errors_total", "pilot_registry_rate_limited_total",
+             "pilot_registry_registrations_total", "pilot_registry_deregistrations_total", "pilot_registry_connections",
              "pilot_uptime_seconds"]
     names += extra
     missing = [m for m in names if ("\n%s " % m) not in "\n" + body]

@@ -61,6 +61,6 @@ eq ipv6_other_64_separate "$(conns fd00:198:18:1::1 fd00:198:18:1::2 fd00:198:18
 eq ipv4_per_address "$(conns "${v4[@]}")" 8
 eq ipv4_same_address_capped "$(conns 127.0.0.5 127.0.0.5 127.0.0.5 127.0.0.5 127.0.0.5 127.0.0.5)" 4
 metric() { pt_exec "$PT-r" curl -s "http://127.0.0.1:9090/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-pt_check refused_per_source_counted test "$(metric pilot_connections_refused_per_source_total)" = 6
-pt_check partial_frame_gauge_exported test -n "$(metric pilot_partial_frame_bytes)"
+pt_check refused_per_source_counted test "$(metric pilot_registry_connections_refused_per_source_total)" = 6
+pt_check partial_frame_gauge_exported test -n "$(metric pilot_registry_partial_frame_bytes)"
 pt_check registry_alive kill -0 "$PT_PID"
