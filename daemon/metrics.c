@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "daemon/conn.h"
+#include "daemon/ctl_comm.h"
+#include "daemon/dataxchg.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/regclient.h"
@@ -187,6 +189,7 @@ static void conn_series(node *n, FILE *f)
 	labelled(f, "pilot_packets_dropped_total", "reason", "no_conn", (double)cs.drop_no_conn);
 	head(f, "pilot_rate_limit_drops_total", "counter", "Drops by a rate limit, by limit.");
 	labelled(f, "pilot_rate_limit_drops_total", "limit", "syn", (double)cs.drop_syn_rate);
+	labelled(f, "pilot_rate_limit_drops_total", "limit", "syn_untrusted", (double)cs.drop_syn_untrusted);
 	if (n->peers) {
 		peer_stats ps;
 
@@ -256,7 +259,30 @@ static void tun_series(node *n, FILE *f)
 			  jint(t, "malformed"));
 	pilot_prom_metric(f, "pilot_tun_mapped_addresses", "gauge", "Entries in the IP <-> address map.",
 			  jint(t, "mapped"));
+	pilot_prom_metric(f, "pilot_dns_queries_total", "counter", "DNS queries received by the .pilot responder.",
+			  jint(t, "dns_queries"));
+	head(f, "pilot_dns_refused_total", "counter", "DNS queries not answered, by reason.");
+	labelled(f, "pilot_dns_refused_total", "reason", "not_tun", (double)jint(t, "dns_not_tun"));
+	labelled(f, "pilot_dns_refused_total", "reason", "rate_limited", (double)jint(t, "dns_rate_limited"));
+	pilot_prom_metric(f, "pilot_dns_registry_lookups_total", "counter",
+			  "Registry lookups made for DNS queries.", jint(t, "dns_lookups"));
+	head(f, "pilot_dns_cache_hits_total", "counter", "DNS answers served from the cache, by kind.");
+	labelled(f, "pilot_dns_cache_hits_total", "kind", "found", (double)jint(t, "dns_cache_hits"));
+	labelled(f, "pilot_dns_cache_hits_total", "kind", "negative", (double)jint(t, "dns_neg_cache_hits"));
 	json_object_put(t);
+}
+
+/* Data exchange refusals (issue 12 §5), as pilotctl info's dx_*_refused. */
+static void dx_series(node *n, FILE *f)
+{
+	dx_server_stats ds = { 0 };
+
+	if (n->svc && n->svc->dx)
+		dx_server_get_stats(n->svc->dx, &ds);
+	head(f, "pilot_dataexchange_refused_total", "counter", "Data exchange frames refused by a disk limit, by limit.");
+	labelled(f, "pilot_dataexchange_refused_total", "limit", "quota", (double)ds.quota_refused);
+	labelled(f, "pilot_dataexchange_refused_total", "limit", "peer_quota", (double)ds.peer_quota_refused);
+	labelled(f, "pilot_dataexchange_refused_total", "limit", "min_free", (double)ds.min_free_refused);
 }
 
 void node_metrics_write(node *n, FILE *f)
@@ -267,6 +293,7 @@ void node_metrics_write(node *n, FILE *f)
 	conn_series(n, f);
 	tunnel_series(n, f);
 	tun_series(n, f);
+	dx_series(n, f);
 }
 
 static void scrape(FILE *f, void *arg)

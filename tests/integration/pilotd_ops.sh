@@ -94,6 +94,9 @@ assert samples("pilot_node_registered")[0].value == 1
 assert fams["pilot_registry_client_request_duration_seconds"].type == "histogram"
 assert fams["pilot_crypto_failures"].type == "counter"
 assert {s.labels["state"] for s in samples("pilot_connections")} >= {"established", "time_wait"}
+assert {s.labels["limit"] for s in samples("pilot_rate_limit_drops", "_total")} >= {"syn", "syn_untrusted"}
+assert {s.labels["limit"] for s in samples("pilot_dataexchange_refused", "_total")} == {"quota", "peer_quota", "min_free"}
+assert {s.labels["reason"] for s in samples("pilot_dns_refused", "_total")} == {"not_tun", "rate_limited"}
 print("ok", per_peer)
 PYEOF
 }
