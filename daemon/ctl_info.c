@@ -229,6 +229,11 @@ static json_object *counters_json(node *n)
 	set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
 	set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
 	set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
+	set_int(o, "tunnel_kx_pilk_refused", (int64_t)ps.kx_pilk_refused);
+	set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);
+	set_int(o, "tunnel_kx_lookup_errors", (int64_t)ps.kx_lookup_errors);
+	set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
+	set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
 	set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
 	set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
 	set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
@@ -244,6 +249,8 @@ static json_object *counters_json(node *n)
 	set_int(o, "handshake_refused", (int64_t)n->st.hs_bad);
 	set_int(o, "trust_refused_signature", (int64_t)ts.refused_signature);
 	set_int(o, "trust_refused_replay", (int64_t)ts.refused_replay);
+	set_int(o, "trust_refused_key", (int64_t)ts.refused_key);
+	set_int(o, "trust_pinned_keys", (int64_t)(n->trust ? trust_count_keys(n->trust) : 0));
 	set_int(o, "ctl_bad_frames", (int64_t)ks.bad_frames);
 	set_int(o, "ctl_bad_requests", (int64_t)ks.bad_requests);
 	return o;

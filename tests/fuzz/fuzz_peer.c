@@ -1,6 +1,7 @@
 /* Arbitrary datagrams into a peer table that has one established session.
  * Two tables talk through in-memory transports; the first input byte picks the
  * claimed source (the peer, the beacon, a stranger), the rest is the datagram. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,9 @@ static int inited;
 
 static void lookup(void *ctx, uint32_t node, peer_key_done done, void *arg)
 {
-	done(arg, node == 10 ? ida.pk : node == 20 ? idb.pk : NULL);
+	const uint8_t *pk = node == 10 ? ida.pk : node == 20 ? idb.pk : NULL;
+
+	done(arg, pk ? 0 : -ENOENT, pk);
 }
 
 static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
