@@ -295,7 +295,7 @@ static void h_info(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object(), *peers;
-	char addr[PILOT_ADDR_STRLEN];
+	char addr[PILOT_ADDR_STRLEN], fpr[TRUST_FPR_LEN];
 	int64_t conns = 0;
 	size_t enc, auth;
 
@@ -314,6 +314,8 @@ static void h_info(ctl_reply *r, json_object *args, void *arg)
 	set_bool(o, "encrypt", n->o.encrypt);
 	set_bool(o, "identity", n->have_identity_path);
 	set_str(o, "public_key", n->pk_b64);
+	trust_key_fingerprint(n->id.pk, fpr);
+	set_str(o, "key_fingerprint", fpr);
 	set_str(o, "owner", n->o.owner);
 	add_tunnel_totals(n, o);
 	json_object_object_add(o, "peer_list", peers);

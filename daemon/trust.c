@@ -901,6 +901,24 @@ json_object *trust_pending_json(const trust *t)
 	return a;
 }
 
+void trust_key_fingerprint(const uint8_t pk[PROTO_ED25519_LEN], char out[TRUST_FPR_LEN])
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, pk, PROTO_ED25519_LEN);
+	memcpy(out, "sha256:", 7);
+	sodium_bin2hex(out + 7, TRUST_FPR_LEN - 7, h, 8);
+}
+
+static json_object *fpr_json(const uint8_t *pk, bool has)
+{
+	char s[TRUST_FPR_LEN] = "";
+
+	if (has)
+		trust_key_fingerprint(pk, s);
+	return json_object_new_string(s);
+}
+
 json_object *trust_trusted_json(const trust *t)
 {
 	json_object *a = json_object_new_array();
@@ -911,6 +929,7 @@ json_object *trust_trusted_json(const trust *t)
 
 		json_object_object_add(o, "node_id", json_object_new_int64(p->node));
 		json_object_object_add(o, "public_key", key_json(p->pk, p->has_key));
+		json_object_object_add(o, "key_fingerprint", fpr_json(p->pk, p->has_key));
 		json_object_object_add(o, "approved_at", json_object_new_int64(p->approved_at));
 		json_object_object_add(o, "mutual", json_object_new_boolean(p->mutual));
 		json_object_object_add(o, "network", json_object_new_int(p->network));

@@ -144,6 +144,10 @@ bool trust_admits(const trust *t, uint32_t node, const uint8_t pk[PROTO_ED25519_
 /* Save trust.json if the key list changed since the last save (a timer calls it). */
 void trust_flush(trust *t);
 size_t trust_count_keys(const trust *t);
+/* "sha256:" and the first 16 hex digits of SHA-256(pk), NUL-terminated: short
+ * enough to compare by eye (pilotctl trust here, pilotctl info there). */
+#define TRUST_FPR_LEN 24
+void trust_key_fingerprint(const uint8_t pk[PROTO_ED25519_LEN], char out[TRUST_FPR_LEN]);
 
 /* ---- queries ---- */
 bool trust_is_trusted(const trust *t, uint32_t node);
@@ -159,7 +163,9 @@ size_t trust_trusted_ids(const trust *t, uint32_t *ids, size_t cap);
 void trust_foreach_trusted(const trust *t, void (*fn)(void *arg, uint32_t node), void *arg);
 /* cli.md §3.7 shapes (new references, caller puts):
  * [{node_id, public_key, justification, received_at}] and
- * [{node_id, public_key, approved_at, mutual, network}]. */
+ * [{node_id, public_key, key_fingerprint, approved_at, mutual, network}]
+ * (key_fingerprint: "sha256:" + 16 hex digits of the pinned key's SHA-256, ""
+ * while no key is pinned). */
 json_object *trust_pending_json(const trust *t);
 json_object *trust_trusted_json(const trust *t);
 
