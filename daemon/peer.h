@@ -6,6 +6,9 @@
  * exchange is retransmitted until the peer proves it has it, relay is left again
  * once a direct path works, beacon messages only from the configured beacon, inner
  * Src bound to the tunnel sender, no blocking registry lookups (async callbacks).
+ * Sessions are bound to keys (issue 12): a pinned or trusted node ID never gets
+ * an anonymous (PILK) session, a pinned key changes only when the registry holds
+ * the new one, a registry error is never taken for "no key" (see pinned_key).
  *
  * Everything runs on one pilot_loop and one transport. */
 #ifndef PILOT_PEER_H
