@@ -72,8 +72,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
 		  "disable the event stream service (port 1002)", NULL),
-		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, NULL,
-		  "accept only identity-signed key exchanges (PILA), never anonymous PILK", NULL),
+		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, "true",
+		  "accept only identity-signed key exchanges (PILA); -require-auth=false also "
+		  "lets anonymous peers (PILK) in, to port 444 only and never under a trusted "
+		  "or known node's ID", NULL),
 		OPT("kdf", PILOT_OPT_STRING, &o->kdf, "ref",
 		  "tunnel key derivation offered first: ref (SHA-256) or new (HKDF); "
 		  "the peer's variant is learned either way", "ref|new"),

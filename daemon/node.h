@@ -49,6 +49,7 @@ typedef struct node_stats {
 	uint64_t echo_conns;
 	uint64_t discover_replies;
 	uint64_t refused;                     /* admit() said no: untrusted peer, private port */
+	uint64_t refused_anon;                /* ... of which: anonymous (PILK) session, port != 444 */
 	uint64_t notify_polls;                /* poll_handshakes run for a beacon Notify */
 } node_stats;
 
