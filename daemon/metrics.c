@@ -225,6 +225,14 @@ static void tunnel_series(node *n, FILE *f)
 	labelled(f, "pilot_crypto_failures_total", "reason", "key_exchange", (double)ps.kx_rejected);
 	labelled(f, "pilot_crypto_failures_total", "reason", "trust_signature", (double)ts.refused_signature);
 	labelled(f, "pilot_crypto_failures_total", "reason", "trust_replay", (double)ts.refused_replay);
+	labelled(f, "pilot_crypto_failures_total", "reason", "trust_key", (double)ts.refused_key);
+	labelled(f, "pilot_crypto_failures_total", "reason", "anonymous_refused", (double)ps.kx_pilk_refused);
+	pilot_prom_metric(f, "pilot_tunnel_key_changes_total", "counter",
+			  "Pinned peer keys replaced after the registry confirmed a rotation.", ps.kx_key_changes);
+	head(f, "pilot_tunnel_key_lookups_failed_total", "counter",
+	     "Registry key lookups for a key exchange that failed, by outcome.");
+	labelled(f, "pilot_tunnel_key_lookups_failed_total", "outcome", "retried", (double)ps.kx_lookup_errors);
+	labelled(f, "pilot_tunnel_key_lookups_failed_total", "outcome", "given_up", (double)ps.kx_lookup_failed);
 	head(f, "pilot_tunnel_dropped_total", "counter", "Tunnel frames dropped before decryption, by reason.");
 	labelled(f, "pilot_tunnel_dropped_total", "reason", "malformed", (double)ps.drop_malformed);
 	labelled(f, "pilot_tunnel_dropped_total", "reason", "bad_crc", (double)ps.drop_bad_crc);
