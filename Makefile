@@ -8,6 +8,10 @@
 #   make lint            cppcheck and clang-tidy, findings are errors (scripts/lint.sh)
 #   make clang-build     every program built with clang too (-Werror), in $(BUILD)/cl
 #   make install PREFIX=/usr/local DESTDIR=
+#   make deb             Debian packages pilot + pilot-rendezvous (dpkg-buildpackage -b
+#                        -us -uc in a copy of the tree under build/deb; .debs land there)
+#   make check-packaging install dpkg-dev/debhelper/lintian, then make deb, lintian,
+#                        contents, a scratch-root install, systemd-analyze verify
 #   V=1                  show the commands
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -131,7 +135,8 @@ REL_BINS := $(PROGRAMS:%=$(BUILD)/rel/bin/%)
 SAN_BINS := $(PROGRAMS:%=$(BUILD)/san/bin/%)
 CL_BINS  := $(PROGRAMS:%=$(BUILD)/cl/bin/%)
 
-.PHONY: all check test-build fuzz fuzz-build install clean deps demo clang-build format format-check lint
+.PHONY: all check test-build fuzz fuzz-build install clean deps demo deb check-packaging clang-build format \
+	format-check lint
 # Keep objects that only feed a test or fuzz binary (no rebuild every time).
 .SECONDARY:
 all: $(REL_BINS) $(call archive,rel,lib)
@@ -180,10 +185,33 @@ demo: deps
 	@scripts/demo.sh
 
 # The recursive make re-reads pkg-config once the packages are there.
+# tests/integration/packaging.sh runs here when the packaging tools are installed
+# (scripts/install-deps.sh --packaging) and says SKIP otherwise.
 check: deps
 	@$(MAKE) --no-print-directory test-build clang-build
 	@$(MAKE) --no-print-directory format-check lint
 	@BUILD=$(BUILD) tests/run.sh
+
+# ---- Debian packages (debian/, DEPLOY.md) ------------------------------------------
+# A copy of what a clean clone has (tracked and new files, not build output), so
+# the build never writes next to the tree (dpkg-buildpackage puts .debs in ..).
+DEB_DIR := $(BUILD)/deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+		{ echo "make deb: needs dpkg-dev and debhelper: scripts/install-deps.sh --packaging" >&2; exit 1; }
+	@rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/pilot
+	@if [ -d .git ] || [ -f .git ]; then \
+		git ls-files -z --cached --others --exclude-standard \
+			| tar -c --null -T - --ignore-failed-read 2>/dev/null | tar -x -C $(DEB_DIR)/pilot; \
+	else \
+		tar -c --exclude=./build --exclude=./debian/build . | tar -x -C $(DEB_DIR)/pilot; \
+	fi
+	cd $(DEB_DIR)/pilot && dpkg-buildpackage -b -us -uc
+	@ls -1 $(DEB_DIR)/*.deb
+
+check-packaging:
+	@scripts/install-deps.sh --packaging
+	@BUILD=$(BUILD) TESTS='packaging*' tests/run.sh
 
 fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-build
@@ -203,7 +231,7 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/deb' -prune -o -name '*.d' -type f -print 2>/dev/null)
 
 # ---- tools: benchmark load generators (release flags, linked with lib only) ----
 TOOL_SRCS := $(wildcard tests/tools/*.c)

@@ -13,7 +13,7 @@
 
 #include "lib/jsonwire.h"
 
-#define NOT_RUNNING_HINT "start the daemon: pilotd -registry HOST:PORT"
+#define NOT_RUNNING_HINT "start the daemon: pilotd -registry HOST:PORT (packaged: sudo systemctl start pilotd)"
 
 static int ctl_connect(const char *path)
 {
@@ -190,7 +190,7 @@ static int socket_error(pctl *c, int err)
 		return pctl_fail(c, "not_running", NOT_RUNNING_HINT, "daemon is not running (no control socket at %s)",
 				 c->socket);
 	if (err == -EACCES || err == -EPERM)
-		return pctl_fail(c, "connection_failed", "run pilotctl as the daemon's user (or root)",
+		return pctl_fail(c, "connection_failed", "run pilotctl as the daemon's user or root: sudo pilotctl ...",
 				 "permission denied on %s", c->socket);
 	return pctl_fail(c, "connection_failed", NULL, "cannot reach the daemon at %s: %s", c->socket, strerror(-err));
 }
@@ -227,11 +227,30 @@ static void print_stream_item(pctl *c, const char *raw, json_object *frame)
 	fflush(stdout);
 }
 
+/* The daemon gave no hint: the command that shows what is wrong, by code. */
+static const char *default_hint(pctl *c, const char *code, char *buf, size_t len)
+{
+	if (!code)
+		return NULL;
+	if (!strcmp(code, "invalid_argument") && c->cmd) {
+		snprintf(buf, len, "see the usage: pilotctl help %s", c->cmd->name);
+		return buf;
+	}
+	if (!strcmp(code, "connection_failed") || !strcmp(code, "unavailable"))
+		return "see the registry, beacon and peers: pilotctl status";
+	if (!strcmp(code, "not_trusted") || !strcmp(code, "refused"))
+		return "ask for trust first: pilotctl handshake <address|hostname>";
+	if (!strcmp(code, "timeout"))
+		return "retry with a longer --timeout, and check the path: pilotctl status";
+	return NULL;
+}
+
 static int final_reply(pctl *c, const char *raw, json_object *reply, pctl_render_fn render)
 {
 	const char *status = json_object_get_string(json_object_object_get(reply, "status"));
 	json_object *data = json_object_object_get(reply, "data");
 	const char *msg, *hint;
+	char hbuf[128];
 
 	if (status && !strcmp(status, "ok")) {
 		if (c->streamed)
@@ -252,6 +271,8 @@ static int final_reply(pctl *c, const char *raw, json_object *reply, pctl_render
 	msg = jw_get_str(reply, "message");
 	hint = jw_get_str(reply, "hint");
 	fprintf(stderr, "error: %s\n", msg && msg[0] ? msg : "request failed");
+	if (!hint || !hint[0])
+		hint = default_hint(c, jw_get_str(reply, "code"), hbuf, sizeof(hbuf));
 	if (hint && hint[0])
 		fprintf(stderr, "hint: %s\n", hint);
 	return PCTL_EXIT_ERR;

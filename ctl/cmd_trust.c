@@ -64,6 +64,7 @@ int pctl_cmd_reject(pctl *c)
 static const pctl_col trust_cols[] = {
 	{ "NODE", "node_id", PCTL_STR },
 	{ "PUBLIC KEY", "public_key", PCTL_STR },
+	{ "KEY FINGERPRINT", "key_fingerprint", PCTL_STR },
 	{ "APPROVED", "approved_at", PCTL_TIME },
 	{ "MUTUAL", "mutual", PCTL_BOOL },
 	{ "NETWORK", "network", PCTL_STR },

@@ -91,6 +91,9 @@ int pctl_cmd_map(pctl *c);
 int pctl_cmd_unmap(pctl *c);
 int pctl_cmd_maps(pctl *c);
 int pctl_cmd_tun(pctl *c);
+int pctl_cmd_status(pctl *c);
+/* completion bash|zsh|peers, from the verb table t (cmd_completion.c) */
+int pctl_completion(pctl *c, const pctl_cmd *t);
 
 /* ---- client.c: the control socket ---- */
 /* Send {"cmd":cmd,"args":args} (args consumed; NULL = {}), print stream items

@@ -3,11 +3,19 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctl/ctl.h"
 #include "lib/sockpath.h"
 
+/* Where pilotd.service (and a root pilotd) puts its socket. */
+#define SYSTEM_SOCKET "/run/pilot/pilotd.sock"
+
+static int cmd_completion(pctl *c);
+
 static const pctl_cmd commands[] = {
+	/* cmd_status.c */
+	{ "status", pctl_cmd_status, "", "one screen: node, registry, beacon, path per peer, trust requests", "", 0, 0 },
 	/* cmd_info.c */
 	{ "info", pctl_cmd_info, "", "show the daemon's node, counters, peers and connections", "", 0, 0 },
 	{ "peers", pctl_cmd_peers, "[--search TEXT]", "list peer tunnels", "search", 0, 0 },
@@ -71,8 +79,16 @@ static const pctl_cmd commands[] = {
 	{ "unmap", pctl_cmd_unmap, "<ip|address>", "release a node's TUN IP", "", 1, 1 },
 	{ "maps", pctl_cmd_maps, "", "list the TUN address map", "", 0, 0 },
 	{ "tun", pctl_cmd_tun, "", "the TUN device, bridge counters and bridged flows", "", 0, 0 },
+	/* cmd_completion.c */
+	{ "completion", cmd_completion, "bash|zsh|peers", "print a shell completion script (or the known peers)", "",
+	  1, 1 },
 	{ NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
+
+static int cmd_completion(pctl *c)
+{
+	return pctl_completion(c, commands);
+}
 
 static void usage(FILE *f)
 {
@@ -246,6 +262,8 @@ static int run(parsed *p, char *sock, size_t socklen)
 		snprintf(sock, socklen, "%s", getenv("PILOT_SOCKET"));
 	else if (pilot_default_socket_path(sock, socklen) < 0)
 		return pctl_fail(&c, "internal", "set PILOT_SOCKET", "default socket path is too long");
+	else if (access(sock, F_OK) < 0 && access(SYSTEM_SOCKET, F_OK) == 0)
+		snprintf(sock, socklen, "%s", SYSTEM_SOCKET); /* the packaged daemon (pilotd.service) */
 	return k->fn(&c);
 }
 

@@ -8,8 +8,10 @@
 
 #include "stream/conn.h"
 #include "daemon/ctl_args.h"
+#include "daemon/ctl_comm.h"
 #include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
+#include "daemon/dataxchg.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/registration.h"
@@ -201,6 +203,18 @@ static void count_conn(void *arg, const conn_info *ci)
 	cnt[0] += active_conn(ci);
 }
 
+/* Data exchange refusals (issue 12 §5): what a hostile peer tried to store. */
+static void add_dx_counters(node *n, json_object *o)
+{
+	dx_server_stats ds = { 0 };
+
+	if (n->svc && n->svc->dx)
+		dx_server_get_stats(n->svc->dx, &ds);
+	set_int(o, "dx_quota_refused", (int64_t)ds.quota_refused);
+	set_int(o, "dx_peer_quota_refused", (int64_t)ds.peer_quota_refused);
+	set_int(o, "dx_min_free_refused", (int64_t)ds.min_free_refused);
+}
+
 static json_object *counters_json(node *n)
 {
 	json_object *o = json_object_new_object();
@@ -231,6 +245,11 @@ static json_object *counters_json(node *n)
 	set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
 	set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
 	set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
+	set_int(o, "tunnel_kx_pilk_refused", (int64_t)ps.kx_pilk_refused);
+	set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);
+	set_int(o, "tunnel_kx_lookup_errors", (int64_t)ps.kx_lookup_errors);
+	set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
+	set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
 	set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
 	set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
 	set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
@@ -240,12 +259,16 @@ static json_object *counters_json(node *n)
 	set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);
 	set_int(o, "pkt_drop_refused", (int64_t)cs.drop_refused);
 	set_int(o, "pkt_drop_syn_rate", (int64_t)cs.drop_syn_rate);
+	set_int(o, "pkt_drop_syn_untrusted", (int64_t)cs.drop_syn_untrusted);
 	set_int(o, "pkt_drop_no_listener", (int64_t)cs.drop_no_listener);
 	set_int(o, "pings_answered", (int64_t)cs.pings_answered);
 	set_int(o, "handshake_msgs", (int64_t)n->st.hs_msgs);
 	set_int(o, "handshake_refused", (int64_t)n->st.hs_bad);
 	set_int(o, "trust_refused_signature", (int64_t)ts.refused_signature);
 	set_int(o, "trust_refused_replay", (int64_t)ts.refused_replay);
+	set_int(o, "trust_refused_key", (int64_t)ts.refused_key);
+	set_int(o, "trust_pinned_keys", (int64_t)(n->trust ? trust_count_keys(n->trust) : 0));
+	add_dx_counters(n, o);
 	set_int(o, "ctl_bad_frames", (int64_t)ks.bad_frames);
 	set_int(o, "ctl_bad_requests", (int64_t)ks.bad_requests);
 	return o;
@@ -290,7 +313,7 @@ void verb_info(ctl_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object(), *peers;
-	char addr[PILOT_ADDR_STRLEN];
+	char addr[PILOT_ADDR_STRLEN], fpr[TRUST_FPR_LEN];
 	int64_t conns = 0;
 	size_t enc, auth;
 
@@ -309,6 +332,8 @@ void verb_info(ctl_reply *r, json_object *args, void *arg)
 	set_bool(o, "encrypt", n->o.encrypt);
 	set_bool(o, "identity", n->have_identity_path);
 	set_str(o, "public_key", n->pk_b64);
+	trust_key_fingerprint(n->id.pk, fpr);
+	set_str(o, "key_fingerprint", fpr);
 	set_str(o, "owner", n->o.owner);
 	add_tunnel_totals(n, o);
 	json_object_object_add(o, "peer_list", peers);

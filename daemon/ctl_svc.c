@@ -42,7 +42,12 @@ void node_svc_up(node *n)
 	n->svc = s;
 	svc_dirs(n, rdir, idir, sizeof(rdir));
 	if (!n->o.no_dataexchange) {
-		dx_config dc = { .received_dir = rdir, .inbox_dir = idir };
+		dx_config dc = {
+			.received_dir = rdir, .inbox_dir = idir,
+			.quota_bytes = (uint64_t)n->o.dx_quota << 20,
+			.peer_quota_bytes = (uint64_t)n->o.dx_peer_quota << 20,
+			.min_free_bytes = (uint64_t)n->o.dx_min_free << 20,
+		};
 
 		if (!(s->dx = dx_server_new(n->conns, &dc, &err)))
 			log_warn("data exchange (port %d) not started err=\"%s\"", DX_PORT, strerror(-err));

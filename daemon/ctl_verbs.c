@@ -8,6 +8,7 @@ static const ctl_verb verbs[] = {
 	{ "peers", verb_peers, "peer tunnels, optionally filtered by \"search\"" },
 	{ "connections", verb_connections, "stream connections" },
 	{ "disconnect", verb_disconnect, "close a connection by id" },
+	{ "status", verb_status, "one health summary: registered, peers, trust, TUN, problems" },
 
 	{ "lookup", verb_lookup, "look a node up in the registry" },
 	{ "find", verb_find, "resolve a hostname to a node" },

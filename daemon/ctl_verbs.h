@@ -30,6 +30,8 @@ void verb_info(ctl_reply *r, json_object *args, void *arg);
 void verb_peers(ctl_reply *r, json_object *args, void *arg);
 void verb_connections(ctl_reply *r, json_object *args, void *arg);
 void verb_disconnect(ctl_reply *r, json_object *args, void *arg);
+/* ctl_status.c: pilotctl status */
+void verb_status(ctl_reply *r, json_object *args, void *arg);
 /* ctl_registry.c: the registry */
 void verb_lookup(ctl_reply *r, json_object *args, void *arg);
 void verb_find(ctl_reply *r, json_object *args, void *arg);

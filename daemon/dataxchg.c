@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@
 #define DX_CHUNK             (64u * 1024)
 #define DX_PUBLISH_TRIES     1000
 #define DX_LIST_FILE_MAX     (32u << 20)   /* an inbox file we are willing to read */
+#define DX_PEERS             1024          /* senders tracked for the per-peer quota */
 
 /* ---- UTF-8 and time helpers --------------------------------------------------------- */
 
@@ -261,6 +263,11 @@ struct dx_session {
 	bool dead, closing, in_pump;
 };
 
+struct peer_use {
+	pilot_addr from;
+	uint64_t used, reserved;
+};
+
 struct dx_server {
 	conn_table *t;
 	dx_config cfg;
@@ -268,34 +275,124 @@ struct dx_server {
 	dx_session *head;
 	uint64_t used, reserved, scanned_at;
 	bool used_known;
+	struct peer_use *peers;     /* DX_PEERS, for the per-peer quota */
 	dx_server_stats st;
 };
 
-static bool quota_take(dx_server *s, uint64_t need)
-{
-	uint64_t q = s->cfg.quota_bytes;
+/* ---- disk limits: total quota, per-peer quota, free-space floor ---- */
 
-	if (!q)
-		return true;
-	if (!s->used_known || (s->used + s->reserved + need > q && mono_ms() - s->scanned_at >= 1000)) {
-		/* an upper bound until rescanned: `pilotctl received --clear` frees space */
-		s->used = dir_usage(s->rdir) + dir_usage(s->idir);
-		s->used_known = true;
-		s->scanned_at = mono_ms();
+static struct peer_use *peer_use(dx_server *s, pilot_addr from)
+{
+	struct peer_use *idle = NULL;
+
+	for (size_t i = 0; i < DX_PEERS; i++) {
+		struct peer_use *p = &s->peers[i];
+
+		if (p->used || p->reserved) {
+			if (pilot_addr_eq(p->from, from))
+				return p;
+		} else if (!idle) {
+			idle = p;
+		}
 	}
-	if (s->used + s->reserved + need > q)
-		return false;
+	if (idle)
+		*idle = (struct peer_use){ .from = from };
+	return idle; /* NULL: DX_PEERS senders hold space */
+}
+
+/* Measure the directories again (at most once a second): an upper bound until
+ * then, as removed files are not seen. Per-peer counts shrink in proportion. */
+static void rescan(dx_server *s, bool force)
+{
+	uint64_t sum = 0, now;
+
+	if (s->used_known && !force && mono_ms() - s->scanned_at < 1000)
+		return;
+	now = dir_usage(s->rdir) + dir_usage(s->idir);
+	for (size_t i = 0; i < DX_PEERS; i++)
+		sum += s->peers[i].used;
+	if (sum > now)
+		for (size_t i = 0; i < DX_PEERS; i++)
+			s->peers[i].used = (uint64_t)((double)s->peers[i].used * ((double)now / (double)sum));
+	s->used = now;
+	s->used_known = true;
+	s->scanned_at = mono_ms();
+}
+
+/* Free bytes for an unprivileged writer on the file system of the received
+ * directory (or of its nearest existing parent). */
+static uint64_t free_bytes(const char *dir)
+{
+	char p[PATH_MAX];
+	struct statvfs v;
+	char *slash;
+
+	snprintf(p, sizeof(p), "%s", dir);
+	while (statvfs(p, &v) < 0) {
+		if (!(slash = strrchr(p, '/')) || slash == p)
+			return statvfs("/", &v) < 0 ? UINT64_MAX : (uint64_t)v.f_bavail * v.f_frsize;
+		*slash = '\0';
+	}
+	return (uint64_t)v.f_bavail * v.f_frsize;
+}
+
+static bool over_total(dx_server *s, uint64_t need)
+{
+	return s->cfg.quota_bytes && s->used + s->reserved + need > s->cfg.quota_bytes;
+}
+
+static bool over_peer(dx_server *s, const struct peer_use *p, uint64_t need)
+{
+	return s->cfg.peer_quota_bytes && (!p || p->used + p->reserved + need > s->cfg.peer_quota_bytes);
+}
+
+/* Reserve need bytes for the current frame of ss: NULL, or the ERR reason. */
+static const char *quota_take(dx_session *ss, uint64_t need)
+{
+	dx_server *s = ss->srv;
+	struct peer_use *p = peer_use(s, ss->from);
+
+	if (!s->used_known || over_total(s, need) || over_peer(s, p, need))
+		rescan(s, !s->used_known);
+	if (over_total(s, need)) {
+		s->st.quota_refused++;
+		return "disk quota exceeded";
+	}
+	if (over_peer(s, p, need)) {
+		s->st.peer_quota_refused++;
+		return "disk quota for this peer exceeded";
+	}
+	if (s->cfg.min_free_bytes && free_bytes(s->rdir) < need + s->cfg.min_free_bytes) {
+		s->st.min_free_refused++;
+		return "not enough free disk space";
+	}
 	s->reserved += need;
-	return true;
+	if (p)
+		p->reserved += need;
+	ss->reserved = need;
+	return NULL;
+}
+
+static void quota_release(dx_session *ss)
+{
+	dx_server *s = ss->srv;
+	struct peer_use *p = ss->reserved ? peer_use(s, ss->from) : NULL;
+
+	s->reserved -= ss->reserved;
+	if (p)
+		p->reserved -= ss->reserved < p->reserved ? ss->reserved : p->reserved;
+	ss->reserved = 0;
 }
 
 static void quota_done(dx_session *ss, uint64_t stored)
 {
 	dx_server *s = ss->srv;
+	struct peer_use *p;
 
-	s->reserved -= ss->reserved;
-	ss->reserved = 0;
+	quota_release(ss);
 	s->used += stored;
+	if ((p = peer_use(s, ss->from)))
+		p->used += stored;
 	s->st.bytes_stored += stored;
 }
 
@@ -368,8 +465,7 @@ static void frame_reset(dx_session *ss)
 	ss->hlen = 0;
 	ss->werr = 0;
 	ss->skip_err[0] = '\0';
-	ss->srv->reserved -= ss->reserved;
-	ss->reserved = 0;
+	quota_release(ss);
 	ss->st = RX_HDR;
 }
 
@@ -521,6 +617,7 @@ static void frame_done(dx_session *ss)
 static void begin_msg(dx_session *ss)
 {
 	dx_server *s = ss->srv;
+	const char *why;
 
 	if (ss->plen > s->cfg.inbox_max) {
 		char e[96];
@@ -531,11 +628,10 @@ static void begin_msg(dx_session *ss)
 		return;
 	}
 	/* the JSON form is larger than the payload: reserve for base64 and escapes */
-	if (!quota_take(s, (uint64_t)ss->plen * 2 + 256)) {
-		skip_rest(ss, "disk quota exceeded", 0);
+	if ((why = quota_take(ss, (uint64_t)ss->plen * 2 + 256))) {
+		skip_rest(ss, why, 0);
 		return;
 	}
-	ss->reserved = (uint64_t)ss->plen * 2 + 256;
 	ss->buf = malloc(ss->plen ? ss->plen : 1);
 	if (!ss->buf) {
 		skip_rest(ss, strerror(ENOMEM), 0);
@@ -570,6 +666,7 @@ static void begin_frame(dx_session *ss)
 static void begin_file(dx_session *ss)
 {
 	int r = dx_safe_name(ss->buf, ss->blen, ss->name);
+	const char *why;
 
 	free(ss->buf);
 	ss->buf = NULL;
@@ -578,11 +675,10 @@ static void begin_file(dx_session *ss)
 		skip_rest(ss, r == -ENAMETOOLONG ? "file name too long" : "invalid file name", 0);
 		return;
 	}
-	if (!quota_take(ss->srv, ss->dlen)) {
-		skip_rest(ss, "disk quota exceeded", 0);
+	if ((why = quota_take(ss, ss->dlen))) {
+		skip_rest(ss, why, 0);
 		return;
 	}
-	ss->reserved = ss->dlen;
 	r = temp_open(ss->srv->rdir, &ss->tmp);
 	if (r < 0) {
 		skip_rest(ss, strerror(-r), 0);
@@ -820,9 +916,11 @@ dx_server *dx_server_new(conn_table *t, const dx_config *cfg, int *err)
 		s->cfg.max_conns = DX_MAX_CONNS_DEFAULT;
 	s->rdir = strdup(cfg->received_dir);
 	s->idir = strdup(cfg->inbox_dir);
+	s->peers = calloc(DX_PEERS, sizeof(*s->peers));
 	s->cfg.received_dir = s->rdir;
 	s->cfg.inbox_dir = s->idir;
-	if (!s->rdir || !s->idir || (t && (r = conn_listen(t, DX_PORT, &srv_listener, s)) < 0)) {
+	if (!s->rdir || !s->idir || !s->peers || (t && (r = conn_listen(t, DX_PORT, &srv_listener, s)) < 0)) {
+		free(s->peers);
 		free(s->rdir);
 		free(s->idir);
 		free(s);
@@ -847,6 +945,7 @@ void dx_server_free(dx_server *s)
 	}
 	if (s->t)
 		conn_unlisten(s->t, DX_PORT);
+	free(s->peers);
 	free(s->rdir);
 	free(s->idir);
 	free(s);

@@ -13,7 +13,8 @@
  *  - BINARY (and TEXT/JSON that is not valid UTF-8) is stored losslessly as
  *    "data_b64"; TEXT/JSON keep "data" (invalid UTF-8 shown as U+FFFD);
  *  - TEXT/JSON/BINARY larger than inbox_max get an ERR reply (payload skipped);
- *    a disk quota, a cap on concurrent connections; files are fsynced before
+ *    a total and a per-peer disk quota and a free-space floor (ERR reply, payload
+ *    skipped, counted), a cap on concurrent connections; files are fsynced before
  *    the ACK. Nothing is ever buffered whole: FILE data goes to a temp file. */
 #ifndef PILOT_DATAXCHG_H
 #define PILOT_DATAXCHG_H
@@ -51,6 +52,11 @@ typedef struct dx_config {
 	uint32_t inbox_max;         /* largest TEXT/JSON/BINARY stored (1 MiB) */
 	uint32_t max_conns;         /* concurrent connections (64); more are refused (RST) */
 	uint64_t quota_bytes;       /* both directories together; 0 = no quota */
+	/* What one peer may fill: bytes it stored since start, shrunk in
+	 * proportion when a rescan finds the directories smaller (files removed,
+	 * `pilotctl received --clear`); 0 = no per-peer quota. */
+	uint64_t peer_quota_bytes;
+	uint64_t min_free_bytes;    /* refuse what would leave less free space; 0 = off */
 	/* After every stored frame (file.received / message.received webhooks). */
 	void (*on_received)(void *ctx, const dx_received *r);
 	void *ctx;
@@ -59,6 +65,9 @@ typedef struct dx_config {
 typedef struct dx_server_stats {
 	uint64_t conns, refused, frames, files, messages, unknown, errors;
 	uint64_t bytes_stored, oversize_dropped;
+	uint64_t quota_refused;     /* frames refused: total quota */
+	uint64_t peer_quota_refused; /* frames refused: the sender's quota (or peer table full) */
+	uint64_t min_free_refused;  /* frames refused: the free-space floor */
 	uint32_t active;
 } dx_server_stats;
 

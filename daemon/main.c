@@ -17,7 +17,7 @@
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 48
+#define NOPTS 64
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -53,6 +53,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("syn-rate-limit-peer", PILOT_OPT_INT, &o->syn_rate_limit_peer, "10",
 		  "incoming connection attempts accepted per second from one node "
 		  "(burst: the larger of 64 and n)", "n", 1, 1000000),
+		OPT("syn-rate-limit-untrusted", PILOT_OPT_INT, &o->syn_rate_limit_untrusted, "100",
+		  "incoming connection attempts accepted per second from untrusted or anonymous "
+		  "nodes together (their own budget: they cannot use up -syn-rate-limit, which "
+		  "is kept for trusted peers with an authenticated session)", "n", 1, 1000000),
 		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",
 		  "connections per local port", "n", 1, 1000000),
 		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096",
@@ -69,11 +73,22 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
 		  "disable the event stream service (port 1002)", NULL),
-		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, NULL,
-		  "accept only identity-signed key exchanges (PILA), never anonymous PILK", NULL),
+		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, "true",
+		  "accept only identity-signed key exchanges (PILA); -require-auth=false also "
+		  "lets anonymous peers (PILK) in, to port 444 only and never under a trusted "
+		  "or known node's ID", NULL),
 		OPT("kdf", PILOT_OPT_STRING, &o->kdf, "ref",
 		  "tunnel key derivation offered first: ref (SHA-256) or new (HKDF); "
 		  "the peer's variant is learned either way", "ref|new"),
+		OPT("dataexchange-quota", PILOT_OPT_INT, &o->dx_quota, "1024",
+		  "disk space the data exchange service (port 1001) may fill with received "
+		  "files and messages; 0 = no quota", "MiB", 0, 1 << 30),
+		OPT("dataexchange-peer-quota", PILOT_OPT_INT, &o->dx_peer_quota, "256",
+		  "of that, what one peer may fill (counted since start; cleared with "
+		  "pilotctl received/inbox --clear); 0 = no per-peer quota", "MiB", 0, 1 << 30),
+		OPT("dataexchange-min-free", PILOT_OPT_INT, &o->dx_min_free, "256",
+		  "refuse received data that would leave less free space than this on the "
+		  "file system of ~/.pilot; 0 = no floor", "MiB", 0, 1 << 30),
 		OPT("deregister-on-exit", PILOT_OPT_BOOL, &o->deregister_on_exit, NULL,
 		  "deregister from the registry on SIGTERM/SIGINT (waits at most 2 s)", NULL),
 		OPT("user", PILOT_OPT_STRING, &o->user, NULL,
@@ -94,6 +109,13 @@ static void options_table(node_options *o, pilot_opt *t)
 		  "in memory without -identity)", "path"),
 		OPT("no-dns", PILOT_OPT_BOOL, &o->no_dns, NULL,
 		  "no DNS responder for .pilot names on the TUN address", NULL),
+		OPT("dns-rate", PILOT_OPT_INT, &o->dns_rate, "2",
+		  "registry lookups per second the DNS responder makes for one client "
+		  "(burst: 5 times that; all clients together: 5 times that, burst 10 times); "
+		  "more get SERVFAIL",
+		  "n", 1, 100000),
+		OPT("dns-neg-cache", PILOT_OPT_DURATION, &o->dns_neg_cache, "30s",
+		  "how long the DNS responder remembers that a hostname does not exist", "duration"),
 		OPT("transport", PILOT_OPT_STRING, &o->transport, "udp",
 		  "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
 		  "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
@@ -116,6 +138,9 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
 		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
 		  "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		OPT("metrics", PILOT_OPT_STRING, &o->metrics, NULL,
+		  "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
+		  "127.0.0.1; empty = off", "host:port"),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};
@@ -166,6 +191,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -endpoint (want a numeric ip:port or [v6]:port)");
 	if (empty(o->listen) || !valid_hostport(o->listen))
 		return usage_error("invalid -listen (want host:port, :port or [v6]:port)");
+	if (!empty(o->metrics) && !valid_hostport(o->metrics))
+		return usage_error("invalid -metrics (want host:port or :port; :port = 127.0.0.1)");
 	if (pilot_log_parse_level(o->log_level, &lv) < 0)
 		return usage_error("invalid -log-level (want debug, info, warn or error)");
 	if (pilot_log_parse_format(o->log_format, &lf) < 0)
@@ -178,6 +205,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
 		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
+	if (o->dns_neg_cache < 1000 || o->dns_neg_cache > 3600 * 1000)
+		return usage_error("invalid -dns-neg-cache (want 1s to 1h)");
 	if (o->underlay_mtu && o->underlay_mtu < 576)
 		return usage_error("invalid -underlay-mtu (want 0 = auto, or 576 to 65535)");
 	if ((why = node_compat_validate(o)))

@@ -10,16 +10,19 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 
 #include "daemon/ctl_verbs.h"
 #include "daemon/ctlsock.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
+#include "daemon/privs.h"
 #include "daemon/registration.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/proto.h"
+#include "lib/sdnotify.h"
 
 #define DISCOVER_WAIT_MS 2000
 #define DISCOVER_TRIES 3
@@ -106,24 +109,69 @@ void node_set_identity(node *n, const pilot_identity *id)
 	node_compat_identity_changed(n);
 }
 
-/* ---- privileges ---- */
-static void drop_privileges(node *n)
+/* ---- privileges (issue 12 §7) ----
+ * Sockets, the TUN and the DNS socket on the own IPv4 are opened as root; then,
+ * before the loop reads anything from the network, pilotd keeps only what the
+ * rest of start-up needs: with -user it switches to that user keeping
+ * CAP_NET_ADMIN (the own ULA, which needs the node ID, is added to the TUN on
+ * the first register_ok) and CAP_NET_BIND_SERVICE (the DNS socket on that ULA,
+ * port 53), plus CAP_SETPCAP to shrink the bounding set later; without -user, started as root, it stays uid 0 with those two.
+ * Once the ULA is up (or after DROP_WAIT_MS without registration) the last
+ * step: -user keeps nothing, root keeps CAP_NET_ADMIN for the TUN. The bounding
+ * set is cut down too, so nothing pilotd runs regains the rest. */
+static uint64_t startup_caps(const node *n)
+{
+	if (!node_tun_enabled(&n->o))
+		return 0;
+	/* CAP_SETPCAP: the last step can then cut the bounding set down too */
+	return PRIVS_CAP(CAP_NET_ADMIN) | PRIVS_CAP(CAP_SETPCAP)
+	       | (n->o.no_dns ? 0 : PRIVS_CAP(CAP_NET_BIND_SERVICE));
+}
+
+static uint64_t final_caps(const node *n)
+{
+	return empty(n->o.user) && node_tun_enabled(&n->o) ? PRIVS_CAP(CAP_NET_ADMIN) : 0;
+}
+
+/* Before any network input: switch user / limit root's capabilities. */
+static void privileges_startup(node *n)
 {
 	struct passwd *pw;
+	char caps[96];
+	int r;
 
-	if (empty(n->o.user) || n->dropped)
+	if (empty(n->o.user)) {
+		if (geteuid() != 0)
+			return;
+		if ((r = privs_limit(startup_caps(n))) < 0)
+			pilot_fatal("cannot limit capabilities: %s", strerror(-r));
+		log_info("running as root with capabilities=%s", privs_text(privs_effective(), caps, sizeof(caps)));
 		return;
-	pilot_loop_del_timer(n->loop, n->drop_timer);
-	n->drop_timer = 0;
-	node_tun_before_drop(n);
+	}
 	if (!(pw = getpwnam(n->o.user)))
 		pilot_fatal("-user %s: no such user", n->o.user);
-	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
-		pilot_fatal("cannot switch to user %s: %s", n->o.user, strerror(errno));
-	if (setuid(0) == 0)
-		pilot_fatal("still able to regain root after switching to %s", n->o.user);
+	if ((r = privs_switch_user(pw->pw_uid, pw->pw_gid, startup_caps(n))) < 0)
+		pilot_fatal("cannot switch to user %s: %s", n->o.user, strerror(-r));
+	log_info("switched to user=%s uid=%u capabilities=%s", n->o.user, (unsigned)pw->pw_uid,
+		 privs_text(privs_effective(), caps, sizeof(caps)));
+}
+
+/* After start-up (the own ULA configured, or given up on). */
+static void drop_privileges(node *n)
+{
+	char caps[96];
+	int r;
+
+	pilot_loop_del_timer(n->loop, n->drop_timer);
+	n->drop_timer = 0;
+	if (n->dropped || (empty(n->o.user) && geteuid() != 0))
+		return;
+	node_tun_before_drop(n);
+	if ((r = privs_limit(final_caps(n))) < 0)
+		pilot_fatal("cannot drop capabilities: %s", strerror(-r));
 	n->dropped = true;
-	log_info("dropped privileges user=%s uid=%u", n->o.user, (unsigned)pw->pw_uid);
+	log_info("dropped privileges user=%s capabilities=%s", empty(n->o.user) ? "root" : n->o.user,
+		 privs_text(privs_effective(), caps, sizeof(caps)));
 }
 
 static int64_t drop_timeout(pilot_loop *l, uint64_t id, void *arg)
@@ -149,6 +197,10 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_data_up(n);
 		node_tun_up(n);
 		drop_privileges(n);
+	}
+	if (!n->notified_ready && !n->stopping) { /* systemd Type=notify: ready once registered */
+		n->notified_ready = true;
+		pilot_sd_notify("READY=1\nSTATUS=registered");
 	}
 }
 
@@ -179,6 +231,37 @@ static void registry_reconnected(void *arg)
 		peer_table_rediscover(n->peers);
 }
 
+/* True for a registry on this host: 127.0.0.0/8, ::1, [::1], localhost. */
+static bool registry_is_loopback(const char *hostport)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	size_t len = colon ? (size_t)(colon - hostport) : strlen(hostport);
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (len && hostport[0] == '[' && hostport[len - 1] == ']')
+		hostport++, len -= 2;
+	if (len >= sizeof(host))
+		return false;
+	memcpy(host, hostport, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return strcmp(host, "localhost") == 0;
+}
+
+/* Issue 12 §6: node IDs, endpoints, keys and trust requests travel to the
+ * registry; in plaintext anyone on the path reads and can change them. */
+static void warn_plaintext_registry(node *n)
+{
+	if (!n->o.registry_tls && !registry_is_loopback(n->o.registry))
+		log_warn("the registry %s is reached in plaintext: anyone on the path can read and "
+			 "alter what this node registers and looks up; use -registry-tls", n->o.registry);
+}
+
 static void start_registration(node *n)
 {
 	char err[512];
@@ -202,6 +285,7 @@ static void start_registration(node *n)
 	rc.client.on_reconnect = registry_reconnected;
 	rc.client.on_reconnect_arg = n;
 	node_compat_registration(n, &rc);
+	warn_plaintext_registry(n);
 	n->discovering = false;
 	log_info("registering registry=%s listen_addr=%s", n->o.registry, n->endpoint);
 	if (!(n->reg = registration_new(n->loop, &rc, &cbs, err, sizeof(err))))
@@ -335,6 +419,7 @@ static void begin_shutdown(node *n, const char *why)
 	if (n->stopping)
 		return;
 	n->stopping = true;
+	pilot_sd_notify("STOPPING=1");
 	log_info("shutting down signal=%s", why);
 	if (n->up)
 		node_data_shutdown(n);
@@ -392,11 +477,13 @@ void node_start(node *n)
 	load_identity(n);
 	node_data_load_trust(n);
 	open_ctlsock(n);
+	node_metrics_start(n);
 	if (!node_compat_start(n)
 	    && !(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
 		pilot_fatal("tunnel: %s", err);
 	node_tun_open(n);
-	if (n->tun && !empty(n->o.user)) /* the own ULA needs the node ID: drop once registered */
+	privileges_startup(n); /* nothing has been read from the network yet */
+	if (n->tun && (!empty(n->o.user) || geteuid() == 0)) /* the ULA needs the node ID */
 		n->drop_timer = pilot_loop_add_timer(n->loop, DROP_WAIT_MS, drop_timeout, n);
 	else
 		drop_privileges(n);
@@ -427,6 +514,7 @@ void node_free(node *n)
 		return;
 	ctlsock_free(n->ctl);
 	n->ctl = NULL;
+	node_metrics_free(n);
 	node_tun_down(n);
 	node_data_free(n);
 	registration_free(n->reg);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <json-c/json.h>
 
@@ -25,6 +26,7 @@ struct ctl_reply;
 typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
+	char *metrics;                       /* -metrics host:port, NULL = off (metrics.c) */
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
 	long tun_mtu, tun_max_flows;
 	long underlay_mtu;                   /* cap on the path MTU, 0 = none (node_data.c) */
@@ -35,6 +37,10 @@ typedef struct node_options {
 	int require_auth, deregister_on_exit, check;
 	int64_t keepalive, idle_timeout, time_wait;
 	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
+	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
+	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
+	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
+	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctl_svc.c) */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
@@ -43,6 +49,7 @@ typedef struct node_stats {
 	uint64_t echo_conns;
 	uint64_t discover_replies;
 	uint64_t refused;                     /* admit() said no: untrusted peer, private port */
+	uint64_t refused_anon;                /* ... of which: anonymous (PILK) session, port != 444 */
 	uint64_t notify_polls;                /* poll_handshakes run for a beacon Notify */
 } node_stats;
 
@@ -92,6 +99,8 @@ typedef struct node {
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
 	node_stats st;
 	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
+	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */
+	bool notified_ready;        /* sd_notify READY=1 sent */
 } node;
 
 node *node_new(const node_options *o);
@@ -150,6 +159,11 @@ const char *node_compat_peer_beacon(const node *n); /* the peer table's beacon o
 void node_compat_identity_changed(node *n);         /* key rotation: the WSS auth key */
 void node_compat_info(node *n, json_object *o);    /* info: transport, transport_reason */
 void node_compat_free(node *n);     /* after the registration and the transport */
+
+/* ---- Prometheus /metrics (metrics.c) ---- */
+void node_metrics_start(node *n);   /* -metrics set: listen (fatal on error) */
+void node_metrics_write(node *n, FILE *f); /* the whole exposition */
+void node_metrics_free(node *n);    /* NULL-safe parts */
 
 /* The control verbs: daemon/ctl_verbs.h (one table). */
 /* Helpers for handlers: daemon/ctl_args.h. */

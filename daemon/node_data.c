@@ -31,6 +31,20 @@ typedef struct key_req {
 	void *arg;
 } key_req;
 
+/* An error reply means "no such node" only when it says so: our registry's
+ * not_found, or a reference registry's code-less "request failed" (it refuses a
+ * lookup for nothing else). rate_limited, busy, internal, a timeout or a lost
+ * connection are not an answer (issue 12 §2: never "no key"). */
+static int lookup_err(json_object *reply, int err)
+{
+	const char *code;
+
+	if (err != -EREMOTEIO)
+		return err;
+	code = reply ? jw_get_str(reply, "code") : NULL;
+	return !code || !strcmp(code, "not_found") ? -ENOENT : -EAGAIN;
+}
+
 static void key_reply(void *arg, json_object *reply, int err)
 {
 	key_req *q = arg;
@@ -39,7 +53,8 @@ static void key_reply(void *arg, json_object *reply, int err)
 
 	if (!err && (!s || pilot_b64_decode(s, strlen(s), pk, sizeof(pk)) != (int)sizeof(pk)))
 		err = -ENOENT;
-	q->cb(q->arg, err ? (err == -EREMOTEIO ? -ENOENT : err) : 0, err ? NULL : pk);
+	err = lookup_err(reply, err);
+	q->cb(q->arg, err, err ? NULL : pk);
 	free(q);
 }
 
@@ -68,7 +83,7 @@ static void peer_key_reply(void *arg, int err, const uint8_t pk[PROTO_ED25519_LE
 {
 	peer_key_req *q = arg;
 
-	q->done(q->arg, err ? NULL : pk);
+	q->done(q->arg, err, err ? NULL : pk);
 	free(q);
 }
 
@@ -76,10 +91,11 @@ static void peer_lookup_key(void *ctx, uint32_t id, peer_key_done done, void *ar
 {
 	node *n = ctx;
 	peer_key_req *q = malloc(sizeof(*q));
+	int r = -ENOMEM;
 
-	if (!q || node_key_lookup(n, id, peer_key_reply, q) < 0) {
+	if (!q || (r = node_key_lookup(n, id, peer_key_reply, q)) < 0) {
 		free(q);
-		done(arg, NULL);
+		done(arg, r, NULL); /* not sent (queue full, not connected): not "no key" */
 		return;
 	}
 	q->done = done;
@@ -150,17 +166,67 @@ static uint32_t conn_path_mss(void *ctx, uint32_t to)
 	return mtu ? pmtu_mss(mtu, v6, n->o.encrypt) : 0;
 }
 
-/* Private by default: an untrusted peer reaches only the handshake port. */
+/* Private by default: an untrusted peer reaches only the handshake port. Trust
+ * is bound to a key: beyond port 444 the session must have been made by a PILA
+ * (an anonymous PILK session reaches port 444 only, public node or not), and for
+ * a private node with the trusted entry's key. Plaintext networks (-encrypt=false)
+ * authenticate nothing: IDs only, as before. */
 static bool conn_admit(void *ctx, uint32_t from, uint16_t port, int protocol)
 {
 	node *n = ctx;
+	uint8_t pk[PROTO_ED25519_LEN];
+	bool keyed = !n->o.encrypt || (n->peers && peer_session_key(n->peers, from, pk) == 0);
 
-	if (n->o.public_node || port == TRUST_PORT)
+	if (port == TRUST_PORT)
 		return true;
-	if (n->trust && trust_is_trusted(n->trust, from))
+	if (!keyed) {
+		n->st.refused_anon++;
+		n->st.refused++;
+		return false;
+	}
+	if (n->o.public_node)
+		return true;
+	if (n->trust && (n->o.encrypt ? trust_admits(n->trust, from, pk) : trust_is_trusted(n->trust, from)))
 		return true;
 	n->st.refused++;
 	return false;
+}
+
+/* The SYN budget of trusted peers (conn.h): trusted, and the session proved the
+ * peer's Ed25519 identity with the trusted entry's key (as conn_admit); anonymous
+ * (PILK) and plaintext sessions share the untrusted sources' budget whatever ID
+ * they claim. */
+static bool conn_trusted(void *ctx, uint32_t from)
+{
+	node *n = ctx;
+	uint8_t pk[PROTO_ED25519_LEN];
+
+	return n->trust && n->peers && peer_session_key(n->peers, from, pk) == 0
+	       && trust_admits(n->trust, from, pk);
+}
+
+/* ---- key pins (trust.json) for the peer table ---- */
+static enum peer_pin peer_pinned_key(void *ctx, uint32_t id, uint8_t pk[PROTO_ED25519_LEN])
+{
+	node *n = ctx;
+
+	switch (n->trust ? trust_pinned_key(n->trust, id, pk) : TRUST_PIN_NONE) {
+	case TRUST_PIN_KEY:
+		return PEER_PIN_KEY;
+	case TRUST_PIN_TRUSTED:
+		return PEER_PIN_TRUSTED;
+	default:
+		return PEER_PIN_NONE;
+	}
+}
+
+static void peer_key_pinned(void *ctx, uint32_t id, const uint8_t pk[PROTO_ED25519_LEN],
+			    const uint8_t *old)
+{
+	node *n = ctx;
+
+	if (n->trust && trust_pin_key(n->trust, id, pk) < 0)
+		log_warn("trust: cannot pin the key of node=%u (out of memory)", id);
 }
 
 /* ---- trust ops ---- */
@@ -485,6 +551,8 @@ static int64_t poll_tick(pilot_loop *l, uint64_t id, void *arg)
 
 	if (n->trust && trust_wants_poll(n->trust))
 		poll_now(n);
+	if (n->trust)
+		trust_flush(n->trust); /* newly pinned keys, batched */
 	return POLL_PROMPT_MS;
 }
 
@@ -502,6 +570,8 @@ static void peers_up(node *n)
 		.ctx = n,
 		.deliver = peer_deliver,
 		.lookup_key = peer_lookup_key,
+		.pinned_key = peer_pinned_key,
+		.key_pinned = peer_key_pinned,
 		.resolve = peer_resolve,
 		.beacon_notify = peer_beacon_notify,
 	};
@@ -522,6 +592,8 @@ static void conns_up(node *n)
 		.syn_rate = (uint32_t)n->o.syn_rate_limit,
 		.syn_rate_peer = (uint32_t)n->o.syn_rate_limit_peer,
 		.syn_burst_peer = n->o.syn_rate_limit_peer > 64 ? (uint32_t)n->o.syn_rate_limit_peer : 64,
+		.trusted = conn_trusted,
+		.syn_rate_untrusted = (uint32_t)n->o.syn_rate_limit_untrusted,
 		.max_per_port = (uint32_t)n->o.max_conns_per_port,
 		.max_total = (uint32_t)n->o.max_conns_total,
 	};
@@ -606,6 +678,8 @@ void node_data_shutdown(node *n)
 {
 	node_svc_down(n); /* control operations and services hold conn handles */
 	node_hs_free(n); /* its timers must not touch conns after the shutdown */
+	if (n->trust)
+		trust_flush(n->trust);
 	if (n->conns)
 		conn_table_shutdown(n->conns);
 	if (n->t)

@@ -2,8 +2,10 @@
  * with the own IPv4 and the ULA route, the persisted address map and the DNS
  * responder are set up in node_tun_open, before the privilege drop (both need
  * CAP_NET_ADMIN / port 53). The own ULA needs the node ID, so it and the bridge
- * come in node_tun_up on the first register_ok; with -user the drop waits for
- * that (node.c, at most DROP_WAIT_MS). Tear-down: the bridge before the conn
+ * come in node_tun_up on the first register_ok; until then pilotd keeps
+ * CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (also after -user switched the uid
+ * before any network input) and gives them up after it (node.c, at most
+ * DROP_WAIT_MS). Tear-down: the bridge before the conn
  * table (node_tun_down), the DNS responder after the registration (its pending
  * lookups are answered with -ECANCELED), then the map and the device (closing
  * the fd removes the device, its addresses and routes). */
@@ -15,10 +17,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
+#include "daemon/privs.h"
 #include "daemon/registration.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
@@ -130,7 +134,14 @@ static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
 static void dns_listen4(node *n, node_tun *nt)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(TUN_DNS_PORT) };
-	tun_dns_cfg dc = { .map = nt->map, .resolve = dns_resolve, .ctx = n };
+	tun_dns_cfg dc = {
+		.map = nt->map, .resolve = dns_resolve, .ctx = n,
+		.ifindex = tun_dev_ifindex(nt->dev), /* queries through the TUN only (issue 12) */
+		.client_rate = (unsigned)n->o.dns_rate,
+		.client_burst = (unsigned)n->o.dns_rate * 5,
+		.total_rate = (unsigned)n->o.dns_rate * 5,
+		.neg_cache_ms = (unsigned)n->o.dns_neg_cache,
+	};
 	char err[512];
 	int r;
 
@@ -179,7 +190,11 @@ static void register_resolved(node *n, node_tun *nt)
 		log_debug("tun: not in the initial network namespace: systemd-resolved left alone");
 		return;
 	}
+	/* resolved lets a sender with CAP_NET_ADMIN configure links: after -user,
+	 * resolvectl gets it only through the ambient set (privs.h) */
+	privs_ambient(CAP_NET_ADMIN, true);
 	r = tun_dns_register_resolved(nt->dns, tun_dev_name(nt->dev), NULL, err, sizeof(err));
+	privs_ambient(CAP_NET_ADMIN, false);
 	if (r < 0)
 		log_warn("tun: systemd-resolved registration failed: %s", err);
 	else if (r > 0)
@@ -312,6 +327,20 @@ void node_tun_ip4_text(const node_tun *nt, uint32_t ip, char out[INET_ADDRSTRLEN
 	inet_ntop(AF_INET, &a, out, INET_ADDRSTRLEN);
 }
 
+static void add_dns_stats(node_tun *nt, json_object *o)
+{
+	tun_dns_stats ds = { 0 };
+
+	if (nt->dns)
+		tun_dns_get_stats(nt->dns, &ds);
+	set_int(o, "dns_queries", (int64_t)ds.queries);
+	set_int(o, "dns_not_tun", (int64_t)ds.not_tun);
+	set_int(o, "dns_lookups", (int64_t)ds.lookups);
+	set_int(o, "dns_rate_limited", (int64_t)ds.rate_limited);
+	set_int(o, "dns_cache_hits", (int64_t)ds.cache_hits);
+	set_int(o, "dns_neg_cache_hits", (int64_t)ds.neg_cache_hits);
+}
+
 json_object *node_tun_info_json(node *n)
 {
 	json_object *o = json_object_new_object();
@@ -344,5 +373,6 @@ json_object *node_tun_info_json(node *n)
 	set_int(o, "udp_out", (int64_t)st.udp_out);
 	set_int(o, "udp_in", (int64_t)st.udp_in);
 	set_int(o, "malformed", (int64_t)bad);
+	add_dns_stats(nt, o);
 	return o;
 }

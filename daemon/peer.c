@@ -316,6 +316,7 @@ int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len)
 		return node == pt->cfg.node || node == 0 ? -EINVAL : -ENOMEM;
 	pt->st.tx_packets++;
 	p->tx_packets++;
+	p->tx_bytes += len;
 	if (can_send_now(pt, p)) {
 		peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
 		return 0;
@@ -386,7 +387,6 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		return;
 	memcpy(p->last_kx, frame, flen);
 	p->last_kx_len = flen;
-	p->identity = ed != NULL;
 	if (p->sess && p->has_x && !sodium_memcmp(p->x25519, x, PROTO_X25519_LEN)) {
 		same_key(pt, p);
 		return;
@@ -396,6 +396,9 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	if (!p->sess)
 		return;
 	p->has_x = true;
+	p->identity = ed != NULL;
+	if (ed)
+		memcpy(p->sess_ed, ed, PROTO_ED25519_LEN);
 	pt->st.kx_accepted++;
 	if (changed)
 		pt->st.rekeys++;
@@ -425,46 +428,105 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		peer_send_keepalive(pt, p); /* lets the peer authenticate us at once */
 }
 
-/* Registry key known (or known absent): decide on the exchange frame. */
+static enum peer_pin pin_of(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED25519_LEN])
+{
+	return pt->cfg.pinned_key ? pt->cfg.pinned_key(pt->cfg.ctx, node, pk) : PEER_PIN_NONE;
+}
+
+/* A node that never gets an anonymous session again: trusted or pinned (this
+ * process or an earlier one), or the registry gave us its key, or it proved an
+ * identity to us in this process. */
+static bool keyed(const peer_table *pt, const peer *p, uint32_t node)
+{
+	uint8_t pk[PROTO_ED25519_LEN];
+
+	return pin_of(pt, node, pk) != PEER_PIN_NONE || (p && (p->has_ed || p->identity));
+}
+
+/* PILK refused: a node we know must prove its identity, so answer with our PILA
+ * (also what a newer reference's PILK "key request" asks for, tunnel.md §3.2). */
+static void refuse_pilk(peer_table *pt, peer *p)
+{
+	pt->st.kx_rejected++;
+	pt->st.kx_pilk_refused++;
+	if (p && (!p->reply_ms || peer_now(pt) - p->reply_ms >= 1000)) {
+		p->reply_ms = peer_now(pt);
+		peer_send_kx(pt, p, PEER_VIA_PATH);
+	}
+}
+
+static void key_b64(const uint8_t *pk, char out[48])
+{
+	pilot_b64_encode(pk, PROTO_ED25519_LEN, out, 48);
+}
+
+/* A PILA whose signature verified, with regkey the registry's key for its node
+ * (NULL: none); fresh: regkey was asked for after this frame arrived (not the
+ * cached one). The key must be the registry's. A pinned key other than the
+ * frame's moves only on a fresh answer naming the frame's key: the registry
+ * changes a node's key only through rotate_key, signed by the old key. */
+static void pila_decide(peer_table *pt, const proto_pila *a, const uint8_t *frame,
+			const transport_ep *src, uint32_t relay, const uint8_t *regkey, bool fresh)
+{
+	uint8_t pin[PROTO_ED25519_LEN];
+	char o[48], n[48];
+	enum peer_pin ps = pin_of(pt, a->node, pin);
+	bool change = ps == PEER_PIN_KEY && sodium_memcmp(pin, a->ed25519, PROTO_ED25519_LEN);
+
+	if (!regkey || sodium_memcmp(regkey, a->ed25519, PROTO_ED25519_LEN) || (change && !fresh)) {
+		pt->st.kx_rejected++;
+		return;
+	}
+	if (change) {
+		key_b64(pin, o);
+		key_b64(a->ed25519, n);
+		log_warn("tunnel: key of node=%u changed old=%s new=%s: the registry holds the new "
+			 "key (rotate_key), accepted", a->node, o, n);
+		pt->st.kx_key_changes++;
+	}
+	if (pt->cfg.key_pinned)
+		pt->cfg.key_pinned(pt->cfg.ctx, a->node, a->ed25519, change ? pin : NULL);
+	kx_accept(pt, a->node, a->x25519, frame, PROTO_PILA_LEN, src, relay, a->ed25519);
+}
+
+/* A PILK; err: the registry's answer for its node (0 a key, -ENOENT none). An
+ * anonymous session only where allowed, and only for a node nobody knows. */
+static void pilk_decide(peer_table *pt, const proto_pilk *k, const uint8_t *frame,
+			const transport_ep *src, uint32_t relay, int err)
+{
+	peer *p = peer_find(pt, k->node);
+
+	if (pt->cfg.require_auth || err != -ENOENT || keyed(pt, p, k->node)) {
+		refuse_pilk(pt, p);
+		return;
+	}
+	if (!p && pt->pilk_peers >= PEER_PILK_MAX) {
+		pt->st.kx_rate_limited++; /* anonymous nodes must not fill the table */
+		return;
+	}
+	if (!p) {
+		if (!(p = peer_get_or_create(pt, k->node)))
+			return;
+		p->pilk = true;
+		pt->pilk_peers++;
+	}
+	kx_accept(pt, k->node, k->x25519, frame, PROTO_PILK_LEN, src, relay, NULL);
+}
+
+/* The registry answered (err 0 / -ENOENT) for a frame that waited for it. */
 static void kx_decide(peer_table *pt, const uint8_t *frame, size_t len, const transport_ep *src,
-		      uint32_t relay, const uint8_t *regkey)
+		      uint32_t relay, int err, const uint8_t *regkey)
 {
 	proto_pila a;
 	proto_pilk k;
 
-	if (len >= PROTO_PILA_LEN && proto_get32(frame) == PROTO_MAGIC_PILA) {
-		if (proto_pila_decode(frame, len, &a) < 0 || !regkey ||
-		    sodium_memcmp(regkey, a.ed25519, PROTO_ED25519_LEN) != 0 || pilot_pila_verify(&a) < 0) {
-			pt->st.kx_rejected++;
-			return;
-		}
-		kx_accept(pt, a.node, a.x25519, frame, PROTO_PILA_LEN, src, relay, regkey);
+	if (proto_get32(frame) == PROTO_MAGIC_PILA) {
+		if (proto_pila_decode(frame, len, &a) == 0) /* verified before the lookup */
+			pila_decide(pt, &a, frame, src, relay, err ? NULL : regkey, true);
 		return;
 	}
-	if (proto_pilk_decode(frame, len, &k) < 0)
-		return;
-	if (pt->cfg.require_auth || (regkey && pt->cfg.identity)) {
-		/* A registered node must prove its identity: answer with our PILA. */
-		peer *p = regkey ? peer_find(pt, k.node) : NULL;
-		pt->st.kx_rejected++;
-		if (p && (!p->reply_ms || peer_now(pt) - p->reply_ms >= 1000)) {
-			p->reply_ms = peer_now(pt);
-			peer_send_kx(pt, p, PEER_VIA_PATH);
-		}
-		return;
-	}
-	if (!peer_find(pt, k.node) && pt->pilk_peers >= PEER_PILK_MAX) {
-		pt->st.kx_rate_limited++; /* anonymous nodes must not fill the table */
-		return;
-	}
-	if (!peer_find(pt, k.node)) {
-		peer *np = peer_get_or_create(pt, k.node);
-		if (!np)
-			return;
-		np->pilk = true;
-		pt->pilk_peers++;
-	}
-	kx_accept(pt, k.node, k.x25519, frame, PROTO_PILK_LEN, src, relay, NULL);
+	if (proto_pilk_decode(frame, len, &k) == 0)
+		pilk_decide(pt, &k, frame, src, relay, err);
 }
 
 static void req_unlink(peer_table *pt, peer_req *r)
@@ -493,7 +555,33 @@ static peer_req *req_new(peer_table *pt, uint32_t node, bool is_resolve)
 	return r;
 }
 
-static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
+static void req_done(peer_table *pt, peer_req *r)
+{
+	req_unlink(pt, r);
+	pt->kx_inflight--;
+	free(r);
+}
+
+/* The registry did not answer: ask again later (peer_tick), PEER_KEY_TRIES in
+ * all, then drop the frame. Never "no key". */
+static void key_retry(peer_table *pt, peer_req *r, int err)
+{
+	pt->st.kx_lookup_errors++;
+	if (r->frame_len && ++r->tries < PEER_KEY_TRIES) {
+		r->waiting = true;
+		r->retry_ms = peer_now(pt) + ((uint64_t)DEF(pt->cfg.key_retry_ms, 500) << (r->tries - 1));
+		return;
+	}
+	if (r->frame_len) {
+		pt->st.kx_lookup_failed++;
+		pt->st.kx_rejected++;
+		log_info("tunnel: key exchange from node=%u dropped: the registry did not answer its "
+			 "key lookup (%d tries, err=\"%s\")", r->node, PEER_KEY_TRIES, strerror(-err));
+	}
+	req_done(pt, r);
+}
+
+static void key_done(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
 {
 	peer_req *r = arg;
 	peer_table *pt = r->pt;
@@ -503,14 +591,18 @@ static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
 		free(r);
 		return;
 	}
-	req_unlink(pt, r);
-	pt->kx_inflight--;
 	if (r->forgotten) { /* a frame from before peer_forget: start from scratch */
-		free(r);
+		req_done(pt, r);
 		return;
 	}
-	if ((p = peer_find(pt, r->node)) || (pk && (p = peer_get_or_create(pt, r->node)))) {
-		if (pk) {
+	if (err && err != -ENOENT) {
+		key_retry(pt, r, err);
+		return;
+	}
+	if (!err && !pk)
+		err = -ENOENT;
+	if ((p = peer_find(pt, r->node)) || (!err && (p = peer_get_or_create(pt, r->node)))) {
+		if (!err) {
 			memcpy(p->ed, pk, PROTO_ED25519_LEN);
 			p->has_ed = true;
 		} else {
@@ -518,8 +610,27 @@ static void key_done(void *arg, const uint8_t pk[PROTO_ED25519_LEN])
 		}
 	}
 	if (r->frame_len) /* 0: a prefetch (peer_prefetch_key) no frame has joined */
-		kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, pk);
-	free(r);
+		kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, err, pk);
+	req_done(pt, r);
+}
+
+/* Lookups whose retry time has come (collected first: an answer may arrive
+ * synchronously and change the list). */
+static void key_retries(peer_table *pt, uint64_t now)
+{
+	peer_req *due[PEER_KX_INFLIGHT];
+	size_t n = 0;
+
+	for (peer_req *r = pt->reqs; r && n < PEER_KX_INFLIGHT; r = r->next)
+		if (r->waiting && now >= r->retry_ms)
+			due[n++] = r;
+	for (size_t i = 0; i < n; i++) {
+		due[i]->waiting = false;
+		if (due[i]->forgotten)
+			req_done(pt, due[i]);
+		else
+			pt->cfg.lookup_key(pt->cfg.ctx, due[i]->node, key_done, due[i]);
+	}
 }
 
 /* The outstanding key lookup for node, if any. */
@@ -561,6 +672,42 @@ static bool kx_rate_ok(peer_table *pt, peer *p)
 	return ++p->kx_rate_n <= PEER_KX_PER_S;
 }
 
+/* Decide without the registry where we can; false: the frame needs a lookup.
+ * A PILA is verified first (a forged one costs no lookup); when its key is not
+ * the cached registry key (or not the pinned one) the registry is asked again:
+ * the node may have rotated its key, and an unverified frame never clears what
+ * we know. A PILK is refused outright where it can never be accepted. */
+static bool kx_fast(peer_table *pt, peer *p, const uint8_t *buf, size_t flen,
+		    const transport_ep *src, uint32_t relay)
+{
+	uint8_t pin[PROTO_ED25519_LEN];
+	proto_pila a;
+	proto_pilk k;
+
+	if (proto_get32(buf) == PROTO_MAGIC_PILA) {
+		if (proto_pila_decode(buf, flen, &a) < 0 || pilot_pila_verify(&a) < 0) {
+			pt->st.kx_rejected++;
+			return true;
+		}
+		if (!p || !p->has_ed || sodium_memcmp(p->ed, a.ed25519, PROTO_ED25519_LEN) ||
+		    (pin_of(pt, a.node, pin) == PEER_PIN_KEY && sodium_memcmp(pin, a.ed25519, PROTO_ED25519_LEN)))
+			return false;
+		pila_decide(pt, &a, buf, src, relay, p->ed, false);
+		return true;
+	}
+	if (proto_pilk_decode(buf, flen, &k) < 0)
+		return true;
+	if (pt->cfg.require_auth || keyed(pt, p, k.node)) {
+		refuse_pilk(pt, p);
+		return true;
+	}
+	if (p && p->ed_neg_until > peer_now(pt)) {
+		pilk_decide(pt, &k, buf, src, relay, -ENOENT);
+		return true;
+	}
+	return false;
+}
+
 static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const transport_ep *src,
 		      uint32_t relay)
 {
@@ -586,14 +733,8 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		pt->st.kx_rate_limited++;
 		return;
 	}
-	/* A PILA naming another key than the cached one: the node may have rotated
-	 * its identity, so ask the registry again instead of rejecting outright. */
-	if (p && p->has_ed && pila && sodium_memcmp(p->ed, buf + 8 + PROTO_X25519_LEN, PROTO_ED25519_LEN))
-		p->has_ed = false;
-	if (p && (p->has_ed || p->ed_neg_until > peer_now(pt))) {
-		kx_decide(pt, buf, flen, src, relay, p->has_ed ? p->ed : NULL);
+	if (kx_fast(pt, p, buf, flen, src, relay))
 		return;
-	}
 	/* Our own first contact already asked for this key (peer_prefetch_key): the
 	 * frame waits for that answer instead of a second lookup behind it. */
 	if ((r = key_req_of(pt, node)) && r->frame_len == 0) {
@@ -604,7 +745,7 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		return;
 	}
 	if (!pt->cfg.lookup_key || pt->kx_inflight >= PEER_KX_INFLIGHT || !(r = req_new(pt, node, false))) {
-		pt->st.kx_rate_limited++;
+		pt->st.kx_rate_limited++; /* dropped, not decided: the sender retransmits */
 		return;
 	}
 	memcpy(r->frame, buf, flen);
@@ -705,6 +846,7 @@ static void handle_packet(peer_table *pt, peer *p, const uint8_t *pkt, size_t le
 		return;
 	}
 	p->rx_packets++;
+	p->rx_bytes += PROTO_HDR_SIZE + h.payload_len;
 	if (control_consumed(pt, p, &h, pl, src, via_relay))
 		return;
 	pt->st.rx_delivered++;
@@ -942,6 +1084,7 @@ void peer_tick(peer_table *pt)
 		for (peer *p = pt->buckets[b]; p; p = p->next)
 			peer_path_tick(pt, p, now);
 	peer_punch_drain(pt, now);
+	key_retries(pt, now);
 }
 
 int peer_forget(peer_table *pt, uint32_t node)
@@ -1026,8 +1169,13 @@ void peer_table_free(peer_table *pt)
 		return;
 	pilot_loop_del_timer(pt->loop, pt->tick_timer);
 	transport_set_recv(pt->t, NULL, NULL);
-	for (peer_req *r = pt->reqs; r; r = r->next)
-		r->pt = NULL; /* freed by their done callbacks */
+	for (peer_req *r = pt->reqs, *n; r; r = n) {
+		n = r->next;
+		if (r->waiting) /* no callback will come */
+			free(r);
+		else
+			r->pt = NULL; /* freed by their done callbacks */
+	}
 	for (size_t b = 0; b < PEER_BUCKETS; b++) {
 		peer *p = pt->buckets[b], *n;
 		for (; p; p = n) {
@@ -1065,6 +1213,8 @@ static void fill_info(const peer *p, peer_info *o)
 	o->last_tx_ms = p->last_tx_ms;
 	o->rx_packets = p->rx_packets;
 	o->tx_packets = p->tx_packets;
+	o->rx_bytes = p->rx_bytes;
+	o->tx_bytes = p->tx_bytes;
 	o->pending = p->npend;
 }
 
@@ -1077,6 +1227,16 @@ size_t peer_list(const peer_table *pt, peer_info *out, size_t max)
 			if (n < max)
 				fill_info(p, &out[n]);
 	return n;
+}
+
+int peer_session_key(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED25519_LEN])
+{
+	const peer *p = peer_find(pt, node);
+
+	if (!p || !p->sess || !p->identity)
+		return -ENOENT;
+	memcpy(pk, p->sess_ed, PROTO_ED25519_LEN);
+	return 0;
 }
 
 int peer_get(const peer_table *pt, uint32_t node, peer_info *out)

@@ -6,6 +6,9 @@
  * exchange is retransmitted until the peer proves it has it, relay is left again
  * once a direct path works, beacon messages only from the configured beacon, inner
  * Src bound to the tunnel sender, no blocking registry lookups (async callbacks).
+ * Sessions are bound to keys (issue 12): a pinned or trusted node ID never gets
+ * an anonymous (PILK) session, a pinned key changes only when the registry holds
+ * the new one, a registry error is never taken for "no key" (see pinned_key).
  *
  * Everything runs on one pilot_loop and one transport. */
 #ifndef PILOT_PEER_H
@@ -31,8 +34,18 @@ struct pilot_loop;
 #define PEER_PENDING_PER_PEER 64
 #define PEER_PENDING_PEERS    256
 
-/* Answer to a key lookup: pk = the node's registry Ed25519 key, NULL = none. */
-typedef void (*peer_key_done)(void *arg, const uint8_t pk[PROTO_ED25519_LEN]);
+/* Answer to a key lookup: err 0 and pk = the node's registry Ed25519 key;
+ * -ENOENT = the registry has no such node; any other -errno = the registry could
+ * not be asked or did not answer (rate limited, timeout, disconnected), which is
+ * never taken for "no key": the lookup is retried (PEER_KEY_TRIES), then the
+ * exchange fails. */
+typedef void (*peer_key_done)(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN]);
+/* What the node keeps about a peer's key beyond this process (trust.json). */
+enum peer_pin {
+	PEER_PIN_NONE = 0,  /* nothing */
+	PEER_PIN_TRUSTED,   /* a trusted node whose key is not known yet */
+	PEER_PIN_KEY,       /* pinned key */
+};
 /* Answer to a resolve: "host:port" of the node's endpoint, NULL = failure;
  * relay_only: the registry says the node is reachable only through the beacon
  * relay (a compat node, tunnel.md §10): relay pinned, no punch, no direct probe. */
@@ -42,7 +55,7 @@ typedef struct peer_config {
 	uint32_t node;                    /* own node ID */
 	const pilot_identity *identity;   /* NULL = no identity: PILK instead of PILA */
 	bool encrypt;                     /* PILS; false = plaintext PILT network */
-	bool require_auth;                /* never accept PILK */
+	bool require_auth;                /* never accept PILK (pilotd's default) */
 	enum pilot_kdf kdf;               /* default variant (PILOT_KDF_REF) */
 	const char *beacon;               /* "host:port" or NULL */
 	void *ctx;
@@ -52,11 +65,22 @@ typedef struct peer_config {
 	 * when the answer is discarded). */
 	void (*lookup_key)(void *ctx, uint32_t node, peer_key_done done, void *arg);
 	void (*resolve)(void *ctx, uint32_t node, peer_resolve_done done, void *arg);
+	/* Key binding (issue 12), both optional. pinned_key: the node's pinned key
+	 * (filled for PEER_PIN_KEY). A pinned or trusted node gets a session only
+	 * through a PILA with its pinned key, never through PILK; a PILA with another
+	 * key is accepted only when a registry lookup made for it returns that key
+	 * (the registry changes a node's key only through its signed rotate_key):
+	 * then it is logged and key_pinned gets old. key_pinned: a PILA session with
+	 * pk was accepted (pin it; old = the replaced pin, else NULL). */
+	enum peer_pin (*pinned_key)(void *ctx, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
+	void (*key_pinned)(void *ctx, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN],
+			   const uint8_t *old);
 	/* A Notify (tunnel.md §9, 0x0A) from the configured beacon; optional. */
 	void (*beacon_notify)(void *ctx, uint8_t kind);
 	/* Timing in ms; 0 = default (tests shorten them). */
 	uint32_t tick_ms;             /* housekeeping period (200) */
 	uint32_t kx_retry_ms;         /* first key-exchange retransmission (1000, x2, 6 tries) */
+	uint32_t key_retry_ms;        /* failed key lookup: first retry (500, x2, PEER_KEY_TRIES) */
 	uint32_t direct_timeout_ms;   /* no authenticated direct frame → relay (1500) */
 	uint32_t relay_probe_ms;      /* relay peers: punch + direct probes (15000); relay_only
 				       * peers: only the re-resolve */
@@ -110,12 +134,16 @@ typedef struct peer_info {
 	enum pilot_kdf kdf;
 	uint64_t last_rx_ms, last_tx_ms; /* loop clock, 0 = never */
 	uint64_t rx_packets, tx_packets;
+	uint64_t rx_bytes, tx_bytes;  /* Pilot packets (header + payload) */
 	unsigned pending;
 } peer_info;
 
 /* Fill up to max entries; returns the number of peers (may exceed max). */
 size_t peer_list(const peer_table *pt, peer_info *out, size_t max);
 int peer_get(const peer_table *pt, uint32_t node, peer_info *out); /* 0 or -ENOENT */
+/* The Ed25519 key that authenticated node's current session (PILA): 0 and pk,
+ * or -ENOENT (no session, or an anonymous PILK one). Cheap: for admission. */
+int peer_session_key(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
 /* Send a Discover to the beacon now (at most one per 2 s): the beacon may have
  * restarted and forgotten our verified endpoint (e.g. the registry beside it
  * reconnected). No-op without a beacon. */
@@ -137,6 +165,10 @@ typedef struct peer_stats {
 	uint64_t drop_no_route;
 	uint64_t kx_rate_limited;
 	uint64_t kx_rejected;         /* bad signature, key mismatch, PILK refused */
+	uint64_t kx_pilk_refused;     /* ... of which PILK (require-auth, trusted or keyed node) */
+	uint64_t kx_key_changes;      /* pinned key replaced (registry-confirmed rotation) */
+	uint64_t kx_lookup_errors;    /* key lookups the registry did not answer (retried) */
+	uint64_t kx_lookup_failed;    /* exchanges dropped: no answer after PEER_KEY_TRIES */
 	uint64_t kx_sent, kx_accepted, rekeys;
 	uint64_t relay_switches, direct_upgrades;
 	uint64_t punches;             /* PunchCommands obeyed (PILP x3 sent) */

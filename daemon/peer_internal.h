@@ -10,6 +10,7 @@
 #define PEER_MAX          65536
 #define PEER_KX_TRIES     6
 #define PEER_KX_INFLIGHT  64        /* key lookups outstanding for unverified frames */
+#define PEER_KEY_TRIES    4         /* lookups per exchange frame when the registry errs */
 #define PEER_UNSOL_SLOTS  256       /* rate-limit table for re-keys to unknown nodes */
 #define PEER_UNSOL_PER_S  50        /* global cap on such re-keys */
 #define PEER_KX_PER_S     5         /* verified-or-not exchanges per claimed node */
@@ -64,7 +65,8 @@ typedef struct peer {
 	enum pilot_kdf kdf;            /* learned variant (cfg default until then) */
 	bool has_x, authenticated, identity, has_ed;
 	uint8_t x25519[PROTO_X25519_LEN];
-	uint8_t ed[PROTO_ED25519_LEN]; /* registry key, cached */
+	uint8_t ed[PROTO_ED25519_LEN]; /* registry key, cached (only a registry answer moves it) */
+	uint8_t sess_ed[PROTO_ED25519_LEN]; /* key of the PILA that made the session (identity) */
 	uint64_t ed_neg_until, kdf_grace_until;
 	uint8_t last_kx[PROTO_PILA_LEN]; /* last accepted exchange frame (skip re-verify) */
 	size_t last_kx_len;
@@ -84,6 +86,7 @@ typedef struct peer {
 	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
+	uint64_t rx_bytes, tx_bytes;
 	pending_pkt *pend_head, *pend_tail;
 	unsigned npend;
 	peer_mtu mtu;                  /* towards ep (direct paths) */
@@ -101,6 +104,10 @@ typedef struct peer_req {
 	size_t frame_len;
 	transport_ep src;
 	uint32_t relay_sender;
+	/* the registry did not answer: ask again at retry_ms (peer_tick) */
+	unsigned tries;
+	bool waiting;
+	uint64_t retry_ms;
 } peer_req;
 
 struct peer_table {

@@ -38,6 +38,7 @@ struct rc_req {
 	regclient_cb cb;
 	void *arg;
 	uint64_t deadline;      /* monotonic ms */
+	uint64_t sent_us;       /* last written (reply latency) */
 	int sends;
 };
 
@@ -661,6 +662,7 @@ static void send_head(regclient *c)
 	if (r->sends++ > 0)
 		c->st.resends++;
 	c->st.sent++;
+	r->sent_us = pilot_now_us();
 	c->inflight = true;
 	c->wbuf = buf;
 	c->wlen = (size_t)n;
@@ -668,11 +670,24 @@ static void send_head(regclient *c)
 	flush(c);
 }
 
+static void observe_rtt(regclient *c)
+{
+	static const uint64_t bounds[REGCLIENT_RTT_NB] = REGCLIENT_RTT_BOUNDS_US;
+	uint64_t us = pilot_now_us() - c->head->sent_us;
+	int i = 0;
+
+	while (i < REGCLIENT_RTT_NB && us > bounds[i])
+		i++;
+	c->st.rtt_le[i]++;
+	c->st.rtt_sum_us += us;
+}
+
 static void got_reply(regclient *c, json_object *reply)
 {
 	int err = 0;
 
 	c->st.replies++;
+	observe_rtt(c);
 	c->backoff = 0; /* the server answers: the next reconnect may go at once */
 	observe_reply(c, reply);
 	if (json_object_is_type(json_object_object_get(reply, "error"), json_type_string)) {

@@ -81,6 +81,12 @@ typedef struct regclient_config {
 	void *on_reconnect_arg;
 } regclient_config;
 
+/* Upper bounds (microseconds) of the reply-latency histogram buckets; the
+ * last bucket of regclient_stats.rtt_le is everything above. */
+#define REGCLIENT_RTT_BOUNDS_US { 1000, 2500, 5000, 10000, 25000, 50000, 100000, \
+				  250000, 500000, 1000000, 2500000, 5000000, 10000000 }
+#define REGCLIENT_RTT_NB 13
+
 typedef struct regclient_stats {
 	uint64_t connects;      /* connections established */
 	uint64_t connect_fails; /* attempts that did not connect */
@@ -89,6 +95,9 @@ typedef struct regclient_stats {
 	uint64_t timeouts;
 	int connected;
 	size_t queued;          /* pending requests, including the one in flight */
+	/* request written -> reply read, per bucket (not cumulative), + over the last bound */
+	uint64_t rtt_le[REGCLIENT_RTT_NB + 1];
+	uint64_t rtt_sum_us;
 } regclient_stats;
 
 /* Copies cfg (strings too; id is borrowed and must outlive the client). Does

@@ -245,6 +245,8 @@ static bool is_code(json_object *reply, const char *code)
 	return c && !strcmp(c, code);
 }
 
+static int send_heartbeat(registration *r);
+
 static void registered_ok(registration *r, json_object *reply)
 {
 	const char *addr = jw_get_str(reply, "address");
@@ -259,6 +261,11 @@ static void registered_ok(registration *r, json_object *reply)
 		log_warn("registry refused the hostname message=\"%s\"", jw_get_str(reply, "hostname_error"));
 	after_register(r, again);
 	rearm(r, r->keepalive_ms);
+	/* The registry knew our key and applies the new address only once the key
+	 * has signed on this connection (rendezvous/SIGNATURES.md): heartbeat now
+	 * instead of a keep-alive later. */
+	if (jw_get_bool(reply, "pending") && !r->hb_inflight && send_heartbeat(r) < 0)
+		log_warn("registry: cannot queue heartbeat");
 	if (r->cbs.registered)
 		r->cbs.registered(r->cbs.arg, r->node, r->address, again);
 }

@@ -65,12 +65,14 @@ void trust_state_clear(trust *t)
 		trust_pend_clear(&t->pending[i]);
 	free(t->pending);
 	free(t->trusted);
-	t->pending = NULL, t->trusted = NULL;
+	free(t->keys);
+	t->pending = NULL, t->trusted = NULL, t->keys = NULL;
 	t->npending = t->ntrusted = t->cappending = t->captrusted = 0;
+	t->nkeys = t->capkeys = 0;
 }
 
 /* Binary search over an array of structs whose first member is uint32_t node. */
-static size_t find_idx(const void *base, size_t n, size_t sz, uint32_t node, bool *found)
+size_t trust_find_idx(const void *base, size_t n, size_t sz, uint32_t node, bool *found)
 {
 	size_t lo = 0, hi = n;
 
@@ -88,7 +90,7 @@ static size_t find_idx(const void *base, size_t n, size_t sz, uint32_t node, boo
 }
 
 /* Make room at idx in a sorted array; 0 or -ENOMEM. */
-static int insert_at(void **base, size_t *n, size_t *cap, size_t sz, size_t idx)
+int trust_insert_at(void **base, size_t *n, size_t *cap, size_t sz, size_t idx)
 {
 	if (*n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 16;
@@ -106,7 +108,7 @@ static int insert_at(void **base, size_t *n, size_t *cap, size_t sz, size_t idx)
 	return 0;
 }
 
-static void remove_at(void *base, size_t *n, size_t sz, size_t idx)
+void trust_remove_at(void *base, size_t *n, size_t sz, size_t idx)
 {
 	char *b = base;
 
@@ -117,7 +119,7 @@ static void remove_at(void *base, size_t *n, size_t sz, size_t idx)
 static trust_peer *get_trusted(const trust *t, uint32_t node)
 {
 	bool f;
-	size_t i = find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), node, &f);
+	size_t i = trust_find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), node, &f);
 
 	return f ? &t->trusted[i] : NULL;
 }
@@ -125,7 +127,7 @@ static trust_peer *get_trusted(const trust *t, uint32_t node)
 static trust_pend *get_pending(const trust *t, uint32_t node)
 {
 	bool f;
-	size_t i = find_idx(t->pending, t->npending, sizeof(*t->pending), node, &f);
+	size_t i = trust_find_idx(t->pending, t->npending, sizeof(*t->pending), node, &f);
 
 	return f ? &t->pending[i] : NULL;
 }
@@ -133,36 +135,39 @@ static trust_pend *get_pending(const trust *t, uint32_t node)
 static bool del_pending(trust *t, uint32_t node)
 {
 	bool f;
-	size_t i = find_idx(t->pending, t->npending, sizeof(*t->pending), node, &f);
+	size_t i = trust_find_idx(t->pending, t->npending, sizeof(*t->pending), node, &f);
 
 	if (f) {
 		trust_pend_clear(&t->pending[i]);
-		remove_at(t->pending, &t->npending, sizeof(*t->pending), i);
+		trust_remove_at(t->pending, &t->npending, sizeof(*t->pending), i);
 	}
 	return f;
 }
 
+/* An untrusted node keeps its key pinned (in the key list). */
 static bool del_trusted(trust *t, uint32_t node)
 {
 	bool f;
-	size_t i = find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), node, &f);
+	size_t i = trust_find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), node, &f);
 
+	if (f && t->trusted[i].has_key)
+		trust_key_put(t, node, t->trusted[i].pk);
 	if (f)
-		remove_at(t->trusted, &t->ntrusted, sizeof(*t->trusted), i);
+		trust_remove_at(t->trusted, &t->ntrusted, sizeof(*t->trusted), i);
 	return f;
 }
 
 static bool del_outgoing(trust *t, uint32_t node)
 {
 	bool f;
-	size_t i = find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), node, &f);
+	size_t i = trust_find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), node, &f);
 
 	if (f)
-		remove_at(t->outgoing, &t->noutgoing, sizeof(*t->outgoing), i);
+		trust_remove_at(t->outgoing, &t->noutgoing, sizeof(*t->outgoing), i);
 	return f;
 }
 
-static void save(trust *t)
+void trust_save(trust *t)
 {
 	char *buf;
 	size_t len;
@@ -175,6 +180,8 @@ static void save(trust *t)
 		rc = pilot_write_atomic(t->path, buf, len, 0600);
 		free(buf);
 	}
+	if (rc == 0)
+		t->keys_dirty = false;
 	if (rc < 0) {
 		t->st.save_errors++;
 		log_warn("trust: cannot write file=%s err=\"%s\"", t->path, strerror(-rc));
@@ -319,7 +326,7 @@ static void start_backfill(trust *t, uint32_t peer);
 static int make_trusted(trust *t, uint32_t peer, const uint8_t *pk, bool mutual, uint16_t net)
 {
 	bool f;
-	size_t i = find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), peer, &f);
+	size_t i = trust_find_idx(t->trusted, t->ntrusted, sizeof(*t->trusted), peer, &f);
 	trust_peer *p;
 
 	if (!f) {
@@ -328,12 +335,14 @@ static int make_trusted(trust *t, uint32_t peer, const uint8_t *pk, bool mutual,
 				 TRUST_MAX_TRUSTED, peer);
 			return -ENOSPC;
 		}
-		if (insert_at((void **)&t->trusted, &t->ntrusted, &t->captrusted,
+		if (trust_insert_at((void **)&t->trusted, &t->ntrusted, &t->captrusted,
 			      sizeof(*t->trusted), i) < 0)
 			return -ENOMEM;
 	}
 	p = &t->trusted[i];
 	p->node = peer;
+	if (!pk && trust_key_get(t, peer)) /* pinned before it was trusted */
+		pk = trust_key_get(t, peer)->pk;
 	if (pk) {
 		memcpy(p->pk, pk, PROTO_ED25519_LEN);
 		p->has_key = true;
@@ -341,9 +350,10 @@ static int make_trusted(trust *t, uint32_t peer, const uint8_t *pk, bool mutual,
 	p->approved_at = trust_now(t);
 	p->mutual = mutual;
 	p->network = net;
+	trust_key_del(t, peer); /* the entry holds the key now */
 	del_pending(t, peer);
 	del_outgoing(t, peer);
-	save(t);
+	trust_save(t);
 	log_info("trust: peer=%" PRIu32 " trusted mutual=%d network=%u", peer, mutual, net);
 	REPORT(t, peer);
 	if (!p->has_key)
@@ -360,7 +370,7 @@ static void evict_oldest_pending(trust *t)
 			old = i;
 	log_info("trust: pending list full, dropping peer=%" PRIu32, t->pending[old].node);
 	trust_pend_clear(&t->pending[old]);
-	remove_at(t->pending, &t->npending, sizeof(*t->pending), old);
+	trust_remove_at(t->pending, &t->npending, sizeof(*t->pending), old);
 }
 
 static void add_pending(trust *t, uint32_t peer, const uint8_t *pk, const char *just, bool relayed)
@@ -373,10 +383,10 @@ static void add_pending(trust *t, uint32_t peer, const uint8_t *pk, const char *
 		return;
 	if (!get_pending(t, peer) && t->npending >= TRUST_MAX_PENDING)
 		evict_oldest_pending(t);
-	i = find_idx(t->pending, t->npending, sizeof(*t->pending), peer, &f);
+	i = trust_find_idx(t->pending, t->npending, sizeof(*t->pending), peer, &f);
 	if (f) {
 		trust_pend_clear(&t->pending[i]);
-	} else if (insert_at((void **)&t->pending, &t->npending, &t->cappending,
+	} else if (trust_insert_at((void **)&t->pending, &t->npending, &t->cappending,
 			     sizeof(*t->pending), i) < 0) {
 		free(j);
 		return;
@@ -390,7 +400,7 @@ static void add_pending(trust *t, uint32_t peer, const uint8_t *pk, const char *
 	p->justification = j;
 	p->received_at = trust_now(t);
 	p->relayed = relayed;
-	save(t);
+	trust_save(t);
 	log_info("trust: handshake request from peer=%" PRIu32 " pending relayed=%d", peer, relayed);
 	if (!pk)
 		start_backfill(t, peer);
@@ -407,10 +417,10 @@ static void add_outgoing(trust *t, uint32_t peer)
 		for (size_t k = 1; k < t->noutgoing; k++)
 			if (t->outgoing[k].sent_at < t->outgoing[old].sent_at)
 				old = k;
-		remove_at(t->outgoing, &t->noutgoing, sizeof(*t->outgoing), old);
+		trust_remove_at(t->outgoing, &t->noutgoing, sizeof(*t->outgoing), old);
 	}
-	i = find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), peer, &f);
-	if (!f && insert_at((void **)&t->outgoing, &t->noutgoing, &t->capoutgoing,
+	i = trust_find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), peer, &f);
+	if (!f && trust_insert_at((void **)&t->outgoing, &t->noutgoing, &t->capoutgoing,
 			    sizeof(*t->outgoing), i) < 0)
 		return;
 	t->outgoing[i].node = peer;
@@ -428,10 +438,10 @@ static void on_backfill(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
 	if (t && !err && pk) {
 		if ((p = get_trusted(t, op->peer)) && !p->has_key) {
 			memcpy(p->pk, pk, PROTO_ED25519_LEN), p->has_key = true;
-			save(t);
+			trust_save(t);
 		} else if ((q = get_pending(t, op->peer)) && !q->has_key) {
 			memcpy(q->pk, pk, PROTO_ED25519_LEN), q->has_key = true;
-			save(t);
+			trust_save(t);
 		}
 	}
 	op_free(op);
@@ -531,7 +541,7 @@ static void on_revoke(trust *t, uint32_t peer)
 
 	del_outgoing(t, peer);
 	if (was || had)
-		save(t);
+		trust_save(t);
 	if (!was)
 		return;
 	log_info("trust: peer=%" PRIu32 " revoked trust", peer);
@@ -583,6 +593,17 @@ static void replay_add(trust *t, const uint8_t h[32], int64_t now)
 	t->replay_head = (t->replay_head + 1) % TRUST_REPLAY_SLOTS;
 }
 
+/* A message must carry the node's pinned key, if it has one (the registry's
+ * answer alone does not move a pin: the peer table does, after a confirmed
+ * rotation, before any message of the new key can arrive). */
+static bool pin_matches(const trust *t, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN])
+{
+	uint8_t pin[PROTO_ED25519_LEN];
+
+	return trust_pinned_key(t, node, pin) != TRUST_PIN_KEY ||
+	       !memcmp(pin, pk, PROTO_ED25519_LEN);
+}
+
 static void on_key(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
 {
 	trust_op *op = arg;
@@ -592,7 +613,7 @@ static void on_key(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
 	if (!t)
 		goto out;
 	t->inflight--;
-	if (err || !pk || memcmp(pk, m->public_key, PROTO_ED25519_LEN)) {
+	if (err || !pk || memcmp(pk, m->public_key, PROTO_ED25519_LEN) || !pin_matches(t, op->peer, pk)) {
 		t->st.refused_key++;
 		log_info("trust: %s from peer=%" PRIu32 " refused: key is not the registry's%s",
 			 trust_msg_type_name(m->type), op->peer, err ? " (lookup failed)" : "");
@@ -777,7 +798,7 @@ int trust_reject(trust *t, uint32_t peer, const char *reason)
 		return rc;
 	if (!del_pending(t, peer))
 		return -ENOENT;
-	save(t);
+	trust_save(t);
 	RESPOND(t, peer, false);
 	send_msg(t, peer, TRUST_MSG_REJECT, "", reason ? reason : "", false);
 	return 0;
@@ -793,7 +814,7 @@ int trust_untrust(trust *t, uint32_t peer)
 		return -ENOENT;
 	del_pending(t, peer);
 	del_outgoing(t, peer);
-	save(t);
+	trust_save(t);
 	log_info("trust: peer=%" PRIu32 " untrusted", peer);
 	REVOKE(t, peer);
 	send_msg(t, peer, TRUST_MSG_REVOKE, "", "trust revoked", false);
@@ -817,7 +838,7 @@ bool trust_is_outgoing(const trust *t, uint32_t node)
 {
 	bool f;
 
-	find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), node, &f);
+	trust_find_idx(t->outgoing, t->noutgoing, sizeof(*t->outgoing), node, &f);
 	return f;
 }
 
@@ -880,6 +901,24 @@ json_object *trust_pending_json(const trust *t)
 	return a;
 }
 
+void trust_key_fingerprint(const uint8_t pk[PROTO_ED25519_LEN], char out[TRUST_FPR_LEN])
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, pk, PROTO_ED25519_LEN);
+	memcpy(out, "sha256:", 7);
+	sodium_bin2hex(out + 7, TRUST_FPR_LEN - 7, h, 8);
+}
+
+static json_object *fpr_json(const uint8_t *pk, bool has)
+{
+	char s[TRUST_FPR_LEN] = "";
+
+	if (has)
+		trust_key_fingerprint(pk, s);
+	return json_object_new_string(s);
+}
+
 json_object *trust_trusted_json(const trust *t)
 {
 	json_object *a = json_object_new_array();
@@ -890,6 +929,7 @@ json_object *trust_trusted_json(const trust *t)
 
 		json_object_object_add(o, "node_id", json_object_new_int64(p->node));
 		json_object_object_add(o, "public_key", key_json(p->pk, p->has_key));
+		json_object_object_add(o, "key_fingerprint", fpr_json(p->pk, p->has_key));
 		json_object_object_add(o, "approved_at", json_object_new_int64(p->approved_at));
 		json_object_object_add(o, "mutual", json_object_new_boolean(p->mutual));
 		json_object_object_add(o, "network", json_object_new_int(p->network));

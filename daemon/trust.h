@@ -43,6 +43,7 @@
 #define TRUST_REPLAY_SLOTS  4096
 #define TRUST_MAX_INFLIGHT  256    /* direct messages waiting for a key lookup */
 #define TRUST_FILE_MAX      (64u << 20)
+#define TRUST_MAX_KEYS      16384  /* pinned keys of untrusted nodes (least recently seen evicted) */
 
 typedef struct trust trust;
 
@@ -119,6 +120,35 @@ int trust_approve(trust *t, uint32_t peer);
 int trust_reject(trust *t, uint32_t peer, const char *reason); /* -ENOENT if not pending */
 int trust_untrust(trust *t, uint32_t peer);                     /* -ENOENT if not trusted */
 
+/* ---- keys: trust is bound to a key, not to an ID (issue 12) ----
+ * Every node we completed an authenticated exchange (PILA) with has its Ed25519
+ * key pinned: a trusted node's in its trust.json entry ("public_key"), any other
+ * node's in trust.json's "keys" list (our extension; the reference ignores it).
+ * The peer table accepts a session for a pinned node only with that key, and a
+ * trusted node (pinned or not yet) never anonymously. A trust.json entry written
+ * without a key (older files, relayed handshakes) picks the key up from the
+ * registry back-fill or the first authenticated session, whichever comes first. */
+enum trust_pin {
+	TRUST_PIN_NONE = 0,  /* nothing known: not trusted, no key ever held */
+	TRUST_PIN_TRUSTED,   /* trusted, key not known yet */
+	TRUST_PIN_KEY,       /* pk filled */
+};
+enum trust_pin trust_pinned_key(const trust *t, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
+/* An authenticated exchange with pk was accepted for node (the caller checked a
+ * key change against the registry, see peer.h): pin pk. A trusted entry is saved
+ * at once; the key list by trust_flush. 1 pinned or changed (logged), 0 same
+ * key (last-seen time refreshed), -errno. */
+int trust_pin_key(trust *t, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN]);
+/* Trusted, and its pinned key (if known yet) is pk. */
+bool trust_admits(const trust *t, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN]);
+/* Save trust.json if the key list changed since the last save (a timer calls it). */
+void trust_flush(trust *t);
+size_t trust_count_keys(const trust *t);
+/* "sha256:" and the first 16 hex digits of SHA-256(pk), NUL-terminated: short
+ * enough to compare by eye (pilotctl trust here, pilotctl info there). */
+#define TRUST_FPR_LEN 24
+void trust_key_fingerprint(const uint8_t pk[PROTO_ED25519_LEN], char out[TRUST_FPR_LEN]);
+
 /* ---- queries ---- */
 bool trust_is_trusted(const trust *t, uint32_t node);
 bool trust_is_pending(const trust *t, uint32_t node);
@@ -133,7 +163,9 @@ size_t trust_trusted_ids(const trust *t, uint32_t *ids, size_t cap);
 void trust_foreach_trusted(const trust *t, void (*fn)(void *arg, uint32_t node), void *arg);
 /* cli.md §3.7 shapes (new references, caller puts):
  * [{node_id, public_key, justification, received_at}] and
- * [{node_id, public_key, approved_at, mutual, network}]. */
+ * [{node_id, public_key, key_fingerprint, approved_at, mutual, network}]
+ * (key_fingerprint: "sha256:" + 16 hex digits of the pinned key's SHA-256, ""
+ * while no key is pinned). */
 json_object *trust_pending_json(const trust *t);
 json_object *trust_trusted_json(const trust *t);
 

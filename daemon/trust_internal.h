@@ -22,6 +22,14 @@ typedef struct trust_pend {
 	bool relayed;         /* came through the registry inbox */
 } trust_pend;
 
+/* A pinned key of a node that is not trusted (trust_keys.c); a trusted node's
+ * key lives in its trust_peer. */
+typedef struct trust_key {
+	uint32_t node;
+	uint8_t pk[PROTO_ED25519_LEN];
+	int64_t seen_at;      /* last authenticated exchange (eviction order) */
+} trust_key;
+
 typedef struct trust_out {
 	uint32_t node;
 	int64_t sent_at;
@@ -48,6 +56,9 @@ struct trust {
 	size_t npending, cappending;
 	trust_out *outgoing;
 	size_t noutgoing, capoutgoing;
+	trust_key *keys;           /* sorted by node, at most TRUST_MAX_KEYS */
+	size_t nkeys, capkeys;
+	bool keys_dirty;           /* keys changed since the last save (trust_flush) */
 	trust_replay_slot *replay; /* ring, TRUST_REPLAY_SLOTS */
 	size_t replay_head;
 	struct trust_op *ops_head; /* in-flight op contexts */
@@ -56,6 +67,18 @@ struct trust {
 };
 
 int64_t trust_now(const trust *t);
+/* Binary search / insert / remove in arrays sorted by a leading uint32_t node. */
+size_t trust_find_idx(const void *base, size_t n, size_t sz, uint32_t node, bool *found);
+int trust_insert_at(void **base, size_t *n, size_t *cap, size_t sz, size_t idx);
+void trust_remove_at(void *base, size_t *n, size_t sz, size_t idx);
+/* Write trust.json now (atomic, 0600); errors are counted and logged. */
+void trust_save(trust *t);
+/* trust_keys.c: the key list entry of node, or NULL; remove it (true if it was there). */
+trust_key *trust_key_get(const trust *t, uint32_t node);
+bool trust_key_del(trust *t, uint32_t node);
+/* Pin pk for an untrusted node in the key list (evicting the least recently seen
+ * entry when full); no save. */
+int trust_key_put(trust *t, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN]);
 void trust_pend_clear(trust_pend *p);
 void trust_state_clear(trust *t);
 /* RFC 3339 (seconds, local offset) <-> Unix seconds. */

@@ -1,6 +1,7 @@
 /* trust.json (services.md §4.5): the reference's layout exactly (Go
  * json.MarshalIndent, 2 spaces, "trusted" null when empty, "pending" omitted
- * when empty), written atomically with mode 0600. */
+ * when empty), written atomically with mode 0600; plus our "keys" list (pinned
+ * keys of untrusted nodes, omitted when empty, ignored by the reference). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -149,6 +150,17 @@ int trust_dump(const trust *t, char **out, size_t *outlen)
 	}
 	if (t->npending)
 		ADD("\n  ]");
+	for (size_t i = 0; i < t->nkeys; i++) {
+		const trust_key *k = &t->keys[i];
+
+		ADD(i ? ",\n    {\n" : ",\n  \"keys\": [\n    {\n");
+		key_b64(k->pk, true, key);
+		trust_fmt_time(k->seen_at, ts);
+		PRINTF("      \"node_id\": %" PRIu32 ",\n      \"public_key\": \"%s\",\n"
+		       "      \"seen_at\": \"%s\"\n    }", k->node, key, ts);
+	}
+	if (t->nkeys)
+		ADD("\n  ]");
 	ADD("\n}");
 	if (rc) {
 		free(b);
@@ -165,6 +177,8 @@ typedef struct loaded {
 	size_t ntr;
 	trust_pend *pd;
 	size_t npd;
+	trust_key *ks;
+	size_t nks;
 } loaded;
 
 static void loaded_free(loaded *l)
@@ -173,6 +187,7 @@ static void loaded_free(loaded *l)
 		trust_pend_clear(&l->pd[i]);
 	free(l->tr);
 	free(l->pd);
+	free(l->ks);
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, const char *what, size_t idx)
@@ -269,6 +284,22 @@ static int load_pending(json_object *e, trust_pend *p)
 	return 0;
 }
 
+/* A "keys" entry: node_id and public_key required (it is nothing without them). */
+static int load_key(json_object *e, trust_key *k)
+{
+	int64_t node;
+	const char *at;
+	bool has;
+
+	memset(k, 0, sizeof(*k));
+	if (!json_object_is_type(e, json_type_object) || m_int(e, "node_id", UINT32_MAX, &node) < 0 ||
+	    node == 0 || m_key(e, k->pk, &has) < 0 || !has || m_str(e, "seen_at", &at) < 0)
+		return -1;
+	k->node = (uint32_t)node;
+	k->seen_at = trust_parse_time(at);
+	return 0;
+}
+
 /* The member as an array (NULL when absent or null); -1 for another type. */
 static int get_array(json_object *o, const char *k, json_object **a)
 {
@@ -281,6 +312,13 @@ static int get_array(json_object *o, const char *k, json_object **a)
 static int cmp_peer(const void *a, const void *b)
 {
 	uint32_t x = ((const trust_peer *)a)->node, y = ((const trust_peer *)b)->node;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_peer_key(const void *a, const void *b)
+{
+	uint32_t x = ((const trust_key *)a)->node, y = ((const trust_key *)b)->node;
 
 	return x < y ? -1 : x > y;
 }
@@ -315,6 +353,21 @@ static void dedup_trusted(loaded *l)
 	l->ntr = w;
 }
 
+/* One entry per node; a trusted node's key lives in its trusted entry. */
+static void dedup_keys(loaded *l)
+{
+	size_t w = 0;
+	bool f;
+
+	qsort(l->ks, l->nks, sizeof(*l->ks), cmp_peer_key);
+	for (size_t i = 0; i < l->nks; i++) {
+		trust_find_idx(l->tr, l->ntr, sizeof(*l->tr), l->ks[i].node, &f);
+		if (!f && (!w || l->ks[w - 1].node != l->ks[i].node))
+			l->ks[w++] = l->ks[i];
+	}
+	l->nks = w;
+}
+
 static void dedup_pending(loaded *l)
 {
 	size_t w = 0;
@@ -334,6 +387,21 @@ static void dedup_pending(loaded *l)
 		l->npd = TRUST_MAX_PENDING;
 		qsort(l->pd, l->npd, sizeof(*l->pd), cmp_pend_node);
 	}
+}
+
+static int load_keys(json_object *ka, loaded *l, char *err, size_t errlen)
+{
+	size_t nk = ka ? json_object_array_length(ka) : 0;
+
+	if (nk > TRUST_MAX_KEYS)
+		return fail(err, errlen, "%s: more than %zu entries", "keys", TRUST_MAX_KEYS);
+	if (!(l->ks = calloc(nk ? nk : 1, sizeof(*l->ks))))
+		return -ENOMEM;
+	for (size_t i = 0; i < nk; i++, l->nks++)
+		if (load_key(json_object_array_get_idx(ka, i), &l->ks[i]) < 0)
+			return fail(err, errlen, "bad %s entry %zu", "keys", i);
+	dedup_keys(l);
+	return 0;
 }
 
 static int load_arrays(json_object *ta, json_object *pa, loaded *l, char *err, size_t errlen)
@@ -363,7 +431,7 @@ static int load_arrays(json_object *ta, json_object *pa, loaded *l, char *err, s
 
 int trust_load_buf(trust *t, const char *buf, size_t len, char *err, size_t errlen)
 {
-	json_object *o, *ta, *pa;
+	json_object *o, *ta, *pa, *ka;
 	loaded l = { 0 };
 	size_t bad = 0;
 	int rc;
@@ -373,12 +441,14 @@ int trust_load_buf(trust *t, const char *buf, size_t len, char *err, size_t errl
 		return -EINVAL;
 	}
 	if (!json_object_is_type(o, json_type_object) || get_array(o, "trusted", &ta) < 0 ||
-	    get_array(o, "pending", &pa) < 0) {
-		snprintf(err, errlen, "not an object with \"trusted\" and \"pending\" arrays");
+	    get_array(o, "pending", &pa) < 0 || get_array(o, "keys", &ka) < 0) {
+		snprintf(err, errlen, "not an object with \"trusted\", \"pending\" and \"keys\" arrays");
 		rc = -EINVAL;
 		goto cleanup;
 	}
 	rc = load_arrays(ta, pa, &l, err, errlen);
+	if (rc == 0)
+		rc = load_keys(ka, &l, err, errlen);
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "out of memory");
 	if (rc < 0)
@@ -386,7 +456,9 @@ int trust_load_buf(trust *t, const char *buf, size_t len, char *err, size_t errl
 	trust_state_clear(t);
 	t->trusted = l.tr, t->ntrusted = l.ntr, t->captrusted = l.ntr ? l.ntr : 1;
 	t->pending = l.pd, t->npending = l.npd, t->cappending = l.npd ? l.npd : 1;
-	l.tr = NULL, l.pd = NULL, l.ntr = l.npd = 0;
+	t->keys = l.ks, t->nkeys = l.nks, t->capkeys = l.nks ? l.nks : 1;
+	t->keys_dirty = false;
+	l.tr = NULL, l.pd = NULL, l.ks = NULL, l.ntr = l.npd = l.nks = 0;
 cleanup:
 	loaded_free(&l);
 	json_object_put(o);

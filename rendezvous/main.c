@@ -18,6 +18,7 @@
 #include "lib/loop.h"
 #include "lib/opts.h"
 #include "lib/proto.h"
+#include "lib/sdnotify.h"
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
 #include "rendezvous/http.h"
@@ -32,14 +33,15 @@ struct options {
 	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
 	char *admin_token, *replication_token;
+	char *standby_tls_ca, *standby_tls_fpr;
 	char *wss_addr, *wss_tls_cert, *wss_tls_key;
-	long wss_max_peers, wss_rate;
+	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
-	long max_conns, max_conns_per_ip;
+	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
 	int64_t frame_timeout, idle_timeout;
 };
 
-#define NOPTS 30
+#define NOPTS 48
 
 struct app {
 	struct options o;
@@ -48,6 +50,7 @@ struct app {
 	rdv_tls *tls;
 	rdv_server *srv;
 	rdv_standby *standby;
+	rdv_tls *standby_tls;
 	rdv_http *http;
 	beacon *bcn;
 	rdv_wss *wss;
@@ -77,6 +80,12 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "TLS private key (PEM) for -tls-cert", "file" ),
 		OPT("standby", PILOT_OPT_STRING, &o->standby, NULL,
 		  "run as a read-only hot standby replicating from this primary", "host:port" ),
+		OPT("standby-tls-ca", PILOT_OPT_STRING, &o->standby_tls_ca, NULL,
+		  "standby: replicate over TLS, trusting a primary certificate issued by this CA "
+		  "for the -standby host", "file" ),
+		OPT("standby-tls-fingerprint", PILOT_OPT_STRING, &o->standby_tls_fpr, NULL,
+		  "standby: replicate over TLS, trusting the primary certificate with this SHA-256 "
+		  "fingerprint (-print-fingerprint)", "hex" ),
 		OPT("http", PILOT_OPT_STRING, &o->http, NULL,
 		  "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
 		  "host:port" ),
@@ -100,7 +109,13 @@ static void options_table(struct options *o, pilot_opt *t)
 		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096",
 		  "registry connections in total", "n", 1, 1000000 ),
 		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
-		  "registry connections per source IP", "n", 1, 1000000 ),
+		  "registry connections per source IPv4 address", "n", 1, 1000000 ),
+		OPT("max-conns-per-prefix", PILOT_OPT_INT, &o->max_conns_per_v6net, "64",
+		  "registry connections per source IPv6 /64 (one host usually holds a whole /64)",
+		  "n", 1, 1000000 ),
+		OPT("max-partial-memory", PILOT_OPT_INT, &o->max_partial_mb, "64",
+		  "memory all registry connections together may hold in unfinished request frames; "
+		  "a frame that would need more closes its connection", "MiB", 1, 1 << 20 ),
 		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "5m",
 		  "close a registry connection idle this long", "duration" ),
 		OPT("frame-timeout", PILOT_OPT_DURATION, &o->frame_timeout, "10s",
@@ -115,6 +130,9 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "private key (PEM) for -wss-tls-cert", "file" ),
 		OPT("wss-max-peers", PILOT_OPT_INT, &o->wss_max_peers, "10000",
 		  "compat WebSocket connections; beyond: HTTP 503", "n", 1, 1000000 ),
+		OPT("wss-max-queued", PILOT_OPT_INT, &o->wss_max_queued, "256",
+		  "bytes queued for all compat WebSocket peers together (each peer: at most "
+		  "4 MiB); messages beyond are dropped and counted", "MiB", 1, 1 << 20 ),
 		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
 		  "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000 ),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL ),
@@ -162,16 +180,18 @@ static int validate(struct app *a)
 		return usage_error("-no-registry and -no-beacon together leave nothing to run");
 	if (o->no_registry && !empty(o->standby))
 		return usage_error("-standby needs the registry (drop -no-registry)");
-	if (!o->no_registry && rdv_split_hostport(o->registry_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!o->no_registry && pilot_split_hostport(o->registry_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -registry-addr (want host:port, :port or [v6]:port)");
-	if (!o->no_beacon && rdv_split_hostport(o->beacon_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!o->no_beacon && pilot_split_hostport(o->beacon_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -beacon-addr (want host:port, :port or [v6]:port)");
-	if (!empty(o->http) && rdv_split_hostport(o->http, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!empty(o->http) && pilot_split_hostport(o->http, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -http (want host:port or :port)");
 	if (!empty(o->standby)
-	    && (rdv_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
+	    && (pilot_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
 		return usage_error("invalid -standby (want the primary's host:port)");
-	if (!empty(o->wss_addr) && rdv_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (empty(o->standby) && (!empty(o->standby_tls_ca) || !empty(o->standby_tls_fpr)))
+		return usage_error("-standby-tls-ca and -standby-tls-fingerprint need -standby");
+	if (!empty(o->wss_addr) && pilot_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -wss-addr (want host:port, :port or [v6]:port)");
 	if (empty(o->wss_tls_cert) != empty(o->wss_tls_key))
 		return usage_error("-wss-tls-cert and -wss-tls-key go together");
@@ -231,7 +251,7 @@ static int check_addr(const char *flag, const char *addr, int passive)
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICSERV }, *res = NULL;
 	int rc;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (pilot_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		fprintf(stderr, "%s: invalid -%s \"%s\"\n", PROG, flag, addr);
 		return -1;
 	}
@@ -331,6 +351,7 @@ static void on_signal(pilot_loop *l, int signo, void *arg)
 		return;
 	}
 	log_info("shutting down signal=%s", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	pilot_sd_notify("STOPPING=1");
 	pilot_loop_stop(l);
 }
 
@@ -393,20 +414,32 @@ static void metrics_extra(FILE *f, void *arg)
 
 	if (a->srv)
 		rdv_server_get_stats(a->srv, &st);
-	fprintf(f, "# HELP pilot_connections Open registry connections.\n"
-		   "# TYPE pilot_connections gauge\npilot_connections %llu\n",
+	fprintf(f, "# HELP pilot_registry_connections Open registry connections.\n"
+		   "# TYPE pilot_registry_connections gauge\npilot_registry_connections %llu\n",
 		(unsigned long long)st.connections);
-	fprintf(f, "# HELP pilot_replication_subscribers Standbys following this registry.\n"
-		   "# TYPE pilot_replication_subscribers gauge\npilot_replication_subscribers %llu\n",
+	fprintf(f, "# HELP pilot_registry_replication_subscribers Standbys following this registry.\n"
+		   "# TYPE pilot_registry_replication_subscribers gauge\npilot_registry_replication_subscribers %llu\n",
 		(unsigned long long)st.subscribers);
-	fprintf(f, "# HELP pilot_connections_refused_total Connections refused by -max-conns or -max-conns-per-ip.\n"
-		   "# TYPE pilot_connections_refused_total counter\npilot_connections_refused_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_connections_refused_total Connections refused by -max-conns, -max-conns-per-ip or -max-conns-per-prefix.\n"
+		   "# TYPE pilot_registry_connections_refused_total counter\npilot_registry_connections_refused_total %llu\n",
 		(unsigned long long)st.refused);
-	fprintf(f, "# HELP pilot_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
-		   "# TYPE pilot_connection_timeouts_total counter\npilot_connection_timeouts_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_connections_refused_per_source_total Connections refused by "
+		   "-max-conns-per-ip (IPv4 address) or -max-conns-per-prefix (IPv6 /64).\n"
+		   "# TYPE pilot_registry_connections_refused_per_source_total counter\n"
+		   "pilot_registry_connections_refused_per_source_total %llu\n",
+		(unsigned long long)st.refused_per_source);
+	fprintf(f, "# HELP pilot_registry_partial_frame_bytes Memory held by registry connection input buffers.\n"
+		   "# TYPE pilot_registry_partial_frame_bytes gauge\npilot_registry_partial_frame_bytes %llu\n",
+		(unsigned long long)st.in_bytes);
+	fprintf(f, "# HELP pilot_registry_partial_frame_closed_total Connections closed: their unfinished "
+		   "frame would pass -max-partial-memory.\n"
+		   "# TYPE pilot_registry_partial_frame_closed_total counter\npilot_registry_partial_frame_closed_total %llu\n",
+		(unsigned long long)st.partial_closed);
+	fprintf(f, "# HELP pilot_registry_connection_timeouts_total Connections closed idle or with a stalled frame.\n"
+		   "# TYPE pilot_registry_connection_timeouts_total counter\npilot_registry_connection_timeouts_total %llu\n",
 		(unsigned long long)st.timeouts);
-	fprintf(f, "# HELP pilot_bad_frames_total Connections closed for an oversize or invalid frame.\n"
-		   "# TYPE pilot_bad_frames_total counter\npilot_bad_frames_total %llu\n",
+	fprintf(f, "# HELP pilot_registry_bad_frames_total Connections closed for an oversize or invalid frame.\n"
+		   "# TYPE pilot_registry_bad_frames_total counter\npilot_registry_bad_frames_total %llu\n",
 		(unsigned long long)st.bad_frames);
 	if (a->standby) {
 		rdv_standby_stats ss;
@@ -451,6 +484,8 @@ static void start(struct app *a)
 			.addr = o->registry_addr, .reg = a->reg, .tls = a->tls,
 			.replication_token = o->replication_token,
 			.max_conns = o->max_conns, .max_conns_per_ip = o->max_conns_per_ip,
+			.max_conns_per_v6net = o->max_conns_per_v6net,
+			.max_partial_bytes = o->max_partial_mb << 20,
 			.idle_ms = o->idle_timeout, .frame_ms = o->frame_timeout,
 		};
 
@@ -466,14 +501,18 @@ static void start(struct app *a)
 			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
 			.reg = a->reg, .bcn = a->bcn, .max_peers = o->wss_max_peers,
 			.rate_burst = o->wss_rate ? 0 : -1, .rate_per_min = o->wss_rate,
+			.max_queued = o->wss_max_queued << 20,
 		};
 
 		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))
 			pilot_fatal("wss: %s", err);
 	}
+	if (!empty(o->standby) && (!empty(o->standby_tls_ca) || !empty(o->standby_tls_fpr))
+	    && !(a->standby_tls = rdv_tls_client_new(o->standby_tls_ca, o->standby_tls_fpr, err, sizeof(err))))
+		pilot_fatal("standby: %s", err);
 	if (!empty(o->standby)
-	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->reg,
-					      err, sizeof(err))))
+	    && !(a->standby = rdv_standby_new(a->loop, o->standby, o->replication_token, a->standby_tls,
+					      a->reg, err, sizeof(err))))
 		pilot_fatal("%s", err);
 	if (!empty(o->http)) {
 		rdv_http_config hc = { .addr = o->http, .reg = a->reg, .extra = metrics_extra,
@@ -510,6 +549,7 @@ static void stop(struct app *a)
 {
 	rdv_http_free(a->http);
 	rdv_standby_free(a->standby);
+	rdv_tls_free(a->standby_tls);
 	rdv_server_free(a->srv);
 	rdv_wss_free(a->wss);
 	if (a->reg)
@@ -565,6 +605,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN); /* TLS writes go through write(2), not send(MSG_NOSIGNAL) */
 	start(&a);
 	log_started(&a);
+	pilot_sd_notify("READY=1"); /* systemd Type=notify: every listener is open */
 	r = pilot_loop_run(a.loop);
 	if (r < 0)
 		log_error("event loop failed err=\"%s\"", strerror(-r));

@@ -25,6 +25,8 @@
 #define REG_SIG_WINDOW_S      120   /* |now - sig_ts| accepted for v2 signatures */
 #define REG_REPLAY_CAP        (1u << 20)
 #define REG_RECLAIM_GAP_MS    (10 * 60 * 1000) /* owner reclaims: 1 per owner per 10 min */
+#define REG_PENDING_CAP       65536 /* registers waiting for proof, in all */
+#define REG_PENDING_PER_CONN  16    /* ... per connection (one per node) */
 #define REG_BEACON_CAP        1024
 #define REG_BEACON_TTL_MS     60000
 #define REG_REAP_EVERY_MS     60000
@@ -99,6 +101,8 @@ typedef struct reg_node {
 	bool live;            /* false: reaped/deregistered, identity kept for reclaim */
 	bool pub, task_exec;
 	bool relay_only;      /* registered with relay_only: reachable only via the beacon relay */
+	bool sig_v2;          /* has signed with v2: v1 signatures refused (no downgrade) */
+	bool owner_proven;    /* owner set by a request its key signed (may recover the ID) */
 	uint8_t pk[32];
 	char pk_b64[48];
 	char *owner;          /* NULL = none */
@@ -140,6 +144,19 @@ typedef struct reg_beacon {
 	uint64_t seen_ms;
 } reg_beacon;
 
+/* What an unsigned register of a known key (or an owner recovery) would set,
+ * waiting for a request signed by that key on the same connection. */
+typedef struct reg_pending {
+	struct reg_pending *next; /* same connection */
+	uint32_t node;
+	bool reclaim;         /* owner recovery: pk is the new key, old_pk the node's */
+	uint8_t pk[32], old_pk[32];
+	char real_addr[80];
+	char src_ip[48];
+	bool relay_only;
+	char *owner, *hostname;
+} reg_pending;
+
 typedef struct reg_bucket {
 	char ip[48];          /* rate-limit key (an IPv4 address or an IPv6 /64) */
 	double tok[4];
@@ -168,6 +185,14 @@ struct registry {
 	rmap reclaims;    /* H(owner) -> ms of last owner reclaim */
 	rmap buckets;     /* H(ip key) -> reg_bucket* */
 	rmap beacons;     /* beacon id -> reg_beacon* */
+	rmap pending;     /* connection id -> reg_pending* (list) */
+	size_t npending;
+
+	/* Set by reg_check_sig for the request being handled: the node whose key
+	 * verified its signature (0 = none), that key, and whether it was v2. */
+	uint32_t sig_node;
+	uint8_t sig_pk[32];
+	bool sig_was_v2;
 
 	uint32_t next_node;
 	uint32_t next_net;  /* 16-bit space; 65536 = exhausted */
@@ -235,6 +260,10 @@ void reg_hsrec_expire(registry *r, int64_t now_s);
 json_object *reg_check_sig(registry *r, const reg_node *signer, json_object *req,
 			   const char *v1, const char *fields, const reg_ctx *ctx);
 void reg_replay_gc(registry *r, int64_t now_s);
+/* After a handler: a verified signature by a node's key applies what waited on
+ * this connection for it and marks v2 use (reg_nodes.c). */
+void reg_after_signed(registry *r, const reg_ctx *ctx);
+void reg_pending_free_all(registry *r);
 bool reg_admin_ok(const registry *r, json_object *req);
 bool reg_secret_eq(const char *a, const char *b);
 

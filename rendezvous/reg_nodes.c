@@ -290,14 +290,22 @@ static json_object *get_key(registry *r, json_object *req, const char *field, ui
 }
 
 /* ---- register ---- */
+/* Proof of possession (SIGNATURES.md): a register changes what the network acts
+ * on (real_addr, src_ip, relay_only, liveness, owner, hostname) only when the
+ * key it names has signed — the register itself (v2) or, for an unsigned one,
+ * a later request on the same connection (the reference's signed heartbeat).
+ * Until then its values wait in a reg_pending keyed by the connection. */
+
+/* true: the register carries a valid v2 signature by the key it names. */
 static json_object *register_sig(registry *r, json_object *req, const uint8_t pk[32],
-				 const reg_ctx *ctx)
+				 const reg_ctx *ctx, bool *is_signed)
 {
 	reg_node tmp;
 	char *fields;
 	json_object *e;
 	const char *la = jw_get_str(req, "listen_addr");
 
+	*is_signed = false;
 	if (!jw_has(req, "sig_ts") && !r->cfg.strict_signatures)
 		return NULL; /* reference daemons never sign register */
 	memset(&tmp, 0, sizeof(tmp));
@@ -306,18 +314,148 @@ static json_object *register_sig(registry *r, json_object *req, const uint8_t pk
 		return reg_err(r, E_INTERNAL, "out of memory");
 	e = reg_check_sig(r, &tmp, req, NULL, fields, ctx);
 	free(fields);
+	r->sig_node = 0; /* tmp is no node: h_register applies this one itself */
+	*is_signed = !e;
 	return e;
 }
 
-/* Owner recovery of a dead node (a known owner presenting a new key). */
+static void pending_free(reg_pending *p)
+{
+	if (!p)
+		return;
+	free(p->owner);
+	free(p->hostname);
+	free(p);
+}
+
+static reg_pending *pending_head(registry *r, uint64_t conn)
+{
+	uint64_t v;
+
+	return rmap_get(&r->pending, conn, &v) ? (reg_pending *)(uintptr_t)v : NULL;
+}
+
+static reg_pending *pending_get(registry *r, uint64_t conn, uint32_t node)
+{
+	reg_pending *p = pending_head(r, conn);
+
+	while (p && p->node != node)
+		p = p->next;
+	return p;
+}
+
+static void pending_drop(registry *r, uint64_t conn, uint32_t node)
+{
+	reg_pending *head = pending_head(r, conn), **pp = &head, *p;
+
+	while (*pp && (*pp)->node != node)
+		pp = &(*pp)->next;
+	if (!(p = *pp))
+		return;
+	*pp = p->next;
+	pending_free(p);
+	r->npending--;
+	if (head)
+		rmap_put(&r->pending, conn, (uintptr_t)head); /* replaces: cannot fail */
+	else
+		rmap_del(&r->pending, conn);
+}
+
+void reg_conn_closed(registry *r, uint64_t conn)
+{
+	reg_pending *p;
+
+	if (!r || !(p = pending_head(r, conn)))
+		return;
+	rmap_del(&r->pending, conn);
+	while (p) {
+		reg_pending *next = p->next;
+
+		pending_free(p);
+		r->npending--;
+		p = next;
+	}
+}
+
+void reg_pending_free_all(registry *r)
+{
+	size_t n;
+	uint64_t *k = rmap_keys(&r->pending, &n);
+
+	for (size_t i = 0; i < n; i++)
+		reg_conn_closed(r, k[i]);
+	free(k);
+	rmap_free(&r->pending);
+}
+
+static char *dup_opt(const char *s)
+{
+	return s && *s ? strdup(s) : NULL;
+}
+
+/* The values a register states. */
+static reg_pending *regvals(json_object *req, const uint8_t pk[32], const char *owner,
+			    const reg_ctx *ctx)
+{
+	reg_pending *p = calloc(1, sizeof(*p));
+	const char *h = jw_get_str(req, "hostname");
+
+	if (!p)
+		return NULL;
+	memcpy(p->pk, pk, 32);
+	sanitize_addr(p->real_addr, jw_get_str(req, "listen_addr"), ctx);
+	snprintf(p->src_ip, sizeof(p->src_ip), "%s", ctx->src_ip);
+	p->relay_only = jw_get_bool(req, "relay_only");
+	if ((owner && !(p->owner = strdup(owner))) || (h && *h && !(p->hostname = dup_opt(h)))) {
+		pending_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Keep p (p->node set) for conn, replacing what waited there for that node. */
+static json_object *pending_put(registry *r, uint64_t conn, reg_pending *p)
+{
+	reg_pending *head;
+	size_t n = 0;
+
+	pending_drop(r, conn, p->node);
+	head = pending_head(r, conn);
+	for (reg_pending *q = head; q; q = q->next)
+		n++;
+	if (n >= REG_PENDING_PER_CONN || r->npending >= REG_PENDING_CAP) {
+		pending_free(p);
+		return reg_err(r, E_RATE, "too many registrations waiting for a signed request; retry shortly");
+	}
+	p->next = head;
+	if (rmap_put(&r->pending, conn, (uintptr_t)p) < 0) {
+		pending_free(p);
+		return reg_err(r, E_INTERNAL, "out of memory");
+	}
+	r->npending++;
+	return NULL;
+}
+
+static bool reclaim_too_soon(registry *r, const reg_node *n, const reg_ctx *ctx)
+{
+	uint64_t last;
+
+	return rmap_get(&r->reclaims, reg_hash_str(r, n->owner), &last) &&
+	       ctx->now_ms < last + REG_RECLAIM_GAP_MS;
+}
+
+/* Owner recovery of a dead node by a new key. The caller has checked that the
+ * new key signed and that the owner was proven by the old key. */
 static json_object *owner_reclaim(registry *r, reg_node *n, const uint8_t pk[32], const reg_ctx *ctx)
 {
-	uint64_t h = reg_hash_str(r, n->owner), last;
+	uint64_t h = reg_hash_str(r, n->owner);
 
 	if (n->live)
 		return reg_err(r, E_CONFLICT, "owner's node %u is online; use rotate_key, or retry after it expires", n->id);
-	if (rmap_get(&r->reclaims, h, &last) && ctx->now_ms < last + REG_RECLAIM_GAP_MS)
+	if (reclaim_too_soon(r, n, ctx))
 		return reg_err(r, E_RATE, "owner recovery is limited to once per 10 minutes");
+	if (reg_node_by_key(r, pk))
+		return reg_err(r, E_CONFLICT, "the new key is already bound to a node");
 	if (rmap_put(&r->reclaims, h, ctx->now_ms) < 0 || reg_node_set_key(r, n, pk) < 0)
 		return reg_err(r, E_INTERNAL, "out of memory");
 	/* No proof of the old key: the new key does not inherit trust or memberships. */
@@ -329,6 +467,7 @@ static json_object *owner_reclaim(registry *r, reg_node *n, const uint8_t pk[32]
 		reg_node_del_net(n, net);
 		st_member(r, net, n->id, false);
 	}
+	reg_node_clear_attrs(r, n);
 	log_info("registry: owner recovery node=%u", n->id);
 	return NULL;
 }
@@ -348,58 +487,109 @@ static json_object *new_node(registry *r, const uint8_t pk[32], reg_node **out)
 	return NULL;
 }
 
-static json_object *resolve_identity(registry *r, const uint8_t pk[32], const char *owner,
-				     const reg_ctx *ctx, reg_node **out)
+/* "" when set; else why not (hostname_error), or NULL when silently ignored. */
+static const char *apply_hostname(registry *r, reg_node *n, const char *h)
 {
-	reg_node *n = reg_node_by_key(r, pk), *on;
-	json_object *e;
-
-	if (n && n->live) {
-		if (!n->owner && owner && reg_node_set_owner(r, n, owner) < 0)
-			return reg_err(r, E_INTERNAL, "out of memory");
-	} else if (n) {
-		reg_node_clear_attrs(r, n);
-		if (reg_node_set_owner(r, n, owner) < 0)
-			return reg_err(r, E_INTERNAL, "out of memory");
-	} else if (owner && (on = reg_node_by_owner(r, owner))) {
-		if ((e = owner_reclaim(r, on, pk, ctx)))
-			return e;
-		reg_node_clear_attrs(r, on);
-		n = on;
-	} else {
-		if ((e = new_node(r, pk, &n)))
-			return e;
-		if (owner && reg_node_set_owner(r, n, owner) < 0)
-			return reg_err(r, E_INTERNAL, "out of memory");
-	}
-	*out = n;
-	return NULL;
-}
-
-static void register_hostname(registry *r, reg_node *n, json_object *req, json_object *resp)
-{
-	const char *h = jw_get_str(req, "hostname"), *why;
+	const char *why;
 	reg_node *holder;
 
 	if (!h || !*h)
-		return;
-	if ((why = reg_validate_hostname(h))) {
-		jadd_str(resp, "hostname_error", why);
-		return;
-	}
+		return NULL;
+	if ((why = reg_validate_hostname(h)))
+		return why;
 	holder = reg_node_by_hostname(r, h);
 	if (holder && holder != n)
-		return; /* taken: silently ignored, like the reference */
-	if (reg_node_set_hostname(r, n, h) == 0)
-		jadd_str(resp, "hostname", h);
+		return NULL; /* taken: silently ignored, like the reference */
+	return reg_node_set_hostname(r, n, h) == 0 ? "" : NULL;
+}
+
+/* Apply register values to n, whose key has signed (the caller's transaction).
+ * Returns the hostname outcome as apply_hostname. */
+static const char *apply_register(registry *r, reg_node *n, const reg_pending *p, const reg_ctx *ctx)
+{
+	if (!n->live) {
+		/* a returning node states everything afresh, owner included */
+		reg_node_clear_attrs(r, n);
+		if (reg_node_set_owner(r, n, p->owner) == 0)
+			n->owner_proven = p->owner != NULL;
+		revive(r, n);
+	} else if (p->owner && !n->owner) {
+		if (reg_node_set_owner(r, n, p->owner) == 0)
+			n->owner_proven = true;
+	} else if (p->owner && n->owner && strcmp(p->owner, n->owner) == 0) {
+		n->owner_proven = true; /* a legacy owner confirmed by the key */
+	}
+	memcpy(n->real_addr, p->real_addr, sizeof(n->real_addr));
+	memcpy(n->src_ip, p->src_ip, sizeof(n->src_ip));
+	/* Each register states it afresh: a node that left compat mode is direct again. */
+	n->relay_only = p->relay_only;
+	n->last_seen_ms = ctx->now_ms;
+	return apply_hostname(r, n, p->hostname);
+}
+
+/* The dead node an owner may recover with a new key, or NULL. Only an owner
+ * that the old key proved counts (SIGNATURES.md "Owner recovery"). */
+static reg_node *recoverable(registry *r, const char *owner)
+{
+	reg_node *on = owner ? reg_node_by_owner(r, owner) : NULL;
+
+	return on && on->owner && on->owner_proven ? on : NULL;
+}
+
+static json_object *register_resp(registry *r, const reg_node *n, const char *pk_b64,
+				  const char *host, const char *hostname, bool pending,
+				  const reg_ctx *ctx)
+{
+	json_object *resp = reg_ok("register");
+
+	jadd_int(resp, "node_id", n->id);
+	jadd_int(resp, "network_id", 0);
+	add_addr(resp, n->id);
+	jadd_str(resp, "public_key", pk_b64);
+	if (host && *host)
+		jadd_str(resp, "hostname_error", host);
+	else if (host)
+		jadd_str(resp, "hostname", hostname);
+	jadd_bool(resp, "sig_v2", true);
+	jadd_int(resp, "time", reg_now_s(ctx));
+	/* Extension: nothing applies until a request signed by the key arrives on
+	 * this connection; send one (a heartbeat) now. Reference daemons ignore it. */
+	if (pending)
+		jadd_bool(resp, "pending", true);
+	return resp;
+}
+
+/* Unsigned register of a key the registry knows (or an unsigned owner recovery):
+ * answer as the reference would, change nothing, keep the values for the proof. */
+static json_object *register_pending(registry *r, reg_node *n, reg_pending *p, bool reclaim,
+				     const reg_ctx *ctx)
+{
+	char b64[48];
+	const char *host = NULL;
+	json_object *e;
+
+	p->node = n->id;
+	p->reclaim = reclaim;
+	memcpy(p->old_pk, n->pk, 32);
+	if (p->hostname && reg_validate_hostname(p->hostname))
+		host = reg_validate_hostname(p->hostname);
+	else if (p->hostname && (!reg_node_by_hostname(r, p->hostname) || reg_node_by_hostname(r, p->hostname) == n))
+		host = "";
+	pilot_b64_encode(p->pk, 32, b64, sizeof(b64));
+	if ((e = pending_put(r, ctx->conn, p)))
+		return e;
+	r->st.registrations++;
+	return register_resp(r, n, b64, host, p->hostname, true, ctx);
 }
 
 json_object *h_register(registry *r, json_object *req, const reg_ctx *ctx)
 {
-	const char *owner = jw_get_str(req, "owner");
+	const char *owner = jw_get_str(req, "owner"), *host;
 	uint8_t pk[32];
-	json_object *e, *resp;
-	reg_node *n = NULL;
+	bool is_signed;
+	json_object *e;
+	reg_node *n, *on;
+	reg_pending *p;
 
 	if ((e = get_key(r, req, "public_key", pk)))
 		return e;
@@ -409,30 +599,116 @@ json_object *h_register(registry *r, json_object *req, const reg_ctx *ctx)
 		return reg_err(r, E_INVALID, "owner longer than %d bytes", REG_OWNER_MAX);
 	if (owner && !*owner)
 		owner = NULL;
-	if ((e = register_sig(r, req, pk, ctx)))
+	if ((e = register_sig(r, req, pk, ctx, &is_signed)))
 		return e;
-	st_begin(r);
-	if ((e = resolve_identity(r, pk, owner, ctx, &n))) {
-		st_rollback(r);
-		return e;
+	if (!(p = regvals(req, pk, owner, ctx)))
+		return reg_err(r, E_INTERNAL, "out of memory");
+	n = reg_node_by_key(r, pk);
+	on = !n ? recoverable(r, owner) : NULL;
+	if (on && on->live) {
+		pending_free(p);
+		return reg_err(r, E_CONFLICT, "owner's node %u is online; use rotate_key, or retry after it expires", on->id);
 	}
-	revive(r, n);
-	sanitize_addr(n->real_addr, jw_get_str(req, "listen_addr"), ctx);
-	snprintf(n->src_ip, sizeof(n->src_ip), "%s", ctx->src_ip);
-	/* Each register states it afresh: a node that left compat mode is direct again. */
-	n->relay_only = jw_get_bool(req, "relay_only");
-	n->last_seen_ms = ctx->now_ms;
-	resp = reg_ok("register");
-	jadd_int(resp, "node_id", n->id);
-	jadd_int(resp, "network_id", 0);
-	add_addr(resp, n->id);
-	jadd_str(resp, "public_key", n->pk_b64);
-	register_hostname(r, n, req, resp);
-	jadd_bool(resp, "sig_v2", true);
-	jadd_int(resp, "time", reg_now_s(ctx));
+	if (on && reclaim_too_soon(r, on, ctx)) {
+		pending_free(p);
+		return reg_err(r, E_RATE, "owner recovery is limited to once per 10 minutes");
+	}
+	if (!is_signed && (n || on))
+		return register_pending(r, n ? n : on, p, !n, ctx);
+	st_begin(r);
+	if (on) {
+		if ((e = owner_reclaim(r, on, pk, ctx))) {
+			st_rollback(r);
+			pending_free(p);
+			return e;
+		}
+		n = on;
+	} else if (!n) {
+		if ((e = new_node(r, pk, &n))) {
+			st_rollback(r);
+			pending_free(p);
+			return e;
+		}
+		if (!is_signed && p->owner) {
+			/* An owner only with the key's signature: it waits for one. */
+			reg_pending *w = regvals(req, pk, owner, ctx);
+			json_object *we = NULL;
+
+			if (w) {
+				w->node = n->id;
+				memcpy(w->old_pk, pk, 32);
+				we = pending_put(r, ctx->conn, w);
+			}
+			if (!w || we) {
+				/* not fatal: the node registers without an owner */
+				json_object_put(we);
+				log_debug("registry: owner of new node %u not kept for proof", n->id);
+			}
+			free(p->owner);
+			p->owner = NULL;
+		}
+	}
+	host = apply_register(r, n, p, ctx);
+	if (is_signed)
+		n->sig_v2 = true;
 	st_node(r, n);
 	r->st.registrations++;
-	return commit_or_fail(r, resp);
+	e = register_resp(r, n, n->pk_b64, host, n->hostname, false, ctx);
+	pending_free(p);
+	if (is_signed)
+		pending_drop(r, ctx->conn, n->id); /* superseded */
+	return commit_or_fail(r, e);
+}
+
+/* Apply what an unsigned register left waiting on this connection for node id,
+ * now that a request signed by pk (the key it named) arrived. Its own
+ * transaction: call before the handler's. */
+static void apply_proof(registry *r, const reg_ctx *ctx, uint32_t id, const uint8_t pk[32])
+{
+	reg_pending *p = pending_get(r, ctx->conn, id);
+	reg_node *n = reg_node_get(r, id);
+	json_object *e = NULL;
+
+	if (!p || !n)
+		return;
+	if (memcmp(p->pk, pk, 32) || memcmp(p->old_pk, n->pk, 32)) {
+		if (memcmp(p->old_pk, n->pk, 32)) /* the node's key changed meanwhile */
+			pending_drop(r, ctx->conn, id);
+		return;
+	}
+	st_begin(r);
+	if (p->reclaim && (e = owner_reclaim(r, n, p->pk, ctx))) {
+		log_info("registry: owner recovery refused node=%u reason=\"%s\"", n->id, jw_get_str(e, "message"));
+		json_object_put(e);
+		st_rollback(r);
+		pending_drop(r, ctx->conn, id);
+		return;
+	}
+	apply_register(r, n, p, ctx);
+	pending_drop(r, ctx->conn, id);
+	st_node(r, n);
+	if (st_commit(r) < 0)
+		log_warn("registry: saving node %u after its proof failed", n->id);
+	else
+		log_info("registry: register applied after proof node=%u addr=%s", n->id, n->real_addr);
+}
+
+/* After a handler: a verified signature by a node's key (r->sig_node, r->sig_pk)
+ * applies what waited on this connection (if the handler did not already) and a
+ * v2 one marks the node (no v1 from then on). */
+void reg_after_signed(registry *r, const reg_ctx *ctx)
+{
+	reg_node *n;
+
+	apply_proof(r, ctx, r->sig_node, r->sig_pk);
+	n = reg_node_get(r, r->sig_node);
+	if (!n || !r->sig_was_v2 || n->sig_v2)
+		return;
+	st_begin(r);
+	n->sig_v2 = true;
+	st_node(r, n);
+	if (st_commit(r) < 0)
+		log_warn("registry: saving node %u after its signed request failed", n->id);
 }
 
 /* ---- heartbeat / lookup / resolve ---- */
@@ -462,11 +738,27 @@ static json_object *sig_simple(registry *r, reg_node *n, json_object *req, const
 
 json_object *h_heartbeat(registry *r, json_object *req, const reg_ctx *ctx)
 {
+	uint32_t id = u32(req, "node_id");
 	json_object *e = NULL, *resp;
-	reg_node *n = need_live(r, u32(req, "node_id"), "node", &e);
+	reg_pending *p = pending_get(r, ctx->conn, id);
+	reg_node *n = reg_node_get(r, id);
 
+	/* A node with a register waiting on this connection may prove it with its
+	 * heartbeat even while dead; an owner recovery signs with the new key. */
+	if (!p || p->node != id || !n)
+		n = need_live(r, id, "node", &e);
 	if (!n)
 		return e;
+	if (p && p->node == id && p->reclaim) {
+		reg_node tmp = *n;
+
+		memcpy(tmp.pk, p->pk, 32);
+		if ((e = sig_simple(r, &tmp, req, "heartbeat", NULL, ctx)))
+			return e;
+		resp = reg_ok("heartbeat"); /* reg_after_signed does the rest */
+		jadd_int(resp, "time", reg_now_s(ctx));
+		return resp;
+	}
 	if ((e = sig_simple(r, n, req, "heartbeat", NULL, ctx)))
 		return e;
 	n->last_seen_ms = ctx->now_ms;
@@ -602,16 +894,27 @@ json_object *h_deregister(registry *r, json_object *req, const reg_ctx *ctx)
 static json_object *setter_node(registry *r, json_object *req, const char *kw,
 				const char *val, const reg_ctx *ctx, reg_node **out)
 {
+	uint32_t id = u32(req, "node_id");
 	json_object *e = NULL;
-	reg_node *n = need_live(r, u32(req, "node_id"), "node", &e);
+	reg_node *n = reg_node_get(r, id);
 	char *fields;
+	bool waiting = n && !n->live && pending_get(r, ctx->conn, id);
 
-	if (!n)
+	/* A returning node's register waits on this connection: its signed setter
+	 * (the reference sends set_visibility right after register) proves it. */
+	if (!waiting && !(n = need_live(r, id, "node", &e)))
 		return e;
+	if (waiting && pending_get(r, ctx->conn, id)->reclaim)
+		return reg_err(r, E_NOT_FOUND, "node %u is not registered; send heartbeat first", id);
 	if (!(fields = fmt("%u:%s", n->id, val)))
 		return reg_err(r, E_INTERNAL, "out of memory");
 	e = sig_simple(r, n, req, kw, fields, ctx);
 	free(fields);
+	if (!e && waiting) {
+		apply_proof(r, ctx, n->id, n->pk);
+		if (!n->live)
+			return reg_err(r, E_NOT_FOUND, "node %u is not registered", id);
+	}
 	*out = n;
 	return e;
 }

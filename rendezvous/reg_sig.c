@@ -93,6 +93,14 @@ static json_object *check_v2(registry *r, const reg_node *signer, json_object *r
 	return NULL;
 }
 
+static json_object *verified(registry *r, const reg_node *signer, bool v2)
+{
+	r->sig_node = signer->id;
+	memcpy(r->sig_pk, signer->pk, 32);
+	r->sig_was_v2 = v2;
+	return NULL;
+}
+
 json_object *reg_check_sig(registry *r, const reg_node *signer, json_object *req,
 			   const char *v1, const char *fields, const reg_ctx *ctx)
 {
@@ -103,11 +111,18 @@ json_object *reg_check_sig(registry *r, const reg_node *signer, json_object *req
 		return reg_err(r, E_BAD_SIG, "missing signature");
 	if (pilot_b64_decode(s, strlen(s), sig, sizeof(sig)) != 64)
 		return reg_err(r, E_BAD_SIG, "signature is not base64 of 64 bytes");
-	if (jw_has(req, "sig_ts"))
-		return check_v2(r, signer, req, sig, fields, ctx);
+	if (jw_has(req, "sig_ts")) {
+		json_object *e = check_v2(r, signer, req, sig, fields, ctx);
+
+		return e ? e : verified(r, signer, true);
+	}
 	if (r->cfg.strict_signatures || !v1)
 		return reg_err(r, E_BAD_SIG, "reference-format signatures are refused; sign \"pilot2:<type>:<sig_ts>:...\" with sig_ts");
+	/* No downgrade: a v1 signature is replayable forever, a v2 one is not. */
+	if (signer->sig_v2)
+		return reg_err(r, E_BAD_SIG, "node %u has signed with v2; reference-format (v1) signatures are refused for it",
+			       signer->id);
 	if (pilot_ed25519_verify(signer->pk, v1, strlen(v1), sig) != 0)
 		return reg_err(r, E_BAD_SIG, "signature does not verify for node %u", signer->id);
-	return NULL;
+	return verified(r, signer, false);
 }

@@ -6,7 +6,7 @@
  *   "trust_halves"  ["<from>:<to>"]    one-sided trust reports
  *   "handshake_requests" ["<from>:<to>:<unix s>"] requests a respond may accept
  *   "invites"       {node_id: [{network_id, inviter_id, timestamp}]}
- *   network objects carry "creator"; node objects "relay_only" (omitted if false). */
+ *   network objects carry "creator"; node objects "relay_only", "sig_v2", "owner_proven" (omitted if false). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +124,10 @@ static json_object *node_obj(const reg_node *n)
 		jadd_bool(o, "task_exec", true);
 	if (n->relay_only)
 		jadd_bool(o, "relay_only", true);
+	if (n->sig_v2)
+		jadd_bool(o, "sig_v2", true);
+	if (n->owner_proven)
+		jadd_bool(o, "owner_proven", true);
 	return o;
 }
 
@@ -322,6 +326,8 @@ static void apply_node_attrs(registry *r, reg_node *n, json_object *o, uint64_t 
 	n->pub = jw_get_bool(o, "public");
 	n->task_exec = jw_get_bool(o, "task_exec");
 	n->relay_only = jw_get_bool(o, "relay_only");
+	n->sig_v2 = jw_get_bool(o, "sig_v2");
+	n->owner_proven = n->owner && jw_get_bool(o, "owner_proven");
 	n->polo = jw_get_i64(o, "polo_score");
 	ls = parse_time(jw_get_str(o, "last_seen"));
 	n->last_seen_ms = ls < 0 ? now_ms : (uint64_t)ls * 1000;

@@ -20,8 +20,11 @@
 #include "lib/log.h"
 #include "rendezvous/reg_internal.h"
 
-/* 1: initial; 2: nodes.relay_only (added to a version-1 store at open). */
-#define SCHEMA_VERSION 2
+/* 1: initial; 2: nodes.relay_only; 3: nodes.flags (NODE_F_*). Older stores
+ * are upgraded in place at open. */
+#define SCHEMA_VERSION 3
+#define NODE_F_SIG_V2       1 /* has signed with v2: no v1 (SIGNATURES.md) */
+#define NODE_F_OWNER_PROVEN 2 /* owner set by a request the node's key signed */
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);"
@@ -29,7 +32,7 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, public_key BLOB NOT NULL,"
 	" owner TEXT, live INTEGER NOT NULL, real_addr TEXT, src_ip TEXT, public INTEGER NOT NULL,"
 	" hostname TEXT, tags TEXT, polo_score INTEGER NOT NULL, task_exec INTEGER NOT NULL,"
-	" relay_only INTEGER NOT NULL DEFAULT 0);"
+	" relay_only INTEGER NOT NULL DEFAULT 0, flags INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS owners(owner TEXT PRIMARY KEY, node INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS networks(id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
 	" join_rule TEXT NOT NULL, token TEXT, created INTEGER NOT NULL, creator INTEGER NOT NULL);"
@@ -61,8 +64,8 @@ static const char *const sql[Q_COUNT] = {
 	[Q_ROLLBACK] = ("ROLLBACK"),
 	[Q_META] = ("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"),
 	[Q_NODE] = ("INSERT OR REPLACE INTO nodes(id, public_key, owner, live, real_addr, src_ip,"
-		   " public, hostname, tags, polo_score, task_exec, relay_only)"
-		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+		   " public, hostname, tags, polo_score, task_exec, relay_only, flags)"
+		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
 	[Q_OWNER] = ("INSERT OR REPLACE INTO owners(owner, node) VALUES(?1, ?2)"),
 	[Q_NET] = ("INSERT OR REPLACE INTO networks(id, name, join_rule, token, created, creator)"
 		  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -222,6 +225,7 @@ void st_node(registry *r, const reg_node *n)
 	sqlite3_bind_int64(s, 10, n->polo);
 	sqlite3_bind_int(s, 11, n->task_exec);
 	sqlite3_bind_int(s, 12, n->relay_only);
+	sqlite3_bind_int(s, 13, (n->sig_v2 ? NODE_F_SIG_V2 : 0) | (n->owner_proven ? NODE_F_OWNER_PROVEN : 0));
 	run(r, s);
 	free(tags);
 	if (n->owner && reg_node_by_owner(r, n->owner) == n) {
@@ -405,14 +409,15 @@ static int check_version(registry *r, char *err, size_t errlen)
 		v = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
 	if (v < 0) /* new store: the schema above is the current one */
-		return sqlite3_exec(r->db->db, "INSERT INTO schema_version(version) VALUES(2)", NULL, NULL,
+		return sqlite3_exec(r->db->db, "INSERT INTO schema_version(version) VALUES(3)", NULL, NULL,
 				    NULL) == SQLITE_OK ? 0 : -EIO;
 	if (v > SCHEMA_VERSION) {
 		snprintf(err, errlen, "store %s has schema version %d, newer than this program (%d)",
 			 r->db->path, v, SCHEMA_VERSION);
 		return -EPROTO;
 	}
-	if (v == 1) { /* CREATE TABLE IF NOT EXISTS kept the old nodes table: add the column */
+	/* CREATE TABLE IF NOT EXISTS kept the old nodes table: add the columns. */
+	if (v == 1) {
 		if (sqlite3_exec(r->db->db, "BEGIN IMMEDIATE;"
 				 " ALTER TABLE nodes ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"
 				 " UPDATE schema_version SET version = 2; COMMIT;", NULL, NULL, NULL) != SQLITE_OK) {
@@ -420,6 +425,17 @@ static int check_version(registry *r, char *err, size_t errlen)
 			return -EIO;
 		}
 		log_info("store %s: schema version 1 -> 2 (nodes.relay_only)", r->db->path);
+		v = 2;
+	}
+	if (v == 2) {
+		/* Owners stored before are not known to be proven by their key: 0. */
+		if (sqlite3_exec(r->db->db, "BEGIN IMMEDIATE;"
+				 " ALTER TABLE nodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"
+				 " UPDATE schema_version SET version = 3; COMMIT;", NULL, NULL, NULL) != SQLITE_OK) {
+			sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
+			return -EIO;
+		}
+		log_info("store %s: schema version 2 -> 3 (nodes.flags)", r->db->path);
 	}
 	return 0;
 }
@@ -632,6 +648,8 @@ static int row_node(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 	n->polo = sqlite3_column_int64(s, 9);
 	n->task_exec = sqlite3_column_int(s, 10) != 0;
 	n->relay_only = sqlite3_column_int(s, 11) != 0;
+	n->sig_v2 = (sqlite3_column_int(s, 12) & NODE_F_SIG_V2) != 0;
+	n->owner_proven = n->owner && (sqlite3_column_int(s, 12) & NODE_F_OWNER_PROVEN);
 	n->last_seen_ms = now_ms;
 	if (id >= r->next_node)
 		r->next_node = id + 1;
@@ -760,7 +778,7 @@ int st_load(registry *r, char *err, size_t errlen)
 		{ "SELECT key, value FROM meta", row_meta },
 		{ "SELECT id, name, join_rule, token, created, creator FROM networks", row_net },
 		{ "SELECT id, public_key, owner, live, real_addr, src_ip, public, hostname, tags,"
-		  " polo_score, task_exec, relay_only FROM nodes ORDER BY id", row_node },
+		  " polo_score, task_exec, relay_only, flags FROM nodes ORDER BY id", row_node },
 		{ "SELECT owner, node FROM owners", row_owner },
 		{ "SELECT net, node FROM members", row_member },
 		{ "SELECT a, b FROM trust_pairs", row_pair },

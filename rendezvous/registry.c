@@ -302,6 +302,7 @@ void reg_close(registry *r)
 	if (!r)
 		return;
 	st_close(r);
+	reg_pending_free_all(r);
 	reg_state_free(r);
 	reg_rl_free(r);
 	k = rmap_keys(&r->beacons, &n);
@@ -339,7 +340,7 @@ json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx_in)
 	const struct handler_ent *h;
 	const char *type = NULL;
 	json_object *resp;
-	reg_ctx ctx = { "", 0, 0 };
+	reg_ctx ctx = { "", 0, 0, 0 };
 	struct timespec ts;
 
 	if (ctx_in)
@@ -360,8 +361,13 @@ json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx_in)
 		resp = reg_err(r, E_READ_ONLY, "this registry is a read-only standby; send %s to the primary", h->type);
 	else if (h->rl != RL_NONE && !reg_rl_take(r, h->rl, &ctx))
 		resp = reg_err(r, E_RATE, "too many requests from %s; slow down", ctx.src_ip);
-	else
+	else {
+		r->sig_node = 0;
 		resp = h->fn(r, req, &ctx);
+		if (r->sig_node)
+			reg_after_signed(r, &ctx);
+		r->sig_node = 0;
+	}
 	if (strcmp(json_object_get_string(json_object_object_get(resp, "type")), "error") == 0)
 		r->st.errors++;
 	return resp;

@@ -29,6 +29,11 @@ typedef struct reg_ctx {
 	const char *src_ip;         /* numeric, no brackets (e.g. "198.18.0.2", "::1") */
 	uint16_t src_port;
 	uint64_t now_ms;            /* wall clock, ms since the epoch */
+	/* The connection the request came on: values of an unsigned register of a
+	 * known key wait for a request signed by that key on the same connection
+	 * (SIGNATURES.md "Proof of possession"). The server gives every TCP
+	 * connection its own non-zero id; in-process callers may leave it 0. */
+	uint64_t conn;
 } reg_ctx;
 
 /* Open (and create or migrate) the store and load it. NULL on failure with a
@@ -45,6 +50,9 @@ int reg_store_check(const char *path, char *err, size_t errlen);
  * response for anything invalid) that the caller must json_object_put.
  * subscribe_replication is not handled here (the server owns that stream). */
 json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx);
+
+/* The connection conn closed: forget what waited for its proof. */
+void reg_conn_closed(registry *r, uint64_t conn);
 
 /* Periodic work: reap stale nodes, drop idle rate-limit buckets, expire beacon
  * registrations. Call about once a second. */

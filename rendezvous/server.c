@@ -45,6 +45,7 @@ struct conn {
 	rdv_tls_conn *tls;
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
+	uint8_t key[16];           /* rdv_conn_key: what the per-source cap counts */
 
 	uint8_t *in;
 	size_t in_len, in_cap;
@@ -59,6 +60,7 @@ struct conn {
 	bool subscriber;           /* replication stream */
 	uint8_t sent_hash[crypto_generichash_BYTES];
 	uint64_t last_hb_ms;
+	uint64_t id;               /* reg_ctx.conn: unique for the server's lifetime */
 };
 
 struct rdv_server {
@@ -68,7 +70,7 @@ struct rdv_server {
 	char *repl_token;
 	int lfd;
 	char bound[INET6_ADDRSTRLEN + 8];
-	long max_conns, max_conns_per_ip;
+	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial;
 	int64_t idle_ms, frame_ms;
 	struct conn *conns;
 	uint64_t sweep_timer, repl_timer, accept_timer;
@@ -78,46 +80,13 @@ struct rdv_server {
 	uint64_t snap_gen;
 	uint8_t snap_hash[crypto_generichash_BYTES];
 	unsigned accept_errors;
+	uint64_t next_conn_id;
 	rdv_server_stats st;
 };
 
 static void conn_pump(struct conn *c);
 
 /* ---- addresses ------------------------------------------------------------- */
-
-int rdv_split_hostport(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon, *h = addr;
-	size_t hl;
-
-	if (!addr)
-		return -EINVAL;
-	if (addr[0] == '[') {
-		const char *rb = strchr(addr, ']');
-
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		h = addr + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || memchr(addr, ':', (size_t)(colon - addr)))
-			return -EINVAL; /* no port, or an unbracketed IPv6 address */
-		hl = (size_t)(colon - addr);
-	}
-	if (hl >= hostlen || strlen(colon + 1) >= portlen || colon[1] == '\0')
-		return -EINVAL;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	if (strtol(colon + 1, NULL, 10) > 65535) /* digits only, checked above */
-		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	snprintf(port, portlen, "%s", colon + 1);
-	return 0;
-}
 
 static void format_sockaddr(const struct sockaddr *sa, char *ip, size_t iplen, uint16_t *port)
 {
@@ -204,7 +173,7 @@ int rdv_listen_tcp(const char *addr, const char *default_host, char *bound, size
 	char host[256], port[8];
 	int fd = -EADDRNOTAVAIL, r;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (pilot_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		snprintf(err, errlen, "invalid listen address \"%s\" (want host:port, :port or [v6]:port)",
 			 addr ? addr : "");
 		return -EINVAL;
@@ -275,6 +244,7 @@ static void conn_close(struct conn *c, const char *why)
 	log_debug("registry connection closed peer=%s:%u reason=\"%s\"", c->ip, c->port, why);
 	pilot_loop_del_fd(s->loop, c->fd);
 	pilot_loop_del_timer(s->loop, c->kick_timer);
+	reg_conn_closed(s->reg, c->id);
 	rdv_tls_conn_free(c->tls);
 	close(c->fd);
 	while (c->out_head) {
@@ -293,6 +263,7 @@ static void conn_close(struct conn *c, const char *why)
 	s->st.connections--;
 	if (c->subscriber)
 		s->st.subscribers--;
+	s->st.in_bytes -= c->in_cap;
 	free(c->in);
 	free(c);
 }
@@ -528,7 +499,7 @@ static void handle_subscribe(struct conn *c, json_object *req)
 static void handle_request(struct conn *c, json_object *req)
 {
 	const char *type = jw_get_str(req, "type");
-	reg_ctx ctx = { .src_ip = c->ip, .src_port = c->port, .now_ms = wall_ms() };
+	reg_ctx ctx = { .src_ip = c->ip, .src_port = c->port, .now_ms = wall_ms(), .conn = c->id };
 	json_object *resp;
 
 	if (type && strcmp(type, "subscribe_replication") == 0) {
@@ -543,6 +514,19 @@ static void handle_request(struct conn *c, json_object *req)
 	if (conn_queue_obj(c, resp) < 0)
 		conn_queue_error(c, "request failed");
 	json_object_put(resp);
+}
+
+/* Input buffers are counted against max_partial (issue 12): give the memory of
+ * a large frame back once it is handled. */
+static void in_shrink(struct conn *c)
+{
+	uint8_t *p;
+
+	if (c->in_cap <= IN_INITIAL || c->in_len > IN_INITIAL || !(p = realloc(c->in, IN_INITIAL)))
+		return;
+	c->srv->st.in_bytes -= c->in_cap - IN_INITIAL;
+	c->in = p;
+	c->in_cap = IN_INITIAL;
 }
 
 /* Decode and answer complete frames. Returns 1 if work is left (budget spent),
@@ -583,6 +567,7 @@ static int conn_process(struct conn *c)
 	if (off) {
 		memmove(c->in, c->in + off, c->in_len - off);
 		c->in_len -= off;
+		in_shrink(c);
 	}
 	if (c->in_len && !more && !conn_backed_up(c)) {
 		if (!c->frame_start_ms || off)
@@ -611,9 +596,17 @@ static int conn_read(struct conn *c, bool *more)
 				cap = IN_MAX;
 			if (cap == c->in_cap)
 				return -1; /* cannot happen: jw_decode decides within IN_MAX */
+			if (c->srv->st.in_bytes - c->in_cap + cap > (uint64_t)c->srv->max_partial) {
+				/* many clients each holding a large unfinished frame */
+				c->srv->st.partial_closed++;
+				log_info("registry connection closed peer=%s:%u reason=\"partial frames "
+					 "over the memory cap\"", c->ip, c->port);
+				return -1;
+			}
 			p = realloc(c->in, cap);
 			if (!p)
 				return -1;
+			c->srv->st.in_bytes += cap - c->in_cap;
 			c->in = p;
 			c->in_cap = cap;
 		}
@@ -687,12 +680,28 @@ static void conn_event(pilot_loop *l, int fd, int events, void *arg)
 
 /* ---- accept ------------------------------------------------------------------ */
 
-static long conns_from(const rdv_server *s, const char *ip)
+bool rdv_conn_key(const struct sockaddr *sa, uint8_t key[16])
+{
+	const struct sockaddr_in6 *s6 = (const void *)sa;
+	const struct sockaddr_in *s4 = (const void *)sa;
+
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		memcpy(key, &s6->sin6_addr, 8);
+		return true;
+	}
+	key[10] = key[11] = 0xff;
+	memcpy(key + 12, sa->sa_family == AF_INET6 ? &s6->sin6_addr.s6_addr[12]
+						     : (const uint8_t *)&s4->sin_addr, 4);
+	return false;
+}
+
+static long conns_from(const rdv_server *s, const uint8_t key[16])
 {
 	long n = 0;
 
 	for (const struct conn *c = s->conns; c; c = c->next)
-		n += strcmp(c->ip, ip) == 0;
+		n += memcmp(c->key, key, 16) == 0;
 	return n;
 }
 
@@ -701,11 +710,17 @@ static void accept_one(rdv_server *s, int fd, const struct sockaddr *sa)
 	struct conn *c;
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
+	uint8_t key[16];
+	bool v6net = rdv_conn_key(sa, key);
+	long per_source = v6net ? s->max_conns_per_v6net : s->max_conns_per_ip;
 
 	format_sockaddr(sa, ip, sizeof(ip), &port);
-	if ((long)s->st.connections >= s->max_conns || conns_from(s, ip) >= s->max_conns_per_ip) {
+	if ((long)s->st.connections >= s->max_conns || conns_from(s, key) >= per_source) {
 		s->st.refused++;
-		log_debug("registry connection refused peer=%s:%u reason=\"connection cap\"", ip, port);
+		if ((long)s->st.connections < s->max_conns)
+			s->st.refused_per_source++;
+		log_debug("registry connection refused peer=%s:%u reason=\"connection cap%s\"", ip, port,
+			  (long)s->st.connections < s->max_conns ? (v6net ? " per /64" : " per IP") : "");
 		close(fd);
 		return;
 	}
@@ -716,8 +731,10 @@ static void accept_one(rdv_server *s, int fd, const struct sockaddr *sa)
 		return;
 	}
 	c->srv = s;
+	c->id = ++s->next_conn_id;
 	c->fd = fd;
 	memcpy(c->ip, ip, sizeof(ip));
+	memcpy(c->key, key, sizeof(key));
 	c->port = port;
 	c->last_req_ms = pilot_loop_now_ms(s->loop);
 	c->mask = PILOT_EV_READ;
@@ -814,6 +831,8 @@ rdv_server *rdv_server_new(pilot_loop *l, const rdv_server_config *cfg, char *er
 	s->tls = cfg->tls;
 	s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : 4096;
 	s->max_conns_per_ip = cfg->max_conns_per_ip > 0 ? cfg->max_conns_per_ip : 64;
+	s->max_conns_per_v6net = cfg->max_conns_per_v6net > 0 ? cfg->max_conns_per_v6net : s->max_conns_per_ip;
+	s->max_partial = cfg->max_partial_bytes > 0 ? cfg->max_partial_bytes : 64l << 20;
 	s->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 5 * 60 * 1000;
 	s->frame_ms = cfg->frame_ms > 0 ? cfg->frame_ms : 10 * 1000;
 	if (cfg->replication_token && cfg->replication_token[0]

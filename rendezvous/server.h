@@ -4,9 +4,12 @@
 #ifndef RDV_SERVER_H
 #define RDV_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
+#include "lib/hostport.h"
 #include "lib/loop.h"
 #include "rendezvous/registry.h"
 
@@ -19,7 +22,11 @@ typedef struct rdv_server_config {
 	rdv_tls *tls;                  /* NULL = plain TCP */
 	const char *replication_token; /* NULL/"" = replication not configured */
 	long max_conns;                /* total connections (default 4096) */
-	long max_conns_per_ip;         /* per source IP (default 64) */
+	long max_conns_per_ip;         /* per source IPv4 address (default 64) */
+	long max_conns_per_v6net;      /* per source IPv6 /64 (default max_conns_per_ip) */
+	long max_partial_bytes;        /* input buffers of all connections (default 64 MiB):
+	                                * a frame that would grow them past it closes its
+	                                * connection */
 	int64_t idle_ms;               /* close after this long without a request (5 min) */
 	int64_t frame_ms;              /* a started frame must complete within this (10 s) */
 } rdv_server_config;
@@ -28,6 +35,9 @@ typedef struct rdv_server_stats {
 	uint64_t connections;          /* open now */
 	uint64_t subscribers;          /* replication streams open now */
 	uint64_t accepted, refused;    /* since start; refused = over a connection cap */
+	uint64_t refused_per_source;   /* of those: over the per-IPv4 or per-/64 cap */
+	uint64_t partial_closed;       /* closed: a partial frame over max_partial_bytes */
+	uint64_t in_bytes;             /* input buffer memory held now */
 	uint64_t timeouts;             /* closed for idleness or a stalled frame */
 	uint64_t bad_frames;           /* oversize length, invalid JSON, not an object */
 } rdv_server_stats;
@@ -40,6 +50,11 @@ void rdv_server_get_stats(const rdv_server *s, rdv_server_stats *st);
 /* The bound address as text ("[::]:9000", "127.0.0.1:9000"). */
 const char *rdv_server_addr(const rdv_server *s);
 
+/* The key connections are counted under (issue 12): an IPv4 address (also
+ * IPv4-mapped) as ::ffff:a.b.c.d, an IPv6 address as its /64 (the rest zero),
+ * as one host usually holds a whole /64. Returns true for an IPv6 /64. */
+bool rdv_conn_key(const struct sockaddr *sa, uint8_t key[16]);
+
 /* Listening socket helper shared with the HTTP listener: parses "host:port",
  * ":port" or "[v6]:port"; an empty host binds default_host ("" = every address,
  * IPv6 dual-stack when available). Non-blocking, CLOEXEC, SO_REUSEADDR.
@@ -47,9 +62,7 @@ const char *rdv_server_addr(const rdv_server *s);
  * to bound (may be NULL). */
 int rdv_listen_tcp(const char *addr, const char *default_host, char *bound, size_t boundlen,
 		   char *err, size_t errlen);
-/* Split "host:port" / "[v6]:port" / ":port" into host (brackets removed) and port.
- * 0 or -EINVAL. */
-int rdv_split_hostport(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+/* Splitting "host:port": pilot_split_hostport (lib/hostport.h). */
 
 /* ---- standby: follow a primary (registry.md §12) ---- */
 typedef struct rdv_standby rdv_standby;
@@ -61,9 +74,11 @@ typedef struct rdv_standby_stats {
 } rdv_standby_stats;
 
 /* Connect to primary ("host:port") in the background, subscribe with token, and
- * apply every snapshot to reg; reconnect with backoff 1 s doubling to 30 s. */
+ * apply every snapshot to reg; reconnect with backoff 1 s doubling to 30 s.
+ * tls (rdv_tls_client_new; borrowed, outlives the standby) = over TLS to a -tls
+ * primary, refusing any certificate the context does not trust; NULL = plain TCP. */
 rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *token,
-			     registry *reg, char *err, size_t errlen);
+			     rdv_tls *tls, registry *reg, char *err, size_t errlen);
 void rdv_standby_free(rdv_standby *s); /* NULL-safe */
 void rdv_standby_get_stats(const rdv_standby *s, rdv_standby_stats *st);
 

@@ -1,7 +1,9 @@
-/* The hot standby's side of replication (registry.md §12): one plain-TCP client
- * connection on the loop that subscribes and applies every snapshot. Unlike the
- * reference it reconnects with backoff (1 s doubling to 30 s) and the primary
- * keeps the stream open, so a standby is not re-sent the whole state every 60 s. */
+/* The hot standby's side of replication (registry.md §12): one client connection
+ * on the loop that subscribes and applies every snapshot. Unlike the reference it
+ * reconnects with backoff (1 s doubling to 30 s), the primary keeps the stream
+ * open, so a standby is not re-sent the whole state every 60 s, and it can run
+ * over TLS to a -tls primary whose certificate it verifies (CA and/or pinned
+ * fingerprint), so the replication token and the state are not sent in the clear. */
 #include "rendezvous/server.h"
 
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "rendezvous/tls.h"
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
@@ -27,6 +30,8 @@ struct rdv_standby {
 	registry *reg;
 	char host[256], port[8];
 	char *token;
+	rdv_tls *tls;          /* client context, NULL = plain TCP */
+	rdv_tls_conn *tc;
 	int fd;
 	bool connecting;
 	uint8_t *out;
@@ -48,6 +53,8 @@ static void sb_disconnect(rdv_standby *s, const char *why)
 		log_warn("standby: connection to primary lost primary=%s:%s reason=\"%s\" retry_ms=%lld",
 			 s->host, s->port, why, (long long)s->backoff_ms);
 		pilot_loop_del_fd(s->loop, s->fd);
+		rdv_tls_conn_free(s->tc);
+		s->tc = NULL;
 		close(s->fd);
 		s->fd = -1;
 	}
@@ -102,6 +109,7 @@ static void sb_connect(rdv_standby *s)
 	s->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd < 0 || (connect(s->fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS)
 	    || sb_subscribe_frame(s) < 0
+	    || (s->tls && !(s->tc = rdv_tls_client_conn_new(s->tls, s->fd, s->host)))
 	    || pilot_loop_add_fd(s->loop, s->fd, PILOT_EV_WRITE, sb_event, s) < 0) {
 		freeaddrinfo(res);
 		sb_disconnect(s, strerror(errno));
@@ -177,6 +185,39 @@ static int sb_parse(rdv_standby *s)
 	return r;
 }
 
+/* > 0 bytes, 0 on close, -errno (-EAGAIN: wait for the socket). */
+static ssize_t sb_recv(rdv_standby *s, void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (s->tc)
+		return rdv_tls_conn_read(s->tc, buf, len);
+	n = read(s->fd, buf, len);
+	return n < 0 ? -errno : n;
+}
+
+static ssize_t sb_send(rdv_standby *s, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (s->tc)
+		return rdv_tls_conn_write(s->tc, buf, len);
+	n = send(s->fd, buf, len, MSG_NOSIGNAL);
+	return n < 0 ? -errno : n;
+}
+
+/* Why the connection failed, naming a refused certificate. */
+static const char *sb_why(rdv_standby *s, const char *what)
+{
+	static char buf[256];
+	const char *v = s->tc ? rdv_tls_conn_verify_error(s->tc) : "";
+
+	if (!*v)
+		return what;
+	snprintf(buf, sizeof(buf), "TLS: primary's certificate refused: %s", v);
+	return buf;
+}
+
 static int sb_read(rdv_standby *s)
 {
 	for (;;) {
@@ -193,8 +234,8 @@ static int sb_read(rdv_standby *s)
 			s->in = p;
 			s->in_cap = cap;
 		}
-		n = read(s->fd, s->in + s->in_len, s->in_cap - s->in_len);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		n = sb_recv(s, s->in + s->in_len, s->in_cap - s->in_len);
+		if (n == -EAGAIN || n == -EINTR)
 			return 0;
 		if (n <= 0)
 			return -1;
@@ -208,9 +249,9 @@ static int sb_read(rdv_standby *s)
 static int sb_write(rdv_standby *s)
 {
 	while (s->out && s->out_off < s->out_len) {
-		ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
+		ssize_t n = sb_send(s, s->out + s->out_off, s->out_len - s->out_off);
 
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		if (n == -EAGAIN || n == -EINTR)
 			return 0;
 		if (n <= 0)
 			return -1;
@@ -237,14 +278,16 @@ static void sb_event(pilot_loop *l, int fd, int events, void *arg)
 		s->st.connected = 1;
 	}
 	if (sb_write(s) < 0) {
-		sb_disconnect(s, "write failed");
+		sb_disconnect(s, sb_why(s, "write failed"));
 		return;
 	}
-	if ((events & PILOT_EV_READ) && sb_read(s) < 0) {
-		sb_disconnect(s, "closed by primary or bad frame");
+	/* TLS: a handshake may need reading before anything is written */
+	if (((events & PILOT_EV_READ) || s->tc) && sb_read(s) < 0) {
+		sb_disconnect(s, sb_why(s, "closed by primary or bad frame"));
 		return;
 	}
-	pilot_loop_mod_fd(l, fd, PILOT_EV_READ | (s->out ? PILOT_EV_WRITE : 0));
+	pilot_loop_mod_fd(l, fd, PILOT_EV_READ |
+			  ((s->out || (s->tc && rdv_tls_conn_wants_write(s->tc))) ? PILOT_EV_WRITE : 0));
 }
 
 static int64_t sb_watch(pilot_loop *l, uint64_t id, void *arg)
@@ -257,7 +300,7 @@ static int64_t sb_watch(pilot_loop *l, uint64_t id, void *arg)
 }
 
 rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *token,
-			     registry *reg, char *err, size_t errlen)
+			     rdv_tls *tls, registry *reg, char *err, size_t errlen)
 {
 	rdv_standby *s = calloc(1, sizeof(*s));
 
@@ -267,15 +310,21 @@ rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *tok
 	}
 	s->loop = l;
 	s->reg = reg;
+	s->tls = tls;
 	s->fd = -1;
 	s->backoff_ms = BACKOFF_MIN_MS;
-	if (rdv_split_hostport(primary, s->host, sizeof(s->host), s->port, sizeof(s->port)) < 0
+	if (pilot_split_hostport(primary, s->host, sizeof(s->host), s->port, sizeof(s->port)) < 0
 	    || !s->host[0]) {
 		snprintf(err, errlen, "invalid -standby primary \"%s\" (want host:port)", primary);
 		free(s);
 		return NULL;
 	}
 	s->token = token ? strdup(token) : NULL;
+	if (!tls && token && *token && strcmp(s->host, "localhost") && strncmp(s->host, "127.", 4) &&
+	    strcmp(s->host, "::1"))
+		log_warn("standby: the replication token and the registry state travel in plaintext to "
+			 "primary=%s:%s; run the primary with -tls and give -standby-tls-ca or "
+			 "-standby-tls-fingerprint", s->host, s->port);
 	s->retry_timer = pilot_loop_add_timer(l, 0, sb_retry, s);
 	s->watch_timer = pilot_loop_add_timer(l, WATCH_MS, sb_watch, s);
 	return s;
@@ -287,6 +336,7 @@ void rdv_standby_free(rdv_standby *s)
 		return;
 	if (s->fd >= 0) {
 		pilot_loop_del_fd(s->loop, s->fd);
+		rdv_tls_conn_free(s->tc);
 		close(s->fd);
 	}
 	pilot_loop_del_timer(s->loop, s->retry_timer);

@@ -5,6 +5,7 @@
 #include "rendezvous/tls.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,9 @@
 struct rdv_tls {
 	SSL_CTX *ctx;
 	char fpr[RDV_TLS_FPR_LEN];
+	/* client: the pinned fingerprint ("" = none) and whether a CA is set */
+	char pin[RDV_TLS_FPR_LEN];
+	int has_ca;
 };
 
 struct rdv_tls_conn {
@@ -254,6 +258,121 @@ void rdv_tls_free(rdv_tls *t)
 const char *rdv_tls_fingerprint(const rdv_tls *t)
 {
 	return t->fpr;
+}
+
+/* ---- client context ----------------------------------------------------------------- */
+
+/* "AB:cd..." -> "abcd..."; 0 if it is 64 hex digits. */
+static int norm_fpr(const char *in, char out[RDV_TLS_FPR_LEN])
+{
+	size_t n = 0;
+
+	for (; *in; in++) {
+		char c = *in;
+
+		if (c == ':')
+			continue;
+		if (c >= 'A' && c <= 'F')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) || n >= 64)
+			return -EINVAL;
+		out[n++] = c;
+	}
+	out[n] = 0;
+	return n == 64 ? 0 : -EINVAL;
+}
+
+static int client_verify(int preverify, X509_STORE_CTX *x)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	const rdv_tls *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+	char f[RDV_TLS_FPR_LEN];
+	int ok;
+
+	if (!t)
+		return 0;
+	ok = t->has_ca ? preverify : 1; /* pin only: the chain is not what is trusted */
+	if (t->pin[0] && X509_STORE_CTX_get_error_depth(x) == 0) {
+		if (x509_fpr(X509_STORE_CTX_get_current_cert(x), f) < 0 || strcmp(f, t->pin) != 0) {
+			X509_STORE_CTX_set_error(x, X509_V_ERR_CERT_REJECTED);
+			return 0;
+		}
+		if (!t->has_ca)
+			X509_STORE_CTX_set_error(x, X509_V_OK);
+	}
+	return ok;
+}
+
+rdv_tls *rdv_tls_client_new(const char *ca_file, const char *fingerprint, char *err, size_t errlen)
+{
+	rdv_tls *t = calloc(1, sizeof(*t));
+	bool ca = ca_file && *ca_file, pin = fingerprint && *fingerprint;
+
+	if (!ca && !pin) {
+		snprintf(err, errlen, "TLS to the primary needs a CA file or a certificate fingerprint to trust");
+		free(t);
+		return NULL;
+	}
+	if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
+		ossl_err(err, errlen, "cannot create TLS context", NULL);
+		free(t);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_app_data(t->ctx, t);
+	if (pin && norm_fpr(fingerprint, t->pin) < 0) {
+		snprintf(err, errlen, "invalid certificate fingerprint \"%.80s\" (want 64 hex digits, SHA-256)",
+			 fingerprint);
+		goto fail;
+	}
+	if (ca) {
+		if (SSL_CTX_load_verify_locations(t->ctx, ca_file, NULL) != 1) {
+			ossl_err(err, errlen, "cannot load CA certificate", ca_file);
+			goto fail;
+		}
+		t->has_ca = 1;
+	}
+	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, client_verify);
+	return t;
+fail:
+	rdv_tls_free(t);
+	return NULL;
+}
+
+rdv_tls_conn *rdv_tls_client_conn_new(rdv_tls *t, int fd, const char *host)
+{
+	rdv_tls_conn *c = calloc(1, sizeof(*c));
+	ASN1_OCTET_STRING *ip;
+
+	if (!c)
+		return NULL;
+	c->ssl = SSL_new(t->ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)
+		goto fail;
+	if (t->has_ca) {
+		/* the certificate must name what we dial: an IP SAN for an address */
+		if ((ip = a2i_IPADDRESS(host))) {
+			ASN1_OCTET_STRING_free(ip);
+			if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1)
+				goto fail;
+		} else if (SSL_set1_host(c->ssl, host) != 1 || SSL_set_tlsext_host_name(c->ssl, host) != 1) {
+			goto fail;
+		}
+	}
+	SSL_set_connect_state(c->ssl);
+	return c;
+fail:
+	SSL_free(c->ssl);
+	free(c);
+	return NULL;
+}
+
+const char *rdv_tls_conn_verify_error(const rdv_tls_conn *c)
+{
+	long v = SSL_get_verify_result(c->ssl);
+
+	return v == X509_V_OK ? "" : X509_verify_cert_error_string(v);
 }
 
 /* ---- connections -------------------------------------------------------------------- */

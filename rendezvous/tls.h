@@ -30,6 +30,18 @@ const char *rdv_tls_fingerprint(const rdv_tls *t);
 /* Same for a PEM file on disk. 0 or -errno. */
 int rdv_tls_fingerprint_file(const char *cert, char out[RDV_TLS_FPR_LEN], char *err, size_t errlen);
 
+/* ---- client side: the standby's connection to a -tls primary ---- */
+/* A client context that accepts only a primary whose certificate chains to
+ * ca_file and names the host it dials (SAN DNS or IP; `pilot-rendezvous ca
+ * issue`), and/or whose leaf certificate has this SHA-256 fingerprint (hex, any
+ * case, colons allowed; what -print-fingerprint prints). At least one of the two;
+ * with both, both must hold. NULL with a message on failure. */
+rdv_tls *rdv_tls_client_new(const char *ca_file, const char *fingerprint, char *err, size_t errlen);
+/* A client connection on a connected (or connecting) socket to host. */
+rdv_tls_conn *rdv_tls_client_conn_new(rdv_tls *t, int fd, const char *host);
+/* Why the last handshake refused the peer's certificate ("" if it did not). */
+const char *rdv_tls_conn_verify_error(const rdv_tls_conn *c);
+
 /* Per connection: the handshake runs inside the first reads/writes. */
 rdv_tls_conn *rdv_tls_conn_new(rdv_tls *t, int fd);
 void rdv_tls_conn_free(rdv_tls_conn *c); /* NULL-safe; does not close fd */

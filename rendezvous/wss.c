@@ -99,6 +99,7 @@ struct rdv_wss {
 	int lfd, port;
 	bool tls;
 	long max_peers, rate_burst, rate_per_min;
+	uint64_t max_queued;  /* st.queued_bytes may not pass it (issue 12 §5) */
 	int64_t auth_ms, idle_ms, skew_s;
 	uint64_t tick_timer;
 	wsess *all;
@@ -271,12 +272,22 @@ static void map_add(wsess *s)
 
 /* ---- per-peer send queue ------------------------------------------------------------ */
 
+/* Memory a queued message holds (what the global cap counts). */
+static size_t q_cost(size_t len)
+{
+	return LWS_PRE + (len <= WSS_SMALL ? WSS_SMALL : len);
+}
+
 static int q_push(wsess *s, const void *data, size_t len, bool text)
 {
 	wmsg *m;
 
 	if (s->qn == WSS_QN || s->qbytes + len > WSS_QBYTES)
 		return -ENOBUFS;
+	if (s->w->st.queued_bytes + q_cost(len) > s->w->max_queued) {
+		s->w->st.queue_dropped_total++; /* many slow peers together */
+		return -ENOSPC;
+	}
 	m = &s->q[(s->qh + s->qn) % WSS_QN];
 	m->small = len <= WSS_SMALL;
 	if (m->small && s->w->nspare)
@@ -288,6 +299,7 @@ static int q_push(wsess *s, const void *data, size_t len, bool text)
 	m->text = text;
 	s->qn++;
 	s->qbytes += len;
+	s->w->st.queued_bytes += q_cost(len);
 	return 0;
 }
 
@@ -296,6 +308,7 @@ static void q_pop(wsess *s)
 	wmsg *m = &s->q[s->qh];
 
 	s->qbytes -= m->len;
+	s->w->st.queued_bytes -= q_cost(m->len);
 	if (m->small && s->w->nspare < WSS_SPARE_N)
 		s->w->spare[s->w->nspare++] = m->buf;
 	else
@@ -370,11 +383,13 @@ static void sink_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t le
 {
 	rdv_wss *w = ctx;
 	wsess *s = map_find(w, node);
+	int r;
 
 	if (!s || s->st != S_READY)
 		return;
-	if (q_push(s, msg, len, false) < 0) {
-		w->st.queue_dropped++;
+	if ((r = q_push(s, msg, len, false)) < 0) {
+		if (r == -ENOBUFS)
+			w->st.queue_dropped++;
 		return;
 	}
 	lws_callback_on_writable(s->wsi);
@@ -707,7 +722,7 @@ static int listen_on(const char *addr, int *port)
 	socklen_t sl = sizeof(ss);
 	int fd, one = 1, zero = 0, rc;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), ps, sizeof(ps)) < 0)
+	if (pilot_split_hostport(addr, host, sizeof(host), ps, sizeof(ps)) < 0)
 		return -EINVAL;
 	if (!host[0])
 		hints.ai_family = AF_INET6;
@@ -791,6 +806,7 @@ rdv_wss *rdv_wss_new(pilot_loop *loop, const rdv_wss_config *cfg, char *err, siz
 	w->rate_per_min = cfg->rate_per_min > 0 ? cfg->rate_per_min : 60;
 	w->auth_ms = cfg->auth_ms > 0 ? cfg->auth_ms : 10000;
 	w->idle_ms = cfg->idle_ms > 0 ? cfg->idle_ms : 90000;
+	w->max_queued = cfg->max_queued > 0 ? (uint64_t)cfg->max_queued : 256u << 20;
 	randombytes_buf(w->rkey, sizeof(w->rkey));
 	if (lws_setup(w, cfg, err, errlen) < 0)
 		goto fail;
@@ -889,4 +905,9 @@ void rdv_wss_metrics(const rdv_wss *w, FILE *f)
 	       s->text_ignored, false);
 	series(f, "pilot_wss_queue_dropped_total", "Messages dropped at a full peer send queue.",
 	       s->queue_dropped, false);
+	series(f, "pilot_wss_queue_dropped_global_total",
+	       "Messages dropped because all peers' send queues together reached -wss-max-queued.",
+	       s->queue_dropped_total, false);
+	series(f, "pilot_wss_queued_bytes", "Memory held by the send queues of all compat peers.",
+	       s->queued_bytes, true);
 }

@@ -34,6 +34,8 @@ typedef struct rdv_wss_config {
 	long rate_per_min;           /* sustained connections per source IP per minute (0 = 60) */
 	int64_t auth_ms;             /* whole challenge/reply exchange (0 = 10 s) */
 	int64_t idle_ms;             /* no data message for this long: closed (0 = 90 s) */
+	long max_queued;             /* send-queue memory of all peers together (0 = 256 MiB);
+	                              * each peer also has its own cap (4 MiB, 256 messages) */
 } rdv_wss_config;
 
 rdv_wss *rdv_wss_new(pilot_loop *loop, const rdv_wss_config *cfg, char *err, size_t errlen);
@@ -53,6 +55,8 @@ typedef struct rdv_wss_stats {
 	uint64_t text_ignored;       /* text/other messages after authentication */
 	uint64_t frames_in, frames_out, bytes_in, bytes_out;
 	uint64_t queue_dropped;      /* messages to a peer whose send queue was full */
+	uint64_t queue_dropped_total; /* messages dropped at the global cap (max_queued) */
+	uint64_t queued_bytes;       /* send-queue memory of all peers now (gauge) */
 	uint64_t peers;              /* authenticated connections now (gauge) */
 	uint64_t conns;              /* TCP connections now, any state (gauge) */
 } rdv_wss_stats;

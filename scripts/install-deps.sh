@@ -1,8 +1,10 @@
 #!/bin/sh
 # Install every Debian package that building, testing and running the demo need.
 # Idempotent: when everything is present it only asks dpkg and exits.
-# Usage: scripts/install-deps.sh [--check] [--bench]
+# Usage: scripts/install-deps.sh [--check] [--bench] [--packaging]
 #   --check  exit 1 if something is missing instead of installing it
+#   --packaging  what make deb / make check-packaging need (Debian's packaging
+#            tools); make check runs the packaging test only when these are present
 #   --bench  the packages scripts/bench needs on top (iperf3 and the overlays it compares
 #            pilot with); scripts/bench runs this itself, CI never does
 set -eu
@@ -11,9 +13,15 @@ PACKAGES="
 make gcc clang libclang-rt-14-dev pkg-config clang-format clang-tidy cppcheck
 libsodium-dev libjson-c-dev libcmocka-dev
 libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
-iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl valgrind
+iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl python3-cryptography valgrind
 openssh-server openssh-client iperf3
 nginx libnginx-mod-stream
+python3-prometheus-client
+"
+
+# Only with --packaging: building the .debs, lintian, the completion check in zsh.
+PACKAGING_PACKAGES="
+dpkg-dev debhelper fakeroot lintian pkgconf zsh python3-prometheus-client
 "
 
 # Only with --bench: benchmark-only tools stay out of the default list (CI speed).
@@ -26,7 +34,8 @@ for arg in "$@"; do
 	case $arg in
 	--check) check=1 ;;
 	--bench) PACKAGES=$BENCH_PACKAGES ;;
-	*) echo "usage: scripts/install-deps.sh [--check] [--bench]" >&2; exit 2 ;;
+	--packaging) PACKAGES=$PACKAGING_PACKAGES ;;
+	*) echo "usage: scripts/install-deps.sh [--check] [--bench] [--packaging]" >&2; exit 2 ;;
 	esac
 done
 

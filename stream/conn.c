@@ -8,7 +8,8 @@
  *    opens a new connection.
  *  - SYN checks in order: admission (silent), rate limit (silent), listener (RST),
  *    caps (RST). Silent ones first, so nothing answers an untrusted or flooding
- *    source.
+ *    source. The rate limit is per source, then a global budget: one for
+ *    trusted sources and one of their own for the others (conn.h).
  *  - An ephemeral port is busy until its connection reaches TIME_WAIT or CLOSED
  *    (ref semantics; the hash tolerates the overlap above), and never reused
  *    while busy: exhaustion is -EADDRINUSE (new semantics).
@@ -339,6 +340,22 @@ static conn *conn_alloc(conn_table *t)
 	return c;
 }
 
+/* Closed connections' totals, so counters summed over the table never go back
+ * (the metrics add the live connections to these). */
+static void retire_stats(conn_table *t, conn *c)
+{
+	stream_stats s;
+
+	if (!c->s)
+		return;
+	stream_get_stats(c->s, &s);
+	t->st.closed_bytes_sent += s.bytes_sent;
+	t->st.closed_bytes_rcvd += s.bytes_rcvd;
+	t->st.closed_retransmits += s.retransmits;
+	t->st.closed_fast_retransmits += s.fast_retransmits;
+	t->st.closed_rto_timeouts += s.rto_timeouts;
+}
+
 static void conn_destroy(conn *c)
 {
 	conn_table *t = c->t;
@@ -356,6 +373,7 @@ static void conn_destroy(conn *c)
 	else
 		t->tail = c->prev;
 	t->nconns--;
+	retire_stats(t, c);
 	stream_free(c->s);
 	free(c);
 }
@@ -456,6 +474,8 @@ static void fill_defaults(conn_config *c)
 		c->syn_rate_peer = 10;
 	if (!c->syn_burst_peer)
 		c->syn_burst_peer = 64;
+	if (!c->syn_rate_untrusted)
+		c->syn_rate_untrusted = c->syn_rate;
 	if (!c->max_per_port)
 		c->max_per_port = 1024;
 	if (!c->max_total)
@@ -664,6 +684,13 @@ static bool syn_rate_ok(conn_table *t, uint32_t node, uint64_t now)
 	/* per source first, so one flooding node cannot drain the global bucket */
 	if (!bucket_take(b, t->cfg.syn_rate_peer, t->cfg.syn_burst_peer, now))
 		return false;
+	/* many untrusted sources together spend only their own budget */
+	if (t->cfg.trusted && !t->cfg.trusted(t->cfg.ctx, node)) {
+		if (bucket_take(&t->ubucket, t->cfg.syn_rate_untrusted, t->cfg.syn_rate_untrusted, now))
+			return true;
+		t->st.drop_syn_untrusted++;
+		return false;
+	}
 	return bucket_take(&t->gbucket, t->cfg.syn_rate, t->cfg.syn_rate, now);
 }
 

@@ -75,6 +75,12 @@ typedef struct conn_config {
 	uint32_t syn_rate;            /* global SYN/s (100), burst = rate */
 	uint32_t syn_rate_peer;       /* per source node SYN/s (10) */
 	uint32_t syn_burst_peer;      /* per source node burst (64) */
+	/* SYN budget (issue 12): sources for which trusted() is false (untrusted,
+	 * anonymous) share syn_rate_untrusted SYN/s (burst = rate) of their own, so
+	 * a flood from them never spends syn_rate, which is left to trusted ones.
+	 * NULL trusted = every source is trusted (one global bucket, as before). */
+	bool (*trusted)(void *ctx, uint32_t from_node);
+	uint32_t syn_rate_untrusted;  /* (syn_rate) */
 	uint32_t max_per_port;        /* accepted connections per listening port (1024) */
 	uint32_t max_total;           /* connections in the table (65536) */
 	uint16_t eph_min, eph_max;    /* ephemeral range (49152..65535) */
@@ -229,6 +235,7 @@ typedef struct conn_table_stats {
 	uint64_t drop_unknown_proto;
 	uint64_t drop_no_conn;        /* stream packet matching nothing (no RST, §5.12) */
 	uint64_t drop_syn_rate;       /* global or per-source SYN rate limit */
+	uint64_t drop_syn_untrusted;  /* of those: the untrusted sources' budget was spent */
 	uint64_t drop_refused;        /* admit() said no (SYN, datagram or ping) */
 	uint64_t drop_cap;            /* per-port / total caps (RST sent) */
 	uint64_t drop_no_listener;    /* SYN to a closed port (RST sent) */
@@ -239,6 +246,9 @@ typedef struct conn_table_stats {
 	uint64_t pings_answered, pongs_matched, keepalives_rcvd, ping_timeouts;
 	uint64_t active;              /* connections held (incl. TIME_WAIT) */
 	uint64_t listeners, dgram_bindings;
+	/* sums over connections already freed (stream_stats of each at its end) */
+	uint64_t closed_bytes_sent, closed_bytes_rcvd;
+	uint64_t closed_retransmits, closed_fast_retransmits, closed_rto_timeouts;
 } conn_table_stats;
 
 void conn_get_stats(const conn_table *t, conn_table_stats *st);

@@ -84,7 +84,7 @@ struct conn_table {
 	uint64_t *eph_bits;
 	uint32_t eph_range, eph_cursor, eph_used;
 
-	conn_bucket gbucket;
+	conn_bucket gbucket, ubucket;  /* trusted sources, untrusted ones (SYN budget) */
 	conn_bucket *pbuckets;
 
 	uint64_t timer_id, timer_at; /* loop timer and its due time (loop ms) */

@@ -2,7 +2,8 @@
 # Runs every test the build produced and ends with one line "N passed, N failed".
 #   unit:        $BUILD/san/tests/test_*   (cmocka; each test case counts)
 #   fuzz smoke:  $BUILD/fz/fuzz/fuzz_*     (FUZZ_SMOKE_SECONDS each over the seed corpus)
-#   integration: tests/integration/*.sh    (each prints "PASS: name" / "FAIL: name" lines)
+#   integration: tests/integration/*.sh    (each prints "PASS: name" / "FAIL: name" lines,
+#                or one "SKIP: name (why)" line when the machine lacks what it needs)
 # TESTS=pattern limits the run to files whose name matches the glob pattern.
 set -u
 cd "$(dirname "$0")/.."
@@ -70,6 +71,11 @@ run_integration() {
 	rc=$?
 	p=$(grep -c '^PASS: ' "$log")
 	f=$(grep -c '^FAIL: ' "$log")
+	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ] && [ $rc -eq 0 ] && grep -q '^SKIP: ' "$log"; then
+		skipped=$((skipped + 1)) # the test says why (e.g. tools not installed)
+		printf '%-40s %s\n' "$name" "$(grep -m1 '^SKIP: ' "$log" | sed 's/^SKIP: [^ ]* //')"
+		return
+	fi
 	passed=$((passed + p))
 	if [ "$f" -gt 0 ]; then
 		failed=$((failed + f))

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -501,6 +503,23 @@ struct pending {
 	tun_dns_query q;
 };
 
+#define DNS_CACHE_N   256     /* hostnames remembered (positive and negative) */
+#define DNS_BUCKETS_N 256     /* per-client lookup buckets, direct-mapped */
+#define MILLI         1000u   /* bucket tokens are kept in thousandths */
+
+struct cache_ent {
+	bool used, neg;
+	char host[64];
+	pilot_addr addr;
+	uint64_t expires;
+};
+
+struct bucket {
+	bool used;
+	uint8_t key[16];
+	uint64_t tokens, ms;   /* thousandths of a lookup; last refill */
+};
+
 struct tun_dns {
 	tun_addrmap *map;
 	tun_dns_resolve_fn resolve;
@@ -517,6 +536,12 @@ struct tun_dns {
 	struct sockaddr_storage bound[2];
 	size_t nsocks;
 	char zone4[64], zone6[64];
+	int ifindex;
+	unsigned client_rate, client_burst, total_rate, neg_cache_ms;
+	uint64_t seed;
+	struct bucket total, buckets[DNS_BUCKETS_N];
+	struct cache_ent cache[DNS_CACHE_N];
+	tun_dns_stats st;
 	uint8_t in[TUN_DNS_MAX_UDP], out[TUN_DNS_MAX_UDP], late[TUN_DNS_MAX_UDP];
 };
 
@@ -809,6 +834,123 @@ static enum verdict decide(tun_dns *d, const tun_dns_query *q, tun_dns_reply *r)
 	return V_REPLY;
 }
 
+/* ---- the answer cache and the lookup rate limits --------------------------------------- */
+
+/* The hostname of a query under .pilot (validated by answer_pilot: < 64 bytes). */
+static void query_host(const tun_dns_query *q, char out[64])
+{
+	snprintf(out, 64, "%.*s", (int)(strlen(q->name) - strlen(".pilot")), q->name);
+}
+
+static struct cache_ent *cache_find(tun_dns *d, const char *host, uint64_t now)
+{
+	for (size_t i = 0; i < DNS_CACHE_N; i++) {
+		struct cache_ent *e = &d->cache[i];
+
+		if (e->used && e->expires <= now)
+			e->used = false;
+		else if (e->used && e->host[0] == host[0] && strcmp(e->host, host) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/* Remember an answer; a full cache gives up the entry closest to expiry. */
+static void cache_put(tun_dns *d, const char *host, bool neg, pilot_addr a, uint64_t ttl_ms)
+{
+	uint64_t now = pilot_now_ms();
+	struct cache_ent *e = cache_find(d, host, now);
+
+	for (size_t i = 0; i < DNS_CACHE_N && !e; i++)
+		if (!d->cache[i].used)
+			e = &d->cache[i];
+	for (size_t i = 0; i < DNS_CACHE_N && !e; i++)
+		if (i == 0 || d->cache[i].expires < e->expires)
+			e = &d->cache[i];
+	if (!e)
+		e = &d->cache[0];
+	*e = (struct cache_ent){ .used = true, .neg = neg, .addr = a, .expires = now + ttl_ms };
+	snprintf(e->host, sizeof(e->host), "%s", host);
+}
+
+/* true when q was answered from the cache into r */
+static bool cache_answer(tun_dns *d, const tun_dns_query *q, tun_dns_reply *r)
+{
+	char host[64];
+	struct cache_ent *e;
+
+	query_host(q, host);
+	if (!(e = cache_find(d, host, pilot_now_ms())))
+		return false;
+	memset(r, 0, sizeof(*r));
+	if (e->neg) {
+		d->st.neg_cache_hits++;
+		set_rcode(r, TUN_DNS_NXDOMAIN, "pilot");
+	} else {
+		d->st.cache_hits++;
+		answer_addr(d, q, e->addr, r);
+	}
+	return true;
+}
+
+static bool bucket_take(struct bucket *b, unsigned rate, unsigned burst, uint64_t now)
+{
+	uint64_t cap = (uint64_t)burst * MILLI;
+
+	if (!b->used) {
+		b->used = true;
+		b->tokens = cap;
+		b->ms = now;
+	}
+	if (now > b->ms) {
+		uint64_t add = (now - b->ms) * rate; /* rate per s = rate thousandths per ms */
+		b->tokens = add >= cap || b->tokens + add > cap ? cap : b->tokens + add;
+		b->ms = now;
+	}
+	if (b->tokens < MILLI)
+		return false;
+	b->tokens -= MILLI;
+	return true;
+}
+
+static void client_key(const tun_dns_client *c, uint8_t key[16])
+{
+	const struct sockaddr_in *s4 = (const void *)&c->ss;
+	const struct sockaddr_in6 *s6 = (const void *)&c->ss;
+
+	memset(key, 0, 16);
+	if (c->len && c->ss.ss_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &s4->sin_addr, 4);
+	} else if (c->len && c->ss.ss_family == AF_INET6) {
+		memcpy(key, &s6->sin6_addr, 16);
+	}
+}
+
+/* Per client first, so one client cannot drain the total. */
+static bool lookup_allowed(tun_dns *d, const tun_dns_client *from)
+{
+	uint8_t key[16];
+	uint64_t h = d->seed, now = pilot_now_ms();
+	struct bucket *b;
+
+	client_key(from, key);
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 0x100000001b3ull;
+	b = &d->buckets[(h ^ h >> 29) % DNS_BUCKETS_N];
+	if (b->used && memcmp(b->key, key, 16) != 0)
+		b->used = false; /* direct-mapped: a colliding client starts afresh */
+	memcpy(b->key, key, 16);
+	if (!bucket_take(b, d->client_rate, d->client_burst, now))
+		return false;
+	return bucket_take(&d->total, d->total_rate, d->total_rate * 2, now);
+}
+
+void tun_dns_get_stats(const tun_dns *d, tun_dns_stats *st)
+{
+	*st = d->st;
+}
+
 /* ---- pending hostname lookups ---------------------------------------------------------- */
 
 static void send_late(tun_dns *d, const struct pending *p, const tun_dns_reply *r)
@@ -853,6 +995,7 @@ size_t tun_dns_pending(const tun_dns *d) { return d->npending; }
 void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr addr)
 {
 	tun_dns_reply r;
+	char host[64];
 
 	for (size_t i = 0; i < d->max_pending; i++) {
 		struct pending *p = &d->pend[i];
@@ -860,12 +1003,16 @@ void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr add
 		if (!p->used || p->token != token)
 			continue;
 		memset(&r, 0, sizeof(r));
-		if (status == 0 && !pilot_addr_is_zero(addr) && !pilot_addr_is_broadcast(addr))
+		query_host(&p->q, host);
+		if (status == 0 && !pilot_addr_is_zero(addr) && !pilot_addr_is_broadcast(addr)) {
 			answer_addr(d, &p->q, addr, &r);
-		else if (status == -ENOENT || status == 0)
+			cache_put(d, host, false, addr, TUN_DNS_TTL * 1000ull);
+		} else if (status == -ENOENT || status == 0) {
 			set_rcode(&r, TUN_DNS_NXDOMAIN, "pilot");
-		else
-			set_rcode(&r, TUN_DNS_SERVFAIL, NULL);
+			cache_put(d, host, true, addr, d->neg_cache_ms);
+		} else {
+			set_rcode(&r, TUN_DNS_SERVFAIL, NULL); /* registry trouble: not remembered */
+		}
 		finish(d, p, &r);
 		return;
 	}
@@ -888,9 +1035,10 @@ static bool start_lookup(tun_dns *d, const tun_dns_client *from, const tun_dns_q
 	p->client = *from;
 	p->q = *q;
 	d->npending++;
+	d->st.lookups++;
 	if (d->loop && !d->timer)
 		d->timer = pilot_loop_add_timer(d->loop, d->timeout_ms < 200 ? d->timeout_ms : 200, expire_timer, d);
-	snprintf(host, sizeof(host), "%.*s", (int)(strlen(q->name) - strlen(".pilot")), q->name);
+	query_host(q, host);
 	d->resolve(d->ctx, host, p->token); /* may answer at once */
 	return true;
 }
@@ -900,18 +1048,26 @@ size_t tun_dns_handle(tun_dns *d, const tun_dns_client *from, const uint8_t *pkt
 {
 	tun_dns_query q;
 	tun_dns_reply r;
-	int rc = tun_dns_parse_query(pkt, len, &q), n;
+	int rc, n;
 
+	d->st.queries++;
+	if (d->ifindex && from->ifindex != d->ifindex) {
+		d->st.not_tun++; /* routed to the TUN address from outside: not ours to answer */
+		return 0;
+	}
+	rc = tun_dns_parse_query(pkt, len, &q);
 	if (rc < 0)
 		return 0;
 	if (rc > 0) {
 		memset(&r, 0, sizeof(r));
 		r.rcode = (uint8_t)rc;
-	} else if (decide(d, &q, &r) == V_RESOLVE) {
-		if (start_lookup(d, from, &q))
+	} else if (decide(d, &q, &r) == V_RESOLVE && !cache_answer(d, &q, &r)) {
+		if (!lookup_allowed(d, from))
+			d->st.rate_limited++;
+		else if (start_lookup(d, from, &q))
 			return 0;
 		memset(&r, 0, sizeof(r));
-		r.rcode = TUN_DNS_SERVFAIL; /* too many lookups in flight */
+		r.rcode = TUN_DNS_SERVFAIL; /* rate limited, or too many lookups in flight */
 	}
 	n = tun_dns_encode_reply(&q, &r, out, cap);
 	return n > 0 ? (size_t)n : 0;
@@ -926,13 +1082,42 @@ static void send_udp(void *ctx, const tun_dns_client *to, const uint8_t *buf, si
 		log_debug("dns: sendto failed err=\"%s\"", strerror(errno));
 }
 
+/* One datagram into d->in, with the sender and the device it arrived through. */
+static ssize_t recv_query(tun_dns *d, int fd, tun_dns_client *c)
+{
+	union {
+		struct cmsghdr align;
+		uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
+	} ctl;
+	struct iovec iov = { .iov_base = d->in, .iov_len = sizeof(d->in) };
+	struct msghdr m = { .msg_name = &c->ss, .msg_namelen = sizeof(c->ss), .msg_iov = &iov,
+			    .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	ssize_t n = recvmsg(fd, &m, 0);
+
+	if (n < 0)
+		return n;
+	c->len = m.msg_namelen;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+			c->ifindex = pi.ipi_ifindex;
+		} else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+			c->ifindex = (int)pi.ipi6_ifindex;
+		}
+	}
+	return n;
+}
+
 static void on_readable(pilot_loop *l, int fd, int events, void *arg)
 {
 	tun_dns *d = arg;
 
 	for (int i = 0; i < READ_BATCH; i++) {
-		tun_dns_client c = { .len = sizeof(c.ss), .sock = fd };
-		ssize_t n = recvfrom(fd, d->in, sizeof(d->in), 0, (struct sockaddr *)&c.ss, &c.len);
+		tun_dns_client c = { .sock = fd };
+		ssize_t n = recv_query(d, fd, &c);
 		size_t out;
 
 		if (n < 0)
@@ -971,7 +1156,9 @@ int tun_dns_listen(tun_dns *d, pilot_loop *l, const struct sockaddr *sa, socklen
 	inet_ntop(sa->sa_family, sa_ip(sa), host, sizeof(host));
 	fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || (sa->sa_family == AF_INET6 &&
-		       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+		       (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0 ||
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0)) ||
+	    (sa->sa_family == AF_INET && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) < 0) ||
 	    bind(fd, sa, salen) < 0)
 		rc = -errno;
 	else
@@ -1028,6 +1215,13 @@ int tun_dns_new(const tun_dns_cfg *cfg, tun_dns **out)
 	d->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 3000;
 	d->max_pending = cfg->max_pending ? cfg->max_pending : 256;
 	d->send = send_udp;
+	d->ifindex = cfg->ifindex;
+	d->client_rate = cfg->client_rate ? cfg->client_rate : 2;
+	d->client_burst = cfg->client_burst ? cfg->client_burst : 10;
+	d->total_rate = cfg->total_rate ? cfg->total_rate : 10;
+	d->neg_cache_ms = cfg->neg_cache_ms ? cfg->neg_cache_ms : 30000;
+	if (getrandom(&d->seed, sizeof(d->seed), GRND_NONBLOCK) != (ssize_t)sizeof(d->seed))
+		d->seed = pilot_now_us() ^ (uintptr_t)d;
 	d->pend = calloc(d->max_pending, sizeof(*d->pend));
 	if (!d->pend) {
 		free(d);

@@ -12,6 +12,16 @@
  * .pilot get NXDOMAIN, everything else REFUSED. Positive TTL 60 s, negative 5 s
  * (SOA minimum in the authority section, RFC 2308).
  *
+ * Abuse (issue 12 §4): the sockets are bound to the TUN's addresses, but with
+ * the weak host model a neighbour on the underlay could still route a query to
+ * them; with cfg.ifindex set, only queries that arrived through the TUN device
+ * (IP_PKTINFO / IPV6_PKTINFO; a query from this host itself counts, the kernel
+ * reports the device owning the address) are answered, others are dropped and
+ * counted. Each hostname lookup costs the node's registry allowance, so
+ * lookups are rate limited per client address and in total (over the limit:
+ * SERVFAIL, counted), and answers are cached: NXDOMAIN for neg_cache_ms, an
+ * address for TUN_DNS_TTL.
+ *
  * The wire codec (tun_dns_parse_query, tun_dns_encode_reply, tun_dns_parse_msg)
  * is pure (buf, len) and fuzzed; tun_dns_handle is the sans-IO core; only
  * tun_dns_listen touches sockets and the loop. */
@@ -124,6 +134,7 @@ typedef struct tun_dns_client {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int sock;               /* the socket the query came in on; -1 in tests */
+	int ifindex;            /* the device it arrived through; 0 = unknown */
 } tun_dns_client;
 
 /* Where deferred replies go (default: sendto on client->sock). */
@@ -135,7 +146,21 @@ typedef struct tun_dns_cfg {
 	void *ctx;
 	unsigned timeout_ms;       /* pending hostname lookups; 0 = 3000 */
 	size_t max_pending;        /* 0 = 256; beyond it: SERVFAIL at once */
+	int ifindex;               /* answer only queries arriving on it; 0 = any */
+	unsigned client_rate;      /* registry lookups per second per client (0 = 2) */
+	unsigned client_burst;     /* ... in a burst (0 = 10) */
+	unsigned total_rate;       /* registry lookups per second in total, burst twice that (0 = 10) */
+	unsigned neg_cache_ms;     /* how long an NXDOMAIN is remembered (0 = 30000) */
 } tun_dns_cfg;
+
+typedef struct tun_dns_stats {
+	uint64_t queries;          /* datagrams handled */
+	uint64_t not_tun;          /* dropped: did not arrive through the TUN */
+	uint64_t lookups;          /* hostname lookups sent to the resolver */
+	uint64_t rate_limited;     /* lookups refused (SERVFAIL) by a rate limit */
+	uint64_t cache_hits;       /* answered from the cache, positive */
+	uint64_t neg_cache_hits;   /* answered from the cache, NXDOMAIN */
+} tun_dns_stats;
 
 int tun_dns_new(const tun_dns_cfg *cfg, tun_dns **out);
 /* Closes the sockets and drops pending queries unanswered. NULL-safe. */
@@ -158,6 +183,7 @@ void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr add
 /* SERVFAIL every pending query older than the timeout (the loop timer calls it). */
 void tun_dns_expire(tun_dns *d, uint64_t now_ms);
 size_t tun_dns_pending(const tun_dns *d);
+void tun_dns_get_stats(const tun_dns *d, tun_dns_stats *st);
 
 /* Point systemd-resolved at this responder for `pilot` and the reverse zones
  * of the subnet and the ULA prefix: when rundir (NULL = /run/systemd/resolve)

@@ -47,7 +47,7 @@ static void reg_call(const char *ip, const char *fmt, ...)
 {
 	char text[1024];
 	va_list ap;
-	reg_ctx ctx = { ip, 40000, (uint64_t)time(NULL) * 1000 };
+	reg_ctx ctx = { ip, 40000, (uint64_t)time(NULL) * 1000, 0 };
 	json_object *q, *r;
 
 	va_start(ap, fmt);

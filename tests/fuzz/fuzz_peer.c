@@ -1,6 +1,8 @@
 /* Arbitrary datagrams into a peer table that has one established session.
  * Two tables talk through in-memory transports; the first input byte picks the
- * claimed source (the peer, the beacon, a stranger), the rest is the datagram. */
+ * claimed source (the peer, the beacon, a stranger; value % 3), anonymous peers
+ * (bit 6) and failing key lookups (bit 7); the rest is the datagram. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,11 +40,32 @@ static void m_close(transport *t) { (void)t; }
 static const struct transport_ops m_ops = { m_send, m_flush, m_local, m_stats, m_close, NULL };
 
 static pilot_identity ida, idb;
-static int inited;
+static int inited, lookup_fails;
 
 static void lookup(void *ctx, uint32_t node, peer_key_done done, void *arg)
 {
-	done(arg, node == 10 ? ida.pk : node == 20 ? idb.pk : NULL);
+	const uint8_t *pk = node == 10 ? ida.pk : node == 20 ? idb.pk : NULL;
+
+	if (lookup_fails)
+		done(arg, -EAGAIN, NULL);
+	else
+		done(arg, pk ? 0 : -ENOENT, pk);
+}
+
+/* a pins b's key, node 30 is trusted without a key; bit 6 of the first byte
+ * turns anonymous peers on (require_auth off) and bit 7 makes lookups fail. */
+static enum peer_pin pinned(void *ctx, uint32_t node, uint8_t pk[PROTO_ED25519_LEN])
+{
+	if (node == 20) {
+		memcpy(pk, idb.pk, PROTO_ED25519_LEN);
+		return PEER_PIN_KEY;
+	}
+	return node == 30 ? PEER_PIN_TRUSTED : PEER_PIN_NONE;
+}
+
+static void key_pinned(void *ctx, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN], const uint8_t *old)
+{
+	(void)ctx, (void)node, (void)pk, (void)old;
 }
 
 static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
@@ -89,6 +112,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len)
 	}
 	if (len < 1 || len > 70000)
 		return 0;
+	ca.pinned_key = pinned;
+	ca.key_pinned = key_pinned;
+	ca.require_auth = !(in[0] & 0x40);
+	lookup_fails = 0;
 	cb.node = 20;
 	cb.identity = &idb;
 	transport_ep_parse("10.0.0.1:1000", &ta.self);
@@ -107,10 +134,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len)
 		drain(&tb, a);
 		drain(&ta, b);
 	}
+	lookup_fails = in[0] & 0x80;
 	memcpy(buf + TRANSPORT_HEADROOM, in + 1, len - 1);
 	peer_handle_datagram(a, buf + TRANSPORT_HEADROOM, len - 1,
 			     in[0] % 3 == 0 ? &tb.self : in[0] % 3 == 1 ? &beacon : &stranger);
 	peer_tick(a);
+	lookup_fails = 0;
 	drain(&ta, b);
 	drain(&tb, NULL);
 	peer_table_free(a);

@@ -34,7 +34,7 @@ static void reset(void)
 	reg = reg_open(&c, err, sizeof(err));
 	for (size_t i = 0; reg && i < sizeof(keys) / sizeof(keys[0]); i++) {
 		json_object *q = json_tokener_parse(keys[i]);
-		reg_ctx ctx = { "198.18.0.9", 1234, 1700000000000ULL };
+		reg_ctx ctx = { "198.18.0.9", 1234, 1700000000000ULL, 1 };
 
 		json_object_put(reg_handle(reg, q, &ctx));
 		json_object_put(q);
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_object *q = NULL, *resp, *snap;
 	uint8_t hdr[4];
 	uint8_t *buf;
-	reg_ctx ctx = { "198.18.0.9", 1234, 1700000000000ULL };
+	reg_ctx ctx = { "198.18.0.9", 1234, 1700000000000ULL, 1 };
 
 	if (!reg || ++runs % 4096 == 0)
 		reset();

@@ -2,7 +2,8 @@
 # pilotctl rotate-key in namespaces on one bridge: the registry accepts the new
 # key (signed with the old one) and lookups show it; the identity file holds it;
 # a trusted peer still pings through the existing session, and again after the
-# rotated node restarts (new key exchange signed with the new key, same node ID);
+# rotated node restarts (new key exchange signed with the new key, same node ID;
+# the peer's pinned key follows, the registry confirming it);
 # a new peer can still handshake. Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -54,6 +55,13 @@ eq restart_same_node_id "$(pd_ctl a info | pd_json 'd["node_id"]')" "${PD_ID[a]}
 eq restart_keeps_new_key "$(info_key a)" "$new"
 pt_check ping_after_restart pd_wait 15 pd_ping_ok b a
 pt_check ping_back_after_restart pd_wait 15 pd_ping_ok a b
+# b had a's old key pinned in its trust entry: the new one replaced it because
+# the registry holds it (issue 12 §1), and the change was counted
+trusted_key() { # the key A's trust entry for B holds
+	pd_ctl "$1" trust | pd_json "[t['public_key'] for t in d['trusted'] if t['node_id'] == ${PD_ID[$2]}][0]"
+}
+eq pin_follows_rotation "$(trusted_key b a)" "$new"
+eq key_change_counted "$(pd_ctl b info | pd_json 'd["counters"]["tunnel_kx_key_changes"]')" 1
 
 # a new peer can handshake with the rotated node
 pt_check new_peer_trust pd_trust_pair c a

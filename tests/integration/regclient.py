@@ -460,6 +460,49 @@ def sc_lookup_ids(port, path, name):
     check(name, ids and not bad, "missing %s" % bad)
 
 
+def sc_pop(port):
+    """Issue 12 §3: an unsigned register naming another node's key moves nothing;
+    a reference-format daemon restarting from a new address is reachable there once
+    its signed heartbeat arrived on the same connection; no v1 after v2."""
+    c = Conn(port, "127.0.1.50")
+    v, q = Node(c), Node(c)
+    v.register()
+    q.register()
+    check("pop_victim_heartbeat", ok(v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id), "heartbeat"))
+    v.signed("set_visibility", "set_visibility:%d" % v.id, node_id=v.id, public=True)
+    x = Conn(port, "127.0.1.51")
+    r = x.call({"type": "register", "public_key": v.pub, "listen_addr": "0.0.0.0:6666",
+                "relay_only": True, "owner": "evil@example.org", "hostname": "evil-host"})
+    check("pop_attacker_register_answered", ok(r, "register") and r.get("node_id") == v.id, r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_attacker_lookup_unmoved", r.get("real_addr") == "127.0.1.50:4000"
+          and "relay_only" not in r and "hostname" not in r, r)
+    r = q.signed("resolve", "resolve:%d:%d" % (q.id, v.id), node_id=v.id, requester_id=q.id)
+    check("pop_attacker_resolve_unmoved", r.get("real_addr") == "127.0.1.50:4000", r)
+    r = c.call({"type": "resolve_hostname", "hostname": "evil-host"})
+    check("pop_attacker_hostname_not_set", err(r), r)
+    x.close()
+    # the reference daemon restarts from a new address (new connection)
+    n = Conn(port, "127.0.1.52")
+    v.conn = n
+    r = v.register(listen="0.0.0.0:5000")
+    check("pop_restart_register", ok(r, "register") and r.get("node_id") == v.id, r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_restart_waits_for_proof", r.get("real_addr") == "127.0.1.50:4000", r)
+    r = v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id)
+    check("pop_restart_heartbeat", ok(r, "heartbeat"), r)
+    r = c.call({"type": "lookup", "node_id": v.id})
+    check("pop_restart_reachable", r.get("real_addr") == "127.0.1.52:5000", r)
+    # no downgrade
+    sig, ts = v.sig2("heartbeat", "%d" % v.id)
+    r = n.call({"type": "heartbeat", "node_id": v.id, "sig_ts": ts, "signature": sig})
+    check("pop_v2_heartbeat", ok(r, "heartbeat"), r)
+    r = v.signed("heartbeat", "heartbeat:%d" % v.id, node_id=v.id)
+    check("pop_v1_after_v2_refused", r.get("code") == "bad_signature", r)
+    n.close()
+    c.close()
+
+
 def sc_standby(primary, standby, token):
     c = Conn(primary, "127.0.1.13")
     a = Node(c)
@@ -505,6 +548,26 @@ def sc_standby(primary, standby, token):
     check("replication_heartbeat", hb, "no heartbeat in %.0fs" % (time.time() - t0))
 
 
+def sc_standby_tls(primary, standby, expect):
+    """Register on a -tls primary; the standby replicating over TLS follows it
+    (expect "follows") or, refusing the primary (wrong certificate or token),
+    never gets it (expect "refused")."""
+    c = Conn(primary, "127.0.1.21", tls=True)
+    a = Node(c)
+    check("standby_tls_primary_register", ok(a.register(), "register"))
+    s = Conn(standby, "127.0.1.22")
+    found = False
+    for _ in range(40 if expect == "follows" else 30):
+        if ok(s.call({"type": "lookup", "node_id": a.id}), "lookup"):
+            found = True
+            break
+        time.sleep(0.1)
+    if expect == "follows":
+        check("standby_tls_follows_primary", found)
+    else:
+        check("standby_tls_refused_primary_%s" % expect, not found)
+
+
 def sc_norepl(port):
     x = Conn(port, "127.0.1.16")
     r = x.call({"type": "subscribe_replication", "token": "anything"})
@@ -525,9 +588,9 @@ def sc_http(port, reg_port, extra):
     check("http_healthz", st == 200 and body == "ok\n", (st, body))
     Conn(reg_port, "127.0.1.17").call({"type": "list_networks"})
     st, body = get("/metrics", {"X-Real-IP": "203.0.113.9"})
-    names = ["pilot_nodes_total", "pilot_nodes_online", "pilot_trust_links", "pilot_networks",
-             "pilot_requests_total", "pilot_errors_total", "pilot_rate_limited_total",
-             "pilot_registrations_total", "pilot_deregistrations_total", "pilot_connections",
+    names = ["pilot_registry_nodes", "pilot_registry_nodes_online", "pilot_registry_trust_links", "pilot_registry_networks",
+             "pilot_registry_requests_total", "pilot_registry_errors_total", "pilot_registry_rate_limited_total",
+             "pilot_registry_registrations_total", "pilot_registry_deregistrations_total", "pilot_registry_connections",
              "pilot_uptime_seconds"]
     names += extra
     missing = [m for m in names if ("\n%s " % m) not in "\n" + body]
@@ -608,6 +671,7 @@ def main():
         "netrules": lambda: sc_netrules(int(args[0]), args[1]),
         "ratelimit": lambda: sc_ratelimit(int(args[0])),
         "replay": lambda: sc_replay(int(args[0])),
+        "pop": lambda: sc_pop(int(args[0])),
         "malformed": lambda: sc_malformed(int(args[0])),
         "slowloris": lambda: sc_slowloris(int(args[0]), float(args[1])),
         "conncap": lambda: sc_conncap(int(args[0]), int(args[1])),
@@ -617,6 +681,7 @@ def main():
         "lookup_ids": lambda: sc_lookup_ids(int(args[0]), args[1], args[2]),
         "standby": lambda: sc_standby(int(args[0]), int(args[1]), args[2]),
         "norepl": lambda: sc_norepl(int(args[0])),
+        "standby_tls": lambda: sc_standby_tls(int(args[0]), int(args[1]), args[2]),
         "http": lambda: sc_http(int(args[0]), int(args[1]), args[2:]),
         "tls": lambda: sc_tls(int(args[0]), args[1]),
         "hammer": lambda: sc_hammer(int(args[0]), float(args[1]), args[2]),

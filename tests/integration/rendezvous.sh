@@ -161,6 +161,7 @@ client privacy "$P1" "$ADMIN"
 client netrules "$P1" "$ADMIN"
 client ratelimit "$P1"
 client replay "$P1"
+client pop "$P1"
 client malformed "$P1"
 client slowloris "$P1" 2
 client conncap "$P1" 8
@@ -244,6 +245,66 @@ grep -q "fingerprint=$FPR" "$TMP/tls.log"
 expect tls_fingerprint_logged_and_stable $?
 client tls "$TP" "$FPR"
 stop_term "$TLSPID"
+
+# ---- standby over TLS (issue 12 §6) ------------------------------------------------------------
+# The replication token and the state go over TLS to a -tls primary; the standby trusts the
+# primary's certificate by pinned fingerprint or by CA (pilot-rendezvous ca), and refuses others.
+mkdir -p "$TMP/stls/ca" "$TMP/stls/ca2"
+"$BIN" ca init-root "$TMP/stls/ca" >/dev/null 2>&1 && "$BIN" ca issue "$TMP/stls/ca" 127.0.0.1 >/dev/null 2>&1 &&
+	"$BIN" ca init-root "$TMP/stls/ca2" >/dev/null 2>&1
+expect standby_tls_ca_made $?
+"$BIN" -no-beacon -standby-tls-ca "$TMP/stls/ca/root.crt" -registry-addr 127.0.0.1:1 >/dev/null 2>&1
+RC=$?
+expect cli_standby_tls_without_standby_refused $([ $RC = 2 ]; echo $?) "exit $RC"
+STOKEN=repl-$RANDOM$RANDOM
+SFPR=$("$BIN" -print-fingerprint -store "$TMP/stls/p.db" 2>/dev/null)
+SPP=$(free_port)
+start stls_primary -no-beacon -tls -store "$TMP/stls/p.db" -registry-addr 127.0.0.1:$SPP -replication-token "$STOKEN"
+SPRIM=$LAST_PID
+SPC=$(free_port)
+start stls_ca_primary -no-beacon -tls -tls-cert "$TMP/stls/ca/127.0.0.1.crt" -tls-key "$TMP/stls/ca/127.0.0.1.key" \
+	-registry-addr 127.0.0.1:$SPC -replication-token "$STOKEN"
+SPRIM2=$LAST_PID
+# name primary-port trust... : a standby of that primary; sets LAST_PID, port in SB_PORT
+standby_of() {
+	local name=$1 pp=$2
+	shift 2
+	SB_PORT=$(free_port)
+	start "$name" -no-beacon -registry-addr 127.0.0.1:$SB_PORT -standby 127.0.0.1:$pp "$@"
+}
+standby_of stls_pin "$SPP" -standby-tls-fingerprint "$SFPR" -replication-token "$STOKEN"
+SB1=$LAST_PID SB1P=$SB_PORT
+standby_of stls_badpin "$SPP" -standby-tls-fingerprint "$(printf '0%.0s' {1..64})" -replication-token "$STOKEN"
+SB2=$LAST_PID SB2P=$SB_PORT
+standby_of stls_badtoken "$SPP" -standby-tls-fingerprint "$SFPR" -replication-token "wrong-$STOKEN"
+SB3=$LAST_PID SB3P=$SB_PORT
+standby_of stls_ca "$SPC" -standby-tls-ca "$TMP/stls/ca/root.crt" -replication-token "$STOKEN"
+SB4=$LAST_PID SB4P=$SB_PORT
+standby_of stls_badca "$SPC" -standby-tls-ca "$TMP/stls/ca2/root.crt" -replication-token "$STOKEN"
+SB5=$LAST_PID SB5P=$SB_PORT
+for p in $SB1P $SB2P $SB3P $SB4P $SB5P; do wait_ready "$p" || fail "standby_tls_started_$p"; done
+# (the -tls primaries do not answer the plaintext readiness probe: wait for their log line)
+for ((i = 0; i < 100; i++)); do
+	grep -q "fingerprint=" "$TMP/stls_primary.log" && grep -q "fingerprint=" "$TMP/stls_ca_primary.log" && break
+	sleep 0.1
+done
+client standby_tls "$SPP" "$SB1P" follows
+client standby_tls "$SPP" "$SB2P" wrong_fingerprint
+client standby_tls "$SPP" "$SB3P" wrong_token
+client standby_tls "$SPC" "$SB4P" follows
+client standby_tls "$SPC" "$SB5P" wrong_ca
+grep -q 'certificate refused: certificate rejected' "$TMP/stls_badpin.log"
+expect standby_tls_wrong_fingerprint_logged $?
+grep -q 'invalid replication token' "$TMP/stls_primary.log" && grep -q 'primary refused replication' "$TMP/stls_badtoken.log"
+expect standby_tls_wrong_token_logged $?
+grep -q 'certificate refused' "$TMP/stls_badca.log"
+expect standby_tls_wrong_ca_logged $?
+# the token never crossed in plaintext: the primaries' listeners speak only TLS
+grep -q 'replication subscriber' "$TMP/stls_primary.log" && grep -q 'replication subscriber' "$TMP/stls_ca_primary.log"
+expect standby_tls_subscribed $?
+for p in $SB1 $SB2 $SB3 $SB4 $SB5 $SPRIM $SPRIM2; do
+	stop_term "$p"
+done
 
 # ---- -log-file and SIGHUP -------------------------------------------------------------------
 LP=$(free_port)

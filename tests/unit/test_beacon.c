@@ -60,7 +60,7 @@ static json_object *req(registry *r, const char *ip, const char *fmt, ...)
 	char buf[1024];
 	va_list ap;
 	json_object *q, *resp;
-	reg_ctx ctx = { ip, 40000, wall_ms() };
+	reg_ctx ctx = { ip, 40000, wall_ms(), 0 };
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -490,6 +490,34 @@ static void test_beacon_relay_denied_unverified(void **state)
 	assert_int_equal(stats(f).relay_denied, 4);
 	assert_int_equal(stats(f).relayed_packets, 1);
 	expect_nothing(f->b_.fd);
+}
+
+/* Issue 12 attack 2: with only a's public key, a stranger on 127.0.0.2 sends an
+ * unsigned register naming that key from 127.0.0.2. Neither its unsigned Discover
+ * for a (proof (a) by source IP) nor relayed frames for a may follow it. */
+static void test_beacon_unsigned_register_moves_nothing(void **state)
+{
+	fx *f = *state;
+	char pk[48];
+	json_object *o;
+
+	set_public(f, &f->a);
+	set_public(f, &f->b_);
+	discover(f, f->a.fd, f->a.node);
+	discover(f, f->b_.fd, f->b_.node);
+	assert_int_equal(stats(f).discovers_verified, 2);
+	pilot_b64_encode(f->a.id.pk, 32, pk, sizeof(pk));
+	o = req(f->reg, "127.0.0.2", "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:%u\"}",
+		pk, f->xport);
+	assert_string_equal(jtype(o), "register_ok");
+	json_object_put(o);
+	discover(f, f->x, f->a.node);
+	assert_int_equal(stats(f).discovers_verified, 2);
+	/* frames for a still go to a, not to the stranger */
+	assert_true(relay_through(f, f->b_.fd, f->b_.node, f->a.node, f->a.fd, "PILS", 64));
+	expect_nothing(f->x);
+	/* nor may the stranger send as a */
+	assert_false(relay_through(f, f->x, f->a.node, f->b_.node, f->b_.fd, "PILS", 64));
 }
 
 /* Private nodes without trust: key exchange yes (exact size only), data only as
@@ -936,6 +964,7 @@ int main(void)
 		T(test_beacon_signature_rejections),
 		T(test_beacon_relay_vector),
 		T(test_beacon_relay_denied_unverified),
+		T(test_beacon_unsigned_register_moves_nothing),
 		T(test_beacon_relay_privacy),
 		T(test_beacon_relay_handshake_pending),
 		T(test_beacon_notify_inbox),

@@ -55,6 +55,7 @@ struct net {
 	caphdr cap[2][CAP_MAX];
 	size_t ncap[2];
 	bool refuse_all;          /* admit() of table 1 refuses everything */
+	uint32_t trusted_node;    /* trusted(): the only trusted source */
 	uint16_t refuse_port;     /* ... or only this port (0 = none) */
 	uint64_t admit_calls;
 	uint16_t admit_port;      /* last admit() question */
@@ -700,6 +701,56 @@ static void test_syn_rate_limit(void **state)
 	net_free(n);
 }
 
+static bool trusted_cb(void *ctx, uint32_t from)
+{
+	endp *e = ctx;
+
+	return from == e->n->trusted_node;
+}
+
+/* Many untrusted sources, each within its own per-source burst, SYN together:
+ * issue 12 §5, they must not starve the trusted peer's connection. */
+static int syn_flood_then_trusted(bool budget)
+{
+	conn_config c = { 0 };
+	conn *acc[64] = { 0 };
+	net *n;
+	int trusted_ok;
+
+	test_params(&c);
+	c.syn_rate = 8;           /* global burst 8, refill negligible during the test */
+	c.syn_rate_peer = 1;
+	c.syn_burst_peer = 5;
+	if (budget) {
+		c.trusted = trusted_cb;
+		c.syn_rate_untrusted = 4;
+	}
+	n = net_new(&c);
+	n->trusted_node = 1;
+	assert_int_equal(conn_listen(n->t[1], 444, &any_listener, acc), 0);
+	for (uint32_t node = 100; node < 150; node++)
+		for (uint16_t i = 0; i < 2; i++)
+			syn_from(n, node, (uint16_t)(50000 + i), 444);
+	assert_int_equal(stats(n->t[1]).syn_accepted, budget ? 4 : 8);
+	assert_int_equal(stats(n->t[1]).drop_syn_untrusted, budget ? 96 : 0);
+	syn_from(n, 1, 40000, 444);
+	trusted_ok = stats(n->t[1]).syn_accepted == (budget ? 5u : 9u);
+	for (int i = 0; acc[i]; i++)
+		conn_abort(acc[i]);
+	run_for(n, 20);
+	assert_int_equal(stats(n->t[1]).active, 0);
+	net_free(n);
+	return trusted_ok;
+}
+
+static void test_syn_budget(void **state)
+{
+	/* one shared budget (trusted == NULL, the behaviour before issue 12): starved */
+	assert_false(syn_flood_then_trusted(false));
+	/* untrusted sources on a budget of their own: the trusted SYN is accepted */
+	assert_true(syn_flood_then_trusted(true));
+}
+
 static void test_caps(void **state)
 {
 	conn_config c = { 0 };
@@ -1206,6 +1257,7 @@ int main(void)
 		cmocka_unit_test(test_half_close),
 		cmocka_unit_test(test_admission_refused),
 		cmocka_unit_test(test_syn_rate_limit),
+		cmocka_unit_test(test_syn_budget),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_ephemeral_exhaustion),
 		cmocka_unit_test(test_time_wait_reuse),

@@ -15,7 +15,7 @@
 #include "lib/loop.h"
 
 static const char *const expected[] = {
-	"info", "peers", "connections", "disconnect", "lookup", "find", "set-hostname",
+	"info", "peers", "connections", "disconnect", "status", "lookup", "find", "set-hostname",
 	"clear-hostname", "set-public", "set-private", "set-visibility", "set-tags", "clear-tags",
 	"deregister", "rotate-key", "network-create", "network-join", "network-leave",
 	"network-list", "network-members", "network-invite", "network-invites",

@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#define PILOT_DATAXCHG_INTERNAL
 #include "daemon/dataxchg.h"
 #include "lib/jsonwire.h"
 #include "tests/unit/conn_pair.h"
@@ -612,6 +613,83 @@ static void test_partial_frame_cleanup(void **state)
 	fx_free(f);
 }
 
+/* ---- disk limits against a hostile sender (issue 12 §5) ---- */
+
+static dx_server *limits_srv(fx *f, uint64_t quota, uint64_t peer_quota, uint64_t min_free)
+{
+	dx_config cfg = { .received_dir = f->rdir, .inbox_dir = f->idir, .quota_bytes = quota,
+			  .peer_quota_bytes = peer_quota, .min_free_bytes = min_free };
+
+	return dx_server_new(NULL, &cfg, NULL);
+}
+
+/* One FILE frame of n bytes from node `from`; the reply text in out. */
+static const char *store_from(dx_server *s, uint32_t from, size_t n, char *out, size_t cap)
+{
+	dx_session *ss = dx_session_new(s, pilot_addr_make(0, from));
+	uint8_t *data = calloc(1, n), *fr, rep[512];
+	int64_t k = dx_frame_encode(DX_FILE, "f.bin", 5, data, n, &fr);
+	size_t r;
+
+	assert_non_null(ss);
+	assert_true(k > 0);
+	assert_int_equal(dx_session_feed(ss, fr, (size_t)k), (size_t)k);
+	r = dx_session_output(ss, rep, sizeof(rep));
+	assert_true(r > 8);
+	snprintf(out, cap, "%.*s", (int)(r - 8), (const char *)rep + 8);
+	dx_session_free(ss);
+	free(fr);
+	free(data);
+	return out;
+}
+
+static void test_disk_limits(void **state)
+{
+	fx *f = fx_new(0, 0, 0); /* for the directories */
+	dx_server *s;
+	dx_server_stats st;
+	char r[256];
+	json_object *o = NULL;
+
+	/* per peer: node 1 fills its 10000 bytes, node 7 still stores */
+	assert_non_null(s = limits_srv(f, 0, 10000, 0));
+	assert_string_equal(store_from(s, 1, 4000, r, sizeof(r)), "ACK FILE 4000 bytes");
+	assert_string_equal(store_from(s, 1, 4000, r, sizeof(r)), "ACK FILE 4000 bytes");
+	for (int i = 0; i < 20; i++) /* a flood: nothing more is stored */
+		assert_string_equal(store_from(s, 1, 4000, r, sizeof(r)),
+				    "ERR FILE save failed: disk quota for this peer exceeded");
+	assert_string_equal(store_from(s, 7, 4000, r, sizeof(r)), "ACK FILE 4000 bytes");
+	assert_int_equal(count_entries(f->rdir), 3);
+	dx_server_get_stats(s, &st);
+	assert_int_equal(st.peer_quota_refused, 20);
+	assert_int_equal(st.quota_refused, 0);
+	/* removing the files gives the space back (after the next rescan, 1 s) */
+	assert_int_equal(dx_clear_received(f->rdir, &o), 0);
+	json_object_put(o);
+	usleep(1100 * 1000);
+	assert_string_equal(store_from(s, 1, 4000, r, sizeof(r)), "ACK FILE 4000 bytes");
+	dx_server_free(s);
+	dx_clear_received(f->rdir, &o);
+	json_object_put(o);
+
+	/* total: two peers share 10000 bytes */
+	assert_non_null(s = limits_srv(f, 10000, 0, 0));
+	assert_string_equal(store_from(s, 1, 6000, r, sizeof(r)), "ACK FILE 6000 bytes");
+	assert_string_equal(store_from(s, 2, 6000, r, sizeof(r)), "ERR FILE save failed: disk quota exceeded");
+	dx_server_get_stats(s, &st);
+	assert_int_equal(st.quota_refused, 1);
+	dx_server_free(s);
+
+	/* the free-space floor: no file system has this much left */
+	assert_non_null(s = limits_srv(f, 0, 0, UINT64_MAX / 4));
+	assert_string_equal(store_from(s, 3, 10, r, sizeof(r)), "ERR FILE save failed: not enough free disk space");
+	dx_server_get_stats(s, &st);
+	assert_int_equal(st.min_free_refused, 1);
+	dx_server_free(s);
+	assert_int_equal(count_entries(f->rdir), 1); /* the 6000-byte file only */
+	fx_free(f);
+}
+
 static void test_codec(void **state)
 {
 	char tn[DX_TYPENAME_MAX], out[DX_NAME_MAX + 1];
@@ -666,6 +744,7 @@ int main(void)
 		cmocka_unit_test(test_oversize),
 		cmocka_unit_test(test_send_message_and_limits),
 		cmocka_unit_test(test_partial_frame_cleanup),
+		cmocka_unit_test(test_disk_limits),
 	};
 
 	if (sodium_init() < 0)

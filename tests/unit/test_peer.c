@@ -40,6 +40,14 @@ typedef struct tnode {
 	unsigned delivered;
 	char last[256];
 	uint32_t last_from;
+	/* key binding (issue 12) */
+	bool require_auth;
+	bool reg_gone;          /* the registry has no such node (-ENOENT) */
+	bool reg_alt_set;       /* the registry answers reg_alt instead of id.pk */
+	uint8_t reg_alt[PROTO_ED25519_LEN];
+	struct { uint32_t node; enum peer_pin st; uint8_t pk[PROTO_ED25519_LEN]; } pins[4];
+	int npins;
+	unsigned key_changes;   /* key_pinned calls with an old key */
 } tnode;
 
 /* A UDP forwarder between two fixed ends that records what passes. */
@@ -71,6 +79,8 @@ typedef struct fx {
 	unsigned npr;              /* PunchRequests the fake beacon received */
 	uint32_t pr_target[64];
 	uint64_t pr_ms[64];
+	unsigned lookups;           /* lookup_key calls */
+	unsigned lookup_fail_n;     /* the next n lookups fail with -EAGAIN (rate limited) */
 } fx;
 
 static fx *G;
@@ -101,7 +111,58 @@ static void lookup_key(void *ctx, uint32_t node, peer_key_done done, void *arg)
 {
 	tnode *t = by_node(G, node);
 
-	done(arg, t ? t->id.pk : NULL);
+	G->lookups++;
+	if (G->lookup_fail_n) {
+		G->lookup_fail_n--;
+		done(arg, -EAGAIN, NULL);
+	} else if (!t || t->reg_gone) {
+		done(arg, -ENOENT, NULL);
+	} else {
+		done(arg, 0, t->reg_alt_set ? t->reg_alt : t->id.pk);
+	}
+}
+
+static int pin_idx(const tnode *t, uint32_t node)
+{
+	for (int i = 0; i < t->npins; i++)
+		if (t->pins[i].node == node)
+			return i;
+	return -1;
+}
+
+static enum peer_pin pinned_key(void *ctx, uint32_t node, uint8_t pk[PROTO_ED25519_LEN])
+{
+	tnode *t = ctx;
+	int i = pin_idx(t, node);
+
+	if (i < 0)
+		return PEER_PIN_NONE;
+	memcpy(pk, t->pins[i].pk, PROTO_ED25519_LEN);
+	return t->pins[i].st;
+}
+
+static void set_pin(tnode *t, uint32_t node, enum peer_pin st, const uint8_t *pk)
+{
+	int i = pin_idx(t, node);
+
+	if (i < 0) {
+		assert_true(t->npins < 4);
+		i = t->npins++;
+	}
+	t->pins[i].node = node;
+	t->pins[i].st = st;
+	if (pk)
+		memcpy(t->pins[i].pk, pk, PROTO_ED25519_LEN);
+}
+
+static void key_pinned(void *ctx, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN],
+		       const uint8_t *old)
+{
+	tnode *t = ctx;
+
+	if (old)
+		t->key_changes++;
+	set_pin(t, node, PEER_PIN_KEY, pk);
 }
 
 static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
@@ -137,6 +198,8 @@ static void node_start(fx *f, tnode *t, uint16_t port)
 		.node = t->node, .identity = &t->id, .encrypt = true, .kdf = t->kdf,
 		.beacon = f->beacon_addr[0] ? f->beacon_addr : NULL, .ctx = t,
 		.deliver = deliver, .lookup_key = lookup_key, .resolve = resolve,
+		.require_auth = t->require_auth, .pinned_key = pinned_key, .key_pinned = key_pinned,
+		.key_retry_ms = 50,
 		.tick_ms = 20, .kx_retry_ms = 200, .direct_timeout_ms = 300,
 		.relay_probe_ms = f->relay_probe_ms ? f->relay_probe_ms : 300,
 		.silence_ms = 2000, .reresolve_ms = 400,
@@ -510,6 +573,204 @@ static void test_restart_rekeys(void **state)
 	assert_true(wait_delivered(f, a, 2, 1000));
 }
 
+/* ---- key binding (issue 12 §1-§2) ---- */
+static int udp_sock(uint16_t *port);
+
+/* An anonymous key exchange claiming node `claim`, sent to `to` from a bare socket. */
+static void send_pilk(int fd, tnode *to, uint32_t claim)
+{
+	proto_pilk k = { .node = claim };
+	uint8_t frame[PROTO_PILK_LEN];
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(to->port) };
+	pilot_x25519 x;
+
+	pilot_x25519_generate(&x);
+	memcpy(k.x25519, x.pub, PROTO_X25519_LEN);
+	pilot_x25519_wipe(&x);
+	assert_int_equal(proto_pilk_encode(&k, frame, sizeof(frame)), PROTO_PILK_LEN);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	sendto(fd, frame, sizeof(frame), 0, (struct sockaddr *)&sa, sizeof(sa));
+}
+
+/* A PILA for node `claim` signed by `signer` (any identity), sent to `to`. */
+static void send_pila(int fd, tnode *to, uint32_t claim, const pilot_identity *signer)
+{
+	uint8_t frame[PROTO_PILA_LEN];
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(to->port) };
+	pilot_x25519 x;
+
+	pilot_x25519_generate(&x);
+	assert_int_equal(pilot_pila_build(signer, claim, x.pub, frame, sizeof(frame)), PROTO_PILA_LEN);
+	pilot_x25519_wipe(&x);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	sendto(fd, frame, sizeof(frame), 0, (struct sockaddr *)&sa, sizeof(sa));
+}
+
+static bool has_session(tnode *t, uint32_t node)
+{
+	peer_info pi;
+
+	return peer_get(t->pt, node, &pi) == 0 && pi.encrypted;
+}
+
+/* The impersonation of the issue: a PILK claiming a trusted node's ID while its
+ * registry lookup fails (node offline = not found; victim rate limited = error)
+ * gets no session, pinned or only trusted, anonymous peers allowed or not. */
+static void test_pilk_claiming_trusted_id(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	uint16_t port;
+	int fd = udp_sock(&port);
+
+	a->require_auth = false; /* anonymous peers allowed: the weakest setting */
+	node_start(f, a, 0);
+	set_pin(a, b->node, PEER_PIN_KEY, b->id.pk);
+	set_pin(a, 300, PEER_PIN_TRUSTED, NULL); /* trusted, key not known yet (old trust.json) */
+	b->reg_gone = true;                      /* (a) b deregistered */
+	send_pilk(fd, a, b->node);
+	send_pilk(fd, a, 300);
+	spin(f, 100);
+	assert_false(has_session(a, b->node));
+	assert_false(has_session(a, 300));
+	assert_int_equal(stats(a).kx_pilk_refused, 2);
+	assert_int_equal(f->lookups, 0); /* refused without asking anyone */
+	b->reg_gone = false;
+	f->lookup_fail_n = 100;                  /* (b) a's registry allowance exhausted */
+	send_pilk(fd, a, b->node);
+	spin(f, 100);
+	assert_false(has_session(a, b->node));
+	assert_int_equal(stats(a).kx_pilk_refused, 3);
+	assert_int_equal(peer_session_key(a->pt, b->node, (uint8_t[32]){ 0 }), -ENOENT);
+	close(fd);
+}
+
+/* A registry error is never "no key": retried within a bound, then the
+ * exchange fails; an answer within the bound decides. require-auth refuses PILK
+ * without a lookup, and an anonymous session has no key (admission: 444 only). */
+static void test_pilk_registry_errors(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0];
+	uint16_t port;
+	int fd = udp_sock(&port);
+	uint8_t pk[PROTO_ED25519_LEN];
+
+	a->require_auth = false;
+	node_start(f, a, 0);
+	f->lookup_fail_n = 100;
+	send_pilk(fd, a, 999);
+	spin(f, 600); /* 50 + 100 + 200 ms of retries */
+	assert_false(has_session(a, 999));
+	assert_int_equal(f->lookups, PEER_KEY_TRIES);
+	assert_int_equal(stats(a).kx_lookup_errors, PEER_KEY_TRIES);
+	assert_int_equal(stats(a).kx_lookup_failed, 1);
+	/* the registry answers on the third try: node 998 unknown, anonymous allowed */
+	f->lookups = 0;
+	f->lookup_fail_n = 2;
+	send_pilk(fd, a, 998);
+	spin(f, 400);
+	assert_int_equal(f->lookups, 3);
+	assert_true(has_session(a, 998));
+	assert_int_equal(peer_session_key(a->pt, 998, pk), -ENOENT); /* anonymous */
+	node_stop(a);
+
+	/* require-auth (the default in pilotd): no PILK ever, no lookup for it */
+	a->require_auth = true;
+	node_start(f, a, 0);
+	f->lookups = 0;
+	f->lookup_fail_n = 0;
+	send_pilk(fd, a, 997);
+	spin(f, 100);
+	assert_false(has_session(a, 997));
+	assert_int_equal(f->lookups, 0);
+	assert_int_equal(stats(a).kx_pilk_refused, 1);
+	close(fd);
+}
+
+/* An unverified PILA (a valid signature, but not by the node's key) neither
+ * gets a session nor clears the cached key, even when the registry lookup it
+ * causes fails; after it a PILK for the node is still refused, and the real
+ * session keeps working. */
+static void test_unverified_pila_keeps_key(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	pilot_identity mallory;
+	uint16_t port;
+	int fd = udp_sock(&port);
+	peer *p;
+	uint8_t pk[PROTO_ED25519_LEN];
+
+	a->require_auth = false;
+	establish(f);
+	assert_int_equal(a->npins, 1); /* the session pinned b's key */
+	assert_memory_equal(a->pins[0].pk, b->id.pk, PROTO_ED25519_LEN);
+	assert_int_equal(peer_session_key(a->pt, b->node, pk), 0);
+	assert_memory_equal(pk, b->id.pk, PROTO_ED25519_LEN);
+	pilot_identity_generate(&mallory);
+	send_pila(fd, a, b->node, &mallory); /* registry still says b's key */
+	spin(f, 100);
+	f->lookup_fail_n = 100;
+	send_pila(fd, a, b->node, &mallory); /* ... and now the registry errs */
+	spin(f, 600);
+	p = peer_find(a->pt, b->node);
+	assert_non_null(p);
+	assert_true(p->has_ed);
+	assert_memory_equal(p->ed, b->id.pk, PROTO_ED25519_LEN);
+	assert_memory_equal(a->pins[0].pk, b->id.pk, PROTO_ED25519_LEN);
+	assert_true(stats(a).kx_rejected >= 1);
+	send_pilk(fd, a, b->node);
+	spin(f, 100);
+	assert_true(stats(a).kx_pilk_refused >= 1);
+	assert_int_equal(peer_session_key(a->pt, b->node, pk), 0);
+	assert_memory_equal(pk, b->id.pk, PROTO_ED25519_LEN);
+	f->lookup_fail_n = 0;
+	assert_int_equal(send_text(b, a, "still b", b->node), 0);
+	assert_true(wait_delivered(f, a, 2, 1000));
+	assert_string_equal(a->last, "still b");
+	pilot_identity_wipe(&mallory);
+	close(fd);
+}
+
+/* Key rotation: b's new key is accepted once the registry holds it (rotate_key),
+ * logged and re-pinned; before that the new key is refused. */
+static void test_key_rotation(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	uint8_t old[PROTO_ED25519_LEN], pk[PROTO_ED25519_LEN];
+	uint16_t port;
+	unsigned before;
+
+	establish(f);
+	memcpy(old, b->id.pk, sizeof(old));
+	port = b->port;
+	node_stop(b);
+	pilot_identity_generate(&b->id); /* the new key, registry not told yet */
+	b->reg_alt_set = true;
+	memcpy(b->reg_alt, old, sizeof(old));
+	node_start(f, b, port);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->sn.port);
+	before = a->delivered;
+	send_text(b, a, "new key, not rotated", b->node);
+	spin(f, 600);
+	assert_int_equal(a->delivered, before);
+	assert_int_equal(a->key_changes, 0);
+	assert_memory_equal(a->pins[0].pk, old, sizeof(old));
+	b->reg_alt_set = false; /* rotate_key done: the registry answers the new key */
+	for (int i = 0; i < 20 && a->delivered == before; i++) {
+		send_text(b, a, "rotated", b->node);
+		spin(f, 100);
+	}
+	assert_true(a->delivered > before);
+	assert_int_equal(a->key_changes, 1);
+	assert_int_equal(stats(a).kx_key_changes, 1);
+	assert_memory_equal(a->pins[0].pk, b->id.pk, PROTO_ED25519_LEN);
+	assert_int_equal(peer_session_key(a->pt, b->node, pk), 0);
+	assert_memory_equal(pk, b->id.pk, PROTO_ED25519_LEN);
+}
+
 static void test_pending_bound(void **state)
 {
 	fx *f = *state;
@@ -550,7 +811,7 @@ static json_object *reg_req(registry *r, const char *fmt, ...)
 	struct timeval tv;
 
 	gettimeofday(&tv, NULL);
-	reg_ctx ctx = { "127.0.0.1", 40000, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000 };
+	reg_ctx ctx = { "127.0.0.1", 40000, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000, 0 };
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
@@ -1081,6 +1342,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_relay_only_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_after_beacon_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pilk_claiming_trusted_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pilk_registry_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unverified_pila_keeps_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_rotation, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {

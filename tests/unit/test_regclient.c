@@ -282,7 +282,7 @@ static json_object *direct(env *e, const char *json)
 {
 	json_object *q = json_tokener_parse(json), *resp;
 	struct timeval tv;
-	reg_ctx ctx = { "127.0.0.1", 40000, 0 };
+	reg_ctx ctx = { "127.0.0.1", 40000, 0, 0 };
 
 	gettimeofday(&tv, NULL);
 	ctx.now_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
@@ -310,11 +310,16 @@ static void test_register_same_id(void **state)
 	assert_true(regclient_sig_v2(registration_client(a.r)));
 	registration_free(a.r);
 
-	/* a restart with the same identity gets the same ID back */
+	/* a restart with the same identity gets the same ID back; the registry holds
+	 * the new values until our key signs on that connection ("pending"), so the
+	 * heartbeat goes out at once, not after the 10 s keep-alive */
 	a.registered = 0;
 	node_start(e, &a, NULL, false, 10000);
 	assert_true(run_until(e, &a.registered, 3000));
 	assert_int_equal(registration_node_id(a.r), id);
+	for (uint64_t end = pilot_now_ms() + 3000; !registration_last_heartbeat(a.r) && pilot_now_ms() < end;)
+		pilot_loop_run_once(e->l, 10);
+	assert_true(registration_last_heartbeat(a.r) != 0);
 	registration_free(a.r);
 }
 
@@ -396,13 +401,19 @@ static void test_signed_setters(void **state)
 	assert_string_equal(rstr(&res, "visibility"), "private");
 	result_clear(&res);
 
-	/* the reference (v1) format against a non-strict registry */
+	/* the reference (v1) format: refused for a node that has signed v2 (no
+	 * downgrade, SIGNATURES.md); test_handshake_relay covers v1 from the start */
 	regclient_set_sig_v2(registration_client(a.r), false);
+	assert_int_equal(registration_set_hostname(a.r, "delta", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_string_equal(rstr(&res, "code"), "bad_signature");
+	result_clear(&res);
+	regclient_set_sig_v2(registration_client(a.r), true);
 	assert_int_equal(registration_set_hostname(a.r, "gamma", collect, &res), 0);
 	assert_true(run_until(e, &res.done, 3000));
 	assert_int_equal(res.err, 0);
 	result_clear(&res);
-	regclient_set_sig_v2(registration_client(a.r), true);
 
 	assert_int_equal(registration_resolve_hostname(a.r, "gamma", collect, &res), 0);
 	assert_true(run_until(e, &res.done, 3000));
@@ -492,13 +503,26 @@ static void test_handshake_relay(void **state)
 	call_ok(e, registration_respond_handshake(b.r, ida, true, collect, &res), &res);
 	call_ok(e, registration_resolve(a.r, idb, collect, &res), &res);
 
-	/* the same through the reference (v1) strings */
+	registration_free(a.r);
+	registration_free(b.r);
+
+	/* the same through the reference (v1) strings, by nodes that never signed v2
+	 * (v1 after v2 is refused); the long keep-alive sends no heartbeat meanwhile */
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, NULL, false, 10000);
+	node_start(e, &b, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
 	regclient_set_sig_v2(registration_client(a.r), false);
 	regclient_set_sig_v2(registration_client(b.r), false);
-	call_ok(e, registration_revoke_trust(a.r, idb, collect, &res), &res);
+	ida = registration_node_id(a.r);
+	idb = registration_node_id(b.r);
 	call_ok(e, registration_request_handshake(b.r, ida, "", collect, &res), &res);
 	call_ok(e, registration_poll_handshakes(a.r, collect, &res), &res);
 	call_ok(e, registration_respond_handshake(a.r, idb, true, collect, &res), &res);
+	call_ok(e, registration_resolve(a.r, idb, collect, &res), &res);
+	call_ok(e, registration_revoke_trust(a.r, idb, collect, &res), &res);
 	registration_free(a.r);
 	registration_free(b.r);
 }
@@ -549,11 +573,16 @@ static void test_networks(void **state)
 	result_clear(&res);
 	call_ok(e, registration_leave_network(b.r, net, NULL, collect, &res), &res);
 
-	/* v1 forms of the network strings */
+	registration_free(a.r);
+	registration_free(b.r);
+
+	/* v1 forms of the network strings, by a node that never signed v2 */
+	node_new(&a);
+	node_start(e, &a, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
 	regclient_set_sig_v2(registration_client(a.r), false);
 	call_ok(e, registration_create_network(a.r, "lab2", NULL, NULL, NULL, collect, &res), &res);
 	registration_free(a.r);
-	registration_free(b.r);
 }
 
 static void test_error_code(void **state)

@@ -66,12 +66,14 @@ static void test_register_addr_sanitise(void **state)
 	json_object_put(o);
 	t_ip = "2001:db8::7";
 	json_object_put(t_req(r, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"[::]:4001\"}", a.pk));
+	assert_true(t_hb(r, &a)); /* the key's proof applies the re-register */
 	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":1}");
 	assert_string_equal(t_str(o, "real_addr"), "[2001:db8::7]:4001");
 	json_object_put(o);
 	assert_string_equal(reg_node_src_ip(r, 1), "2001:db8::7");
 	/* a non-numeric port is not trusted either */
 	json_object_put(t_req(r, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"1.1.1.1:http\"}", a.pk));
+	assert_true(t_hb(r, &a));
 	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":1}");
 	assert_string_equal(t_str(o, "real_addr"), "[2001:db8::7]:40000");
 	json_object_put(o);
@@ -288,13 +290,17 @@ static void test_owner_reclaim(void **state)
 	tid_new(&a2);
 	tid_new(&a3);
 	t_register(r, &a, "alice@example.com");
+	assert_true(t_hb(r, &a)); /* the owner is set once a's key has signed */
 	/* live node: an unknown key with the same owner may not take it over */
 	o = t_req(r, "{\"type\":\"register\",\"public_key\":\"%s\",\"owner\":\"alice@example.com\"}", a2.pk);
 	assert_true(t_err(o, "conflict"));
 	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}",
 			       a.node, t_sign(&a, "deregister:%u", a.node)), "deregister"));
-	/* dead node: recovered with the new key, same ID */
+	/* dead node: recovered with the new key, same ID, once the new key signs */
 	assert_int_equal(t_register(r, &a2, "alice@example.com"), a.node);
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node);
+	assert_true(t_err(o, "not_found"));
+	assert_true(t_hb(r, &a2));
 	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node);
 	assert_string_equal(t_str(o, "public_key"), a2.pk);
 	json_object_put(o);
@@ -308,6 +314,10 @@ static void test_owner_reclaim(void **state)
 			  "rate_limited"));
 	t_now += 11 * 60 * 1000;
 	assert_int_equal(t_register(r, &a3, "alice@example.com"), a.node);
+	assert_true(t_hb(r, &a3));
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node);
+	assert_string_equal(t_str(o, "public_key"), a3.pk);
+	json_object_put(o);
 }
 
 static void test_resolve_privacy(void **state)
@@ -396,13 +406,16 @@ static void test_relay_only(void **state)
 			       t_sign(&a, "heartbeat:%u", a.node)), "heartbeat"));
 	assert_true(t_has_relay_only(t_resolve(r, &b, a.node)));
 	assert_int_equal(t_register(r, &a, NULL), a.node);
+	assert_true(t_hb(r, &a));
 	assert_false(t_has_relay_only(t_resolve(r, &b, a.node)));
 	assert_int_equal(t_register_relay_only(r, &a), a.node);
+	assert_true(t_hb(r, &a));
 	assert_true(t_has_relay_only(t_resolve(r, &b, a.node)));
 	/* deregistered and back without it: cleared */
 	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}", a.node,
 			       t_sign(&a, "deregister:%u", a.node)), "deregister"));
 	assert_int_equal(t_register(r, &a, NULL), a.node);
+	assert_true(t_hb(r, &a));
 	assert_false(t_has_relay_only(t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", a.node)));
 }
 
@@ -721,7 +734,8 @@ static void test_sig_v2_handshake_rotate(void **state)
 			       b.node, a.node, ts, t_sign(&b, "pilot2:respond_handshake:%lld:%u:%u:true", ts, b.node, a.node)),
 		    "respond_handshake"));
 	assert_true(reg_may_talk(r, a.node, b.node));
-	assert_true(t_ok(t_resolve(r, &a, b.node), "resolve"));
+	/* a has signed with v2: its v1 signatures are refused from now on (no downgrade) */
+	assert_true(t_err(t_resolve(r, &a, b.node), "bad_signature"));
 	assert_true(t_ok(t_req(r, "{\"type\":\"resolve\",\"node_id\":%u,\"requester_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
 			       b.node, a.node, ts, t_sign(&a, "pilot2:resolve:%lld:%u:%u", ts, a.node, b.node)), "resolve"));
 	assert_true(t_ok(t_req(r, "{\"type\":\"punch\",\"requester_id\":%u,\"node_a\":%u,\"node_b\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",

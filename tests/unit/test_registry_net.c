@@ -47,6 +47,15 @@ static json_object *join(registry *r, tid *a, uint16_t net, const char *extra)
 		     a->node, net, extra ? extra : "", t_sign(a, "join_network:%u:%u", a->node, net));
 }
 
+/* The same in v2, for nodes that have signed v2 (no v1 from then on). */
+static json_object *join2(registry *r, tid *a, uint16_t net)
+{
+	long long ts = t_ts();
+
+	return t_req(r, "{\"type\":\"join_network\",\"node_id\":%u,\"network_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
+		     a->node, net, ts, t_sign(a, "pilot2:join_network:%lld:%u:%u", ts, a->node, net));
+}
+
 static void test_create_rules(void **state)
 {
 	registry *r = *state;
@@ -178,11 +187,14 @@ static void test_join_open_and_privacy(void **state)
 	assert_true(t_ok(t_req(r, "{\"type\":\"leave_network\",\"node_id\":%u,\"network_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
 			       b.node, net, ts, t_sign(&b, "pilot2:leave_network:%lld:%u:%u", ts, b.node, net)), "leave_network"));
 	assert_false(reg_may_talk(r, a.node, b.node));
+	/* b has signed v2 now: v1 is refused for it (no downgrade) */
 	assert_true(t_err(t_req(r, "{\"type\":\"leave_network\",\"node_id\":%u,\"network_id\":%u,\"signature\":\"%s\"}",
-				b.node, net, t_sign(&b, "leave_network:%u:%u", b.node, net)), "not_found"));
-	assert_true(t_err(t_req(r, "{\"type\":\"leave_network\",\"node_id\":%u,\"network_id\":0,\"signature\":\"%s\"}",
-				b.node, t_sign(&b, "leave_network:%u:0", b.node)), "forbidden"));
-	assert_true(t_err(join(r, &b, 0, NULL), "forbidden"));
+				b.node, net, t_sign(&b, "leave_network:%u:%u", b.node, net)), "bad_signature"));
+	assert_true(t_err(t_req(r, "{\"type\":\"leave_network\",\"node_id\":%u,\"network_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
+				b.node, net, ts + 1, t_sign(&b, "pilot2:leave_network:%lld:%u:%u", ts + 1, b.node, net)), "not_found"));
+	assert_true(t_err(t_req(r, "{\"type\":\"leave_network\",\"node_id\":%u,\"network_id\":0,\"sig_ts\":%lld,\"signature\":\"%s\"}",
+				b.node, ts, t_sign(&b, "pilot2:leave_network:%lld:%u:0", ts, b.node)), "forbidden"));
+	assert_true(t_err(join2(r, &b, 0), "forbidden"));
 	assert_true(t_err(join(r, &b, 77, NULL), "not_found"));
 }
 
@@ -261,12 +273,13 @@ static void test_invites(void **state)
 
 	assert_true(t_ok(t_req(r, "{\"type\":\"respond_invite\",\"node_id\":%u,\"network_id\":%u,\"accept\":false,\"sig_ts\":%lld,\"signature\":\"%s\"}",
 			       c.node, net, ts, t_sign(&c, "pilot2:respond_invite:%lld:%u:%u:false", ts, c.node, net)), "respond_invite"));
-	assert_true(t_err(join(r, &c, net, NULL), "forbidden"));
+	assert_true(t_err(join2(r, &c, net), "forbidden"));
 	/* an invite can also be used through join_network */
 	assert_true(t_ok(t_req(r, "{\"type\":\"invite_to_network\",\"inviter_id\":%u,\"network_id\":%u,\"target_node_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
 			       b.node, net, c.node, ts, t_sign(&b, "pilot2:invite_to_network:%lld:%u:%u:%u", ts, b.node, net, c.node)),
 		    "invite_to_network"));
-	assert_true(t_ok(join(r, &c, net, NULL), "join_network"));
+	t_now += 1000; /* a fresh sig_ts: the same join signed in the same second is a replay */
+	assert_true(t_ok(join2(r, &c, net), "join_network"));
 	assert_true(t_err(t_req(r, "{\"type\":\"invite_to_network\",\"inviter_id\":%u,\"network_id\":%u,\"target_node_id\":%u,\"signature\":\"%s\"}",
 				a.node, net, c.node, t_sign(&a, "invite:%u:%u:%u", a.node, net, c.node)), "conflict"));
 }
@@ -305,6 +318,7 @@ static void test_members_survive_reap(void **state)
 	assert_int_equal(json_object_array_length(json_object_object_get(o, "nodes")), 1);
 	json_object_put(o);
 	t_register(r, &b, NULL);
+	assert_true(t_hb(r, &b)); /* back once b's key has signed */
 	o = t_req(r, "{\"type\":\"list_nodes\",\"network_id\":%u}", net);
 	assert_int_equal(json_object_array_length(json_object_object_get(o, "nodes")), 2);
 	json_object_put(o);

@@ -78,6 +78,7 @@ static void populate(registry *r, tid *k)
 		  k[2].pk);
 	assert_int_equal(t_int(o, "node_id"), k[2].node);
 	json_object_put(o);
+	assert_true(t_hb(r, &k[2])); /* k[2]'s key applies it */
 	/* node 3 deregisters: its key and owner must survive a restart */
 	assert_true(t_ok(t_req(r, "{\"type\":\"deregister\",\"node_id\":%u,\"signature\":\"%s\"}",
 			       k[3].node, t_sign(&k[3], "deregister:%u", k[3].node)), "deregister"));
@@ -188,6 +189,7 @@ static void test_owner_of_reaped_survives(void **state)
 	tid_new(&a);
 	tid_new(&a2);
 	t_register(r, &a, "bob@x");
+	assert_true(t_hb(r, &a)); /* the owner is proven by a's key */
 	reg_tick(r, t_now);
 	t_now += 300000;
 	reg_tick(r, t_now);
@@ -196,6 +198,8 @@ static void test_owner_of_reaped_survives(void **state)
 	r = t_open(path, false, NULL);
 	/* owner recovery of the reaped node still works after a restart */
 	assert_int_equal(t_register(r, &a2, "bob@x"), a.node);
+	assert_true(t_hb(r, &a2));
+	assert_true(reg_node_live(r, a.node));
 	reg_close(r);
 }
 
@@ -247,6 +251,7 @@ static void test_schema_v1_upgrade(void **state)
 	reg_close(r);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "ALTER TABLE nodes DROP COLUMN relay_only;"
+				      " ALTER TABLE nodes DROP COLUMN flags;"
 				      " UPDATE schema_version SET version = 1", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	r = t_open(path, false, NULL);
@@ -255,15 +260,56 @@ static void test_schema_v1_upgrade(void **state)
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 2);
+	assert_int_equal(sqlite3_column_int(s, 0), 3);
 	sqlite3_finalize(s);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM nodes WHERE relay_only = 0", -1, &s, NULL),
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM nodes WHERE relay_only = 0 AND flags = 0", -1, &s, NULL),
 			 SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(s, 0), 4); /* every node, the flag defaulted */
 	sqlite3_finalize(s);
 	sqlite3_close(db);
 	/* and the rest of the state came through */
+	r = t_open(path, false, NULL);
+	assert_true(t_ok(t_req(r, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}"), "resolve_hostname"));
+	reg_close(r);
+}
+
+/* A version-2 store (no nodes.flags) is upgraded in place: owners stored before
+ * are not known to be proven by their key, so they get no recovery. */
+static void test_schema_v2_upgrade(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	tid k[5];
+	long long ts = t_ts();
+
+	(void)state;
+	populate(r, k);
+	assert_true(t_ok(t_req(r, "{\"type\":\"heartbeat\",\"node_id\":%u,\"sig_ts\":%lld,\"signature\":\"%s\"}",
+			       k[0].node, ts, t_sign(&k[0], "pilot2:heartbeat:%lld:%u", ts, k[0].node)), "heartbeat"));
+	reg_close(r);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT flags FROM nodes WHERE id = ?1", -1, &s, NULL), SQLITE_OK);
+	sqlite3_bind_int64(s, 1, k[0].node);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0) & 1, 1); /* v2 used: persisted */
+	sqlite3_finalize(s);
+	assert_int_equal(sqlite3_exec(db, "ALTER TABLE nodes DROP COLUMN flags;"
+				      " UPDATE schema_version SET version = 2", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_non_null(r = t_open(path, false, NULL));
+	reg_close(r);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 3);
+	sqlite3_finalize(s);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM nodes WHERE flags = 0", -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 4);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
 	r = t_open(path, false, NULL);
 	assert_true(t_ok(t_req(r, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}"), "resolve_hostname"));
 	reg_close(r);
@@ -338,7 +384,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
-		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_snapshot_roundtrip),
+		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_schema_v2_upgrade), T(test_snapshot_roundtrip),
 		T(test_snapshot_reference_format),
 #undef T
 	};

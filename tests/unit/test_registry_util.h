@@ -18,6 +18,7 @@
 
 static uint64_t t_now = 1700000000000ULL; /* ms */
 static const char *t_ip = "198.18.0.2";
+static uint64_t t_conn = 1; /* the "connection" of t_req */
 
 typedef struct tid {
 	pilot_identity id;
@@ -55,7 +56,7 @@ static json_object *t_req(registry *r, const char *fmt, ...)
 	char *s = NULL;
 	va_list ap;
 	json_object *q, *resp;
-	reg_ctx ctx = { t_ip, 40000, t_now };
+	reg_ctx ctx = { t_ip, 40000, t_now, t_conn };
 
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
@@ -162,6 +163,14 @@ static __attribute__((unused)) uint32_t t_register(registry *r, tid *t, const ch
 	t->node = (uint32_t)t_int(o, "node_id");
 	json_object_put(o);
 	return t->node;
+}
+
+/* v1 heartbeat: the signed request that applies a pending register (proof of
+ * possession on the same connection). */
+static __attribute__((unused)) int t_hb(registry *r, tid *t)
+{
+	return t_ok(t_req(r, "{\"type\":\"heartbeat\",\"node_id\":%u,\"signature\":\"%s\"}", t->node,
+			  t_sign(t, "heartbeat:%u", t->node)), "heartbeat");
 }
 
 /* v1 setters */

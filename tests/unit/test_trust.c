@@ -206,7 +206,7 @@ static void op_torn(void *arg, uint32_t peer)
 
 static json_object *reg_do(json_object *req)
 {
-	reg_ctx ctx = { t_ip, 40000, t_now };
+	reg_ctx ctx = { t_ip, 40000, t_now, 1 };
 	json_object *resp = reg_handle(W.reg, req, &ctx);
 
 	json_object_put(req);
@@ -718,7 +718,10 @@ static void test_persistence(void **state)
 	pump();
 	assert_int_equal(trust_count_trusted(B->t), 0);
 	assert_int_equal(pilot_read_file(B->path, 1 << 20, &text, &len), 0);
-	assert_string_equal(text, "{\n  \"trusted\": null\n}");
+	/* "trusted": null, and the untrusted nodes' keys stay pinned (issue 12) */
+	assert_non_null(strstr(text, "{\n  \"trusted\": null,\n  \"keys\": [\n    {\n"));
+	assert_non_null(strstr(text, A->id.pk));
+	assert_non_null(strstr(text, C->id.pk));
 	free(text);
 
 	/* corrupt file: an error naming the file, and the file is left alone */
@@ -768,6 +771,119 @@ static void test_load_formats(void **state)
 		assert_int_equal(trust_load_buf(t, bad[i], strlen(bad[i]), err, sizeof(err)), -EINVAL);
 		assert_true(err[0] != '\0');
 	}
+}
+
+/* ---- keys bound to trust (issue 12 §1) ---- */
+/* An old trust.json (a trusted entry without a key) loads; the ID is protected
+ * at once and picks up its key from the first authenticated session, saved at
+ * once; a different key then no longer admits. */
+static void test_key_migration(void **state)
+{
+	char err[256], *text;
+	size_t len;
+	uint8_t pk[PROTO_ED25519_LEN];
+	const char *old = "{\n  \"trusted\": [\n    {\n      \"node_id\": 7,\n      \"public_key\": \"\",\n"
+			  "      \"approved_at\": \"2024-03-01T10:00:00Z\",\n      \"mutual\": true\n    }\n  ]\n}";
+
+	assert_int_equal(pilot_write_atomic(B->path, old, strlen(old), 0600), 0);
+	trust_free(B->t);
+	B->t = open_trust(B, B->path, err, sizeof(err));
+	assert_non_null(B->t);
+	assert_int_equal(trust_pinned_key(B->t, 7, pk), TRUST_PIN_TRUSTED);
+	assert_true(trust_admits(B->t, 7, A->id.id.pk)); /* no key yet: any (registry-checked) key */
+	assert_int_equal(trust_pin_key(B->t, 7, A->id.id.pk), 1);
+	assert_int_equal(trust_pinned_key(B->t, 7, pk), TRUST_PIN_KEY);
+	assert_memory_equal(pk, A->id.id.pk, PROTO_ED25519_LEN);
+	assert_true(trust_admits(B->t, 7, A->id.id.pk));
+	assert_false(trust_admits(B->t, 7, C->id.id.pk));
+	assert_int_equal(trust_pin_key(B->t, 7, A->id.id.pk), 0);
+	assert_int_equal(pilot_read_file(B->path, 1 << 20, &text, &len), 0); /* saved at once */
+	assert_non_null(strstr(text, A->id.pk));
+	free(text);
+	trust_free(B->t);
+	B->t = open_trust(B, B->path, err, sizeof(err));
+	assert_non_null(B->t);
+	assert_int_equal(trust_pinned_key(B->t, 7, pk), TRUST_PIN_KEY);
+	assert_memory_equal(pk, A->id.id.pk, PROTO_ED25519_LEN);
+}
+
+/* Untrusted nodes are pinned in "keys" (batched: saved by trust_flush), survive
+ * a restart, move into the trusted entry when the node becomes trusted and back
+ * on untrust; a confirmed rotation replaces the pin. */
+static void test_key_list(void **state)
+{
+	char err[256], *text;
+	size_t len;
+	uint8_t pk[PROTO_ED25519_LEN];
+
+	assert_int_equal(trust_pinned_key(B->t, A->id.node, pk), TRUST_PIN_NONE);
+	assert_int_equal(trust_pin_key(B->t, A->id.node, A->id.id.pk), 1);
+	assert_int_equal(trust_pinned_key(B->t, A->id.node, pk), TRUST_PIN_KEY);
+	assert_false(trust_admits(B->t, A->id.node, A->id.id.pk)); /* pinned, not trusted */
+	assert_int_equal(pilot_read_file(B->path, 1 << 20, &text, &len), -ENOENT);
+	trust_flush(B->t);
+	assert_int_equal(pilot_read_file(B->path, 1 << 20, &text, &len), 0);
+	assert_non_null(strstr(text, "\"keys\": [\n    {\n      \"node_id\": "));
+	assert_non_null(strstr(text, A->id.pk));
+	free(text);
+	trust_free(B->t);
+	B->t = open_trust(B, B->path, err, sizeof(err));
+	assert_non_null(B->t);
+	assert_int_equal(trust_count_keys(B->t), 1);
+	/* a handshake message with another key than the pinned one is refused */
+	assert_int_equal(trust_pin_key(B->t, C->id.node, A->id.id.pk), 1);
+	trust_request(C->t, B->id.node, "");
+	pump();
+	assert_false(trust_is_pending(B->t, C->id.node));
+	trust_stats st;
+	trust_get_stats(B->t, &st);
+	assert_int_equal(st.refused_key, 1);
+	/* trusted: the key moves into the entry; untrusted: back into the list */
+	trust_request(A->t, B->id.node, "");
+	pump();
+	assert_int_equal(trust_approve(B->t, A->id.node), 0);
+	pump();
+	assert_int_equal(trust_count_keys(B->t), 1); /* C's */
+	assert_int_equal(trust_pinned_key(B->t, A->id.node, pk), TRUST_PIN_KEY);
+	assert_true(trust_admits(B->t, A->id.node, A->id.id.pk));
+	assert_int_equal(trust_untrust(B->t, A->id.node), 0);
+	pump();
+	assert_int_equal(trust_count_keys(B->t), 2);
+	assert_int_equal(trust_pinned_key(B->t, A->id.node, pk), TRUST_PIN_KEY);
+	assert_memory_equal(pk, A->id.id.pk, PROTO_ED25519_LEN);
+	/* rotation (confirmed by the caller) */
+	assert_int_equal(trust_pin_key(B->t, A->id.node, C->id.id.pk), 1);
+	assert_int_equal(trust_pinned_key(B->t, A->id.node, pk), TRUST_PIN_KEY);
+	assert_memory_equal(pk, C->id.id.pk, PROTO_ED25519_LEN);
+}
+
+/* The list is bounded: the least recently seen key goes. Bad entries refuse the file. */
+static void test_key_list_bounds(void **state)
+{
+	char err[256];
+	uint8_t pk[PROTO_ED25519_LEN] = { 1 };
+
+	for (uint32_t i = 1; i <= TRUST_MAX_KEYS + 1; i++) {
+		W.now++;
+		assert_true(trust_pin_key(B->t, i, pk) >= 0);
+	}
+	assert_int_equal(trust_count_keys(B->t), TRUST_MAX_KEYS);
+	assert_int_equal(trust_pinned_key(B->t, 1, pk), TRUST_PIN_NONE);
+	assert_int_equal(trust_pinned_key(B->t, TRUST_MAX_KEYS + 1, pk), TRUST_PIN_KEY);
+	static const char *bad[] = {
+		"{\"keys\":{}}", "{\"keys\":[{\"node_id\":5}]}", "{\"keys\":[{\"node_id\":0,\"public_key\":\"AAAA\"}]}",
+		"{\"keys\":[{\"node_id\":5,\"public_key\":\"AAAA\"}]}", "{\"keys\":[1]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(trust_load_buf(B->t, bad[i], strlen(bad[i]), err, sizeof(err)), -EINVAL);
+	char ok[256];
+	snprintf(ok, sizeof(ok), "{\"trusted\":[{\"node_id\":5,\"public_key\":\"%s\"}],\"keys\":"
+		 "[{\"node_id\":5,\"public_key\":\"%s\"},{\"node_id\":6,\"public_key\":\"%s\"}]}",
+		 A->id.pk, C->id.pk, C->id.pk);
+	assert_int_equal(trust_load_buf(B->t, ok, strlen(ok), err, sizeof(err)), 0);
+	assert_int_equal(trust_count_keys(B->t), 1); /* the trusted entry's key wins */
+	assert_int_equal(trust_pinned_key(B->t, 5, pk), TRUST_PIN_KEY);
+	assert_memory_equal(pk, A->id.id.pk, PROTO_ED25519_LEN);
 }
 
 /* ---- codec ---- */
@@ -940,6 +1056,9 @@ int main(void)
 		T(test_bounds),
 		T(test_replay_cache_expiry),
 		T(test_free_with_ops_in_flight),
+		T(test_key_migration),
+		T(test_key_list),
+		T(test_key_list_bounds),
 	};
 	int rc;
 

@@ -485,7 +485,7 @@ static void test_hostname_sync_and_negative(void **state)
 	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
 	assert_int_equal(m.nscount, 1);
 	f->sync_status = -ETIMEDOUT;
-	assert_int_equal(ask(f, "ghost.pilot", TUN_DNS_T_A, &m), 0);
+	assert_int_equal(ask(f, "ghost2.pilot", TUN_DNS_T_A, &m), 0);
 	assert_int_equal(tun_dns_parse_msg(f->sent[1], f->sent_len[1], &m), 0);
 	assert_int_equal(rcode(&m), TUN_DNS_SERVFAIL);
 	f->sync_status = 0;
@@ -522,6 +522,129 @@ static void test_pending_timeout_and_bound(void **state)
 	tun_dns_resolve_done(f->dns, f->token[0], 0, pilot_addr_make(0, 9));
 	assert_int_equal(f->nsent, 4);
 	assert_int_equal(tun_addrmap_count(f->map), 0);
+}
+
+/* issue 12 §4: a query that reached the TUN address through another device
+ * (a neighbour routing to it over the underlay) gets nothing. */
+static void test_only_through_tun(void **state)
+{
+	struct fx *f = *state;
+	tun_addrmap_cfg mc = { 0 };
+	tun_dns_cfg dc = { .resolve = resolve_cb, .ctx = f, .ifindex = 7 };
+	tun_dns_client via_tun = { .sock = -1, .ifindex = 7 }, via_eth = { .sock = -1, .ifindex = 3 };
+	uint8_t q[512], out[TUN_DNS_MAX_UDP];
+	size_t qlen = build_query(q, 1, "0-0000-0000-0007.pilot", TUN_DNS_T_A, false);
+	tun_dns *d;
+	tun_dns_stats st;
+	char err[128];
+
+	tun_dns_free(f->dns);
+	tun_addrmap_free(f->map);
+	assert_int_equal(tun_addrmap_open(&mc, &f->map, err, sizeof(err)), 0);
+	dc.map = f->map;
+	assert_int_equal(tun_dns_new(&dc, &d), 0);
+	f->dns = d;
+	assert_int_equal(tun_dns_handle(d, &via_eth, q, qlen, out, sizeof(out)), 0);
+	qlen = build_query(q, 2, "someone.pilot", TUN_DNS_T_A, false);
+	assert_int_equal(tun_dns_handle(d, &via_eth, q, qlen, out, sizeof(out)), 0);
+	assert_int_equal(f->ncalls, 0); /* the registry was not asked */
+	assert_true(tun_dns_handle(d, &via_tun, q, build_query(q, 3, "0-0000-0000-0007.pilot", 1, false),
+				   out, sizeof(out)) > 0);
+	tun_dns_get_stats(d, &st);
+	assert_int_equal(st.queries, 3);
+	assert_int_equal(st.not_tun, 2);
+}
+
+/* issue 12 §4: one client asking for random names cannot spend more than its
+ * share of registry lookups; others still get theirs until the total runs out. */
+static void test_lookup_rate_limit(void **state)
+{
+	struct fx *f = *state;
+	tun_addrmap_cfg mc = { 0 };
+	tun_dns_cfg dc = { .resolve = resolve_cb, .ctx = f, .client_rate = 1, .client_burst = 5,
+			   .total_rate = 4, .max_pending = 64 };
+	tun_dns_client a = { .sock = -1, .len = sizeof(struct sockaddr_in) };
+	tun_dns_client b = a;
+	struct sockaddr_in *sa = (struct sockaddr_in *)&a.ss, *sb = (struct sockaddr_in *)&b.ss;
+	uint8_t q[512], out[TUN_DNS_MAX_UDP];
+	char name[64], err[128];
+	tun_dns *d;
+	tun_dns_stats st;
+	tun_dns_msg m;
+	int limited = 0;
+
+	sa->sin_family = sb->sin_family = AF_INET;
+	sa->sin_addr.s_addr = htonl(0x0a040001);
+	sb->sin_addr.s_addr = htonl(0x0a040002);
+	f->sync = true;
+	f->sync_status = -ENOENT;
+	tun_dns_free(f->dns);
+	tun_addrmap_free(f->map);
+	assert_int_equal(tun_addrmap_open(&mc, &f->map, err, sizeof(err)), 0);
+	dc.map = f->map;
+	assert_int_equal(tun_dns_new(&dc, &d), 0);
+	f->dns = d; /* resolve_cb answers through f->dns */
+	for (int i = 0; i < 200; i++) {
+		size_t n;
+
+		snprintf(name, sizeof(name), "random%d.pilot", i);
+		n = tun_dns_handle(d, &a, q, build_query(q, (uint16_t)i, name, 1, false), out, sizeof(out));
+		if (n) {
+			assert_int_equal(tun_dns_parse_msg(out, n, &m), 0);
+			assert_int_equal(rcode(&m), TUN_DNS_SERVFAIL);
+			limited++;
+		}
+	}
+	assert_true(f->ncalls <= 6); /* the burst, maybe one refill */
+	assert_true(limited >= 194);
+	/* another client still gets lookups from the total (burst 2 x 4) */
+	assert_int_equal(tun_dns_handle(d, &b, q, build_query(q, 1, "other.pilot", 1, false), out,
+					sizeof(out)), 0);
+	tun_dns_get_stats(d, &st);
+	assert_int_equal(st.rate_limited, (uint64_t)limited);
+	assert_int_equal(st.lookups, (uint64_t)f->ncalls);
+}
+
+/* issue 12 §4: a name that does not exist is asked once, then answered from the
+ * negative cache; a found name is cached too; registry errors are not. */
+static void test_answer_cache(void **state)
+{
+	struct fx *f = *state;
+	tun_dns_stats st;
+	tun_dns_msg m;
+
+	f->sync = true;
+	f->sync_status = -ENOENT;
+	for (int i = 0; i < 50; i++) {
+		uint8_t q[512], out[TUN_DNS_MAX_UDP];
+		size_t n = tun_dns_handle(f->dns, &client, q, build_query(q, 5, "ghost.pilot", 1, false),
+					  out, sizeof(out));
+
+		if (i > 0) { /* the first answer went out through the sender */
+			assert_true(n > 0);
+			assert_int_equal(tun_dns_parse_msg(out, n, &m), 0);
+			assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+			assert_int_equal(m.nscount, 1);
+		}
+	}
+	assert_int_equal(f->ncalls, 1);
+	f->sync_status = -ETIMEDOUT; /* not remembered: asked again */
+	ask(f, "flaky.pilot", TUN_DNS_T_A, &m);
+	ask(f, "flaky.pilot", TUN_DNS_T_A, &m);
+	assert_int_equal(f->ncalls, 3);
+	f->sync_status = 0;
+	f->sync_addr = pilot_addr_make(0, 5);
+	assert_int_equal(ask(f, "real.pilot", TUN_DNS_T_A, &m), 0);
+	assert_true(ask(f, "real.pilot", TUN_DNS_T_AAAA, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NOERROR);
+	assert_int_equal(m.rr[0].type, TUN_DNS_T_AAAA);
+	assert_true(ask(f, "REAL.pilot", TUN_DNS_T_A, &m) > 0);
+	assert_memory_equal(m.rr[0].rdata, "\x0a\x04\x00\x02", 4);
+	assert_int_equal(f->ncalls, 4);
+	tun_dns_get_stats(f->dns, &st);
+	assert_int_equal(st.neg_cache_hits, 49);
+	assert_int_equal(st.cache_hits, 2);
+	assert_int_equal(st.lookups, 4);
 }
 
 static void test_ptr_v4(void **state)
@@ -740,6 +863,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostname_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostname_sync_and_negative, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_timeout_and_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_only_through_tun, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lookup_rate_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_answer_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ptr_v4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ptr_v6, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_loopback, setup, teardown),

@@ -32,6 +32,8 @@
 #include "rendezvous/registry.h"
 #include "rendezvous/wss.h"
 
+#define LWS_PRE_TEST 64 /* at least libwebsockets' LWS_PRE */
+
 typedef struct rxlog {
 	unsigned n;
 	uint8_t last[70000];
@@ -74,7 +76,7 @@ static json_object *req(registry *r, const char *fmt, ...)
 	char buf[1024];
 	va_list ap;
 	json_object *q, *resp;
-	reg_ctx ctx = { "127.0.0.1", 40000, wall_ms() };
+	reg_ctx ctx = { "127.0.0.1", 40000, wall_ms(), 0 };
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -133,12 +135,15 @@ static void pump(fx *f, int ms)
 			pilot_loop_run_once((f)->loop, 5);                   \
 	} while (0)
 
+static long g_max_queued;  /* bridge_start: rdv_wss_config.max_queued */
+static int g_raw_rcvbuf;   /* raw_open: SO_RCVBUF before connect (0 = default) */
+
 static void bridge_start(fx *f, int port, const char *cert, const char *key, long max_peers)
 {
 	char addr[64], err[256] = "";
 	rdv_wss_config wc = { .addr = addr, .reg = f->reg, .bcn = f->b, .tls_cert = cert,
 			      .tls_key = key, .max_peers = max_peers, .rate_burst = -1,
-			      .auth_ms = 600 };
+			      .auth_ms = 600, .max_queued = g_max_queued };
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	f->w = rdv_wss_new(f->loop, &wc, err, sizeof(err));
@@ -294,6 +299,8 @@ static int raw_open(fx *f, raw *r, const char *path)
 	memset(r, 0, sizeof(*r));
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
 	r->fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (g_raw_rcvbuf)
+		setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &g_raw_rcvbuf, sizeof(g_raw_rcvbuf));
 	assert_int_equal(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	snprintf(rq, sizeof(rq), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
 		 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -696,6 +703,50 @@ static void test_wss_peers_cap(void **state)
 	assert_int_equal(wstats(f).refused_full, 1);
 }
 
+/* issue 12 §5: peers that stop reading hold at most max_queued bytes together
+ * (before: 4 MiB each, times up to 10,000 peers). */
+static void test_wss_global_queue_cap(void **state)
+{
+	fx *f = *state;
+	static uint8_t msg[60000];
+	raw ra, rb, ru;
+	uint64_t peak = 0;
+	rdv_wss_stats st;
+
+	g_max_queued = 1 << 20;
+	bridge_start(f, 0, NULL, NULL, 0);
+	g_max_queued = 0;
+	g_raw_rcvbuf = 4096; /* A and B never read: their queues fill */
+	assert_int_equal(raw_auth(f, &ra, f->a.node, &f->a.id, 0), 0);
+	assert_int_equal(raw_auth(f, &rb, f->bb.node, &f->bb.id, 0), 0);
+	g_raw_rcvbuf = 0;
+	assert_int_equal(raw_auth(f, &ru, f->u.node, &f->u.id, 0), 0);
+	make_frame(msg + 9, sizeof(msg) - 9, 5);
+	for (int i = 0; i < 400; i++) { /* 24 MB of relays from U to A and B */
+		uint32_t to = i % 2 ? f->a.node : f->bb.node;
+
+		proto_beacon_relay_hdr(f->u.node, to, msg);
+		raw_send(f, &ru, 2, msg, sizeof(msg));
+		pilot_loop_run_once(f->loop, 1);
+		st = wstats(f);
+		if (st.queued_bytes > peak)
+			peak = st.queued_bytes;
+		assert_true(st.queued_bytes <= 1 << 20);
+	}
+	pump(f, 100);
+	st = wstats(f);
+	fprintf(stderr, "# queued peak %llu bytes, dropped at the global cap %llu, per peer %llu\n",
+		(unsigned long long)peak, (unsigned long long)st.queue_dropped_total,
+		(unsigned long long)st.queue_dropped);
+	assert_true(st.queue_dropped_total > 0);
+	assert_true(peak > (1 << 20) - 2 * (LWS_PRE_TEST + sizeof(msg)));
+	close(ra.fd);
+	close(rb.fd);
+	close(ru.fd);
+	PUMP_UNTIL(f, 2000, wstats(f).queued_bytes == 0);
+	assert_int_equal(wstats(f).queued_bytes, 0);
+}
+
 static void test_wss_tls_pinned(void **state)
 {
 	fx *f = *state;
@@ -738,6 +789,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wss_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_restart_reconnects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_peers_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wss_global_queue_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_tls_pinned, setup, teardown),
 	};
 
