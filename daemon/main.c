@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/transport.h"
 #include "lib/log.h"

@@ -13,8 +13,8 @@
 #include <linux/capability.h>
 #include <netinet/in.h>
 
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/privs.h"

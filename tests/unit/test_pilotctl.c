@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "lib/jsonwire.h"
 #include "lib/loop.h"
 

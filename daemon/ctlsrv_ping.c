@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_args.h"
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_args.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "lib/addr.h"
 #include "lib/jsonwire.h"

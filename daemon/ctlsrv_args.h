@@ -8,7 +8,7 @@
 
 #include <json-c/json.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 
 struct node;
 

@@ -10,7 +10,7 @@
 
 #include <json-c/json.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 
 struct node;
 

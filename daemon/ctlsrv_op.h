@@ -17,8 +17,8 @@
 
 #include <json-c/json.h>
 
-#include "daemon/ctl_args.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_args.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "stream/conn.h"
 #include "stream/stream.h"

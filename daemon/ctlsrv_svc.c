@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_comm.h"
-#include "daemon/ctl_verbs.h"
+#include "daemon/ctlsrv_op.h"
+#include "daemon/ctlsrv_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
 #include "lib/log.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #define PILOT_CTLSOCK_INTERNAL
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "lib/loop.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #define PILOT_CTLSOCK_INTERNAL
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "lib/loop.h"
 
 static const char *const expected[] = {

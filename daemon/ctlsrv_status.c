@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/regclient.h"

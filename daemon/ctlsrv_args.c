@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/ctl_args.h"
+#include "daemon/ctlsrv_args.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
 #include "lib/addr.h"

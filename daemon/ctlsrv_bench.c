@@ -11,8 +11,8 @@
 #include <sodium.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_comm.h"
-#include "daemon/ctl_verbs.h"
+#include "daemon/ctlsrv_op.h"
+#include "daemon/ctlsrv_verbs.h"
 
 #define PROGRESS_MS 250
 

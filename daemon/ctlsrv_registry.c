@@ -8,9 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/ctl_args.h"
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_args.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
 #include "lib/addr.h"

@@ -1,7 +1,7 @@
 /* The control verb table; see ctl_verbs.h. */
 #include <errno.h>
 
-#include "daemon/ctl_verbs.h"
+#include "daemon/ctlsrv_verbs.h"
 
 static const ctl_verb verbs[] = {
 	{ "info", verb_info, "the node, counters, peers and connections (cli.md 3.2)" },

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_comm.h"
-#include "daemon/ctl_verbs.h"
+#include "daemon/ctlsrv_op.h"
+#include "daemon/ctlsrv_verbs.h"
 
 #define CONNECT_PORT 1000
 #define CHUNK_MAX 65535

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_comm.h"
+#include "daemon/ctlsrv_op.h"
 
 /* ---- the operation framework ---- */
 

@@ -2,7 +2,7 @@
  * per client; requests are handled one at a time per client; reply handles
  * outlive their client (it is detached from them) so late replies are safe. */
 #define PILOT_CTLSOCK_INTERNAL
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,7 +15,7 @@
 
 #define PILOT_CTLSOCK_INTERNAL
 #include "ctl/ctl.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "lib/jsonwire.h"
 #include "lib/loop.h"
 #include "lib/sockpath.h"

@@ -7,10 +7,10 @@
 #include <unistd.h>
 
 #include "stream/conn.h"
-#include "daemon/ctl_args.h"
-#include "daemon/ctl_comm.h"
-#include "daemon/ctl_verbs.h"
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_args.h"
+#include "daemon/ctlsrv_op.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/dataxchg.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
