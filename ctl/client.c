@@ -1,4 +1,4 @@
-/* pilotctl's side of the control socket (protocol in daemon/ctlsock.h and
+/* pilotctl's side of the control socket (protocol in daemon/ctlsrv.h and
  * pilotctl(1)): connect, send one request, read stream items and the reply. */
 #include "ctl/ctl.h"
 

@@ -1,7 +1,7 @@
-/* Control socket server (protocol in ctlsock.h). One input and one output buffer
+/* Control socket server (protocol in ctlsrv.h). One input and one output buffer
  * per client; requests are handled one at a time per client; reply handles
  * outlive their client (it is detached from them) so late replies are safe. */
-#define PILOT_CTLSOCK_INTERNAL
+#define PILOT_CTLSRV_INTERNAL
 #include "daemon/ctlsrv.h"
 
 #include <errno.h>
@@ -23,45 +23,45 @@
 #define DEFAULT_MAX_CLIENTS 64
 #define DEFAULT_OUT_MAX (4u << 20)
 
-typedef struct ctl_client ctl_client;
+typedef struct ctlsrv_client ctlsrv_client;
 
-struct ctl_client {
-	ctlsock *s;
+struct ctlsrv_client {
+	ctlsrv *s;
 	int fd;                 /* -1: detached pseudo client (fuzzer), output discarded */
-	ctl_client *prev, *next;
+	ctlsrv_client *prev, *next;
 	uint8_t *in;
 	size_t inlen, incap;
 	uint8_t *out;
 	size_t outoff, outlen, outcap; /* pending bytes are out[outoff..outlen) */
-	ctl_reply *cur;         /* request in progress (one at a time) */
+	ctlsrv_reply *cur;             /* request in progress (one at a time) */
 	bool closing;           /* close once the output is written */
 	bool dead;              /* close now */
 };
 
-struct ctl_reply {
-	ctl_client *c;          /* NULL once the client has gone */
+struct ctlsrv_reply {
+	ctlsrv_client *c; /* NULL once the client has gone */
 	char *cmd;
 	uint64_t items;
-	ctl_cancel_cb cancel;
+	ctlsrv_cancel_cb cancel;
 	void *cancel_arg;
 };
 
-typedef struct ctl_cmd {
+typedef struct ctlsrv_cmd {
 	char *name;
-	ctl_handler fn;
+	ctlsrv_handler fn;
 	void *arg;
-} ctl_cmd;
+} ctlsrv_cmd;
 
-struct ctlsock {
+struct ctlsrv {
 	pilot_loop *loop;
 	int fd;
 	char *path;
 	size_t max_clients, out_max;
-	ctl_cmd *cmds;
+	ctlsrv_cmd *cmds;
 	size_t ncmds;
-	ctl_client *clients;
-	ctl_client *detached;   /* ctlsock_feed's pseudo client */
-	ctlsock_stats st;
+	ctlsrv_client *clients;
+	ctlsrv_client *detached; /* ctlsrv_feed's pseudo client */
+	ctlsrv_stats st;
 };
 
 /* ---- paths ------------------------------------------------------------------ */
@@ -151,12 +151,12 @@ static int clear_stale(const struct sockaddr_un *sa, char *err, size_t errlen)
 
 /* ---- output ------------------------------------------------------------------- */
 
-static size_t out_pending(const ctl_client *c)
+static size_t out_pending(const ctlsrv_client *c)
 {
 	return c->outlen - c->outoff;
 }
 
-static int out_append(ctl_client *c, const uint8_t *p, size_t n)
+static int out_append(ctlsrv_client *c, const uint8_t *p, size_t n)
 {
 	if (c->fd < 0)
 		return 0; /* detached: discard */
@@ -182,10 +182,10 @@ static int out_append(ctl_client *c, const uint8_t *p, size_t n)
 	return 0;
 }
 
-static void client_update(ctl_client *c);
+static void client_update(ctlsrv_client *c);
 
 /* Queue env (consumed). limit: refuse with -ENOBUFS if the queue would pass it. */
-static int queue_obj(ctl_client *c, json_object *env, size_t limit)
+static int queue_obj(ctlsrv_client *c, json_object *env, size_t limit)
 {
 	uint8_t *buf = NULL;
 	int n = jw_encode(env, &buf), r;
@@ -235,9 +235,9 @@ static json_object *data_env(const char *status, json_object *data)
 
 /* ---- replies ------------------------------------------------------------------- */
 
-static void reply_finish(ctl_reply *r, json_object *env)
+static void reply_finish(ctlsrv_reply *r, json_object *env)
 {
-	ctl_client *c = r->c;
+	ctlsrv_client *c = r->c;
 
 	if (c) {
 		c->cur = NULL;
@@ -251,7 +251,7 @@ static void reply_finish(ctl_reply *r, json_object *env)
 	free(r);
 }
 
-void ctl_reply_ok(ctl_reply *r, json_object *data)
+void ctlsrv_reply_ok(ctlsrv_reply *r, json_object *data)
 {
 	if (!r) {
 		json_object_put(data);
@@ -260,13 +260,13 @@ void ctl_reply_ok(ctl_reply *r, json_object *data)
 	reply_finish(r, data_env("ok", data));
 }
 
-void ctl_reply_err(ctl_reply *r, const char *code, const char *message, const char *hint)
+void ctlsrv_reply_err(ctlsrv_reply *r, const char *code, const char *message, const char *hint)
 {
 	if (r)
 		reply_finish(r, err_env(code, message, hint));
 }
 
-int ctl_reply_stream(ctl_reply *r, json_object *obj)
+int ctlsrv_reply_stream(ctlsrv_reply *r, json_object *obj)
 {
 	int rc;
 
@@ -282,7 +282,7 @@ int ctl_reply_stream(ctl_reply *r, json_object *obj)
 	return rc;
 }
 
-void ctl_reply_end(ctl_reply *r)
+void ctlsrv_reply_end(ctlsrv_reply *r)
 {
 	json_object *d;
 
@@ -293,25 +293,25 @@ void ctl_reply_end(ctl_reply *r)
 	reply_finish(r, data_env("ok", d));
 }
 
-bool ctl_reply_alive(const ctl_reply *r)
+bool ctlsrv_reply_alive(const ctlsrv_reply *r)
 {
 	return r && r->c;
 }
 
-void ctl_reply_on_cancel(ctl_reply *r, ctl_cancel_cb cb, void *arg)
+void ctlsrv_reply_on_cancel(ctlsrv_reply *r, ctlsrv_cancel_cb cb, void *arg)
 {
 	r->cancel = cb;
 	r->cancel_arg = arg;
 }
 
-const char *ctl_reply_cmd(const ctl_reply *r)
+const char *ctlsrv_reply_cmd(const ctlsrv_reply *r)
 {
 	return r->cmd;
 }
 
 /* ---- requests ------------------------------------------------------------------ */
 
-static const ctl_cmd *find_cmd(const ctlsock *s, const char *name)
+static const ctlsrv_cmd *find_cmd(const ctlsrv *s, const char *name)
 {
 	for (size_t i = 0; i < s->ncmds; i++)
 		if (!strcmp(s->cmds[i].name, name))
@@ -319,18 +319,18 @@ static const ctl_cmd *find_cmd(const ctlsock *s, const char *name)
 	return NULL;
 }
 
-static void bad_request(ctl_client *c, const char *message)
+static void bad_request(ctlsrv_client *c, const char *message)
 {
 	c->s->st.bad_requests++;
 	if (queue_obj(c, err_env("invalid_argument", message, NULL), 0) < 0)
 		c->dead = true;
 }
 
-static void dispatch(ctl_client *c, json_object *req)
+static void dispatch(ctlsrv_client *c, json_object *req)
 {
 	json_object *cmdv = NULL, *args = NULL;
-	const ctl_cmd *cmd;
-	ctl_reply *r;
+	const ctlsrv_cmd *cmd;
+	ctlsrv_reply *r;
 
 	if (!json_object_object_get_ex(req, "cmd", &cmdv) || !json_object_is_type(cmdv, json_type_string))
 		return bad_request(c, "request needs a string \"cmd\"");
@@ -354,7 +354,7 @@ static void dispatch(ctl_client *c, json_object *req)
 }
 
 /* Handle every complete frame while no request is in progress. */
-static void client_process(ctl_client *c)
+static void client_process(ctlsrv_client *c)
 {
 	while (!c->cur && !c->closing && !c->dead && c->inlen) {
 		json_object *req = NULL;
@@ -381,7 +381,7 @@ static void client_process(ctl_client *c)
 
 /* ---- client I/O -------------------------------------------------------------------- */
 
-static int client_events(const ctl_client *c)
+static int client_events(const ctlsrv_client *c)
 {
 	int ev = 0;
 
@@ -393,13 +393,13 @@ static int client_events(const ctl_client *c)
 }
 
 /* A dead client waits for its callback to be closed: ask for one now. */
-static void client_update(ctl_client *c)
+static void client_update(ctlsrv_client *c)
 {
 	if (c->fd >= 0)
 		pilot_loop_mod_fd(c->s->loop, c->fd, c->dead ? PILOT_EV_WRITE : client_events(c));
 }
 
-static void client_read(ctl_client *c)
+static void client_read(ctlsrv_client *c)
 {
 	while (c->inlen < IN_MAX) {
 		ssize_t n;
@@ -425,12 +425,12 @@ static void client_read(ctl_client *c)
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
-		c->dead = true; /* EOF (or half-close) cancels, see ctlsock.h */
+		c->dead = true; /* EOF (or half-close) cancels, see ctlsrv.h */
 		return;
 	}
 }
 
-static void client_flush(ctl_client *c)
+static void client_flush(ctlsrv_client *c)
 {
 	while (out_pending(c)) {
 		ssize_t n = send(c->fd, c->out + c->outoff, out_pending(c), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -445,10 +445,10 @@ static void client_flush(ctl_client *c)
 	c->outoff = c->outlen = 0;
 }
 
-static void client_close(ctl_client *c)
+static void client_close(ctlsrv_client *c)
 {
-	ctlsock *s = c->s;
-	ctl_reply *r = c->cur;
+	ctlsrv *s = c->s;
+	ctlsrv_reply *r = c->cur;
 
 	if (c->fd >= 0) {
 		pilot_loop_del_fd(s->loop, c->fd);
@@ -474,7 +474,7 @@ static void client_close(ctl_client *c)
 
 static void client_io(pilot_loop *l, int fd, int events, void *arg)
 {
-	ctl_client *c = arg;
+	ctlsrv_client *c = arg;
 
 	(void)l;
 	(void)fd;
@@ -492,9 +492,9 @@ static void client_io(pilot_loop *l, int fd, int events, void *arg)
 	client_update(c);
 }
 
-static ctl_client *client_new(ctlsock *s, int fd)
+static ctlsrv_client *client_new(ctlsrv *s, int fd)
 {
-	ctl_client *c = calloc(1, sizeof(*c));
+	ctlsrv_client *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		return NULL;
@@ -503,9 +503,9 @@ static ctl_client *client_new(ctlsock *s, int fd)
 	return c;
 }
 
-int ctlsock_attach_fd(ctlsock *s, int fd)
+int ctlsrv_attach_fd(ctlsrv *s, int fd)
 {
-	ctl_client *c = client_new(s, fd);
+	ctlsrv_client *c = client_new(s, fd);
 	int r;
 
 	if (!c)
@@ -536,7 +536,7 @@ static void log_peer(int fd)
 			  (unsigned)cr.uid, (unsigned)cr.gid);
 }
 
-static void refuse(ctlsock *s, int fd)
+static void refuse(ctlsrv *s, int fd)
 {
 	json_object *e = err_env("connection_failed", "too many control clients", "retry later");
 	uint8_t *buf = NULL;
@@ -553,7 +553,7 @@ static void refuse(ctlsock *s, int fd)
 
 static void listener_io(pilot_loop *l, int fd, int events, void *arg)
 {
-	ctlsock *s = arg;
+	ctlsrv *s = arg;
 
 	(void)l;
 	(void)events;
@@ -570,14 +570,14 @@ static void listener_io(pilot_loop *l, int fd, int events, void *arg)
 			continue;
 		}
 		log_peer(cfd);
-		if (ctlsock_attach_fd(s, cfd) < 0)
+		if (ctlsrv_attach_fd(s, cfd) < 0)
 			close(cfd);
 	}
 }
 
 /* ---- server ---------------------------------------------------------------------- */
 
-static int bind_listen(ctlsock *s, const struct sockaddr_un *sa, char *err, size_t errlen)
+static int bind_listen(ctlsrv *s, const struct sockaddr_un *sa, char *err, size_t errlen)
 {
 	mode_t old;
 	int r;
@@ -598,7 +598,7 @@ fail:
 	return r;
 }
 
-static bool bound(const ctlsock *s)
+static bool bound(const ctlsrv *s)
 {
 	struct sockaddr_un sa;
 	socklen_t len = sizeof(sa);
@@ -606,12 +606,12 @@ static bool bound(const ctlsock *s)
 	return getsockname(s->fd, (struct sockaddr *)&sa, &len) == 0 && len > sizeof(sa_family_t);
 }
 
-int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *err, size_t errlen)
+int ctlsrv_open(pilot_loop *l, const ctlsrv_config *cfg, ctlsrv **out, char *err, size_t errlen)
 {
 	char def[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	const char *path = cfg && cfg->path ? cfg->path : NULL;
 	struct sockaddr_un sa;
-	ctlsock *s;
+	ctlsrv *s;
 	int r;
 
 	*out = NULL;
@@ -644,7 +644,7 @@ int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *
 		if (s->fd >= 0)
 			close(s->fd);
 		s->fd = -1;
-		ctlsock_free(s);
+		ctlsrv_free(s);
 		return r;
 	}
 	log_info("control socket listening path=%s", path);
@@ -652,7 +652,7 @@ int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *
 	return 0;
 }
 
-void ctlsock_free(ctlsock *s)
+void ctlsrv_free(ctlsrv *s)
 {
 	if (!s)
 		return;
@@ -672,20 +672,20 @@ void ctlsock_free(ctlsock *s)
 	free(s);
 }
 
-const char *ctlsock_path(const ctlsock *s)
+const char *ctlsrv_path(const ctlsrv *s)
 {
 	return s->path;
 }
 
-void ctlsock_get_stats(const ctlsock *s, ctlsock_stats *st)
+void ctlsrv_get_stats(const ctlsrv *s, ctlsrv_stats *st)
 {
 	*st = s->st;
 }
 
-int ctlsock_register(ctlsock *s, const char *cmd, ctl_handler fn, void *arg)
+int ctlsrv_register(ctlsrv *s, const char *cmd, ctlsrv_handler fn, void *arg)
 {
-	ctl_cmd *c = (ctl_cmd *)find_cmd(s, cmd ? cmd : "");
-	ctl_cmd *v;
+	ctlsrv_cmd *c = (ctlsrv_cmd *)find_cmd(s, cmd ? cmd : "");
+	ctlsrv_cmd *v;
 
 	if (!cmd || !cmd[0] || !fn)
 		return -EINVAL;
@@ -708,9 +708,9 @@ int ctlsock_register(ctlsock *s, const char *cmd, ctl_handler fn, void *arg)
 
 /* ---- fuzzing entry ------------------------------------------------------------------ */
 
-ctlsock *ctlsock_new_detached(pilot_loop *l)
+ctlsrv *ctlsrv_new_detached(pilot_loop *l)
 {
-	ctlsock *s = calloc(1, sizeof(*s));
+	ctlsrv *s = calloc(1, sizeof(*s));
 
 	if (!s)
 		return NULL;
@@ -721,9 +721,9 @@ ctlsock *ctlsock_new_detached(pilot_loop *l)
 	return s;
 }
 
-int ctlsock_feed(ctlsock *s, const uint8_t *data, size_t len)
+int ctlsrv_feed(ctlsrv *s, const uint8_t *data, size_t len)
 {
-	ctl_client *c = s->detached;
+	ctlsrv_client *c = s->detached;
 
 	if (!c && !(c = s->detached = client_new(s, -1)))
 		return -ENOMEM;

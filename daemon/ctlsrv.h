@@ -27,8 +27,8 @@
  *
  * Access control is the socket's mode (0600) and its directory's (0700 when we
  * create it); the peer's credentials (SO_PEERCRED) are only logged. */
-#ifndef PILOT_CTLSOCK_H
-#define PILOT_CTLSOCK_H
+#ifndef PILOT_CTLSRV_H
+#define PILOT_CTLSRV_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,26 +38,26 @@
 
 #include "lib/loop.h"
 
-typedef struct ctlsock ctlsock;
-typedef struct ctl_reply ctl_reply;
+typedef struct ctlsrv ctlsrv;
+typedef struct ctlsrv_reply ctlsrv_reply;
 
 /* A command handler. args is the request's "args" object (an empty object when
  * it was omitted; borrowed for the call, take a reference to keep it). The
  * handler owns r and must finish it exactly once, now or later from the loop,
- * with ctl_reply_ok, ctl_reply_err or ctl_reply_end. */
-typedef void (*ctl_handler)(ctl_reply *r, json_object *args, void *arg);
+ * with ctlsrv_reply_ok, ctlsrv_reply_err or ctlsrv_reply_end. */
+typedef void (*ctlsrv_handler)(ctlsrv_reply *r, json_object *args, void *arg);
 /* Called at most once when r's client goes away (or the server is freed)
  * before r was finished; r must still be finished (the reply is discarded),
  * possibly from inside this callback. */
-typedef void (*ctl_cancel_cb)(ctl_reply *r, void *arg);
+typedef void (*ctlsrv_cancel_cb)(ctlsrv_reply *r, void *arg);
 
-typedef struct ctlsock_config {
+typedef struct ctlsrv_config {
 	const char *path;    /* NULL = pilot_default_socket_path() (lib/sockpath.h) */
 	size_t max_clients;  /* default 64; more are refused with an error reply */
 	size_t out_max;      /* per-client bytes queued for stream items (default 4 MiB) */
-} ctlsock_config;
+} ctlsrv_config;
 
-typedef struct ctlsock_stats {
+typedef struct ctlsrv_stats {
 	uint64_t accepted, refused;  /* connections taken / refused (too many) */
 	uint64_t requests;           /* requests dispatched to a handler */
 	uint64_t bad_frames;         /* undecodable frames (connection closed) */
@@ -65,47 +65,47 @@ typedef struct ctlsock_stats {
 	uint64_t dropped_items;      /* stream items refused: output queue full */
 	uint64_t cancelled;          /* requests whose client went away first */
 	size_t clients;
-} ctlsock_stats;
+} ctlsrv_stats;
 
 /* Create the parent directory if missing (0700), refuse to start over a live
  * daemon (-EADDRINUSE, "another pilotd is running on <path>"), remove a stale
  * socket, bind with mode 0600 and listen. 0 or -errno with a message in err. */
-int ctlsock_open(pilot_loop *l, const ctlsock_config *cfg, ctlsock **out, char *err, size_t errlen);
+int ctlsrv_open(pilot_loop *l, const ctlsrv_config *cfg, ctlsrv **out, char *err, size_t errlen);
 /* NULL-safe. Closes every client (pending replies are cancelled and later
  * discarded), closes and unlinks the socket. Not from inside a handler. */
-void ctlsock_free(ctlsock *s);
-const char *ctlsock_path(const ctlsock *s);
-void ctlsock_get_stats(const ctlsock *s, ctlsock_stats *st);
+void ctlsrv_free(ctlsrv *s);
+const char *ctlsrv_path(const ctlsrv *s);
+void ctlsrv_get_stats(const ctlsrv *s, ctlsrv_stats *st);
 
 /* Register (or replace) the handler for cmd. 0, -EINVAL or -ENOMEM. */
-int ctlsock_register(ctlsock *s, const char *cmd, ctl_handler fn, void *arg);
+int ctlsrv_register(ctlsrv *s, const char *cmd, ctlsrv_handler fn, void *arg);
 
 /* Finish r. data (NULL = {}) and everything else passed in is consumed: the
  * reference is put even when the client has gone. */
-void ctl_reply_ok(ctl_reply *r, json_object *data);
+void ctlsrv_reply_ok(ctlsrv_reply *r, json_object *data);
 /* hint may be NULL. */
-void ctl_reply_err(ctl_reply *r, const char *code, const char *message, const char *hint);
+void ctlsrv_reply_err(ctlsrv_reply *r, const char *code, const char *message, const char *hint);
 /* Send one stream item {"status":"stream","data":obj} (obj consumed) without
  * finishing r. 0, -EPIPE if the client has gone (stop producing and finish r),
  * -ENOBUFS if the client is not reading fast enough (the item was dropped). */
-int ctl_reply_stream(ctl_reply *r, json_object *obj);
+int ctlsrv_reply_stream(ctlsrv_reply *r, json_object *obj);
 /* Finish a stream: {"status":"ok","data":{"items":<items streamed>}}. */
-void ctl_reply_end(ctl_reply *r);
+void ctlsrv_reply_end(ctlsrv_reply *r);
 /* Whether r's client is still connected. */
-bool ctl_reply_alive(const ctl_reply *r);
-void ctl_reply_on_cancel(ctl_reply *r, ctl_cancel_cb cb, void *arg);
+bool ctlsrv_reply_alive(const ctlsrv_reply *r);
+void ctlsrv_reply_on_cancel(ctlsrv_reply *r, ctlsrv_cancel_cb cb, void *arg);
 /* The request's command name (valid until r is finished). */
-const char *ctl_reply_cmd(const ctl_reply *r);
+const char *ctlsrv_reply_cmd(const ctlsrv_reply *r);
 
-#ifdef PILOT_CTLSOCK_INTERNAL
+#ifdef PILOT_CTLSRV_INTERNAL
 /* Tests and the fuzzer: attach an already connected stream fd as a client,
  * as if accepted. 0 or -errno. */
-int ctlsock_attach_fd(ctlsock *s, int fd);
+int ctlsrv_attach_fd(ctlsrv *s, int fd);
 /* The fuzzer: a server without a socket, and a pseudo client whose input is
  * data (appended; NULL/0 just processes what is buffered) and whose output is
  * discarded. 0, or -EPIPE once the pseudo client would have been closed. */
-ctlsock *ctlsock_new_detached(pilot_loop *l);
-int ctlsock_feed(ctlsock *s, const uint8_t *data, size_t len);
+ctlsrv *ctlsrv_new_detached(pilot_loop *l);
+int ctlsrv_feed(ctlsrv *s, const uint8_t *data, size_t len);
 #endif
 
 #endif

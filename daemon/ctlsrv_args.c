@@ -1,5 +1,5 @@
 /* Argument helpers, refusals and the hostname resolve shared by every control
- * handler file; see ctl_args.h. */
+ * handler file; see ctlsrv_args.h. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include "lib/jsonwire.h"
 
 /* ---- arguments ---- */
-int ctl_parse_node(json_object *v, uint32_t *out)
+int ctlsrv_parse_node(json_object *v, uint32_t *out)
 {
 	const char *s;
 	pilot_addr a;
@@ -45,7 +45,7 @@ int ctl_parse_node(json_object *v, uint32_t *out)
 }
 
 /* The node argument under any of the names pilotctl uses for it. */
-int ctl_arg_node(json_object *args, uint32_t *out)
+int ctlsrv_arg_node(json_object *args, uint32_t *out)
 {
 	static const char *const keys[] = { "node_id", "target", "node", "address", NULL };
 	json_object *v;
@@ -53,11 +53,11 @@ int ctl_arg_node(json_object *args, uint32_t *out)
 
 	for (i = 0; keys[i]; i++)
 		if (json_object_object_get_ex(args, keys[i], &v))
-			return ctl_parse_node(v, out);
+			return ctlsrv_parse_node(v, out);
 	return -EINVAL;
 }
 
-const char *ctl_arg_str(json_object *args, const char *key)
+const char *ctlsrv_arg_str(json_object *args, const char *key)
 {
 	json_object *v;
 
@@ -66,7 +66,7 @@ const char *ctl_arg_str(json_object *args, const char *key)
 	return json_object_get_string(v);
 }
 
-int64_t ctl_arg_int(json_object *args, const char *key, int64_t def)
+int64_t ctlsrv_arg_int(json_object *args, const char *key, int64_t def)
 {
 	json_object *v;
 
@@ -77,7 +77,7 @@ int64_t ctl_arg_int(json_object *args, const char *key, int64_t def)
 	return json_object_get_int64(v);
 }
 
-int64_t ctl_arg_timeout(json_object *args, int64_t def)
+int64_t ctlsrv_arg_timeout(json_object *args, int64_t def)
 {
 	json_object *v;
 
@@ -88,7 +88,7 @@ int64_t ctl_arg_timeout(json_object *args, int64_t def)
 	return def;
 }
 
-bool ctl_arg_bool(json_object *args, const char *key)
+bool ctlsrv_arg_bool(json_object *args, const char *key)
 {
 	json_object *v;
 
@@ -96,7 +96,7 @@ bool ctl_arg_bool(json_object *args, const char *key)
 }
 
 /* ---- refusals ---- */
-bool ctl_reg_failed(ctl_reply *r, json_object *reply, int err)
+bool ctlsrv_reg_failed(ctlsrv_reply *r, json_object *reply, int err)
 {
 	const char *m;
 	char msg[512];
@@ -111,38 +111,38 @@ bool ctl_reg_failed(ctl_reply *r, json_object *reply, int err)
 	} else {
 		snprintf(msg, sizeof(msg), "registry: %s", strerror(-err));
 	}
-	ctl_reply_err(r, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg, NULL);
+	ctlsrv_reply_err(r, err == -ETIMEDOUT ? "timeout" : "connection_failed", msg, NULL);
 	return true;
 }
 
-bool ctl_need_up(ctl_reply *r, node *n)
+bool ctlsrv_need_up(ctlsrv_reply *r, node *n)
 {
 	if (n->up && registration_registered(n->reg))
 		return false;
-	ctl_reply_err(r, "connection_failed", "not registered with the registry yet",
-		      "check the daemon log and the -registry address; it retries on its own");
+	ctlsrv_reply_err(r, "connection_failed", "not registered with the registry yet",
+			 "check the daemon log and the -registry address; it retries on its own");
 	return true;
 }
 
 /* A registry call returned -errno at once. */
-void ctl_reg_refused(ctl_reply *r, int err)
+void ctlsrv_reg_refused(ctlsrv_reply *r, int err)
 {
 	char msg[160];
 
 	snprintf(msg, sizeof(msg), "registry request not sent: %s", strerror(-err));
-	ctl_reply_err(r, err == -EINVAL ? "invalid_argument" : "connection_failed", msg, NULL);
+	ctlsrv_reply_err(r, err == -EINVAL ? "invalid_argument" : "connection_failed", msg, NULL);
 }
 
 /* ---- a hostname through the registry ---- */
-struct ctl_resolve {
-	ctl_resolve_cb cb; /* NULL once cancelled */
+struct ctlsrv_resolve {
+	ctlsrv_resolve_cb cb; /* NULL once cancelled */
 	void *arg;
 };
 
 static void resolve_answer(void *arg, json_object *reply, int err)
 {
-	ctl_resolve *q = arg;
-	ctl_resolve_cb cb = q->cb;
+	ctlsrv_resolve *q = arg;
+	ctlsrv_resolve_cb cb = q->cb;
 	void *cb_arg = q->arg;
 	json_object *v = NULL;
 	int64_t id = 0;
@@ -158,9 +158,9 @@ static void resolve_answer(void *arg, json_object *reply, int err)
 		cb(cb_arg, err ? 0 : (uint32_t)id, err, reply);
 }
 
-ctl_resolve *ctl_resolve_start(node *n, const char *name, ctl_resolve_cb cb, void *arg, int *err)
+ctlsrv_resolve *ctlsrv_resolve_start(node *n, const char *name, ctlsrv_resolve_cb cb, void *arg, int *err)
 {
-	ctl_resolve *q;
+	ctlsrv_resolve *q;
 	int rc;
 
 	if (!n->reg) {
@@ -171,7 +171,7 @@ ctl_resolve *ctl_resolve_start(node *n, const char *name, ctl_resolve_cb cb, voi
 		*err = -ENOMEM;
 		return NULL;
 	}
-	*q = (ctl_resolve){ .cb = cb, .arg = arg };
+	*q = (ctlsrv_resolve){ .cb = cb, .arg = arg };
 	if ((rc = registration_resolve_hostname(n->reg, name, resolve_answer, q)) < 0) {
 		free(q);
 		*err = rc;
@@ -181,7 +181,7 @@ ctl_resolve *ctl_resolve_start(node *n, const char *name, ctl_resolve_cb cb, voi
 	return q;
 }
 
-void ctl_resolve_cancel(ctl_resolve *q)
+void ctlsrv_resolve_cancel(ctlsrv_resolve *q)
 {
 	if (q)
 		q->cb = NULL;

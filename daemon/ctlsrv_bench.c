@@ -134,7 +134,7 @@ static int64_t bench_progress(pilot_loop *l, uint64_t id, void *arg)
 	json_object_object_add(o, "recv_bytes", json_object_new_int64((int64_t)b->recvd));
 	json_object_object_add(o, "elapsed_ms",
 			       json_object_new_double(b->t0 ? (pilot_now_us() - b->t0) / 1000.0 : 0));
-	ctl_reply_stream(b->o.r, o);
+	ctlsrv_reply_stream(b->o.r, o);
 	return PROGRESS_MS;
 }
 
@@ -161,19 +161,19 @@ static void bench_timeout(cop *o)
 		(unsigned long long)b->total);
 }
 
-void verb_bench(ctl_reply *r, json_object *args, void *arg)
+void verb_bench(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *v;
 	double mb = 1.0;
-	int64_t timeout = ctl_arg_timeout(args, 120000);
+	int64_t timeout = ctlsrv_arg_timeout(args, 120000);
 	bench_op *b;
 
 	if (json_object_object_get_ex(args, "size_mb", &v))
 		mb = json_object_get_double(v);
 	if (!(mb > 0 && mb <= 4096) || timeout <= 0) {
-		ctl_reply_err(r, "invalid_argument", "size_mb must be above 0 and at most 4096, timeout positive",
-			      NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "size_mb must be above 0 and at most 4096, timeout positive", NULL);
 		return;
 	}
 	if (!cop_can_start(r, n))
@@ -184,7 +184,7 @@ void verb_bench(ctl_reply *r, json_object *args, void *arg)
 	b->total = (uint64_t)(mb * 1048576.0);
 	if (!b->total)
 		b->total = 1;
-	b->progress = ctl_arg_bool(args, "progress") || ctl_arg_bool(args, "stream");
+	b->progress = ctlsrv_arg_bool(args, "progress") || ctlsrv_arg_bool(args, "stream");
 	cop_resolve(&b->o, args, bench_start);
 }
 
@@ -332,15 +332,16 @@ static void rtt_start(cop *o)
 	conn_set_nodelay(p->c, true);
 }
 
-static void rtt_begin(ctl_reply *r, json_object *args, node *n, bool trace)
+static void rtt_begin(ctlsrv_reply *r, json_object *args, node *n, bool trace)
 {
-	int64_t timeout = ctl_arg_timeout(args, 30000);
-	int64_t count = trace ? 3 : ctl_arg_int(args, "count", 200);
-	int64_t size = trace ? 64 : ctl_arg_int(args, "size", 100);
+	int64_t timeout = ctlsrv_arg_timeout(args, 30000);
+	int64_t count = trace ? 3 : ctlsrv_arg_int(args, "count", 200);
+	int64_t size = trace ? 64 : ctlsrv_arg_int(args, "size", 100);
 	rtt_op *p;
 
 	if (timeout <= 0 || count < 1 || count > 100000 || size < 1 || size > 65536) {
-		ctl_reply_err(r, "invalid_argument", "want a positive timeout, count 1..100000, size 1..65536", NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "want a positive timeout, count 1..100000, size 1..65536", NULL);
 		return;
 	}
 	if (!cop_can_start(r, n))
@@ -355,12 +356,12 @@ static void rtt_begin(ctl_reply *r, json_object *args, node *n, bool trace)
 	cop_resolve(&p->o, args, rtt_start);
 }
 
-void verb_traceroute(ctl_reply *r, json_object *args, void *arg)
+void verb_traceroute(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	rtt_begin(r, args, arg, true);
 }
 
-void verb_echo_rtt(ctl_reply *r, json_object *args, void *arg)
+void verb_echo_rtt(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	rtt_begin(r, args, arg, false);
 }
@@ -531,18 +532,18 @@ static void many_start(cop *o)
 	many_dial(o->n->loop, 0, p);
 }
 
-void verb_echo_many(ctl_reply *r, json_object *args, void *arg)
+void verb_echo_many(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = ctl_arg_timeout(args, 60000), streams = ctl_arg_int(args, "streams", 200),
-		bytes = ctl_arg_int(args, "bytes", 4096), burst = ctl_arg_int(args, "burst", 50),
-		interval = ctl_arg_int(args, "interval_ms", 100);
+	int64_t timeout = ctlsrv_arg_timeout(args, 60000), streams = ctlsrv_arg_int(args, "streams", 200),
+		bytes = ctlsrv_arg_int(args, "bytes", 4096), burst = ctlsrv_arg_int(args, "burst", 50),
+		interval = ctlsrv_arg_int(args, "interval_ms", 100);
 	many_op *p;
 
 	if (timeout <= 0 || streams < 1 || streams > 4096 || bytes < 1 || bytes > (1 << 24) || burst < 1
 	    || interval < 1) {
-		ctl_reply_err(r, "invalid_argument", "want streams 1..4096, bytes 1..16 MiB, burst >= 1, interval_ms >= 1",
-			      NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "want streams 1..4096, bytes 1..16 MiB, burst >= 1, interval_ms >= 1", NULL);
 		return;
 	}
 	if (!cop_can_start(r, n))
@@ -648,15 +649,15 @@ static void src_start(cop *o)
 		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, p->port, strerror(-err));
 }
 
-void verb_test_source(ctl_reply *r, json_object *args, void *arg)
+void verb_test_source(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = ctl_arg_timeout(args, 60000), port = ctl_arg_int(args, "port", -1),
-		bytes = ctl_arg_int(args, "bytes", 1 << 20);
+	int64_t timeout = ctlsrv_arg_timeout(args, 60000), port = ctlsrv_arg_int(args, "port", -1),
+		bytes = ctlsrv_arg_int(args, "bytes", 1 << 20);
 	src_op *p;
 
 	if (timeout <= 0 || bytes < 1) {
-		ctl_reply_err(r, "invalid_argument", "want bytes >= 1 and a positive timeout", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want bytes >= 1 and a positive timeout", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))
@@ -767,16 +768,16 @@ static bool sink_accept(void *arg, conn *c)
 
 static const conn_listener_cbs sink_listener = { sink_accept };
 
-void verb_test_sink(ctl_reply *r, json_object *args, void *arg)
+void verb_test_sink(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t timeout = ctl_arg_timeout(args, 60000), port = ctl_arg_int(args, "port", -1),
-		pause = ctl_arg_int(args, "pause_ms", 0);
+	int64_t timeout = ctlsrv_arg_timeout(args, 60000), port = ctlsrv_arg_int(args, "port", -1),
+		pause = ctlsrv_arg_int(args, "pause_ms", 0);
 	sink_op *p;
 	int rc;
 
 	if (timeout <= 0 || pause < 0) {
-		ctl_reply_err(r, "invalid_argument", "want pause_ms >= 0 and a positive timeout", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want pause_ms >= 0 and a positive timeout", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))

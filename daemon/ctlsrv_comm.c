@@ -1,6 +1,6 @@
 /* Stream and datagram control verbs over the connection table: connect, send,
  * recv, listen and the hidden dgram-send. The framework they run in is
- * ctl_op.c; bench, traceroute and the test verbs are ctl_bench.c. */
+ * ctlsrv_op.c; bench, traceroute and the test verbs are ctlsrv_bench.c. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,18 +110,18 @@ static void dial_start(cop *o)
 		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, d->port, strerror(-err));
 }
 
-void verb_connect(ctl_reply *r, json_object *args, void *arg)
+void verb_connect(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *msg = ctl_arg_str(args, "message");
-	int64_t port = ctl_arg_int(args, "port", CONNECT_PORT), timeout = ctl_arg_timeout(args, 30000);
+	const char *msg = ctlsrv_arg_str(args, "message");
+	int64_t port = ctlsrv_arg_int(args, "port", CONNECT_PORT), timeout = ctlsrv_arg_timeout(args, 30000);
 	dial_op *d;
 
 	if (!msg)
-		msg = ctl_arg_str(args, "data");
+		msg = ctlsrv_arg_str(args, "data");
 	if (!msg || !*msg || strlen(msg) > CHUNK_MAX || timeout <= 0) {
-		ctl_reply_err(r, "invalid_argument", "want a message (at most 65535 bytes) and a positive timeout",
-			      NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "want a message (at most 65535 bytes) and a positive timeout", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, true) || !cop_can_start(r, n))
@@ -130,7 +130,7 @@ void verb_connect(ctl_reply *r, json_object *args, void *arg)
 		return;
 	d->o.on_timeout = dial_timeout;
 	d->port = (int)port;
-	d->half_close = ctl_arg_bool(args, "half_close");
+	d->half_close = ctlsrv_arg_bool(args, "half_close");
 	if (!(d->msg = strdup(msg)) || (d->half_close && !(d->buf = malloc(CHUNK_MAX)))) {
 		cop_err(&d->o, "internal", "out of memory");
 		return;
@@ -210,7 +210,7 @@ static void recv_conn_done(recv_conn *rc, const uint8_t *buf, size_t len, const 
 	cop_drop_conn(&rc->c, false);
 	free(rc);
 	if (p->streaming)
-		ctl_reply_stream(p->o.r, m);
+		ctlsrv_reply_stream(p->o.r, m);
 	else
 		json_object_array_add(p->msgs, m);
 	if (p->count && ++p->done >= p->count)
@@ -254,16 +254,16 @@ static bool recv_accept(void *arg, conn *c)
 
 static const conn_listener_cbs recv_listener = { recv_accept };
 
-void verb_recv(ctl_reply *r, json_object *args, void *arg)
+void verb_recv(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t port = ctl_arg_int(args, "port", -1), count = ctl_arg_int(args, "count", 1),
-		timeout = ctl_arg_timeout(args, 30000);
+	int64_t port = ctlsrv_arg_int(args, "port", -1), count = ctlsrv_arg_int(args, "count", 1),
+		timeout = ctlsrv_arg_timeout(args, 30000);
 	recv_op *p;
 	int rc;
 
 	if (count < 0 || timeout < 0) {
-		ctl_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))
@@ -368,7 +368,7 @@ static void dgram_in(void *arg, pilot_addr src, uint16_t sport, uint16_t dport, 
 		json_object_object_add(m, "data", json_object_new_string_len((const char *)data, (int)len));
 		json_object_object_add(m, "bytes", json_object_new_int64((int64_t)len));
 		if (p->streaming)
-			ctl_reply_stream(p->o.r, m);
+			ctlsrv_reply_stream(p->o.r, m);
 		else
 			json_object_array_add(p->msgs, m);
 		if (p->count && ++p->got >= p->count) {
@@ -381,17 +381,17 @@ static void dgram_in(void *arg, pilot_addr src, uint16_t sport, uint16_t dport, 
 	}
 }
 
-void verb_listen(ctl_reply *r, json_object *args, void *arg)
+void verb_listen(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	int64_t port = ctl_arg_int(args, "port", -1), count = ctl_arg_int(args, "count", 0),
-		timeout = ctl_arg_timeout(args, 0);
+	int64_t port = ctlsrv_arg_int(args, "port", -1), count = ctlsrv_arg_int(args, "count", 0),
+		timeout = ctlsrv_arg_timeout(args, 0);
 	listen_op *p;
 	dgram_port *dp;
 	int rc;
 
 	if (count < 0 || timeout < 0) {
-		ctl_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))
@@ -453,15 +453,15 @@ static void dg_start(cop *o)
 	cop_ok(o, r);
 }
 
-void verb_dgram_send(ctl_reply *r, json_object *args, void *arg)
+void verb_dgram_send(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *data = ctl_arg_str(args, "data");
-	int64_t port = ctl_arg_int(args, "port", -1);
+	const char *data = ctlsrv_arg_str(args, "data");
+	int64_t port = ctlsrv_arg_int(args, "port", -1);
 	dg_op *d;
 
 	if (!data || !*data) {
-		ctl_reply_err(r, "invalid_argument", "want data", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want data", NULL);
 		return;
 	}
 	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n) || !(d = cop_new(n, r, sizeof(*d), 30000, dg_release)))

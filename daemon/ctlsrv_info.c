@@ -89,7 +89,7 @@ static json_object *peer_list_json(const node *n, const char *search, size_t *en
 	return arr;
 }
 
-void verb_peers(ctl_reply *r, json_object *args, void *arg)
+void verb_peers(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *s = NULL, *data = json_object_new_object(), *arr;
@@ -99,7 +99,7 @@ void verb_peers(ctl_reply *r, json_object *args, void *arg)
 	arr = peer_list_json(n, s ? json_object_get_string(s) : NULL, &enc, &auth);
 	set_int(data, "total", (int64_t)json_object_array_length(arr));
 	json_object_object_add(data, "peers", arr);
-	ctl_reply_ok(r, data);
+	ctlsrv_reply_ok(r, data);
 }
 
 /* ---- connections ---- */
@@ -156,16 +156,16 @@ static json_object *conn_list_json(node *n)
 	return arr;
 }
 
-void verb_connections(ctl_reply *r, json_object *args, void *arg)
+void verb_connections(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	json_object *data = json_object_new_object(), *arr = conn_list_json(arg);
 
 	set_int(data, "total", (int64_t)json_object_array_length(arr));
 	json_object_object_add(data, "connections", arr);
-	ctl_reply_ok(r, data);
+	ctlsrv_reply_ok(r, data);
 }
 
-void verb_disconnect(ctl_reply *r, json_object *args, void *arg)
+void verb_disconnect(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *v = NULL;
@@ -175,18 +175,18 @@ void verb_disconnect(ctl_reply *r, json_object *args, void *arg)
 
 	if (!json_object_object_get_ex(args, "conn_id", &v) || !json_object_is_type(v, json_type_int)
 	    || (id = json_object_get_int64(v)) < 0 || id > UINT32_MAX) {
-		ctl_reply_err(r, "invalid_argument", "conn_id must be a connection id", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "conn_id must be a connection id", NULL);
 		return;
 	}
 	if (!n->conns || !(c = conn_lookup_id(n->conns, (uint32_t)id))) {
 		snprintf(msg, sizeof(msg), "no connection %lld", (long long)id);
-		ctl_reply_err(r, "not_found", msg, "list them with: pilotctl connections");
+		ctlsrv_reply_err(r, "not_found", msg, "list them with: pilotctl connections");
 		return;
 	}
 	conn_reset(c);
 	v = json_object_new_object();
 	set_int(v, "conn_id", id);
-	ctl_reply_ok(r, v);
+	ctlsrv_reply_ok(r, v);
 }
 
 /* ---- info ---- */
@@ -221,7 +221,7 @@ static json_object *counters_json(node *n)
 	peer_stats ps = { 0 };
 	conn_table_stats cs = { 0 };
 	trust_stats ts = { 0 };
-	ctlsock_stats ks = { 0 };
+	ctlsrv_stats ks = { 0 };
 
 	if (n->peers)
 		peer_get_stats(n->peers, &ps);
@@ -229,8 +229,8 @@ static json_object *counters_json(node *n)
 		conn_get_stats(n->conns, &cs);
 	if (n->trust)
 		trust_get_stats(n->trust, &ts);
-	if (n->ctl)
-		ctlsock_get_stats(n->ctl, &ks);
+	if (n->ctlsrv)
+		ctlsrv_get_stats(n->ctlsrv, &ks);
 	set_int(o, "tunnel_rx_frames", (int64_t)ps.rx_frames);
 	set_int(o, "tunnel_drop_malformed", (int64_t)ps.drop_malformed);
 	set_int(o, "tunnel_drop_bad_crc", (int64_t)ps.drop_bad_crc);
@@ -309,7 +309,7 @@ static uint64_t listeners(node *n)
 	return cs.listeners;
 }
 
-void verb_info(ctl_reply *r, json_object *args, void *arg)
+void verb_info(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object(), *peers;
@@ -345,5 +345,5 @@ void verb_info(ctl_reply *r, json_object *args, void *arg)
 	node_compat_info(n, o);
 	json_object_object_add(o, "tun", node_tun_info_json(n));
 	json_object_object_add(o, "counters", counters_json(n));
-	ctl_reply_ok(r, o);
+	ctlsrv_reply_ok(r, o);
 }

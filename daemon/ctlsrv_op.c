@@ -1,4 +1,4 @@
-/* The control-operation framework (ctl_comm.h) shared by the stream, datagram,
+/* The control-operation framework (ctlsrv_op.h) shared by the stream, datagram,
  * test and service verbs: allocation, timeout, target resolution, finishing
  * exactly once, and the shutdown that finishes every operation still open. */
 #include <errno.h>
@@ -12,7 +12,7 @@
 
 /* ---- the operation framework ---- */
 
-static void cop_cancelled(ctl_reply *r, void *arg);
+static void cop_cancelled(ctlsrv_reply *r, void *arg);
 
 static void cop_unlink(cop *o)
 {
@@ -33,7 +33,7 @@ static void cop_free(cop *o)
 	if (o->timer)
 		pilot_loop_del_timer(o->n->loop, o->timer);
 	o->timer = 0;
-	ctl_resolve_cancel(o->rq);
+	ctlsrv_resolve_cancel(o->rq);
 	if (o->release)
 		o->release(o);
 	free(o);
@@ -60,12 +60,12 @@ void cop_set_timeout(cop *o, int64_t timeout_ms)
 	o->timer = timeout_ms > 0 ? pilot_loop_add_timer(o->n->loop, (uint64_t)timeout_ms, cop_timer, o) : 0;
 }
 
-void *cop_new(node *n, ctl_reply *r, size_t size, int64_t timeout_ms, void (*release)(cop *o))
+void *cop_new(node *n, ctlsrv_reply *r, size_t size, int64_t timeout_ms, void (*release)(cop *o))
 {
 	cop *o = calloc(1, size);
 
 	if (!o) {
-		ctl_reply_err(r, "internal", "out of memory", NULL);
+		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
 		return NULL;
 	}
 	o->n = n;
@@ -76,13 +76,13 @@ void *cop_new(node *n, ctl_reply *r, size_t size, int64_t timeout_ms, void (*rel
 		o->next->prev = o;
 	n->svc->ops = o;
 	cop_set_timeout(o, timeout_ms);
-	ctl_reply_on_cancel(r, cop_cancelled, o);
+	ctlsrv_reply_on_cancel(r, cop_cancelled, o);
 	return o;
 }
 
 void cop_ok(cop *o, json_object *data)
 {
-	ctl_reply_ok(o->r, data);
+	ctlsrv_reply_ok(o->r, data);
 	cop_free(o);
 }
 
@@ -94,24 +94,25 @@ void cop_err(cop *o, const char *code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	ctl_reply_err(o->r, code, msg,
-		      !strcmp(code, "connection_failed") || !strcmp(code, "timeout")
-		      ? "a private node accepts connections only from trusted peers: pilotctl handshake <node>"
-		      : NULL);
+	ctlsrv_reply_err(o->r, code, msg,
+			 !strcmp(code, "connection_failed") || !strcmp(code, "timeout")
+				 ? "a private node accepts connections only from trusted peers: pilotctl "
+				   "handshake <node>"
+				 : NULL);
 	cop_free(o);
 }
 
 void cop_end(cop *o)
 {
-	ctl_reply_end(o->r);
+	ctlsrv_reply_end(o->r);
 	cop_free(o);
 }
 
-static void cop_cancelled(ctl_reply *r, void *arg)
+static void cop_cancelled(ctlsrv_reply *r, void *arg)
 {
 	cop *o = arg;
 
-	ctl_reply_err(r, "internal", "cancelled", NULL);
+	ctlsrv_reply_err(r, "internal", "cancelled", NULL);
 	cop_free(o);
 }
 
@@ -141,12 +142,12 @@ static void resolved(void *arg, uint32_t id, int err, json_object *reply)
 
 void cop_resolve(cop *o, json_object *args, void (*start)(cop *o))
 {
-	const char *t = ctl_arg_str(args, "target");
+	const char *t = ctlsrv_arg_str(args, "target");
 	uint32_t id;
 	int rc;
 
 	o->start = start;
-	if (ctl_arg_node(args, &id) == 0) {
+	if (ctlsrv_arg_node(args, &id) == 0) {
 		cop_target(o, id);
 		return;
 	}
@@ -154,7 +155,7 @@ void cop_resolve(cop *o, json_object *args, void (*start)(cop *o))
 		cop_err(o, "not_found", "want a node ID, an address (N:NNNN.HHHH.LLLL) or a hostname");
 		return;
 	}
-	if ((o->rq = ctl_resolve_start(o->n, t, resolved, o, &rc)))
+	if ((o->rq = ctlsrv_resolve_start(o->n, t, resolved, o, &rc)))
 		return;
 	if (rc == -ENOMEM)
 		cop_err(o, "internal", "out of memory");
@@ -174,12 +175,12 @@ const char *cop_errname(int err)
 	return err ? strerror(err) : "connection closed";
 }
 
-bool cop_can_start(ctl_reply *r, node *n)
+bool cop_can_start(ctlsrv_reply *r, node *n)
 {
-	if (ctl_need_up(r, n))
+	if (ctlsrv_need_up(r, n))
 		return false;
 	if (n->stopping || !n->svc || !n->conns) {
-		ctl_reply_err(r, "unavailable", "the daemon is shutting down", NULL);
+		ctlsrv_reply_err(r, "unavailable", "the daemon is shutting down", NULL);
 		return false;
 	}
 	return true;
@@ -251,10 +252,10 @@ void cop_drop_conn(conn **cp, bool abort_it)
 	*cp = NULL;
 }
 
-bool cop_port_ok(ctl_reply *r, int64_t port, bool allow0)
+bool cop_port_ok(ctlsrv_reply *r, int64_t port, bool allow0)
 {
 	if (port < (allow0 ? 0 : 1) || port > 65535) {
-		ctl_reply_err(r, "invalid_argument", "want a port 1..65535", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want a port 1..65535", NULL);
 		return false;
 	}
 	return true;
@@ -268,7 +269,7 @@ void node_svc_down(node *n)
 	if (!s)
 		return;
 	while (s->ops) {
-		ctl_reply_err(s->ops->r, "unavailable", "the daemon is shutting down", NULL);
+		ctlsrv_reply_err(s->ops->r, "unavailable", "the daemon is shutting down", NULL);
 		cop_free(s->ops);
 	}
 	svc_services_free(n);

@@ -1,16 +1,16 @@
-/* Shared by daemon/ctl_op.c (the framework), ctl_comm.c (stream and datagram
- * verbs), ctl_bench.c (measurements, test verbs) and ctl_svc.c (built-in
+/* Shared by daemon/ctlsrv_op.c (the framework), ctlsrv_comm.c (stream and datagram
+ * verbs), ctlsrv_bench.c (measurements, test verbs) and ctlsrv_svc.c (built-in
  * services and their verbs): the node's service state and the
  * asynchronous control operation ("cop") every communication verb runs as.
  *
  * A cop owns one control reply. It has a timeout, resolves its target (node ID,
  * address, or hostname through the registry), and is finished exactly once: by
- * its own completion, its timeout, the client going away (ctl_reply_on_cancel)
+ * its own completion, its timeout, the client going away (ctlsrv_reply_on_cancel)
  * or daemon shutdown (node_svc_down, before the connection table goes). Its
  * release callback drops every resource (conn handles, service ops) without
  * replying. Nothing outside those files includes this. */
-#ifndef PILOT_CTL_COMM_H
-#define PILOT_CTL_COMM_H
+#ifndef PILOT_CTLSRV_COMM_H
+#define PILOT_CTLSRV_COMM_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -36,12 +36,12 @@ typedef struct node_svc {
 
 struct cop {
 	node *n;
-	ctl_reply *r;
+	ctlsrv_reply *r;
 	cop *prev, *next;
 	uint64_t timer;
 	uint32_t target;
 	char addr[PILOT_ADDR_STRLEN];
-	ctl_resolve *rq;
+	ctlsrv_resolve *rq;
 	void (*start)(cop *o);      /* target resolved */
 	void (*release)(cop *o);    /* drop resources; never replies */
 	void (*on_timeout)(cop *o); /* must finish o; NULL = "timeout" error */
@@ -49,7 +49,7 @@ struct cop {
 
 /* Allocate size bytes (cop first) bound to r, with a timeout (<= 0: none).
  * NULL after replying "internal" when out of memory. */
-void *cop_new(node *n, ctl_reply *r, size_t size, int64_t timeout_ms, void (*release)(cop *o));
+void *cop_new(node *n, ctlsrv_reply *r, size_t size, int64_t timeout_ms, void (*release)(cop *o));
 /* Resolve args' target and call start (maybe at once). On failure o is finished. */
 void cop_resolve(cop *o, json_object *args, void (*start)(cop *o));
 void cop_ok(cop *o, json_object *data);
@@ -66,15 +66,15 @@ json_object *cop_conn_stats(const conn *c);
 /* Release a conn handle: graceful close or RST, never calling back; *cp = NULL. */
 void cop_drop_conn(conn **cp, bool abort_it);
 /* A port argument in 1..65535 (0 too if allow0), else reply invalid_argument. */
-bool cop_port_ok(ctl_reply *r, int64_t port, bool allow0);
+bool cop_port_ok(ctlsrv_reply *r, int64_t port, bool allow0);
 /* The whole stream_stats as a JSON object. */
 json_object *cop_stats_json(const stream_stats *s);
 const char *cop_errname(int err); /* "connection refused", "timeout", strerror */
 /* The shutdown/up gate for a new operation: replies and returns false when the
  * data plane is not (or no longer) there. */
-bool cop_can_start(ctl_reply *r, node *n);
+bool cop_can_start(ctlsrv_reply *r, node *n);
 
-/* ctl_svc.c */
+/* ctlsrv_svc.c */
 void svc_dirs(const node *n, char *received, char *inbox, size_t len);
 void svc_services_free(node *n);
 

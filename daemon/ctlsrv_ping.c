@@ -1,6 +1,6 @@
 /* Control verb ping (control-protocol echo, RTT per sample; the target is a
  * node ID, an address or a hostname resolved through the registry). The stream,
- * datagram and service verbs are in ctl_comm.c and ctl_svc.c. */
+ * datagram and service verbs are in ctlsrv_comm.c and ctlsrv_svc.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +22,9 @@
 
 /* ---- ping ---- */
 typedef struct ping_op {
-	ctl_reply *r;
+	ctlsrv_reply *r;
 	node *n;
-	ctl_resolve *rq;         /* hostname resolve in flight */
+	ctlsrv_resolve *rq; /* hostname resolve in flight */
 	uint32_t target;
 	char addr[PILOT_ADDR_STRLEN];
 	int count, seq;
@@ -45,7 +45,7 @@ static void ping_finish(ping_op *p)
 	json_object_object_add(o, "target", json_object_new_string(p->addr));
 	json_object_object_add(o, "results", p->results);
 	json_object_object_add(o, "timeout", json_object_new_boolean(p->timed_out));
-	ctl_reply_ok(p->r, o);
+	ctlsrv_reply_ok(p->r, o);
 	free(p);
 }
 
@@ -53,7 +53,7 @@ static void ping_send(ping_op *p);
 
 static void ping_fail(ping_op *p, const char *code, const char *msg)
 {
-	ctl_reply_err(p->r, code, msg, NULL);
+	ctlsrv_reply_err(p->r, code, msg, NULL);
 	json_object_put(p->results);
 	free(p);
 }
@@ -91,7 +91,7 @@ static void ping_resolve(ping_op *p, const char *name)
 		ping_fail(p, "not_found", "want a node ID, an address (N:NNNN.HHHH.LLLL) or a hostname");
 		return;
 	}
-	if ((p->rq = ctl_resolve_start(p->n, name, ping_resolved, p, &rc)))
+	if ((p->rq = ctlsrv_resolve_start(p->n, name, ping_resolved, p, &rc)))
 		return;
 	if (rc == -ENOMEM) {
 		ping_fail(p, "internal", "out of memory");
@@ -149,11 +149,11 @@ static void ping_send(ping_op *p)
 	p->ping_id = id;
 }
 
-static void ping_cancel(ctl_reply *r, void *arg)
+static void ping_cancel(ctlsrv_reply *r, void *arg)
 {
 	ping_op *p = arg;
 
-	ctl_resolve_cancel(p->rq); /* its answer finds nobody to tell */
+	ctlsrv_resolve_cancel(p->rq); /* its answer finds nobody to tell */
 	p->rq = NULL;
 	if (p->ping_id && p->n->conns)
 		conn_ping_cancel(p->n->conns, p->ping_id);
@@ -161,24 +161,25 @@ static void ping_cancel(ctl_reply *r, void *arg)
 	ping_finish(p);
 }
 
-void verb_ping(ctl_reply *r, json_object *args, void *arg)
+void verb_ping(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	ping_op *p;
-	const char *payload = ctl_arg_str(args, "payload");
-	int64_t count = ctl_arg_int(args, "count", PING_COUNT), timeout = ctl_arg_timeout(args, PING_TIMEOUT_MS);
+	const char *payload = ctlsrv_arg_str(args, "payload");
+	int64_t count = ctlsrv_arg_int(args, "count", PING_COUNT),
+		timeout = ctlsrv_arg_timeout(args, PING_TIMEOUT_MS);
 	uint32_t id;
 
 	if (count < 1 || count > PING_MAX_COUNT || timeout <= 0
 	    || (payload && strlen(payload) > PING_PAYLOAD_MAX)) {
-		ctl_reply_err(r, "invalid_argument", "count must be 1..1000, timeout positive, payload <= 1024 bytes",
-			      NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "count must be 1..1000, timeout positive, payload <= 1024 bytes", NULL);
 		return;
 	}
-	if (ctl_need_up(r, n))
+	if (ctlsrv_need_up(r, n))
 		return;
 	if (!(p = calloc(1, sizeof(*p)))) {
-		ctl_reply_err(r, "internal", "out of memory", NULL);
+		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
 		return;
 	}
 	p->r = r;
@@ -188,11 +189,11 @@ void verb_ping(ctl_reply *r, json_object *args, void *arg)
 	p->deadline_ms = pilot_now_ms() + (uint64_t)timeout;
 	p->plen = payload ? strlen(payload) : 9;
 	memcpy(p->payload, payload ? payload : "pilotping", p->plen);
-	if (ctl_arg_node(args, &id) == 0) {
-		ctl_reply_on_cancel(r, ping_cancel, p);
+	if (ctlsrv_arg_node(args, &id) == 0) {
+		ctlsrv_reply_on_cancel(r, ping_cancel, p);
 		ping_start(p, id);
 		return;
 	}
-	ctl_reply_on_cancel(r, ping_cancel, p); /* before: ping_fail may finish r */
-	ping_resolve(p, ctl_arg_str(args, "target"));
+	ctlsrv_reply_on_cancel(r, ping_cancel, p); /* before: ping_fail may finish r */
+	ping_resolve(p, ctlsrv_arg_str(args, "target"));
 }

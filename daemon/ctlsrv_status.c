@@ -94,7 +94,7 @@ static json_object *peers_json(node *n)
 	return arr;
 }
 
-void verb_status(ctl_reply *r, json_object *args, void *arg)
+void verb_status(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o = json_object_new_object(), *tun = node_tun_info_json(n), *v;
@@ -112,5 +112,5 @@ void verb_status(ctl_reply *r, json_object *args, void *arg)
 	json_object_put(tun);
 	json_object_object_add(o, "peers", peers_json(n));
 	json_object_object_add(o, "pending", n->trust ? trust_pending_json(n->trust) : json_object_new_array());
-	ctl_reply_ok(r, o);
+	ctlsrv_reply_ok(r, o);
 }

@@ -151,15 +151,15 @@ static void dxc_start(cop *o)
 	}
 }
 
-void verb_send_file(ctl_reply *r, json_object *args, void *arg)
+void verb_send_file(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *path = ctl_arg_str(args, "path");
-	int64_t timeout = ctl_arg_timeout(args, 120000);
+	const char *path = ctlsrv_arg_str(args, "path");
+	int64_t timeout = ctlsrv_arg_timeout(args, 120000);
 	dx_cop *d;
 
 	if (!path || path[0] != '/' || timeout <= 0) {
-		ctl_reply_err(r, "invalid_argument", "want an absolute path and a positive timeout", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want an absolute path and a positive timeout", NULL);
 		return;
 	}
 	if (!cop_can_start(r, n) || !(d = cop_new(n, r, sizeof(*d), timeout, dxc_release)))
@@ -171,11 +171,11 @@ void verb_send_file(ctl_reply *r, json_object *args, void *arg)
 	cop_resolve(&d->o, args, dxc_start);
 }
 
-void verb_send_message(ctl_reply *r, json_object *args, void *arg)
+void verb_send_message(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *data = ctl_arg_str(args, "data"), *type = ctl_arg_str(args, "type");
-	int64_t timeout = ctl_arg_timeout(args, 30000);
+	const char *data = ctlsrv_arg_str(args, "data"), *type = ctlsrv_arg_str(args, "type");
+	int64_t timeout = ctlsrv_arg_timeout(args, 30000);
 	uint32_t t;
 	dx_cop *d;
 
@@ -188,8 +188,8 @@ void verb_send_message(ctl_reply *r, json_object *args, void *arg)
 	else
 		t = 0;
 	if (!t || !data || timeout <= 0) {
-		ctl_reply_err(r, "invalid_argument", "want data, a type text|json|binary and a positive timeout",
-			      NULL);
+		ctlsrv_reply_err(r, "invalid_argument",
+				 "want data, a type text|json|binary and a positive timeout", NULL);
 		return;
 	}
 	if (!cop_can_start(r, n) || !(d = cop_new(n, r, sizeof(*d), timeout, dxc_release)))
@@ -204,31 +204,31 @@ void verb_send_message(ctl_reply *r, json_object *args, void *arg)
 }
 
 /* received / inbox (not pilotctl verbs: scripts and tests), args {clear: bool}. */
-static void mailbox(ctl_reply *r, json_object *args, node *n, bool files)
+static void mailbox(ctlsrv_reply *r, json_object *args, node *n, bool files)
 {
 	char rdir[4096], idir[4096];
 	json_object *out = NULL;
 	int rc;
 
 	svc_dirs(n, rdir, idir, sizeof(rdir));
-	if (ctl_arg_bool(args, "clear"))
+	if (ctlsrv_arg_bool(args, "clear"))
 		rc = files ? dx_clear_received(rdir, &out) : dx_clear_inbox(idir, &out);
 	else
 		rc = files ? dx_list_received(rdir, &out) : dx_list_inbox(idir, &out);
 	if (rc == -ENOENT)
-		ctl_reply_ok(r, NULL);
+		ctlsrv_reply_ok(r, NULL);
 	else if (rc < 0)
-		ctl_reply_err(r, "internal", strerror(-rc), NULL);
+		ctlsrv_reply_err(r, "internal", strerror(-rc), NULL);
 	else
-		ctl_reply_ok(r, out);
+		ctlsrv_reply_ok(r, out);
 }
 
-void verb_received(ctl_reply *r, json_object *args, void *arg)
+void verb_received(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	mailbox(r, args, arg, true);
 }
 
-void verb_inbox(ctl_reply *r, json_object *args, void *arg)
+void verb_inbox(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	mailbox(r, args, arg, false);
 }
@@ -287,7 +287,7 @@ static void sub_event(void *arg, const uint8_t *topic, size_t tlen, const uint8_
 	json_object_object_add(m, "data", json_object_new_string_len((const char *)data, (int)len));
 	json_object_object_add(m, "bytes", json_object_new_int64((int64_t)len));
 	if (e->streaming)
-		ctl_reply_stream(e->o.r, m);
+		ctlsrv_reply_stream(e->o.r, m);
 	else
 		json_object_array_add(e->events, m);
 	e->got++;
@@ -317,24 +317,24 @@ static void sub_start(cop *o)
 		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EVS_PORT, strerror(-err));
 }
 
-static bool topic_ok(ctl_reply *r, const char *topic)
+static bool topic_ok(ctlsrv_reply *r, const char *topic)
 {
 	if (!topic || !*topic || strlen(topic) > EVS_MAX_TOPIC) {
-		ctl_reply_err(r, "invalid_argument", "want a topic of 1 to 1024 bytes", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want a topic of 1 to 1024 bytes", NULL);
 		return false;
 	}
 	return true;
 }
 
-void verb_subscribe(ctl_reply *r, json_object *args, void *arg)
+void verb_subscribe(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *topic = ctl_arg_str(args, "topic");
-	int64_t count = ctl_arg_int(args, "count", 0), timeout = ctl_arg_timeout(args, 0);
+	const char *topic = ctlsrv_arg_str(args, "topic");
+	int64_t count = ctlsrv_arg_int(args, "count", 0), timeout = ctlsrv_arg_timeout(args, 0);
 	evs_cop *e;
 
 	if (count < 0 || timeout < 0) {
-		ctl_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
 		return;
 	}
 	if (!topic_ok(r, topic) || !cop_can_start(r, n) || !(e = cop_new(n, r, sizeof(*e), timeout, evc_release)))
@@ -379,15 +379,15 @@ static void pub_start(cop *o)
 		cop_err(o, "connection_failed", "%s:%d: %s", o->addr, EVS_PORT, strerror(-err));
 }
 
-void verb_publish(ctl_reply *r, json_object *args, void *arg)
+void verb_publish(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *topic = ctl_arg_str(args, "topic"), *data = ctl_arg_str(args, "data");
-	int64_t timeout = ctl_arg_timeout(args, 30000);
+	const char *topic = ctlsrv_arg_str(args, "topic"), *data = ctlsrv_arg_str(args, "data");
+	int64_t timeout = ctlsrv_arg_timeout(args, 30000);
 	evs_cop *e;
 
 	if (!data || timeout <= 0) {
-		ctl_reply_err(r, "invalid_argument", "publish needs data and a positive timeout", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "publish needs data and a positive timeout", NULL);
 		return;
 	}
 	if (!topic_ok(r, topic) || !cop_can_start(r, n) || !(e = cop_new(n, r, sizeof(*e), timeout, evc_release)))

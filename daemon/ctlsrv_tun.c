@@ -13,12 +13,12 @@
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
 
-static bool need_tun(ctl_reply *r, node *n)
+static bool need_tun(ctlsrv_reply *r, node *n)
 {
 	if (n->tun)
 		return false;
-	ctl_reply_err(r, "unavailable", "the TUN device is off (-tun=off)",
-		      "restart pilotd without -tun=off, as root or with CAP_NET_ADMIN");
+	ctlsrv_reply_err(r, "unavailable", "the TUN device is off (-tun=off)",
+			 "restart pilotd without -tun=off, as root or with CAP_NET_ADMIN");
 	return true;
 }
 
@@ -65,7 +65,7 @@ static int parse_ip(const char *s, uint32_t *ip)
 }
 
 /* ---- map ---- */
-static void do_map(ctl_reply *r, node *n, pilot_addr a, const char *ipstr)
+static void do_map(ctlsrv_reply *r, node *n, pilot_addr a, const char *ipstr)
 {
 	node_tun *nt = n->tun;
 	uint32_t ip;
@@ -77,33 +77,34 @@ static void do_map(ctl_reply *r, node *n, pilot_addr a, const char *ipstr)
 		return;
 	}
 	if (n->node_id && a.node == n->node_id) {
-		ctl_reply_err(r, "invalid_argument", "that is this node (its IP is the TUN's own)", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "that is this node (its IP is the TUN's own)", NULL);
 		return;
 	}
 	if (ipstr && parse_ip(ipstr, &ip) < 0) {
 		snprintf(msg, sizeof(msg), "\"%.64s\" is not an IPv4 address", ipstr);
-		ctl_reply_err(r, "invalid_argument", msg, NULL);
+		ctlsrv_reply_err(r, "invalid_argument", msg, NULL);
 		return;
 	}
 	rc = ipstr ? tun_addrmap_map(nt->map, a, ip) : tun_addrmap_get(nt->map, a, &ip);
 	if (rc == -EEXIST) {
 		snprintf(msg, sizeof(msg), "%.64s is mapped to another address", ipstr);
-		ctl_reply_err(r, "already_exists", msg, "free it first with: pilotctl unmap <ip>");
+		ctlsrv_reply_err(r, "already_exists", msg, "free it first with: pilotctl unmap <ip>");
 	} else if (rc == -EINVAL) {
 		snprintf(msg, sizeof(msg), "%.64s is outside the TUN subnet or reserved", ipstr ? ipstr : "address");
-		ctl_reply_err(r, "invalid_argument", msg, "see: pilotctl info (tun.subnet)");
+		ctlsrv_reply_err(r, "invalid_argument", msg, "see: pilotctl info (tun.subnet)");
 	} else if (rc == -ENOSPC) {
-		ctl_reply_err(r, "internal", "the TUN subnet is full", "unmap unused addresses or widen -tun-subnet");
+		ctlsrv_reply_err(r, "internal", "the TUN subnet is full",
+				 "unmap unused addresses or widen -tun-subnet");
 	} else if (rc < 0) {
 		snprintf(msg, sizeof(msg), "map: %s", strerror(-rc));
-		ctl_reply_err(r, "internal", msg, NULL);
+		ctlsrv_reply_err(r, "internal", msg, NULL);
 	} else {
-		ctl_reply_ok(r, entry_json(nt, a, ip));
+		ctlsrv_reply_ok(r, entry_json(nt, a, ip));
 	}
 }
 
 typedef struct map_req {
-	ctl_reply *r;
+	ctlsrv_reply *r;
 	node *n;
 	char ip[64];
 	bool has_ip;
@@ -114,16 +115,17 @@ static void map_resolved(void *arg, uint32_t id, int err, json_object *reply)
 	map_req *q = arg;
 
 	if (err == -ENOENT)
-		ctl_reply_err(q->r, "not_found", "hostname not found", "a private node is found only once it trusts you");
-	else if (!ctl_reg_failed(q->r, reply, err))
+		ctlsrv_reply_err(q->r, "not_found", "hostname not found",
+				 "a private node is found only once it trusts you");
+	else if (!ctlsrv_reg_failed(q->r, reply, err))
 		do_map(q->r, q->n, pilot_addr_make(0, id), q->has_ip ? q->ip : NULL);
 	free(q);
 }
 
-void verb_map(ctl_reply *r, json_object *args, void *arg)
+void verb_map(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *target = ctl_arg_str(args, "target"), *ip = ctl_arg_str(args, "ip");
+	const char *target = ctlsrv_arg_str(args, "target"), *ip = ctlsrv_arg_str(args, "ip");
 	pilot_addr a;
 	map_req *q;
 	int rc;
@@ -131,32 +133,32 @@ void verb_map(ctl_reply *r, json_object *args, void *arg)
 	if (need_tun(r, n))
 		return;
 	if (!target || !*target) {
-		ctl_reply_err(r, "invalid_argument", "want an address, node ID or hostname", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want an address, node ID or hostname", NULL);
 		return;
 	}
 	if (parse_addr(target, &a) == 0) {
 		do_map(r, n, a, ip);
 		return;
 	}
-	if (ctl_need_up(r, n))
+	if (ctlsrv_need_up(r, n))
 		return;
 	if (!(q = calloc(1, sizeof(*q)))) {
-		ctl_reply_err(r, "internal", "out of memory", NULL);
+		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
 		return;
 	}
 	*q = (map_req){ .r = r, .n = n, .has_ip = ip != NULL };
 	snprintf(q->ip, sizeof(q->ip), "%s", ip ? ip : "");
-	if (!ctl_resolve_start(n, target, map_resolved, q, &rc)) {
+	if (!ctlsrv_resolve_start(n, target, map_resolved, q, &rc)) {
 		free(q);
-		ctl_reg_refused(r, rc);
+		ctlsrv_reg_refused(r, rc);
 	}
 }
 
 /* ---- unmap ---- */
-void verb_unmap(ctl_reply *r, json_object *args, void *arg)
+void verb_unmap(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
-	const char *target = ctl_arg_str(args, "target");
+	const char *target = ctlsrv_arg_str(args, "target");
 	json_object *o;
 	pilot_addr a;
 	uint32_t ip;
@@ -166,28 +168,29 @@ void verb_unmap(ctl_reply *r, json_object *args, void *arg)
 	if (need_tun(r, n))
 		return;
 	if (!target || (parse_ip(target, &ip) < 0 && parse_addr(target, &a) < 0)) {
-		ctl_reply_err(r, "invalid_argument", "want a mapped IPv4 address or a Pilot address", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "want a mapped IPv4 address or a Pilot address",
+				 NULL);
 		return;
 	}
 	if (parse_ip(target, &ip) == 0 ? tun_addrmap_lookup_ip(n->tun->map, ip, &a) < 0
 				       : tun_addrmap_lookup_addr(n->tun->map, a, &ip) < 0) {
 		snprintf(msg, sizeof(msg), "%.64s is not mapped", target);
-		ctl_reply_err(r, "not_found", msg, "list them with: pilotctl maps");
+		ctlsrv_reply_err(r, "not_found", msg, "list them with: pilotctl maps");
 		return;
 	}
 	if (n->node_id && a.node == n->node_id) {
-		ctl_reply_err(r, "invalid_argument", "the own IP cannot be unmapped", NULL);
+		ctlsrv_reply_err(r, "invalid_argument", "the own IP cannot be unmapped", NULL);
 		return;
 	}
 	o = entry_json(n->tun, a, ip);
 	if ((rc = tun_addrmap_unmap(n->tun->map, a)) < 0) {
 		json_object_put(o);
 		snprintf(msg, sizeof(msg), "unmap: %s", strerror(-rc));
-		ctl_reply_err(r, "internal", msg, NULL);
+		ctlsrv_reply_err(r, "internal", msg, NULL);
 		return;
 	}
 	json_object_object_add(o, "unmapped", json_object_new_boolean(1));
-	ctl_reply_ok(r, o);
+	ctlsrv_reply_ok(r, o);
 }
 
 /* ---- maps, tun ---- */
@@ -204,7 +207,7 @@ static int add_entry(void *ctx, pilot_addr a, uint32_t ip)
 	return 0;
 }
 
-void verb_maps(ctl_reply *r, json_object *args, void *arg)
+void verb_maps(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o;
@@ -218,10 +221,10 @@ void verb_maps(ctl_reply *r, json_object *args, void *arg)
 	json_object_object_add(o, "map_file", json_object_new_string(n->tun->map_path));
 	json_object_object_add(o, "total", json_object_new_int64((int64_t)json_object_array_length(x.arr)));
 	json_object_object_add(o, "mappings", x.arr);
-	ctl_reply_ok(r, o);
+	ctlsrv_reply_ok(r, o);
 }
 
-void verb_tun(ctl_reply *r, json_object *args, void *arg)
+void verb_tun(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	json_object *o, *b;
@@ -237,5 +240,5 @@ void verb_tun(ctl_reply *r, json_object *args, void *arg)
 	} else {
 		json_object_object_add(o, "flows", json_object_new_array());
 	}
-	ctl_reply_ok(r, o);
+	ctlsrv_reply_ok(r, o);
 }

@@ -1,9 +1,9 @@
-/* The control verb table; see ctl_verbs.h. */
+/* The control verb table; see ctlsrv_verbs.h. */
 #include <errno.h>
 
 #include "daemon/ctlsrv_verbs.h"
 
-static const ctl_verb verbs[] = {
+static const ctlsrv_verb verbs[] = {
 	{ "info", verb_info, "the node, counters, peers and connections (cli.md 3.2)" },
 	{ "peers", verb_peers, "peer tunnels, optionally filtered by \"search\"" },
 	{ "connections", verb_connections, "stream connections" },
@@ -63,18 +63,18 @@ static const ctl_verb verbs[] = {
 	{ "tun", verb_tun, "the TUN device, bridge counters and bridged flows" },
 };
 
-const ctl_verb *ctl_verbs(size_t *n)
+const ctlsrv_verb *ctlsrv_verbs(size_t *n)
 {
 	*n = sizeof(verbs) / sizeof(verbs[0]);
 	return verbs;
 }
 
-int ctl_verbs_register(ctlsock *s, struct node *n)
+int ctlsrv_verbs_register(ctlsrv *s, struct node *n)
 {
 	int rc;
 
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if ((rc = ctlsock_register(s, verbs[i].name, verbs[i].fn, n)) < 0)
+		if ((rc = ctlsrv_register(s, verbs[i].name, verbs[i].fn, n)) < 0)
 			return rc;
 	return 0;
 }

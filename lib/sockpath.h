@@ -1,5 +1,5 @@
 /* Where pilotd's control socket is by default: one rule for the daemon
- * (daemon/ctlsock.c) and pilotctl (ctl/client.c). */
+ * (daemon/ctlsrv.c) and pilotctl (ctl/client.c). */
 #ifndef PILOT_SOCKPATH_H
 #define PILOT_SOCKPATH_H
 

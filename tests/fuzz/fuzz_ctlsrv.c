@@ -5,74 +5,74 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define PILOT_CTLSOCK_INTERNAL
+#define PILOT_CTLSRV_INTERNAL
 #include "daemon/ctlsrv.h"
 #include "lib/loop.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static ctl_reply *held;
+static ctlsrv_reply *held;
 
-static void h_echo(ctl_reply *r, json_object *args, void *arg)
+static void h_echo(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)arg;
-	ctl_reply_ok(r, json_object_get(args));
+	ctlsrv_reply_ok(r, json_object_get(args));
 }
 
-static void h_err(ctl_reply *r, json_object *args, void *arg)
+static void h_err(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_err(r, "invalid_argument", "no", NULL);
+	ctlsrv_reply_err(r, "invalid_argument", "no", NULL);
 }
 
-static void h_later(ctl_reply *r, json_object *args, void *arg)
+static void h_later(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
 	held = r;
 }
 
-static void h_stream(ctl_reply *r, json_object *args, void *arg)
+static void h_stream(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)arg;
 	for (int i = 0; i < 3; i++)
-		ctl_reply_stream(r, json_object_get(args));
-	ctl_reply_end(r);
+		ctlsrv_reply_stream(r, json_object_get(args));
+	ctlsrv_reply_end(r);
 }
 
-static void finish_held(ctlsock *s)
+static void finish_held(ctlsrv *s)
 {
 	if (held) {
-		ctl_reply *r = held;
+		ctlsrv_reply *r = held;
 
 		held = NULL;
-		ctl_reply_ok(r, NULL);
-		ctlsock_feed(s, NULL, 0);
+		ctlsrv_reply_ok(r, NULL);
+		ctlsrv_feed(s, NULL, 0);
 	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static pilot_loop *l;
-	ctlsock *s;
+	ctlsrv *s;
 	size_t off = 0, step;
 
 	if (!l)
 		l = pilot_loop_new();
-	if (!(s = ctlsock_new_detached(l)))
+	if (!(s = ctlsrv_new_detached(l)))
 		return 0;
-	ctlsock_register(s, "echo", h_echo, NULL);
-	ctlsock_register(s, "err", h_err, NULL);
-	ctlsock_register(s, "later", h_later, NULL);
-	ctlsock_register(s, "stream", h_stream, NULL);
+	ctlsrv_register(s, "echo", h_echo, NULL);
+	ctlsrv_register(s, "err", h_err, NULL);
+	ctlsrv_register(s, "later", h_later, NULL);
+	ctlsrv_register(s, "stream", h_stream, NULL);
 	/* First byte: chunk size (0 = everything at once). */
 	step = size ? data[0] : 0;
 	data += size ? 1 : 0;
 	size -= size ? 1 : 0;
 	while (off < size) {
 		size_t n = step && step < size - off ? step : size - off;
-		int r = ctlsock_feed(s, data + off, n);
+		int r = ctlsrv_feed(s, data + off, n);
 
 		off += n;
 		if (off < size) /* the last one stays held: see below */
@@ -82,13 +82,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* A reply still held when the server goes: cancelled, then discarded. */
 	if (held) {
-		ctl_reply *r = held;
+		ctlsrv_reply *r = held;
 
 		held = NULL;
-		ctlsock_free(s);
-		ctl_reply_err(r, "internal", "late", NULL);
+		ctlsrv_free(s);
+		ctlsrv_reply_err(r, "internal", "late", NULL);
 		return 0;
 	}
-	ctlsock_free(s);
+	ctlsrv_free(s);
 	return 0;
 }

@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define PILOT_CTLSOCK_INTERNAL
+#define PILOT_CTLSRV_INTERNAL
 #include "ctl/ctl.h"
 #include "daemon/ctlsrv.h"
 #include "lib/jsonwire.h"
@@ -24,27 +24,27 @@ typedef struct fixture {
 	char dir[64];
 	char path[128];
 	pilot_loop *loop;
-	ctlsock *s;
-	ctl_reply *held;      /* an async reply waiting to be finished */
+	ctlsrv *s;
+	ctlsrv_reply *held; /* an async reply waiting to be finished */
 	int cancelled;
 } fixture;
 
 /* ---- handlers ---- */
 
-static void h_echo(ctl_reply *r, json_object *args, void *arg)
+static void h_echo(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)arg;
-	ctl_reply_ok(r, json_object_get(args));
+	ctlsrv_reply_ok(r, json_object_get(args));
 }
 
-static void h_fail(ctl_reply *r, json_object *args, void *arg)
+static void h_fail(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_err(r, "not_found", "no such thing", "try another");
+	ctlsrv_reply_err(r, "not_found", "no such thing", "try another");
 }
 
-static void on_cancel(ctl_reply *r, void *arg)
+static void on_cancel(ctlsrv_reply *r, void *arg)
 {
 	fixture *f = arg;
 
@@ -52,13 +52,13 @@ static void on_cancel(ctl_reply *r, void *arg)
 	f->cancelled++;
 }
 
-static void h_hold(ctl_reply *r, json_object *args, void *arg)
+static void h_hold(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	fixture *f = arg;
 
 	(void)args;
 	f->held = r;
-	ctl_reply_on_cancel(r, on_cancel, f);
+	ctlsrv_reply_on_cancel(r, on_cancel, f);
 }
 
 static int64_t finish_later(pilot_loop *l, uint64_t id, void *arg)
@@ -69,12 +69,12 @@ static int64_t finish_later(pilot_loop *l, uint64_t id, void *arg)
 	(void)l;
 	(void)id;
 	json_object_object_add(d, "late", json_object_new_boolean(1));
-	ctl_reply_ok(f->held, d);
+	ctlsrv_reply_ok(f->held, d);
 	f->held = NULL;
 	return 0;
 }
 
-static void h_async(ctl_reply *r, json_object *args, void *arg)
+static void h_async(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	fixture *f = arg;
 
@@ -83,7 +83,7 @@ static void h_async(ctl_reply *r, json_object *args, void *arg)
 	assert_true(pilot_loop_add_timer(f->loop, 20, finish_later, f) > 0);
 }
 
-static void h_stream(ctl_reply *r, json_object *args, void *arg)
+static void h_stream(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	int n = (int)jw_get_i64(args, "n");
 
@@ -92,9 +92,9 @@ static void h_stream(ctl_reply *r, json_object *args, void *arg)
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "i", json_object_new_int(i));
-		assert_int_equal(ctl_reply_stream(r, o), 0);
+		assert_int_equal(ctlsrv_reply_stream(r, o), 0);
 	}
-	ctl_reply_end(r);
+	ctlsrv_reply_end(r);
 }
 
 /* ---- fixture ---- */
@@ -104,16 +104,17 @@ static int setup(void **state)
 	fixture *f = calloc(1, sizeof(*f));
 	char err[256];
 
-	snprintf(f->dir, sizeof(f->dir), "/tmp/ctlsock-XXXXXX");
+	snprintf(f->dir, sizeof(f->dir), "/tmp/ctlsrv-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->path, sizeof(f->path), "%s/run/pilotd.sock", f->dir);
 	f->loop = pilot_loop_new();
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = f->path }, &f->s, err, sizeof(err)), 0);
-	assert_int_equal(ctlsock_register(f->s, "echo", h_echo, f), 0);
-	assert_int_equal(ctlsock_register(f->s, "fail", h_fail, f), 0);
-	assert_int_equal(ctlsock_register(f->s, "hold", h_hold, f), 0);
-	assert_int_equal(ctlsock_register(f->s, "async", h_async, f), 0);
-	assert_int_equal(ctlsock_register(f->s, "stream", h_stream, f), 0);
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = f->path }, &f->s, err, sizeof(err)),
+			 0);
+	assert_int_equal(ctlsrv_register(f->s, "echo", h_echo, f), 0);
+	assert_int_equal(ctlsrv_register(f->s, "fail", h_fail, f), 0);
+	assert_int_equal(ctlsrv_register(f->s, "hold", h_hold, f), 0);
+	assert_int_equal(ctlsrv_register(f->s, "async", h_async, f), 0);
+	assert_int_equal(ctlsrv_register(f->s, "stream", h_stream, f), 0);
 	*state = f;
 	return 0;
 }
@@ -123,7 +124,7 @@ static int teardown(void **state)
 	fixture *f = *state;
 	char cmd[128];
 
-	ctlsock_free(f->s);
+	ctlsrv_free(f->s);
 	pilot_loop_free(f->loop);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
 	assert_int_equal(system(cmd), 0);
@@ -233,7 +234,7 @@ static void test_mode_and_paths(void **state)
 	snprintf(dir, sizeof(dir), "%s/run", f->dir);
 	assert_int_equal(stat(dir, &st), 0);
 	assert_int_equal(st.st_mode & 0077, 0);
-	assert_string_equal(ctlsock_path(f->s), f->path);
+	assert_string_equal(ctlsrv_path(f->s), f->path);
 	/* the one rule pilotd and pilotctl share (lib/sockpath.c) */
 	setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
 	assert_int_equal(pilot_default_socket_path(a, sizeof(a)), 0);
@@ -254,10 +255,10 @@ static void test_mode_and_paths(void **state)
 static void test_refuses_live_daemon(void **state)
 {
 	fixture *f = *state;
-	ctlsock *s2 = NULL;
+	ctlsrv *s2 = NULL;
 	char err[256] = "";
 
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = f->path }, &s2, err, sizeof(err)),
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = f->path }, &s2, err, sizeof(err)),
 			 -EADDRINUSE);
 	assert_null(s2);
 	assert_non_null(strstr(err, "another pilotd is running on"));
@@ -279,7 +280,7 @@ static void test_stale_socket_removed(void **state)
 	fixture *f = *state;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char path[160], err[256];
-	ctlsock *s2 = NULL;
+	ctlsrv *s2 = NULL;
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 
 	/* A socket file nobody listens on: what a crashed daemon leaves. */
@@ -287,8 +288,8 @@ static void test_stale_socket_removed(void **state)
 	set_sun(&sa, path);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	close(fd);
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = path }, &s2, err, sizeof(err)), 0);
-	ctlsock_free(s2);
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = path }, &s2, err, sizeof(err)), 0);
+	ctlsrv_free(s2);
 	assert_int_equal(access(path, F_OK), -1); /* unlinked on free */
 }
 
@@ -296,13 +297,14 @@ static void test_refuses_non_socket(void **state)
 {
 	fixture *f = *state;
 	char path[160], err[256];
-	ctlsock *s2 = NULL;
+	ctlsrv *s2 = NULL;
 	FILE *fp;
 
 	snprintf(path, sizeof(path), "%s/plain", f->dir);
 	fp = fopen(path, "w");
 	fclose(fp);
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = path }, &s2, err, sizeof(err)), -EEXIST);
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = path }, &s2, err, sizeof(err)),
+			 -EEXIST);
 	assert_non_null(strstr(err, "not a socket"));
 }
 
@@ -354,23 +356,23 @@ static void test_reply_after_disconnect(void **state)
 {
 	fixture *f = *state;
 	int fd = client(f);
-	ctlsock_stats st;
+	ctlsrv_stats st;
 
 	send_body(fd, "{\"cmd\":\"hold\"}");
 	for (int i = 0; i < 100 && !f->held; i++)
 		pilot_loop_run_once(f->loop, 5);
 	assert_non_null(f->held);
-	assert_true(ctl_reply_alive(f->held));
-	assert_string_equal(ctl_reply_cmd(f->held), "hold");
+	assert_true(ctlsrv_reply_alive(f->held));
+	assert_string_equal(ctlsrv_reply_cmd(f->held), "hold");
 	close(fd);
 	for (int i = 0; i < 100 && !f->cancelled; i++)
 		pilot_loop_run_once(f->loop, 5);
 	assert_int_equal(f->cancelled, 1);
-	assert_false(ctl_reply_alive(f->held));
-	assert_int_equal(ctl_reply_stream(f->held, json_object_new_object()), -EPIPE);
-	ctl_reply_ok(f->held, json_object_new_object()); /* discarded, freed */
+	assert_false(ctlsrv_reply_alive(f->held));
+	assert_int_equal(ctlsrv_reply_stream(f->held, json_object_new_object()), -EPIPE);
+	ctlsrv_reply_ok(f->held, json_object_new_object()); /* discarded, freed */
 	f->held = NULL;
-	ctlsock_get_stats(f->s, &st);
+	ctlsrv_get_stats(f->s, &st);
 	assert_int_equal(st.cancelled, 1);
 	assert_int_equal(st.clients, 0);
 }
@@ -384,10 +386,10 @@ static void test_free_with_pending(void **state)
 	for (int i = 0; i < 100 && !f->held; i++)
 		pilot_loop_run_once(f->loop, 5);
 	assert_non_null(f->held);
-	ctlsock_free(f->s);
+	ctlsrv_free(f->s);
 	f->s = NULL;
 	assert_int_equal(f->cancelled, 1);
-	ctl_reply_err(f->held, "internal", "late", NULL);
+	ctlsrv_reply_err(f->held, "internal", "late", NULL);
 	f->held = NULL;
 	close(fd);
 }
@@ -416,16 +418,17 @@ static void test_stream_backpressure(void **state)
 {
 	fixture *f = *state;
 	char err[256];
-	ctlsock *s2;
+	ctlsrv *s2;
 	char path[160];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0), drops = 0;
-	ctlsock_stats st;
+	ctlsrv_stats st;
 
 	snprintf(path, sizeof(path), "%s/small.sock", f->dir);
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = path, .out_max = 1024 }, &s2, err,
-				      sizeof(err)), 0);
-	assert_int_equal(ctlsock_register(s2, "hold", h_hold, f), 0);
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = path, .out_max = 1024 }, &s2, err,
+				     sizeof(err)),
+			 0);
+	assert_int_equal(ctlsrv_register(s2, "hold", h_hold, f), 0);
 	set_sun(&sa, path);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	send_body(fd, "{\"cmd\":\"hold\"}");
@@ -437,17 +440,17 @@ static void test_stream_backpressure(void **state)
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "pad", json_object_new_string("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
-		if (ctl_reply_stream(f->held, o) == -ENOBUFS)
+		if (ctlsrv_reply_stream(f->held, o) == -ENOBUFS)
 			drops++;
 		pilot_loop_run_once(f->loop, 0);
 	}
 	assert_int_equal(drops, 1);
-	ctlsock_get_stats(s2, &st);
+	ctlsrv_get_stats(s2, &st);
 	assert_int_equal(st.dropped_items, 1);
-	ctl_reply_end(f->held);
+	ctlsrv_reply_end(f->held);
 	f->held = NULL;
 	close(fd);
-	ctlsock_free(s2);
+	ctlsrv_free(s2);
 }
 
 /* ---- bad input ---- */
@@ -456,7 +459,7 @@ static void test_bad_frames_close(void **state)
 {
 	fixture *f = *state;
 	static const char *const bodies[] = { "{\"cmd\":", "[1,2]", "\"cmd\"", "{\"cmd\":\"echo\"} x", NULL };
-	ctlsock_stats st;
+	ctlsrv_stats st;
 
 	for (int i = 0; bodies[i]; i++) {
 		int fd = client(f);
@@ -477,7 +480,7 @@ static void test_bad_frames_close(void **state)
 		expect_eof(f, fd, &r);
 		close(fd);
 	}
-	ctlsock_get_stats(f->s, &st);
+	ctlsrv_get_stats(f->s, &st);
 	assert_int_equal(st.bad_frames, 5);
 }
 
@@ -489,7 +492,7 @@ static void test_bad_requests_keep_connection(void **state)
 	int fd = client(f);
 	rx r = { .len = 0 };
 	json_object *o;
-	ctlsock_stats st;
+	ctlsrv_stats st;
 
 	for (int i = 0; bodies[i]; i++) {
 		send_body(fd, bodies[i]);
@@ -502,7 +505,7 @@ static void test_bad_requests_keep_connection(void **state)
 	o = recv_frame(f, fd, &r);
 	assert_true(jw_get_bool(data_of(o), "ok"));
 	json_object_put(o);
-	ctlsock_get_stats(f->s, &st);
+	ctlsrv_get_stats(f->s, &st);
 	assert_int_equal(st.bad_requests, 5);
 	close(fd);
 }
@@ -557,15 +560,16 @@ static void test_client_limit(void **state)
 {
 	fixture *f = *state;
 	char path[160], err[256];
-	ctlsock *s2;
+	ctlsrv *s2;
 	int fds[3];
 	rx r = { .len = 0 };
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	ctlsock_stats st;
+	ctlsrv_stats st;
 
 	snprintf(path, sizeof(path), "%s/limit.sock", f->dir);
-	assert_int_equal(ctlsock_open(f->loop, &(ctlsock_config){ .path = path, .max_clients = 2 }, &s2, err,
-				      sizeof(err)), 0);
+	assert_int_equal(ctlsrv_open(f->loop, &(ctlsrv_config){ .path = path, .max_clients = 2 }, &s2, err,
+				     sizeof(err)),
+			 0);
 	set_sun(&sa, path);
 	for (int i = 0; i < 3; i++) {
 		fds[i] = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -574,27 +578,27 @@ static void test_client_limit(void **state)
 			pilot_loop_run_once(f->loop, 2);
 	}
 	expect_error(recv_frame(f, fds[2], &r), "connection_failed");
-	ctlsock_get_stats(s2, &st);
+	ctlsrv_get_stats(s2, &st);
 	assert_int_equal(st.refused, 1);
 	assert_int_equal(st.clients, 2);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
-	ctlsock_free(s2);
+	ctlsrv_free(s2);
 }
 
 static void test_feed_entry(void **state)
 {
 	fixture *f = *state;
-	ctlsock *s = ctlsock_new_detached(f->loop);
+	ctlsrv *s = ctlsrv_new_detached(f->loop);
 	const char *body = "{\"cmd\":\"echo\"}";
 	uint8_t frame[32] = { 0, 0, 0, (uint8_t)strlen(body) };
 
 	(void)state;
 	memcpy(frame + 4, body, strlen(body));
-	assert_int_equal(ctlsock_register(s, "echo", h_echo, NULL), 0);
-	assert_int_equal(ctlsock_feed(s, frame, 4 + strlen(body)), 0);
-	assert_int_equal(ctlsock_feed(s, (const uint8_t *)"\0\0\0\1x", 5), -EPIPE);
-	ctlsock_free(s);
+	assert_int_equal(ctlsrv_register(s, "echo", h_echo, NULL), 0);
+	assert_int_equal(ctlsrv_feed(s, frame, 4 + strlen(body)), 0);
+	assert_int_equal(ctlsrv_feed(s, (const uint8_t *)"\0\0\0\1x", 5), -EPIPE);
+	ctlsrv_free(s);
 }
 
 int main(void)

@@ -1,4 +1,4 @@
-/* daemon/ctl_verbs.c: the control verb table is whole (every verb the daemon
+/* daemon/ctlsrv_verbs.c: the control verb table is whole (every verb the daemon
  * answered before the table existed), has no duplicate names, documents every
  * row, and registers on a control socket. */
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#define PILOT_CTLSOCK_INTERNAL
+#define PILOT_CTLSRV_INTERNAL
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/ctlsrv.h"
 #include "lib/loop.h"
@@ -25,10 +25,10 @@ static const char *const expected[] = {
 	"received", "inbox", "subscribe", "publish", "map", "unmap", "maps", "tun",
 };
 
-static const ctl_verb *find(const char *name)
+static const ctlsrv_verb *find(const char *name)
 {
 	size_t n;
-	const ctl_verb *v = ctl_verbs(&n);
+	const ctlsrv_verb *v = ctlsrv_verbs(&n);
 
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(v[i].name, name))
@@ -40,7 +40,7 @@ static void test_every_verb_present(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
-		const ctl_verb *v = find(expected[i]);
+		const ctlsrv_verb *v = find(expected[i]);
 
 		if (!v)
 			fail_msg("verb %s missing from the table", expected[i]);
@@ -51,7 +51,7 @@ static void test_every_verb_present(void **state)
 static void test_unique_and_documented(void **state)
 {
 	size_t n;
-	const ctl_verb *v = ctl_verbs(&n);
+	const ctlsrv_verb *v = ctlsrv_verbs(&n);
 
 	(void)state;
 	assert_true(n >= sizeof(expected) / sizeof(expected[0]));
@@ -69,14 +69,14 @@ static void test_unique_and_documented(void **state)
 static void test_registers(void **state)
 {
 	pilot_loop *l = pilot_loop_new();
-	ctlsock *s;
+	ctlsrv *s;
 
 	(void)state;
 	assert_non_null(l);
-	s = ctlsock_new_detached(l);
+	s = ctlsrv_new_detached(l);
 	assert_non_null(s);
-	assert_int_equal(ctl_verbs_register(s, NULL), 0);
-	ctlsock_free(s);
+	assert_int_equal(ctlsrv_verbs_register(s, NULL), 0);
+	ctlsrv_free(s);
 	pilot_loop_free(l);
 }
 
