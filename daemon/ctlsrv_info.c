@@ -18,28 +18,9 @@
 #include "daemon/transport.h"
 #include "daemon/trust.h"
 #include "lib/addr.h"
+#include "lib/jsonwire.h"
 
 #define PEERS_MAX 4096
-
-static void set_int(json_object *o, const char *k, int64_t v)
-{
-	json_object_object_add(o, k, json_object_new_int64(v));
-}
-
-static void set_str(json_object *o, const char *k, const char *v)
-{
-	json_object_object_add(o, k, json_object_new_string(v ? v : ""));
-}
-
-static void set_bool(json_object *o, const char *k, bool v)
-{
-	json_object_object_add(o, k, json_object_new_boolean(v));
-}
-
-static void set_num(json_object *o, const char *k, double v)
-{
-	json_object_object_add(o, k, json_object_new_double(v));
-}
 
 /* ---- peers ---- */
 static json_object *peer_json(const node *n, const peer_info *pi)
@@ -48,20 +29,20 @@ static json_object *peer_json(const node *n, const peer_info *pi)
 	char addr[PILOT_ADDR_STRLEN];
 	uint64_t now = pilot_loop_now_ms(n->loop);
 
-	set_int(o, "node_id", pi->node);
-	set_str(o, "address", pilot_addr_format(pilot_addr_make(0, pi->node), addr));
-	set_str(o, "endpoint", pi->endpoint);
-	set_str(o, "path", peer_path_name(pi->path));
-	set_str(o, "path_reason", pi->why);
-	set_bool(o, "encrypted", pi->encrypted);
-	set_bool(o, "authenticated", pi->authenticated);
-	set_bool(o, "identity", pi->identity);
-	set_str(o, "kdf", pi->kdf == PILOT_KDF_NEW ? "new" : "ref");
-	set_int(o, "last_rx_ms", pi->last_rx_ms ? (int64_t)(now - pi->last_rx_ms) : -1);
-	set_int(o, "last_tx_ms", pi->last_tx_ms ? (int64_t)(now - pi->last_tx_ms) : -1);
-	set_int(o, "rx_packets", (int64_t)pi->rx_packets);
-	set_int(o, "tx_packets", (int64_t)pi->tx_packets);
-	set_bool(o, "trusted", n->trust && trust_is_trusted(n->trust, pi->node));
+	jw_set_int(o, "node_id", pi->node);
+	jw_set_str(o, "address", pilot_addr_format(pilot_addr_make(0, pi->node), addr));
+	jw_set_str(o, "endpoint", pi->endpoint);
+	jw_set_str(o, "path", peer_path_name(pi->path));
+	jw_set_str(o, "path_reason", pi->why);
+	jw_set_bool(o, "encrypted", pi->encrypted);
+	jw_set_bool(o, "authenticated", pi->authenticated);
+	jw_set_bool(o, "identity", pi->identity);
+	jw_set_str(o, "kdf", pi->kdf == PILOT_KDF_NEW ? "new" : "ref");
+	jw_set_int(o, "last_rx_ms", pi->last_rx_ms ? (int64_t)(now - pi->last_rx_ms) : -1);
+	jw_set_int(o, "last_tx_ms", pi->last_tx_ms ? (int64_t)(now - pi->last_tx_ms) : -1);
+	jw_set_int(o, "rx_packets", (int64_t)pi->rx_packets);
+	jw_set_int(o, "tx_packets", (int64_t)pi->tx_packets);
+	jw_set_bool(o, "trusted", n->trust && trust_is_trusted(n->trust, pi->node));
 	return o;
 }
 
@@ -97,7 +78,7 @@ void verb_peers(ctlsrv_reply *r, json_object *args, void *arg)
 
 	json_object_object_get_ex(args, "search", &s);
 	arr = peer_list_json(n, s ? json_object_get_string(s) : NULL, &enc, &auth);
-	set_int(data, "total", (int64_t)json_object_array_length(arr));
+	jw_set_int(data, "total", (int64_t)json_object_array_length(arr));
 	json_object_object_add(data, "peers", arr);
 	ctlsrv_reply_ok(r, data);
 }
@@ -109,41 +90,43 @@ static void conn_json(void *arg, const conn_info *ci)
 	char addr[PILOT_ADDR_STRLEN];
 	const stream_stats *s = &ci->stats;
 
-	set_int(o, "id", ci->id);
-	set_int(o, "local_port", ci->local_port);
-	set_str(o, "remote_addr", pilot_addr_format(ci->remote, addr));
-	set_int(o, "remote_port", ci->remote_port);
-	set_str(o, "state", stream_state_name(ci->state));
-	set_bool(o, "dialed", ci->dialed);
-	set_int(o, "cong_win", (int64_t)s->cwnd);
-	set_int(o, "ssthresh", (int64_t)s->ssthresh);
-	set_int(o, "in_flight", (int64_t)s->in_flight);
-	set_num(o, "srtt_ms", s->srtt_us / 1000.0);
-	set_num(o, "rttvar_ms", s->rttvar_us / 1000.0);
-	set_int(o, "unacked", (int64_t)s->snd_buffered);
-	set_int(o, "ooo_buf", s->ooo_intervals);
-	set_int(o, "peer_recv_win", (int64_t)s->peer_window);
-	set_int(o, "recv_win", (int64_t)s->our_window * STREAM_WINDOW_UNIT);
-	set_int(o, "mss", s->mss);
-	set_bool(o, "in_recovery", s->recovery != STREAM_RECOV_OPEN);
-	set_str(o, "recovery", s->recovery == STREAM_RECOV_FAST ? "fast"
-		: s->recovery == STREAM_RECOV_RTO ? "rto" : "open");
-	set_num(o, "min_rtt_ms", s->min_rtt_us / 1000.0);
-	set_num(o, "rto_ms", s->rto_us / 1000.0);
-	set_int(o, "bytes_sent", (int64_t)s->bytes_sent);
-	set_int(o, "bytes_recv", (int64_t)s->bytes_rcvd);
-	set_int(o, "segs_sent", (int64_t)s->segs_sent);
-	set_int(o, "segs_recv", (int64_t)s->segs_rcvd);
-	set_int(o, "retransmits", (int64_t)s->retransmits);
-	set_int(o, "fast_retx", (int64_t)s->fast_retransmits);
-	set_int(o, "rto_timeouts", (int64_t)s->rto_timeouts);
-	set_int(o, "tlp_probes", (int64_t)s->tlp_probes);
-	set_int(o, "tlp_recoveries", (int64_t)s->tlp_recoveries);
-	set_int(o, "reo_timeouts", (int64_t)s->reo_timeouts);
-	set_int(o, "sack_recv", (int64_t)s->sack_blocks_rcvd);
-	set_int(o, "sack_sent", (int64_t)s->sack_blocks_sent);
-	set_int(o, "dup_acks", (int64_t)s->dup_acks);
-	set_int(o, "zwp_sent", (int64_t)s->zwp_sent);
+	jw_set_int(o, "id", ci->id);
+	jw_set_int(o, "local_port", ci->local_port);
+	jw_set_str(o, "remote_addr", pilot_addr_format(ci->remote, addr));
+	jw_set_int(o, "remote_port", ci->remote_port);
+	jw_set_str(o, "state", stream_state_name(ci->state));
+	jw_set_bool(o, "dialed", ci->dialed);
+	jw_set_int(o, "cong_win", (int64_t)s->cwnd);
+	jw_set_int(o, "ssthresh", (int64_t)s->ssthresh);
+	jw_set_int(o, "in_flight", (int64_t)s->in_flight);
+	jw_set_num(o, "srtt_ms", s->srtt_us / 1000.0);
+	jw_set_num(o, "rttvar_ms", s->rttvar_us / 1000.0);
+	jw_set_int(o, "unacked", (int64_t)s->snd_buffered);
+	jw_set_int(o, "ooo_buf", s->ooo_intervals);
+	jw_set_int(o, "peer_recv_win", (int64_t)s->peer_window);
+	jw_set_int(o, "recv_win", (int64_t)s->our_window * STREAM_WINDOW_UNIT);
+	jw_set_int(o, "mss", s->mss);
+	jw_set_bool(o, "in_recovery", s->recovery != STREAM_RECOV_OPEN);
+	jw_set_str(o, "recovery",
+		   s->recovery == STREAM_RECOV_FAST          ? "fast"
+			   : s->recovery == STREAM_RECOV_RTO ? "rto"
+							     : "open");
+	jw_set_num(o, "min_rtt_ms", s->min_rtt_us / 1000.0);
+	jw_set_num(o, "rto_ms", s->rto_us / 1000.0);
+	jw_set_int(o, "bytes_sent", (int64_t)s->bytes_sent);
+	jw_set_int(o, "bytes_recv", (int64_t)s->bytes_rcvd);
+	jw_set_int(o, "segs_sent", (int64_t)s->segs_sent);
+	jw_set_int(o, "segs_recv", (int64_t)s->segs_rcvd);
+	jw_set_int(o, "retransmits", (int64_t)s->retransmits);
+	jw_set_int(o, "fast_retx", (int64_t)s->fast_retransmits);
+	jw_set_int(o, "rto_timeouts", (int64_t)s->rto_timeouts);
+	jw_set_int(o, "tlp_probes", (int64_t)s->tlp_probes);
+	jw_set_int(o, "tlp_recoveries", (int64_t)s->tlp_recoveries);
+	jw_set_int(o, "reo_timeouts", (int64_t)s->reo_timeouts);
+	jw_set_int(o, "sack_recv", (int64_t)s->sack_blocks_rcvd);
+	jw_set_int(o, "sack_sent", (int64_t)s->sack_blocks_sent);
+	jw_set_int(o, "dup_acks", (int64_t)s->dup_acks);
+	jw_set_int(o, "zwp_sent", (int64_t)s->zwp_sent);
 	json_object_array_add(arr, o);
 }
 
@@ -160,7 +143,7 @@ void verb_connections(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	json_object *data = json_object_new_object(), *arr = conn_list_json(arg);
 
-	set_int(data, "total", (int64_t)json_object_array_length(arr));
+	jw_set_int(data, "total", (int64_t)json_object_array_length(arr));
 	json_object_object_add(data, "connections", arr);
 	ctlsrv_reply_ok(r, data);
 }
@@ -185,7 +168,7 @@ void verb_disconnect(ctlsrv_reply *r, json_object *args, void *arg)
 	}
 	conn_reset(c);
 	v = json_object_new_object();
-	set_int(v, "conn_id", id);
+	jw_set_int(v, "conn_id", id);
 	ctlsrv_reply_ok(r, v);
 }
 
@@ -210,9 +193,9 @@ static void add_dx_counters(node *n, json_object *o)
 
 	if (n->svc && n->svc->dx)
 		dx_server_get_stats(n->svc->dx, &ds);
-	set_int(o, "dx_quota_refused", (int64_t)ds.quota_refused);
-	set_int(o, "dx_peer_quota_refused", (int64_t)ds.peer_quota_refused);
-	set_int(o, "dx_min_free_refused", (int64_t)ds.min_free_refused);
+	jw_set_int(o, "dx_quota_refused", (int64_t)ds.quota_refused);
+	jw_set_int(o, "dx_peer_quota_refused", (int64_t)ds.peer_quota_refused);
+	jw_set_int(o, "dx_min_free_refused", (int64_t)ds.min_free_refused);
 }
 
 static json_object *counters_json(node *n)
@@ -231,46 +214,46 @@ static json_object *counters_json(node *n)
 		trust_get_stats(n->trust, &ts);
 	if (n->ctlsrv)
 		ctlsrv_get_stats(n->ctlsrv, &ks);
-	set_int(o, "tunnel_rx_frames", (int64_t)ps.rx_frames);
-	set_int(o, "tunnel_drop_malformed", (int64_t)ps.drop_malformed);
-	set_int(o, "tunnel_drop_bad_crc", (int64_t)ps.drop_bad_crc);
-	set_int(o, "tunnel_drop_replay", (int64_t)ps.drop_replay);
-	set_int(o, "tunnel_drop_auth", (int64_t)ps.drop_auth);
-	set_int(o, "tunnel_drop_no_session", (int64_t)ps.drop_no_session);
-	set_int(o, "tunnel_drop_unknown_magic", (int64_t)ps.drop_unknown_magic);
-	set_int(o, "tunnel_drop_plaintext", (int64_t)ps.drop_pilt);
-	set_int(o, "tunnel_drop_spoofed_src", (int64_t)ps.drop_spoofed_src);
-	set_int(o, "tunnel_drop_not_beacon", (int64_t)ps.drop_not_beacon);
-	set_int(o, "beacon_notifies", (int64_t)ps.beacon_notifies);
-	set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
-	set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
-	set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
-	set_int(o, "tunnel_kx_pilk_refused", (int64_t)ps.kx_pilk_refused);
-	set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);
-	set_int(o, "tunnel_kx_lookup_errors", (int64_t)ps.kx_lookup_errors);
-	set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
-	set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
-	set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
-	set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
-	set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
-	set_int(o, "tunnel_punches", (int64_t)ps.punches);
-	set_int(o, "pkt_drop_short", (int64_t)cs.drop_short);
-	set_int(o, "pkt_drop_bad_crc", (int64_t)cs.drop_bad_crc);
-	set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);
-	set_int(o, "pkt_drop_refused", (int64_t)cs.drop_refused);
-	set_int(o, "pkt_drop_syn_rate", (int64_t)cs.drop_syn_rate);
-	set_int(o, "pkt_drop_syn_untrusted", (int64_t)cs.drop_syn_untrusted);
-	set_int(o, "pkt_drop_no_listener", (int64_t)cs.drop_no_listener);
-	set_int(o, "pings_answered", (int64_t)cs.pings_answered);
-	set_int(o, "handshake_msgs", (int64_t)n->st.hs_msgs);
-	set_int(o, "handshake_refused", (int64_t)n->st.hs_bad);
-	set_int(o, "trust_refused_signature", (int64_t)ts.refused_signature);
-	set_int(o, "trust_refused_replay", (int64_t)ts.refused_replay);
-	set_int(o, "trust_refused_key", (int64_t)ts.refused_key);
-	set_int(o, "trust_pinned_keys", (int64_t)(n->trust ? trust_count_keys(n->trust) : 0));
+	jw_set_int(o, "tunnel_rx_frames", (int64_t)ps.rx_frames);
+	jw_set_int(o, "tunnel_drop_malformed", (int64_t)ps.drop_malformed);
+	jw_set_int(o, "tunnel_drop_bad_crc", (int64_t)ps.drop_bad_crc);
+	jw_set_int(o, "tunnel_drop_replay", (int64_t)ps.drop_replay);
+	jw_set_int(o, "tunnel_drop_auth", (int64_t)ps.drop_auth);
+	jw_set_int(o, "tunnel_drop_no_session", (int64_t)ps.drop_no_session);
+	jw_set_int(o, "tunnel_drop_unknown_magic", (int64_t)ps.drop_unknown_magic);
+	jw_set_int(o, "tunnel_drop_plaintext", (int64_t)ps.drop_pilt);
+	jw_set_int(o, "tunnel_drop_spoofed_src", (int64_t)ps.drop_spoofed_src);
+	jw_set_int(o, "tunnel_drop_not_beacon", (int64_t)ps.drop_not_beacon);
+	jw_set_int(o, "beacon_notifies", (int64_t)ps.beacon_notifies);
+	jw_set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
+	jw_set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
+	jw_set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
+	jw_set_int(o, "tunnel_kx_pilk_refused", (int64_t)ps.kx_pilk_refused);
+	jw_set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);
+	jw_set_int(o, "tunnel_kx_lookup_errors", (int64_t)ps.kx_lookup_errors);
+	jw_set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
+	jw_set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
+	jw_set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
+	jw_set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
+	jw_set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
+	jw_set_int(o, "tunnel_punches", (int64_t)ps.punches);
+	jw_set_int(o, "pkt_drop_short", (int64_t)cs.drop_short);
+	jw_set_int(o, "pkt_drop_bad_crc", (int64_t)cs.drop_bad_crc);
+	jw_set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);
+	jw_set_int(o, "pkt_drop_refused", (int64_t)cs.drop_refused);
+	jw_set_int(o, "pkt_drop_syn_rate", (int64_t)cs.drop_syn_rate);
+	jw_set_int(o, "pkt_drop_syn_untrusted", (int64_t)cs.drop_syn_untrusted);
+	jw_set_int(o, "pkt_drop_no_listener", (int64_t)cs.drop_no_listener);
+	jw_set_int(o, "pings_answered", (int64_t)cs.pings_answered);
+	jw_set_int(o, "handshake_msgs", (int64_t)n->st.hs_msgs);
+	jw_set_int(o, "handshake_refused", (int64_t)n->st.hs_bad);
+	jw_set_int(o, "trust_refused_signature", (int64_t)ts.refused_signature);
+	jw_set_int(o, "trust_refused_replay", (int64_t)ts.refused_replay);
+	jw_set_int(o, "trust_refused_key", (int64_t)ts.refused_key);
+	jw_set_int(o, "trust_pinned_keys", (int64_t)(n->trust ? trust_count_keys(n->trust) : 0));
 	add_dx_counters(n, o);
-	set_int(o, "ctl_bad_frames", (int64_t)ks.bad_frames);
-	set_int(o, "ctl_bad_requests", (int64_t)ks.bad_requests);
+	jw_set_int(o, "ctl_bad_frames", (int64_t)ks.bad_frames);
+	jw_set_int(o, "ctl_bad_requests", (int64_t)ks.bad_requests);
 	return o;
 }
 
@@ -280,24 +263,24 @@ static void add_tunnel_totals(node *n, json_object *o)
 
 	if (n->t)
 		transport_get_stats(n->t, &ts);
-	set_int(o, "bytes_sent", (int64_t)ts.tx_bytes);
-	set_int(o, "bytes_recv", (int64_t)ts.rx_bytes);
-	set_int(o, "pkts_sent", (int64_t)ts.tx_dgrams);
-	set_int(o, "pkts_recv", (int64_t)ts.rx_dgrams);
+	jw_set_int(o, "bytes_sent", (int64_t)ts.tx_bytes);
+	jw_set_int(o, "bytes_recv", (int64_t)ts.rx_bytes);
+	jw_set_int(o, "pkts_sent", (int64_t)ts.tx_dgrams);
+	jw_set_int(o, "pkts_recv", (int64_t)ts.rx_dgrams);
 }
 
 static void add_registry(node *n, json_object *o)
 {
 	peer_stats ps = { 0 };
 
-	set_bool(o, "registered", n->reg && registration_registered(n->reg));
-	set_str(o, "registry", n->o.registry);
-	set_str(o, "beacon", n->o.beacon);
-	set_str(o, "listen_addr", n->endpoint);
+	jw_set_bool(o, "registered", n->reg && registration_registered(n->reg));
+	jw_set_str(o, "registry", n->o.registry);
+	jw_set_str(o, "beacon", n->o.beacon);
+	jw_set_str(o, "listen_addr", n->endpoint);
 	if (n->peers)
 		peer_get_stats(n->peers, &ps);
-	set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");
-	set_bool(o, "public", n->o.public_node);
+	jw_set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");
+	jw_set_bool(o, "public", n->o.public_node);
 }
 
 static uint64_t listeners(node *n)
@@ -320,27 +303,27 @@ void verb_info(ctlsrv_reply *r, json_object *args, void *arg)
 	peers = peer_list_json(n, NULL, &enc, &auth);
 	if (n->conns)
 		conn_foreach(n->conns, count_conn, &conns);
-	set_int(o, "node_id", n->node_id);
-	set_str(o, "address", n->node_id ? pilot_addr_format(pilot_addr_make(0, n->node_id), addr) : "");
-	set_str(o, "hostname", n->hostname);
-	set_num(o, "uptime_secs", (pilot_now_ms() - n->start_ms) / 1000.0);
-	set_int(o, "connections", conns);
-	set_int(o, "ports", (int64_t)listeners(n));
-	set_int(o, "peers", (int64_t)json_object_array_length(peers));
-	set_int(o, "encrypted_peers", (int64_t)enc);
-	set_int(o, "authenticated_peers", (int64_t)auth);
-	set_bool(o, "encrypt", n->o.encrypt);
-	set_bool(o, "identity", n->have_identity_path);
-	set_str(o, "public_key", n->pk_b64);
+	jw_set_int(o, "node_id", n->node_id);
+	jw_set_str(o, "address", n->node_id ? pilot_addr_format(pilot_addr_make(0, n->node_id), addr) : "");
+	jw_set_str(o, "hostname", n->hostname);
+	jw_set_num(o, "uptime_secs", (pilot_now_ms() - n->start_ms) / 1000.0);
+	jw_set_int(o, "connections", conns);
+	jw_set_int(o, "ports", (int64_t)listeners(n));
+	jw_set_int(o, "peers", (int64_t)json_object_array_length(peers));
+	jw_set_int(o, "encrypted_peers", (int64_t)enc);
+	jw_set_int(o, "authenticated_peers", (int64_t)auth);
+	jw_set_bool(o, "encrypt", n->o.encrypt);
+	jw_set_bool(o, "identity", n->have_identity_path);
+	jw_set_str(o, "public_key", n->pk_b64);
 	trust_key_fingerprint(n->id.pk, fpr);
-	set_str(o, "key_fingerprint", fpr);
-	set_str(o, "owner", n->o.owner);
+	jw_set_str(o, "key_fingerprint", fpr);
+	jw_set_str(o, "owner", n->o.owner);
 	add_tunnel_totals(n, o);
 	json_object_object_add(o, "peer_list", peers);
 	json_object_object_add(o, "conn_list", conn_list_json(n));
-	set_int(o, "pid", getpid());
-	set_int(o, "trusted", n->trust ? (int64_t)trust_count_trusted(n->trust) : 0);
-	set_int(o, "pending", n->trust ? (int64_t)trust_count_pending(n->trust) : 0);
+	jw_set_int(o, "pid", getpid());
+	jw_set_int(o, "trusted", n->trust ? (int64_t)trust_count_trusted(n->trust) : 0);
+	jw_set_int(o, "pending", n->trust ? (int64_t)trust_count_pending(n->trust) : 0);
 	add_registry(n, o);
 	node_compat_info(n, o);
 	json_object_object_add(o, "tun", node_tun_info_json(n));

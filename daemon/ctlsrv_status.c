@@ -12,23 +12,9 @@
 #include "daemon/registration.h"
 #include "daemon/trust.h"
 #include "lib/addr.h"
+#include "lib/jsonwire.h"
 
 #define STATUS_PEERS_MAX 4096
-
-static void set_str(json_object *o, const char *k, const char *v)
-{
-	json_object_object_add(o, k, json_object_new_string(v ? v : ""));
-}
-
-static void set_int(json_object *o, const char *k, int64_t v)
-{
-	json_object_object_add(o, k, json_object_new_int64(v));
-}
-
-static void set_bool(json_object *o, const char *k, bool v)
-{
-	json_object_object_add(o, k, json_object_new_boolean(v));
-}
 
 static json_object *registry_json(node *n)
 {
@@ -41,11 +27,11 @@ static json_object *registry_json(node *n)
 		regclient_get_stats(rc, &st);
 	for (int i = 0; i <= REGCLIENT_RTT_NB; i++)
 		replies += st.rtt_le[i];
-	set_str(o, "address", n->o.registry);
-	set_bool(o, "connected", st.connected);
-	set_bool(o, "registered", n->reg && registration_registered(n->reg));
-	set_bool(o, "tls", n->o.registry_tls);
-	set_int(o, "timeouts", (int64_t)st.timeouts);
+	jw_set_str(o, "address", n->o.registry);
+	jw_set_bool(o, "connected", st.connected);
+	jw_set_bool(o, "registered", n->reg && registration_registered(n->reg));
+	jw_set_bool(o, "tls", n->o.registry_tls);
+	jw_set_int(o, "timeouts", (int64_t)st.timeouts);
 	json_object_object_add(o, "mean_rtt_ms",
 			       json_object_new_double(replies ? st.rtt_sum_us / 1000.0 / replies : 0));
 	return o;
@@ -58,10 +44,10 @@ static json_object *beacon_json(node *n)
 
 	if (n->peers)
 		peer_get_stats(n->peers, &ps);
-	set_str(o, "address", n->o.beacon);
+	jw_set_str(o, "address", n->o.beacon);
 	/* A DiscoverReply told us our public endpoint: the beacon answers. */
-	set_bool(o, "reachable", ps.have_public_ep || n->st.discover_replies > 0);
-	set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");
+	jw_set_bool(o, "reachable", ps.have_public_ep || n->st.discover_replies > 0);
+	jw_set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");
 	return o;
 }
 
@@ -79,15 +65,15 @@ static json_object *peers_json(node *n)
 	for (size_t i = 0; i < cnt && i < STATUS_PEERS_MAX; i++) {
 		json_object *o = json_object_new_object();
 
-		set_int(o, "node_id", pi[i].node);
-		set_str(o, "address", pilot_addr_format(pilot_addr_make(0, pi[i].node), addr));
-		set_str(o, "path", peer_path_name(pi[i].path));
-		set_str(o, "endpoint", pi[i].endpoint);
-		set_bool(o, "encrypted", pi[i].encrypted);
-		set_bool(o, "trusted", n->trust && trust_is_trusted(n->trust, pi[i].node));
-		set_int(o, "last_rx_ms", pi[i].last_rx_ms ? (int64_t)(now - pi[i].last_rx_ms) : -1);
-		set_int(o, "rx_bytes", (int64_t)pi[i].rx_bytes);
-		set_int(o, "tx_bytes", (int64_t)pi[i].tx_bytes);
+		jw_set_int(o, "node_id", pi[i].node);
+		jw_set_str(o, "address", pilot_addr_format(pilot_addr_make(0, pi[i].node), addr));
+		jw_set_str(o, "path", peer_path_name(pi[i].path));
+		jw_set_str(o, "endpoint", pi[i].endpoint);
+		jw_set_bool(o, "encrypted", pi[i].encrypted);
+		jw_set_bool(o, "trusted", n->trust && trust_is_trusted(n->trust, pi[i].node));
+		jw_set_int(o, "last_rx_ms", pi[i].last_rx_ms ? (int64_t)(now - pi[i].last_rx_ms) : -1);
+		jw_set_int(o, "rx_bytes", (int64_t)pi[i].rx_bytes);
+		jw_set_int(o, "tx_bytes", (int64_t)pi[i].tx_bytes);
 		json_object_array_add(arr, o);
 	}
 	free(pi);
@@ -100,15 +86,17 @@ void verb_status(ctlsrv_reply *r, json_object *args, void *arg)
 	json_object *o = json_object_new_object(), *tun = node_tun_info_json(n), *v;
 	char addr[PILOT_ADDR_STRLEN];
 
-	set_int(o, "node_id", n->node_id);
-	set_str(o, "address", n->node_id ? pilot_addr_format(pilot_addr_make(0, n->node_id), addr) : "");
-	set_str(o, "hostname", n->hostname);
-	set_int(o, "uptime_secs", (int64_t)((pilot_now_ms() - n->start_ms) / 1000));
+	jw_set_int(o, "node_id", n->node_id);
+	jw_set_str(o, "address", n->node_id ? pilot_addr_format(pilot_addr_make(0, n->node_id), addr) : "");
+	jw_set_str(o, "hostname", n->hostname);
+	jw_set_int(o, "uptime_secs", (int64_t)((pilot_now_ms() - n->start_ms) / 1000));
 	node_compat_info(n, o); /* transport, transport_reason (+ beacon in compat mode) */
 	json_object_object_add(o, "registry", registry_json(n));
 	json_object_object_add(o, "beacon", beacon_json(n));
-	set_str(o, "tun_device", json_object_object_get_ex(tun, "device", &v) ? json_object_get_string(v) : "off");
-	set_str(o, "tun_ipv4", json_object_object_get_ex(tun, "ipv4", &v) ? json_object_get_string(v) : "");
+	jw_set_str(o, "tun_device",
+		   json_object_object_get_ex(tun, "device", &v) ? json_object_get_string(v) : "off");
+	jw_set_str(o, "tun_ipv4",
+		   json_object_object_get_ex(tun, "ipv4", &v) ? json_object_get_string(v) : "");
 	json_object_put(tun);
 	json_object_object_add(o, "peers", peers_json(n));
 	json_object_object_add(o, "pending", n->trust ? trust_pending_json(n->trust) : json_object_new_array());
