@@ -138,20 +138,6 @@ static uint64_t mono_ms(void)
 
 /* ---- storage ------------------------------------------------------------------------ */
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* A fresh 0600 temp file (dot name: listings skip it) in dir, created 0700. */
 static int temp_open(const char *dir, char **path)
 {
@@ -569,7 +555,7 @@ static int store_msg(dx_session *ss, json_object *o, char **path)
 	if (fd < 0)
 		return fd;
 	ss->fd = fd;
-	r = write_all(fd, (const uint8_t *)js, n);
+	r = pilot_write_all(fd, (const uint8_t *)js, n);
 	if (!r && fsync(fd) < 0)
 		r = -errno;
 	close(fd);
@@ -745,7 +731,7 @@ static size_t step(dx_session *ss, const uint8_t *p, size_t n)
 		memcpy(ss->buf + ss->blen, p, k);
 		ss->blen += k;
 	} else if (ss->st == RX_FILE && !ss->werr) {
-		ss->werr = write_all(ss->fd, p, k);
+		ss->werr = pilot_write_all(ss->fd, p, k);
 	}
 	ss->left -= k;
 	if (ss->st == RX_NAME && ss->blen == ss->bwant)
