@@ -35,7 +35,7 @@ typedef struct tls_conn {
 	char host[256];
 } tls_conn;
 
-static bool is_hex64(const char *s)
+bool regclient_tls_fingerprint_ok(const char *s)
 {
 	size_t i;
 
@@ -67,7 +67,7 @@ regclient_tls_config *regclient_tls_config_new(const char *const *roots, bool sy
 		return NULL;
 	}
 	if (fingerprint && *fingerprint) {
-		if (!is_hex64(fingerprint)) {
+		if (!regclient_tls_fingerprint_ok(fingerprint)) {
 			snprintf(err, errlen, "registry fingerprint: want 64 lowercase hex digits "
 				 "(SHA-256 of the leaf certificate's DER)");
 			free(c);
