@@ -124,6 +124,17 @@ bool ctlsrv_need_up(ctlsrv_reply *r, node *n)
 	return true;
 }
 
+void *ctlsrv_up_alloc(ctlsrv_reply *r, node *n, size_t size)
+{
+	void *p;
+
+	if (ctlsrv_need_up(r, n))
+		return NULL;
+	if (!(p = calloc(1, size)))
+		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
+	return p;
+}
+
 /* A registry call returned -errno at once. */
 void ctlsrv_reg_refused(ctlsrv_reply *r, int err)
 {

@@ -4,6 +4,7 @@
 #define PILOT_CTLSRV_ARGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <json-c/json.h>
@@ -33,6 +34,9 @@ void ctlsrv_reg_refused(ctlsrv_reply *r, int err);
 bool ctlsrv_reg_failed(ctlsrv_reply *r, json_object *reply, int err);
 /* The daemon is not registered yet: reply and return true. */
 bool ctlsrv_need_up(ctlsrv_reply *r, struct node *n);
+/* ctlsrv_need_up, then size zeroed bytes for the request's state: NULL after
+ * replying (not registered, or "internal" when out of memory). */
+void *ctlsrv_up_alloc(ctlsrv_reply *r, struct node *n, size_t size);
 
 /* ---- a hostname through the registry ---- */
 typedef struct ctlsrv_resolve ctlsrv_resolve;

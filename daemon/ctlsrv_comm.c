@@ -16,6 +16,32 @@
 
 static uint8_t scratch[1 << 16];
 
+/* Finish recv or listen: a stream ends with {"items": n}; otherwise
+ * {"messages": [...], "timeout": bool}. */
+static void msgs_finish(cop *o, bool streaming, json_object *msgs, bool timed_out)
+{
+	json_object *r;
+
+	if (streaming) {
+		cop_end(o);
+		return;
+	}
+	r = json_object_new_object();
+	json_object_object_add(r, "messages", json_object_get(msgs));
+	json_object_object_add(r, "timeout", json_object_new_boolean(timed_out));
+	cop_ok(o, r);
+}
+
+/* recv and listen: count and timeout not negative, a port, the daemon up. */
+static bool port_count_ok(ctlsrv_reply *r, node *n, int64_t port, int64_t count, int64_t timeout)
+{
+	if (count < 0 || timeout < 0) {
+		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
+		return false;
+	}
+	return cop_port_ok(r, port, false) && cop_can_start(r, n);
+}
+
 /* ---- connect / send ---- */
 typedef struct dial_op {
 	cop o;
@@ -173,16 +199,7 @@ static void recv_release(cop *o)
 
 static void recv_finish(recv_op *p, bool timed_out)
 {
-	json_object *o;
-
-	if (p->streaming) {
-		cop_end(&p->o);
-		return;
-	}
-	o = json_object_new_object();
-	json_object_object_add(o, "messages", json_object_get(p->msgs));
-	json_object_object_add(o, "timeout", json_object_new_boolean(timed_out));
-	cop_ok(&p->o, o);
+	msgs_finish(&p->o, p->streaming, p->msgs, timed_out);
 }
 
 static void recv_timeout(cop *o)
@@ -262,11 +279,7 @@ void verb_recv(ctlsrv_reply *r, json_object *args, void *arg)
 	recv_op *p;
 	int rc;
 
-	if (count < 0 || timeout < 0) {
-		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
-		return;
-	}
-	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))
+	if (!port_count_ok(r, n, port, count, timeout))
 		return;
 	if (!(p = cop_new(n, r, sizeof(*p), timeout, recv_release)))
 		return;
@@ -334,16 +347,7 @@ static void listen_release(cop *o)
 
 static void listen_finish(listen_op *p, bool timed_out)
 {
-	json_object *o;
-
-	if (p->streaming) {
-		cop_end(&p->o);
-		return;
-	}
-	o = json_object_new_object();
-	json_object_object_add(o, "messages", json_object_get(p->msgs));
-	json_object_object_add(o, "timeout", json_object_new_boolean(timed_out));
-	cop_ok(&p->o, o);
+	msgs_finish(&p->o, p->streaming, p->msgs, timed_out);
 }
 
 static void listen_timeout(cop *o)
@@ -390,11 +394,7 @@ void verb_listen(ctlsrv_reply *r, json_object *args, void *arg)
 	dgram_port *dp;
 	int rc;
 
-	if (count < 0 || timeout < 0) {
-		ctlsrv_reply_err(r, "invalid_argument", "count and timeout must not be negative", NULL);
-		return;
-	}
-	if (!cop_port_ok(r, port, false) || !cop_can_start(r, n))
+	if (!port_count_ok(r, n, port, count, timeout))
 		return;
 	if (!(p = cop_new(n, r, sizeof(*p), timeout, listen_release)))
 		return;

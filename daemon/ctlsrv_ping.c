@@ -176,12 +176,8 @@ void verb_ping(ctlsrv_reply *r, json_object *args, void *arg)
 				 "count must be 1..1000, timeout positive, payload <= 1024 bytes", NULL);
 		return;
 	}
-	if (ctlsrv_need_up(r, n))
+	if (!(p = ctlsrv_up_alloc(r, n, sizeof(*p))))
 		return;
-	if (!(p = calloc(1, sizeof(*p)))) {
-		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
-		return;
-	}
 	p->r = r;
 	p->n = n;
 	p->count = (int)count;

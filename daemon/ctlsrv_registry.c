@@ -123,12 +123,8 @@ static void set_hostname(ctlsrv_reply *r, node *n, const char *name)
 		ctlsrv_reply_err(r, "invalid_argument", "hostname longer than 63 characters", NULL);
 		return;
 	}
-	if (ctlsrv_need_up(r, n))
+	if (!(q = ctlsrv_up_alloc(r, n, sizeof(*q))))
 		return;
-	if (!(q = calloc(1, sizeof(*q)))) {
-		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
-		return;
-	}
 	q->r = r;
 	q->n = n;
 	snprintf(q->name, sizeof(q->name), "%s", name);

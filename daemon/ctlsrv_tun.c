@@ -140,12 +140,8 @@ void verb_map(ctlsrv_reply *r, json_object *args, void *arg)
 		do_map(r, n, a, ip);
 		return;
 	}
-	if (ctlsrv_need_up(r, n))
+	if (!(q = ctlsrv_up_alloc(r, n, sizeof(*q))))
 		return;
-	if (!(q = calloc(1, sizeof(*q)))) {
-		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
-		return;
-	}
 	*q = (map_req){ .r = r, .n = n, .has_ip = ip != NULL };
 	snprintf(q->ip, sizeof(q->ip), "%s", ip ? ip : "");
 	if (!ctlsrv_resolve_start(n, target, map_resolved, q, &rc)) {
