@@ -694,7 +694,9 @@ static bool syn_rate_ok(conn_table *t, uint32_t node, uint64_t now)
 	return bucket_take(&t->gbucket, t->cfg.syn_rate, t->cfg.syn_rate, now);
 }
 
-static conn *accept_new(conn_table *t, conn_listener *l, const proto_hdr *h, uint64_t now)
+/* A conn for an inbound SYN h: addresses from h, the engine accepting, in the
+ * 4-tuple hash. NULL when out of memory. */
+static conn *accept_alloc(conn_table *t, const proto_hdr *h, uint64_t now)
 {
 	stream_params p;
 	conn *c = conn_alloc(t);
@@ -712,6 +714,15 @@ static conn *accept_new(conn_table *t, conn_listener *l, const proto_hdr *h, uin
 		conn_destroy(c);
 		return NULL;
 	}
+	return c;
+}
+
+static conn *accept_new(conn_table *t, conn_listener *l, const proto_hdr *h, uint64_t now)
+{
+	conn *c = accept_alloc(t, h, now);
+
+	if (!c)
+		return NULL;
 	c->counted = true;
 	l->count++;
 	t->st.syn_accepted++;
@@ -775,7 +786,6 @@ static conn *accept_deferred(conn_table *t, const proto_hdr *h, int *err)
 {
 	uint64_t now = conn_now(t);
 	conn *tw = hash_find(t, h->dst_port, h->src, h->src_port);
-	stream_params p;
 	conn *c;
 
 	if (tw && stream_state(tw->s) != STREAM_TIME_WAIT) {
@@ -790,21 +800,9 @@ static conn *accept_deferred(conn_table *t, const proto_hdr *h, int *err)
 		stream_abort(tw->s, now);
 		resched(tw);
 	}
-	c = conn_alloc(t);
 	*err = -ENOMEM;
-	if (!c)
+	if (!(c = accept_alloc(t, h, now)))
 		return NULL;
-	c->laddr = h->dst;
-	c->lport = h->dst_port;
-	c->raddr = h->src;
-	c->rport = h->src_port;
-	p = conn_params(t, c->id, c->raddr.node);
-	c->s = stream_accept(&p, h, &engine_cbs, c, now);
-	if (!c->s || hash_insert(t, c) < 0) {
-		c->released = true;
-		conn_destroy(c);
-		return NULL;
-	}
 	t->st.syn_accepted++;
 	return c;
 }

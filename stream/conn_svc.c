@@ -57,6 +57,19 @@ int conn_dgram_send(conn_table *t, pilot_addr dst, uint16_t dport, const void *d
 	return conn_dgram_send_from(t, 0, dst, dport, data, len);
 }
 
+/* A payload of len bytes may go out from this table now: 0, -EMSGSIZE,
+ * -ESHUTDOWN or -EADDRNOTAVAIL (no address yet). */
+static int can_send(const conn_table *t, size_t len)
+{
+	if (len > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	if (t->shut)
+		return -ESHUTDOWN;
+	if (t->local.node == 0)
+		return -EADDRNOTAVAIL;
+	return 0;
+}
+
 int conn_dgram_send_from(conn_table *t, uint16_t sport, pilot_addr dst, uint16_t dport,
 			 const void *data, size_t len)
 {
@@ -65,12 +78,8 @@ int conn_dgram_send_from(conn_table *t, uint16_t sport, pilot_addr dst, uint16_t
 
 	if (!len || !data || pilot_addr_is_broadcast(dst)) /* fan-out is the caller's job */
 		return -EINVAL;
-	if (len > PROTO_MAX_PAYLOAD)
-		return -EMSGSIZE;
-	if (t->shut)
-		return -ESHUTDOWN;
-	if (t->local.node == 0)
-		return -EADDRNOTAVAIL;
+	if ((r = can_send(t, len)) < 0)
+		return r;
 	port = sport ? sport : conn_eph_peek(t); /* fresh per datagram, free after the send */
 	if (port < 0)
 		return port;
@@ -177,12 +186,8 @@ int64_t conn_ping(conn_table *t, uint32_t node, uint32_t seq, const void *payloa
 
 	if (!cb || (len && !payload))
 		return -EINVAL;
-	if (len > PROTO_MAX_PAYLOAD)
-		return -EMSGSIZE;
-	if (t->shut)
-		return -ESHUTDOWN;
-	if (t->local.node == 0)
-		return -EADDRNOTAVAIL;
+	if ((r = can_send(t, len)) < 0)
+		return r;
 	if (t->npings >= t->cfg.max_pings)
 		return -EAGAIN;
 	port = conn_eph_get(t);
