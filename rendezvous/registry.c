@@ -6,7 +6,8 @@
  * `code` (machine-readable) and `message` (human):
  *   not_found, bad_signature, stale_signature, replayed_signature,
  *   rate_limited, invalid_argument, conflict, forbidden, read_only,
- *   unknown_type, limit, internal (store write failed).
+ *   unknown_type, limit, internal (store write failed), busy (the store's
+ *   write queue is full: nothing was changed; carries "retry_after_ms").
  *
  * Signatures (full text in rendezvous/SIGNATURES.md):
  *   v1 (reference): Ed25519 over the challenge of registry.md §8, e.g.
