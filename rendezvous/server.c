@@ -357,10 +357,18 @@ static int conn_hold(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
 
 /* A reply to a request: sent now, or held until its write (wseq, 0 = none) is
  * durable and every earlier held reply of this connection has gone. */
+static uint8_t *store_fail_frame(size_t *len);
+
 static int conn_reply(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
 {
+	uint8_t *err;
+
 	if (c->held_head || (wseq && wseq > c->srv->durable && wseq > reg_durable_seq(c->srv->reg)))
 		return conn_hold(c, data, len, wseq);
+	if (wseq && reg_write_failed(c->srv->reg, wseq) && (err = store_fail_frame(&len))) {
+		free(data); /* committed (failed) before we even looked */
+		data = err;
+	}
 	return conn_queue(c, data, len);
 }
 
@@ -724,7 +732,7 @@ static void conn_pump(struct conn *c)
 		conn_close(c, "write failed");
 		return;
 	}
-	if (c->closing && !c->out_head) {
+	if (c->closing && !c->out_head && !c->held_head) {
 		conn_close(c, "done");
 		return;
 	}
