@@ -70,9 +70,9 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "beacon UDP listen address", "host:port" ),
 		OPT("store", PILOT_OPT_STRING, &o->store, NULL,
 		  "registry database (SQLite); empty = in memory only", "path" ),
-		OPT("store-sync", PILOT_OPT_STRING, &o->store_sync, "full",
-		  "full: an acknowledged write is on the disk (fsync per commit); normal: it survives "
-		  "a crash of this process but not of the machine", "mode" ),
+		OPT("store-sync", PILOT_OPT_STRING, &o->store_sync, "normal",
+		  "normal: an acknowledged write survives a crash of this process, not a power cut; "
+		  "full: it is on the disk (an fsync per commit batch)", "mode" ),
 		OPT("store-queue", PILOT_OPT_INT, &o->store_queue, "4096",
 		  "writes waiting for the disk before new ones are answered busy", "n", 1, 1000000 ),
 		OPT("store-fsync-delay", PILOT_OPT_DURATION, &o->store_fsync_delay, "0",
@@ -480,7 +480,7 @@ static void start(struct app *a)
 		.strict_signatures = o->strict_signatures,
 		.ratelimit_disabled = o->no_rate_limit,
 		.store_queue_max = o->store_queue,
-		.store_sync_normal = o->store_sync && !strcmp(o->store_sync, "normal"),
+		.store_sync_full = o->store_sync && !strcmp(o->store_sync, "full"),
 		.store_fsync_delay_ms = o->store_fsync_delay,
 	};
 

@@ -1,6 +1,7 @@
-/* Crash-safe persistence in SQLite: WAL journal, synchronous=FULL (a committed
- * transaction is on the disk; -store-sync normal: survives kill -9 of the
- * process but not a power cut), database, -wal and -shm files mode 0600.
+/* Crash-safe persistence in SQLite: WAL journal, synchronous=NORMAL (a committed
+ * transaction survives kill -9 of the process; the WAL is fsynced at
+ * checkpoints) or, with -store-sync full, FULL (every commit batch is fsynced:
+ * survives a power cut too), database, -wal and -shm files mode 0600.
  *
  * Asynchronous, group-committed: every mutating handler still writes only the
  * rows it changed as one transaction (st_begin .. st_commit), but st_commit
@@ -958,7 +959,7 @@ int st_open(registry *r, const char *path, char *err, size_t errlen)
 			 (long long)c->store_fsync_delay_ms);
 	}
 	snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-		 " PRAGMA busy_timeout=5000;", c->store_sync_normal ? "NORMAL" : "FULL");
+		 " PRAGMA busy_timeout=5000;", c->store_sync_full ? "FULL" : "NORMAL");
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK ||
 	    sqlite3_exec(st->db, pragmas, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {

@@ -23,7 +23,8 @@ typedef struct reg_config {
 	int64_t stale_ms;           /* reap nodes silent for longer (default 180000) */
 	bool ratelimit_disabled;    /* benchmarks/tests only: no per-source limits */
 	long store_queue_max;       /* writes queued for the disk before `busy` (0 = default) */
-	bool store_sync_normal;     /* synchronous=NORMAL: survive a process crash, not a power cut */
+	bool store_sync_full;       /* synchronous=FULL: fsync every commit (else NORMAL: survive
+				     * a crash of the process, not a power cut) */
 	int64_t store_fsync_delay_ms; /* tests only: every fsync of the store sleeps this long */
 } reg_config;
 

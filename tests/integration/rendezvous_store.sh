@@ -1,7 +1,8 @@
 #!/bin/bash
 # pilot-rendezvous with its store on a deliberately slow disk (issue 21): the
 # -store-fsync-delay test hook makes every fsync of the SQLite store sleep 500 ms
-# first (a VFS shim around SQLite's own sync, so the commit path is the real one).
+# first (a VFS shim around SQLite's own sync, so the commit path is the real one),
+# with -store-sync full so that every commit fsyncs.
 #   - 100 lookups from another client all answer in < 50 ms while a commit is in
 #     flight; a register is acknowledged only after its commit returned; a later
 #     reply on the same connection waits and keeps its order;
@@ -87,7 +88,7 @@ H=$(free_port)
 STORE=$TMP/store/registry.db
 mkdir -p "$TMP/store"
 start slow -registry-addr 127.0.0.1:$P -http 127.0.0.1:$H -store "$STORE" -no-rate-limit \
-	-store-fsync-delay 500ms
+	-store-sync full -store-fsync-delay 500ms
 SLOW=$LAST_PID
 if wait_ready "$P"; then
 	$PY tests/integration/regstore.py slowdisk "$P" "$H" 500 "$TMP/acked"
@@ -112,7 +113,7 @@ fi
 P=$(free_port)
 H=$(free_port)
 start busy -registry-addr 127.0.0.1:$P -http 127.0.0.1:$H -store "$TMP/store/busy.db" -no-rate-limit \
-	-store-fsync-delay 300ms -store-queue 4
+	-store-sync full -store-fsync-delay 300ms -store-queue 4
 BUSY=$LAST_PID
 if wait_ready "$P"; then
 	$PY tests/integration/regstore.py busy "$P" "$H" 30

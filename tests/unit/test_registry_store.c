@@ -319,7 +319,7 @@ static void test_busy_when_queue_full(void **state)
 	cf.store_path = path;
 	cf.store_queue_max = 1;
 	cf.store_fsync_delay_ms = 300; /* each commit takes >= 300 ms */
-	cf.store_sync_normal = false;
+	cf.store_sync_full = true; /* so every commit fsyncs, slowly */
 	r = reg_open(&cf, err, sizeof(err));
 	assert_non_null(r);
 	t_register(r, &a, NULL);
