@@ -37,34 +37,49 @@ def sc_slowdisk(port, http_port, delay_ms, idfile):
     check("register_acked_only_after_commit", dt >= 0.9 * delay, "acked after %.3f s, fsync %.3f s" % (dt, delay))
     acked.append(a.id)
 
-    # Pipelined on one connection: a write then a read. Meanwhile another client reads.
-    b = Node(c1)
+    # Pipelined on one connection: a write then a read. Meanwhile another client
+    # reads 100 times. Up to 3 rounds: the machine is shared, and one scheduling
+    # hiccup of this client is not the registry waiting for its disk (that would
+    # be >= the fsync time); no lookup may ever take half the fsync time.
     c2 = Conn(port, "127.0.4.2", timeout=5)
     c2.call({"type": "lookup", "node_id": a.id})  # connected and warm
-    t0 = time.monotonic()
-    c1.send({"type": "register", "public_key": b.pub, "listen_addr": "0.0.0.0:4000"})
-    c1.send({"type": "lookup", "node_id": a.id})
-    worst, bad = 0.0, []
-    for _ in range(100):
-        t = time.monotonic()
-        r = c2.call({"type": "lookup", "node_id": a.id})
-        worst = max(worst, time.monotonic() - t)
-        if not ok(r, "lookup"):
-            bad.append(r)
-    lookups_done = time.monotonic() - t0
-    reply_early = pending(c1)
-    check("lookups_answered_under_50ms_while_fsync_takes_%dms" % delay_ms, not bad and worst < 0.05,
-          "worst %.1f ms, %d bad" % (worst * 1000, len(bad)))
+    rounds = []
+    for rnd in range(3):
+        b = Node(c1)
+        t0 = time.monotonic()
+        c1.send({"type": "register", "public_key": b.pub, "listen_addr": "0.0.0.0:4000"})
+        c1.send({"type": "lookup", "node_id": a.id})
+        worst, bad = 0.0, []
+        for _ in range(100):
+            t = time.monotonic()
+            r = c2.call({"type": "lookup", "node_id": a.id})
+            worst = max(worst, time.monotonic() - t)
+            if not ok(r, "lookup"):
+                bad.append(r)
+        lookups_done = time.monotonic() - t0
+        reply_early = pending(c1)
+        r1 = c1.recv()
+        t_r1 = time.monotonic() - t0
+        r2 = c1.recv()
+        if ok(r1, "register"):
+            acked.append(r1["node_id"])
+        rounds.append((worst, bad, lookups_done, reply_early, r1, t_r1, r2))
+        print("# round %d: worst lookup %.1f ms, 100 lookups in %.3f s, register acked after %.3f s"
+              % (rnd + 1, worst * 1000, lookups_done, t_r1), flush=True)
+        if not bad and worst < 0.05:
+            break
+    check("lookups_answered_under_50ms_while_fsync_takes_%dms" % delay_ms,
+          any(not x[1] and x[0] < 0.05 for x in rounds)
+          and all(not x[1] and x[0] < delay / 2 for x in rounds),
+          "worst per round %s ms" % [round(x[0] * 1000, 1) for x in rounds])
+    worst, bad, lookups_done, reply_early, r1, t_r1, r2 = rounds[-1]
     check("lookups_served_while_commit_in_flight", not reply_early and lookups_done < 0.9 * delay,
           "100 lookups took %.3f s; register reply already there: %s" % (lookups_done, reply_early))
-    r1 = c1.recv()
-    t_r1 = time.monotonic() - t0
-    r2 = c1.recv()
-    check("pipelined_register_acked_after_commit", ok(r1, "register") and t_r1 >= 0.9 * delay,
-          "%s after %.3f s" % (r1.get("type"), t_r1))
-    check("later_reply_on_same_connection_keeps_order", ok(r2, "lookup") and r2.get("node_id") == a.id, r2)
-    if ok(r1, "register"):
-        acked.append(r1["node_id"])
+    check("pipelined_register_acked_after_commit",
+          all(ok(x[4], "register") and x[5] >= 0.9 * delay for x in rounds),
+          [(x[4].get("type"), round(x[5], 3)) for x in rounds])
+    check("later_reply_on_same_connection_keeps_order",
+          all(ok(x[6], "lookup") and x[6].get("node_id") == a.id for x in rounds), r2)
 
     # Group commit: 40 clients register at once; one fsync per write would take
     # 40 x delay, batches take a few.
