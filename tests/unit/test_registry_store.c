@@ -244,7 +244,7 @@ static void test_schema_version(void **state)
 static json_object *req_nowait(registry *r, uint64_t *seq, const char *json)
 {
 	json_object *q = json_tokener_parse(json), *o;
-	reg_ctx ctx = { t_ip, 40000, t_now };
+	reg_ctx ctx = { t_ip, 40000, t_now, t_conn };
 	uint64_t before = reg_write_seq(r);
 
 	assert_non_null(q);
