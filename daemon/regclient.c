@@ -25,7 +25,8 @@
 #define RC_QUEUE_DEFAULT 256
 #define RC_TIMEOUT_DEFAULT 10000
 #define RC_BACKOFF_MIN 500
-#define RC_BACKOFF_MAX 10000
+#define RC_BACKOFF_MAX 2000     /* a node that lost its registry retries at least every 2 s */
+#define RC_ATTEMPT_DEFAULT 2000
 #define RC_MAX_SENDS 2
 #define RC_RECENT 32
 
@@ -37,7 +38,8 @@ struct rc_req {
 	char *fields;           /* v2 fields when signed at send time, else NULL */
 	regclient_cb cb;
 	void *arg;
-	uint64_t deadline;      /* monotonic ms */
+	uint64_t deadline;      /* monotonic ms: the timer armed for this request */
+	uint64_t expire;        /* monotonic ms: give up (-ETIMEDOUT) */
 	uint64_t sent_us;       /* last written (reply latency) */
 	int sends;
 };
@@ -47,7 +49,7 @@ struct regclient {
 	char *host, *port;
 	const pilot_identity *id;
 	size_t queue_max;
-	int64_t timeout_ms, bmin, bmax, backoff;
+	int64_t timeout_ms, attempt_ms, bmin, bmax, backoff;
 	const regclient_transport *tp;
 	void *tp_cfg, *tp_ctx;
 	int64_t skew_s, offset_s;
@@ -61,6 +63,7 @@ struct regclient {
 	int fd;
 	struct addrinfo *ai, *ai_next;
 	uint64_t retry_timer, kick_timer, dl_timer;
+	uint64_t busy_timer;    /* the registry said busy: the head waits for this */
 
 	struct rc_req *head, *tail;
 	size_t n;
@@ -387,7 +390,7 @@ static int enqueue(regclient *c, json_object *req, char *fields, regclient_cb cb
 	r->fields = fields;
 	r->cb = cb;
 	r->arg = arg;
-	r->deadline = pilot_now_ms() + (uint64_t)c->timeout_ms;
+	r->expire = r->deadline = pilot_now_ms() + (uint64_t)c->timeout_ms;
 	if (c->tail)
 		c->tail->next = r;
 	else
@@ -643,7 +646,7 @@ static void send_head(regclient *c)
 	uint8_t *buf;
 	int n;
 
-	if (!r || c->inflight || c->state != RC_UP)
+	if (!r || c->inflight || c->state != RC_UP || c->busy_timer)
 		return;
 	if (r->fields && (n = regclient_sign(c, r->req, r->fields)) < 0) {
 		complete_head(c, NULL, n);
@@ -664,6 +667,14 @@ static void send_head(regclient *c)
 	c->st.sent++;
 	r->sent_us = pilot_now_us();
 	c->inflight = true;
+	/* An attempt that gets no answer in attempt_ms is sent again on a fresh
+	 * connection (deadline_fire), up to the request's own timeout. */
+	{
+		uint64_t now = pilot_now_ms();
+
+		r->deadline = now + (uint64_t)c->attempt_ms < r->expire ? now + (uint64_t)c->attempt_ms : r->expire;
+		arm_deadline(c);
+	}
 	c->wbuf = buf;
 	c->wlen = (size_t)n;
 	c->woff = 0;
@@ -682,6 +693,45 @@ static void observe_rtt(regclient *c)
 	c->st.rtt_sum_us += us;
 }
 
+static int64_t busy_fire(pilot_loop *l, uint64_t id, void *arg)
+{
+	regclient *c = arg;
+
+	(void)l, (void)id;
+	c->busy_timer = 0;
+	enter(c);
+	if (c->head && c->state == RC_IDLE)
+		start_connect(c);
+	else
+		send_head(c);
+	leave(c);
+	return 0;
+}
+
+/* The registry refused the head with code busy (its write queue is full; it
+ * changed nothing): send it again after retry_after_ms plus up to 50 % jitter,
+ * if that is still before the request's own timeout. true if so. */
+static bool busy_retry(regclient *c, json_object *reply)
+{
+	const char *code = jw_get_str(reply, "code");
+	struct rc_req *r = c->head;
+	int64_t ms;
+
+	if (!r || !code || strcmp(code, "busy"))
+		return false;
+	ms = jw_get_i64(reply, "retry_after_ms");
+	ms = ms < 20 ? 20 : ms > 5000 ? 5000 : ms;
+	ms += (int64_t)randombytes_uniform((uint32_t)(ms / 2 + 1));
+	if (pilot_now_ms() + (uint64_t)ms >= r->expire)
+		return false;
+	c->st.busy++;
+	c->inflight = false;
+	r->deadline = r->expire;
+	log_debug("registry busy; retrying type=%s in_ms=%lld", jw_get_str(r->req, "type"), (long long)ms);
+	c->busy_timer = pilot_loop_add_timer(c->loop, ms, busy_fire, c);
+	return c->busy_timer != 0;
+}
+
 static void got_reply(regclient *c, json_object *reply)
 {
 	int err = 0;
@@ -690,6 +740,8 @@ static void got_reply(regclient *c, json_object *reply)
 	observe_rtt(c);
 	c->backoff = 0; /* the server answers: the next reconnect may go at once */
 	observe_reply(c, reply);
+	if (busy_retry(c, reply))
+		return;
 	if (json_object_is_type(json_object_object_get(reply, "error"), json_type_string)) {
 		err = -EREMOTEIO;
 		c->st.errors++;
@@ -819,6 +871,22 @@ static int64_t deadline_fire(pilot_loop *l, uint64_t id, void *arg)
 	while (c->head && c->head->deadline <= now && !c->dying) {
 		bool was_inflight = c->inflight;
 
+		if (was_inflight && now < c->head->expire) {
+			/* No answer on this connection (a dead path, a stalled server):
+			 * a late reply would be taken for the next request's, so drop
+			 * it and send again at once on a fresh one. */
+			log_warn("registry request unanswered; retrying on a fresh connection addr=%s:%s type=%s",
+				 c->host, c->port, jw_get_str(c->head->req, "type"));
+			c->st.retries++;
+			conn_close(c);
+			c->inflight = false;
+			c->head->deadline = c->head->expire;
+			c->backoff = 0;
+			pilot_loop_del_timer(c->loop, c->retry_timer);
+			c->retry_timer = 0;
+			start_connect(c);
+			break;
+		}
 		c->st.timeouts++;
 		if (was_inflight) {
 			log_warn("registry request timed out addr=%s:%s type=%s", c->host, c->port,
@@ -879,6 +947,9 @@ regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, 
 	c->id = cfg->id;
 	c->queue_max = cfg->queue_max ? cfg->queue_max : RC_QUEUE_DEFAULT;
 	c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : RC_TIMEOUT_DEFAULT;
+	c->attempt_ms = cfg->attempt_timeout_ms > 0 ? cfg->attempt_timeout_ms : RC_ATTEMPT_DEFAULT;
+	if (c->attempt_ms > c->timeout_ms)
+		c->attempt_ms = c->timeout_ms;
 	c->bmin = cfg->backoff_min_ms > 0 ? cfg->backoff_min_ms : RC_BACKOFF_MIN;
 	c->bmax = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : RC_BACKOFF_MAX;
 	if (c->bmax < c->bmin)
@@ -898,6 +969,7 @@ static void destroy(regclient *c)
 	pilot_loop_del_timer(c->loop, c->retry_timer);
 	pilot_loop_del_timer(c->loop, c->kick_timer);
 	pilot_loop_del_timer(c->loop, c->dl_timer);
+	pilot_loop_del_timer(c->loop, c->busy_timer);
 	conn_close(c);
 	free(c->rbuf);
 	free(c->host);

@@ -1,8 +1,11 @@
 /* The daemon's registry connection: one long-lived TCP connection on the event
  * loop carrying strictly sequential request/response pairs (registry.md §2-3),
  * a bounded FIFO of requests, per-request timeouts, reconnect with jittered
- * backoff and one resend of the in-flight request after a connection-level
- * failure (§2.2), and request signing in the reference (v1) or the bound,
+ * backoff (0.5 s doubling to 2 s) and one resend of the in-flight request after
+ * a connection-level failure (§2.2); an attempt unanswered for
+ * attempt_timeout_ms is sent again at once on a fresh connection (until the
+ * request's timeout), and a `busy` reply (the registry's write queue is full)
+ * is retried after its retry_after_ms plus up to 50 % jitter; and request signing in the reference (v1) or the bound,
  * timestamped v2 format (rendezvous/SIGNATURES.md).
  *
  * Every callback runs from the loop, never from inside regclient_request.
@@ -69,8 +72,10 @@ typedef struct regclient_config {
 	const pilot_identity *id;       /* signing key; NULL = no signed requests */
 	size_t queue_max;               /* requests queued + in flight (default 256) */
 	int64_t timeout_ms;             /* from submission to reply (default 10000) */
+	int64_t attempt_timeout_ms;     /* one send unanswered this long: resend on a
+					 * fresh connection (default 2000, <= timeout_ms) */
 	int64_t backoff_min_ms;         /* reconnect delay, doubling (default 500) */
-	int64_t backoff_max_ms;         /* cap (default 10000) */
+	int64_t backoff_max_ms;         /* cap (default 2000) */
 	const regclient_transport *transport; /* NULL = regclient_tcp */
 	void *transport_cfg;
 	int64_t clock_skew_s;           /* tests: pretend the wall clock is off by this */
@@ -95,6 +100,8 @@ typedef struct regclient_stats {
 	uint64_t sent, replies, errors; /* frames written, replies read, error replies */
 	uint64_t resends;       /* in-flight requests sent again after a reconnect */
 	uint64_t timeouts;
+	uint64_t retries;       /* attempts unanswered in attempt_timeout_ms, sent again */
+	uint64_t busy;          /* busy replies, sent again after the registry's hint */
 	int connected;
 	size_t queued;          /* pending requests, including the one in flight */
 	/* request written -> reply read, per bucket (not cumulative), + over the last bound */

@@ -32,16 +32,17 @@
 struct options {
 	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
-	char *admin_token, *replication_token;
+	char *admin_token, *replication_token, *store_sync;
 	char *standby_tls_ca, *standby_tls_fpr;
 	char *wss_addr, *wss_tls_cert, *wss_tls_key;
 	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
-	int64_t frame_timeout, idle_timeout;
+	int64_t frame_timeout, idle_timeout, store_fsync_delay;
+	long store_queue;
 };
 
-#define NOPTS 48
+#define NOPTS 56
 
 struct app {
 	struct options o;
@@ -72,6 +73,14 @@ static void options_table(struct options *o, pilot_opt *t)
 		  "beacon UDP listen address", "host:port" ),
 		OPT("store", PILOT_OPT_STRING, &o->store, NULL,
 		  "registry database (SQLite); empty = in memory only", "path" ),
+		OPT("store-sync", PILOT_OPT_STRING, &o->store_sync, "normal",
+		  "normal: an acknowledged write survives a crash of this process, not a power cut; "
+		  "full: it is on the disk (an fsync per commit batch)", "mode" ),
+		OPT("store-queue", PILOT_OPT_INT, &o->store_queue, "4096",
+		  "writes waiting for the disk before new ones are answered busy", "n", 1, 1000000 ),
+		OPT("store-fsync-delay", PILOT_OPT_DURATION, &o->store_fsync_delay, "0",
+		  "testing only: every fsync of the store sleeps this long first (a slow disk)",
+		  "duration" ),
 		OPT("tls", PILOT_OPT_BOOL, &o->tls, NULL,
 		  "serve the registry over TLS", NULL ),
 		OPT("tls-cert", PILOT_OPT_STRING, &o->tls_cert, NULL,
@@ -176,6 +185,8 @@ static int validate(struct app *a)
 		return usage_error("invalid -log-level (want debug, info, warn or error)");
 	if (pilot_log_parse_format(o->log_format, &lf) < 0)
 		return usage_error("invalid -log-format (want text or json)");
+	if (!empty(o->store_sync) && strcmp(o->store_sync, "full") && strcmp(o->store_sync, "normal"))
+		return usage_error("invalid -store-sync (want full or normal)");
 	if (o->no_registry && o->no_beacon)
 		return usage_error("-no-registry and -no-beacon together leave nothing to run");
 	if (o->no_registry && !empty(o->standby))
@@ -407,6 +418,37 @@ static void beacon_metrics(FILE *f, const beacon *b)
 		st.inject_spoofed, 0);
 }
 
+static void store_metrics(FILE *f, registry *reg)
+{
+	reg_store_stats ss;
+
+	reg_get_store_stats(reg, &ss);
+	fprintf(f, "# HELP pilot_store_commit_seconds Time to commit one batch of writes (incl. fsync).\n"
+		   "# TYPE pilot_store_commit_seconds histogram\n");
+	for (int i = 0; i < ST_LAT_BUCKETS; i++)
+		fprintf(f, "pilot_store_commit_seconds_bucket{le=\"%g\"} %llu\n", reg_commit_le_ms[i] / 1000.0,
+			(unsigned long long)ss.commit_le[i]);
+	fprintf(f, "pilot_store_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+		   "pilot_store_commit_seconds_sum %.6f\npilot_store_commit_seconds_count %llu\n",
+		(unsigned long long)ss.batches, ss.commit_seconds, (unsigned long long)ss.batches);
+	fprintf(f, "# HELP pilot_store_commit_max_seconds Longest batch commit since start.\n"
+		   "# TYPE pilot_store_commit_max_seconds gauge\npilot_store_commit_max_seconds %.6f\n",
+		ss.max_commit_ms / 1000.0);
+	fprintf(f, "# HELP pilot_store_write_wait_seconds_total Sum over batches of the wait of its oldest write (queued to durable).\n"
+		   "# TYPE pilot_store_write_wait_seconds_total counter\npilot_store_write_wait_seconds_total %.6f\n",
+		ss.wait_seconds);
+	counter(f, "pilot_store_writes_total", "Writes committed or failed (batch size = this / pilot_store_commit_seconds_count).",
+		ss.txns, 0);
+	counter(f, "pilot_store_write_failures_total", "Writes the store refused (answered internal).", ss.failed, 0);
+	counter(f, "pilot_store_batch_size_last", "Writes in the newest commit.", ss.last_batch, 1);
+	counter(f, "pilot_store_batch_size_max", "Most writes in one commit since start.", ss.max_batch, 1);
+	counter(f, "pilot_store_queue_depth", "Writes waiting for the disk now (incl. the commit in flight).",
+		ss.queue_depth, 1);
+	counter(f, "pilot_store_queue_limit", "-store-queue.", ss.queue_max, 1);
+	counter(f, "pilot_store_queue_depth_max", "Deepest the write queue has been since start.", ss.queue_max_seen, 1);
+	counter(f, "pilot_store_busy_total", "Writes answered busy because the queue was full.", ss.busy, 0);
+}
+
 static void metrics_extra(FILE *f, void *arg)
 {
 	struct app *a = arg;
@@ -441,6 +483,8 @@ static void metrics_extra(FILE *f, void *arg)
 	fprintf(f, "# HELP pilot_registry_bad_frames_total Connections closed for an oversize or invalid frame.\n"
 		   "# TYPE pilot_registry_bad_frames_total counter\npilot_registry_bad_frames_total %llu\n",
 		(unsigned long long)st.bad_frames);
+	if (a->reg && !empty(a->o.store))
+		store_metrics(f, a->reg);
 	if (a->standby) {
 		rdv_standby_stats ss;
 
@@ -468,6 +512,9 @@ static void start(struct app *a)
 		.standby = !empty(o->standby),
 		.strict_signatures = o->strict_signatures,
 		.ratelimit_disabled = o->no_rate_limit,
+		.store_queue_max = o->store_queue,
+		.store_sync_full = o->store_sync && !strcmp(o->store_sync, "full"),
+		.store_fsync_delay_ms = o->store_fsync_delay,
 	};
 
 	if (!(a->loop = pilot_loop_new()))

@@ -47,6 +47,7 @@
 #define E_UNKNOWN_TYPE  "unknown_type"
 #define E_LIMIT         "limit"
 #define E_INTERNAL      "internal"
+#define E_BUSY          "busy"
 
 /* ---- open-addressing hash map: u64 key -> u64 value (reg_map.c) ---- */
 typedef struct rmap_ent {
@@ -200,6 +201,7 @@ struct registry {
 
 	uint64_t last_reap_ms, last_gc_ms;
 	uint64_t generation;  /* see reg_generation() */
+	uint64_t busy;        /* writes refused: store queue full */
 	reg_stats st;
 	reg_store *db;
 	reg_inbox_cb inbox_cb;  /* see reg_set_inbox_cb() */
@@ -289,10 +291,24 @@ H(h_leave_network); H(h_invite); H(h_poll_invites); H(h_respond_invite);
 /* ---- persistence (reg_store.c); every function is a no-op without a store ---- */
 int st_open(registry *r, const char *path, char *err, size_t errlen);
 int st_load(registry *r, char *err, size_t errlen);
-void st_close(registry *r);
+int st_start(registry *r, char *err, size_t errlen); /* the writer thread, after st_load */
+void st_close(registry *r);   /* commits what is queued first */
 void st_begin(registry *r);
-int st_commit(registry *r);   /* 0 or -EIO (then rolled back) */
+/* Queue the rows written since st_begin for the writer thread: 0 (the change
+ * gets the next sequence number, st_submitted()), or -EIO when they could not
+ * even be collected (out of memory; nothing queued). Never waits for the disk. */
+int st_commit(registry *r);
 void st_rollback(registry *r);
+uint64_t st_submitted(registry *r);  /* newest sequence number handed out (0 = none) */
+uint64_t st_durable(registry *r);    /* every seq <= this is committed or failed */
+size_t st_pending(registry *r);      /* queued or being committed */
+bool st_full(registry *r);           /* pending >= the queue bound */
+bool st_failed(registry *r, uint64_t seq);
+void st_failed_forget(registry *r, uint64_t upto);
+int st_fd(registry *r);              /* eventfd, readable when st_durable moved; -1 = no store */
+void st_fd_clear(registry *r);
+int st_wait(registry *r, uint64_t seq); /* block until durable >= seq: 0 or -EIO (it failed) */
+void st_get_stats(registry *r, reg_store_stats *out);
 void st_node(registry *r, const reg_node *n);
 void st_counters(registry *r);
 void st_member(registry *r, uint16_t net, uint32_t node, bool add);

@@ -1,15 +1,33 @@
 /* Crash-safe persistence in SQLite: WAL journal, synchronous=NORMAL (a committed
- * transaction survives kill -9 of the process), database, -wal and -shm files
- * mode 0600. Every mutating handler writes only the rows it changed, in one
- * transaction, before its response is sent. Heartbeats (last_seen) stay in
- * memory; live nodes restart with last_seen = load time, so they are reaped
- * only if they stay silent for the stale period after a restart. */
+ * transaction survives kill -9 of the process; the WAL is fsynced at
+ * checkpoints) or, with -store-sync full, FULL (every commit batch is fsynced:
+ * survives a power cut too), database, -wal and -shm files mode 0600.
+ *
+ * Asynchronous, group-committed: every mutating handler still writes only the
+ * rows it changed as one transaction (st_begin .. st_commit), but st_commit
+ * only encodes them and queues them under a sequence number; a writer thread,
+ * the only user of the SQLite connection after load, commits whatever is queued
+ * as one SQLite transaction (one fsync for the whole batch), then publishes the
+ * highest committed sequence number and signals an eventfd. The server holds
+ * each write's reply (and that connection's later replies) until its number is
+ * durable, so "acknowledged = on disk" holds while the event loop never waits
+ * for the disk. The queue is bounded (-store-queue); registry.c refuses writes
+ * with `busy` while it is full. A transaction that fails inside a batch is
+ * retried alone so it cannot fail its neighbours; its reply becomes an
+ * `internal` error. Another back end (PostgreSQL, issue 18) plugs in at the
+ * writer: the queue, sequence numbers and completion signal stay as they are.
+ *
+ * Heartbeats (last_seen) stay in memory; live nodes restart with last_seen =
+ * load time, so they are reaped only if they stay silent for the stale period
+ * after a restart. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,105 +105,318 @@ static const char *const sql[Q_COUNT] = {
 	[Q_INV_DEL] = ("DELETE FROM invites WHERE dst = ?1 AND net = ?2"),
 };
 
+#define Q_WIPE 255 /* not a prepared statement: st_save_all's wipe (sqlite3_exec) */
+
+static const char wipe_sql[] =
+	"DELETE FROM meta; DELETE FROM nodes; DELETE FROM owners; DELETE FROM networks;"
+	" DELETE FROM members; DELETE FROM trust_pairs; DELETE FROM trust_halves;"
+	" DELETE FROM hs_requests; DELETE FROM hs_inbox; DELETE FROM hs_responses;"
+	" DELETE FROM invites;";
+
+/* One request's changes, encoded on the loop thread and applied by the writer:
+ * a sequence of [statement:u8][nparams:u8] then per parameter [kind:u8] and
+ * an int64 (kind 1) or a u32 length and bytes (2 text, 3 blob); kind 0 is NULL.
+ * The encoding is ours (never from the network) and back-end neutral: a
+ * PostgreSQL back end would run the same operations with its own SQL. */
+typedef struct st_txn {
+	struct st_txn *next;
+	uint64_t seq;
+	uint64_t submit_ns;
+	uint8_t *buf;
+	size_t len, cap;
+	bool failed;
+} st_txn;
+
+enum { P_NULL = 0, P_INT, P_TEXT, P_BLOB };
+
+#define ST_BATCH_MAX 8192   /* transactions per commit */
+#define ST_FAILED_MAX 4096  /* failed sequence numbers remembered until collected */
+/* Commit-latency histogram bounds, ms (Prometheus le=). */
+const double reg_commit_le_ms[ST_LAT_BUCKETS] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000 };
+
 struct reg_store {
-	sqlite3 *db;
+	sqlite3 *db;                 /* the writer thread's once the store is loaded */
 	sqlite3_stmt *q[Q_COUNT];
 	char *path;
-	bool in_txn, failed;
+	size_t queue_max;
+	int efd;                     /* eventfd: the writer moved `durable` */
+
+	/* loop thread only */
+	st_txn *cur;                 /* being built between st_begin and st_commit */
+	uint64_t next_seq;           /* last sequence number handed out */
+	bool oom;                    /* building cur ran out of memory */
+
+	/* shared, under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv, done_cv;
+	st_txn *qhead, *qtail;
+	size_t qlen;                 /* submitted, not yet durable (incl. the batch in flight) */
+	uint64_t durable;            /* every seq <= durable is committed or failed */
+	uint64_t *failed;            /* failed seqs > the last st_failed_forget */
+	size_t nfailed;
+	bool stop, thread_up;
+	pthread_t th;
+	reg_store_stats st;
 };
 
-/* ---- statement helpers ---- */
-static sqlite3_stmt *prep(registry *r, int q)
+/* ---- encoding (loop thread) ---- */
+static uint64_t mono_ns(void)
 {
-	sqlite3_stmt *s = r->db->q[q];
+	struct timespec ts;
 
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	return s;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void run(registry *r, sqlite3_stmt *s)
+static void put(registry *r, const void *p, size_t n)
 {
-	int rc = sqlite3_step(s);
+	reg_store *st = r->db;
+	st_txn *t;
 
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_warn("registry: store write failed file=%s error=\"%s\"", r->db->path,
-			 sqlite3_errmsg(r->db->db));
-		r->db->failed = true;
+	if (st->oom)
+		return;
+	if (!st->cur && !(st->cur = calloc(1, sizeof(*st->cur)))) {
+		st->oom = true;
+		return;
 	}
-	sqlite3_reset(s);
+	t = st->cur;
+	if (t->len + n > t->cap) {
+		size_t cap = t->cap ? t->cap : 256;
+		uint8_t *b;
+
+		while (cap < t->len + n)
+			cap *= 2;
+		if (!(b = realloc(t->buf, cap))) {
+			st->oom = true;
+			return;
+		}
+		t->buf = b;
+		t->cap = cap;
+	}
+	memcpy(t->buf + t->len, p, n);
+	t->len += n;
+}
+
+static void op(registry *r, int q, int nparams)
+{
+	uint8_t h[2] = { (uint8_t)q, (uint8_t)nparams };
+
+	put(r, h, 2);
+}
+
+static void p_int(registry *r, int64_t v)
+{
+	uint8_t k = P_INT;
+
+	put(r, &k, 1);
+	put(r, &v, sizeof(v));
+}
+
+static void p_bytes(registry *r, int kind, const void *p, size_t n)
+{
+	uint8_t k = (uint8_t)kind;
+	uint32_t l = (uint32_t)n;
+
+	if (!p) {
+		k = P_NULL;
+		put(r, &k, 1);
+		return;
+	}
+	put(r, &k, 1);
+	put(r, &l, sizeof(l));
+	put(r, p, n);
+}
+
+static void p_text(registry *r, const char *t)
+{
+	p_bytes(r, P_TEXT, t, t ? strlen(t) : 0);
 }
 
 static void exec2(registry *r, int q, int64_t a, int64_t b)
 {
-	sqlite3_stmt *s;
-
 	if (!r->db)
 		return;
-	s = prep(r, q);
-	sqlite3_bind_int64(s, 1, a);
-	sqlite3_bind_int64(s, 2, b);
-	run(r, s);
+	op(r, q, 2);
+	p_int(r, a);
+	p_int(r, b);
 }
 
 static void exec3(registry *r, int q, int64_t a, int64_t b, int64_t c)
 {
-	sqlite3_stmt *s;
-
 	if (!r->db)
 		return;
-	s = prep(r, q);
-	sqlite3_bind_int64(s, 1, a);
-	sqlite3_bind_int64(s, 2, b);
-	sqlite3_bind_int64(s, 3, c);
-	run(r, s);
+	op(r, q, 3);
+	p_int(r, a);
+	p_int(r, b);
+	p_int(r, c);
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *t)
+static void txn_free(st_txn *t)
 {
-	if (t)
-		sqlite3_bind_text(s, i, t, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(s, i);
+	if (t) {
+		free(t->buf);
+		free(t);
+	}
 }
 
-/* ---- transactions ---- */
+/* ---- transactions (loop thread) ----
+ * st_begin .. st_commit collect one request's rows; st_commit hands them to the
+ * writer thread under the next sequence number and returns at once. The reply
+ * that depends on them waits until st_durable() reaches that number (server.c).
+ * st_rollback drops what was collected. */
 void st_begin(registry *r)
 {
-	if (!r->db || r->db->in_txn)
+	if (!r->db)
 		return;
-	r->db->failed = false;
-	run(r, prep(r, Q_BEGIN));
-	r->db->in_txn = !r->db->failed;
+	txn_free(r->db->cur);
+	r->db->cur = NULL;
+	r->db->oom = false;
 }
 
 void st_rollback(registry *r)
 {
-	if (!r->db || !r->db->in_txn)
-		return;
-	run(r, prep(r, Q_ROLLBACK));
-	r->db->in_txn = false;
-	r->db->failed = false;
+	st_begin(r);
 }
 
 int st_commit(registry *r)
 {
+	reg_store *st = r->db;
+	st_txn *t;
+
 	r->generation++;
-	if (!r->db)
+	if (!st)
 		return 0;
-	if (!r->db->in_txn)
-		return r->db->failed ? (r->db->failed = false, -EIO) : 0;
-	if (!r->db->failed)
-		run(r, prep(r, Q_COMMIT));
-	if (r->db->failed) {
-		st_rollback(r);
+	t = st->cur;
+	st->cur = NULL;
+	if (st->oom) {
+		st->oom = false;
+		txn_free(t);
+		log_warn("registry: store write failed file=%s error=\"out of memory\"", st->path);
 		return -EIO;
 	}
-	r->db->in_txn = false;
+	if (!t)
+		return 0; /* nothing to write */
+	t->seq = ++st->next_seq;
+	t->submit_ns = mono_ns();
+	pthread_mutex_lock(&st->mu);
+	if (st->qtail)
+		st->qtail->next = t;
+	else
+		st->qhead = t;
+	st->qtail = t;
+	st->qlen++;
+	if (st->qlen > st->st.queue_max_seen)
+		st->st.queue_max_seen = st->qlen;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
 	return 0;
 }
 
-/* ---- row writers ---- */
+uint64_t st_submitted(registry *r)
+{
+	return r->db ? r->db->next_seq : 0;
+}
+
+uint64_t st_durable(registry *r)
+{
+	uint64_t d;
+
+	if (!r->db)
+		return 0;
+	pthread_mutex_lock(&r->db->mu);
+	d = r->db->durable;
+	pthread_mutex_unlock(&r->db->mu);
+	return d;
+}
+
+size_t st_pending(registry *r)
+{
+	size_t n;
+
+	if (!r->db)
+		return 0;
+	pthread_mutex_lock(&r->db->mu);
+	n = r->db->qlen;
+	pthread_mutex_unlock(&r->db->mu);
+	return n;
+}
+
+bool st_full(registry *r)
+{
+	return r->db && st_pending(r) >= r->db->queue_max;
+}
+
+bool st_failed(registry *r, uint64_t seq)
+{
+	bool f = false;
+
+	if (!r->db)
+		return false;
+	pthread_mutex_lock(&r->db->mu);
+	for (size_t i = 0; i < r->db->nfailed && !f; i++)
+		f = r->db->failed[i] == seq;
+	pthread_mutex_unlock(&r->db->mu);
+	return f;
+}
+
+void st_failed_forget(registry *r, uint64_t upto)
+{
+	reg_store *st = r->db;
+	size_t k = 0;
+
+	if (!st)
+		return;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->nfailed; i++)
+		if (st->failed[i] > upto)
+			st->failed[k++] = st->failed[i];
+	st->nfailed = k;
+	pthread_mutex_unlock(&st->mu);
+}
+
+int st_fd(registry *r)
+{
+	return r->db ? r->db->efd : -1;
+}
+
+void st_fd_clear(registry *r)
+{
+	uint64_t v;
+
+	if (r->db && read(r->db->efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing new */
+	}
+}
+
+int st_wait(registry *r, uint64_t seq)
+{
+	reg_store *st = r->db;
+	bool f = false;
+
+	if (!st)
+		return 0;
+	pthread_mutex_lock(&st->mu);
+	while (st->durable < seq && st->thread_up)
+		pthread_cond_wait(&st->done_cv, &st->mu);
+	for (size_t i = 0; i < st->nfailed && !f; i++)
+		f = st->failed[i] == seq;
+	pthread_mutex_unlock(&st->mu);
+	return f ? -EIO : 0;
+}
+
+void st_get_stats(registry *r, reg_store_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!r->db)
+		return;
+	pthread_mutex_lock(&r->db->mu);
+	*out = r->db->st;
+	out->queue_depth = r->db->qlen;
+	out->queue_max = r->db->queue_max;
+	pthread_mutex_unlock(&r->db->mu);
+}
+
+/* ---- row writers (loop thread) ---- */
 static char *join_tags(const reg_node *n)
 {
 	size_t len = 1;
@@ -206,43 +437,40 @@ static char *join_tags(const reg_node *n)
 
 void st_node(registry *r, const reg_node *n)
 {
-	sqlite3_stmt *s;
 	char *tags;
 
 	if (!r->db)
 		return;
 	tags = join_tags(n);
-	s = prep(r, Q_NODE);
-	sqlite3_bind_int64(s, 1, n->id);
-	sqlite3_bind_blob(s, 2, n->pk, 32, SQLITE_TRANSIENT);
-	bind_text(s, 3, n->owner);
-	sqlite3_bind_int(s, 4, n->live);
-	bind_text(s, 5, n->real_addr[0] ? n->real_addr : NULL);
-	bind_text(s, 6, n->src_ip[0] ? n->src_ip : NULL);
-	sqlite3_bind_int(s, 7, n->pub);
-	bind_text(s, 8, n->hostname);
-	bind_text(s, 9, tags);
-	sqlite3_bind_int64(s, 10, n->polo);
-	sqlite3_bind_int(s, 11, n->task_exec);
-	sqlite3_bind_int(s, 12, n->relay_only);
-	sqlite3_bind_int(s, 13, (n->sig_v2 ? NODE_F_SIG_V2 : 0) | (n->owner_proven ? NODE_F_OWNER_PROVEN : 0));
-	run(r, s);
+	if (n->ntags && !tags)
+		r->db->oom = true;
+	op(r, Q_NODE, 13);
+	p_int(r, n->id);
+	p_bytes(r, P_BLOB, n->pk, 32);
+	p_text(r, n->owner);
+	p_int(r, n->live);
+	p_text(r, n->real_addr[0] ? n->real_addr : NULL);
+	p_text(r, n->src_ip[0] ? n->src_ip : NULL);
+	p_int(r, n->pub);
+	p_text(r, n->hostname);
+	p_text(r, tags);
+	p_int(r, n->polo);
+	p_int(r, n->task_exec);
+	p_int(r, n->relay_only);
+	p_int(r, (n->sig_v2 ? NODE_F_SIG_V2 : 0) | (n->owner_proven ? NODE_F_OWNER_PROVEN : 0));
 	free(tags);
 	if (n->owner && reg_node_by_owner(r, n->owner) == n) {
-		s = prep(r, Q_OWNER);
-		bind_text(s, 1, n->owner);
-		sqlite3_bind_int64(s, 2, n->id);
-		run(r, s);
+		op(r, Q_OWNER, 2);
+		p_text(r, n->owner);
+		p_int(r, n->id);
 	}
 }
 
 static void meta(registry *r, const char *k, int64_t v)
 {
-	sqlite3_stmt *s = prep(r, Q_META);
-
-	bind_text(s, 1, k);
-	sqlite3_bind_int64(s, 2, v);
-	run(r, s);
+	op(r, Q_META, 2);
+	p_text(r, k);
+	p_int(r, v);
 }
 
 void st_counters(registry *r)
@@ -255,18 +483,15 @@ void st_counters(registry *r)
 
 void st_net(registry *r, const reg_net *nt)
 {
-	sqlite3_stmt *s;
-
 	if (!r->db)
 		return;
-	s = prep(r, Q_NET);
-	sqlite3_bind_int64(s, 1, nt->id);
-	bind_text(s, 2, nt->name);
-	bind_text(s, 3, nt->join_rule);
-	bind_text(s, 4, nt->token);
-	sqlite3_bind_int64(s, 5, nt->created);
-	sqlite3_bind_int64(s, 6, nt->creator);
-	run(r, s);
+	op(r, Q_NET, 6);
+	p_int(r, nt->id);
+	p_text(r, nt->name);
+	p_text(r, nt->join_rule);
+	p_text(r, nt->token);
+	p_int(r, nt->created);
+	p_int(r, nt->creator);
 }
 
 void st_member(registry *r, uint16_t net, uint32_t node, bool add)
@@ -297,16 +522,13 @@ void st_hsrec(registry *r, uint32_t from, uint32_t to, int64_t ts, bool add)
 
 void st_inbox_add(registry *r, uint32_t to, const reg_hsreq *q)
 {
-	sqlite3_stmt *s;
-
 	if (!r->db)
 		return;
-	s = prep(r, Q_INBOX_ADD);
-	sqlite3_bind_int64(s, 1, to);
-	sqlite3_bind_int64(s, 2, q->from);
-	bind_text(s, 3, q->justification);
-	sqlite3_bind_int64(s, 4, q->ts);
-	run(r, s);
+	op(r, Q_INBOX_ADD, 4);
+	p_int(r, to);
+	p_int(r, q->from);
+	p_text(r, q->justification);
+	p_int(r, q->ts);
 }
 
 void st_inbox_clear(registry *r, uint32_t to)
@@ -321,17 +543,14 @@ void st_inbox_del(registry *r, uint32_t to, uint32_t from)
 
 void st_resp_add(registry *r, uint32_t to, const reg_hsresp *p)
 {
-	sqlite3_stmt *s;
-
+	/* REPLACE deletes then inserts, so the row moves to the end (newest). */
 	if (!r->db)
 		return;
-	/* REPLACE deletes then inserts, so the row moves to the end (newest). */
-	s = prep(r, Q_RESP_ADD);
-	sqlite3_bind_int64(s, 1, to);
-	sqlite3_bind_int64(s, 2, p->from);
-	sqlite3_bind_int(s, 3, p->accept);
-	sqlite3_bind_int64(s, 4, p->ts);
-	run(r, s);
+	op(r, Q_RESP_ADD, 4);
+	p_int(r, to);
+	p_int(r, p->from);
+	p_int(r, p->accept);
+	p_int(r, p->ts);
 }
 
 void st_resp_del(registry *r, uint32_t to, uint32_t from)
@@ -346,20 +565,171 @@ void st_resp_clear(registry *r, uint32_t to)
 
 void st_invite(registry *r, uint32_t target, const reg_invite *iv, bool add)
 {
-	sqlite3_stmt *s;
-
 	if (!r->db)
 		return;
 	if (!add) {
 		exec2(r, Q_INV_DEL, target, iv->net);
 		return;
 	}
-	s = prep(r, Q_INV_ADD);
-	sqlite3_bind_int64(s, 1, target);
-	sqlite3_bind_int64(s, 2, iv->net);
-	sqlite3_bind_int64(s, 3, iv->inviter);
-	sqlite3_bind_int64(s, 4, iv->ts);
-	run(r, s);
+	op(r, Q_INV_ADD, 4);
+	p_int(r, target);
+	p_int(r, iv->net);
+	p_int(r, iv->inviter);
+	p_int(r, iv->ts);
+}
+
+/* ---- the writer thread: the only user of the SQLite connection after load ---- */
+static int step_one(reg_store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_warn("registry: store write failed file=%s error=\"%s\"", st->path, sqlite3_errmsg(st->db));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int apply_txn(reg_store *st, const st_txn *t)
+{
+	size_t off = 0;
+
+	while (off + 2 <= t->len) {
+		uint8_t q = t->buf[off], n = t->buf[off + 1];
+		sqlite3_stmt *s;
+
+		off += 2;
+		if (q == Q_WIPE) {
+			if (sqlite3_exec(st->db, wipe_sql, NULL, NULL, NULL) != SQLITE_OK)
+				return -EIO;
+			continue;
+		}
+		if (q >= Q_COUNT)
+			return -EIO;
+		s = st->q[q];
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		for (int i = 1; i <= n; i++) {
+			uint8_t kind = t->buf[off++];
+			int64_t v;
+			uint32_t l;
+
+			if (kind == P_NULL) {
+				sqlite3_bind_null(s, i);
+			} else if (kind == P_INT) {
+				memcpy(&v, t->buf + off, sizeof(v));
+				off += sizeof(v);
+				sqlite3_bind_int64(s, i, v);
+			} else {
+				memcpy(&l, t->buf + off, sizeof(l));
+				off += sizeof(l);
+				if (kind == P_TEXT)
+					sqlite3_bind_text(s, i, (const char *)t->buf + off, (int)l, SQLITE_STATIC);
+				else
+					sqlite3_bind_blob(s, i, t->buf + off, (int)l, SQLITE_STATIC);
+				off += l;
+			}
+		}
+		if (step_one(st, s) < 0)
+			return -EIO;
+		sqlite3_clear_bindings(s);
+	}
+	return 0;
+}
+
+/* Apply n transactions starting at t in one SQLite transaction: 0 or -EIO
+ * (then rolled back). */
+static int commit_txns(reg_store *st, const st_txn *t, size_t n)
+{
+	if (step_one(st, st->q[Q_BEGIN]) < 0)
+		return -EIO;
+	for (size_t i = 0; i < n; i++, t = t->next)
+		if (apply_txn(st, t) < 0)
+			goto fail;
+	if (step_one(st, st->q[Q_COMMIT]) == 0)
+		return 0;
+fail:
+	step_one(st, st->q[Q_ROLLBACK]);
+	return -EIO;
+}
+
+static void *writer_main(void *arg)
+{
+	reg_store *st = arg;
+
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		st_txn *batch, *last, *t;
+		uint64_t t0, t1, one = 1;
+		size_t n = 1, nfail = 0;
+		double ms;
+
+		while (!st->qhead && !st->stop)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (!st->qhead)
+			break;
+		batch = last = st->qhead;
+		while (last->next && n < ST_BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+		st->qhead = last->next;
+		if (!st->qhead)
+			st->qtail = NULL;
+		last->next = NULL;
+		pthread_mutex_unlock(&st->mu);
+
+		t0 = mono_ns();
+		if (commit_txns(st, batch, n) < 0) {
+			/* One bad transaction must not fail its neighbours: retry alone. */
+			for (t = batch; t; t = t->next)
+				if ((t->failed = commit_txns(st, t, 1) < 0))
+					nfail++;
+		}
+		t1 = mono_ns();
+		ms = (double)(t1 - t0) / 1e6;
+
+		pthread_mutex_lock(&st->mu);
+		for (t = batch; t && nfail; t = t->next) {
+			if (!t->failed)
+				continue;
+			if (st->nfailed == ST_FAILED_MAX) /* nobody collects: forget the oldest */
+				memmove(st->failed, st->failed + 1, (ST_FAILED_MAX - 1) * sizeof(*st->failed));
+			else
+				st->nfailed++;
+			st->failed[st->nfailed - 1] = t->seq;
+			st->st.failed++;
+		}
+		st->durable = last->seq;
+		st->qlen -= n;
+		st->st.batches++;
+		st->st.txns += n;
+		st->st.last_batch = n;
+		if (n > st->st.max_batch)
+			st->st.max_batch = n;
+		st->st.commit_seconds += ms / 1000.0;
+		st->st.last_commit_ms = ms;
+		if (ms > st->st.max_commit_ms)
+			st->st.max_commit_ms = ms;
+		for (int b = 0; b < ST_LAT_BUCKETS; b++)
+			if (ms <= reg_commit_le_ms[b])
+				st->st.commit_le[b]++;
+		st->st.wait_seconds += (double)(t1 - batch->submit_ns) / 1e9;
+		pthread_cond_broadcast(&st->done_cv);
+		pthread_mutex_unlock(&st->mu);
+		if (write(st->efd, &one, sizeof(one)) < 0) {
+			/* the counter cannot overflow in practice; the loop reads it */
+		}
+		while (batch) {
+			t = batch->next;
+			txn_free(batch);
+			batch = t;
+		}
+		pthread_mutex_lock(&st->mu);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
 }
 
 /* ---- open ---- */
@@ -498,23 +868,116 @@ int reg_store_check(const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+/* ---- test hook: a slow disk (-store-fsync-delay) ----
+ * A VFS that forwards everything to the default one but sleeps before every
+ * xSync, so tests can put the store on a "disk" whose every fsync takes as long
+ * as they say, honestly, through SQLite's own sync path. */
+static sqlite3_vfs slow_vfs;
+static sqlite3_io_methods slow_io;
+static int64_t slow_ms;
+static pthread_once_t slow_once = PTHREAD_ONCE_INIT;
+
+typedef struct slow_file {
+	sqlite3_file base;
+	sqlite3_file *real; /* follows this struct */
+} slow_file;
+
+#define REAL(f) (((slow_file *)(f))->real)
+static int sf_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
+static int sf_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
+static int sf_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xWrite(REAL(f), b, n, o); }
+static int sf_truncate(sqlite3_file *f, sqlite3_int64 s) { return REAL(f)->pMethods->xTruncate(REAL(f), s); }
+static int sf_size(sqlite3_file *f, sqlite3_int64 *s) { return REAL(f)->pMethods->xFileSize(REAL(f), s); }
+static int sf_lock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
+static int sf_unlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
+static int sf_reserved(sqlite3_file *f, int *o) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), o); }
+static int sf_fctl(sqlite3_file *f, int op, void *a) { return REAL(f)->pMethods->xFileControl(REAL(f), op, a); }
+static int sf_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int sf_devchar(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int sf_shmmap(sqlite3_file *f, int i, int sz, int ext, void volatile **p) { return REAL(f)->pMethods->xShmMap(REAL(f), i, sz, ext, p); }
+static int sf_shmlock(sqlite3_file *f, int o, int n, int fl) { return REAL(f)->pMethods->xShmLock(REAL(f), o, n, fl); }
+static void sf_shmbarrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
+static int sf_shmunmap(sqlite3_file *f, int d) { return REAL(f)->pMethods->xShmUnmap(REAL(f), d); }
+static int sf_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) { return REAL(f)->pMethods->xFetch(REAL(f), o, n, p); }
+static int sf_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return REAL(f)->pMethods->xUnfetch(REAL(f), o, p); }
+
+static int sf_sync(sqlite3_file *f, int flags)
+{
+	struct timespec d = { (time_t)(slow_ms / 1000), (long)(slow_ms % 1000) * 1000000L };
+
+	while (nanosleep(&d, &d) < 0 && errno == EINTR)
+		;
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+#undef REAL
+
+static int sf_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
+{
+	sqlite3_vfs *def = v->pAppData;
+	slow_file *sf = (slow_file *)f;
+	int rc;
+
+	sf->real = (sqlite3_file *)(sf + 1);
+	rc = def->xOpen(def, name, sf->real, flags, out);
+	sf->base.pMethods = rc == SQLITE_OK && sf->real->pMethods ? &slow_io : NULL;
+	return rc;
+}
+
+static void slow_init(void)
+{
+	sqlite3_vfs *def = sqlite3_vfs_find(NULL);
+
+	slow_io = (sqlite3_io_methods){ 3, sf_close, sf_read, sf_write, sf_truncate, sf_sync, sf_size,
+		sf_lock, sf_unlock, sf_reserved, sf_fctl, sf_sector, sf_devchar, sf_shmmap, sf_shmlock,
+		sf_shmbarrier, sf_shmunmap, sf_fetch, sf_unfetch };
+	slow_vfs = *def;
+	slow_vfs.pNext = NULL;
+	slow_vfs.zName = "pilot-slow-sync";
+	slow_vfs.szOsFile = (int)sizeof(slow_file) + def->szOsFile;
+	slow_vfs.pAppData = def;
+	slow_vfs.xOpen = sf_open;
+	sqlite3_vfs_register(&slow_vfs, 0);
+}
+
 int st_open(registry *r, const char *path, char *err, size_t errlen)
 {
+	const reg_config *c = &r->cfg;
 	reg_store *st;
+	const char *vfs = NULL;
+	char pragmas[160];
 	int rc;
 
 	if ((rc = create_0600(path, err, errlen)) < 0)
 		return rc;
 	st = calloc(1, sizeof(*st));
-	if (!st || !(st->path = strdup(path))) {
+	if (!st || !(st->path = strdup(path)) || !(st->failed = calloc(ST_FAILED_MAX, sizeof(*st->failed)))) {
+		if (st)
+			free(st->path);
 		free(st);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	st->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cv, NULL);
+	pthread_cond_init(&st->done_cv, NULL);
+	st->queue_max = c->store_queue_max > 0 ? (size_t)c->store_queue_max : REG_STORE_QUEUE_DEFAULT;
 	r->db = st;
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
-	    sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-				 " PRAGMA busy_timeout=5000;", NULL, NULL, NULL) != SQLITE_OK ||
+	if (st->efd < 0) {
+		snprintf(err, errlen, "store %s: eventfd: %s", path, strerror(errno));
+		return -EIO;
+	}
+	if (c->store_fsync_delay_ms > 0) {
+		slow_ms = c->store_fsync_delay_ms;
+		pthread_once(&slow_once, slow_init);
+		vfs = slow_vfs.zName;
+		log_warn("registry: test hook: every store fsync sleeps %lld ms first",
+			 (long long)c->store_fsync_delay_ms);
+	}
+	snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+		 " PRAGMA busy_timeout=5000;", c->store_sync_full ? "FULL" : "NORMAL");
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK ||
+	    sqlite3_exec(st->db, pragmas, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open store %s: %s", path,
 			 st->db ? sqlite3_errmsg(st->db) : "out of memory");
@@ -535,17 +998,52 @@ int st_open(registry *r, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* After st_load: from here on only the writer thread touches the connection. */
+int st_start(registry *r, char *err, size_t errlen)
+{
+	reg_store *st = r->db;
+	int rc;
+
+	if (!st)
+		return 0;
+	if ((rc = pthread_create(&st->th, NULL, writer_main, st)) != 0) {
+		snprintf(err, errlen, "store %s: cannot start the writer thread: %s", st->path, strerror(rc));
+		return -rc;
+	}
+	st->thread_up = true;
+	return 0;
+}
+
+/* Commits everything submitted, stops the writer, closes the connection. */
 void st_close(registry *r)
 {
 	reg_store *st = r->db;
 
 	if (!st)
 		return;
-	if (st->in_txn)
-		st_rollback(r);
+	txn_free(st->cur);
+	if (st->thread_up) {
+		pthread_mutex_lock(&st->mu);
+		st->stop = true;
+		pthread_cond_signal(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->th, NULL);
+	}
+	while (st->qhead) { /* only if the thread never started */
+		st_txn *t = st->qhead;
+
+		st->qhead = t->next;
+		txn_free(t);
+	}
 	for (int i = 0; i < Q_COUNT; i++)
 		sqlite3_finalize(st->q[i]);
 	sqlite3_close(st->db);
+	if (st->efd >= 0)
+		close(st->efd);
+	pthread_mutex_destroy(&st->mu);
+	pthread_cond_destroy(&st->cv);
+	pthread_cond_destroy(&st->done_cv);
+	free(st->failed);
 	free(st->path);
 	free(st);
 	r->db = NULL;
@@ -828,17 +1326,10 @@ static void save_node_all(registry *r, const reg_node *n)
 
 int st_save_all(registry *r)
 {
-	static const char wipe[] =
-		"DELETE FROM meta; DELETE FROM nodes; DELETE FROM owners; DELETE FROM networks;"
-		" DELETE FROM members; DELETE FROM trust_pairs; DELETE FROM trust_halves;"
-		" DELETE FROM hs_requests; DELETE FROM hs_inbox; DELETE FROM hs_responses;"
-		" DELETE FROM invites;";
-
 	if (!r->db)
 		return 0;
 	st_begin(r);
-	if (sqlite3_exec(r->db->db, wipe, NULL, NULL, NULL) != SQLITE_OK)
-		r->db->failed = true;
+	op(r, Q_WIPE, 0);
 	st_counters(r);
 	for (size_t i = 0; i < r->nodes.cap; i++)
 		if (r->nodes.e[i].used)

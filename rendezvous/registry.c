@@ -6,7 +6,8 @@
  * `code` (machine-readable) and `message` (human):
  *   not_found, bad_signature, stale_signature, replayed_signature,
  *   rate_limited, invalid_argument, conflict, forbidden, read_only,
- *   unknown_type, limit, internal (store write failed).
+ *   unknown_type, limit, internal (store write failed), busy (the store's
+ *   write queue is full: nothing was changed; carries "retry_after_ms").
  *
  * Signatures (full text in rendezvous/SIGNATURES.md):
  *   v1 (reference): Ed25519 over the challenge of registry.md §8, e.g.
@@ -287,7 +288,7 @@ registry *reg_open(const reg_config *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	if (r->store_path && (st_open(r, r->store_path, err, errlen) < 0 ||
-			      st_load(r, err, errlen) < 0)) {
+			      st_load(r, err, errlen) < 0 || st_start(r, err, errlen) < 0)) {
 		reg_close(r);
 		return NULL;
 	}
@@ -327,6 +328,31 @@ void reg_close(registry *r)
 }
 
 /* ---- dispatch ---- */
+/* May this handler queue a store write? (Those are refused while the queue is
+ * full; reads and heartbeats never are. get_polo_score may write once per node
+ * and is let through: a bound exceeded by reads is still a bound.) */
+static bool handler_writes(const struct handler_ent *h)
+{
+	return h->rl == RL_NONE || (h->rl == RL_WRITE && h->fn != h_heartbeat);
+}
+
+/* The write queue is full: the disk is behind. Tell the client when to retry:
+ * about two commits from now, 50 ms .. 2 s. */
+static json_object *busy(registry *r)
+{
+	reg_store_stats ss;
+	json_object *o;
+	int64_t ms;
+
+	st_get_stats(r, &ss);
+	ms = (int64_t)(2 * ss.last_commit_ms);
+	ms = ms < 50 ? 50 : ms > 2000 ? 2000 : ms;
+	r->busy++;
+	o = reg_err(r, E_BUSY, "the registry is busy writing to its disk; retry in %lld ms", (long long)ms);
+	jadd_int(o, "retry_after_ms", ms);
+	return o;
+}
+
 static const struct handler_ent *find_handler(const char *type)
 {
 	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
@@ -361,6 +387,8 @@ json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx_in)
 		resp = reg_err(r, E_READ_ONLY, "this registry is a read-only standby; send %s to the primary", h->type);
 	else if (h->rl != RL_NONE && !reg_rl_take(r, h->rl, &ctx))
 		resp = reg_err(r, E_RATE, "too many requests from %s; slow down", ctx.src_ip);
+	else if (handler_writes(h) && st_full(r))
+		resp = busy(r);
 	else {
 		r->sig_node = 0;
 		resp = h->fn(r, req, &ctx);
@@ -426,6 +454,48 @@ void reg_tick(registry *r, uint64_t now_ms)
 	reg_rl_gc(r, now_ms);
 	beacons_gc(r, now_ms);
 	reclaims_gc(r, now_ms);
+}
+
+uint64_t reg_write_seq(registry *r)
+{
+	return st_submitted(r);
+}
+
+uint64_t reg_durable_seq(registry *r)
+{
+	return st_durable(r);
+}
+
+bool reg_write_failed(registry *r, uint64_t seq)
+{
+	return st_failed(r, seq);
+}
+
+int reg_commit_fd(registry *r)
+{
+	return st_fd(r);
+}
+
+uint64_t reg_commit_poll(registry *r)
+{
+	st_fd_clear(r);
+	return st_durable(r);
+}
+
+void reg_commit_forget(registry *r, uint64_t upto)
+{
+	st_failed_forget(r, upto);
+}
+
+int reg_sync(registry *r)
+{
+	return st_wait(r, st_submitted(r));
+}
+
+void reg_get_store_stats(registry *r, reg_store_stats *st)
+{
+	st_get_stats(r, st);
+	st->busy = r->busy;
 }
 
 uint64_t reg_generation(registry *r)

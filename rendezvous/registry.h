@@ -22,7 +22,13 @@ typedef struct reg_config {
 	bool strict_signatures;     /* refuse reference-format (replayable) signatures */
 	int64_t stale_ms;           /* reap nodes silent for longer (default 180000) */
 	bool ratelimit_disabled;    /* benchmarks/tests only: no per-source limits */
+	long store_queue_max;       /* writes queued for the disk before `busy` (0 = default) */
+	bool store_sync_full;       /* synchronous=FULL: fsync every commit (else NORMAL: survive
+				     * a crash of the process, not a power cut) */
+	int64_t store_fsync_delay_ms; /* tests only: every fsync of the store sleeps this long */
 } reg_config;
+
+#define REG_STORE_QUEUE_DEFAULT 4096
 
 /* Who sent a request: the TCP peer as seen by the server. */
 typedef struct reg_ctx {
@@ -89,6 +95,38 @@ int reg_apply_snapshot(registry *r, json_object *snap);
  * apply_snapshot; not heartbeats): the server need not rebuild and push a
  * snapshot while it is unchanged (a 100k-node snapshot takes ~1 s to build). */
 uint64_t reg_generation(registry *r);
+
+/* ---- durability (asynchronous store) ----
+ * A request that changed persistent state leaves reg_write_seq() higher than
+ * before reg_handle; its reply must not reach the client before
+ * reg_durable_seq() >= that number (and becomes an `internal` error if
+ * reg_write_failed()). Without a store both stay 0. A registry without a store
+ * never waits; with one, only reg_sync/reg_close wait. */
+uint64_t reg_write_seq(registry *r);
+uint64_t reg_durable_seq(registry *r);
+bool reg_write_failed(registry *r, uint64_t seq);
+/* Readable when reg_durable_seq moved (-1 without a store): read it with
+ * reg_commit_poll, which returns reg_durable_seq. After handling every reply up
+ * to that number, call reg_commit_forget(r, it) to drop remembered failures. */
+int reg_commit_fd(registry *r);
+uint64_t reg_commit_poll(registry *r);
+void reg_commit_forget(registry *r, uint64_t upto);
+/* Block until every write handed to the store so far is done: 0, or -EIO if
+ * the newest one failed. For tests, benchmarks and shutdown. */
+int reg_sync(registry *r);
+
+#define ST_LAT_BUCKETS 12
+typedef struct reg_store_stats {
+	uint64_t batches, txns, failed;   /* commits, writes in them, writes that failed */
+	uint64_t last_batch, max_batch;   /* writes per commit */
+	uint64_t queue_depth, queue_max, queue_max_seen, busy;
+	double commit_seconds;            /* sum over batches (BEGIN..COMMIT incl. fsync) */
+	double last_commit_ms, max_commit_ms;
+	double wait_seconds;              /* sum over batches: oldest write queued -> durable */
+	uint64_t commit_le[ST_LAT_BUCKETS]; /* cumulative: batches with commit <= bound */
+} reg_store_stats;
+extern const double reg_commit_le_ms[ST_LAT_BUCKETS];
+void reg_get_store_stats(registry *r, reg_store_stats *st);
 
 /* ---- metrics ---- */
 typedef struct reg_stats {

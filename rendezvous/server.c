@@ -35,6 +35,8 @@ struct obuf {
 	struct obuf *next;
 	size_t len;
 	uint8_t *data;
+	uint64_t release;          /* held: send once reg_durable_seq >= this */
+	uint64_t wseq;             /* held: this reply's own write (0 = a read) */
 };
 
 struct conn {
@@ -51,6 +53,10 @@ struct conn {
 	size_t in_len, in_cap;
 	struct obuf *out_head, *out_tail;
 	size_t out_off, out_bytes;
+	/* Replies waiting for their write to be durable, in request order; while
+	 * any wait, every later reply of this connection waits behind them. */
+	struct obuf *held_head, *held_tail;
+	size_t held_bytes;
 
 	uint64_t last_req_ms;      /* idle timeout */
 	uint64_t frame_start_ms;   /* first byte of an incomplete frame; 0 = none */
@@ -74,6 +80,8 @@ struct rdv_server {
 	int64_t idle_ms, frame_ms;
 	struct conn *conns;
 	uint64_t sweep_timer, repl_timer, accept_timer;
+	int commit_fd;                 /* the registry's durability eventfd, -1 = none */
+	uint64_t durable;              /* last reg_commit_poll */
 	/* The newest snapshot frame, rebuilt only when reg_generation moves. */
 	uint8_t *snap;
 	size_t snap_len;
@@ -254,6 +262,13 @@ static void conn_close(struct conn *c, const char *why)
 		free(b->data);
 		free(b);
 	}
+	while (c->held_head) {
+		struct obuf *b = c->held_head;
+
+		c->held_head = b->next;
+		free(b->data);
+		free(b);
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -289,7 +304,46 @@ static int conn_queue(struct conn *c, uint8_t *data, size_t len)
 	return 0;
 }
 
-static int conn_queue_obj(struct conn *c, json_object *o)
+/* A reply that must wait: for its own write wseq (0 = none) and for every
+ * earlier held reply of this connection. Takes ownership of data. */
+static int conn_hold(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
+{
+	struct obuf *b = malloc(sizeof(*b));
+
+	if (!b) {
+		free(data);
+		return -ENOMEM;
+	}
+	*b = (struct obuf){ .len = len, .data = data, .wseq = wseq, .release = wseq };
+	if (c->held_tail && c->held_tail->release > b->release)
+		b->release = c->held_tail->release;
+	if (c->held_tail)
+		c->held_tail->next = b;
+	else
+		c->held_head = b;
+	c->held_tail = b;
+	c->held_bytes += len;
+	return 0;
+}
+
+/* A reply to a request: sent now, or held until its write (wseq, 0 = none) is
+ * durable and every earlier held reply of this connection has gone. */
+static uint8_t *store_fail_frame(size_t *len);
+
+static int conn_reply(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
+{
+	uint8_t *err;
+
+	if (c->held_head || (wseq && wseq > c->srv->durable && wseq > reg_durable_seq(c->srv->reg)))
+		return conn_hold(c, data, len, wseq);
+	if (wseq && reg_write_failed(c->srv->reg, wseq) && (err = store_fail_frame(&len))) {
+		free(data); /* committed (failed) before we even looked */
+		data = err;
+	}
+	return conn_queue(c, data, len);
+}
+
+static int conn_reply_obj(struct conn *c, json_object *o, uint64_t wseq)
 {
 	uint8_t *buf = NULL;
 	int n = jw_encode(o, &buf);
@@ -298,7 +352,12 @@ static int conn_queue_obj(struct conn *c, json_object *o)
 		log_warn("registry reply not encodable peer=%s err=\"%s\"", c->ip, strerror(-n));
 		return n;
 	}
-	return conn_queue(c, buf, (size_t)n);
+	return conn_reply(c, buf, (size_t)n, wseq);
+}
+
+static int conn_queue_obj(struct conn *c, json_object *o)
+{
+	return conn_reply_obj(c, o, 0);
 }
 
 static void conn_queue_error(struct conn *c, const char *text)
@@ -339,7 +398,7 @@ static int conn_flush(struct conn *c)
 
 static bool conn_backed_up(const struct conn *c)
 {
-	return c->out_bytes >= OUT_HIGH;
+	return c->out_bytes + c->held_bytes >= OUT_HIGH;
 }
 
 static void conn_update_mask(struct conn *c)
@@ -506,12 +565,17 @@ static void handle_request(struct conn *c, json_object *req)
 		handle_subscribe(c, req);
 		return;
 	}
+	uint64_t before = reg_write_seq(c->srv->reg), wseq;
+
 	resp = reg_handle(c->srv->reg, req, &ctx);
+	wseq = reg_write_seq(c->srv->reg);
+	if (wseq == before)
+		wseq = 0; /* answered from memory: no write to wait for */
 	if (!resp) {
 		conn_queue_error(c, "request failed");
 		return;
 	}
-	if (conn_queue_obj(c, resp) < 0)
+	if (conn_reply_obj(c, resp, wseq) < 0)
 		conn_queue_error(c, "request failed");
 	json_object_put(resp);
 }
@@ -642,7 +706,7 @@ static void conn_pump(struct conn *c)
 		conn_close(c, "write failed");
 		return;
 	}
-	if (c->closing && !c->out_head) {
+	if (c->closing && !c->out_head && !c->held_head) {
 		conn_close(c, "done");
 		return;
 	}
@@ -661,7 +725,7 @@ static void conn_pump(struct conn *c)
 		conn_close(c, "write failed");
 		return;
 	}
-	if (c->closing && !c->out_head) {
+	if (c->closing && !c->out_head && !c->held_head) {
 		conn_close(c, "done");
 		return;
 	}
@@ -676,6 +740,66 @@ static void conn_pump(struct conn *c)
 static void conn_event(pilot_loop *l, int fd, int events, void *arg)
 {
 	conn_pump(arg);
+}
+
+/* ---- durability: release held replies ------------------------------------------ */
+
+static uint8_t *store_fail_frame(size_t *len)
+{
+	json_object *o = json_object_new_object();
+	uint8_t *buf = NULL;
+	int n;
+
+	json_object_object_add(o, "type", json_object_new_string("error"));
+	json_object_object_add(o, "error", json_object_new_string("request failed"));
+	json_object_object_add(o, "code", json_object_new_string("internal"));
+	json_object_object_add(o, "message",
+			       json_object_new_string("the registry could not save the change; try again"));
+	n = jw_encode(o, &buf);
+	json_object_put(o);
+	*len = n > 0 ? (size_t)n : 0;
+	return n > 0 ? buf : NULL;
+}
+
+/* Move every held reply whose turn has come to the output queue. */
+static void conn_release(struct conn *c, uint64_t durable)
+{
+	rdv_server *s = c->srv;
+
+	while (c->held_head && c->held_head->release <= durable) {
+		struct obuf *b = c->held_head;
+		size_t len;
+		uint8_t *err;
+
+		c->held_head = b->next;
+		if (!c->held_head)
+			c->held_tail = NULL;
+		c->held_bytes -= b->len;
+		if (b->wseq && reg_write_failed(s->reg, b->wseq) && (err = store_fail_frame(&len))) {
+			free(b->data);
+			b->data = err;
+			b->len = len;
+		}
+		conn_queue(c, b->data, b->len);
+		free(b);
+	}
+}
+
+static void commit_event(pilot_loop *l, int fd, int events, void *arg)
+{
+	rdv_server *s = arg;
+	uint64_t d = reg_commit_poll(s->reg);
+	struct conn *c, *next;
+
+	s->durable = d;
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (!c->held_head || c->held_head->release > d)
+			continue;
+		conn_release(c, d);
+		conn_pump(c); /* send, and read again if holding had stopped it */
+	}
+	reg_commit_forget(s->reg, d);
 }
 
 /* ---- accept ------------------------------------------------------------------ */
@@ -828,6 +952,7 @@ rdv_server *rdv_server_new(pilot_loop *l, const rdv_server_config *cfg, char *er
 	}
 	s->loop = l;
 	s->reg = cfg->reg;
+	s->commit_fd = -1;
 	s->tls = cfg->tls;
 	s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : 4096;
 	s->max_conns_per_ip = cfg->max_conns_per_ip > 0 ? cfg->max_conns_per_ip : 64;
@@ -847,7 +972,9 @@ rdv_server *rdv_server_new(pilot_loop *l, const rdv_server_config *cfg, char *er
 		free(s);
 		return NULL;
 	}
+	s->commit_fd = reg_commit_fd(s->reg);
 	if (pilot_loop_add_fd(l, s->lfd, PILOT_EV_READ, listen_event, s) < 0
+	    || (s->commit_fd >= 0 && pilot_loop_add_fd(l, s->commit_fd, PILOT_EV_READ, commit_event, s) < 0)
 	    || !(s->sweep_timer = pilot_loop_add_timer(l, 100, sweep, s))) {
 		snprintf(err, errlen, "registry listener: cannot register with the event loop");
 		rdv_server_free(s);
@@ -860,6 +987,14 @@ void rdv_server_free(rdv_server *s)
 {
 	if (!s)
 		return;
+	if (s->commit_fd >= 0) {
+		/* Replies already computed go out once their writes are on disk. */
+		reg_sync(s->reg);
+		s->durable = reg_commit_poll(s->reg);
+		for (struct conn *c = s->conns; c; c = c->next)
+			conn_release(c, s->durable);
+		pilot_loop_del_fd(s->loop, s->commit_fd);
+	}
 	while (s->conns) {
 		/* Hand over what is already queued (a last reply) if the socket takes it. */
 		conn_flush(s->conns);

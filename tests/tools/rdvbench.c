@@ -3,6 +3,7 @@
  *   rdvbench -registry 127.0.0.1:PORT [-beacon 127.0.0.1:PORT] [-pid PID]
  *            [-nodes 100000] [-clients 1,16,256] [-duration 5] [-runs 3]
  *            [-beacon-duration 5] [-payload 1200] [-reg-keys N]
+ *   rdvbench -registry 127.0.0.1:PORT -latency SECONDS
  *
  * Registry: pre-loads -nodes registrations (real Ed25519 keys), then for every
  * client count measures lookups/s (random pre-loaded IDs) and registrations/s
@@ -13,6 +14,11 @@
  * prove their IDs with a Discover from 127.0.0.1 (BEACON.md (a)); one blasts
  * Relay messages of -payload bytes at the other for -beacon-duration seconds and
  * the receiver counts RelayDelivers.
+ *
+ * -latency: instead of all that, for SECONDS one client registers a new key every
+ * 10 ms and another looks a node up every 5 ms (each on its own connection,
+ * blocking, on a fixed schedule); prints p50/p99/max of each (issue 21's probe,
+ * run by scripts/bench with and without four direct-I/O writers on the disk).
  *
  * One thread drives every connection with epoll (the rendezvous is
  * single-threaded, so one client core is enough on a 2-core machine). Prints one
@@ -583,11 +589,108 @@ static void bench_beacon(const struct sockaddr_in *reg, const struct sockaddr_in
 	free(k.sk);
 }
 
+/* ---- -latency: a writer every 10 ms and a reader every 5 ms ------------------------ */
+
+struct probe {
+	const struct sockaddr_in *reg;
+	double dur;
+	int write;          /* 1: register fresh keys; 0: lookups of node */
+	uint32_t node;
+	double *lat;        /* seconds */
+	size_t n, cap;
+	unsigned errors;
+};
+
+static void *probe_main(void *arg)
+{
+	struct probe *p = arg;
+	int fd = tcp_connect(p->reg);
+	double period = p->write ? 0.010 : 0.005, t0 = now_s(), next = t0;
+	char body[256], reply[8192];
+
+	while (next < t0 + p->dur && p->n < p->cap) {
+		double t, wait = next - now_s();
+
+		if (wait > 0) {
+			struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+
+			nanosleep(&ts, NULL);
+		}
+		if (p->write) {
+			uint8_t pk[32], sk[64];
+			char b64[48];
+
+			crypto_sign_keypair(pk, sk);
+			sodium_bin2base64(b64, sizeof(b64), pk, 32, sodium_base64_VARIANT_ORIGINAL);
+			snprintf(body, sizeof(body),
+				 "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"127.0.0.1:4000\"}", b64);
+		} else {
+			snprintf(body, sizeof(body), "{\"type\":\"lookup\",\"node_id\":%u}", p->node);
+		}
+		t = now_s();
+		call(fd, body, reply, sizeof(reply));
+		p->lat[p->n++] = now_s() - t;
+		if (!strstr(reply, p->write ? "\"register_ok\"" : "\"lookup_ok\""))
+			p->errors++;
+		next += period;
+		if (next < now_s() - period) /* fell behind (a stall): no burst to catch up */
+			next = now_s();
+	}
+	close(fd);
+	return NULL;
+}
+
+static void probe_print(FILE *out, const char *name, struct probe *p)
+{
+	qsort(p->lat, p->n, sizeof(*p->lat), cmp_double);
+	fprintf(out, "\"%s\":{\"n\":%zu,\"errors\":%u,\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f}",
+		name, p->n, p->errors, p->n ? p->lat[p->n / 2] * 1e3 : -1.0,
+		p->n ? p->lat[(size_t)((double)p->n * 0.99)] * 1e3 : -1.0, p->n ? p->lat[p->n - 1] * 1e3 : -1.0);
+}
+
+static void bench_latency(const struct sockaddr_in *reg, double dur, FILE *out)
+{
+	struct probe w = { reg, dur, 1, 0, NULL, 0, 0, 0 }, r = { reg, dur, 0, 0, NULL, 0, 0, 0 };
+	pthread_t tw;
+	uint8_t pk[32], sk[64];
+	char b64[48], body[256], reply[8192];
+	const char *p;
+	int fd = tcp_connect(reg);
+
+	/* the node the reader looks up */
+	crypto_sign_keypair(pk, sk);
+	sodium_bin2base64(b64, sizeof(b64), pk, 32, sodium_base64_VARIANT_ORIGINAL);
+	snprintf(body, sizeof(body), "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"127.0.0.1:4000\"}", b64);
+	call(fd, body, reply, sizeof(reply));
+	close(fd);
+	if (!(p = strstr(reply, "\"node_id\":")))
+		die("latency probe: register failed");
+	r.node = (uint32_t)strtoul(p + 10, NULL, 10);
+	w.cap = (size_t)(dur / 0.010) + 2;
+	r.cap = (size_t)(dur / 0.005) + 2;
+	w.lat = calloc(w.cap, sizeof(double));
+	r.lat = calloc(r.cap, sizeof(double));
+	if (!w.lat || !r.lat)
+		die("calloc");
+	if (pthread_create(&tw, NULL, probe_main, &w) != 0)
+		die("pthread_create");
+	probe_main(&r);
+	pthread_join(tw, NULL);
+	fprintf(out, "\"latency\":{\"duration_s\":%g,", dur);
+	probe_print(out, "register", &w);
+	fprintf(out, ",");
+	probe_print(out, "lookup", &r);
+	fprintf(out, "}");
+	free(w.lat);
+	free(r.lat);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: rdvbench -registry host:port [-beacon host:port] [-pid PID] [-nodes N]\n"
 			"       [-clients 1,16,256] [-duration S] [-runs N] [-beacon-duration S]\n"
-			"       [-payload BYTES] [-reg-keys N] [-no-registry-bench]\n");
+			"       [-payload BYTES] [-reg-keys N] [-no-registry-bench]\n"
+			"       rdvbench -registry host:port -latency SECONDS\n");
 	exit(2);
 }
 
@@ -596,7 +699,7 @@ int main(int argc, char **argv)
 	const char *reg_s = NULL, *bcn_s = NULL, *clients_s = "1,16,256";
 	int pid = 0, runs = 3, nclients = 0, clients[16], skip_reg = 0;
 	size_t nodes = 100000, payload = 1200, reg_keys = 0;
-	double dur = 5, bdur = 5;
+	double dur = 5, bdur = 5, lat_s = 0;
 	struct bench b = { .rng = 2463534242u };
 	struct sockaddr_in bcn;
 	FILE *out = stdout;
@@ -631,6 +734,8 @@ int main(int argc, char **argv)
 			payload = strtoul(v, NULL, 10);
 		else if (!strcmp(f, "-reg-keys"))
 			reg_keys = strtoul(v, NULL, 10);
+		else if (!strcmp(f, "-latency"))
+			lat_s = atof(v);
 		else
 			usage();
 	}
@@ -650,6 +755,12 @@ int main(int argc, char **argv)
 	if (sodium_init() < 0)
 		die("sodium_init");
 
+	if (lat_s > 0) {
+		fprintf(out, "{");
+		bench_latency(&b.reg, lat_s, out);
+		fprintf(out, "}\n");
+		return 0;
+	}
 	fprintf(out, "{");
 	if (!skip_reg) {
 		struct keys pre, fresh;

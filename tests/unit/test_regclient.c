@@ -29,9 +29,13 @@ typedef struct env {
 	rdv_server *srv;
 	char addr[64];
 	/* a raw listener standing in for a broken server */
-	int raw_fd, raw_mode; /* 0 = accept and close, 1 = accept and hold */
+	int raw_fd, raw_mode; /* 0 = accept and close, 1 = accept and hold,
+			       * 2 = hold the first, answer on later ones with replies[] */
 	int held[16];
 	int nheld;
+	int accepted;
+	const char *replies[4]; /* mode 2: one per request, in order */
+	int nreplies, replied;
 	/* on_send trace */
 	int sent_heartbeats, heartbeats_with_ts, report_trust_sent;
 	char kill_on[32];
@@ -108,8 +112,10 @@ static int teardown(void **state)
 		pilot_loop_del_fd(e->l, e->raw_fd);
 		close(e->raw_fd);
 	}
-	for (int i = 0; i < e->nheld; i++)
+	for (int i = 0; i < e->nheld; i++) {
+		pilot_loop_del_fd(e->l, e->held[i]);
 		close(e->held[i]);
+	}
 	pilot_loop_free(e->l);
 	free(e);
 	E = NULL;
@@ -661,6 +667,29 @@ static void test_reconnect_resend(void **state)
 	regclient_free(rc);
 }
 
+/* Mode 2: read whole frames (small, on loopback) and answer each with the next
+ * canned reply. */
+static void canned_event(pilot_loop *l, int fd, int events, void *arg)
+{
+	env *e = arg;
+	uint8_t buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+	size_t off = 0;
+
+	(void)l, (void)events;
+	while (n > 0 && off + 4 <= (size_t)n) {
+		size_t len = (size_t)buf[off] << 24 | (size_t)buf[off + 1] << 16 | (size_t)buf[off + 2] << 8 | buf[off + 3];
+		const char *rep = e->replied < e->nreplies ? e->replies[e->replied++] : "{\"type\":\"error\",\"error\":\"x\"}";
+		uint8_t out[512];
+		size_t rl = strlen(rep);
+
+		off += 4 + len;
+		out[0] = (uint8_t)(rl >> 24), out[1] = (uint8_t)(rl >> 16), out[2] = (uint8_t)(rl >> 8), out[3] = (uint8_t)rl;
+		memcpy(out + 4, rep, rl);
+		assert_int_equal(write(fd, out, 4 + rl), (ssize_t)(4 + rl));
+	}
+}
+
 static void raw_accept(pilot_loop *l, int fd, int events, void *arg)
 {
 	env *e = arg;
@@ -668,10 +697,14 @@ static void raw_accept(pilot_loop *l, int fd, int events, void *arg)
 
 	(void)l, (void)events;
 	while ((c = accept(fd, NULL, NULL)) >= 0) {
-		if (e->raw_mode == 0 || e->nheld == 16)
+		e->accepted++;
+		if (e->raw_mode == 0 || e->nheld == 16) {
 			close(c);
-		else
-			e->held[e->nheld++] = c;
+			continue;
+		}
+		e->held[e->nheld++] = c;
+		if (e->raw_mode == 2 && e->accepted > 1)
+			assert_int_equal(pilot_loop_add_fd(l, c, PILOT_EV_READ, canned_event, e), 0);
 	}
 }
 
@@ -733,6 +766,109 @@ static void test_timeout(void **state)
 	assert_int_equal(st.timeouts, 1);
 	assert_int_equal(st.queued, 0);
 	regclient_free(rc);
+}
+
+/* Issue 21 §5: an attempt the registry never answers is sent again at once on a
+ * fresh connection, and the request succeeds there, well within its timeout. */
+static void test_unanswered_retried_on_fresh_connection(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	regclient_config c;
+	char err[256] = "";
+	result res = { 0 };
+	regclient_stats st;
+	uint64_t t0, dt;
+
+	raw_listen(e, 2, addr, sizeof(addr));
+	e->replies[0] = "{\"type\":\"lookup_ok\",\"node_id\":1}";
+	e->nreplies = 1;
+	memset(&c, 0, sizeof(c));
+	c.addr = addr;
+	c.timeout_ms = 10000;
+	c.attempt_timeout_ms = 300;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	t0 = pilot_now_ms();
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 5000));
+	dt = pilot_now_ms() - t0;
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "type"), "lookup_ok");
+	assert_true(dt >= 290 && dt < 1500);
+	assert_int_equal(e->accepted, 2);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.retries, 1);
+	assert_int_equal(st.timeouts, 0);
+	assert_int_equal(st.sent, 2);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
+/* A busy reply is retried on the same connection after retry_after_ms (plus
+ * jitter up to 50 %), and the caller sees only the final answer. */
+static void test_busy_retried_after_hint(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	result res = { 0 };
+	regclient_stats st;
+	uint64_t t0, dt;
+
+	raw_listen(e, 2, addr, sizeof(addr));
+	e->accepted = 1; /* answer on the first connection already */
+	e->replies[0] = "{\"type\":\"error\",\"error\":\"request failed\",\"code\":\"busy\",\"retry_after_ms\":200}";
+	e->replies[1] = "{\"type\":\"lookup_ok\",\"node_id\":1}";
+	e->nreplies = 2;
+	rc = client_new(e, addr, 0, 5000);
+	t0 = pilot_now_ms();
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	dt = pilot_now_ms() - t0;
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "type"), "lookup_ok");
+	assert_true(dt >= 195 && dt < 1000);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.busy, 1);
+	assert_int_equal(st.connects, 1);
+	assert_int_equal(st.sent, 2);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
+/* A node whose registry was unreachable for a while registers within about 2 s
+ * of it coming back (default backoff: no 10 s waits). */
+static void test_register_retries_at_short_interval(void **state)
+{
+	env *e = *state;
+	node a;
+	registration_config c;
+	registration_callbacks cb = { on_registered, on_handshakes, on_trusted, &a };
+	char err[256] = "", addr[64];
+	uint64_t t0;
+
+	/* the registry goes away; the node starts against its (now closed) port */
+	snprintf(addr, sizeof(addr), "%s", e->addr);
+	rdv_server_free(e->srv);
+	e->srv = NULL;
+	node_new(&a);
+	memset(&c, 0, sizeof(c));
+	c.registry = addr;
+	c.id = &a.id;
+	c.listen_addr = "0.0.0.0:4000";
+	a.r = registration_new(e->l, &c, &cb, err, sizeof(err));
+	assert_non_null(a.r);
+	assert_int_equal(registration_start(a.r), 0);
+	run_for(e, 6000); /* many failed attempts: an exponential backoff would be long now */
+	assert_int_equal(a.registered, 0);
+	e->srv = start_srv(e, addr);
+	assert_non_null(e->srv);
+	t0 = pilot_now_ms();
+	assert_true(run_until(e, &a.registered, 5000));
+	assert_true(pilot_now_ms() - t0 <= 2600);
+	registration_free(a.r);
 }
 
 static void test_queue_bound_and_cancel(void **state)
@@ -945,6 +1081,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resend_only_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bound_and_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unanswered_retried_on_fresh_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_retried_after_hint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_register_retries_at_short_interval, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reregister_restores, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deregister, setup, teardown),

@@ -239,6 +239,125 @@ static void test_schema_version(void **state)
 	assert_non_null(strstr(err, "/proc/nope"));
 }
 
+/* Handle without waiting for the store (what the server sees); *seq = the write
+ * it queued, 0 if none. */
+static json_object *req_nowait(registry *r, uint64_t *seq, const char *json)
+{
+	json_object *q = json_tokener_parse(json), *o;
+	reg_ctx ctx = { t_ip, 40000, t_now, t_conn };
+	uint64_t before = reg_write_seq(r);
+
+	assert_non_null(q);
+	o = reg_handle(r, q, &ctx);
+	json_object_put(q);
+	*seq = reg_write_seq(r) > before ? reg_write_seq(r) : 0;
+	return o;
+}
+
+/* A write the store refuses fails alone: the write queued right after it (maybe
+ * in the same batch) is committed, and it is reported failed by sequence. */
+static void test_write_failure_isolated(void **state)
+{
+	registry *r = t_open(path, false, NULL), *r2;
+	tid a, b, c;
+	sqlite3 *db;
+	char buf[512];
+	uint64_t sb, sh, sc;
+	json_object *o;
+	reg_store_stats ss;
+
+	tid_new(&a);
+	tid_new(&b);
+	tid_new(&c);
+	t_register(r, &a, NULL);
+	t_register(r, &b, NULL);
+	/* From now on the disk refuses new node rows (another connection adds a trigger). */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA busy_timeout=5000; CREATE TRIGGER nope BEFORE INSERT ON nodes"
+				      " BEGIN SELECT RAISE(ABORT, 'refused'); END;", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	snprintf(buf, sizeof(buf), "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", c.pk);
+	o = req_nowait(r, &sc, buf);
+	assert_string_equal(t_type(o), "register_ok"); /* the server would hold this reply */
+	c.node = (uint32_t)t_int(o, "node_id");
+	json_object_put(o);
+	snprintf(buf, sizeof(buf), "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
+		 a.node, b.node, t_sign(&a, "report_trust:%u:%u", a.node, b.node));
+	o = req_nowait(r, &sh, buf);
+	assert_string_equal(t_type(o), "report_trust_ok");
+	json_object_put(o);
+	sb = sc;
+	assert_true(sb > 0 && sh == sb + 1);
+	assert_int_equal(reg_sync(r), 0); /* the newest (the trust half) committed */
+	assert_true(reg_durable_seq(r) >= sh);
+	assert_true(reg_write_failed(r, sb));
+	assert_false(reg_write_failed(r, sh));
+	reg_get_store_stats(r, &ss);
+	assert_int_equal(ss.failed, 1);
+	/* on disk: the half is there, node c is not */
+	r2 = t_open(path, false, NULL);
+	assert_non_null(r2);
+	assert_true(c.node > 0);
+	assert_false(reg_node_live(r2, c.node));
+	assert_true(t_report(r2, &b, &a)); /* completes the pair only if a's half survived */
+	assert_true(reg_may_talk(r2, a.node, b.node));
+	reg_close(r2);
+	reg_close(r);
+}
+
+/* With the write queue full, writes are refused busy (with a retry hint) before
+ * they change anything; reads and heartbeats are still answered. */
+static void test_busy_when_queue_full(void **state)
+{
+	reg_config cf = { 0 };
+	char err[256] = "", buf[512];
+	registry *r;
+	tid a, b, c;
+	uint64_t s1, s2;
+	json_object *o;
+	reg_store_stats ss;
+
+	tid_new(&a);
+	tid_new(&b);
+	tid_new(&c);
+	cf.store_path = path;
+	cf.store_queue_max = 1;
+	cf.store_fsync_delay_ms = 300; /* each commit takes >= 300 ms */
+	cf.store_sync_full = true; /* so every commit fsyncs, slowly */
+	r = reg_open(&cf, err, sizeof(err));
+	assert_non_null(r);
+	t_register(r, &a, NULL);
+	snprintf(buf, sizeof(buf), "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", b.pk);
+	o = req_nowait(r, &s1, buf);
+	assert_string_equal(t_type(o), "register_ok");
+	b.node = (uint32_t)t_int(o, "node_id");
+	json_object_put(o);
+	snprintf(buf, sizeof(buf), "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", c.pk);
+	o = req_nowait(r, &s2, buf);
+	assert_string_equal(t_code(o), "busy");
+	assert_true(t_int(o, "retry_after_ms") >= 50 && t_int(o, "retry_after_ms") <= 2000);
+	assert_int_equal(s2, 0); /* nothing queued, nothing changed */
+	assert_false(reg_node_live(r, b.node + 1)); /* c was not given an ID */
+	json_object_put(o);
+	snprintf(buf, sizeof(buf), "{\"type\":\"lookup\",\"node_id\":%u}", a.node);
+	o = req_nowait(r, &s2, buf);
+	assert_string_equal(t_type(o), "lookup_ok");
+	json_object_put(o);
+	snprintf(buf, sizeof(buf), "{\"type\":\"heartbeat\",\"node_id\":%u,\"signature\":\"%s\"}", a.node,
+		 t_sign(&a, "heartbeat:%u", a.node));
+	o = req_nowait(r, &s2, buf);
+	assert_string_equal(t_type(o), "heartbeat_ok");
+	json_object_put(o);
+	assert_int_equal(reg_sync(r), 0);
+	assert_true(reg_durable_seq(r) >= s1);
+	reg_get_store_stats(r, &ss);
+	assert_int_equal(ss.busy, 1);
+	assert_true(ss.max_commit_ms >= 290);
+	/* the queue drained: the same write goes through now */
+	assert_true(t_register(r, &c, NULL) > 0);
+	reg_close(r);
+}
+
 /* A version-1 store (no nodes.relay_only) is upgraded in place at open. */
 static void test_schema_v1_upgrade(void **state)
 {
@@ -385,7 +504,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
 		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_schema_v2_upgrade), T(test_snapshot_roundtrip),
-		T(test_snapshot_reference_format),
+		T(test_snapshot_reference_format), T(test_write_failure_isolated), T(test_busy_when_queue_full),
 #undef T
 	};
 

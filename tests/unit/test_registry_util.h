@@ -70,6 +70,8 @@ static json_object *t_req(registry *r, const char *fmt, ...)
 	free(s);
 	resp = reg_handle(r, q, &ctx);
 	json_object_put(q);
+	/* Like the server: a reply that wrote is seen only once that write is durable. */
+	reg_sync(r);
 	return resp;
 }
 
