@@ -696,20 +696,29 @@ static int64_t kick_cb(pilot_loop *l, uint64_t id, void *arg)
 	return 0;
 }
 
+/* Write what is queued; close on a write error, or when a closing connection
+ * has nothing left to send or hold. false = c is gone. */
+static bool flush_or_close(struct conn *c)
+{
+	if (conn_flush(c) < 0) {
+		conn_close(c, "write failed");
+		return false;
+	}
+	if (c->closing && !c->out_head && !c->held_head) {
+		conn_close(c, "done");
+		return false;
+	}
+	return true;
+}
+
 /* Flush, read, answer; then register interest for what is still pending. */
 static void conn_pump(struct conn *c)
 {
 	bool more = false;
 	int r;
 
-	if (conn_flush(c) < 0) {
-		conn_close(c, "write failed");
+	if (!flush_or_close(c))
 		return;
-	}
-	if (c->closing && !c->out_head && !c->held_head) {
-		conn_close(c, "done");
-		return;
-	}
 	/* Frames left from an earlier round (budget or backlog) go first. */
 	r = c->in_len ? conn_process(c) : 0;
 	if (r < 0) {
@@ -721,14 +730,8 @@ static void conn_pump(struct conn *c)
 		conn_close(c, "read failed or closed by peer");
 		return;
 	}
-	if (conn_flush(c) < 0) {
-		conn_close(c, "write failed");
+	if (!flush_or_close(c))
 		return;
-	}
-	if (c->closing && !c->out_head && !c->held_head) {
-		conn_close(c, "done");
-		return;
-	}
 	/* Yielded with frames still buffered, or TLS holds decrypted bytes epoll
 	 * cannot see: come back on the next loop iteration. */
 	if ((more || (c->tls && rdv_tls_conn_pending(c->tls) > 0 && !conn_backed_up(c)))
