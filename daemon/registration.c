@@ -65,6 +65,22 @@ static json_object *new_req(const char *type)
 	return o;
 }
 
+/* {"type": type, "node_id": ours}; NULL with *err = -ENOTCONN (not registered)
+ * or -ENOMEM. */
+static json_object *node_req(registration *r, const char *type, int *err)
+{
+	json_object *q;
+
+	*err = -ENOTCONN;
+	if (!r->node)
+		return NULL;
+	*err = -ENOMEM;
+	if (!(q = new_req(type)))
+		return NULL;
+	jw_set_int(q, "node_id", r->node);
+	return q;
+}
+
 static const char *tf(bool v)
 {
 	return v ? "true" : "false";
@@ -646,12 +662,10 @@ int registration_set_task_exec(registration *r, bool enabled, regclient_cb cb, v
 static int trust_op(registration *r, const char *type, uint32_t peer, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	jw_set_int(q, "node_id", r->node);
+	if (!(q = node_req(r, type, &err)))
+		return err;
 	jw_set_int(q, "peer_id", peer);
 	return send_signed(r, q, cb, arg, "%u:%u", r->node, peer);
 }
@@ -686,30 +700,32 @@ int registration_request_handshake(registration *r, uint32_t to, const char *jus
 	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, to, hex);
 }
 
-int registration_respond_handshake(registration *r, uint32_t peer, bool accept,
-				   regclient_cb cb, void *arg)
+/* respond_handshake / respond_invite: accept or reject what id offered. */
+static int respond(registration *r, const char *type, const char *key, uint32_t id, bool accept,
+		   regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req("respond_handshake")))
-		return -ENOMEM;
-	jw_set_int(q, "node_id", r->node);
-	jw_set_int(q, "peer_id", peer);
+	if (!(q = node_req(r, type, &err)))
+		return err;
+	jw_set_int(q, key, id);
 	jw_set_bool(q, "accept", accept);
-	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, peer, tf(accept));
+	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, id, tf(accept));
+}
+
+int registration_respond_handshake(registration *r, uint32_t peer, bool accept, regclient_cb cb, void *arg)
+{
+	return respond(r, "respond_handshake", "peer_id", peer, accept, cb, arg);
 }
 
 static int self_op(registration *r, const char *type, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	jw_set_int(q, "node_id", r->node);
+	if (!(q = node_req(r, type, &err)))
+		return err;
 	return send_signed(r, q, cb, arg, "%u", r->node);
 }
 
@@ -770,12 +786,10 @@ static int member_op(registration *r, const char *type, uint16_t net, const char
 		     const char *admin_token, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	jw_set_int(q, "node_id", r->node);
+	if (!(q = node_req(r, type, &err)))
+		return err;
 	jw_set_int(q, "network_id", net);
 	add_opt_str(q, "token", token);
 	add_opt_str(q, "admin_token", admin_token);
@@ -816,16 +830,7 @@ int registration_poll_invites(registration *r, regclient_cb cb, void *arg)
 int registration_respond_invite(registration *r, uint16_t net, bool accept,
 				regclient_cb cb, void *arg)
 {
-	json_object *q;
-
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req("respond_invite")))
-		return -ENOMEM;
-	jw_set_int(q, "node_id", r->node);
-	jw_set_int(q, "network_id", net);
-	jw_set_bool(q, "accept", accept);
-	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, net, tf(accept));
+	return respond(r, "respond_invite", "network_id", net, accept, cb, arg);
 }
 
 int registration_list_networks(registration *r, regclient_cb cb, void *arg)
