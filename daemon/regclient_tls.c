@@ -230,32 +230,29 @@ static ssize_t io_result(tls_conn *t, int r)
 	}
 }
 
-static ssize_t tls_read(void *ctx, int fd, void *buf, size_t len)
+/* One SSL_read or SSL_write of at most 1 GiB (its length is an int). */
+static ssize_t tls_io(tls_conn *t, void *buf, size_t len, bool write)
 {
-	tls_conn *t = ctx;
 	int r;
 
-	(void)fd;
 	if (len > 1u << 30)
 		len = 1u << 30;
 	ERR_clear_error();
 	errno = 0;
-	r = SSL_read(t->ssl, buf, (int)len);
+	r = write ? SSL_write(t->ssl, buf, (int)len) : SSL_read(t->ssl, buf, (int)len);
 	return r > 0 ? r : io_result(t, r);
+}
+
+static ssize_t tls_read(void *ctx, int fd, void *buf, size_t len)
+{
+	(void)fd;
+	return tls_io(ctx, buf, len, false);
 }
 
 static ssize_t tls_write(void *ctx, int fd, const void *buf, size_t len)
 {
-	tls_conn *t = ctx;
-	int r;
-
 	(void)fd;
-	if (len > 1u << 30)
-		len = 1u << 30;
-	ERR_clear_error();
-	errno = 0;
-	r = SSL_write(t->ssl, buf, (int)len);
-	return r > 0 ? r : io_result(t, r);
+	return tls_io(ctx, (void *)buf, len, true); /* SSL_write does not write to it */
 }
 
 static void tls_close(void *ctx)
