@@ -8,8 +8,8 @@
  * sendmmsg entry with a UDP_SEGMENT cmsg; the kernel cuts it into the same
  * datagrams, one route lookup and one skb for up to GSO_SEGS of them. A kernel or
  * device that refuses it (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP) turns GSO off for the
- * socket and the batch is resent one datagram per entry; other errors refuse the
- * group's datagrams (one destination) and GSO stays on. */
+ * socket and the batch is resent one datagram per entry; after any other error the
+ * refused group is resent one datagram per entry and GSO stays on. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -240,6 +240,28 @@ static void wait_out(udp *u)
 	}
 }
 
+/* One datagram per entry for entries [tx_head, end): each gets its own verdict
+ * (a refused one is counted and skipped). false = the socket is full: wait. */
+static bool send_plain(udp *u, size_t end)
+{
+	while (u->tx_head < end) {
+		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(end - u->tx_head), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+			wait_out(u);
+			return false;
+		}
+		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
+			u->st.tx_errors++;
+			u->tx_head++;
+			continue;
+		}
+		tx_counted(u, (size_t)r);
+	}
+	return true;
+}
+
 /* Errors that mean this kernel, socket or device cannot send UDP GSO: EIO (no
  * checksum offload on the device), ENOPROTOOPT / EOPNOTSUPP (UDP_SEGMENT not
  * known), EINVAL (the cmsg not understood, or a segment the path cannot carry).
@@ -268,9 +290,17 @@ static bool flush_gso(udp *u)
 			u->gso_off = true;
 			return false;
 		}
-		if (r < 0) { /* this group's destination refused it (unreachable...): skip it */
-			u->st.tx_errors += u->gn[0];
-			u->tx_head += u->gn[0];
+		if (r < 0 && u->gn[0] > 1) {
+			/* Refused for its destination or by a filter (EPERM, unreachable...):
+			 * not a verdict on GSO. Its datagrams go one by one, each with its
+			 * own verdict, as they would without GSO; GSO stays on. */
+			if (!send_plain(u, u->tx_head + u->gn[0]))
+				return true;
+			continue;
+		}
+		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
+			u->st.tx_errors++;
+			u->tx_head++;
 			continue;
 		}
 		for (int i = 0; i < r; i++)
@@ -287,22 +317,8 @@ static void udp_flush(transport *t)
 
 	if (!u->gso_off && flush_gso(u))
 		return;
-	while (u->tx_head < u->tx_count) {
-		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(u->tx_count - u->tx_head), 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-			wait_out(u);
-			return;
-		}
-		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
-			u->st.tx_errors++;
-			u->tx_head++;
-			continue;
-		}
-		tx_counted(u, (size_t)r);
-	}
-	tx_reset(u);
+	if (send_plain(u, u->tx_count))
+		tx_reset(u);
 }
 
 static void rx_arm(udp *u)
