@@ -82,5 +82,9 @@ rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *tok
 			     rdv_tls *tls, registry *reg, char *err, size_t errlen);
 void rdv_standby_free(rdv_standby *s); /* NULL-safe */
 void rdv_standby_get_stats(const rdv_standby *s, rdv_standby_stats *st);
+/* Tests and the fuzzer: take len bytes as if read from the primary (frames are
+ * decoded and applied at once, partial ones kept). 0, or -1 where the reader
+ * would drop the connection (bad frame, primary's error, over the size cap). */
+int rdv_standby_feed(rdv_standby *s, const uint8_t *buf, size_t len);
 
 #endif
