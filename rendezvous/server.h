@@ -48,6 +48,10 @@ void rdv_server_free(rdv_server *s);
 void rdv_server_get_stats(const rdv_server *s, rdv_server_stats *st);
 /* The bound address as text ("[::]:9000", "127.0.0.1:9000"). */
 const char *rdv_server_addr(const rdv_server *s);
+/* Tests and the fuzzer: serve fd (connected, non-blocking, e.g. one end of a
+ * socketpair) as a client accepted from sa, caps included; fd is the server's now. */
+struct sockaddr;
+void rdv_server_adopt(rdv_server *s, int fd, const struct sockaddr *sa);
 
 /* The key connections are counted under (issue 12): an IPv4 address (also
  * IPv4-mapped) as ::ffff:a.b.c.d, an IPv6 address as its /64 (the rest zero),
