@@ -100,6 +100,11 @@ static void *daemon_thread(void *arg)
 	return NULL;
 }
 
+static void cleanup(void)
+{
+	unlink(path);
+}
+
 static void setup(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -114,6 +119,7 @@ static void setup(void)
 	    || pthread_create(&th, NULL, daemon_thread, NULL) != 0)
 		abort();
 	pthread_detach(th);
+	atexit(cleanup);
 	/* What pilotctl prints is not checked; libFuzzer and the sanitizers report
 	 * on their own streams (fd 2 and the FILE libFuzzer captured at start). */
 	if (getenv("FUZZ_CTLREPLY_SHOW"))
