@@ -1058,3 +1058,8 @@ const char *rdv_server_addr(const rdv_server *s)
 {
 	return s->bound;
 }
+
+void rdv_server_adopt(rdv_server *s, int fd, const struct sockaddr *sa)
+{
+	accept_one(s, fd, sa);
+}
