@@ -37,7 +37,7 @@ WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-protot
 BASE       = -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -I. $(ALL_CFLAGS)
 REL_FLAGS ?= -O2 -g
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FZ_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -DPILOT_FUZZING
+FZ_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -DPILOT_FUZZING
 
 # ---- what exists -----------------------------------------------------------
 # SRC_FILTER (e.g. "lib/addr.c lib/proto.c") restricts the archives to those files while
@@ -160,7 +160,7 @@ FUZZ_ARCHIVES := $(foreach d,$(filter-out lib,$(ARCHIVE_DIRS)) lib,$(call archiv
 $(BUILD)/fz/fuzz/%: $(BUILD)/fz/tests/fuzz/%.o $(FUZZ_ARCHIVES)
 	$(call msg,LD-FZ,$@)
 	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $< -Wl,--start-group $(FUZZ_ARCHIVES) -Wl,--end-group $(ALL_LIBS) -o $@
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $< -Wl,--start-group $(FUZZ_ARCHIVES) -Wl,--end-group $(ALL_LIBS) -o $@
 
 # Release programs too: the valgrind runs use them (ASan and valgrind do not mix).
 # With SRC_FILTER (a folder under construction) programs may not link: skip them.

@@ -216,13 +216,17 @@ static void print_stream_item(pctl *c, const char *raw, json_object *frame)
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 	} else if (c->stream) {
 		c->stream(c, data);
-	} else {
+	} else if (json_object_is_type(data, json_type_object)) {
 		json_object_object_foreach(data, k, v) {
 			char buf[256];
 
 			printf("%s=%s ", k, pctl_format(v, PCTL_STR, buf, sizeof(buf)));
 		}
 		printf("\n");
+	} else { /* not what a daemon sends: print the value, never walk it */
+		char buf[256];
+
+		printf("%s\n", pctl_format(data, PCTL_STR, buf, sizeof(buf)));
 	}
 	fflush(stdout);
 }

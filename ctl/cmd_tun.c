@@ -66,10 +66,12 @@ static void render_tun(pctl *c, json_object *data)
 	char buf[256];
 
 	(void)c;
-	json_object_object_foreach(data, k, v) {
-		if (!strcmp(k, "flows"))
-			continue;
-		printf("%s: %s\n", k, pctl_format(v, PCTL_STR, buf, sizeof(buf)));
+	if (data) { /* NULL when the reply had no object "data" */
+		json_object_object_foreach(data, k, v) {
+			if (!strcmp(k, "flows"))
+				continue;
+			printf("%s: %s\n", k, pctl_format(v, PCTL_STR, buf, sizeof(buf)));
+		}
 	}
 	pctl_render_list(data, "flows", flow_cols, "no bridged TCP flows");
 }

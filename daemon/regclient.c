@@ -274,6 +274,22 @@ int regclient_sign(regclient *c, json_object *req, const char *fields)
 	return 0;
 }
 
+/* A server clock reading (Unix seconds) becomes our offset only if plausible:
+ * a reply can carry any integer (and jw_get_i64 reads a non-integer or one out
+ * of range as 0), and the offset is added to every sig_ts. */
+#define RC_SERVER_TIME_MAX ((int64_t)1 << 40)
+
+static void learn_time(regclient *c, int64_t server_s)
+{
+	int64_t now = wall_s(c);
+
+	if (server_s <= 0 || server_s > RC_SERVER_TIME_MAX || now < 0 || now > RC_SERVER_TIME_MAX) {
+		log_debug("registry: implausible server time ignored time=%lld", (long long)server_s);
+		return;
+	}
+	c->offset_s = server_s - now;
+}
+
 /* Learn the server's clock and signature format from what it says. */
 static void observe_reply(regclient *c, json_object *reply)
 {
@@ -284,11 +300,11 @@ static void observe_reply(regclient *c, json_object *reply)
 	if (!strcmp(type, "register_ok"))
 		c->sig_v2 = jw_get_bool(reply, "sig_v2");
 	if ((!strcmp(type, "register_ok") || !strcmp(type, "heartbeat_ok")) && jw_has(reply, "time"))
-		c->offset_s = jw_get_i64(reply, "time") - wall_s(c);
+		learn_time(c, jw_get_i64(reply, "time"));
 	code = jw_get_str(reply, "code");
 	msg = jw_get_str(reply, "message");
 	if (code && msg && !strcmp(code, "stale_signature") && (p = strstr(msg, "server time ")))
-		c->offset_s = strtoll(p + 12, NULL, 10) - wall_s(c);
+		learn_time(c, strtoll(p + 12, NULL, 10));
 }
 
 /* ---- queue ---- */

@@ -491,27 +491,42 @@ static int on_message(wss *c, struct lws *wsi, uint8_t *msg, size_t len, bool bi
 	return 0;
 }
 
+int wss_rx_fragment(uint8_t *buf, size_t *rx_len, bool *over, bool first, bool fin,
+		    const uint8_t *in, size_t len, size_t *mlen)
+{
+	if (first) {
+		*rx_len = 0;
+		*over = false;
+	}
+	if (*over || *rx_len + len > WSS_MAX_MSG) {
+		*over = true; /* drop the whole message, keep the connection */
+		return fin ? -1 : 0;
+	}
+	if (len)
+		memcpy(buf + *rx_len, in, len);
+	*rx_len += len;
+	if (!fin)
+		return 0;
+	*mlen = *rx_len;
+	*rx_len = 0;
+	return 1;
+}
+
 static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
 {
 	uint8_t *buf = c->rx + TRANSPORT_HEADROOM;
+	size_t mlen = 0;
+	int r;
 
-	if (lws_is_first_fragment(wsi)) {
-		c->rx_len = 0;
-		c->rx_over = false;
+	if (lws_is_first_fragment(wsi))
 		c->rx_bin = lws_frame_is_binary(wsi);
-	}
-	if (c->rx_over || c->rx_len + len > WSS_MAX_MSG) {
-		c->rx_over = true; /* drop the whole message, keep the connection */
-		c->st.rx_errors += lws_is_final_fragment(wsi);
+	r = wss_rx_fragment(buf, &c->rx_len, &c->rx_over, lws_is_first_fragment(wsi),
+			    lws_is_final_fragment(wsi), in, len, &mlen);
+	if (r < 0)
+		c->st.rx_errors++;
+	if (r <= 0)
 		return 0;
-	}
-	memcpy(buf + c->rx_len, in, len);
-	c->rx_len += len;
-	if (!lws_is_final_fragment(wsi))
-		return 0;
-	len = c->rx_len;
-	c->rx_len = 0;
-	return on_message(c, wsi, buf, len, c->rx_bin);
+	return on_message(c, wsi, buf, mlen, c->rx_bin);
 }
 
 static int on_writeable(wss *c, struct lws *wsi)

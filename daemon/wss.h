@@ -78,4 +78,12 @@ int wss_auth_string(char *out, size_t cap, uint32_t node, uint64_t ts, const cha
 int wss_auth_reply(char *out, size_t cap, const struct pilot_identity *id, uint32_t node,
 		   uint64_t ts, const char *nonce);
 
+/* ---- message reassembly (pure; also the fuzz target) ---- */
+/* One received fragment (first/fin as lws reports them) into buf (WSS_MAX_MSG
+ * bytes) holding *rx_len bytes: 1 when fin completes a message (*mlen bytes in
+ * buf), 0 for more (or a fragment of an oversize message), -1 when fin ends a
+ * message over WSS_MAX_MSG (dropped whole, counted; the connection stays). */
+int wss_rx_fragment(uint8_t *buf, size_t *rx_len, bool *over, bool first, bool fin,
+		    const uint8_t *in, size_t len, size_t *mlen);
+
 #endif

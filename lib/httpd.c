@@ -216,7 +216,7 @@ enum pilot_httpd_route pilot_httpd_parse(const char *req, size_t len)
 
 	sp2 = sp1 ? memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - req)) : NULL;
 	if (!sp1 || !sp2 || (ml = (size_t)(sp1 - req)) >= sizeof(method)
-	    || (pl = (size_t)(sp2 - sp1 - 1)) >= sizeof(path))
+	    || (pl = (size_t)(sp2 - sp1 - 1)) >= sizeof(path) || memchr(req, '\0', (size_t)(sp2 - req)))
 		return PILOT_HTTPD_BAD;
 	memcpy(method, req, ml);
 	method[ml] = '\0';

@@ -535,8 +535,12 @@ static void apply_owners(registry *r, json_object *snap)
 	json_object_object_foreach(o, owner, v) {
 		reg_node *n = reg_node_get(r, num_u32(v));
 
-		if (n && !n->owner && *owner && strlen(owner) <= REG_OWNER_MAX)
+		if (!n || !*owner || strlen(owner) > REG_OWNER_MAX)
+			continue;
+		if (!n->owner)
 			reg_node_set_owner(r, n, owner);
+		else if (!strcmp(n->owner, owner)) /* records sharing an owner: the primary's pick */
+			rmap_put(&r->owneridx, reg_hash_str(r, owner), n->id);
 	}
 }
 

@@ -1027,3 +1027,8 @@ const char *rdv_server_addr(const rdv_server *s)
 {
 	return s->bound;
 }
+
+void rdv_server_adopt(rdv_server *s, int fd, const struct sockaddr *sa)
+{
+	accept_one(s, fd, sa);
+}

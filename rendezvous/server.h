@@ -49,6 +49,10 @@ void rdv_server_free(rdv_server *s);
 void rdv_server_get_stats(const rdv_server *s, rdv_server_stats *st);
 /* The bound address as text ("[::]:9000", "127.0.0.1:9000"). */
 const char *rdv_server_addr(const rdv_server *s);
+/* Tests and the fuzzer: serve fd (connected, non-blocking, e.g. one end of a
+ * socketpair) as a client accepted from sa, caps included; fd is the server's now. */
+struct sockaddr;
+void rdv_server_adopt(rdv_server *s, int fd, const struct sockaddr *sa);
 
 /* The key connections are counted under (issue 12): an IPv4 address (also
  * IPv4-mapped) as ::ffff:a.b.c.d, an IPv6 address as its /64 (the rest zero),
@@ -81,5 +85,9 @@ rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *tok
 			     rdv_tls *tls, registry *reg, char *err, size_t errlen);
 void rdv_standby_free(rdv_standby *s); /* NULL-safe */
 void rdv_standby_get_stats(const rdv_standby *s, rdv_standby_stats *st);
+/* Tests and the fuzzer: take len bytes as if read from the primary (frames are
+ * decoded and applied at once, partial ones kept). 0, or -1 where the reader
+ * would drop the connection (bad frame, primary's error, over the size cap). */
+int rdv_standby_feed(rdv_standby *s, const uint8_t *buf, size_t len);
 
 #endif

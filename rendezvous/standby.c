@@ -351,3 +351,21 @@ void rdv_standby_get_stats(const rdv_standby *s, rdv_standby_stats *st)
 {
 	*st = s->st;
 }
+
+int rdv_standby_feed(rdv_standby *s, const uint8_t *buf, size_t len)
+{
+	if (len > s->in_cap - s->in_len) {
+		size_t cap = s->in_cap ? s->in_cap : 131072;
+		uint8_t *p;
+
+		while (cap - s->in_len < len && cap <= FRAME_MAX + 4)
+			cap *= 2;
+		if (cap - s->in_len < len || cap > FRAME_MAX + 4 + 65536 || !(p = realloc(s->in, cap)))
+			return -1;
+		s->in = p;
+		s->in_cap = cap;
+	}
+	memcpy(s->in + s->in_len, buf, len);
+	s->in_len += len;
+	return sb_parse(s);
+}

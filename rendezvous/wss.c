@@ -494,33 +494,54 @@ static int on_message(wsess *s, struct lws *wsi, const uint8_t *msg, size_t len,
 	return 0;
 }
 
+int rdv_wss_rx(uint8_t **rx, size_t *rx_len, bool first, bool fin, const uint8_t *in, size_t len,
+	       const uint8_t **msg, size_t *mlen)
+{
+	if (first)
+		*rx_len = 0;
+	if (*rx_len + len > RDV_WSS_MAX_MSG)
+		return RDV_WSS_RX_TOO_BIG;
+	if (first && fin) {
+		*msg = in;
+		*mlen = len;
+		return RDV_WSS_RX_MSG;
+	}
+	if (!*rx && !(*rx = malloc(RDV_WSS_MAX_MSG)))
+		return -ENOMEM;
+	if (len)
+		memcpy(*rx + *rx_len, in, len);
+	*rx_len += len;
+	if (!fin)
+		return RDV_WSS_RX_MORE;
+	*msg = *rx;
+	*mlen = *rx_len;
+	return RDV_WSS_RX_MSG;
+}
+
 /* Reassemble fragmented messages up to RDV_WSS_MAX_MSG; larger closes (1009). */
 static int on_receive(wsess *s, struct lws *wsi, const uint8_t *in, size_t len)
 {
 	bool first = lws_is_first_fragment(wsi), fin = lws_is_final_fragment(wsi);
+	const uint8_t *msg = NULL;
+	size_t mlen = 0;
 	int r;
 
-	if (first) {
-		s->rx_len = 0;
+	if (first)
 		s->rx_bin = lws_frame_is_binary(wsi);
-	}
-	if (s->rx_len + len > RDV_WSS_MAX_MSG) {
+	r = rdv_wss_rx(&s->rx, &s->rx_len, first, fin, in, len, &msg, &mlen);
+	if (r == RDV_WSS_RX_TOO_BIG) {
 		s->w->st.oversize++;
 		s->st = S_CLOSING;
 		return close_now(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too big");
 	}
-	if (first && fin)
-		return on_message(s, wsi, in, len, s->rx_bin);
-	if (!s->rx && !(s->rx = malloc(RDV_WSS_MAX_MSG)))
-		return -1;
-	memcpy(s->rx + s->rx_len, in, len);
-	s->rx_len += len;
-	if (!fin)
-		return 0;
-	r = on_message(s, wsi, s->rx, s->rx_len, s->rx_bin);
-	free(s->rx);
-	s->rx = NULL;
-	s->rx_len = 0;
+	if (r != RDV_WSS_RX_MSG)
+		return r == RDV_WSS_RX_MORE ? 0 : -1;
+	r = on_message(s, wsi, msg, mlen, s->rx_bin);
+	if (msg != in) {
+		free(s->rx);
+		s->rx = NULL;
+		s->rx_len = 0;
+	}
 	return r;
 }
 

@@ -8,6 +8,7 @@
 #ifndef RDV_WSS_H
 #define RDV_WSS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,5 +81,16 @@ int rdv_wss_parse_reply(const char *json, size_t len, uint32_t *node, uint8_t si
  * 0 with *node set, -EINVAL (malformed), -ENOENT (unknown node), -ESTALE, -EBADMSG. */
 int rdv_wss_check_reply(const char *json, size_t len, const char *nonce_hex, uint64_t ts,
 			uint64_t now_s, rdv_wss_keyfn keyfn, void *kctx, uint32_t *node);
+
+/* ---- message reassembly (pure; also the fuzz target) ---- */
+enum { RDV_WSS_RX_MORE = 0, RDV_WSS_RX_MSG = 1, RDV_WSS_RX_TOO_BIG = 2 };
+/* One received fragment (first/fin as lws reports them) into the reassembly
+ * buffer *rx (allocated here, RDV_WSS_MAX_MSG bytes) holding *rx_len bytes:
+ * RDV_WSS_RX_MORE (kept), RDV_WSS_RX_MSG with the whole message in *msg, *mlen
+ * (in itself for an unfragmented message, else *rx, which the caller frees once
+ * done with it), RDV_WSS_RX_TOO_BIG (the message outgrows RDV_WSS_MAX_MSG: the
+ * connection is closed), or -ENOMEM. */
+int rdv_wss_rx(uint8_t **rx, size_t *rx_len, bool first, bool fin, const uint8_t *in, size_t len,
+	       const uint8_t **msg, size_t *mlen);
 
 #endif

@@ -9,6 +9,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The answer must agree with the bytes: GET, one space, the path, then a
+ * space or a query. */
+static int is_get(const uint8_t *d, size_t n, const char *path)
+{
+	size_t l = strlen(path);
+
+	return n > 4 + l && !memcmp(d, "GET ", 4) && !memcmp(d + 4, path, l) && (d[4 + l] == ' ' || d[4 + l] == '?');
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	enum pilot_httpd_route r = pilot_httpd_parse((const char *)data, size);
@@ -17,6 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FILE *f;
 
 	if (r > PILOT_HTTPD_NOT_FOUND)
+		abort();
+	if ((r == PILOT_HTTPD_HEALTHZ && !is_get(data, size, "/healthz"))
+	    || (r == PILOT_HTTPD_METRICS && !is_get(data, size, "/metrics")))
 		abort();
 	/* label values come from our own state, but must escape anything */
 	if (!(val = malloc(size + 1)))

@@ -3,7 +3,9 @@
  * inside the op, as the trust_ops contract says). The first byte picks the
  * target (bit 0: loader) and options: bit 3 re-signs the decoded message with
  * the peer's real key so the processing rules run; bits 1, 2, 4, 5 follow with
- * untrust / approve / request / reject. Dump -> load must round-trip. */
+ * untrust / approve / request / reject. Bit 6 (without bit 0): the rest is a
+ * poll_handshakes_ok reply for trust_on_poll, then bits 2 and 5 approve /
+ * reject. Dump -> load must round-trip. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "daemon/trust.h"
+#include "lib/jsonwire.h"
 #include "lib/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -119,6 +122,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			free(out);
 		}
+	} else if (data[0] & 64) {
+		/* A poll_handshakes_ok reply from the registry (requests and responses
+		 * relayed for peers that could not reach us directly). */
+		json_object *o = jw_parse((const char *)data + 1, size - 1, NULL);
+
+		if (json_object_is_type(o, json_type_object))
+			trust_on_poll(T, json_object_object_get(o, "requests"), json_object_object_get(o, "responses"));
+		json_object_put(o);
+		pump();
+		if (data[0] & 4)
+			trust_approve(T, 2);
+		if (data[0] & 32)
+			trust_reject(T, 2, "fuzz");
 	} else {
 		trust_msg m;
 

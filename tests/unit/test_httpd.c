@@ -39,6 +39,22 @@ static void t_parse(void **state)
 		assert_int_equal(pilot_httpd_parse(c[i].req, strlen(c[i].req)), c[i].r);
 }
 
+/* Found by fuzz_httpd's check that an answer agrees with the bytes: a NUL inside
+ * the request line cut the method or path short, so "GET /metrics\0junk
+ * HTTP/1.1" was served as /metrics. */
+static void t_parse_nul(void **state)
+{
+	static const char a[] = "GET /metrics\0junk HTTP/1.1\r\n\r\n";
+	static const char b[] = "GET\0X /healthz HTTP/1.1\r\n\r\n";
+	static const char c[] = "GET /healthz HTTP/1.1\r\nX-A: \0\r\n\r\n";
+
+	(void)state;
+	assert_int_equal(pilot_httpd_parse(a, sizeof(a) - 1), PILOT_HTTPD_BAD);
+	assert_int_equal(pilot_httpd_parse(b, sizeof(b) - 1), PILOT_HTTPD_BAD);
+	/* headers are never used: a NUL there changes nothing */
+	assert_int_equal(pilot_httpd_parse(c, sizeof(c) - 1), PILOT_HTTPD_HEALTHZ);
+}
+
 static char *prom(const char *const *labels, double v)
 {
 	char *out = NULL;
@@ -173,6 +189,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_parse),
+		cmocka_unit_test(t_parse_nul),
 		cmocka_unit_test(t_prom_text),
 		cmocka_unit_test(t_sd_notify),
 		cmocka_unit_test(t_listener),

@@ -89,6 +89,25 @@ static void h_listen(ctlsrv_reply *r, json_object *args, void *arg)
 	ctlsrv_reply_end(r);
 }
 
+/* Stream items whose "data" is not an object (a daemon bug or a hostile one). */
+static void h_recv(ctlsrv_reply *r, json_object *args, void *arg)
+{
+	(void)args;
+	(void)arg;
+	ctlsrv_reply_stream(r, json_object_new_string("x"));
+	ctlsrv_reply_stream(r, NULL);
+	ctlsrv_reply_stream(r, parse("{\"a\":1}"));
+	ctlsrv_reply_end(r);
+}
+
+/* An ok reply whose "data" is not an object. */
+static void h_odd_ok(ctlsrv_reply *r, json_object *args, void *arg)
+{
+	(void)args;
+	(void)arg;
+	ctlsrv_reply_ok(r, json_object_new_int(5));
+}
+
 /* Every other verb: {"cmd": ..., "args": ...} so tests see the request. */
 static void h_echo(ctlsrv_reply *r, json_object *args, void *arg)
 {
@@ -116,6 +135,9 @@ static void serve(int ready_fd)
 	ctlsrv_register(s, "trust", h_trust, NULL);
 	ctlsrv_register(s, "find", h_find, NULL);
 	ctlsrv_register(s, "listen", h_listen, NULL);
+	ctlsrv_register(s, "recv", h_recv, NULL);
+	ctlsrv_register(s, "tun", h_odd_ok, NULL);
+	ctlsrv_register(s, "maps", h_odd_ok, NULL);
 	for (int i = 0; echo[i]; i++)
 		ctlsrv_register(s, echo[i], h_echo, NULL);
 	if (write(ready_fd, "x", 1) != 1)
@@ -462,6 +484,30 @@ static void test_stream_output(void **state)
 	assert_string_equal(r->out, "0:0000.0000.0009:5: one\n0:0000.0000.0009:5: two\n");
 }
 
+/* Found by fuzz_ctlreply: a stream item whose "data" was not an object (or
+ * missing) crashed pilotctl (NULL lh_table in json_object_object_foreach). */
+static void test_stream_item_not_object(void **state)
+{
+	result *r = RUN("recv", "1000", "--count", "3");
+
+	(void)state;
+	assert_int_equal(r->rc, 0);
+	assert_string_equal(r->out, "x\n\na=1 \n"); /* a NULL item goes out as {} */
+}
+
+/* Found by fuzz_ctlreply: "pilotctl tun" crashed on an ok reply without an
+ * object "data" (the renderer walked NULL). */
+static void test_ok_without_object_data(void **state)
+{
+	result *r = RUN("tun");
+
+	(void)state;
+	assert_int_equal(r->rc, 0);
+	assert_string_equal(r->out, "no bridged TCP flows\n");
+	r = RUN("maps");
+	assert_int_equal(r->rc, 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,7 +515,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_text_tables),      cmocka_unit_test(test_requests),
 		cmocka_unit_test(test_daemon_error),     cmocka_unit_test(test_not_running),
 		cmocka_unit_test(test_usage),            cmocka_unit_test(test_bad_arguments),
-		cmocka_unit_test(test_stream_output),
+		cmocka_unit_test(test_stream_output),    cmocka_unit_test(test_stream_item_not_object),
+		cmocka_unit_test(test_ok_without_object_data),
 	};
 	char self[PATH_MAX];
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/registration.h"
@@ -1066,6 +1067,60 @@ static void test_v1_strings(void **state)
 	assert_non_null(strstr(err, "no-port"));
 }
 
+/* Found by fuzz_regreply: the "time" of register_ok/heartbeat_ok and the "server
+ * time" of a stale_signature message became the clock offset unchecked, so an
+ * absurd value overflowed int64 (time - now, then now + offset for every v2
+ * sig_ts): undefined behaviour; and a "time" that is not an int64 (read as 0)
+ * set the offset to minus the current time. Implausible server times are now
+ * ignored. */
+static void test_absurd_server_time(void **state)
+{
+	static const char *const replies[] = {
+		"{\"type\":\"register_ok\",\"node_id\":5,\"sig_v2\":true,\"time\":-9223372036854775807}",
+		"{\"type\":\"heartbeat_ok\",\"time\":9223372036854775807}",
+		"{\"type\":\"error\",\"error\":\"request failed\",\"code\":\"stale_signature\","
+		"\"message\":\"too old; server time -9223372036854775808\"}",
+	};
+	env *e = *state;
+	uint8_t seed[32] = { 3 };
+	pilot_identity id;
+	regclient_config c;
+	char addr[64], err[256] = "";
+	regclient *rc;
+	result res = { 0 };
+	json_object *q;
+	int64_t ts;
+
+	pilot_identity_from_seed(&id, seed);
+	raw_listen(e, 1, addr, sizeof(addr));
+	memset(&c, 0, sizeof(c));
+	c.addr = addr;
+	c.id = &id;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+		size_t n = strlen(replies[i]);
+		uint8_t hdr[4] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
+
+		assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+		run_for(e, 50); /* connected, request written */
+		assert_int_equal(e->nheld, 1);
+		assert_int_equal(write(e->held[0], hdr, 4), 4);
+		assert_int_equal(write(e->held[0], replies[i], n), (ssize_t)n);
+		assert_true(run_until(e, &res.done, 3000));
+		assert_int_equal(regclient_clock_offset(rc), 0);
+		result_clear(&res);
+	}
+	/* v2 (learnt from register_ok) signs with a sane sig_ts */
+	assert_true(regclient_sig_v2(rc));
+	q = lookup_req(1);
+	assert_int_equal(regclient_sign(rc, q, "1"), 0);
+	ts = jw_get_i64(q, "sig_ts");
+	assert_true(ts > (int64_t)time(NULL) - 60 && ts < (int64_t)time(NULL) + 60);
+	json_object_put(q);
+	regclient_free(rc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1088,6 +1143,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reregister_restores, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deregister, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_v1_strings, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_absurd_server_time, setup, teardown),
 	};
 
 	pilot_log_init("test_regclient", PILOT_LOG_WARN, PILOT_LOG_TEXT);

@@ -498,6 +498,36 @@ static void test_snapshot_reference_format(void **state)
 	reg_close(r);
 }
 
+/* Found by fuzz_standby: two records naming the same owner (a primary can hold
+ * that) left the standby's owner index to the order of the "nodes" object, not
+ * to the primary's "owner_idx", so after a failover owner recovery would have
+ * picked the other node. */
+static void test_snapshot_owner_index(void **state)
+{
+	registry *r = t_open(NULL, false, NULL);
+	tid a, b;
+	char buf[2048];
+	json_object *snap, *oi;
+
+	(void)state;
+	tid_new(&a);
+	tid_new(&b);
+	snprintf(buf, sizeof(buf),
+		 "{\"next_node\":3,\"nodes\":{"
+		 "\"1\":{\"id\":1,\"owner\":\"o@x\",\"public_key\":\"%s\",\"networks\":[0]},"
+		 "\"2\":{\"id\":2,\"owner\":\"o@x\",\"public_key\":\"%s\",\"networks\":[0]}},"
+		 "\"owner_idx\":{\"o@x\":1}}", a.pk, b.pk);
+	snap = json_tokener_parse(buf);
+	assert_non_null(snap);
+	assert_int_equal(reg_apply_snapshot(r, snap), 0);
+	json_object_put(snap);
+	snap = reg_snapshot(r);
+	assert_true(json_object_object_get_ex(snap, "owner_idx", &oi));
+	assert_int_equal(json_object_get_int(json_object_object_get(oi, "o@x")), 1);
+	json_object_put(snap);
+	reg_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -505,6 +535,7 @@ int main(void)
 		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
 		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_schema_v2_upgrade), T(test_snapshot_roundtrip),
 		T(test_snapshot_reference_format), T(test_write_failure_isolated), T(test_busy_when_queue_full),
+		T(test_snapshot_owner_index),
 #undef T
 	};
 
