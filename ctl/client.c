@@ -1,4 +1,4 @@
-/* pilotctl's side of the control socket (protocol in daemon/ctlsock.h and
+/* pilotctl's side of the control socket (protocol in daemon/ctlsrv.h and
  * pilotctl(1)): connect, send one request, read stream items and the reply. */
 #include "ctl/ctl.h"
 
@@ -14,20 +14,6 @@
 #include "lib/jsonwire.h"
 
 #define NOT_RUNNING_HINT "start the daemon: pilotd -registry HOST:PORT (packaged: sudo systemctl start pilotd)"
-
-int pctl_default_socket(char *out, size_t outlen)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(out, outlen, "/run/pilot/pilotd.sock");
-	else if (xdg && xdg[0] == '/')
-		n = snprintf(out, outlen, "%s/pilot/pilotd.sock", xdg);
-	else
-		n = snprintf(out, outlen, "/tmp/pilot-%u/pilotd.sock", (unsigned)geteuid());
-	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-}
 
 static int ctl_connect(const char *path)
 {

@@ -96,8 +96,6 @@ int pctl_cmd_status(pctl *c);
 int pctl_completion(pctl *c, const pctl_cmd *t);
 
 /* ---- client.c: the control socket ---- */
-/* Same rule as the daemon's ctlsock_default_path (kept in step by a test). */
-int pctl_default_socket(char *out, size_t outlen);
 /* Send {"cmd":cmd,"args":args} (args consumed; NULL = {}), print stream items
  * and the final reply: --json prints the daemon's frames as they came, text
  * mode calls render(data) (NULL = key: value lines). Returns the exit status. */

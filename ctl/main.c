@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "ctl/ctl.h"
+#include "lib/sockpath.h"
 
 /* Where pilotd.service (and a root pilotd) puts its socket. */
 #define SYSTEM_SOCKET "/run/pilot/pilotd.sock"
@@ -259,7 +260,7 @@ static int run(parsed *p, char *sock, size_t socklen)
 		snprintf(sock, socklen, "%s", p->socket);
 	else if (getenv("PILOT_SOCKET") && getenv("PILOT_SOCKET")[0])
 		snprintf(sock, socklen, "%s", getenv("PILOT_SOCKET"));
-	else if (pctl_default_socket(sock, socklen) < 0)
+	else if (pilot_default_socket_path(sock, socklen) < 0)
 		return pctl_fail(&c, "internal", "set PILOT_SOCKET", "default socket path is too long");
 	else if (access(sock, F_OK) < 0 && access(SYSTEM_SOCKET, F_OK) == 0)
 		snprintf(sock, socklen, "%s", SYSTEM_SOCKET); /* the packaged daemon (pilotd.service) */
@@ -276,6 +277,8 @@ int main(int argc, char **argv)
 	p.flags = calloc((size_t)argc + 1, sizeof(*p.flags));
 	if (!p.pos || !p.flags) {
 		fprintf(stderr, "error: out of memory\n");
+		free(p.pos);
+		free(p.flags);
 		return PCTL_EXIT_ERR;
 	}
 	parse_argv(argc, argv, &p);

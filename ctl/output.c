@@ -180,7 +180,7 @@ void pctl_table(FILE *f, json_object *arr, const pctl_col *cols)
 		cols = autoc;
 	}
 	rows = json_object_array_length(arr);
-	for (; cols[ncols].header && ncols < MAX_COLS; ncols++)
+	for (; ncols < MAX_COLS && cols[ncols].header; ncols++)
 		w[ncols] = strlen(cols[ncols].header);
 	for (size_t r = 0; r < rows; r++)
 		for (size_t k = 0; k < ncols; k++) {

@@ -6,17 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/log.h"
 
-#define EV_MAX_PAYLOAD_DEFAULT (1u << 20)
-#define EV_MAX_QUEUE_DEFAULT   (4u << 20)
-#define EV_MAX_CONNS_DEFAULT   256
-#define EV_MAX_MEM_DEFAULT     (64ull << 20)
+#define EVS_MAX_PAYLOAD_DEFAULT (1u << 20)
+#define EVS_MAX_QUEUE_DEFAULT   (4u << 20)
+#define EVS_MAX_CONNS_DEFAULT   256
+#define EVS_MAX_MEM_DEFAULT     (64ull << 20)
 
 /* ---- codec ------------------------------------------------------------------------ */
 
-int ev_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload, const uint8_t **topic,
+int evs_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload, const uint8_t **topic,
 		  size_t *tlen, uint32_t *plen)
 {
 	size_t t;
@@ -25,25 +25,25 @@ int ev_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload, const ui
 	if (len < 2)
 		return 0;
 	t = (size_t)buf[0] << 8 | buf[1];
-	if (t > EV_MAX_TOPIC)
+	if (t > EVS_MAX_TOPIC)
 		return -EMSGSIZE;
 	if (len < 2 + t + 4)
 		return 0;
 	q = buf + 2 + t;
 	*plen = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
-	if (*plen > max_payload || *plen > EV_MAX_PAYLOAD)
+	if (*plen > max_payload || *plen > EVS_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	*topic = buf + 2;
 	*tlen = t;
 	return (int)(2 + t + 4);
 }
 
-int64_t ev_encode(const void *topic, size_t tlen, const void *data, size_t len, uint8_t **out)
+int64_t evs_encode(const void *topic, size_t tlen, const void *data, size_t len, uint8_t **out)
 {
 	uint8_t *b;
 
 	*out = NULL;
-	if (tlen > EV_MAX_TOPIC || len > EV_MAX_PAYLOAD)
+	if (tlen > EVS_MAX_TOPIC || len > EVS_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	b = malloc(2 + tlen + 4 + len + 1);
 	if (!b)
@@ -65,24 +65,24 @@ int64_t ev_encode(const void *topic, size_t tlen, const void *data, size_t len, 
 /* ---- an incremental event reader (broker sessions and subscribers) ------------------ */
 
 /* One encoded event, shared by every subscriber queue that holds it. */
-typedef struct ev_msg {
+typedef struct evs_msg {
 	uint32_t refs;
 	size_t len;
 	uint8_t data[];             /* the whole encoding: topic length, topic, length, payload */
-} ev_msg;
+} evs_msg;
 
-typedef struct ev_reader {
-	uint8_t hdr[EV_HDR_MAX];
+typedef struct evs_reader {
+	uint8_t hdr[EVS_HDR_MAX];
 	size_t hlen, hwant;         /* hwant: 2, then 2 + T + 4 */
 	size_t tlen;
 	uint32_t plen;
-	ev_msg *msg;                /* being filled; NULL while skipping the payload */
+	evs_msg *msg;                /* being filled; NULL while skipping the payload */
 	uint64_t left;              /* payload bytes still to come */
-} ev_reader;
+} evs_reader;
 
 enum { RD_MORE = 0, RD_EVENT = 1, RD_HEADER = 2, RD_BAD = -1 };
 
-static void rd_reset(ev_reader *r)
+static void rd_reset(evs_reader *r)
 {
 	r->hlen = 0;
 	r->hwant = 2;
@@ -92,7 +92,7 @@ static void rd_reset(ev_reader *r)
 
 /* Consume from p into the header; RD_HEADER once it is whole (the caller then
  * sets r->msg or leaves it NULL to skip the payload), RD_BAD on a bad length. */
-static int rd_header(ev_reader *r, const uint8_t *p, size_t n, size_t *used, uint32_t maxp)
+static int rd_header(evs_reader *r, const uint8_t *p, size_t n, size_t *used, uint32_t maxp)
 {
 	const uint8_t *topic;
 	int h;
@@ -106,14 +106,14 @@ static int rd_header(ev_reader *r, const uint8_t *p, size_t n, size_t *used, uin
 		*used += k;
 		if (r->hlen == 2) {
 			size_t t = (size_t)r->hdr[0] << 8 | r->hdr[1];
-			if (t > EV_MAX_TOPIC)
+			if (t > EVS_MAX_TOPIC)
 				return RD_BAD;
 			r->hwant = 2 + t + 4;
 		}
 	}
 	if (r->hlen < r->hwant)
 		return RD_MORE;
-	h = ev_hdr_decode(r->hdr, r->hlen, maxp, &topic, &r->tlen, &r->plen);
+	h = evs_hdr_decode(r->hdr, r->hlen, maxp, &topic, &r->tlen, &r->plen);
 	if (h < 0)
 		return RD_BAD;
 	r->left = r->plen;
@@ -121,7 +121,7 @@ static int rd_header(ev_reader *r, const uint8_t *p, size_t n, size_t *used, uin
 }
 
 /* Payload bytes into r->msg (or dropped); RD_EVENT when the event is complete. */
-static int rd_payload(ev_reader *r, const uint8_t *p, size_t n, size_t *used)
+static int rd_payload(evs_reader *r, const uint8_t *p, size_t n, size_t *used)
 {
 	size_t k = n - *used < r->left ? n - *used : (size_t)r->left;
 
@@ -132,10 +132,10 @@ static int rd_payload(ev_reader *r, const uint8_t *p, size_t n, size_t *used)
 	return r->left == 0 ? RD_EVENT : RD_MORE;
 }
 
-static ev_msg *msg_new(const ev_reader *r)
+static evs_msg *msg_new(const evs_reader *r)
 {
 	size_t len = r->hlen + r->plen;
-	ev_msg *m = malloc(sizeof(*m) + len);
+	evs_msg *m = malloc(sizeof(*m) + len);
 
 	if (!m)
 		return NULL;
@@ -149,31 +149,31 @@ static ev_msg *msg_new(const ev_reader *r)
 
 typedef struct qnode {
 	struct qnode *next;
-	ev_msg *m;
+	evs_msg *m;
 } qnode;
 
-struct ev_session {
-	ev_broker *b;
+struct evs_session {
+	evs_broker *b;
 	conn *c;
 	pilot_addr from;
-	ev_session *prev, *next;
-	ev_reader rd;
+	evs_session *prev, *next;
+	evs_reader rd;
 	bool subscribed, dead, in_pump;
-	uint8_t topic[EV_MAX_TOPIC];
+	uint8_t topic[EVS_MAX_TOPIC];
 	size_t tlen;
 	qnode *qh, *qt;
 	size_t qoff;                /* bytes of the head event already written */
 	uint64_t qbytes;
 };
 
-struct ev_broker {
+struct evs_broker {
 	conn_table *t;
-	ev_config cfg;
-	ev_session *head;
-	ev_broker_stats st;
+	evs_config cfg;
+	evs_session *head;
+	evs_broker_stats st;
 };
 
-static void msg_put(ev_broker *b, ev_msg *m)
+static void msg_put(evs_broker *b, evs_msg *m)
 {
 	if (m && --m->refs == 0) {
 		b->st.mem -= m->len;
@@ -181,13 +181,13 @@ static void msg_put(ev_broker *b, ev_msg *m)
 	}
 }
 
-static void note(ev_session *ss, enum ev_note what, const uint8_t *topic, size_t tlen, size_t size)
+static void note(evs_session *ss, enum evs_note what, const uint8_t *topic, size_t tlen, size_t size)
 {
 	if (ss->b->cfg.on_note)
 		ss->b->cfg.on_note(ss->b->cfg.ctx, what, topic, tlen, ss->from, size);
 }
 
-static void queue_clear(ev_session *ss)
+static void queue_clear(evs_session *ss)
 {
 	while (ss->qh) {
 		qnode *q = ss->qh;
@@ -201,10 +201,10 @@ static void queue_clear(ev_session *ss)
 }
 
 /* Let go of everything a session holds (idempotent); it stays listed until freed. */
-static void sess_release(ev_session *ss)
+static void sess_release(evs_session *ss)
 {
 	if (ss->subscribed)
-		note(ss, EV_UNSUBSCRIBED, ss->topic, ss->tlen, 0);
+		note(ss, EVS_UNSUBSCRIBED, ss->topic, ss->tlen, 0);
 	ss->subscribed = false;
 	queue_clear(ss);
 	if (ss->rd.msg) {
@@ -215,9 +215,9 @@ static void sess_release(ev_session *ss)
 	ss->dead = true;
 }
 
-void ev_session_free(ev_session *ss)
+void evs_session_free(evs_session *ss)
 {
-	ev_broker *b;
+	evs_broker *b;
 
 	if (!ss)
 		return;
@@ -235,7 +235,7 @@ void ev_session_free(ev_session *ss)
 
 /* Drop a session: a conn is aborted and the session freed; a conn-less one
  * (fuzzers) only released. Never called on the session whose pump is running. */
-static void sess_drop(ev_session *ss)
+static void sess_drop(evs_session *ss)
 {
 	conn *c = ss->c;
 
@@ -245,10 +245,10 @@ static void sess_drop(ev_session *ss)
 	}
 	ss->c = NULL;
 	conn_abort(c);
-	ev_session_free(ss);
+	evs_session_free(ss);
 }
 
-static void flush(ev_session *ss)
+static void flush(evs_session *ss)
 {
 	while (ss->c && ss->qh) {
 		qnode *q = ss->qh;
@@ -268,7 +268,7 @@ static void flush(ev_session *ss)
 }
 
 /* false: the subscriber is too slow (or out of memory) and must be dropped. */
-static bool enqueue(ev_session *ss, ev_msg *m)
+static bool enqueue(evs_session *ss, evs_msg *m)
 {
 	qnode *q;
 
@@ -290,7 +290,7 @@ static bool enqueue(ev_session *ss, ev_msg *m)
 	return true;
 }
 
-static bool wants(const ev_session *s, const uint8_t *topic, size_t tlen)
+static bool wants(const evs_session *s, const uint8_t *topic, size_t tlen)
 {
 	bool star = s->tlen == 1 && s->topic[0] == '*';
 
@@ -299,12 +299,12 @@ static bool wants(const ev_session *s, const uint8_t *topic, size_t tlen)
 	return star || (s->tlen == tlen && memcmp(s->topic, topic, tlen) == 0);
 }
 
-static void deliver(ev_session *pub, ev_msg *m)
+static void deliver(evs_session *pub, evs_msg *m)
 {
-	ev_broker *b = pub->b;
+	evs_broker *b = pub->b;
 	const uint8_t *topic = m->data + 2;
 	size_t tlen = pub->rd.tlen;
-	ev_session *s, *next;
+	evs_session *s, *next;
 
 	b->st.published++;
 	for (s = b->head; s; s = next) {
@@ -318,17 +318,17 @@ static void deliver(ev_session *pub, ev_msg *m)
 		b->st.slow_dropped++;
 		sess_drop(s); /* s is gone; next is still valid */
 	}
-	note(pub, EV_PUBLISHED, topic, tlen, m->len - pub->rd.hlen);
+	note(pub, EVS_PUBLISHED, topic, tlen, m->len - pub->rd.hlen);
 }
 
 /* Make room for need bytes: evict the subscribers with the longest queues. */
-static bool mem_room(ev_session *pub, size_t need)
+static bool mem_room(evs_session *pub, size_t need)
 {
-	ev_broker *b = pub->b;
+	evs_broker *b = pub->b;
 
 	while (b->st.mem + need > b->cfg.max_mem) {
-		ev_session *worst = NULL;
-		for (ev_session *s = b->head; s; s = s->next)
+		evs_session *worst = NULL;
+		for (evs_session *s = b->head; s; s = s->next)
 			if (s != pub && !s->dead && s->qbytes && (!worst || s->qbytes > worst->qbytes))
 				worst = s;
 		if (!worst)
@@ -340,9 +340,9 @@ static bool mem_room(ev_session *pub, size_t need)
 }
 
 /* Header complete: subscription (payload skipped) or a publication to hold. */
-static bool sess_header(ev_session *ss)
+static bool sess_header(evs_session *ss)
 {
-	ev_reader *r = &ss->rd;
+	evs_reader *r = &ss->rd;
 	size_t len = r->hlen + r->plen;
 
 	if (!ss->subscribed)
@@ -355,18 +355,18 @@ static bool sess_header(ev_session *ss)
 	return true;
 }
 
-static void sess_event(ev_session *ss)
+static void sess_event(evs_session *ss)
 {
-	ev_reader *r = &ss->rd;
+	evs_reader *r = &ss->rd;
 
 	if (!ss->subscribed) {
 		memcpy(ss->topic, r->hdr + 2, r->tlen);
 		ss->tlen = r->tlen;
 		ss->subscribed = true;
 		ss->b->st.subscribes++;
-		note(ss, EV_SUBSCRIBED, ss->topic, ss->tlen, 0);
+		note(ss, EVS_SUBSCRIBED, ss->topic, ss->tlen, 0);
 	} else {
-		ev_msg *m = r->msg;
+		evs_msg *m = r->msg;
 		r->msg = NULL;
 		deliver(ss, m);
 		msg_put(ss->b, m);
@@ -374,7 +374,7 @@ static void sess_event(ev_session *ss)
 	rd_reset(r);
 }
 
-size_t ev_session_feed(ev_session *ss, const uint8_t *p, size_t len)
+size_t evs_session_feed(evs_session *ss, const uint8_t *p, size_t len)
 {
 	size_t used = 0;
 	int r;
@@ -400,19 +400,19 @@ size_t ev_session_feed(ev_session *ss, const uint8_t *p, size_t len)
 	return used;
 }
 
-bool ev_session_alive(const ev_session *ss)
+bool evs_session_alive(const evs_session *ss)
 {
 	return !ss->dead;
 }
 
-void ev_session_drain(ev_session *ss)
+void evs_session_drain(evs_session *ss)
 {
 	queue_clear(ss);
 }
 
-ev_session *ev_session_new(ev_broker *b, pilot_addr from)
+evs_session *evs_session_new(evs_broker *b, pilot_addr from)
 {
-	ev_session *ss = calloc(1, sizeof(*ss));
+	evs_session *ss = calloc(1, sizeof(*ss));
 
 	if (!ss)
 		return NULL;
@@ -431,7 +431,7 @@ ev_session *ev_session_new(ev_broker *b, pilot_addr from)
 
 static void sess_pump(void *arg, conn *c)
 {
-	ev_session *ss = arg;
+	evs_session *ss = arg;
 	const uint8_t *p;
 	size_t n, used;
 
@@ -440,7 +440,7 @@ static void sess_pump(void *arg, conn *c)
 	ss->in_pump = true;
 	flush(ss);
 	while (!ss->dead && (n = conn_peek(c, &p)) > 0) {
-		used = ev_session_feed(ss, p, n);
+		used = evs_session_feed(ss, p, n);
 		conn_consume(c, used);
 	}
 	ss->in_pump = false;
@@ -449,18 +449,18 @@ static void sess_pump(void *arg, conn *c)
 	} else if (conn_eof(c)) {
 		ss->c = NULL;
 		conn_close(c);
-		ev_session_free(ss);
+		evs_session_free(ss);
 	}
 }
 
 static void sess_state(void *arg, conn *c, enum stream_state old, enum stream_state now, int err)
 {
-	ev_session *ss = arg;
+	evs_session *ss = arg;
 
 	if (now == STREAM_CLOSED) {
 		ss->c = NULL;
 		conn_close(c);
-		ev_session_free(ss);
+		evs_session_free(ss);
 	}
 }
 
@@ -473,8 +473,8 @@ static const conn_cbs sess_cbs = { sess_pump, sess_writable, sess_state };
 
 static bool srv_accept(void *arg, conn *c)
 {
-	ev_broker *b = arg;
-	ev_session *ss;
+	evs_broker *b = arg;
+	evs_session *ss;
 	conn_info ci;
 
 	if (b->st.active >= b->cfg.max_conns) {
@@ -482,7 +482,7 @@ static bool srv_accept(void *arg, conn *c)
 		return false;
 	}
 	conn_get_info(c, &ci);
-	ss = ev_session_new(b, ci.remote);
+	ss = evs_session_new(b, ci.remote);
 	if (!ss)
 		return false;
 	ss->c = c;
@@ -493,9 +493,9 @@ static bool srv_accept(void *arg, conn *c)
 
 static const conn_listener_cbs srv_listener = { srv_accept };
 
-ev_broker *ev_broker_new(conn_table *t, const ev_config *cfg, int *err)
+evs_broker *evs_broker_new(conn_table *t, const evs_config *cfg, int *err)
 {
-	ev_broker *b = calloc(1, sizeof(*b));
+	evs_broker *b = calloc(1, sizeof(*b));
 	int r;
 
 	if (!b) {
@@ -506,19 +506,19 @@ ev_broker *ev_broker_new(conn_table *t, const ev_config *cfg, int *err)
 	b->t = t;
 	if (cfg)
 		b->cfg = *cfg;
-	if (!b->cfg.max_payload || b->cfg.max_payload > EV_MAX_PAYLOAD)
-		b->cfg.max_payload = b->cfg.max_payload ? EV_MAX_PAYLOAD : EV_MAX_PAYLOAD_DEFAULT;
+	if (!b->cfg.max_payload || b->cfg.max_payload > EVS_MAX_PAYLOAD)
+		b->cfg.max_payload = b->cfg.max_payload ? EVS_MAX_PAYLOAD : EVS_MAX_PAYLOAD_DEFAULT;
 	if (!b->cfg.max_queue)
-		b->cfg.max_queue = EV_MAX_QUEUE_DEFAULT;
-	if (b->cfg.max_queue < b->cfg.max_payload + EV_HDR_MAX) /* one whole event always fits */
-		b->cfg.max_queue = b->cfg.max_payload + EV_HDR_MAX;
+		b->cfg.max_queue = EVS_MAX_QUEUE_DEFAULT;
+	if (b->cfg.max_queue < b->cfg.max_payload + EVS_HDR_MAX) /* one whole event always fits */
+		b->cfg.max_queue = b->cfg.max_payload + EVS_HDR_MAX;
 	if (!b->cfg.max_conns)
-		b->cfg.max_conns = EV_MAX_CONNS_DEFAULT;
+		b->cfg.max_conns = EVS_MAX_CONNS_DEFAULT;
 	if (!b->cfg.max_mem)
-		b->cfg.max_mem = EV_MAX_MEM_DEFAULT;
+		b->cfg.max_mem = EVS_MAX_MEM_DEFAULT;
 	if (b->cfg.max_mem < b->cfg.max_queue)
 		b->cfg.max_mem = b->cfg.max_queue;
-	if (t && (r = conn_listen(t, EV_PORT, &srv_listener, b)) < 0) {
+	if (t && (r = conn_listen(t, EVS_PORT, &srv_listener, b)) < 0) {
 		free(b);
 		if (err)
 			*err = r;
@@ -527,49 +527,49 @@ ev_broker *ev_broker_new(conn_table *t, const ev_config *cfg, int *err)
 	return b;
 }
 
-void ev_broker_free(ev_broker *b)
+void evs_broker_free(evs_broker *b)
 {
 	if (!b)
 		return;
 	while (b->head) {
-		ev_session *ss = b->head;
+		evs_session *ss = b->head;
 		if (ss->c) {
 			conn_abort(ss->c);
 			ss->c = NULL;
 		}
-		ev_session_free(ss);
+		evs_session_free(ss);
 	}
 	if (b->t)
-		conn_unlisten(b->t, EV_PORT);
+		conn_unlisten(b->t, EVS_PORT);
 	free(b);
 }
 
-void ev_broker_get_stats(const ev_broker *b, ev_broker_stats *st)
+void evs_broker_get_stats(const evs_broker *b, evs_broker_stats *st)
 {
 	*st = b->st;
 }
 
 /* ---- client: subscribe ------------------------------------------------------------------- */
 
-struct ev_sub {
+struct evs_sub {
 	conn *c;
-	ev_event_cb on_event;
-	ev_end_cb on_end;
+	evs_event_cb on_event;
+	evs_end_cb on_end;
 	void *arg;
 	uint8_t *tx;                /* the subscription event */
 	size_t ntx, sent;
-	ev_reader rd;
+	evs_reader rd;
 	bool in_cb, cancelled;
 };
 
-static void sub_free(ev_sub *s)
+static void sub_free(evs_sub *s)
 {
 	free(s->rd.msg);
 	free(s->tx);
 	free(s);
 }
 
-static void sub_end(ev_sub *s, int err)
+static void sub_end(evs_sub *s, int err)
 {
 	conn *c = s->c;
 
@@ -584,7 +584,7 @@ static void sub_end(ev_sub *s, int err)
 
 static void sub_writable(void *arg, conn *c)
 {
-	ev_sub *s = arg;
+	evs_sub *s = arg;
 
 	while (s->sent < s->ntx) {
 		size_t w = conn_write(c, s->tx + s->sent, s->ntx - s->sent);
@@ -595,9 +595,9 @@ static void sub_writable(void *arg, conn *c)
 }
 
 /* true when the subscriber is gone (ended or cancelled from the callback). */
-static bool sub_event(ev_sub *s)
+static bool sub_event(evs_sub *s)
 {
-	ev_msg *m = s->rd.msg;
+	evs_msg *m = s->rd.msg;
 	size_t h = s->rd.hlen;
 
 	s->rd.msg = NULL;
@@ -616,7 +616,7 @@ static bool sub_event(ev_sub *s)
 
 static void sub_readable(void *arg, conn *c)
 {
-	ev_sub *s = arg;
+	evs_sub *s = arg;
 	const uint8_t *p;
 	size_t n, used;
 	int r;
@@ -625,7 +625,7 @@ static void sub_readable(void *arg, conn *c)
 	while ((n = conn_peek(c, &p)) > 0) {
 		used = 0;
 		if (s->rd.hlen < s->rd.hwant) {
-			r = rd_header(&s->rd, p, n, &used, EV_MAX_PAYLOAD);
+			r = rd_header(&s->rd, p, n, &used, EVS_MAX_PAYLOAD);
 			if (r == RD_BAD) {
 				sub_end(s, -EMSGSIZE);
 				return;
@@ -646,7 +646,7 @@ static void sub_readable(void *arg, conn *c)
 
 static void sub_state(void *arg, conn *c, enum stream_state old, enum stream_state now, int err)
 {
-	ev_sub *s = arg;
+	evs_sub *s = arg;
 
 	if (now == STREAM_ESTABLISHED)
 		sub_writable(s, c);
@@ -656,15 +656,15 @@ static void sub_state(void *arg, conn *c, enum stream_state old, enum stream_sta
 
 static const conn_cbs sub_cbs = { sub_readable, sub_writable, sub_state };
 
-ev_sub *ev_subscribe(conn_table *t, pilot_addr dst, const char *topic, ev_event_cb on_event,
-		     ev_end_cb on_end, void *arg, int *err)
+evs_sub *evs_subscribe(conn_table *t, pilot_addr dst, const char *topic, evs_event_cb on_event,
+		     evs_end_cb on_end, void *arg, int *err)
 {
 	size_t tlen = topic ? strlen(topic) : 0;
-	ev_sub *s;
+	evs_sub *s;
 	int64_t n;
 	int e = -EINVAL;
 
-	if (!on_event || !on_end || tlen == 0 || tlen > EV_MAX_TOPIC)
+	if (!on_event || !on_end || tlen == 0 || tlen > EVS_MAX_TOPIC)
 		goto fail;
 	e = -ENOMEM;
 	s = calloc(1, sizeof(*s));
@@ -674,13 +674,13 @@ ev_sub *ev_subscribe(conn_table *t, pilot_addr dst, const char *topic, ev_event_
 	s->on_end = on_end;
 	s->arg = arg;
 	rd_reset(&s->rd);
-	n = ev_encode(topic, tlen, NULL, 0, &s->tx);
+	n = evs_encode(topic, tlen, NULL, 0, &s->tx);
 	if (n < 0) {
 		sub_free(s);
 		goto fail;
 	}
 	s->ntx = (size_t)n;
-	s->c = conn_dial(t, dst, EV_PORT, &sub_cbs, s, &e);
+	s->c = conn_dial(t, dst, EVS_PORT, &sub_cbs, s, &e);
 	if (!s->c) {
 		sub_free(s);
 		goto fail;
@@ -692,7 +692,7 @@ fail:
 	return NULL;
 }
 
-void ev_sub_cancel(ev_sub *s)
+void evs_sub_cancel(evs_sub *s)
 {
 	if (!s)
 		return;
@@ -706,16 +706,16 @@ void ev_sub_cancel(ev_sub *s)
 
 /* ---- client: publish ------------------------------------------------------------------------ */
 
-struct ev_pub {
+struct evs_pub {
 	conn *c;
-	ev_pub_cb cb;
+	evs_pub_cb cb;
 	void *arg;
 	uint8_t *tx;                /* subscription event + publication */
 	size_t ntx, sent;
 	bool shut;
 };
 
-static void pub_end(ev_pub *p, int err)
+static void pub_end(evs_pub *p, int err)
 {
 	conn *c = p->c;
 
@@ -731,7 +731,7 @@ static void pub_end(ev_pub *p, int err)
 
 static void pub_writable(void *arg, conn *c)
 {
-	ev_pub *p = arg;
+	evs_pub *p = arg;
 
 	while (p->sent < p->ntx) {
 		size_t w = conn_write(c, p->tx + p->sent, p->ntx - p->sent);
@@ -747,7 +747,7 @@ static void pub_writable(void *arg, conn *c)
 
 static void pub_readable(void *arg, conn *c)
 {
-	ev_pub *p = arg;
+	evs_pub *p = arg;
 	const uint8_t *d;
 	size_t n;
 
@@ -759,7 +759,7 @@ static void pub_readable(void *arg, conn *c)
 
 static void pub_state(void *arg, conn *c, enum stream_state old, enum stream_state now, int err)
 {
-	ev_pub *p = arg;
+	evs_pub *p = arg;
 
 	if (now == STREAM_ESTABLISHED)
 		pub_writable(p, c);
@@ -771,19 +771,19 @@ static void pub_state(void *arg, conn *c, enum stream_state old, enum stream_sta
 
 static const conn_cbs pub_cbs = { pub_readable, pub_writable, pub_state };
 
-ev_pub *ev_publish(conn_table *t, pilot_addr dst, const char *topic, const void *data,
-		   size_t len, ev_pub_cb cb, void *arg, int *err)
+evs_pub *evs_publish(conn_table *t, pilot_addr dst, const char *topic, const void *data,
+		   size_t len, evs_pub_cb cb, void *arg, int *err)
 {
 	size_t tlen = topic ? strlen(topic) : 0;
 	uint8_t *sub = NULL, *pubev = NULL;
 	int64_t a, b;
-	ev_pub *p;
+	evs_pub *p;
 	int e = -EINVAL;
 
-	if (!cb || tlen == 0 || tlen > EV_MAX_TOPIC || (len && !data))
+	if (!cb || tlen == 0 || tlen > EVS_MAX_TOPIC || (len && !data))
 		goto fail;
-	a = ev_encode(topic, tlen, NULL, 0, &sub);
-	b = ev_encode(topic, tlen, data, len, &pubev);
+	a = evs_encode(topic, tlen, NULL, 0, &sub);
+	b = evs_encode(topic, tlen, data, len, &pubev);
 	p = calloc(1, sizeof(*p));
 	e = a < 0 ? (int)a : b < 0 ? (int)b : -ENOMEM;
 	if (a < 0 || b < 0 || !p || !(p->tx = malloc((size_t)(a + b)))) {
@@ -798,7 +798,7 @@ ev_pub *ev_publish(conn_table *t, pilot_addr dst, const char *topic, const void 
 	p->ntx = (size_t)(a + b);
 	p->cb = cb;
 	p->arg = arg;
-	p->c = conn_dial(t, dst, EV_PORT, &pub_cbs, p, &e);
+	p->c = conn_dial(t, dst, EVS_PORT, &pub_cbs, p, &e);
 	if (!p->c) {
 		free(p->tx);
 		free(p);
@@ -813,7 +813,7 @@ fail:
 	return NULL;
 }
 
-void ev_pub_cancel(ev_pub *p)
+void evs_pub_cancel(evs_pub *p)
 {
 	if (!p)
 		return;

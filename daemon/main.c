@@ -9,11 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/opts.h"
+#include "lib/sockpath.h"
 
 #define PROG "pilotd"
 #define NOPTS 64
@@ -272,7 +273,7 @@ int main(int argc, char **argv)
 		return r;
 	}
 	if (empty(o.socket)) {
-		if (ctlsock_default_path(sock, sizeof(sock)) < 0) {
+		if (pilot_default_socket_path(sock, sizeof(sock)) < 0) {
 			pilot_opts_free(opts);
 			return usage_error("default control socket path too long; pass -socket");
 		}

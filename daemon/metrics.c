@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
-#include "daemon/ctl_comm.h"
+#include "stream/conn.h"
+#include "daemon/ctlsrv_op.h"
 #include "daemon/dataxchg.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"

@@ -13,7 +13,8 @@
 #include <linux/capability.h>
 #include <netinet/in.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv_verbs.h"
+#include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/privs.h"
@@ -64,7 +65,7 @@ static void trust_path_beside(node *n, const char *identity)
 }
 
 /* A rotate-key whose outcome was never learnt leaves the new key beside the
- * identity (ctl_registry.c); only the operator can tell which one the registry has. */
+ * identity (ctlsrv_registry.c); only the operator can tell which one the registry has. */
 static void warn_rotation_leftover(const char *identity)
 {
 	char p[4200];
@@ -445,20 +446,16 @@ static void on_signal(pilot_loop *l, int signo, void *arg)
 	begin_shutdown(n, signo == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-static void open_ctlsock(node *n)
+static void open_ctlsrv(node *n)
 {
 	char err[512];
-	ctlsock_config cc = { .path = n->o.socket };
+	ctlsrv_config cc = { .path = n->o.socket };
 	int r;
 
-	if ((r = ctlsock_open(n->loop, &cc, &n->ctl, err, sizeof(err))) < 0)
+	if ((r = ctlsrv_open(n->loop, &cc, &n->ctlsrv, err, sizeof(err))) < 0)
 		pilot_fatal("%s", err);
-	ctl_register_info(n);
-	ctl_register_registry(n);
-	ctl_register_trust(n);
-	ctl_register_conn(n);
-	ctl_register_tun(n);
-	ctl_register_status(n);
+	if ((r = ctlsrv_verbs_register(n->ctlsrv, n)) < 0)
+		pilot_fatal("control verbs: %s", strerror(-r));
 }
 
 static void before_sleep(pilot_loop *l, void *arg)
@@ -479,7 +476,7 @@ void node_start(node *n)
 		pilot_fatal("%s", why);
 	load_identity(n);
 	node_data_load_trust(n);
-	open_ctlsock(n);
+	open_ctlsrv(n);
 	node_metrics_start(n);
 	if (!node_compat_start(n)
 	    && !(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
@@ -496,8 +493,8 @@ void node_start(node *n)
 		pilot_fatal("cannot set up signal handling");
 	pilot_loop_set_before_sleep(n->loop, before_sleep, n);
 	find_endpoint(n);
-	log_info("started socket=%s listen=%s encrypt=%d public=%d identity=%s",
-		 ctlsock_path(n->ctl), n->endpoint, n->o.encrypt, n->o.public_node,
+	log_info("started socket=%s listen=%s encrypt=%d public=%d identity=%s", ctlsrv_path(n->ctlsrv),
+		 n->endpoint, n->o.encrypt, n->o.public_node,
 		 empty(n->o.identity) ? "ephemeral" : n->o.identity);
 }
 
@@ -515,8 +512,8 @@ void node_free(node *n)
 {
 	if (!n)
 		return;
-	ctlsock_free(n->ctl);
-	n->ctl = NULL;
+	ctlsrv_free(n->ctlsrv);
+	n->ctlsrv = NULL;
 	node_metrics_free(n);
 	node_tun_down(n);
 	node_data_free(n);

@@ -1,7 +1,7 @@
 /* pilotd's glue: the node owns every module of the daemon (identity, tunnel
  * transport, peer table, registration, connection table, trust, control
  * socket, built-in services) and wires their callbacks together. Nothing
- * outside daemon/main.c, daemon/node*.c and daemon/ctl_*.c includes this.
+ * outside daemon/main.c, daemon/node*.c and daemon/ctlsrv_*.c includes this.
  *
  * Start-up order (node_start): crypto, identity, UDP transport, beacon
  * discovery of our public endpoint over the tunnel socket itself, control
@@ -21,7 +21,7 @@
 #include "lib/crypto.h"
 #include "lib/loop.h"
 
-struct ctl_reply;
+struct ctlsrv_reply;
 
 typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
@@ -40,7 +40,7 @@ typedef struct node_options {
 	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
 	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
 	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
-	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctl_svc.c) */
+	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
@@ -56,7 +56,7 @@ typedef struct node_stats {
 struct transport;
 struct peer_table;
 struct registration;
-struct ctlsock;
+struct ctlsrv;
 struct conn_table;
 struct trust;
 struct node_hs;
@@ -64,7 +64,7 @@ struct node_tun;
 struct node_compat;
 struct registration_config;
 
-/* The whole daemon. Handlers in ctl_*.c read it directly: it is the glue's
+/* The whole daemon. Handlers in ctlsrv_*.c read it directly: it is the glue's
  * private state, not an interface to other folders. */
 typedef struct node {
 	node_options o;
@@ -76,7 +76,7 @@ typedef struct node {
 	struct transport *t;
 	struct peer_table *peers;
 	struct registration *reg;
-	struct ctlsock *ctl;
+	struct ctlsrv *ctlsrv;
 	struct conn_table *conns;
 	struct trust *trust;
 	struct node_hs *hs;         /* port-444 service state (node_hs.c) */
@@ -98,7 +98,7 @@ typedef struct node {
 	bool rotating;              /* rotate-key waits for the registry */
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
 	node_stats st;
-	struct node_svc *svc;       /* services 1001/1002, control operations (ctl_comm.h) */
+	struct node_svc *svc;        /* services 1001/1002, control operations (ctlsrv_op.h) */
 	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */
 	bool notified_ready;        /* sd_notify READY=1 sent */
 } node;
@@ -110,7 +110,7 @@ void node_start(node *n);
 int node_run(node *n);
 void node_free(node *n); /* NULL-safe */
 
-/* ---- for the control handlers (daemon/ctl_*.c) ---- */
+/* ---- for the control handlers (daemon/ctlsrv_*.c) ---- */
 pilot_loop *node_loop(node *n);
 /* Key rotation accepted by the registry: id (copied) replaces our identity in
  * place for every module that borrows it, and what derives from it is refreshed. */
@@ -126,10 +126,9 @@ void node_data_relayed_handshakes(node *n, json_object *reply);
 size_t node_data_trusted(node *n, uint32_t *ids, size_t cap);
 void node_data_shutdown(node *n);      /* FIN/RST every connection */
 void node_data_free(node *n);          /* NULL-safe parts */
-/* built-in services and control operations (ctl_svc.c, ctl_comm.c) */
+/* built-in services and control operations (ctlsrv_svc.c, ctlsrv_comm.c) */
 void node_svc_up(node *n);             /* data exchange 1001, event stream 1002 */
 void node_svc_down(node *n);           /* before the conn table goes; idempotent */
-void ctl_register_comm(node *n);       /* from ctl_register_conn */
 
 /* ---- port-444 handshake service and trust's send_direct (node_hs.c) ---- */
 int node_hs_listen(node *n);
@@ -166,27 +165,7 @@ void node_metrics_start(node *n);   /* -metrics set: listen (fatal on error) */
 void node_metrics_write(node *n, FILE *f); /* the whole exposition */
 void node_metrics_free(node *n);    /* NULL-safe parts */
 
-/* Register every control verb. Each ctl_*.c file contributes one group. */
-void ctl_register_info(node *n);
-void ctl_register_registry(node *n);
-void ctl_register_trust(node *n);
-void ctl_register_conn(node *n);
-void ctl_register_tun(node *n);
-void ctl_register_status(node *n); /* ctl_status.c: pilotctl status */
-
-/* Shared helpers for handlers. */
-/* Parse a node argument: decimal node ID or N:NNNN.HHHH.LLLL address. 0 or -EINVAL. */
-int ctl_parse_node(json_object *v, uint32_t *node);
-/* The node argument under "node_id", "target", "node" or "address". */
-int ctl_arg_node(json_object *args, uint32_t *node);
-/* A string argument, NULL if absent or not a string. */
-const char *ctl_arg_str(json_object *args, const char *key);
-/* A registry call was refused at once (-errno): reply. */
-void ctl_reg_refused(struct ctl_reply *r, int err);
-/* Map a registry reply/err to a control reply: error replies become
- * connection_failed with the registry's message. Returns true if r was finished. */
-bool ctl_reg_failed(struct ctl_reply *r, json_object *reply, int err);
-/* The daemon is not registered yet: reply and return true. */
-bool ctl_need_up(struct ctl_reply *r, node *n);
+/* The control verbs: daemon/ctlsrv_verbs.h (one table). */
+/* Helpers for handlers: daemon/ctlsrv_args.h. */
 
 #endif

@@ -68,16 +68,6 @@ static bool pinned(const node_options *o)
 	return !empty(o->tls_trust) && !strcmp(o->tls_trust, "pinned");
 }
 
-static bool is_hex64(const char *s)
-{
-	size_t i;
-
-	for (i = 0; s[i]; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return i == 64;
-}
-
 /* Split "a,b,c". Returns the count or -1 (too many). */
 static int split_roots(const char *list, char **out, size_t max)
 {
@@ -142,7 +132,7 @@ const char *node_compat_validate(const node_options *o)
 		return "-tls-root is only used with -tls-trust=pinned (system trust uses the OS store)";
 	if (!empty(o->registry_fingerprint) && !o->registry_tls)
 		return "-registry-fingerprint needs -registry-tls";
-	if (!empty(o->registry_fingerprint) && !is_hex64(o->registry_fingerprint))
+	if (!empty(o->registry_fingerprint) && !regclient_tls_fingerprint_ok(o->registry_fingerprint))
 		return "invalid -registry-fingerprint (want the 64 lowercase hex digits of the "
 		       "SHA-256 of the registry's leaf certificate, DER)";
 	if (pinned(o)) {

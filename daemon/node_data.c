@@ -8,10 +8,10 @@
 
 #include <sodium.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
-#include "daemon/pmtu.h"
+#include "stream/pmtu.h"
 #include "daemon/registration.h"
 #include "daemon/transport.h"
 #include "daemon/trust.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/trust.h"
 #include "lib/log.h"

@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
 #include "daemon/privs.h"
@@ -309,16 +309,6 @@ void node_tun_free(node *n)
 }
 
 /* ---- pilotctl info ---- */
-static void set_str(json_object *o, const char *k, const char *v)
-{
-	json_object_object_add(o, k, json_object_new_string(v));
-}
-
-static void set_int(json_object *o, const char *k, int64_t v)
-{
-	json_object_object_add(o, k, json_object_new_int64(v));
-}
-
 void node_tun_ip4_text(const node_tun *nt, uint32_t ip, char out[INET_ADDRSTRLEN])
 {
 	struct in_addr a = { .s_addr = htonl(ip) };
@@ -333,12 +323,12 @@ static void add_dns_stats(node_tun *nt, json_object *o)
 
 	if (nt->dns)
 		tun_dns_get_stats(nt->dns, &ds);
-	set_int(o, "dns_queries", (int64_t)ds.queries);
-	set_int(o, "dns_not_tun", (int64_t)ds.not_tun);
-	set_int(o, "dns_lookups", (int64_t)ds.lookups);
-	set_int(o, "dns_rate_limited", (int64_t)ds.rate_limited);
-	set_int(o, "dns_cache_hits", (int64_t)ds.cache_hits);
-	set_int(o, "dns_neg_cache_hits", (int64_t)ds.neg_cache_hits);
+	jw_set_int(o, "dns_queries", (int64_t)ds.queries);
+	jw_set_int(o, "dns_not_tun", (int64_t)ds.not_tun);
+	jw_set_int(o, "dns_lookups", (int64_t)ds.lookups);
+	jw_set_int(o, "dns_rate_limited", (int64_t)ds.rate_limited);
+	jw_set_int(o, "dns_cache_hits", (int64_t)ds.cache_hits);
+	jw_set_int(o, "dns_neg_cache_hits", (int64_t)ds.neg_cache_hits);
 }
 
 json_object *node_tun_info_json(node *n)
@@ -350,29 +340,29 @@ json_object *node_tun_info_json(node *n)
 	uint64_t bad = 0;
 
 	if (!nt) {
-		set_str(o, "device", "off");
+		jw_set_str(o, "device", "off");
 		return o;
 	}
-	set_str(o, "device", tun_dev_name(nt->dev));
+	jw_set_str(o, "device", tun_dev_name(nt->dev));
 	node_tun_ip4_text(nt, tun_addrmap_own_ip(nt->map), s);
-	set_str(o, "ipv4", s);
+	jw_set_str(o, "ipv4", s);
 	node_tun_ip4_text(nt, tun_addrmap_subnet(nt->map), s);
 	snprintf(sub, sizeof(sub), "%s/%d", s, tun_addrmap_prefix_len(nt->map));
-	set_str(o, "subnet", sub);
-	set_str(o, "ipv6", nt->has_own6 ? inet_ntop(AF_INET6, &nt->own6, s, sizeof(s)) : "");
-	set_int(o, "mtu", tun_dev_mtu(nt->dev));
-	set_str(o, "dns", nt->dns ? "on" : "off");
-	set_int(o, "mapped", (int64_t)tun_addrmap_count(nt->map));
+	jw_set_str(o, "subnet", sub);
+	jw_set_str(o, "ipv6", nt->has_own6 ? inet_ntop(AF_INET6, &nt->own6, s, sizeof(s)) : "");
+	jw_set_int(o, "mtu", tun_dev_mtu(nt->dev));
+	jw_set_str(o, "dns", nt->dns ? "on" : "off");
+	jw_set_int(o, "mapped", (int64_t)tun_addrmap_count(nt->map));
 	if (nt->bridge)
 		tunbridge_get_stats(nt->bridge, &st);
 	for (int i = 0; i <= TUN_IP_NERR; i++)
 		bad += st.malformed[i];
-	set_int(o, "flows_active", (int64_t)st.flows_active);
-	set_int(o, "tcp_outbound", (int64_t)st.tcp_outbound);
-	set_int(o, "tcp_inbound", (int64_t)st.tcp_inbound);
-	set_int(o, "udp_out", (int64_t)st.udp_out);
-	set_int(o, "udp_in", (int64_t)st.udp_in);
-	set_int(o, "malformed", (int64_t)bad);
+	jw_set_int(o, "flows_active", (int64_t)st.flows_active);
+	jw_set_int(o, "tcp_outbound", (int64_t)st.tcp_outbound);
+	jw_set_int(o, "tcp_inbound", (int64_t)st.tcp_inbound);
+	jw_set_int(o, "udp_out", (int64_t)st.udp_out);
+	jw_set_int(o, "udp_in", (int64_t)st.udp_in);
+	jw_set_int(o, "malformed", (int64_t)bad);
 	add_dns_stats(nt, o);
 	return o;
 }

@@ -1,4 +1,4 @@
-/* Private to daemon/node_tun.c and daemon/ctl_tun.c: the node's TUN state. */
+/* Private to daemon/node_tun.c and daemon/ctlsrv_tun.c: the node's TUN state. */
 #ifndef PILOT_NODE_TUN_H
 #define PILOT_NODE_TUN_H
 

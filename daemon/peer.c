@@ -209,15 +209,25 @@ static void build_control(const peer_table *pt, const proto_hdr *h, const void *
 }
 
 /* Tunnel keepalive (packet.md §7): control, Src {0, own}, everything else 0. */
+/* A control header from us, if p can be sent to (a session, or no encryption). */
+static bool control_hdr(const peer_table *pt, const peer *p, proto_hdr *h)
+{
+	if (!p->sess && pt->cfg.encrypt)
+		return false;
+	*h = (proto_hdr){ .version = PROTO_VERSION,
+			  .protocol = PROTO_CONTROL,
+			  .src = pilot_addr_make(0, pt->cfg.node) };
+	return true;
+}
+
 void peer_send_keepalive(peer_table *pt, peer *p)
 {
-	proto_hdr h = { .version = PROTO_VERSION, .protocol = PROTO_CONTROL };
+	proto_hdr h;
 	uint8_t *pkt;
 	size_t len;
 
-	if (!p->sess && pt->cfg.encrypt)
+	if (!control_hdr(pt, p, &h))
 		return;
-	h.src = pilot_addr_make(0, pt->cfg.node);
 	build_control(pt, &h, NULL, 0, &pkt, &len);
 	peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
 	pt->st.keepalives_sent++;
@@ -225,13 +235,12 @@ void peer_send_keepalive(peer_table *pt, peer *p)
 
 void peer_send_probe(peer_table *pt, peer *p, int via)
 {
-	proto_hdr h = { .version = PROTO_VERSION, .protocol = PROTO_CONTROL };
+	proto_hdr h;
 	uint8_t *pkt;
 	size_t len;
 
-	if (!p->sess && pt->cfg.encrypt)
+	if (!control_hdr(pt, p, &h))
 		return;
-	h.src = pilot_addr_make(0, pt->cfg.node);
 	h.dst = pilot_addr_make(0, p->node);
 	build_control(pt, &h, PEER_PROBE_PAYLOAD, strlen(PEER_PROBE_PAYLOAD), &pkt, &len);
 	peer_seal_send(pt, p, pkt, len, via);
@@ -360,17 +369,25 @@ static void install_session(peer_table *pt, peer *p, const uint8_t x[PROTO_X2551
 	p->authenticated = false;
 }
 
-/* A valid exchange repeating the key we already use: never reset the session
- * (tunnel.md §6.1 counter reset / PILA replay). Prove ours instead, 1 per s. */
-static void same_key(peer_table *pt, peer *p)
+/* Key-exchange replies to one peer: at most one per second (counted when refused). */
+static bool kx_reply_due(peer_table *pt, peer *p)
 {
 	uint64_t now = peer_now(pt);
 
 	if (p->reply_ms && now - p->reply_ms < 1000) {
 		pt->st.kx_rate_limited++;
-		return;
+		return false;
 	}
 	p->reply_ms = now;
+	return true;
+}
+
+/* A valid exchange repeating the key we already use: never reset the session
+ * (tunnel.md §6.1 counter reset / PILA replay). Prove ours instead, 1 per s. */
+static void same_key(peer_table *pt, peer *p)
+{
+	if (!kx_reply_due(pt, p))
+		return;
 	if (!p->authenticated)
 		peer_send_kx(pt, p, PEER_VIA_PATH);
 	peer_send_keepalive(pt, p);
@@ -414,7 +431,7 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	/* Our answer goes back through the relay, which the beacon forwards only for a
 	 * node whose Discover it has verified: after a beacon restart that is not yet
 	 * us, so re-verify first (rate-limited; sent before the answer, in order). */
-	if (relay && pt->has_beacon)
+	if (relay)
 		peer_discover_soon(pt, peer_now(pt));
 	/* The peer needs ours unless we sent it just now (our first contact). */
 	recent = p->kx_sent_ms && peer_now(pt) - p->kx_sent_ms < 1000 && !changed;
@@ -791,13 +808,8 @@ static void rekey_unknown(peer_table *pt, uint32_t node, const transport_ep *src
 
 static void rekey_known(peer_table *pt, peer *p)
 {
-	uint64_t now = peer_now(pt);
-
-	if (p->reply_ms && now - p->reply_ms < 1000) {
-		pt->st.kx_rate_limited++;
+	if (!kx_reply_due(pt, p))
 		return;
-	}
-	p->reply_ms = now;
 	peer_send_kx(pt, p, PEER_VIA_PATH);
 }
 

@@ -177,7 +177,8 @@ void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len);
 void peer_punch_request(peer_table *pt, peer *p);
 void peer_punch_drain(peer_table *pt, uint64_t now);
 void peer_send_discover(peer_table *pt);
-/* Discover now unless one went out in the last 2 s (peer_path.c). */
+/* Discover now unless there is no beacon or one went out in the last 2 s
+ * (peer_path.c). */
 void peer_discover_soon(peer_table *pt, uint64_t now);
 void peer_path_tick(peer_table *pt, peer *p, uint64_t now);
 void peer_pending_flush(peer_table *pt, peer *p);

@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include "daemon/peer_internal.h"
-#include "daemon/pmtu.h"
 #include "lib/log.h"
 
 #define DEF(v, d) ((v) ? (v) : (d))
@@ -250,7 +249,7 @@ static void kx_retransmit(peer_table *pt, peer *p, uint64_t now)
 	/* A relayed exchange with no answer: the beacon may have restarted and forgotten
 	 * our verified endpoint (it relays only for nodes whose signed Discover it has
 	 * seen), which the periodic Discover would repair only 25 s later. */
-	if (p->path == PEER_PATH_RELAY && pt->has_beacon)
+	if (p->path == PEER_PATH_RELAY)
 		peer_discover_soon(pt, now);
 	peer_send_kx(pt, p, PEER_VIA_PATH);
 	p->kx_tries++;
@@ -327,13 +326,12 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 
 void peer_table_rediscover(peer_table *pt)
 {
-	if (pt->has_beacon)
-		peer_discover_soon(pt, peer_now(pt));
+	peer_discover_soon(pt, peer_now(pt));
 }
 
 void peer_discover_soon(peer_table *pt, uint64_t now)
 {
-	if (pt->last_discover_ms && now - pt->last_discover_ms < 2000)
+	if (!pt->has_beacon || (pt->last_discover_ms && now - pt->last_discover_ms < 2000))
 		return;
 	peer_send_discover(pt);
 	pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
@@ -538,7 +536,7 @@ static uint32_t mtu_towards(peer_table *pt, peer_mtu *m, const transport_ep *ep,
 	int r;
 
 	if (!m->ms || !transport_ep_eq(&m->ep, ep) || now - m->ms >= PEER_MTU_CACHE_MS) {
-		r = pmtu_route_mtu(ep, &v6);
+		r = transport_route_mtu(ep, &v6);
 		*m = (peer_mtu){ .ep = *ep, .ms = now ? now : 1, .mtu = r > 0 ? (uint32_t)r : 0,
 				 .ipv6 = v6 };
 	}

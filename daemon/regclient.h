@@ -63,6 +63,8 @@ typedef struct regclient_tls_config regclient_tls_config;
 extern const regclient_transport regclient_tls;
 regclient_tls_config *regclient_tls_config_new(const char *const *roots, bool system_roots,
 					       const char *fingerprint, char *err, size_t errlen);
+/* A -registry-fingerprint value: 64 lower-case hex digits (SHA-256). */
+bool regclient_tls_fingerprint_ok(const char *s);
 void regclient_tls_config_free(regclient_tls_config *c); /* NULL-safe; after the client */
 
 typedef struct regclient_config {

@@ -35,7 +35,7 @@ typedef struct tls_conn {
 	char host[256];
 } tls_conn;
 
-static bool is_hex64(const char *s)
+bool regclient_tls_fingerprint_ok(const char *s)
 {
 	size_t i;
 
@@ -67,7 +67,7 @@ regclient_tls_config *regclient_tls_config_new(const char *const *roots, bool sy
 		return NULL;
 	}
 	if (fingerprint && *fingerprint) {
-		if (!is_hex64(fingerprint)) {
+		if (!regclient_tls_fingerprint_ok(fingerprint)) {
 			snprintf(err, errlen, "registry fingerprint: want 64 lowercase hex digits "
 				 "(SHA-256 of the leaf certificate's DER)");
 			free(c);
@@ -230,32 +230,29 @@ static ssize_t io_result(tls_conn *t, int r)
 	}
 }
 
-static ssize_t tls_read(void *ctx, int fd, void *buf, size_t len)
+/* One SSL_read or SSL_write of at most 1 GiB (its length is an int). */
+static ssize_t tls_io(tls_conn *t, void *buf, size_t len, bool write)
 {
-	tls_conn *t = ctx;
 	int r;
 
-	(void)fd;
 	if (len > 1u << 30)
 		len = 1u << 30;
 	ERR_clear_error();
 	errno = 0;
-	r = SSL_read(t->ssl, buf, (int)len);
+	r = write ? SSL_write(t->ssl, buf, (int)len) : SSL_read(t->ssl, buf, (int)len);
 	return r > 0 ? r : io_result(t, r);
+}
+
+static ssize_t tls_read(void *ctx, int fd, void *buf, size_t len)
+{
+	(void)fd;
+	return tls_io(ctx, buf, len, false);
 }
 
 static ssize_t tls_write(void *ctx, int fd, const void *buf, size_t len)
 {
-	tls_conn *t = ctx;
-	int r;
-
 	(void)fd;
-	if (len > 1u << 30)
-		len = 1u << 30;
-	ERR_clear_error();
-	errno = 0;
-	r = SSL_write(t->ssl, buf, (int)len);
-	return r > 0 ? r : io_result(t, r);
+	return tls_io(ctx, (void *)buf, len, true); /* SSL_write does not write to it */
 }
 
 static void tls_close(void *ctx)

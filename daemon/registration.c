@@ -65,19 +65,20 @@ static json_object *new_req(const char *type)
 	return o;
 }
 
-static void add_u32(json_object *o, const char *k, uint32_t v)
+/* {"type": type, "node_id": ours}; NULL with *err = -ENOTCONN (not registered)
+ * or -ENOMEM. */
+static json_object *node_req(registration *r, const char *type, int *err)
 {
-	json_object_object_add(o, k, json_object_new_int64(v));
-}
+	json_object *q;
 
-static void add_str(json_object *o, const char *k, const char *v)
-{
-	json_object_object_add(o, k, json_object_new_string(v));
-}
-
-static void add_bool(json_object *o, const char *k, bool v)
-{
-	json_object_object_add(o, k, json_object_new_boolean(v));
+	*err = -ENOTCONN;
+	if (!r->node)
+		return NULL;
+	*err = -ENOMEM;
+	if (!(q = new_req(type)))
+		return NULL;
+	jw_set_int(q, "node_id", r->node);
+	return q;
 }
 
 static const char *tf(bool v)
@@ -142,8 +143,8 @@ static int do_set_visibility(registration *r, regclient_cb cb, void *arg)
 {
 	json_object *q = new_req("set_visibility");
 
-	add_u32(q, "node_id", r->node);
-	add_bool(q, "public", r->pub);
+	jw_set_int(q, "node_id", r->node);
+	jw_set_bool(q, "public", r->pub);
 	return send_signed(r, q, cb, arg, "%u:%s", r->node, tf(r->pub));
 }
 
@@ -152,8 +153,8 @@ static int do_set_hostname(registration *r, regclient_cb cb, void *arg)
 	json_object *q = new_req("set_hostname");
 	const char *h = r->hostname ? r->hostname : "";
 
-	add_u32(q, "node_id", r->node);
-	add_str(q, "hostname", h);
+	jw_set_int(q, "node_id", r->node);
+	jw_set_str(q, "hostname", h);
 	return send_signed(r, q, cb, arg, "%u:%s", r->node, h);
 }
 
@@ -187,7 +188,7 @@ static int do_set_tags(registration *r, regclient_cb cb, void *arg)
 	}
 	for (size_t i = 0; i < r->ntags; i++)
 		json_object_array_add(a, json_object_new_string(r->tags[i]));
-	add_u32(q, "node_id", r->node);
+	jw_set_int(q, "node_id", r->node);
 	json_object_object_add(q, "tags", a);
 	n = send_signed(r, q, cb, arg, "%u:%s", r->node, joined);
 	free(joined);
@@ -198,8 +199,8 @@ static int do_set_task_exec(registration *r, regclient_cb cb, void *arg)
 {
 	json_object *q = new_req("set_task_exec");
 
-	add_u32(q, "node_id", r->node);
-	add_bool(q, "enabled", r->task_exec);
+	jw_set_int(q, "node_id", r->node);
+	jw_set_bool(q, "enabled", r->task_exec);
 	return send_signed(r, q, cb, arg, "%u:%s", r->node, tf(r->task_exec));
 }
 
@@ -307,13 +308,13 @@ static int send_register(registration *r)
 
 	if (!q)
 		return -ENOMEM;
-	add_str(q, "public_key", r->pk_b64);
+	jw_set_str(q, "public_key", r->pk_b64);
 	if (r->listen_addr)
-		add_str(q, "listen_addr", la);
+		jw_set_str(q, "listen_addr", la);
 	if (r->owner)
-		add_str(q, "owner", r->owner);
+		jw_set_str(q, "owner", r->owner);
 	if (r->relay_only)
-		add_bool(q, "relay_only", true);
+		jw_set_bool(q, "relay_only", true);
 	if (r->sign_register && regclient_sig_v2(r->rc))
 		n = send_signed(r, q, on_register, r, "%s:%s", r->pk_b64, la);
 	else
@@ -380,7 +381,7 @@ static int send_heartbeat(registration *r)
 
 	if (!q)
 		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
+	jw_set_int(q, "node_id", r->node);
 	n = send_signed(r, q, on_heartbeat, r, "%u", r->node);
 	if (n == 0)
 		r->hb_inflight = true;
@@ -523,7 +524,7 @@ int registration_deregister(registration *r, regclient_cb cb, void *arg)
 	d->r = r;
 	d->cb = cb;
 	d->arg = arg;
-	add_u32(q, "node_id", r->node);
+	jw_set_int(q, "node_id", r->node);
 	if ((n = send_signed(r, q, on_deregister, d, "%u", r->node)) < 0)
 		free(d);
 	return n;
@@ -571,7 +572,7 @@ int registration_lookup(registration *r, uint32_t node, regclient_cb cb, void *a
 	json_object *q = new_req("lookup");
 
 	if (q)
-		add_u32(q, "node_id", node);
+		jw_set_int(q, "node_id", node);
 	return send_plain(r, q, cb, arg);
 }
 
@@ -583,8 +584,8 @@ int registration_resolve(registration *r, uint32_t node, regclient_cb cb, void *
 		return -ENOTCONN;
 	if (!(q = new_req("resolve")))
 		return -ENOMEM;
-	add_u32(q, "node_id", node);
-	add_u32(q, "requester_id", r->node);
+	jw_set_int(q, "node_id", node);
+	jw_set_int(q, "requester_id", r->node);
 	return send_signed(r, q, cb, arg, "%u:%u", r->node, node);
 }
 
@@ -596,7 +597,7 @@ int registration_resolve_hostname(registration *r, const char *hostname, regclie
 		return -EINVAL;
 	if (!(q = new_req("resolve_hostname")))
 		return -ENOMEM;
-	add_str(q, "hostname", hostname);
+	jw_set_str(q, "hostname", hostname);
 	return send_plain(r, q, cb, arg);
 }
 
@@ -661,13 +662,11 @@ int registration_set_task_exec(registration *r, bool enabled, regclient_cb cb, v
 static int trust_op(registration *r, const char *type, uint32_t peer, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_u32(q, "peer_id", peer);
+	if (!(q = node_req(r, type, &err)))
+		return err;
+	jw_set_int(q, "peer_id", peer);
 	return send_signed(r, q, cb, arg, "%u:%u", r->node, peer);
 }
 
@@ -695,36 +694,38 @@ int registration_request_handshake(registration *r, uint32_t to, const char *jus
 		return -ENOMEM;
 	crypto_hash_sha256(h, (const uint8_t *)j, strlen(j));
 	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
-	add_u32(q, "from_node_id", r->node);
-	add_u32(q, "to_node_id", to);
-	add_str(q, "justification", j);
+	jw_set_int(q, "from_node_id", r->node);
+	jw_set_int(q, "to_node_id", to);
+	jw_set_str(q, "justification", j);
 	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, to, hex);
 }
 
-int registration_respond_handshake(registration *r, uint32_t peer, bool accept,
-				   regclient_cb cb, void *arg)
+/* respond_handshake / respond_invite: accept or reject what id offered. */
+static int respond(registration *r, const char *type, const char *key, uint32_t id, bool accept,
+		   regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req("respond_handshake")))
-		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_u32(q, "peer_id", peer);
-	add_bool(q, "accept", accept);
-	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, peer, tf(accept));
+	if (!(q = node_req(r, type, &err)))
+		return err;
+	jw_set_int(q, key, id);
+	jw_set_bool(q, "accept", accept);
+	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, id, tf(accept));
+}
+
+int registration_respond_handshake(registration *r, uint32_t peer, bool accept, regclient_cb cb, void *arg)
+{
+	return respond(r, "respond_handshake", "peer_id", peer, accept, cb, arg);
 }
 
 static int self_op(registration *r, const char *type, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
+	if (!(q = node_req(r, type, &err)))
+		return err;
 	return send_signed(r, q, cb, arg, "%u", r->node);
 }
 
@@ -738,8 +739,8 @@ int registration_rotate_key(registration *r, const uint8_t new_pk[32], regclient
 	pilot_b64_encode(new_pk, 32, nk, sizeof(nk));
 	if (!(q = new_req("rotate_key")))
 		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_str(q, "new_public_key", nk);
+	jw_set_int(q, "node_id", r->node);
+	jw_set_str(q, "new_public_key", nk);
 	return send_signed(r, q, cb, arg, "%u:%s", r->node, nk);
 }
 
@@ -757,7 +758,7 @@ int registration_poll_handshakes(registration *r, regclient_cb cb, void *arg)
 static void add_opt_str(json_object *q, const char *k, const char *v)
 {
 	if (v && *v)
-		add_str(q, k, v);
+		jw_set_str(q, k, v);
 }
 
 int registration_create_network(registration *r, const char *name, const char *join_rule,
@@ -772,8 +773,8 @@ int registration_create_network(registration *r, const char *name, const char *j
 		return -EINVAL;
 	if (!(q = new_req("create_network")))
 		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_str(q, "name", name);
+	jw_set_int(q, "node_id", r->node);
+	jw_set_str(q, "name", name);
 	add_opt_str(q, "join_rule", join_rule);
 	add_opt_str(q, "token", token);
 	add_opt_str(q, "admin_token", admin_token);
@@ -785,13 +786,11 @@ static int member_op(registration *r, const char *type, uint16_t net, const char
 		     const char *admin_token, regclient_cb cb, void *arg)
 {
 	json_object *q;
+	int err;
 
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req(type)))
-		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_u32(q, "network_id", net);
+	if (!(q = node_req(r, type, &err)))
+		return err;
+	jw_set_int(q, "network_id", net);
 	add_opt_str(q, "token", token);
 	add_opt_str(q, "admin_token", admin_token);
 	return send_signed(r, q, cb, arg, "%u:%u", r->node, net);
@@ -817,9 +816,9 @@ int registration_invite(registration *r, uint16_t net, uint32_t target, regclien
 		return -ENOTCONN;
 	if (!(q = new_req("invite_to_network")))
 		return -ENOMEM;
-	add_u32(q, "inviter_id", r->node);
-	add_u32(q, "network_id", net);
-	add_u32(q, "target_node_id", target);
+	jw_set_int(q, "inviter_id", r->node);
+	jw_set_int(q, "network_id", net);
+	jw_set_int(q, "target_node_id", target);
 	return send_signed(r, q, cb, arg, "%u:%u:%u", r->node, net, target);
 }
 
@@ -831,16 +830,7 @@ int registration_poll_invites(registration *r, regclient_cb cb, void *arg)
 int registration_respond_invite(registration *r, uint16_t net, bool accept,
 				regclient_cb cb, void *arg)
 {
-	json_object *q;
-
-	if (!r->node)
-		return -ENOTCONN;
-	if (!(q = new_req("respond_invite")))
-		return -ENOMEM;
-	add_u32(q, "node_id", r->node);
-	add_u32(q, "network_id", net);
-	add_bool(q, "accept", accept);
-	return send_signed(r, q, cb, arg, "%u:%u:%s", r->node, net, tf(accept));
+	return respond(r, "respond_invite", "network_id", net, accept, cb, arg);
 }
 
 int registration_list_networks(registration *r, regclient_cb cb, void *arg)
@@ -853,6 +843,6 @@ int registration_list_nodes(registration *r, uint16_t net, regclient_cb cb, void
 	json_object *q = new_req("list_nodes");
 
 	if (q)
-		add_u32(q, "network_id", net);
+		jw_set_int(q, "network_id", net);
 	return send_plain(r, q, cb, arg);
 }

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "daemon/transport.h"
 
@@ -111,4 +113,27 @@ bool transport_ep_eq(const transport_ep *a, const transport_ep *b)
 		       !memcmp(&p->sin6_addr, &q->sin6_addr, sizeof(p->sin6_addr));
 	}
 	return x.len == y.len && !memcmp(&x.ss, &y.ss, x.len);
+}
+
+int transport_route_mtu(const transport_ep *ep, bool *ipv6)
+{
+	transport_ep e = *ep;
+	int fd, mtu = 0, rc = 0;
+	socklen_t len = sizeof(mtu);
+
+	transport_ep_canon(&e);
+	*ipv6 = e.ss.ss_family == AF_INET6;
+	if (e.ss.ss_family != AF_INET && e.ss.ss_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	fd = socket(e.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* connect() on UDP sends nothing: it only binds the route */
+	if (connect(fd, (const struct sockaddr *)&e.ss, e.len) < 0 ||
+	    getsockopt(fd, *ipv6 ? IPPROTO_IPV6 : IPPROTO_IP, *ipv6 ? IPV6_MTU : IP_MTU, &mtu, &len) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc)
+		return rc;
+	return mtu > 0 ? mtu : -EINVAL;
 }

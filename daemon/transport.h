@@ -102,6 +102,11 @@ char *transport_ep_format(const transport_ep *ep, char out[TRANSPORT_EP_STRLEN])
 bool transport_ep_eq(const transport_ep *a, const transport_ep *b);
 /* Rewrite an IPv4-mapped IPv6 endpoint as plain IPv4 (canonical form). */
 void transport_ep_canon(transport_ep *ep);
+/* The kernel's MTU towards ep (a connected UDP socket's IP_MTU / IPV6_MTU: the
+ * route or interface MTU, lowered by any path MTU learned from ICMP; IPv4-mapped
+ * IPv6 counts as IPv4); *ipv6 says which IP header applies. MTU > 0 or -errno.
+ * A few syscalls: cache the answer. stream/pmtu.h turns it into a segment size. */
+int transport_route_mtu(const transport_ep *ep, bool *ipv6);
 
 /* ---- UDP (udp.c) ---- */
 struct pilot_loop;
@@ -109,5 +114,9 @@ struct pilot_loop;
  * message naming addr in err. */
 transport *udp_transport_new(struct pilot_loop *loop, const char *addr,
 			     transport_recv_cb cb, void *ctx, char *err, size_t errlen);
+#ifdef PILOT_UDP_INTERNAL
+/* Tests: whether the socket still sends with UDP GSO. */
+bool udp_transport_gso_on(const transport *t);
+#endif
 
 #endif

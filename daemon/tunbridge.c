@@ -45,6 +45,7 @@ static struct in6_addr in6_of(const tun_ipaddr *ip)
 	struct in6_addr a;
 
 	memcpy(a.s6_addr, ip->b, sizeof(a.s6_addr));
+	/* cppcheck-suppress uninitvar */
 	return a;
 }
 
@@ -62,76 +63,11 @@ int tb_peer_of(const tunbridge *b, const tun_ipaddr *ip, pilot_addr *out)
 	return out->node ? 0 : -ENOENT;
 }
 
-/* ---- deadline heap (µs) --------------------------------------------------------- */
-
-static void heap_swap(tunbridge *b, size_t i, size_t j)
-{
-	tb_flow *x = b->heap[i];
-
-	b->heap[i] = b->heap[j];
-	b->heap[j] = x;
-	b->heap[i]->hidx = i;
-	b->heap[j]->hidx = j;
-}
-
-static void heap_up(tunbridge *b, size_t i)
-{
-	while (i > 0 && b->heap[(i - 1) / 2]->deadline > b->heap[i]->deadline) {
-		heap_swap(b, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-}
-
-static void heap_down(tunbridge *b, size_t i)
-{
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= b->hlen)
-			return;
-		if (c + 1 < b->hlen && b->heap[c + 1]->deadline < b->heap[c]->deadline)
-			c++;
-		if (b->heap[i]->deadline <= b->heap[c]->deadline)
-			return;
-		heap_swap(b, i, c);
-		i = c;
-	}
-}
-
-static void heap_remove(tunbridge *b, tb_flow *f)
-{
-	size_t i = f->hidx;
-
-	if (i == SIZE_MAX)
-		return;
-	f->hidx = SIZE_MAX;
-	if (i != --b->hlen) {
-		b->heap[i] = b->heap[b->hlen];
-		b->heap[i]->hidx = i;
-		heap_down(b, i);
-		heap_up(b, i);
-	}
-}
-
-/* The heap holds at most max_flows entries: sized at creation, never grows. */
-static void heap_set(tunbridge *b, tb_flow *f, uint64_t d)
-{
-	if (f->hidx == SIZE_MAX) {
-		if (b->hlen == b->hcap)
-			return;
-		f->hidx = b->hlen;
-		b->heap[b->hlen++] = f;
-	}
-	f->deadline = d;
-	heap_down(b, f->hidx);
-	heap_up(b, f->hidx);
-}
-
 uint64_t tunbridge_next_deadline(const tunbridge *b)
 {
 	if (tun_flow_pending(b->flows) || b->p2k_head)
 		return 0;
-	return b->hlen ? b->heap[0]->deadline : UINT64_MAX;
+	return pilot_heap_top(&b->heap) ? pilot_heap_top(&b->heap)->key : UINT64_MAX;
 }
 
 static int64_t on_timer(pilot_loop *l, uint64_t id, void *arg);
@@ -164,9 +100,9 @@ void tb_flow_sched(tb_flow *f)
 		return;
 	d = tcpep_next_deadline(f->ep);
 	if (d == UINT64_MAX)
-		heap_remove(f->b, f);
+		pilot_heap_remove(&f->b->heap, &f->hn);
 	else
-		heap_set(f->b, f, d);
+		(void)pilot_heap_set(&f->b->heap, &f->hn, d); /* room for max_flows */
 	arm(f->b);
 }
 
@@ -178,7 +114,7 @@ void tb_flow_remove(tb_flow *f)
 		return;
 	f->removed = true;
 	tb_p2k_unqueue(f);
-	heap_remove(b, f);
+	pilot_heap_remove(&b->heap, &f->hn);
 	tun_flow_remove(b->flows, &f->key);
 	arm(b);
 }
@@ -196,17 +132,17 @@ void tb_after(tunbridge *b)
 void tunbridge_tick(tunbridge *b)
 {
 	uint64_t now = tb_now(b);
-	size_t budget = b->hlen;
+	size_t budget = pilot_heap_len(&b->heap);
 
 	b->in_timer = true;
 	tb_p2k_flush(b);
 	/* each due flow runs once; a deadline that stays in the past waits 1 ms */
-	while (budget-- && b->hlen && b->heap[0]->deadline <= now) {
-		tb_flow *f = b->heap[0];
+	while (budget-- && pilot_heap_top(&b->heap) && pilot_heap_top(&b->heap)->key <= now) {
+		tb_flow *f = PILOT_HEAP_ENTRY(pilot_heap_top(&b->heap), tb_flow, hn);
 		tcpep_on_timer(f->ep, now);
 		tb_flow_check(f);
-		if (f->hidx != SIZE_MAX && f->deadline <= now)
-			heap_set(b, f, now + 1000);
+		if (pilot_heap_contains(&f->hn) && f->hn.key <= now)
+			(void)pilot_heap_set(&b->heap, &f->hn, now + 1000);
 	}
 	reap(b);
 	b->in_timer = false;
@@ -297,11 +233,11 @@ static void fill_tcp_params(tunbridge *b)
 static int alloc_buffers(tunbridge *b)
 {
 	b->flows = tun_flow_table_new(b->cfg.max_flows, randombytes_random() | (uint64_t)randombytes_random() << 32);
-	b->heap = calloc(b->cfg.max_flows, sizeof(*b->heap));
-	b->hcap = b->cfg.max_flows;
+	if (pilot_heap_init(&b->heap, b->cfg.max_flows) < 0)
+		return -ENOMEM;
 	b->pings = calloc(b->cfg.max_pings, sizeof(*b->pings));
 	b->txbuf = malloc(TB_PKT_CAP);
-	if (!b->flows || !b->heap || !b->pings || !b->txbuf)
+	if (!b->flows || !b->pings || !b->txbuf)
 		return -ENOMEM;
 	if (!b->cfg.dev)
 		return 0;
@@ -415,7 +351,7 @@ void tunbridge_free(tunbridge *b)
 		tb_pings_cancel(b);
 	tun_dns_free(b->dns);
 	tun_flow_table_free(b->flows);
-	free(b->heap);
+	pilot_heap_free(&b->heap);
 	free(b->pings);
 	free(b->txbuf);
 	free(b->rxbuf);

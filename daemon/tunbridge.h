@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/addr.h"
 #include "lib/loop.h"
 #include "tun/addrmap.h"

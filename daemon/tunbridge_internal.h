@@ -6,6 +6,7 @@
 #include "daemon/tunbridge.h"
 #include "tun/flow.h"
 #include "tun/tcpep.h"
+#include "lib/heap.h"
 
 #define TB_BATCH 16           /* packets per tun_dev_read_batch */
 #define TB_READ_ROUNDS 64     /* batches per readable event before yielding */
@@ -27,8 +28,7 @@ typedef struct tb_flow {
 	bool removed;
 	uint32_t from;            /* inbound: tunnel node of the SYN */
 	proto_hdr syn;            /* inbound: the held SYN */
-	size_t hidx;              /* deadline heap, SIZE_MAX = not in it */
-	uint64_t deadline;
+	pilot_heap_node hn;       /* in the bridge's deadline heap (key = deadline, µs) */
 	uint64_t to_peer, from_peer;
 	/* Pilot -> kernel data that arrived during this dispatch (tb_p2k_defer): pumped
 	 * once at its end, so the segments of one recvmmsg batch become one large TCP
@@ -52,8 +52,7 @@ struct tunbridge {
 	bool has_own6;
 	tcpep_params tp;
 	tun_flow_table *flows;
-	tb_flow **heap;
-	size_t hlen, hcap;
+	pilot_heap heap;              /* flows by deadline; room for max_flows */
 	uint64_t timer_id, timer_at;  /* loop timer, its due time (ms) */
 	uint64_t reap_timer;
 	bool in_timer;

@@ -324,7 +324,7 @@ static tb_flow *flow_new(tunbridge *b, const tun_flow_key *k, pilot_addr peer)
 	f->b = b;
 	f->key = *k;
 	f->peer = peer;
-	f->hidx = SIZE_MAX;
+	pilot_heap_node_init(&f->hn);
 	return f;
 }
 

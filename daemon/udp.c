@@ -7,8 +7,9 @@
  * the arena, all of one size but the last (which may be shorter), go out as one
  * sendmmsg entry with a UDP_SEGMENT cmsg; the kernel cuts it into the same
  * datagrams, one route lookup and one skb for up to GSO_SEGS of them. A kernel or
- * device that refuses it (EINVAL, EIO, ENOPROTOOPT...) turns GSO off for the socket
- * and the batch is resent one datagram per entry. */
+ * device that refuses it (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP) turns GSO off for the
+ * socket and the batch is resent one datagram per entry; after any other error the
+ * refused group is resent one datagram per entry and GSO stays on. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -18,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define PILOT_UDP_INTERNAL
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/loop.h"
@@ -238,6 +240,38 @@ static void wait_out(udp *u)
 	}
 }
 
+/* One datagram per entry for entries [tx_head, end): each gets its own verdict
+ * (a refused one is counted and skipped). false = the socket is full: wait. */
+static bool send_plain(udp *u, size_t end)
+{
+	while (u->tx_head < end) {
+		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(end - u->tx_head), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+			wait_out(u);
+			return false;
+		}
+		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
+			u->st.tx_errors++;
+			u->tx_head++;
+			continue;
+		}
+		tx_counted(u, (size_t)r);
+	}
+	return true;
+}
+
+/* Errors that mean this kernel, socket or device cannot send UDP GSO: EIO (no
+ * checksum offload on the device), ENOPROTOOPT / EOPNOTSUPP (UDP_SEGMENT not
+ * known), EINVAL (the cmsg not understood, or a segment the path cannot carry).
+ * Anything else (EACCES, EPERM from a firewall, unreachable, EMSGSIZE) is about
+ * the destination and would refuse its datagrams one by one just the same. */
+static bool gso_unsupported(int err)
+{
+	return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
 /* The GSO path; false = fall back to one datagram per entry for what is left. */
 static bool flush_gso(udp *u)
 {
@@ -251,10 +285,18 @@ static bool flush_gso(udp *u)
 			wait_out(u);
 			return true;
 		}
-		if (r < 0 && u->gn[0] > 1) { /* the kernel or the device refused GSO */
+		if (r < 0 && u->gn[0] > 1 && gso_unsupported(errno)) {
 			log_info("udp: GSO refused (%s): one datagram per send from now on", strerror(errno));
 			u->gso_off = true;
 			return false;
+		}
+		if (r < 0 && u->gn[0] > 1) {
+			/* Refused for its destination or by a filter (EPERM, unreachable...):
+			 * not a verdict on GSO. Its datagrams go one by one, each with its
+			 * own verdict, as they would without GSO; GSO stays on. */
+			if (!send_plain(u, u->tx_head + u->gn[0]))
+				return true;
+			continue;
 		}
 		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
 			u->st.tx_errors++;
@@ -275,22 +317,8 @@ static void udp_flush(transport *t)
 
 	if (!u->gso_off && flush_gso(u))
 		return;
-	while (u->tx_head < u->tx_count) {
-		int r = sendmmsg(u->fd, u->txmsg + u->tx_head, (unsigned)(u->tx_count - u->tx_head), 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-			wait_out(u);
-			return;
-		}
-		if (r < 0) { /* this datagram was refused (EMSGSIZE, unreachable...): skip it */
-			u->st.tx_errors++;
-			u->tx_head++;
-			continue;
-		}
-		tx_counted(u, (size_t)r);
-	}
-	tx_reset(u);
+	if (send_plain(u, u->tx_count))
+		tx_reset(u);
 }
 
 static void rx_arm(udp *u)
@@ -459,4 +487,9 @@ fail:
 	}
 	free(u);
 	return NULL;
+}
+
+bool udp_transport_gso_on(const transport *t)
+{
+	return !((const udp *)t)->gso_off;
 }

@@ -35,6 +35,7 @@
 #include "lib/crypto.h"
 #include "lib/log.h"
 #include "lib/loop.h"
+#include "lib/lwsloop.h"
 #include "lib/proto.h"
 
 #define WSS_QN       256
@@ -55,7 +56,7 @@ typedef struct cmsg {
 typedef struct wss {
 	transport base;
 	pilot_loop *loop;
-	struct lws_context *ctx;
+	pilot_lws lw;             /* lw.ctx: the lws context (lib/lwsloop.h) */
 	struct lws *wsi;
 	enum cstate state;
 	bool tls, closing, ping_due, pong_wait;
@@ -65,7 +66,7 @@ typedef struct wss {
 	uint32_t node;
 	pilot_identity id;
 	int64_t ping_ms, pong_ms, bo_min, bo_max, dial_ms, backoff;
-	uint64_t svc_timer, tick_timer, redial_timer, dial_timer, ping_timer, pong_timer;
+	uint64_t tick_timer, redial_timer, dial_timer, ping_timer, pong_timer;
 	int close_code;
 	const char *close_reason;
 	uint8_t *rx;           /* WSS_RXSLOT: headroom, message, tail room */
@@ -201,21 +202,9 @@ uint32_t wss_peer_ep_node(const transport_ep *ep)
 
 /* ---- loop plumbing ---------------------------------------------------------------------- */
 
-static void service(wss *c);
-
-static int64_t svc_cb(pilot_loop *l, uint64_t id, void *arg)
-{
-	wss *c = arg;
-
-	c->svc_timer = 0;
-	service(c);
-	return 0;
-}
-
 static void kick(wss *c)
 {
-	if (!c->svc_timer)
-		c->svc_timer = pilot_loop_add_timer(c->loop, 0, svc_cb, c);
+	pilot_lws_kick(&c->lw);
 }
 
 static void on_fd(pilot_loop *l, int fd, int events, void *arg)
@@ -259,14 +248,12 @@ static void fd_sync(wss *c)
 
 static void service(wss *c)
 {
-	if (!c->ctx)
-		return;
-	lws_service(c->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
-	fd_sync(c);
-	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
-	 * a time) raises no fd event: service again now, not at the next tick. */
-	if (c->ctx && lws_service_adjust_timeout(c->ctx, 1, 0) == 0)
-		kick(c);
+	pilot_lws_service(&c->lw); /* then fd_sync */
+}
+
+static void after_service(void *arg)
+{
+	fd_sync(arg);
 }
 
 static void del_timer(wss *c, uint64_t *t)
@@ -429,7 +416,7 @@ static void dial(wss *c)
 	struct lws_client_connect_info ci;
 
 	memset(&ci, 0, sizeof(ci));
-	ci.context = c->ctx;
+	ci.context = c->lw.ctx;
 	ci.address = c->host;
 	ci.port = c->port;
 	ci.path = c->path;
@@ -693,13 +680,13 @@ static void wss_close(transport *t)
 	if (!c)
 		return;
 	c->closing = true;
-	if (c->ctx)
-		lws_context_destroy(c->ctx);
-	c->ctx = NULL;
+	if (c->lw.ctx)
+		lws_context_destroy(c->lw.ctx);
+	c->lw.ctx = NULL;
 	c->wsi = NULL;
 	if (c->fd >= 0)
 		pilot_loop_del_fd(c->loop, c->fd);
-	del_timer(c, &c->svc_timer);
+	pilot_lws_stop(&c->lw);
 	del_timer(c, &c->tick_timer);
 	del_timer(c, &c->redial_timer);
 	del_timer(c, &c->dial_timer);
@@ -787,18 +774,6 @@ static int parse_url(wss *c, const char *url)
 	return 0;
 }
 
-static void lws_log_emit(int level, const char *line)
-{
-	size_t n = strlen(line);
-
-	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		n--;
-	if (level & LLL_ERR)
-		log_warn("lws: %.*s", (int)n, line);
-	else
-		log_debug("lws: %.*s", (int)n, line);
-}
-
 static const char *proxy_of(const wss_config *cfg)
 {
 	const char *p = cfg->proxy;
@@ -813,7 +788,7 @@ static int make_context(wss *c, const wss_config *cfg, char *err, size_t errlen)
 	struct lws_context_creation_info ci;
 	const char *proxy = proxy_of(cfg);
 
-	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	pilot_lws_log_to_pilot();
 	memset(&ci, 0, sizeof(ci));
 	ci.port = CONTEXT_PORT_NO_LISTEN;
 	ci.protocols = wss_protocols;
@@ -831,7 +806,7 @@ static int make_context(wss *c, const wss_config *cfg, char *err, size_t errlen)
 			ci.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
 		}
 	}
-	if (!(c->ctx = lws_create_context(&ci))) {
+	if (!(c->lw.ctx = lws_create_context(&ci))) {
 		snprintf(err, errlen, "compat: cannot create the libwebsockets context");
 		return -1;
 	}
@@ -863,6 +838,7 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 		goto fail;
 	}
 	c->loop = loop;
+	c->lw = (pilot_lws){ .loop = loop, .after = after_service, .arg = c };
 	c->base = (transport){ .ops = &wss_ops, .on_recv = cb, .ctx = ctx };
 	if (parse_url(c, url) < 0) {
 		snprintf(err, errlen, "compat URL %s: want wss://host[:port]/path or ws://...", url);

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "addr.h"
+#include "lib/addr.h"
 
 void pilot_addr_encode(pilot_addr a, uint8_t out[PILOT_ADDR_SIZE])
 {

@@ -14,7 +14,7 @@
  *     buffers of 64 bytes or more; the last < 16 bytes go through slicing-by-8.
  * crc32_ieee_update picks the fastest one. Nothing allocates, nothing is initialised
  * at run time: the tables below are constant data. */
-#include "crc32.h"
+#include "lib/crc32.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CRC32_HAVE_X86_PCLMUL 1

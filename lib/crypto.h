@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proto.h"
+#include "lib/proto.h"
 
 #define PILOT_KEY_LEN 32
 

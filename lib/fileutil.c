@@ -68,7 +68,7 @@ static int split_path(const char *path, char *dir, size_t dircap, const char **b
 	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int pilot_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 
@@ -107,7 +107,7 @@ static int write_temp(int fd, const void *data, size_t len, mode_t mode)
 	 * not widen or narrow what the caller asked for. */
 	if (fchmod(fd, mode) != 0)
 		return -errno;
-	rc = write_all(fd, data, len);
+	rc = pilot_write_all(fd, data, len);
 	if (rc < 0)
 		return rc;
 	return fsync(fd) == 0 ? 0 : -errno;

@@ -2,6 +2,7 @@
  * from rendezvous/http.c so pilotd serves the same code). Requests are capped
  * at 8 KiB and the whole exchange at a timeout; anything else is 404. */
 #include "lib/httpd.h"
+#include "lib/hostport.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -82,40 +83,6 @@ void pilot_prom_sample(FILE *f, const char *name, const char *const *labels, dou
 }
 
 /* ---- the listener ---- */
-static int split_hostport(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon, *h = addr;
-	size_t hl;
-
-	if (!addr)
-		return -EINVAL;
-	if (addr[0] == '[') {
-		const char *rb = strchr(addr, ']');
-
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		h = addr + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || memchr(addr, ':', (size_t)(colon - addr)))
-			return -EINVAL;
-		hl = (size_t)(colon - addr);
-	}
-	if (hl >= hostlen || strlen(colon + 1) >= portlen || colon[1] == '\0')
-		return -EINVAL;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	if (atol(colon + 1) > 65535)
-		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	snprintf(port, portlen, "%s", colon + 1);
-	return 0;
-}
-
 static int listen_one(const struct addrinfo *ai)
 {
 	int fd, one = 1;
@@ -164,7 +131,7 @@ static int http_listen(const char *addr, char *bound, size_t boundlen, char *err
 	char host[256], port[8];
 	int fd = -EADDRNOTAVAIL, r;
 
-	if (split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (pilot_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		snprintf(err, errlen, "invalid listen address \"%s\" (want host:port, :port or [v6]:port)",
 			 addr ? addr : "");
 		return -EINVAL;

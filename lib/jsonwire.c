@@ -137,7 +137,8 @@ static int64_t get_num(json_object *o, const char *key, int64_t lo, int64_t hi)
 	if (!json_object_is_type(v, json_type_double))
 		return 0;
 	d = trunc(json_object_get_double(v));
-	/* -0x1p63 is exact; 0x1p63 is one past INT64_MAX. */
+	/* -0x1p63 is exact; 0x1p63 is one past INT64_MAX. (cppcheck misreads hex floats.) */
+	/* cppcheck-suppress incorrectLogicOperator */
 	if (!(d >= -0x1p63 && d < 0x1p63))
 		return 0;
 	i = (int64_t)d;
@@ -177,4 +178,24 @@ const char *jw_get_str(json_object *o, const char *key)
 int jw_has(json_object *o, const char *key)
 {
 	return o && json_object_object_get_ex(o, key, NULL);
+}
+
+void jw_set_int(json_object *o, const char *key, int64_t v)
+{
+	json_object_object_add(o, key, json_object_new_int64(v));
+}
+
+void jw_set_num(json_object *o, const char *key, double v)
+{
+	json_object_object_add(o, key, json_object_new_double(v));
+}
+
+void jw_set_bool(json_object *o, const char *key, bool v)
+{
+	json_object_object_add(o, key, json_object_new_boolean(v));
+}
+
+void jw_set_str(json_object *o, const char *key, const char *v)
+{
+	json_object_object_add(o, key, json_object_new_string(v ? v : ""));
 }

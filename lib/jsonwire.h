@@ -3,6 +3,7 @@
 #ifndef PILOT_JSONWIRE_H
 #define PILOT_JSONWIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,5 +36,11 @@ int jw_get_bool(json_object *o, const char *key);
 const char *jw_get_str(json_object *o, const char *key);
 /* 1 if the key is present with any type. */
 int jw_has(json_object *o, const char *key);
+
+/* Building replies: o[key] = value (a NULL string is stored as ""). */
+void jw_set_int(json_object *o, const char *key, int64_t v);
+void jw_set_num(json_object *o, const char *key, double v);
+void jw_set_bool(json_object *o, const char *key, bool v);
+void jw_set_str(json_object *o, const char *key, const char *v);
 
 #endif

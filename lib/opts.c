@@ -412,6 +412,7 @@ static int read_config(const char *path, char **out, size_t *len, char *err, siz
 			}
 			buf = p;
 		}
+		/* cppcheck-suppress nullPointerArithmeticRedundantCheck */
 		r = read(fd, buf + n, cap - n);
 		if (r < 0 && errno == EINTR)
 			continue;

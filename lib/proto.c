@@ -4,8 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "crc32.h"
-#include "proto.h"
+#include "lib/crc32.h"
+#include "lib/proto.h"
 
 /* ---- CRC-32/IEEE (packet.md §4) ---- */
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "addr.h"
+#include "lib/addr.h"
 
 #define PROTO_HDR_SIZE     34
 #define PROTO_MAX_PAYLOAD  65535

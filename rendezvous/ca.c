@@ -48,6 +48,18 @@ static int write_pem(const char *path, EVP_PKEY *key, X509 *crt, char *err, size
 	return 0;
 }
 
+/* The key, then the certificate; no key file is left without its certificate. */
+static int write_pair(const char *kp, const char *cp, EVP_PKEY *key, X509 *crt, char *err, size_t errlen)
+{
+	int rc;
+
+	if ((rc = write_pem(kp, key, NULL, err, errlen)) < 0)
+		return rc;
+	if ((rc = write_pem(cp, NULL, crt, err, errlen)) < 0)
+		unlink(kp);
+	return rc;
+}
+
 static int add_ext(X509 *crt, X509 *issuer, int nid, const char *value)
 {
 	X509V3_CTX ctx;
@@ -110,38 +122,41 @@ int rdv_ca_init_root(const char *dir, char *err, size_t errlen)
 		rc = fail(err, errlen, -EIO, "cannot generate the root in %s", dir);
 		goto out;
 	}
-	if ((rc = write_pem(kp, key, NULL, err, errlen)) < 0)
-		goto out;
-	if ((rc = write_pem(cp, NULL, crt, err, errlen)) < 0)
-		unlink(kp);
+	rc = write_pair(kp, cp, key, crt, err, errlen);
 out:
 	X509_free(crt);
 	EVP_PKEY_free(key);
 	return rc;
 }
 
-static int load_root(const char *dir, X509 **crt, EVP_PKEY **key, char *err, size_t errlen)
+/* dir/root.crt into *crt, or dir/root.key into *key (the other NULL). */
+static int read_root(const char *dir, X509 **crt, EVP_PKEY **key, char *err, size_t errlen)
 {
 	char p[4096];
 	FILE *f;
 
-	path_of(p, sizeof(p), dir, "root", "crt");
+	path_of(p, sizeof(p), dir, "root", crt ? "crt" : "key");
 	if (!(f = fopen(p, "r")))
-		return fail(err, errlen, -errno, "cannot read %s (run ca init-root first)", p);
-	*crt = PEM_read_X509(f, NULL, NULL, NULL);
+		return fail(err, errlen, -errno,
+			    crt ? "cannot read %s (run ca init-root first)" : "cannot read %s", p);
+	if (crt)
+		*crt = PEM_read_X509(f, NULL, NULL, NULL);
+	else
+		*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
 	fclose(f);
-	if (!*crt)
-		return fail(err, errlen, -EINVAL, "%s: not a PEM certificate", p);
-	if (!key)
-		return 0;
-	path_of(p, sizeof(p), dir, "root", "key");
-	if (!(f = fopen(p, "r")))
-		return fail(err, errlen, -errno, "cannot read %s", p);
-	*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!*key)
-		return fail(err, errlen, -EINVAL, "%s: not a PEM private key", p);
+	if (crt ? !*crt : !*key)
+		return fail(err, errlen, -EINVAL,
+			    crt ? "%s: not a PEM certificate" : "%s: not a PEM private key", p);
 	return 0;
+}
+
+static int load_root(const char *dir, X509 **crt, EVP_PKEY **key, char *err, size_t errlen)
+{
+	int rc = read_root(dir, crt, NULL, err, errlen);
+
+	if (rc < 0 || !key)
+		return rc;
+	return read_root(dir, NULL, key, err, errlen);
 }
 
 int rdv_ca_issue(const char *dir, const char *host, char *err, size_t errlen)
@@ -172,10 +187,7 @@ int rdv_ca_issue(const char *dir, const char *host, char *err, size_t errlen)
 	}
 	path_of(kp, sizeof(kp), dir, host, "key");
 	path_of(cp, sizeof(cp), dir, host, "crt");
-	if ((rc = write_pem(kp, key, NULL, err, errlen)) < 0)
-		goto out;
-	if ((rc = write_pem(cp, NULL, crt, err, errlen)) < 0)
-		unlink(kp);
+	rc = write_pair(kp, cp, key, crt, err, errlen);
 out:
 	X509_free(crt);
 	X509_free(root);

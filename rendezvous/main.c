@@ -191,18 +191,18 @@ static int validate(struct app *a)
 		return usage_error("-no-registry and -no-beacon together leave nothing to run");
 	if (o->no_registry && !empty(o->standby))
 		return usage_error("-standby needs the registry (drop -no-registry)");
-	if (!o->no_registry && rdv_split_hostport(o->registry_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!o->no_registry && pilot_split_hostport(o->registry_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -registry-addr (want host:port, :port or [v6]:port)");
-	if (!o->no_beacon && rdv_split_hostport(o->beacon_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!o->no_beacon && pilot_split_hostport(o->beacon_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -beacon-addr (want host:port, :port or [v6]:port)");
-	if (!empty(o->http) && rdv_split_hostport(o->http, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!empty(o->http) && pilot_split_hostport(o->http, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -http (want host:port or :port)");
 	if (!empty(o->standby)
-	    && (rdv_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
+	    && (pilot_split_hostport(o->standby, host, sizeof(host), port, sizeof(port)) < 0 || !host[0]))
 		return usage_error("invalid -standby (want the primary's host:port)");
 	if (empty(o->standby) && (!empty(o->standby_tls_ca) || !empty(o->standby_tls_fpr)))
 		return usage_error("-standby-tls-ca and -standby-tls-fingerprint need -standby");
-	if (!empty(o->wss_addr) && rdv_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!empty(o->wss_addr) && pilot_split_hostport(o->wss_addr, host, sizeof(host), port, sizeof(port)) < 0)
 		return usage_error("invalid -wss-addr (want host:port, :port or [v6]:port)");
 	if (empty(o->wss_tls_cert) != empty(o->wss_tls_key))
 		return usage_error("-wss-tls-cert and -wss-tls-key go together");
@@ -262,7 +262,7 @@ static int check_addr(const char *flag, const char *addr, int passive)
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICSERV }, *res = NULL;
 	int rc;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (pilot_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		fprintf(stderr, "%s: invalid -%s \"%s\"\n", PROG, flag, addr);
 		return -1;
 	}

@@ -96,40 +96,6 @@ static void conn_pump(struct conn *c);
 
 /* ---- addresses ------------------------------------------------------------- */
 
-int rdv_split_hostport(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon, *h = addr;
-	size_t hl;
-
-	if (!addr)
-		return -EINVAL;
-	if (addr[0] == '[') {
-		const char *rb = strchr(addr, ']');
-
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		h = addr + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || memchr(addr, ':', (size_t)(colon - addr)))
-			return -EINVAL; /* no port, or an unbracketed IPv6 address */
-		hl = (size_t)(colon - addr);
-	}
-	if (hl >= hostlen || strlen(colon + 1) >= portlen || colon[1] == '\0')
-		return -EINVAL;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	if (atol(colon + 1) > 65535)
-		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	snprintf(port, portlen, "%s", colon + 1);
-	return 0;
-}
-
 static void format_sockaddr(const struct sockaddr *sa, char *ip, size_t iplen, uint16_t *port)
 {
 	const struct sockaddr_in6 *s6 = (const void *)sa;
@@ -174,7 +140,7 @@ static int listen_any(const char *port)
 	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
 	int fd;
 
-	s6.sin6_port = htons((uint16_t)atoi(port));
+	s6.sin6_port = htons((uint16_t)strtoul(port, NULL, 10)); /* checked by the parser */
 	s4.sin_port = s6.sin6_port;
 	fd = listen_one((struct sockaddr *)&s6, sizeof(s6), 1);
 	if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)
@@ -215,7 +181,7 @@ int rdv_listen_tcp(const char *addr, const char *default_host, char *bound, size
 	char host[256], port[8];
 	int fd = -EADDRNOTAVAIL, r;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (pilot_split_hostport(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		snprintf(err, errlen, "invalid listen address \"%s\" (want host:port, :port or [v6]:port)",
 			 addr ? addr : "");
 		return -EINVAL;
@@ -730,20 +696,29 @@ static int64_t kick_cb(pilot_loop *l, uint64_t id, void *arg)
 	return 0;
 }
 
+/* Write what is queued; close on a write error, or when a closing connection
+ * has nothing left to send or hold. false = c is gone. */
+static bool flush_or_close(struct conn *c)
+{
+	if (conn_flush(c) < 0) {
+		conn_close(c, "write failed");
+		return false;
+	}
+	if (c->closing && !c->out_head && !c->held_head) {
+		conn_close(c, "done");
+		return false;
+	}
+	return true;
+}
+
 /* Flush, read, answer; then register interest for what is still pending. */
 static void conn_pump(struct conn *c)
 {
 	bool more = false;
 	int r;
 
-	if (conn_flush(c) < 0) {
-		conn_close(c, "write failed");
+	if (!flush_or_close(c))
 		return;
-	}
-	if (c->closing && !c->out_head && !c->held_head) {
-		conn_close(c, "done");
-		return;
-	}
 	/* Frames left from an earlier round (budget or backlog) go first. */
 	r = c->in_len ? conn_process(c) : 0;
 	if (r < 0) {
@@ -755,14 +730,8 @@ static void conn_pump(struct conn *c)
 		conn_close(c, "read failed or closed by peer");
 		return;
 	}
-	if (conn_flush(c) < 0) {
-		conn_close(c, "write failed");
+	if (!flush_or_close(c))
 		return;
-	}
-	if (c->closing && !c->out_head && !c->held_head) {
-		conn_close(c, "done");
-		return;
-	}
 	/* Yielded with frames still buffered, or TLS holds decrypted bytes epoll
 	 * cannot see: come back on the next loop iteration. */
 	if ((more || (c->tls && rdv_tls_conn_pending(c->tls) > 0 && !conn_backed_up(c)))

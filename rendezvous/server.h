@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "lib/hostport.h"
 #include "lib/loop.h"
 #include "rendezvous/registry.h"
 
@@ -65,9 +66,7 @@ bool rdv_conn_key(const struct sockaddr *sa, uint8_t key[16]);
  * to bound (may be NULL). */
 int rdv_listen_tcp(const char *addr, const char *default_host, char *bound, size_t boundlen,
 		   char *err, size_t errlen);
-/* Split "host:port" / "[v6]:port" / ":port" into host (brackets removed) and port.
- * 0 or -EINVAL. */
-int rdv_split_hostport(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+/* Splitting "host:port": pilot_split_hostport (lib/hostport.h). */
 
 /* ---- standby: follow a primary (registry.md §12) ---- */
 typedef struct rdv_standby rdv_standby;

@@ -313,7 +313,7 @@ rdv_standby *rdv_standby_new(pilot_loop *l, const char *primary, const char *tok
 	s->tls = tls;
 	s->fd = -1;
 	s->backoff_ms = BACKOFF_MIN_MS;
-	if (rdv_split_hostport(primary, s->host, sizeof(s->host), s->port, sizeof(s->port)) < 0
+	if (pilot_split_hostport(primary, s->host, sizeof(s->host), s->port, sizeof(s->port)) < 0
 	    || !s->host[0]) {
 		snprintf(err, errlen, "invalid -standby primary \"%s\" (want host:port)", primary);
 		free(s);

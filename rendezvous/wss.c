@@ -41,6 +41,7 @@
 
 #include "lib/crypto.h"
 #include "lib/log.h"
+#include "lib/lwsloop.h"
 #include "rendezvous/server.h"
 #include "rendezvous/wss.h"
 
@@ -93,14 +94,14 @@ struct rdv_wss {
 	pilot_loop *loop;
 	registry *reg;
 	beacon *bcn;
-	struct lws_context *ctx;
+	pilot_lws lw;             /* lw.ctx: the lws context (lib/lwsloop.h) */
 	struct lws_vhost *vh;
 	int lfd, port;
 	bool tls;
 	long max_peers, rate_burst, rate_per_min;
 	uint64_t max_queued;  /* st.queued_bytes may not pass it (issue 12 §5) */
 	int64_t auth_ms, idle_ms, skew_s;
-	uint64_t svc_timer, tick_timer;
+	uint64_t tick_timer;
 	wsess *all;
 	wsess *map[WSS_MAP_N];
 	long nconns, nws;
@@ -201,32 +202,14 @@ static uint64_t now_ms(const rdv_wss *w)
 	return pilot_loop_now_ms(w->loop);
 }
 
-static void kick(rdv_wss *w);
+static void kick(rdv_wss *w)
+{
+	pilot_lws_kick(&w->lw);
+}
 
 static void service(rdv_wss *w)
 {
-	if (!w->ctx)
-		return;
-	lws_service(w->ctx, -1); /* -1: poll with a 0 ms timeout, never blocks */
-	/* Decrypted TLS data lws has not delivered yet (it reads rx_buffer_size at
-	 * a time) raises no fd event: service again now, not at the next tick. */
-	if (lws_service_adjust_timeout(w->ctx, 1, 0) == 0)
-		kick(w);
-}
-
-static int64_t svc_cb(pilot_loop *l, uint64_t id, void *arg)
-{
-	rdv_wss *w = arg;
-
-	w->svc_timer = 0;
-	service(w);
-	return 0;
-}
-
-static void kick(rdv_wss *w)
-{
-	if (!w->svc_timer)
-		w->svc_timer = pilot_loop_add_timer(w->loop, 0, svc_cb, w);
+	pilot_lws_service(&w->lw);
 }
 
 static void on_fd(pilot_loop *l, int fd, int events, void *arg)
@@ -760,7 +743,7 @@ static int listen_on(const char *addr, int *port)
 	socklen_t sl = sizeof(ss);
 	int fd, one = 1, zero = 0, rc;
 
-	if (rdv_split_hostport(addr, host, sizeof(host), ps, sizeof(ps)) < 0)
+	if (pilot_split_hostport(addr, host, sizeof(host), ps, sizeof(ps)) < 0)
 		return -EINVAL;
 	if (!host[0])
 		hints.ai_family = AF_INET6;
@@ -792,30 +775,18 @@ fail:
 	return rc;
 }
 
-static void lws_log_emit(int level, const char *line)
-{
-	size_t n = strlen(line);
-
-	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		n--;
-	if (level & LLL_ERR)
-		log_warn("lws: %.*s", (int)n, line);
-	else
-		log_debug("lws: %.*s", (int)n, line);
-}
-
 static int lws_setup(rdv_wss *w, const rdv_wss_config *cfg, char *err, size_t errlen)
 {
 	struct lws_context_creation_info ci;
 
-	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	pilot_lws_log_to_pilot();
 	memset(&ci, 0, sizeof(ci));
 	ci.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
 	if (w->tls)
 		ci.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	ci.gid = (gid_t)-1;
 	ci.uid = (uid_t)-1;
-	if (!(w->ctx = lws_create_context(&ci))) {
+	if (!(w->lw.ctx = lws_create_context(&ci))) {
 		snprintf(err, errlen, "wss %s: cannot create the libwebsockets context", cfg->addr);
 		return -1;
 	}
@@ -828,7 +799,7 @@ static int lws_setup(rdv_wss *w, const rdv_wss_config *cfg, char *err, size_t er
 		ci.ssl_cert_filepath = cfg->tls_cert;
 		ci.ssl_private_key_filepath = cfg->tls_key;
 	}
-	if (!(w->vh = lws_create_vhost(w->ctx, &ci))) {
+	if (!(w->vh = lws_create_vhost(w->lw.ctx, &ci))) {
 		snprintf(err, errlen, "wss %s: cannot set up the listener%s", cfg->addr,
 			 w->tls ? " (check -wss-tls-cert and -wss-tls-key)" : "");
 		return -1;
@@ -846,6 +817,7 @@ rdv_wss *rdv_wss_new(pilot_loop *loop, const rdv_wss_config *cfg, char *err, siz
 		return NULL;
 	}
 	w->loop = loop;
+	w->lw = (pilot_lws){ .loop = loop };
 	w->reg = cfg->reg;
 	w->bcn = cfg->bcn;
 	w->lfd = -1;
@@ -888,15 +860,14 @@ void rdv_wss_free(rdv_wss *w)
 		pilot_loop_del_fd(w->loop, w->lfd);
 		close(w->lfd);
 	}
-	if (w->ctx)
-		lws_context_destroy(w->ctx); /* WSI_DESTROY frees every session */
-	w->ctx = NULL;
+	if (w->lw.ctx)
+		lws_context_destroy(w->lw.ctx); /* WSI_DESTROY frees every session */
+	w->lw.ctx = NULL;
 	while (w->all)
 		sess_free(w->all);
 	while (w->nspare)
 		free(w->spare[--w->nspare]);
-	if (w->svc_timer)
-		pilot_loop_del_timer(w->loop, w->svc_timer);
+	pilot_lws_stop(&w->lw);
 	if (w->tick_timer)
 		pilot_loop_del_timer(w->loop, w->tick_timer);
 	free(w);

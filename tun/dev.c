@@ -299,7 +299,7 @@ static int check_cfg(const tun_dev_cfg *cfg, const char *name, unsigned mtu, cha
 	}
 	if (mtu < TUN_DEV_MIN_MTU || mtu > TUN_DEV_MAX_MTU) {
 		snprintf(err, errlen, "TUN device %s: mtu %u out of range %u..%u", name, mtu,
-			 TUN_DEV_MIN_MTU, TUN_DEV_MAX_MTU);
+			 (unsigned)TUN_DEV_MIN_MTU, (unsigned)TUN_DEV_MAX_MTU);
 		return -EINVAL;
 	}
 	if (cfg->ip4 && (cfg->ip4_prefix < 1 || cfg->ip4_prefix > 32)) {

@@ -62,6 +62,7 @@ static int text_label(char *text, size_t cap, size_t *tl, const uint8_t *lab, si
 static int read_name(const uint8_t *msg, size_t len, size_t *pos, uint8_t *wire, size_t *wlen,
 		     char *text, size_t tcap)
 {
+	/* cppcheck-suppress duplicateAssignExpression */
 	size_t p = *pos, limit = *pos, wl = 0, tl = 0, end = 0;
 	int hops = 0;
 

@@ -5,6 +5,7 @@
  * FIN at fin_off = 1 + all data written. 32-bit wire values are unwrapped relative
  * to snd_una / rcv_nxt, so wrap-around needs no special cases. */
 #include "tun/tcpep.h"
+#include "lib/rtt.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -54,8 +55,7 @@ struct tcpep {
 
 	/* timers and recovery */
 	uint64_t rtx_deadline, delack_deadline, tw_deadline;
-	uint32_t srtt_us, rttvar_us, rto_us;
-	bool have_rtt;
+	rtt_est rtt;              /* lib/rtt.h, G = 1 ms, no backoff jitter */
 	bool rtt_active;
 	uint64_t rtt_seq, rtt_ts;
 	uint32_t retries;
@@ -295,7 +295,7 @@ static void arm_rtx(tcpep *ep, uint64_t now)
 	    (!outstanding && !probing))
 		ep->rtx_deadline = NONE;
 	else if (ep->rtx_deadline == NONE)
-		ep->rtx_deadline = now + ep->rto_us;
+		ep->rtx_deadline = now + ep->rtt.rto;
 }
 
 /* One segment starting at snd_nxt, or false when nothing may go. */
@@ -410,7 +410,7 @@ static tcpep *ep_new(const tcpep_params *pp, const tun_ipaddr *local, uint16_t l
 	while (ep->ws_offer < 14 && ((uint64_t)p.rcvbuf >> ep->ws_offer) > 65535)
 		ep->ws_offer++;
 	ep->rcv_space = SIZE_MAX;
-	ep->rto_us = p.rto_init_us;
+	rtt_init(&ep->rtt, p.rto_init_us, p.rto_min_us, p.rto_max_us, 1000);
 	ep->rtx_deadline = ep->delack_deadline = ep->tw_deadline = NONE;
 	return ep;
 }
@@ -494,23 +494,9 @@ void tcpep_free(tcpep *ep)
 
 /* ---- input ---- */
 
-static void rtt_sample(tcpep *ep, uint64_t now)
+static void rtt_measured(tcpep *ep, uint64_t now)
 {
-	uint32_t r = (uint32_t)min64(now - ep->rtt_ts, UINT32_MAX / 8);
-	uint64_t rto;
-
-	if (!ep->have_rtt) {
-		ep->srtt_us = r;
-		ep->rttvar_us = r / 2;
-		ep->have_rtt = true;
-	} else {
-		uint32_t d = ep->srtt_us > r ? ep->srtt_us - r : r - ep->srtt_us;
-
-		ep->rttvar_us = (3 * ep->rttvar_us + d) / 4;
-		ep->srtt_us = (7 * ep->srtt_us + r) / 8;
-	}
-	rto = (uint64_t)ep->srtt_us + max64(1000, 4ull * ep->rttvar_us);
-	ep->rto_us = (uint32_t)min64(max64(rto, ep->p.rto_min_us), ep->p.rto_max_us);
+	rtt_sample(&ep->rtt, (uint32_t)min64(now - ep->rtt_ts, UINT32_MAX / 8));
 }
 
 /* Retransmit one segment at snd_una (fast retransmit / partial ACK). */
@@ -540,7 +526,7 @@ static void ack_advance(tcpep *ep, uint64_t a, uint64_t now)
 	ep->snd_nxt = max64(ep->snd_nxt, a);
 	if (ep->rtt_active && a >= ep->rtt_seq) {
 		ep->rtt_active = false;
-		rtt_sample(ep, now);
+		rtt_measured(ep, now);
 	}
 	ep->retries = 0;
 	ep->dupacks = 0;
@@ -839,7 +825,7 @@ static void on_rtx(tcpep *ep, uint64_t now)
 		set_state(ep, TCPEP_CLOSED, ETIMEDOUT, now);
 		return;
 	}
-	ep->rto_us = (uint32_t)min64((uint64_t)ep->rto_us * 2, ep->p.rto_max_us);
+	rtt_backoff(&ep->rtt, 0); /* x2, capped; no jitter */
 	ep->rtt_active = false;
 	if (synchronized(ep->state) && ep->snd_wnd == 0 && ep->snd_max == ep->snd_una) {
 		/* persist probe: an old sequence number makes the kernel answer with an ACK */
@@ -1013,9 +999,9 @@ void tcpep_get_stats(const tcpep *ep, tcpep_stats *st)
 	st->in_flight = ep->snd_max - ep->snd_una;
 	st->snd_buffered = ep->snd.len;
 	st->rcv_buffered = ep->rcv.len;
-	st->srtt_us = ep->srtt_us;
-	st->rttvar_us = ep->rttvar_us;
-	st->rto_us = ep->rto_us;
+	st->srtt_us = ep->rtt.srtt;
+	st->rttvar_us = ep->rtt.rttvar;
+	st->rto_us = ep->rtt.rto;
 }
 
 int tcpep_reset_reply(const tun_ip *ip, const tun_tcp *t, uint8_t *out, size_t outcap)

@@ -1,4 +1,4 @@
-/* Fuzz daemon/conn.c: arbitrary packets into conn_input of a table (node 1) with an
+/* Fuzz stream/conn.c: arbitrary packets into conn_input of a table (node 1) with an
  * echo service (7), a discarding listener (80), a datagram binding (53) and
  * admission refusing port 99, driven by a fake clock (no loop). The input is a
  * sequence of records:
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

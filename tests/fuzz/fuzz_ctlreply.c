@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tests/fuzz/fuzz_frame.h"
 #include "ctl/ctl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -127,30 +128,6 @@ static void setup(void)
 	fflush(stdout);
 	dup2(fileno(null), STDOUT_FILENO);
 	stderr = null;
-}
-
-static uint8_t *frame_lines(const uint8_t *p, size_t n, size_t *len)
-{
-	uint8_t *out = malloc(n + 4 * (n + 1));
-	size_t o = 0;
-
-	if (!out)
-		return NULL;
-	while (n) {
-		const uint8_t *nl = memchr(p, '\n', n);
-		size_t l = nl ? (size_t)(nl - p) : n;
-
-		out[o++] = (uint8_t)(l >> 24);
-		out[o++] = (uint8_t)(l >> 16);
-		out[o++] = (uint8_t)(l >> 8);
-		out[o++] = (uint8_t)l;
-		memcpy(out + o, p, l);
-		o += l;
-		p += l + (nl ? 1 : 0);
-		n -= l + (nl ? 1 : 0);
-	}
-	*len = o;
-	return out;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

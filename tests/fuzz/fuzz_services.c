@@ -51,7 +51,7 @@ static void codecs(const uint8_t *p, size_t n)
 	dx_safe_name(p, n, name);
 	dx_file_split(p, n, &a, &an, &b, &bn);
 	dx_hdr_decode(p, n, &t, &l);
-	ev_hdr_decode(p, n, 4096, &a, &tlen, &l);
+	evs_hdr_decode(p, n, 4096, &a, &tlen, &l);
 }
 
 static void feed_dx(dx_server *s, dx_session **ss, int i, const uint8_t *p, size_t n)
@@ -72,30 +72,30 @@ static void feed_dx(dx_server *s, dx_session **ss, int i, const uint8_t *p, size
 	}
 }
 
-static void feed_ev(ev_broker *b, ev_session **ss, int i, const uint8_t *p, size_t n)
+static void feed_ev(evs_broker *b, evs_session **ss, int i, const uint8_t *p, size_t n)
 {
-	if (!ss[i] || !ev_session_alive(ss[i])) {
-		ev_session_free(ss[i]);
-		ss[i] = ev_session_new(b, (pilot_addr){ 0, (uint32_t)i + 1 });
+	if (!ss[i] || !evs_session_alive(ss[i])) {
+		evs_session_free(ss[i]);
+		ss[i] = evs_session_new(b, (pilot_addr){ 0, (uint32_t)i + 1 });
 	}
-	ev_session_feed(ss[i], p, n);
+	evs_session_feed(ss[i], p, n);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	dx_config dc = { .received_dir = rdir, .inbox_dir = idir, .inbox_max = 4096,
 			 .quota_bytes = 1 << 20 };
-	ev_config ec = { .max_payload = 4096, .max_queue = 8192, .max_mem = 32768 };
+	evs_config ec = { .max_payload = 4096, .max_queue = 8192, .max_mem = 32768 };
 	dx_session *ds[NSESS] = { 0 };
-	ev_session *es[NSESS] = { 0 };
+	evs_session *es[NSESS] = { 0 };
 	dx_server *dx;
-	ev_broker *eb;
+	evs_broker *eb;
 	json_object *o;
 	size_t off = 0;
 
 	setup();
 	dx = dx_server_new(NULL, &dc, NULL);
-	eb = ev_broker_new(NULL, &ec, NULL);
+	eb = evs_broker_new(NULL, &ec, NULL);
 	if (!dx || !eb)
 		abort();
 	while (off + 2 <= size) {
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (ctl == 0xff) {
 			for (int i = 0; i < NSESS; i++)
 				if (es[i])
-					ev_session_drain(es[i]);
+					evs_session_drain(es[i]);
 		} else if (ctl & 0x80) {
 			feed_ev(eb, es, ctl & 3, p, n);
 		} else {
@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	dx_server_free(dx);   /* frees the sessions and their partial files */
-	ev_broker_free(eb);
+	evs_broker_free(eb);
 	if (dx_clear_received(rdir, &o) == 0)
 		json_object_put(o);
 	if (dx_clear_inbox(idir, &o) == 0)

@@ -1,4 +1,4 @@
-/* Fuzz daemon/stream.c: an established pair; the input is a sequence of segments
+/* Fuzz stream/stream.c: an established pair; the input is a sequence of segments
  * (flags, seq/ack deltas, window, payload) injected into one side, interleaved with
  * timer ticks, while the engines' own packets are exchanged. Must never crash, leak
  * or grow memory without bound. The buffers are lazy: side 0 releases them after
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "lib/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/tunbridge_internal.h"
 #include "lib/proto.h"
 

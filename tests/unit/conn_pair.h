@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/loop.h"
 #include "lib/proto.h"
 

@@ -18,6 +18,7 @@
 
 #include <json-c/json.h>
 
+#include "tests/unit/test_regreq.h"
 #include "lib/crypto.h"
 #include "lib/loop.h"
 #include "lib/proto.h"
@@ -44,33 +45,6 @@ typedef struct fx {
 } fx;
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static json_object *req(registry *r, const char *ip, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static json_object *req(registry *r, const char *ip, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	json_object *q, *resp;
-	reg_ctx ctx = { ip, 40000, wall_ms(), 0 };
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	q = json_tokener_parse(buf);
-	assert_non_null(q);
-	resp = reg_handle(r, q, &ctx);
-	json_object_put(q);
-	return resp;
-}
 
 static const char *jtype(json_object *o)
 {
@@ -107,7 +81,8 @@ static void node_register(fx *f, tnode *t, const char *ip)
 	t->ip = ip;
 	pilot_identity_generate(&t->id);
 	pilot_b64_encode(t->id.pk, 32, pk, sizeof(pk));
-	o = req(f->reg, ip, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", pk);
+	o = t_reg_req(f->reg, ip,
+		      "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", pk);
 	assert_string_equal(jtype(o), "register_ok");
 	t->node = (uint32_t)json_object_get_int64(json_object_object_get(o, "node_id"));
 	json_object_put(o);
@@ -121,8 +96,9 @@ static void set_public(fx *f, tnode *t)
 
 	snprintf(msg, sizeof(msg), "set_visibility:%u", t->node);
 	sign_b64(t, msg, sig);
-	o = req(f->reg, t->ip, "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
-		t->node, sig);
+	o = t_reg_req(f->reg, t->ip,
+		      "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
+		      t->node, sig);
 	assert_string_equal(jtype(o), "set_visibility_ok");
 	json_object_put(o);
 }
@@ -134,8 +110,9 @@ static void report_trust(fx *f, tnode *a, tnode *b)
 
 	snprintf(msg, sizeof(msg), "report_trust:%u:%u", a->node, b->node);
 	sign_b64(a, msg, sig);
-	o = req(f->reg, a->ip, "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
-		a->node, b->node, sig);
+	o = t_reg_req(f->reg, a->ip,
+		      "{\"type\":\"report_trust\",\"node_id\":%u,\"peer_id\":%u,\"signature\":\"%s\"}",
+		      a->node, b->node, sig);
 	assert_string_equal(jtype(o), "report_trust_ok");
 	json_object_put(o);
 }
@@ -507,8 +484,9 @@ static void test_beacon_unsigned_register_moves_nothing(void **state)
 	discover(f, f->b_.fd, f->b_.node);
 	assert_int_equal(stats(f).discovers_verified, 2);
 	pilot_b64_encode(f->a.id.pk, 32, pk, sizeof(pk));
-	o = req(f->reg, "127.0.0.2", "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:%u\"}",
-		pk, f->xport);
+	o = t_reg_req(f->reg, "127.0.0.2",
+		      "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:%u\"}", pk,
+		      f->xport);
 	assert_string_equal(jtype(o), "register_ok");
 	json_object_put(o);
 	discover(f, f->x, f->a.node);
@@ -563,7 +541,7 @@ static void handshake_call(fx *f, tnode *from, const char *fmt, const char *v1)
 
 	sign_b64(from, v1, sig);
 	snprintf(body, sizeof(body), fmt, sig);
-	o = req(f->reg, from->ip, "%s", body);
+	o = t_reg_req(f->reg, from->ip, "%s", body);
 	assert_string_not_equal(jtype(o), "error");
 	json_object_put(o);
 }

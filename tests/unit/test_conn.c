@@ -1,4 +1,4 @@
-/* daemon/conn.c: two connection tables (node 1 and node 2) joined back to back
+/* stream/conn.c: two connection tables (node 1 and node 2) joined back to back
  * through their send_packet callbacks. Packets go through a queue drained by a
  * 0 ms timer of a real pilot_loop (never recursively), optionally with seeded
  * random loss and reordering. */
@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "lib/loop.h"
 #include "lib/proto.h"
 

@@ -18,11 +18,11 @@
 
 typedef struct fx {
 	cp_net *n;
-	ev_broker *b;
+	evs_broker *b;
 	int notes[3];
 } fx;
 
-static void on_note(void *ctx, enum ev_note what, const uint8_t *topic, size_t tlen,
+static void on_note(void *ctx, enum evs_note what, const uint8_t *topic, size_t tlen,
 		    pilot_addr remote, size_t size)
 {
 	fx *f = ctx;
@@ -31,10 +31,10 @@ static void on_note(void *ctx, enum ev_note what, const uint8_t *topic, size_t t
 	f->notes[what]++;
 }
 
-static fx *fx_new(const ev_config *over)
+static fx *fx_new(const evs_config *over)
 {
 	fx *f = calloc(1, sizeof(*f));
-	ev_config cfg = { 0 };
+	evs_config cfg = { 0 };
 	int err = 0;
 
 	if (over)
@@ -42,23 +42,23 @@ static fx *fx_new(const ev_config *over)
 	cfg.on_note = on_note;
 	cfg.ctx = f;
 	f->n = cp_new(64 * 1024);
-	f->b = ev_broker_new(f->n->t[1], &cfg, &err);
+	f->b = evs_broker_new(f->n->t[1], &cfg, &err);
 	assert_non_null(f->b);
 	return f;
 }
 
 static void fx_free(fx *f)
 {
-	ev_broker_free(f->b);
+	evs_broker_free(f->b);
 	cp_free(f->n);
 	free(f);
 }
 
-static ev_broker_stats bstats(fx *f)
+static evs_broker_stats bstats(fx *f)
 {
-	ev_broker_stats st;
+	evs_broker_stats st;
 
-	ev_broker_get_stats(f->b, &st);
+	evs_broker_get_stats(f->b, &st);
 	return st;
 }
 
@@ -81,10 +81,10 @@ static void wait_subs(fx *f, uint64_t n)
 	assert_true(cp_run_until(f->n, subs_at_least, &c, 5000));
 }
 
-/* ---- a subscriber through ev_subscribe ------------------------------------------------ */
+/* ---- a subscriber through evs_subscribe ------------------------------------------------ */
 
 typedef struct sub {
-	ev_sub *h;
+	evs_sub *h;
 	int events, ended, end_err;
 	char topic[64];
 	uint8_t data[256];
@@ -103,7 +103,7 @@ static void sub_event(void *arg, const uint8_t *topic, size_t tlen, const uint8_
 	s->len = len < sizeof(s->data) ? len : sizeof(s->data);
 	memcpy(s->data, data, s->len);
 	if (s->cancel_in_cb) {
-		ev_sub_cancel(s->h);
+		evs_sub_cancel(s->h);
 		s->h = NULL;
 	}
 }
@@ -122,18 +122,18 @@ static void sub_start(fx *f, sub *s, const char *topic)
 	int err = 0;
 
 	memset(s, 0, sizeof(*s));
-	s->h = ev_subscribe(f->n->t[0], pilot_addr_make(0, 2), topic, sub_event, sub_end, s, &err);
+	s->h = evs_subscribe(f->n->t[0], pilot_addr_make(0, 2), topic, sub_event, sub_end, s, &err);
 	assert_non_null(s->h);
 }
 
 static void sub_stop(sub *s)
 {
 	if (s->h)
-		ev_sub_cancel(s->h);
+		evs_sub_cancel(s->h);
 	s->h = NULL;
 }
 
-/* ---- a publisher through ev_publish ------------------------------------------------------ */
+/* ---- a publisher through evs_publish ------------------------------------------------------ */
 
 typedef struct pubres {
 	bool done;
@@ -158,7 +158,7 @@ static void publish(fx *f, const char *topic, const char *data)
 	pubres p = { 0 };
 	int err = 0;
 
-	assert_non_null(ev_publish(f->n->t[0], pilot_addr_make(0, 2), topic, data, strlen(data),
+	assert_non_null(evs_publish(f->n->t[0], pilot_addr_make(0, 2), topic, data, strlen(data),
 				   pub_done, &p, &err));
 	assert_true(cp_run_until(f->n, pub_finished, &p, 5000));
 	assert_int_equal(p.err, 0);
@@ -175,20 +175,20 @@ static void test_codec(void **state)
 	uint32_t plen;
 	uint8_t bad[] = { 0x04, 0x01 };         /* T = 1025 */
 	uint8_t big[] = { 0x00, 0x01, 'a', 0x01, 0x00, 0x00, 0x01 };
-	int64_t n = ev_encode("top", 3, "payload", 7, &b);
+	int64_t n = evs_encode("top", 3, "payload", 7, &b);
 
 	assert_int_equal(n, 2 + 3 + 4 + 7);
-	assert_int_equal(ev_hdr_decode(b, 1, EV_MAX_PAYLOAD, &topic, &tlen, &plen), 0);
-	assert_int_equal(ev_hdr_decode(b, 8, EV_MAX_PAYLOAD, &topic, &tlen, &plen), 0);
-	assert_int_equal(ev_hdr_decode(b, (size_t)n, EV_MAX_PAYLOAD, &topic, &tlen, &plen), 9);
+	assert_int_equal(evs_hdr_decode(b, 1, EVS_MAX_PAYLOAD, &topic, &tlen, &plen), 0);
+	assert_int_equal(evs_hdr_decode(b, 8, EVS_MAX_PAYLOAD, &topic, &tlen, &plen), 0);
+	assert_int_equal(evs_hdr_decode(b, (size_t)n, EVS_MAX_PAYLOAD, &topic, &tlen, &plen), 9);
 	assert_int_equal(tlen, 3);
 	assert_memory_equal(topic, "top", 3);
 	assert_int_equal(plen, 7);
-	assert_int_equal(ev_hdr_decode(b, (size_t)n, 6, &topic, &tlen, &plen), -EMSGSIZE);
+	assert_int_equal(evs_hdr_decode(b, (size_t)n, 6, &topic, &tlen, &plen), -EMSGSIZE);
 	free(b);
-	assert_int_equal(ev_hdr_decode(bad, 2, EV_MAX_PAYLOAD, &topic, &tlen, &plen), -EMSGSIZE);
-	assert_int_equal(ev_hdr_decode(big, sizeof(big), EV_MAX_PAYLOAD, &topic, &tlen, &plen), -EMSGSIZE);
-	assert_int_equal(ev_encode("x", EV_MAX_TOPIC + 1, NULL, 0, &b), -EMSGSIZE);
+	assert_int_equal(evs_hdr_decode(bad, 2, EVS_MAX_PAYLOAD, &topic, &tlen, &plen), -EMSGSIZE);
+	assert_int_equal(evs_hdr_decode(big, sizeof(big), EVS_MAX_PAYLOAD, &topic, &tlen, &plen), -EMSGSIZE);
+	assert_int_equal(evs_encode("x", EVS_MAX_TOPIC + 1, NULL, 0, &b), -EMSGSIZE);
 }
 
 static void test_exact_star_no_echo(void **state)
@@ -222,14 +222,14 @@ static void test_exact_star_no_echo(void **state)
 	publish(f, "zzz", "z");
 	assert_int_equal(star.events, 3);
 	assert_int_equal(a.events + b.events, 1);
-	assert_int_equal(f->notes[EV_PUBLISHED], 3);
+	assert_int_equal(f->notes[EVS_PUBLISHED], 3);
 	sub_stop(&a);
 	sub_stop(&b);
 	sub_stop(&star);
 	cp_run_for(f->n, 50);
 	assert_int_equal(bstats(f).active, 0);
-	assert_int_equal(f->notes[EV_SUBSCRIBED], 6);
-	assert_int_equal(f->notes[EV_UNSUBSCRIBED], 6);
+	assert_int_equal(f->notes[EVS_SUBSCRIBED], 6);
+	assert_int_equal(f->notes[EVS_UNSUBSCRIBED], 6);
 	fx_free(f);
 }
 
@@ -263,9 +263,9 @@ static void test_multiple_subscribers(void **state)
 static uint8_t *raw_events(const char *topic, int n, size_t sz, size_t *len)
 {
 	uint8_t *se, *ev, *all;
-	int64_t a = ev_encode("other", 5, NULL, 0, &se);
+	int64_t a = evs_encode("other", 5, NULL, 0, &se);
 	uint8_t *payload = calloc(1, sz);
-	int64_t b = ev_encode(topic, strlen(topic), payload, sz, &ev);
+	int64_t b = evs_encode(topic, strlen(topic), payload, sz, &ev);
 
 	*len = (size_t)a + (size_t)n * (size_t)b;
 	all = malloc(*len);
@@ -287,21 +287,21 @@ static bool raw_sent(void *arg)
 
 static void test_slow_subscriber_dropped(void **state)
 {
-	ev_config cfg = { .max_payload = 16384, .max_queue = 128 * 1024, .max_mem = 1 << 20 };
+	evs_config cfg = { .max_payload = 16384, .max_queue = 128 * 1024, .max_mem = 1 << 20 };
 	fx *f = fx_new(&cfg);
 	uint8_t *subev, *tx;
 	size_t ntx;
-	int64_t ns = ev_encode("t", 1, NULL, 0, &subev);
+	int64_t ns = evs_encode("t", 1, NULL, 0, &subev);
 	cp_cli slow, pub;
 	sub fast;
-	ev_broker_stats st;
+	evs_broker_stats st;
 
-	assert_true(cp_cli_dial(f->n, &slow, EV_PORT, subev, (size_t)ns));
+	assert_true(cp_cli_dial(f->n, &slow, EVS_PORT, subev, (size_t)ns));
 	slow.noread = true; /* never reads: its window closes, then the broker's queue fills */
 	sub_start(f, &fast, "t");
 	wait_subs(f, 2);
 	tx = raw_events("t", 200, 16000, &ntx);        /* 3.2 MB through the broker */
-	assert_true(cp_cli_dial(f->n, &pub, EV_PORT, tx, ntx));
+	assert_true(cp_cli_dial(f->n, &pub, EVS_PORT, tx, ntx));
 	assert_true(cp_run_until(f->n, raw_sent, &pub, 30000));
 	cp_run_for(f->n, 200);
 	st = bstats(f);
@@ -329,19 +329,19 @@ static bool raw_closed(void *arg)
 
 static void test_malformed_dropped(void **state)
 {
-	ev_config cfg = { .max_payload = 1000 };
+	evs_config cfg = { .max_payload = 1000 };
 	fx *f = fx_new(&cfg);
 	static const uint8_t bad_topic[] = { 0xff, 0xff, 'x', 'y' };
 	uint8_t *se, *ev, *tx;
-	int64_t a = ev_encode("t", 1, NULL, 0, &se);
+	int64_t a = evs_encode("t", 1, NULL, 0, &se);
 	uint8_t payload[1001] = { 0 };
-	int64_t b = ev_encode("t", 1, payload, sizeof(payload), &ev);
+	int64_t b = evs_encode("t", 1, payload, sizeof(payload), &ev);
 	cp_cli k1, k2;
 	sub good;
 
 	sub_start(f, &good, "t");
 	wait_subs(f, 1);
-	assert_true(cp_cli_dial(f->n, &k1, EV_PORT, bad_topic, sizeof(bad_topic)));
+	assert_true(cp_cli_dial(f->n, &k1, EVS_PORT, bad_topic, sizeof(bad_topic)));
 	assert_true(cp_run_until(f->n, raw_closed, &k1, 5000));
 	assert_int_equal(k1.err, ECONNRESET);
 
@@ -349,7 +349,7 @@ static void test_malformed_dropped(void **state)
 	tx = malloc((size_t)(a + b));
 	memcpy(tx, se, (size_t)a);
 	memcpy(tx + a, ev, (size_t)b);
-	assert_true(cp_cli_dial(f->n, &k2, EV_PORT, tx, (size_t)(a + b)));
+	assert_true(cp_cli_dial(f->n, &k2, EVS_PORT, tx, (size_t)(a + b)));
 	assert_true(cp_run_until(f->n, raw_closed, &k2, 5000));
 	assert_int_equal(bstats(f).oversize_dropped, 2);
 	assert_int_equal(good.events, 0);
@@ -371,28 +371,28 @@ static bool sub_ended(void *arg)
 static void test_client_errors(void **state)
 {
 	fx *f = fx_new(NULL);
-	char topic[EV_MAX_TOPIC + 2];
+	char topic[EVS_MAX_TOPIC + 2];
 	sub s;
 	pubres p = { 0 };
 	int err = 0;
 
-	assert_null(ev_subscribe(f->n->t[0], pilot_addr_make(0, 2), "", sub_event, sub_end, &s, &err));
+	assert_null(evs_subscribe(f->n->t[0], pilot_addr_make(0, 2), "", sub_event, sub_end, &s, &err));
 	assert_int_equal(err, -EINVAL);
 	memset(topic, 'a', sizeof(topic) - 1);
 	topic[sizeof(topic) - 1] = '\0';
-	assert_null(ev_publish(f->n->t[0], pilot_addr_make(0, 2), topic, "x", 1, pub_done, &p, &err));
+	assert_null(evs_publish(f->n->t[0], pilot_addr_make(0, 2), topic, "x", 1, pub_done, &p, &err));
 	assert_int_equal(err, -EINVAL);
 
 	/* the broker goes away: the subscriber ends with an error */
 	sub_start(f, &s, "t");
 	wait_subs(f, 1);
-	ev_broker_free(f->b);
+	evs_broker_free(f->b);
 	f->b = NULL;
 	assert_true(cp_run_until(f->n, sub_ended, &s, 5000));
 	assert_int_equal(s.end_err, -ECONNRESET);
 
 	/* nothing listens any more: refused */
-	assert_non_null(ev_publish(f->n->t[0], pilot_addr_make(0, 2), "t", "x", 1, pub_done, &p, &err));
+	assert_non_null(evs_publish(f->n->t[0], pilot_addr_make(0, 2), "t", "x", 1, pub_done, &p, &err));
 	assert_true(cp_run_until(f->n, pub_finished, &p, 5000));
 	assert_int_equal(p.err, -ECONNREFUSED);
 	cp_free(f->n);
@@ -401,7 +401,7 @@ static void test_client_errors(void **state)
 
 static void test_max_conns(void **state)
 {
-	ev_config cfg = { .max_conns = 2 };
+	evs_config cfg = { .max_conns = 2 };
 	fx *f = fx_new(&cfg);
 	sub s[3];
 

@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "tests/unit/test_regreq.h"
 #include "daemon/peer_internal.h"
 #include "daemon/transport.h"
 #include "lib/crypto.h"
@@ -802,26 +803,6 @@ static void test_pending_bound(void **state)
 
 /* ---- relay through the real beacon ---- */
 
-static json_object *reg_req(registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_object *reg_req(registry *r, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	json_object *q, *resp;
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	reg_ctx ctx = { "127.0.0.1", 40000, (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000, 0 };
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	q = json_tokener_parse(buf);
-	assert_non_null(q);
-	resp = reg_handle(r, q, &ctx);
-	json_object_put(q);
-	return resp;
-}
-
 static void reg_node_vis(fx *f, tnode *t, bool public);
 static void reg_node(fx *f, tnode *t)
 {
@@ -835,7 +816,8 @@ static void reg_node_vis(fx *f, tnode *t, bool public)
 	json_object *o;
 
 	pilot_b64_encode(t->id.pk, 32, pk, sizeof(pk));
-	o = reg_req(f->reg, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"127.0.0.1:4000\"}", pk);
+	o = t_reg_req(f->reg, "127.0.0.1",
+		      "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"127.0.0.1:4000\"}", pk);
 	assert_string_equal(json_object_get_string(json_object_object_get(o, "type")), "register_ok");
 	t->node = (uint32_t)json_object_get_int64(json_object_object_get(o, "node_id"));
 	json_object_put(o);
@@ -844,8 +826,9 @@ static void reg_node_vis(fx *f, tnode *t, bool public)
 	snprintf(msg, sizeof(msg), "set_visibility:%u", t->node);
 	pilot_ed25519_sign(&t->id, msg, strlen(msg), sig);
 	pilot_b64_encode(sig, sizeof(sig), sig64, sizeof(sig64));
-	o = reg_req(f->reg, "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
-		    t->node, sig64);
+	o = t_reg_req(f->reg, "127.0.0.1",
+		      "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
+		      t->node, sig64);
 	assert_string_equal(json_object_get_string(json_object_object_get(o, "type")), "set_visibility_ok");
 	json_object_put(o);
 }

@@ -1,4 +1,4 @@
-/* pilotctl end to end against a stand-in daemon: a ctlsock server in a forked
+/* pilotctl end to end against a stand-in daemon: a ctlsrv server in a forked
  * child with canned handlers (a test double for the daemon side only), and the
  * real pilotctl binary run with various argv. Checks parsing, the request each
  * verb sends, --json passthrough, text rendering and exit codes.
@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/ctlsock.h"
+#include "daemon/ctlsrv.h"
 #include "lib/jsonwire.h"
 #include "lib/loop.h"
 
@@ -40,76 +40,83 @@ static json_object *parse(const char *s)
 	return o;
 }
 
-static void h_info(ctl_reply *r, json_object *args, void *arg)
+static void h_info(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_ok(r, parse("{\"node_id\":7,\"address\":\"0:0000.0000.0007\",\"hostname\":\"alpha\","
+	ctlsrv_reply_ok(r,
+			parse("{\"node_id\":7,\"address\":\"0:0000.0000.0007\",\"hostname\":\"alpha\","
 			      "\"uptime_secs\":1.5,\"peers\":1,\"connections\":0,\"pid\":4242,"
 			      "\"peer_list\":[{\"node_id\":9}],\"conn_list\":[]}"));
 }
 
-static void h_peers(ctl_reply *r, json_object *args, void *arg)
+static void h_peers(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_ok(r, parse("{\"peers\":[{\"node_id\":9,\"address\":\"0:0000.0000.0009\",\"path\":\"direct\","
-			      "\"endpoint\":\"198.18.0.2:4000\",\"encrypted\":true,\"authenticated\":false,"
-			      "\"kdf\":\"x25519\",\"last_rx_ms\":1500}],\"total\":1}"));
+	ctlsrv_reply_ok(
+		r,
+		parse("{\"peers\":[{\"node_id\":9,\"address\":\"0:0000.0000.0009\",\"path\":\"direct\","
+		      "\"endpoint\":\"198.18.0.2:4000\",\"encrypted\":true,\"authenticated\":false,"
+		      "\"kdf\":\"x25519\",\"last_rx_ms\":1500}],\"total\":1}"));
 }
 
-static void h_trust(ctl_reply *r, json_object *args, void *arg)
+static void h_trust(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_ok(r, parse("{\"trusted\":[{\"node_id\":12,\"public_key\":\"AAAA\",\"approved_at\":1700000000,"
-			      "\"mutual\":true,\"network\":0}]}"));
+	ctlsrv_reply_ok(
+		r,
+		parse("{\"trusted\":[{\"node_id\":12,\"public_key\":\"AAAA\",\"approved_at\":1700000000,"
+		      "\"mutual\":true,\"network\":0}]}"));
 }
 
-static void h_find(ctl_reply *r, json_object *args, void *arg)
+static void h_find(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_err(r, "not_found", "no such host", "handshake first");
+	ctlsrv_reply_err(r, "not_found", "no such host", "handshake first");
 }
 
-static void h_listen(ctl_reply *r, json_object *args, void *arg)
+static void h_listen(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_stream(r, parse("{\"src_addr\":\"0:0000.0000.0009\",\"src_port\":5,\"data\":\"one\",\"bytes\":3}"));
-	ctl_reply_stream(r, parse("{\"src_addr\":\"0:0000.0000.0009\",\"src_port\":5,\"data\":\"two\",\"bytes\":3}"));
-	ctl_reply_end(r);
+	ctlsrv_reply_stream(
+		r, parse("{\"src_addr\":\"0:0000.0000.0009\",\"src_port\":5,\"data\":\"one\",\"bytes\":3}"));
+	ctlsrv_reply_stream(
+		r, parse("{\"src_addr\":\"0:0000.0000.0009\",\"src_port\":5,\"data\":\"two\",\"bytes\":3}"));
+	ctlsrv_reply_end(r);
 }
 
 /* Stream items whose "data" is not an object (a daemon bug or a hostile one). */
-static void h_recv(ctl_reply *r, json_object *args, void *arg)
+static void h_recv(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_stream(r, json_object_new_string("x"));
-	ctl_reply_stream(r, NULL);
-	ctl_reply_stream(r, parse("{\"a\":1}"));
-	ctl_reply_end(r);
+	ctlsrv_reply_stream(r, json_object_new_string("x"));
+	ctlsrv_reply_stream(r, NULL);
+	ctlsrv_reply_stream(r, parse("{\"a\":1}"));
+	ctlsrv_reply_end(r);
 }
 
 /* An ok reply whose "data" is not an object. */
-static void h_odd_ok(ctl_reply *r, json_object *args, void *arg)
+static void h_odd_ok(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	(void)args;
 	(void)arg;
-	ctl_reply_ok(r, json_object_new_int(5));
+	ctlsrv_reply_ok(r, json_object_new_int(5));
 }
 
 /* Every other verb: {"cmd": ..., "args": ...} so tests see the request. */
-static void h_echo(ctl_reply *r, json_object *args, void *arg)
+static void h_echo(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	json_object *d = json_object_new_object();
 
 	(void)arg;
-	json_object_object_add(d, "cmd", json_object_new_string(ctl_reply_cmd(r)));
+	json_object_object_add(d, "cmd", json_object_new_string(ctlsrv_reply_cmd(r)));
 	json_object_object_add(d, "args", json_object_get(args));
-	ctl_reply_ok(r, d);
+	ctlsrv_reply_ok(r, d);
 }
 
 static void serve(int ready_fd)
@@ -118,21 +125,21 @@ static void serve(int ready_fd)
 					    "reject", "network-create", "network-join", "send", "subscribe",
 					    "connect", "lookup", "bench", "disconnect", NULL };
 	pilot_loop *l = pilot_loop_new();
-	ctlsock *s;
+	ctlsrv *s;
 	char err[256];
 
-	if (ctlsock_open(l, &(ctlsock_config){ .path = sockpath }, &s, err, sizeof(err)) < 0)
+	if (ctlsrv_open(l, &(ctlsrv_config){ .path = sockpath }, &s, err, sizeof(err)) < 0)
 		_exit(3);
-	ctlsock_register(s, "info", h_info, NULL);
-	ctlsock_register(s, "peers", h_peers, NULL);
-	ctlsock_register(s, "trust", h_trust, NULL);
-	ctlsock_register(s, "find", h_find, NULL);
-	ctlsock_register(s, "listen", h_listen, NULL);
-	ctlsock_register(s, "recv", h_recv, NULL);
-	ctlsock_register(s, "tun", h_odd_ok, NULL);
-	ctlsock_register(s, "maps", h_odd_ok, NULL);
+	ctlsrv_register(s, "info", h_info, NULL);
+	ctlsrv_register(s, "peers", h_peers, NULL);
+	ctlsrv_register(s, "trust", h_trust, NULL);
+	ctlsrv_register(s, "find", h_find, NULL);
+	ctlsrv_register(s, "listen", h_listen, NULL);
+	ctlsrv_register(s, "recv", h_recv, NULL);
+	ctlsrv_register(s, "tun", h_odd_ok, NULL);
+	ctlsrv_register(s, "maps", h_odd_ok, NULL);
 	for (int i = 0; echo[i]; i++)
-		ctlsock_register(s, echo[i], h_echo, NULL);
+		ctlsrv_register(s, echo[i], h_echo, NULL);
 	if (write(ready_fd, "x", 1) != 1)
 		_exit(3);
 	pilot_loop_run(l);

@@ -1,4 +1,4 @@
-/* Unit tests for daemon/pmtu.c: the segment size for an underlay MTU (every
+/* Unit tests for stream/pmtu.c and daemon/transport.c: the segment size for an underlay MTU (every
  * overhead counted: IP, UDP, relay header, PILS or PILT framing, Pilot header;
  * clamped), and the kernel route MTU lookup on loopback. */
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <errno.h>
 
-#include "daemon/pmtu.h"
+#include "stream/pmtu.h"
 #include "daemon/transport.h"
 #include "lib/proto.h"
 
@@ -54,17 +54,17 @@ static void test_route_mtu_loopback(void **state)
 
 	(void)state;
 	assert_int_equal(transport_ep_parse("127.0.0.1:9", &ep), 0);
-	mtu = pmtu_route_mtu(&ep, &v6);
+	mtu = transport_route_mtu(&ep, &v6);
 	assert_true(mtu >= 1280);  /* lo: 65536 normally */
 	assert_false(v6);
 	assert_int_equal(pmtu_mss((uint32_t)mtu, v6, true), PMTU_MSS_MAX);
 	/* IPv4-mapped IPv6 counts as IPv4 */
 	assert_int_equal(transport_ep_parse("[::ffff:127.0.0.1]:9", &ep), 0);
-	mtu = pmtu_route_mtu(&ep, &v6);
+	mtu = transport_route_mtu(&ep, &v6);
 	assert_true(mtu >= 1280);
 	assert_false(v6);
 	ep.ss.ss_family = AF_UNIX;
-	assert_int_equal(pmtu_route_mtu(&ep, &v6), -EAFNOSUPPORT);
+	assert_int_equal(transport_route_mtu(&ep, &v6), -EAFNOSUPPORT);
 }
 
 int main(void)

@@ -1,11 +1,11 @@
-/* daemon/cubic.c: slow start, HyStart++ exit, beta = 0.7, concave/convex growth. */
+/* stream/cubic.c: slow start, HyStart++ exit, beta = 0.7, concave/convex growth. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/cubic.h"
+#include "stream/cubic.h"
 
 #define MSS 1000u
 

@@ -1,4 +1,4 @@
-/* daemon/ring.c: in-order append/consume, reassembly, overlaps, window accounting. */
+/* stream/ring.c: in-order append/consume, reassembly, overlaps, window accounting. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "daemon/ring.h"
+#include "stream/ring.h"
 
 static uint8_t pat(uint64_t off) { return (uint8_t)(off * 7 + 3); }
 

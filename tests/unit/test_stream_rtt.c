@@ -1,11 +1,11 @@
-/* daemon/rtt.c: RFC 6298 estimator values, granularity floor, backoff with jitter. */
+/* lib/rtt.c: RFC 6298 estimator values, granularity floor, backoff with jitter. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/rtt.h"
+#include "lib/rtt.h"
 
 static void test_first_and_next_samples(void **state)
 {

@@ -1,4 +1,4 @@
-/* daemon/sack.c: scoreboard marking, pipe, DupThresh loss, lying blocks. */
+/* stream/sack.c: scoreboard marking, pipe, DupThresh loss, lying blocks. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -7,7 +7,7 @@
 
 #include <errno.h>
 
-#include "daemon/sack.h"
+#include "stream/sack.h"
 
 #define L 100u
 

@@ -1,11 +1,11 @@
-/* daemon/seq.h: serial-number arithmetic across the 2^32 wrap. */
+/* stream/seq.h: serial-number arithmetic across the 2^32 wrap. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "daemon/seq.h"
+#include "stream/seq.h"
 
 static void test_basic(void **state)
 {

@@ -1,4 +1,4 @@
-/* daemon/stream.c end to end: a deterministic discrete-event simulator joins two
+/* stream/stream.c end to end: a deterministic discrete-event simulator joins two
  * engines through a link with bandwidth, delay, a drop-tail queue, seeded random
  * loss and reordering, on a simulated clock. Every packet is encoded and decoded
  * with lib/proto.c, so the wire format is exercised too. */
@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "daemon/stream.h"
+#include "stream/stream.h"
 #include "lib/proto.h"
 
 /* ---- simulator ------------------------------------------------------------------ */

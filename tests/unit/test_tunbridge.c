@@ -30,7 +30,7 @@
 
 #include <json-c/json.h>
 
-#include "daemon/conn.h"
+#include "stream/conn.h"
 #include "daemon/tunbridge_internal.h"
 #include "lib/loop.h"
 #include "lib/proto.h"

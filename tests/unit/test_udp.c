@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define PILOT_UDP_INTERNAL
 #include "daemon/transport.h"
 #include "lib/loop.h"
 
@@ -116,10 +117,68 @@ static void test_batch_boundaries(void **state)
 	close(s2);
 }
 
+/* A GSO group the kernel refuses for its destination (here: broadcast without
+ * SO_BROADCAST, EACCES, or no route) is that destination's problem: its datagrams
+ * are counted as errors and GSO stays on for everyone else. */
+static void test_gso_kept_on_destination_error(void **state)
+{
+	pilot_loop *l = pilot_loop_new();
+	char err[256], a1[64];
+	transport *t;
+	uint16_t p1;
+	int s1 = sink(&p1);
+	static uint8_t data[10][1000], got[2048];
+	transport_dgram dg[10];
+	transport_ep bc, e1;
+	transport_stats st;
+	unsigned seen = 0;
+
+	(void)state;
+	assert_non_null(l);
+	t = udp_transport_new(l, "0.0.0.0:0", NULL, NULL, err, sizeof(err));
+	assert_non_null(t);
+	assert_int_equal(transport_ep_parse("255.255.255.255:9", &bc), 0);
+	for (unsigned k = 0; k < 10; k++) {
+		fill(data[k], sizeof(data[k]), k);
+		dg[k] = (transport_dgram){ .data = data[k], .len = sizeof(data[k]), .ep = bc };
+	}
+	assert_int_equal(transport_send(t, dg, 10), 10);
+	transport_flush(t);
+	transport_get_stats(t, &st);
+	assert_int_equal(st.tx_errors, 10);
+	assert_true(udp_transport_gso_on(t));
+	/* and the next batch still goes out, in one group */
+	snprintf(a1, sizeof(a1), "127.0.0.1:%u", p1);
+	assert_int_equal(transport_ep_parse(a1, &e1), 0);
+	for (unsigned k = 0; k < 10; k++)
+		dg[k].ep = e1;
+	assert_int_equal(transport_send(t, dg, 10), 10);
+	transport_flush(t);
+	for (int round = 0; round < 100 && seen < 10; round++) {
+		struct pollfd pf = { .fd = s1, .events = POLLIN };
+		ssize_t n;
+
+		assert_true(poll(&pf, 1, 50) >= 0);
+		while ((n = recv(s1, got, sizeof(got), MSG_DONTWAIT)) >= 0) {
+			assert_int_equal((size_t)n, sizeof(data[seen]));
+			assert_memory_equal(got, data[seen], (size_t)n);
+			seen++;
+		}
+	}
+	assert_int_equal(seen, 10);
+	transport_get_stats(t, &st);
+	assert_int_equal(st.tx_dgrams, 10);
+	assert_true(udp_transport_gso_on(t));
+	transport_close(t);
+	pilot_loop_free(l);
+	close(s1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batch_boundaries),
+		cmocka_unit_test(test_gso_kept_on_destination_error),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

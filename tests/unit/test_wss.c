@@ -23,6 +23,7 @@
 #include <json-c/json.h>
 #include <sodium.h>
 
+#include "tests/unit/test_regreq.h"
 #include "daemon/wss.h"
 #include "lib/crypto.h"
 #include "lib/loop.h"
@@ -62,32 +63,6 @@ typedef struct fx {
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static json_object *req(registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_object *req(registry *r, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	json_object *q, *resp;
-	reg_ctx ctx = { "127.0.0.1", 40000, wall_ms(), 0 };
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	q = json_tokener_parse(buf);
-	assert_non_null(q);
-	resp = reg_handle(r, q, &ctx);
-	json_object_put(q);
-	return resp;
-}
-
 static void node_register(fx *f, tnode *t)
 {
 	char pk[48], msg[64], sig64[96];
@@ -96,15 +71,17 @@ static void node_register(fx *f, tnode *t)
 
 	pilot_identity_generate(&t->id);
 	pilot_b64_encode(t->id.pk, 32, pk, sizeof(pk));
-	o = req(f->reg, "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", pk);
+	o = t_reg_req(f->reg, "127.0.0.1",
+		      "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"0.0.0.0:4000\"}", pk);
 	t->node = (uint32_t)json_object_get_int64(json_object_object_get(o, "node_id"));
 	assert_true(t->node != 0);
 	json_object_put(o);
 	snprintf(msg, sizeof(msg), "set_visibility:%u", t->node);
 	pilot_ed25519_sign(&t->id, msg, strlen(msg), sig);
 	pilot_b64_encode(sig, sizeof(sig), sig64, sizeof(sig64));
-	o = req(f->reg, "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
-		t->node, sig64);
+	o = t_reg_req(f->reg, "127.0.0.1",
+		      "{\"type\":\"set_visibility\",\"node_id\":%u,\"public\":true,\"signature\":\"%s\"}",
+		      t->node, sig64);
 	json_object_put(o);
 }
 

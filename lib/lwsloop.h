@@ -1,0 +1,34 @@
+/* libwebsockets on the pilot_loop, the way daemon/wss.c (compat client) and
+ * rendezvous/wss.c (server) both drive it: lws never blocks and never owns the
+ * loop. Every fd event or state change "kicks": one zero-delay loop timer (at
+ * most one pending) runs lws_service(ctx, -1), i.e. a poll with a 0 ms timeout;
+ * when lws still holds decrypted TLS data it has not delivered (no fd event will
+ * come for it) the service kicks itself again. */
+#ifndef PILOT_LWSLOOP_H
+#define PILOT_LWSLOOP_H
+
+#include <stdint.h>
+
+#include "lib/loop.h"
+
+struct lws_context;
+
+typedef struct pilot_lws {
+	pilot_loop *loop;
+	struct lws_context *ctx;  /* the owner's; NULL = nothing to service */
+	uint64_t timer;           /* the pending service, 0 = none */
+	void (*after)(void *arg); /* after each lws_service (may be NULL) */
+	void *arg;
+} pilot_lws;
+
+/* Service lws now, then after(arg), then kick again if lws holds data. */
+void pilot_lws_service(pilot_lws *s);
+/* Service from the loop as soon as it runs timers (one pending at most). */
+void pilot_lws_kick(pilot_lws *s);
+/* Drop a pending service (before the context goes). */
+void pilot_lws_stop(pilot_lws *s);
+/* lws's own log (errors and warnings only) through lib/log: "lws: ..." at
+ * warning level for errors, debug otherwise. */
+void pilot_lws_log_to_pilot(void);
+
+#endif
