@@ -421,12 +421,19 @@ static size_t dns_exchange(pilot_loop *l, int family, const char *server, const 
 		inet_pton(AF_INET6, server, &a->sin6_addr);
 		sl = sizeof(*a);
 	}
-	CHECK(sendto(s, q, qlen, 0, (struct sockaddr *)&ss, sl) == (ssize_t)qlen);
-	for (int i = 0; i < 200 && n < 0; i++) {
+	/* Resent every 100 ms, as a resolver would: a new IPv6 address becomes
+	 * local (its host route installed) from the kernel's DAD work, a moment
+	 * after it is added even with IFA_F_NODAD; a query sent in that window
+	 * leaves through pilot0, which nobody reads here. */
+	for (int i = 0; i < 300 && n < 0; i++) {
+		if (i % 10 == 0)
+			CHECK(sendto(s, q, qlen, 0, (struct sockaddr *)&ss, sl) == (ssize_t)qlen);
 		pilot_loop_run_once(l, 10);
 		n = recv(s, r, cap, 0);
 	}
 	close(s);
+	if (n <= 0)
+		fprintf(stderr, "child: no answer from %s (errno %d)\n", server, errno);
 	CHECK(n > 0);
 	return (size_t)n;
 }
