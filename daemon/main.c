@@ -25,122 +25,142 @@ static void options_table(node_options *o, pilot_opt *t)
 {
 	pilot_opt tab[] = {
 		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
-		  "JSON config file; keys are flag names with - or _; flags win", "file"),
+		    "JSON config file; keys are flag names with - or _; flags win", "file"),
 		OPT("registry", PILOT_OPT_STRING, &o->registry, NULL,
-		  "registry address (required; there is no built-in default)", "host:port"),
+		    "registry address (required; there is no built-in default)", "host:port"),
 		OPT("beacon", PILOT_OPT_STRING, &o->beacon, NULL,
-		  "beacon for endpoint discovery, hole punching and relay; empty = none", "host:port"),
+		    "beacon for endpoint discovery, hole punching and relay; empty = none", "host:port"),
 		OPT("listen", PILOT_OPT_STRING, &o->listen, ":0",
-		  "UDP tunnel listen address (:0 = a free port)", "host:port"),
+		    "UDP tunnel listen address (:0 = a free port)", "host:port"),
 		OPT("socket", PILOT_OPT_STRING, &o->socket, NULL,
-		  "control socket (default /run/pilot/pilotd.sock for root, else "
-		  "$XDG_RUNTIME_DIR/pilot/pilotd.sock or /tmp/pilot-UID/pilotd.sock)", "path"),
+		    "control socket (default /run/pilot/pilotd.sock for root, else "
+		    "$XDG_RUNTIME_DIR/pilot/pilotd.sock or /tmp/pilot-UID/pilotd.sock)",
+		    "path"),
 		OPT("endpoint", PILOT_OPT_STRING, &o->endpoint, NULL,
-		  "fixed public endpoint to register; skips beacon discovery", "host:port"),
+		    "fixed public endpoint to register; skips beacon discovery", "host:port"),
 		OPT("encrypt", PILOT_OPT_BOOL, &o->encrypt, "true",
-		  "encrypt tunnels (X25519 + AES-256-GCM); -encrypt=false = plaintext", NULL),
+		    "encrypt tunnels (X25519 + AES-256-GCM); -encrypt=false = plaintext", NULL),
 		OPT("identity", PILOT_OPT_STRING, &o->identity, NULL,
-		  "identity file, loaded or created; trust.json lives beside it; "
-		  "empty = ephemeral identity, no persistence", "path"),
-		OPT("owner", PILOT_OPT_STRING, &o->owner, NULL,
-		  "owner identifier sent at registration", "string"),
+		    "identity file, loaded or created; trust.json lives beside it; "
+		    "empty = ephemeral identity, no persistence",
+		    "path"),
+		OPT("owner", PILOT_OPT_STRING, &o->owner, NULL, "owner identifier sent at registration",
+		    "string"),
 		OPT("keepalive", PILOT_OPT_DURATION, &o->keepalive, "30s",
-		  "registry heartbeat and connection keepalive interval", "duration"),
+		    "registry heartbeat and connection keepalive interval", "duration"),
 		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "120s",
-		  "close connections after this long without a packet from the peer", "duration"),
+		    "close connections after this long without a packet from the peer", "duration"),
 		OPT("syn-rate-limit", PILOT_OPT_INT, &o->syn_rate_limit, "100",
-		  "incoming connection attempts accepted per second", "n", 1, 1000000),
+		    "incoming connection attempts accepted per second", "n", 1, 1000000),
 		OPT("syn-rate-limit-peer", PILOT_OPT_INT, &o->syn_rate_limit_peer, "10",
-		  "incoming connection attempts accepted per second from one node "
-		  "(burst: the larger of 64 and n)", "n", 1, 1000000),
+		    "incoming connection attempts accepted per second from one node "
+		    "(burst: the larger of 64 and n)",
+		    "n", 1, 1000000),
 		OPT("syn-rate-limit-untrusted", PILOT_OPT_INT, &o->syn_rate_limit_untrusted, "100",
-		  "incoming connection attempts accepted per second from untrusted or anonymous "
-		  "nodes together (their own budget: they cannot use up -syn-rate-limit, which "
-		  "is kept for trusted peers with an authenticated session)", "n", 1, 1000000),
+		    "incoming connection attempts accepted per second from untrusted or anonymous "
+		    "nodes together (their own budget: they cannot use up -syn-rate-limit, which "
+		    "is kept for trusted peers with an authenticated session)",
+		    "n", 1, 1000000),
 		OPT("max-conns-per-port", PILOT_OPT_INT, &o->max_conns_per_port, "1024",
-		  "connections per local port", "n", 1, 1000000),
-		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096",
-		  "connections in total", "n", 1, 1000000),
+		    "connections per local port", "n", 1, 1000000),
+		OPT("max-conns-total", PILOT_OPT_INT, &o->max_conns_total, "4096", "connections in total",
+		    "n", 1, 1000000),
 		OPT("time-wait", PILOT_OPT_DURATION, &o->time_wait, "10s",
-		  "TIME_WAIT duration of closed connections", "duration"),
+		    "TIME_WAIT duration of closed connections", "duration"),
 		OPT("public", PILOT_OPT_BOOL, &o->public_node, NULL,
-		  "public node: every peer may connect to every port (default: private, "
-		  "untrusted peers reach only port 444)", NULL),
-		OPT("hostname", PILOT_OPT_STRING, &o->hostname, NULL,
-		  "hostname to register", "name"),
+		    "public node: every peer may connect to every port (default: private, "
+		    "untrusted peers reach only port 444)",
+		    NULL),
+		OPT("hostname", PILOT_OPT_STRING, &o->hostname, NULL, "hostname to register", "name"),
 		OPT("no-echo", PILOT_OPT_BOOL, &o->no_echo, NULL, "disable the echo service (port 7)", NULL),
 		OPT("no-dataexchange", PILOT_OPT_BOOL, &o->no_dataexchange, NULL,
-		  "disable the data exchange service (port 1001)", NULL),
+		    "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
-		  "disable the event stream service (port 1002)", NULL),
+		    "disable the event stream service (port 1002)", NULL),
 		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, "true",
-		  "accept only identity-signed key exchanges (PILA); -require-auth=false also "
-		  "lets anonymous peers (PILK) in, to port 444 only and never under a trusted "
-		  "or known node's ID", NULL),
+		    "accept only identity-signed key exchanges (PILA); -require-auth=false also "
+		    "lets anonymous peers (PILK) in, to port 444 only and never under a trusted "
+		    "or known node's ID",
+		    NULL),
 		OPT("kdf", PILOT_OPT_STRING, &o->kdf, "ref",
-		  "tunnel key derivation offered first: ref (SHA-256) or new (HKDF); "
-		  "the peer's variant is learned either way", "ref|new"),
+		    "tunnel key derivation offered first: ref (SHA-256) or new (HKDF); "
+		    "the peer's variant is learned either way",
+		    "ref|new"),
 		OPT("dataexchange-quota", PILOT_OPT_INT, &o->dx_quota, "1024",
-		  "disk space the data exchange service (port 1001) may fill with received "
-		  "files and messages; 0 = no quota", "MiB", 0, 1 << 30),
+		    "disk space the data exchange service (port 1001) may fill with received "
+		    "files and messages; 0 = no quota",
+		    "MiB", 0, 1 << 30),
 		OPT("dataexchange-peer-quota", PILOT_OPT_INT, &o->dx_peer_quota, "256",
-		  "of that, what one peer may fill (counted since start; cleared with "
-		  "pilotctl received/inbox --clear); 0 = no per-peer quota", "MiB", 0, 1 << 30),
+		    "of that, what one peer may fill (counted since start; cleared with "
+		    "pilotctl received/inbox --clear); 0 = no per-peer quota",
+		    "MiB", 0, 1 << 30),
 		OPT("dataexchange-min-free", PILOT_OPT_INT, &o->dx_min_free, "256",
-		  "refuse received data that would leave less free space than this on the "
-		  "file system of ~/.pilot; 0 = no floor", "MiB", 0, 1 << 30),
+		    "refuse received data that would leave less free space than this on the "
+		    "file system of ~/.pilot; 0 = no floor",
+		    "MiB", 0, 1 << 30),
 		OPT("deregister-on-exit", PILOT_OPT_BOOL, &o->deregister_on_exit, NULL,
-		  "deregister from the registry on SIGTERM/SIGINT (waits at most 2 s)", NULL),
+		    "deregister from the registry on SIGTERM/SIGINT (waits at most 2 s)", NULL),
 		OPT("user", PILOT_OPT_STRING, &o->user, NULL,
-		  "when started as root: switch to this user once the sockets are open", "name"),
+		    "when started as root: switch to this user once the sockets are open", "name"),
 		OPT("tun", PILOT_OPT_STRING, &o->tun, "pilot0",
-		  "TUN device name; -tun=off runs without a TUN device (no IP access)", "name|off"),
+		    "TUN device name; -tun=off runs without a TUN device (no IP access)", "name|off"),
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
-		  "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
+		    "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
 		OPT("tun-max-flows", PILOT_OPT_INT, &o->tun_max_flows, "4096",
-		  "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
+		    "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
+		OPT("udp-gso", PILOT_OPT_BOOL, &o->udp_gso, "true",
+		    "send runs of datagrams to one peer as one UDP GSO super-packet (Linux "
+		    "UDP_SEGMENT); -udp-gso=false sends one datagram per entry (paths or "
+		    "firewalls that judge a whole GSO packet at once)",
+		    NULL),
 		OPT("underlay-mtu", PILOT_OPT_INT, &o->underlay_mtu, "0",
-		  "cap on the underlay path MTU that stream segments are sized to so the "
-		  "tunnel's UDP packets are never fragmented; 0 = the kernel's route MTU "
-		  "towards each peer", "bytes", 0, 65535),
+		    "cap on the underlay path MTU that stream segments are sized to so the "
+		    "tunnel's UDP packets are never fragmented; 0 = the kernel's route MTU "
+		    "towards each peer",
+		    "bytes", 0, 65535),
 		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
-		  "IP <-> address map file (default: addrmap.json beside the identity; "
-		  "in memory without -identity)", "path"),
+		    "IP <-> address map file (default: addrmap.json beside the identity; "
+		    "in memory without -identity)",
+		    "path"),
 		OPT("no-dns", PILOT_OPT_BOOL, &o->no_dns, NULL,
-		  "no DNS responder for .pilot names on the TUN address", NULL),
+		    "no DNS responder for .pilot names on the TUN address", NULL),
 		OPT("dns-rate", PILOT_OPT_INT, &o->dns_rate, "2",
-		  "registry lookups per second the DNS responder makes for one client "
-		  "(burst: 5 times that; all clients together: 5 times that, burst 10 times); "
-		  "more get SERVFAIL",
-		  "n", 1, 100000),
+		    "registry lookups per second the DNS responder makes for one client "
+		    "(burst: 5 times that; all clients together: 5 times that, burst 10 times); "
+		    "more get SERVFAIL",
+		    "n", 1, 100000),
 		OPT("dns-neg-cache", PILOT_OPT_DURATION, &o->dns_neg_cache, "30s",
-		  "how long the DNS responder remembers that a hostname does not exist", "duration"),
+		    "how long the DNS responder remembers that a hostname does not exist", "duration"),
 		OPT("transport", PILOT_OPT_STRING, &o->transport, "udp",
-		  "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
-		  "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
-		  "else compat)", "udp|compat|auto"),
+		    "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
+		    "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
+		    "else compat)",
+		    "udp|compat|auto"),
 		OPT("compat-beacon", PILOT_OPT_STRING, &o->compat_beacon, NULL,
-		  "the beacon's compat WebSocket URL (required for compat and auto; no default)",
-		  "wss://host[:port]/v1/compat"),
+		    "the beacon's compat WebSocket URL (required for compat and auto; no default)",
+		    "wss://host[:port]/v1/compat"),
 		OPT("tls-trust", PILOT_OPT_STRING, &o->tls_trust, "system",
-		  "TLS trust for -compat-beacon and -registry-tls: the OS CA store, or only "
-		  "the -tls-root CAs", "system|pinned"),
+		    "TLS trust for -compat-beacon and -registry-tls: the OS CA store, or only "
+		    "the -tls-root CAs",
+		    "system|pinned"),
 		OPT("tls-root", PILOT_OPT_STRING, &o->tls_root, NULL,
-		  "CA certificates (PEM) trusted with -tls-trust=pinned", "file[,file...]"),
+		    "CA certificates (PEM) trusted with -tls-trust=pinned", "file[,file...]"),
 		OPT("registry-tls", PILOT_OPT_BOOL, &o->registry_tls, NULL,
-		  "talk to the registry over TLS (trust per -tls-trust, or -registry-fingerprint)", NULL),
+		    "talk to the registry over TLS (trust per -tls-trust, or -registry-fingerprint)", NULL),
 		OPT("registry-fingerprint", PILOT_OPT_STRING, &o->registry_fingerprint, NULL,
-		  "with -registry-tls: accept only this registry certificate (lowercase hex "
-		  "SHA-256 of its DER)", "hex"),
-		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
-		  "debug, info, warn or error", "level"),
+		    "with -registry-tls: accept only this registry certificate (lowercase hex "
+		    "SHA-256 of its DER)",
+		    "hex"),
+		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info", "debug, info, warn or error",
+		    "level"),
 		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
 		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
-		  "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		    "log to this file instead of stderr (reopened on SIGHUP)", "file"),
 		OPT("metrics", PILOT_OPT_STRING, &o->metrics, NULL,
-		  "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
-		  "127.0.0.1; empty = off", "host:port"),
+		    "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
+		    "127.0.0.1; empty = off",
+		    "host:port"),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};

@@ -478,9 +478,12 @@ void node_start(node *n)
 	node_data_load_trust(n);
 	open_ctlsrv(n);
 	node_metrics_start(n);
-	if (!node_compat_start(n)
-	    && !(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
-		pilot_fatal("tunnel: %s", err);
+	if (!node_compat_start(n)) {
+		if (!(n->t = udp_transport_new(n->loop, n->o.listen, discover_recv, n, err, sizeof(err))))
+			pilot_fatal("tunnel: %s", err);
+		if (!n->o.udp_gso)
+			udp_transport_no_gso(n->t);
+	}
 	node_tun_open(n);
 	privileges_startup(n); /* nothing has been read from the network yet */
 	if (n->tun && (!empty(n->o.user) || geteuid() == 0)) /* the ULA needs the node ID */

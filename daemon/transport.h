@@ -114,6 +114,9 @@ struct pilot_loop;
  * message naming addr in err. */
 transport *udp_transport_new(struct pilot_loop *loop, const char *addr,
 			     transport_recv_cb cb, void *ctx, char *err, size_t errlen);
+/* -udp-gso=false: one datagram per send from now on (GSO is on by default and
+ * turns itself off where the kernel refuses it). */
+void udp_transport_no_gso(transport *t);
 #ifdef PILOT_UDP_INTERNAL
 /* Tests: whether the socket still sends with UDP GSO. */
 bool udp_transport_gso_on(const transport *t);

@@ -489,6 +489,11 @@ fail:
 	return NULL;
 }
 
+void udp_transport_no_gso(transport *t)
+{
+	((udp *)t)->gso_off = true;
+}
+
 bool udp_transport_gso_on(const transport *t)
 {
 	return !((const udp *)t)->gso_off;
