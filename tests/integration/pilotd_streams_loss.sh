@@ -1,6 +1,6 @@
 #!/bin/bash
 # A 64 MiB Pilot stream between two trusted pilotd nodes with random loss on the
-# underlay: 0, 1, 5 and 20 % of the packets leaving each node's eth0 (both
+# underlay: 0, 1, 5 and 20 % of the packets arriving on each node's eth0 (both
 # directions) are dropped. The reader hashes what arrives (hidden verbs
 # test-source / test-sink, pattern bytes i % 251) and the SHA-256 must match;
 # plus a 16 MiB - 4 KiB send-file (one data-exchange frame carries at most 16 MiB) at 5 % loss, hashed
@@ -16,11 +16,10 @@ pd_init streamloss
 
 pd_lan a b || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
-# The loss rules judge what leaves eth0 before the kernel segments it: a UDP GSO
-# super-packet (up to 64 datagrams) is one verdict, and udp.c resends a refused
-# group one datagram per entry, so with GSO on the real loss is far below the
-# nominal rate. These transfers test the streams' loss recovery, hence one
-# datagram per send (-udp-gso=false) so each datagram meets the rate.
+# A veth carries a UDP GSO super-packet (up to 64 datagrams) whole, so the loss
+# rule (pt_loss: on arrival) would judge a whole group at once. These transfers
+# test the streams' recovery from independent losses, hence one datagram per
+# send (-udp-gso=false) so that each datagram meets the nominal rate.
 pd_start a a -udp-gso=false && pd_start b b -udp-gso=false || { pt_fail nodes_registered; exit 1; }
 pt_check trust_pair pd_trust_pair a b
 pt_check first_ping pd_wait 10 pd_ping_ok a b

@@ -11,7 +11,11 @@
 #   pt_link NS1 A1 NS2 A2   veth pair between two namespaces with addresses (cidr)
 #   pt_nat ROUTER WAN LAN MODE   nftables masquerade on ROUTER (MODE cone|symmetric;
 #                           cone also drops unsolicited WAN packets to the router itself)
-#   pt_loss NS IF PERCENT   drop PERCENT % of packets leaving IF (nftables numgen)
+#   pt_loss NS IF PERCENT   drop PERCENT % of packets arriving on IF, and of packets
+#                           NS forwards out of IF (nftables numgen). On arrival, not on
+#                           output: an output drop is an EPERM the sender sees, and
+#                           sendmmsg sends such a datagram again (a second chance no
+#                           real path gives)
 #   pt_loss_clear NS        remove every pt_loss rule from NS
 #   pt_spawn NS LOG CMD...  run CMD in NS in the background; sets PT_PID
 #   pt_stop PID             SIGTERM, wait up to 5 s, then SIGKILL
@@ -146,9 +150,9 @@ pt_loss() {
 	local ns=$PT-$1 ifname=$2 pct=$3
 	pt_exec "$ns" nft -f - <<NFT
 table inet ptloss {
-	chain lossout {
-		type filter hook output priority 0;
-		oifname "$ifname" numgen random mod 100 < $pct drop
+	chain lossin {
+		type filter hook prerouting priority 0;
+		iifname "$ifname" numgen random mod 100 < $pct drop
 	}
 	chain lossfwd {
 		type filter hook forward priority 0;
