@@ -15,34 +15,8 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 BIN=$BUILD/san/bin/pilot-rendezvous
-PY=/usr/bin/python3
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-
-if [ ! -x "$BIN" ]; then
-	echo "FAIL: binary_present ($BIN missing; run make BUILD=$BUILD test-build)"
-	exit 1
-fi
-
-TMP=$(mktemp -d /tmp/pilot-rdvstore-test.XXXXXX)
-PIDS=()
-
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do
-		kill -9 "$p" 2>/dev/null
-	done
-	wait 2>/dev/null
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1${2:+ ($2)}"; }
-expect() { if [ "$2" = 0 ]; then pass "$1"; else fail "$1" "${3:-}"; fi; }
-
-free_port() {
-	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+TMP_PREFIX=pilot-rdvstore-test
+source tests/integration/rdv_common.bash
 
 start() { # NAME ARGS...: sets LAST_PID
 	local name=$1
