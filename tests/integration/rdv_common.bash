@@ -1,7 +1,7 @@
 # Helpers shared by the rendezvous*.sh integration tests (loopback only). Source
 # after setting BIN (the pilot-rendezvous under test) and TMP_PREFIX; provides
-# $TMP, the PIDS list that cleanup stops (kill -9, by PID), pass/fail/expect and
-# free_port.
+# $TMP, the PIDS list that cleanup stops (kill -9, by PID), pass/fail/expect,
+# free_port and stop_term.
 PY=/usr/bin/python3
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 
@@ -30,4 +30,23 @@ expect() { if [ "$2" = 0 ]; then pass "$1"; else fail "$1" "${3:-}"; fi; }
 # A free TCP port in the dynamic range (the kernel picks, we release it).
 free_port() {
 	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# stop_term PID: SIGTERM, wait at most 10 s; sets RC to the exit status (255 if
+# it had to be killed). Not in a subshell: only the parent shell can wait.
+stop_term() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		RC=255
+		return
+	fi
+	wait "$pid"
+	RC=$?
 }

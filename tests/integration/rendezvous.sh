@@ -34,25 +34,6 @@ wait_ready() { # port [tries of 0.1 s]
 	return 1
 }
 
-# stop_term PID: SIGTERM, wait at most 10 s; sets RC to the exit status (255 if
-# it had to be killed). Not in a subshell: only the parent shell can wait.
-stop_term() {
-	local pid=$1 i
-	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -9 "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		RC=255
-		return
-	fi
-	wait "$pid"
-	RC=$?
-}
-
 client() { $PY $CLIENT "$@"; }
 
 # ---- command line -------------------------------------------------------------------

@@ -35,23 +35,6 @@ wait_ready() { # port
 	return 1
 }
 
-stop_term() { # PID: sets RC
-	local pid=$1 i
-	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -9 "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		RC=255
-		return
-	fi
-	wait "$pid"
-	RC=$?
-}
-
 "$BIN" -no-beacon -store-sync sometimes >/dev/null 2>"$TMP/err"
 RC=$?
 expect cli_store_sync_bad_value_exit_2 $([ $RC = 2 ] && grep -q 'store-sync' "$TMP/err"; echo $?) "exit $RC"
