@@ -22,6 +22,12 @@ void pilot_heap_free(pilot_heap *h)
 	*h = (pilot_heap){ 0 };
 }
 
+/* a before b: smaller key, or equal key and set earlier. */
+static int before(const pilot_heap_node *a, const pilot_heap_node *b)
+{
+	return a->key < b->key || (a->key == b->key && a->seq < b->seq);
+}
+
 static void place(pilot_heap *h, size_t i, pilot_heap_node *n)
 {
 	h->v[i] = n;
@@ -32,7 +38,7 @@ static void sift_up(pilot_heap *h, size_t i)
 {
 	pilot_heap_node *n = h->v[i];
 
-	while (i > 0 && h->v[(i - 1) / 2]->key > n->key) {
+	while (i > 0 && before(n, h->v[(i - 1) / 2])) {
 		place(h, i, h->v[(i - 1) / 2]);
 		i = (i - 1) / 2;
 	}
@@ -48,9 +54,9 @@ static void sift_down(pilot_heap *h, size_t i)
 
 		if (c >= h->len)
 			break;
-		if (c + 1 < h->len && h->v[c + 1]->key < h->v[c]->key)
+		if (c + 1 < h->len && before(h->v[c + 1], h->v[c]))
 			c++;
-		if (n->key <= h->v[c]->key)
+		if (!before(h->v[c], n))
 			break;
 		place(h, i, h->v[c]);
 		i = c;
@@ -73,11 +79,15 @@ int pilot_heap_set(pilot_heap *h, pilot_heap_node *n, uint64_t key)
 			h->cap = cap;
 		}
 		n->key = key;
+		n->seq = h->seq++;
 		place(h, h->len++, n);
 		sift_up(h, n->idx);
 		return 0;
 	}
+	if (n->key == key)
+		return 0;
 	n->key = key;
+	n->seq = h->seq++;
 	sift_down(h, n->idx);
 	sift_up(h, n->idx);
 	return 0;

@@ -2,8 +2,11 @@
  *
  * Each element embeds a pilot_heap_node; the node remembers its slot, so moving an
  * element to a new key or removing it is O(log n) without a search. Equal keys
- * come out in no particular order. Used by the connection table (stream/conn.c)
- * and the TUN bridge (daemon/tunbridge.c) for their per-element deadlines.
+ * come out first in, first out (in the order they were inserted or last given a
+ * new key), so a loop's timers due in the same millisecond run in the order they
+ * were armed. Used by the event loop (lib/loop.c) for its timers, the connection
+ * table (stream/conn.c) and the TUN bridge (daemon/tunbridge.c) for their
+ * per-element deadlines.
  *
  *   struct flow { pilot_heap_node hn; ... };
  *   pilot_heap_set(&h, &f->hn, deadline);           insert or move
@@ -19,7 +22,8 @@
 
 typedef struct pilot_heap_node {
 	uint64_t key;
-	size_t idx; /* slot in the heap; PILOT_HEAP_NONE = not in it */
+	uint64_t seq; /* order among equal keys: the heap's counter when key was set */
+	size_t idx;   /* slot in the heap; PILOT_HEAP_NONE = not in it */
 } pilot_heap_node;
 
 #define PILOT_HEAP_NONE SIZE_MAX
@@ -29,7 +33,8 @@ typedef struct pilot_heap_node {
 typedef struct pilot_heap {
 	pilot_heap_node **v;
 	size_t len, cap;
-	int fixed; /* created with a capacity: never grows */
+	uint64_t seq; /* next node's order among equal keys */
+	int fixed;    /* created with a capacity: never grows */
 } pilot_heap;
 
 /* cap > 0: room for exactly cap nodes, allocated now. 0 or -ENOMEM. */
@@ -37,8 +42,9 @@ int pilot_heap_init(pilot_heap *h, size_t cap);
 void pilot_heap_free(pilot_heap *h); /* the array; nodes are the caller's */
 static inline void pilot_heap_node_init(pilot_heap_node *n) { n->idx = PILOT_HEAP_NONE; }
 static inline int pilot_heap_contains(const pilot_heap_node *n) { return n->idx != PILOT_HEAP_NONE; }
-/* Insert n with key, or move it there if it is in already. 0, -ENOMEM or -ENOSPC
- * (then n is unchanged). */
+/* Insert n with key, or move it there if it is in already (a move to the key it
+ * has keeps its place among equal keys). 0, -ENOMEM or -ENOSPC (then n is
+ * unchanged). */
 int pilot_heap_set(pilot_heap *h, pilot_heap_node *n, uint64_t key);
 /* Take n out; nothing if it is not in. */
 void pilot_heap_remove(pilot_heap *h, pilot_heap_node *n);

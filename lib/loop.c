@@ -1,7 +1,9 @@
 /* Single-threaded epoll loop (after Redis ae.c): per-fd handlers in an array
- * indexed by fd, timers in a binary min-heap with lazy deletion, signals through
- * signalfd. Nothing is allocated per event; arrays only grow. */
+ * indexed by fd, timers in lib/heap's indexed min-heap (deleted at once, O(log n)),
+ * signals through signalfd. Nothing is allocated per event; arrays only grow. */
 #include "lib/loop.h"
+
+#include "lib/heap.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -14,10 +16,13 @@
 
 #define MAX_EVENTS 256
 /* A timer id is (sequence << SLOT_BITS) | slot: O(1) lookup on delete, and the
- * 40-bit sequence makes ids unique for 2^40 timers. */
+ * 40-bit sequence makes ids unique for 2^40 timers. Slots live in chunks that
+ * never move, because the heap points at the node inside each slot. */
 #define SLOT_BITS 24
 #define SLOT_MASK ((1u << SLOT_BITS) - 1)
 #define MAX_SLOTS (1u << SLOT_BITS)
+#define CHUNK_BITS  8
+#define CHUNK_SLOTS (1u << CHUNK_BITS)
 
 struct fd_ent {
 	pilot_fd_cb cb;
@@ -32,11 +37,7 @@ struct timer_slot {
 	pilot_timer_cb cb;
 	void *arg;
 	uint32_t next_free;
-};
-
-struct heap_ent {
-	uint64_t when;
-	uint64_t id;
+	pilot_heap_node hn; /* key = deadline (ms); in the heap while armed */
 };
 
 struct pilot_loop {
@@ -48,12 +49,10 @@ struct pilot_loop {
 	struct fd_ent *fds;
 	int nfds;
 
-	struct timer_slot *slots;
+	struct timer_slot **chunks; /* slot s: chunks[s >> CHUNK_BITS][s % CHUNK_SLOTS] */
 	uint32_t nslots, free_head; /* free_head: slot index + 1, 0 = none */
-	struct heap_ent *heap;
-	size_t heap_len, heap_cap, stale;
+	pilot_heap timers;
 	uint64_t seq;
-	uint64_t firing; /* id of the timer whose callback runs now */
 
 	pilot_hook_cb before_sleep;
 	void *before_sleep_arg;
@@ -117,8 +116,10 @@ void pilot_loop_free(pilot_loop *l)
 		close(l->sigfd);
 	close(l->epfd);
 	free(l->fds);
-	free(l->slots);
-	free(l->heap);
+	for (uint32_t c = 0; c < l->nslots / CHUNK_SLOTS; c++)
+		free(l->chunks[c]);
+	free(l->chunks);
+	pilot_heap_free(&l->timers);
 	free(l);
 }
 
@@ -231,117 +232,53 @@ static void dispatch_fd(pilot_loop *l, const struct epoll_event *ev)
 
 /* ---- timers ----------------------------------------------------------------- */
 
-static int heap_less(const struct heap_ent *a, const struct heap_ent *b)
+static struct timer_slot *slot_at(pilot_loop *l, uint32_t s)
 {
-	return a->when < b->when || (a->when == b->when && a->id < b->id);
-}
-
-static void heap_up(struct heap_ent *h, size_t i)
-{
-	struct heap_ent x = h[i];
-
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-
-		if (!heap_less(&x, &h[p]))
-			break;
-		h[i] = h[p];
-		i = p;
-	}
-	h[i] = x;
-}
-
-static void heap_down(struct heap_ent *h, size_t n, size_t i)
-{
-	struct heap_ent x = h[i];
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= n)
-			break;
-		if (c + 1 < n && heap_less(&h[c + 1], &h[c]))
-			c++;
-		if (!heap_less(&h[c], &x))
-			break;
-		h[i] = h[c];
-		i = c;
-	}
-	h[i] = x;
-}
-
-static int heap_push(pilot_loop *l, uint64_t when, uint64_t id)
-{
-	if (l->heap_len == l->heap_cap) {
-		size_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
-		struct heap_ent *h = realloc(l->heap, cap * sizeof(*h));
-
-		if (!h)
-			return -ENOMEM;
-		l->heap = h;
-		l->heap_cap = cap;
-	}
-	l->heap[l->heap_len] = (struct heap_ent){ when, id };
-	heap_up(l->heap, l->heap_len++);
-	return 0;
-}
-
-static void heap_pop(pilot_loop *l)
-{
-	l->heap[0] = l->heap[--l->heap_len];
-	if (l->heap_len)
-		heap_down(l->heap, l->heap_len, 0);
+	return &l->chunks[s >> CHUNK_BITS][s & (CHUNK_SLOTS - 1)];
 }
 
 static struct timer_slot *live_slot(pilot_loop *l, uint64_t id)
 {
 	uint32_t s = (uint32_t)(id & SLOT_MASK);
+	struct timer_slot *t;
 
-	if (id == 0 || s >= l->nslots || l->slots[s].id != id)
+	if (id == 0 || s >= l->nslots)
 		return NULL;
-	return &l->slots[s];
-}
-
-/* Deleted timers leave their heap entry behind; drop them all once they
- * outnumber the live ones so re-armed idle timers cannot grow the heap. */
-static void heap_compact(pilot_loop *l)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < l->heap_len; i++)
-		if (live_slot(l, l->heap[i].id))
-			l->heap[n++] = l->heap[i];
-	l->heap_len = n;
-	l->stale = 0;
-	for (i = n / 2; i-- > 0;)
-		heap_down(l->heap, n, i);
+	t = slot_at(l, s);
+	return t->id == id ? t : NULL;
 }
 
 static int alloc_slot(pilot_loop *l, uint32_t *out)
 {
-	struct timer_slot *p;
-	uint32_t n;
+	struct timer_slot **chunks, *c;
+	uint32_t n = l->nslots / CHUNK_SLOTS;
 
 	if (l->free_head) {
 		*out = l->free_head - 1;
-		l->free_head = l->slots[*out].next_free;
+		l->free_head = slot_at(l, *out)->next_free;
 		return 0;
 	}
 	if (l->nslots == MAX_SLOTS)
 		return -ENOMEM;
-	n = l->nslots ? l->nslots * 2 : 64;
-	p = realloc(l->slots, (size_t)n * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	memset(p + l->nslots, 0, (size_t)(n - l->nslots) * sizeof(*p));
-	l->slots = p;
-	/* Chain the new slots (except the first, returned now) onto the free list. */
-	for (uint32_t i = n - 1; i > l->nslots; i--) {
-		p[i].next_free = l->free_head;
-		l->free_head = i + 1;
+	/* The chunk table doubles; chunks themselves never move. */
+	if ((n & (n - 1)) == 0) {
+		chunks = realloc(l->chunks, (size_t)(n ? 2 * n : 1) * sizeof(*chunks));
+		if (!chunks)
+			return -ENOMEM;
+		l->chunks = chunks;
 	}
+	if (!(c = calloc(CHUNK_SLOTS, sizeof(*c))))
+		return -ENOMEM;
+	l->chunks[n] = c;
+	/* Chain the new slots (except the first, returned now) onto the free list. */
+	for (uint32_t i = CHUNK_SLOTS - 1; i > 0; i--) {
+		pilot_heap_node_init(&c[i].hn);
+		c[i].next_free = l->free_head;
+		l->free_head = l->nslots + i + 1;
+	}
+	pilot_heap_node_init(&c[0].hn);
 	*out = l->nslots;
-	l->nslots = n;
+	l->nslots += CHUNK_SLOTS;
 	return 0;
 }
 
@@ -349,6 +286,7 @@ static void free_slot(pilot_loop *l, struct timer_slot *t)
 {
 	uint32_t s = (uint32_t)(t->id & SLOT_MASK);
 
+	pilot_heap_remove(&l->timers, &t->hn);
 	t->id = 0;
 	t->cb = NULL;
 	t->arg = NULL;
@@ -358,49 +296,39 @@ static void free_slot(pilot_loop *l, struct timer_slot *t)
 
 uint64_t pilot_loop_add_timer(pilot_loop *l, int64_t ms, pilot_timer_cb cb, void *arg)
 {
+	struct timer_slot *t;
 	uint32_t s;
-	uint64_t id;
 
 	if (!cb || alloc_slot(l, &s) < 0)
 		return 0;
-	id = ++l->seq << SLOT_BITS | s;
+	t = slot_at(l, s);
+	t->id = ++l->seq << SLOT_BITS | s;
+	t->cb = cb;
+	t->arg = arg;
 	/* 0 ms: due at the loop's current time, so a timer added while the fd events
 	 * are dispatched runs in this iteration's timer round, not after a 1 ms sleep
 	 * when the millisecond clock ticked meanwhile (the UDP flush and the TUN
 	 * bridge's deferred pump use this to run "after the batch"). */
-	if (heap_push(l, ms > 0 ? pilot_now_ms() + (uint64_t)ms : l->now, id) < 0) {
-		l->slots[s].id = id;
-		free_slot(l, &l->slots[s]);
+	if (pilot_heap_set(&l->timers, &t->hn, ms > 0 ? pilot_now_ms() + (uint64_t)ms : l->now) < 0) {
+		free_slot(l, t);
 		return 0;
 	}
-	l->slots[s] = (struct timer_slot){ .id = id, .cb = cb, .arg = arg };
-	return id;
+	return t->id;
 }
 
 void pilot_loop_del_timer(pilot_loop *l, uint64_t id)
 {
 	struct timer_slot *t = live_slot(l, id);
 
-	if (!t)
-		return;
-	free_slot(l, t);
-	if (id == l->firing) /* already off the heap */
-		return;
-	if (++l->stale > 64 && l->stale > l->heap_len / 2)
-		heap_compact(l);
+	if (t)
+		free_slot(l, t);
 }
 
-/* Pops deleted entries off the top; returns the first live one or NULL. */
-static struct heap_ent *heap_top(pilot_loop *l)
+static struct timer_slot *top_timer(pilot_loop *l)
 {
-	while (l->heap_len) {
-		if (live_slot(l, l->heap[0].id))
-			return &l->heap[0];
-		heap_pop(l);
-		if (l->stale)
-			l->stale--;
-	}
-	return NULL;
+	pilot_heap_node *n = pilot_heap_top(&l->timers);
+
+	return n ? PILOT_HEAP_ENTRY(n, struct timer_slot, hn) : NULL;
 }
 
 static void run_timers(pilot_loop *l)
@@ -408,22 +336,20 @@ static void run_timers(pilot_loop *l)
 	/* Timers added by callbacks in this round wait for the next one, so a
 	 * callback adding 0 ms timers cannot starve the fds. */
 	uint64_t last_seq = l->seq;
-	struct heap_ent *top;
+	struct timer_slot *t;
 
-	while ((top = heap_top(l)) && top->when <= l->now && top->id >> SLOT_BITS <= last_seq) {
-		uint64_t id = top->id;
-		struct timer_slot *t = live_slot(l, id);
+	while ((t = top_timer(l)) && t->hn.key <= l->now && t->id >> SLOT_BITS <= last_seq) {
+		uint64_t id = t->id;
 		int64_t again;
 
-		heap_pop(l);
-		l->firing = id;
+		/* Off the heap while it runs: a callback deleting itself only frees it. */
+		pilot_heap_remove(&l->timers, &t->hn);
 		again = t->cb(l, id, t->arg);
-		l->firing = 0;
 		/* The callback may have deleted itself (slot freed, maybe reused). */
 		t = live_slot(l, id);
 		if (!t)
 			continue;
-		if (again > 0 && heap_push(l, l->now + (uint64_t)again, id) == 0)
+		if (again > 0 && pilot_heap_set(&l->timers, &t->hn, l->now + (uint64_t)again) == 0)
 			continue;
 		free_slot(l, t);
 	}
@@ -431,13 +357,13 @@ static void run_timers(pilot_loop *l)
 
 static int next_timeout(pilot_loop *l, int timeout_ms)
 {
-	struct heap_ent *top = heap_top(l);
+	struct timer_slot *top = top_timer(l);
 	uint64_t now, d;
 
 	if (!top)
 		return timeout_ms;
 	now = pilot_now_ms();
-	d = top->when > now ? top->when - now : 0;
+	d = top->hn.key > now ? top->hn.key - now : 0;
 	if (d > INT32_MAX)
 		d = INT32_MAX;
 	if (timeout_ms >= 0 && (uint64_t)timeout_ms < d)

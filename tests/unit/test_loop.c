@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -115,6 +116,46 @@ static void test_timer_delete_during_dispatch(void **state)
 	pilot_loop_del_timer(l, r.ids[2]);
 	pilot_loop_del_timer(l, 0);
 	pilot_loop_del_timer(l, 12345678);
+	pilot_loop_free(l);
+}
+
+struct fifo {
+	uint64_t ids[1000];
+	int fired[1000], n;
+};
+
+static int64_t fifo_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	struct fifo *f = arg;
+
+	(void)l;
+	for (int i = 0; i < 1000; i++)
+		if (f->ids[i] == id)
+			f->fired[f->n++] = i;
+	return 0;
+}
+
+/* Timers due in the same millisecond run in the order they were armed, also
+ * across the slot table's growth (1000 timers: four chunks) and with some
+ * deleted in between. */
+static void test_timers_same_deadline_fifo(void **state)
+{
+	pilot_loop *l = pilot_loop_new();
+	struct fifo *f = calloc(1, sizeof(*f));
+	int i, k = 0;
+
+	(void)state;
+	assert_non_null(f);
+	for (i = 0; i < 1000; i++)
+		assert_true((f->ids[i] = pilot_loop_add_timer(l, 0, fifo_cb, f)) != 0);
+	for (i = 0; i < 1000; i += 7)
+		pilot_loop_del_timer(l, f->ids[i]);
+	assert_int_equal(pilot_loop_run_once(l, 5), 0);
+	for (i = 0; i < 1000; i++)
+		if (i % 7)
+			assert_int_equal(f->fired[k++], i);
+	assert_int_equal(f->n, k);
+	free(f);
 	pilot_loop_free(l);
 }
 
@@ -308,6 +349,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timers_fire_in_order),
+		cmocka_unit_test(test_timers_same_deadline_fifo),
 		cmocka_unit_test(test_timer_rearm),
 		cmocka_unit_test(test_timer_delete_during_dispatch),
 		cmocka_unit_test(test_timer_delete_many),
