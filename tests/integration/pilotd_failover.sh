@@ -8,6 +8,8 @@
 # within 10 s both use the standby (pilotctl info/status say so), with the same
 # node ID, hostname and trust (a private node is found by hostname only by a
 # peer the registry knows it trusts), use the standby's beacon, and still ping.
+# A compat node (-compat-beacon with both bridges' ws:// URLs) redials the
+# standby's bridge and pings a through that beacon's relay.
 # The standby is what shares state today (two independent registries would give
 # the node another ID); PostgreSQL instances (part A) share it the same way.
 # Prints PASS:/FAIL: lines.
@@ -21,23 +23,26 @@ pd_init failover
 P=198.18.0.1
 S=198.18.0.2
 TOKEN=failover-test-token
-pd_lan a b c || { pt_fail namespaces_created; exit 1; }
+pd_lan a b c w || { pt_fail namespaces_created; exit 1; }
 pt_ns rdv2 && pt_attach rdv2 net $S/24 || { pt_fail namespaces_created; exit 1; }
 
 pt_spawn rdv "$PT_DIR/rdv.log" "$PD_RDV" -registry-addr $P:9000 -beacon-addr $P:9001 \
-	-store "$PT_DIR/primary.db" -replication-token $TOKEN -no-rate-limit -log-level debug
+	-store "$PT_DIR/primary.db" -wss-addr $P:8080 -wss-rate 0 -replication-token $TOKEN -no-rate-limit -log-level debug
 PRIMARY=$PT_PID
 pt_spawn rdv2 "$PT_DIR/rdv2.log" "$PD_RDV" -registry-addr $S:9000 -beacon-addr $S:9001 \
-	-store "$PT_DIR/standby.db" -standby $P:9000 -replication-token $TOKEN -no-rate-limit \
+	-store "$PT_DIR/standby.db" -wss-addr $S:8080 -wss-rate 0 -standby $P:9000 -replication-token $TOKEN -no-rate-limit \
 	-log-level debug
 pt_wait 10 pt_exec "$PT-rdv" bash -c "exec 3<>/dev/tcp/$P/9000" &&
 	pt_wait 10 pt_exec "$PT-rdv2" bash -c "exec 3<>/dev/tcp/$S/9000" ||
 	{ pt_fail rendezvous_started; exit 1; }
 
+WS_P=ws://$P:8080/v1/compat
+WS_S=ws://$S:8080/v1/compat
 PD_REGISTRY="$P:9000,$S:9000"
 PD_BEACON="$P:9001,$S:9001"
 pd_start a a -hostname alpha -keepalive 2s && pd_start b b -hostname beta -keepalive 2s &&
-	pd_start c c -keepalive 2s ||
+	pd_start c c -keepalive 2s &&
+	pd_start w w -keepalive 2s -transport=compat -compat-beacon "$WS_P,$WS_S" ||
 	{ pt_fail nodes_registered; exit 1; }
 pt_pass nodes_registered
 
@@ -83,6 +88,9 @@ eq info_registry_first "$(info a '["registry"]')" "$P:9000"
 eq info_registries_listed "$(info a '["registries"]')" "$P:9000,$S:9000"
 pt_check info_beacon_first pd_wait 10 beacon_is a $P:9001
 pt_check trust_pair pd_trust_pair a b
+pt_check trust_pair_compat pd_trust_pair w a
+eq compat_url_first "$(info w '["beacon"]')" "$WS_P"
+pt_check compat_ping_before pd_wait 10 pd_ping_ok w a
 pt_check ping_before pd_ping_ok a b
 pt_check find_private_before found b alpha a
 # the standby has what the primary acknowledged (snapshots at most 1 s apart)
@@ -109,9 +117,18 @@ pt_check b_uses_standby_beacon pd_wait 10 beacon_is b $S:9001
 echo "# beacon failover after $((SECONDS - t0)) s"
 pt_check trust_kept pd_trusts a b
 pt_check ping_after_failover pd_wait 10 pd_ping_ok a b
+# the compat node dialled the next URL (the standby's bridge) and reaches a
+# through that beacon's relay
+pt_check compat_uses_second_url pd_wait 10 beacon_is w "$WS_S"
+compat_state() { pd_ctl w info | pd_json "d['compat']$1"; }
+pt_check compat_connected pd_wait 5 compat_state "['connected']"
+pt_check compat_failover_counted pd_wait 2 compat_state "['failovers'] >= 1"
+pt_check compat_ping_after_failover pd_wait 10 pd_ping_ok w a
+echo "# compat failover: pinging through the standby's bridge after $((SECONDS - t0)) s"
 
 pd_stop a
 pd_stop b
 pd_stop c
+pd_stop w
 pt_cleanup
 exit $((PT_FAILED > 0))
