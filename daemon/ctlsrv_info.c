@@ -274,11 +274,14 @@ static void add_registry(node *n, json_object *o)
 	peer_stats ps = { 0 };
 
 	jw_set_bool(o, "registered", n->reg && registration_registered(n->reg));
-	jw_set_str(o, "registry", n->o.registry);
-	jw_set_str(o, "beacon", n->o.beacon);
-	jw_set_str(o, "listen_addr", n->endpoint);
 	if (n->peers)
 		peer_get_stats(n->peers, &ps);
+	/* The one in use (several configured: failover, issue 18), and the list. */
+	jw_set_str(o, "registry", n->reg ? regclient_addr(registration_client(n->reg)) : n->o.registry);
+	jw_set_str(o, "registries", n->o.registry);
+	jw_set_str(o, "beacon", n->peers && ps.beacon[0] ? ps.beacon : n->o.beacon);
+	jw_set_str(o, "beacons", n->o.beacon);
+	jw_set_str(o, "listen_addr", n->endpoint);
 	jw_set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");
 	jw_set_bool(o, "public", n->o.public_node);
 }

@@ -27,7 +27,9 @@ static json_object *registry_json(node *n)
 		regclient_get_stats(rc, &st);
 	for (int i = 0; i <= REGCLIENT_RTT_NB; i++)
 		replies += st.rtt_le[i];
-	jw_set_str(o, "address", n->o.registry);
+	jw_set_str(o, "address", rc ? regclient_addr(rc) : n->o.registry); /* in use */
+	jw_set_str(o, "configured", n->o.registry);
+	jw_set_int(o, "failovers", (int64_t)st.failovers);
 	jw_set_bool(o, "connected", st.connected);
 	jw_set_bool(o, "registered", n->reg && registration_registered(n->reg));
 	jw_set_bool(o, "tls", n->o.registry_tls);
@@ -44,7 +46,9 @@ static json_object *beacon_json(node *n)
 
 	if (n->peers)
 		peer_get_stats(n->peers, &ps);
-	jw_set_str(o, "address", n->o.beacon);
+	jw_set_str(o, "address", ps.beacon[0] ? ps.beacon : n->o.beacon); /* in use */
+	jw_set_str(o, "configured", n->o.beacon);
+	jw_set_int(o, "failovers", (int64_t)ps.beacon_failovers);
 	/* A DiscoverReply told us our public endpoint: the beacon answers. */
 	jw_set_bool(o, "reachable", ps.have_public_ep || n->st.discover_replies > 0);
 	jw_set_str(o, "public_endpoint", ps.have_public_ep ? ps.public_ep : "");

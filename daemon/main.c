@@ -11,6 +11,8 @@
 
 #include "daemon/ctlsrv.h"
 #include "daemon/node.h"
+#include "daemon/peer.h"
+#include "daemon/regclient.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/opts.h"
@@ -27,9 +29,13 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
 		    "JSON config file; keys are flag names with - or _; flags win", "file"),
 		OPT("registry", PILOT_OPT_STRING, &o->registry, NULL,
-		    "registry address (required; there is no built-in default)", "host:port"),
+		    "registry address (required; there is no built-in default); several "
+		    "separated by commas fail over in turn",
+		    "host:port[,host:port...]"),
 		OPT("beacon", PILOT_OPT_STRING, &o->beacon, NULL,
-		    "beacon for endpoint discovery, hole punching and relay; empty = none", "host:port"),
+		    "beacon for endpoint discovery, hole punching and relay; empty = none; several "
+		    "separated by commas fail over in turn",
+		    "ip:port[,ip:port...]"),
 		OPT("listen", PILOT_OPT_STRING, &o->listen, ":0",
 		    "UDP tunnel listen address (:0 = a free port)", "host:port"),
 		OPT("socket", PILOT_OPT_STRING, &o->socket, NULL,
@@ -192,6 +198,38 @@ static int valid_hostport(const char *s)
 	return colon[1] && !*end && port >= 0 && port <= 65535;
 }
 
+/* A comma-separated list of at most max items, each accepted by ok. */
+static int valid_list(const char *s, int (*ok)(const char *), int max)
+{
+	char item[300];
+	int n = 0;
+
+	do {
+		const char *end = strchr(s, ',');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+
+		while (len && *s == ' ')
+			s++, len--;
+		while (len && s[len - 1] == ' ')
+			len--;
+		if (!len || len >= sizeof(item) || ++n > max)
+			return 0;
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (!ok(item))
+			return 0;
+		s = end ? end + 1 : NULL;
+	} while (s);
+	return 1;
+}
+
+static int valid_ep(const char *s)
+{
+	transport_ep ep;
+
+	return transport_ep_parse(s, &ep) == 0;
+}
+
 /* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
 static int validate(node_options *o)
 {
@@ -203,10 +241,11 @@ static int validate(node_options *o)
 	if (empty(o->registry))
 		return usage_error("no registry configured: pass -registry HOST:PORT "
 				   "(or \"registry\" in the -config file)");
-	if (!valid_hostport(o->registry))
-		return usage_error("invalid -registry (want host:port)");
-	if (!empty(o->beacon) && transport_ep_parse(o->beacon, &ep) < 0)
-		return usage_error("invalid -beacon (want a numeric ip:port or [v6]:port)");
+	if (!valid_list(o->registry, valid_hostport, REGCLIENT_ADDR_MAX))
+		return usage_error("invalid -registry (want host:port, or up to 8 separated by commas)");
+	if (!empty(o->beacon) && !valid_list(o->beacon, valid_ep, PEER_BEACONS_MAX))
+		return usage_error("invalid -beacon (want a numeric ip:port or [v6]:port, or up to 8 "
+				   "separated by commas)");
 	if (!empty(o->endpoint) && transport_ep_parse(o->endpoint, &ep) < 0)
 		return usage_error("invalid -endpoint (want a numeric ip:port or [v6]:port)");
 	if (empty(o->listen) || !valid_hostport(o->listen))

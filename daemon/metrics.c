@@ -75,6 +75,8 @@ static void registry_series(node *n, FILE *f)
 			  st.connects);
 	pilot_prom_metric(f, "pilot_registry_client_connect_failures_total", "counter",
 			  "Registry connection attempts that failed.", st.connect_fails);
+	pilot_prom_metric(f, "pilot_registry_client_failovers_total", "counter",
+			  "Moves to the next of several -registry addresses.", st.failovers);
 	pilot_prom_metric(f, "pilot_registry_client_requests_total", "counter", "Registry requests written.", st.sent);
 	pilot_prom_metric(f, "pilot_registry_client_errors_total", "counter", "Registry error replies.", st.errors);
 	pilot_prom_metric(f, "pilot_registry_client_timeouts_total", "counter", "Registry requests that timed out.",
@@ -212,6 +214,8 @@ static void tunnel_series(node *n, FILE *f)
 	pilot_prom_metric(f, "pilot_tunnel_sent_packets_total", "counter", "Packets sent into tunnels.",
 			  ps.tx_packets);
 	pilot_prom_metric(f, "pilot_tunnel_rekeys_total", "counter", "Tunnel session rekeys.", ps.rekeys);
+	pilot_prom_metric(f, "pilot_tunnel_beacon_failovers_total", "counter",
+			  "Moves to the next of several -beacon addresses.", ps.beacon_failovers);
 	pilot_prom_metric(f, "pilot_tunnel_relay_switches_total", "counter", "Peers moved to the beacon relay.",
 			  ps.relay_switches);
 	pilot_prom_metric(f, "pilot_tunnel_direct_upgrades_total", "counter",

@@ -316,6 +316,33 @@ static bool usable_ip(const proto_endpoint *ep)
 	return memcmp(ep->ip, zero, 16) != 0 && !(memcmp(ep->ip, zero, 15) == 0 && ep->ip[15] == 1);
 }
 
+/* Item i of the -beacon list into ep; how many items there are (0 on error). */
+static unsigned beacon_item(const char *list, unsigned i, transport_ep *ep)
+{
+	char item[TRANSPORT_EP_STRLEN + 8];
+	unsigned n = 0;
+
+	do {
+		const char *end = strchr(list, ',');
+		size_t len = end ? (size_t)(end - list) : strlen(list);
+
+		while (len && *list == ' ')
+			list++, len--;
+		while (len && list[len - 1] == ' ')
+			len--;
+		if (len >= sizeof(item))
+			return 0;
+		if (n++ == i) {
+			memcpy(item, list, len);
+			item[len] = '\0';
+			if (transport_ep_parse(item, ep) < 0)
+				return 0;
+		}
+		list = end ? end + 1 : NULL;
+	} while (list);
+	return n;
+}
+
 static void discover_recv(void *ctx, transport_dgram *dg, size_t cnt)
 {
 	node *n = ctx;
@@ -327,6 +354,15 @@ static void discover_recv(void *ctx, transport_dgram *dg, size_t cnt)
 		if (proto_beacon_decode(dg[i].data, dg[i].len, &m) < 0 || m.type != BEACON_DISCOVER_REPLY)
 			continue;
 		n->st.discover_replies++;
+		for (unsigned b = 0, nb = 1; b < nb; b++) {
+			transport_ep ep;
+
+			nb = beacon_item(n->o.beacon, b, &ep);
+			if (nb && transport_ep_eq(&ep, &dg[i].ep)) {
+				n->beacon_first = b; /* the peer table starts with the one that answered */
+				break;
+			}
+		}
 		inet_ntop(m.ep.ip_len == 4 ? AF_INET : AF_INET6, m.ep.ip, ip, sizeof(ip));
 		/* A loopback or unspecified answer says nothing about the outside:
 		 * keep the local endpoint (the registry substitutes our source IP). */
@@ -347,8 +383,10 @@ static void send_discover(node *n)
 	transport_dgram dg = { 0 };
 	uint8_t msg[64];
 	int len = proto_beacon_discover(0, NULL, msg, sizeof(msg));
+	unsigned nb = beacon_item(n->o.beacon, 0, &dg.ep);
 
-	if (len < 0 || transport_ep_parse(n->o.beacon, &dg.ep) < 0)
+	/* Several beacons: each try goes to the next one. */
+	if (len < 0 || !nb || !beacon_item(n->o.beacon, (unsigned)n->discover_tries % nb, &dg.ep))
 		return;
 	dg.data = msg;
 	dg.len = (size_t)len;

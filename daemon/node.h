@@ -94,6 +94,7 @@ typedef struct node {
 	uint64_t notify_poll_ms;    /* loop time of the last Notify-driven poll */
 	bool poll_again;            /* asked to poll while one was in flight */
 	int discover_tries;
+	unsigned beacon_first; /* which -beacon answered the first Discover */
 	bool discovering, up, stopping, poll_inflight;
 	bool rotating;              /* rotate-key waits for the registry */
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */

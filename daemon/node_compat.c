@@ -102,6 +102,22 @@ static void free_roots(char **r)
 	}
 }
 
+/* Every item of the -compat-beacon list is a ws:// or wss:// URL. */
+static bool urls_ok(const char *list)
+{
+	int n = 0;
+
+	do {
+		while (*list == ' ')
+			list++;
+		if ((strncmp(list, "wss://", 6) && strncmp(list, "ws://", 5)) || ++n > WSS_URLS_MAX)
+			return false;
+		list = strchr(list, ',');
+		list = list ? list + 1 : NULL;
+	} while (list);
+	return true;
+}
+
 const char *node_compat_validate(const node_options *o)
 {
 	static char msg[600];
@@ -115,10 +131,9 @@ const char *node_compat_validate(const node_options *o)
 	if (m != NCM_UDP && empty(o->compat_beacon))
 		return "-transport=compat and -transport=auto need -compat-beacon "
 		       "wss://HOST[:PORT]/v1/compat (there is no built-in default)";
-	if (!empty(o->compat_beacon) && strncmp(o->compat_beacon, "wss://", 6)
-	    && strncmp(o->compat_beacon, "ws://", 5))
+	if (!empty(o->compat_beacon) && !urls_ok(o->compat_beacon))
 		return "invalid -compat-beacon (want wss://HOST[:PORT]/PATH, e.g. "
-		       "wss://beacon.example.org/v1/compat)";
+		       "wss://beacon.example.org/v1/compat, or up to 8 separated by commas)";
 	if (m == NCM_AUTO && empty(o->beacon))
 		return "-transport=auto needs -beacon HOST:PORT (the UDP beacon it probes first)";
 	if (m == NCM_AUTO && !empty(o->endpoint))
@@ -176,7 +191,8 @@ static void go_compat(node *n, const char *why)
 	if (!n->o.registry_tls)
 		log_warn("compat mode with the registry over plain TCP: UDP-blocking networks "
 			 "usually block that too; use -registry-tls with the registry on port 443");
-	if (!strncmp(n->o.compat_beacon, "ws://", 5))
+	if (!strncmp(n->o.compat_beacon, "ws://", 5) || strstr(n->o.compat_beacon, ",ws://") ||
+	    strstr(n->o.compat_beacon, ", ws://"))
 		log_warn("compat: -compat-beacon is ws:// (no TLS): the tunnel is still encrypted "
 			 "end to end, but the beacon is not authenticated");
 	else
@@ -346,10 +362,14 @@ void node_compat_info(node *n, json_object *o)
 	json_object_object_add(o, "tls_trust", json_object_new_string(pinned(&n->o) ? "pinned" : "system"));
 	if (!node_compat_on(n))
 		return;
-	json_object_object_add(o, "beacon", json_object_new_string(n->o.compat_beacon));
+	/* The URL in use (several: failover), and the list. */
+	json_object_object_add(o, "beacon",
+			       json_object_new_string(n->t ? wss_transport_url(n->t) : n->o.compat_beacon));
+	json_object_object_add(o, "compat_beacons", json_object_new_string(n->o.compat_beacon));
 	w = json_object_new_object();
 	if (n->t) {
 		wss_transport_get_stats(n->t, &ws);
+		json_object_object_add(w, "failovers", json_object_new_int64((int64_t)ws.url_failovers));
 		json_object_object_add(w, "connected", json_object_new_boolean(ws.connected));
 		json_object_object_add(w, "dials", json_object_new_int64((int64_t)ws.dials));
 		json_object_object_add(w, "auth_ok", json_object_new_int64((int64_t)ws.auth_ok));

@@ -567,6 +567,7 @@ static void peers_up(node *n)
 		.require_auth = n->o.require_auth,
 		.kdf = strcmp(n->o.kdf, "new") == 0 ? PILOT_KDF_NEW : PILOT_KDF_REF,
 		.beacon = node_compat_peer_beacon(n),
+		.beacon_first = node_compat_on(n) ? 0 : n->beacon_first,
 		.ctx = n,
 		.deliver = peer_deliver,
 		.lookup_key = peer_lookup_key,

@@ -1084,10 +1084,34 @@ static int64_t tick_cb(pilot_loop *l, uint64_t id, void *arg)
 	return DEF(pt->cfg.tick_ms, 200);
 }
 
+/* Several beacons (issue 18): the one in use left a Discover unanswered for
+ * beacon_dead_ms: move to the next and Discover there at once (sessions stay;
+ * relayed frames go to the new beacon, which learns our endpoint from it). */
+static void beacon_failover(peer_table *pt, uint64_t now)
+{
+	char from[TRANSPORT_EP_STRLEN];
+
+	if (pt->nbeacons < 2 || !pt->discover_wait_ms ||
+	    now - pt->discover_wait_ms < DEF(pt->cfg.beacon_dead_ms, 3000))
+		return;
+	transport_ep_format(&pt->beacon, from);
+	pt->beacon_i = (pt->beacon_i + 1) % pt->nbeacons;
+	pt->beacon = pt->beacons[pt->beacon_i];
+	memset(&pt->beacon_mtu, 0, sizeof(pt->beacon_mtu));
+	transport_ep_format(&pt->beacon, pt->st.beacon);
+	pt->st.beacon_failovers++;
+	pt->st.have_public_ep = false;
+	pt->discover_wait_ms = 0;
+	log_warn("beacon failover from=%s to=%s reason=\"Discover unanswered\"", from, pt->st.beacon);
+	peer_send_discover(pt);
+	pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
+}
+
 void peer_tick(peer_table *pt)
 {
 	uint64_t now = peer_now(pt);
 
+	beacon_failover(pt, now);
 	if (pt->has_beacon && now >= pt->next_discover_ms) {
 		peer_send_discover(pt);
 		pt->next_discover_ms = now + DEF(pt->cfg.discover_ms, 25000);
@@ -1135,6 +1159,31 @@ static int build_kx(const peer_table *pt, const pilot_x25519 *x, uint8_t *frame,
 	return proto_pilk_encode(&k, frame, PROTO_PILA_LEN);
 }
 
+/* "a:1,b:2" into pt->beacons. */
+static int parse_beacons(peer_table *pt, const char *list)
+{
+	char item[TRANSPORT_EP_STRLEN + 8];
+
+	do {
+		const char *end = strchr(list, ',');
+		size_t len = end ? (size_t)(end - list) : strlen(list);
+
+		while (len && *list == ' ')
+			list++, len--;
+		while (len && list[len - 1] == ' ')
+			len--;
+		if (!len || len >= sizeof(item) || pt->nbeacons == PEER_BEACONS_MAX)
+			return -EINVAL;
+		memcpy(item, list, len);
+		item[len] = '\0';
+		if (transport_ep_parse(item, &pt->beacons[pt->nbeacons]) < 0)
+			return -EINVAL;
+		pt->nbeacons++;
+		list = end ? end + 1 : NULL;
+	} while (list);
+	return 0;
+}
+
 peer_table *peer_table_new(pilot_loop *loop, transport *t, const peer_config *cfg,
 			   char *err, size_t errlen)
 {
@@ -1152,11 +1201,17 @@ peer_table *peer_table_new(pilot_loop *loop, transport *t, const peer_config *cf
 	pt->t = t;
 	pt->cfg = *cfg;
 	if (cfg->beacon && *cfg->beacon) {
-		if (transport_ep_parse(cfg->beacon, &pt->beacon) < 0) {
-			snprintf(err, errlen, "beacon %s: not a numeric host:port", cfg->beacon);
+		if (parse_beacons(pt, cfg->beacon) < 0) {
+			snprintf(err, errlen,
+				 "beacon %s: not a numeric host:port (or up to %d, "
+				 "separated by commas)",
+				 cfg->beacon, PEER_BEACONS_MAX);
 			free(pt);
 			return NULL;
 		}
+		pt->beacon_i = cfg->beacon_first < pt->nbeacons ? cfg->beacon_first : 0;
+		pt->beacon = pt->beacons[pt->beacon_i];
+		transport_ep_format(&pt->beacon, pt->st.beacon);
 		pt->has_beacon = true;
 	}
 	pt->cfg.beacon = NULL; /* not kept: the caller's string */

@@ -51,13 +51,18 @@ enum peer_pin {
  * relay (a compat node, tunnel.md §10): relay pinned, no punch, no direct probe. */
 typedef void (*peer_resolve_done)(void *arg, const char *hostport, bool relay_only);
 
+#define PEER_BEACONS_MAX 8
+
 typedef struct peer_config {
 	uint32_t node;                    /* own node ID */
 	const pilot_identity *identity;   /* NULL = no identity: PILK instead of PILA */
 	bool encrypt;                     /* PILS; false = plaintext PILT network */
 	bool require_auth;                /* never accept PILK (pilotd's default) */
 	enum pilot_kdf kdf;               /* default variant (PILOT_KDF_REF) */
-	const char *beacon;               /* "host:port" or NULL */
+	/* "host:port", several comma-separated (failover: a Discover unanswered
+	 * for beacon_dead_ms moves to the next one), or NULL. */
+	const char *beacon;
+	unsigned beacon_first; /* index of the one to start with */
 	void *ctx;
 	/* Decoded, CRC-checked packet from from_node (inner Src checked). */
 	void (*deliver)(void *ctx, uint32_t from_node, const uint8_t *pkt, size_t len);
@@ -90,6 +95,7 @@ typedef struct peer_config {
 	uint32_t silence_ms;          /* peer silent while we send → re-validate (8000) */
 	uint32_t keepalive_ms;        /* send silence → keepalive (25000) */
 	uint32_t discover_ms;         /* beacon Discover period (25000) */
+	uint32_t beacon_dead_ms;      /* Discover unanswered: next beacon (3000) */
 } peer_config;
 
 /* Creates the table and points the transport's receive callback at it. The
@@ -179,8 +185,10 @@ typedef struct peer_stats {
 	uint64_t punch_unattributed;  /* ... to no peer (someone else asked to punch us) */
 	uint64_t reresolves;          /* registry resolves for relay peers */
 	uint64_t keepalives_sent;
+	uint64_t beacon_failovers; /* moves to the next configured beacon */
 	bool have_public_ep;
 	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */
+	char beacon[TRANSPORT_EP_STRLEN];    /* the beacon in use, "" = none */
 } peer_stats;
 
 void peer_get_stats(const peer_table *pt, peer_stats *st);

@@ -121,7 +121,10 @@ struct peer_table {
 	uint8_t kx_frame[PROTO_PILA_LEN];
 	size_t kx_frame_len;
 	bool has_beacon;
-	transport_ep beacon;
+	transport_ep beacon; /* in use: beacons[beacon_i] */
+	transport_ep beacons[PEER_BEACONS_MAX];
+	unsigned nbeacons, beacon_i;
+	uint64_t discover_wait_ms;     /* peer_now() of the oldest unanswered Discover, 0 */
 	peer_mtu beacon_mtu;           /* towards the beacon (relayed and unknown paths) */
 	uint64_t tick_timer, next_discover_ms, last_discover_ts;
 	uint64_t last_discover_ms;          /* peer_now() of the last Discover sent */

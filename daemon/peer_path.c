@@ -345,6 +345,8 @@ void peer_send_discover(peer_table *pt)
 	int n;
 
 	pt->last_discover_ms = peer_now(pt);
+	if (!pt->discover_wait_ms)
+		pt->discover_wait_ms = pt->last_discover_ms ? pt->last_discover_ms : 1;
 	if (!pt->cfg.identity) {
 		n = proto_beacon_discover(pt->cfg.node, NULL, msg, sizeof(msg));
 		if (n > 0)
@@ -507,6 +509,7 @@ void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len)
 	}
 	switch (m.type) {
 	case BEACON_DISCOVER_REPLY:
+		pt->discover_wait_ms = 0; /* the beacon in use answers */
 		ep_from_proto(&m.ep, &ep);
 		transport_ep_format(&ep, pt->st.public_ep);
 		pt->st.have_public_ep = true;

@@ -29,6 +29,7 @@
 #define RC_ATTEMPT_DEFAULT 2000
 #define RC_MAX_SENDS 2
 #define RC_RECENT 32
+#define RC_ADDR_MAX        REGCLIENT_ADDR_MAX
 
 enum rc_state { RC_IDLE, RC_WAIT, RC_CONNECTING, RC_HANDSHAKE, RC_UP };
 
@@ -46,7 +47,12 @@ struct rc_req {
 
 struct regclient {
 	pilot_loop *loop;
-	char *host, *port;
+	char *host, *port; /* the address in use: hosts[cur], ports[cur] */
+	char *hosts[RC_ADDR_MAX], *ports[RC_ADDR_MAX], *addrs[RC_ADDR_MAX];
+	size_t naddr, cur;
+	bool leave_addr; /* a read_only reply: this one is a standby */
+	void (*on_switch)(void *arg, const char *addr);
+	void *on_switch_arg;
 	const pilot_identity *id;
 	size_t queue_max;
 	int64_t timeout_ms, attempt_ms, bmin, bmax, backoff;
@@ -471,6 +477,22 @@ static void conn_close(regclient *c)
 	c->st.connected = 0;
 }
 
+/* Move on to the next configured address (failover, issue 18): after a
+ * failed connect, an unanswered attempt, or a read_only reply. */
+static void next_addr(regclient *c, const char *why)
+{
+	size_t from = c->cur;
+
+	if (c->naddr < 2)
+		return;
+	c->cur = (c->cur + 1) % c->naddr;
+	c->host = c->hosts[c->cur];
+	c->port = c->ports[c->cur];
+	c->st.failovers++;
+	log_warn("registry failover from=%s:%s to=%s:%s reason=\"%s\"", c->hosts[from], c->ports[from],
+		 c->host, c->port, why);
+}
+
 static int64_t retry_fire(pilot_loop *l, uint64_t id, void *arg)
 {
 	regclient *c = arg;
@@ -507,6 +529,7 @@ static void connect_failed(regclient *c, int err)
 	log_debug("registry connect failed addr=%s:%s err=\"%s\"", c->host, c->port, strerror(-err));
 	c->st.connect_fails++;
 	conn_close(c);
+	next_addr(c, "connect failed");
 	schedule_retry(c);
 }
 
@@ -533,14 +556,24 @@ static void drive_handshake(regclient *c)
 		connect_failed(c, r);
 		return;
 	}
+	bool switched = c->st.connects > 0 && c->cur != c->st.in_use;
+
 	c->state = RC_UP;
 	c->st.connects++;
 	c->st.connected = 1;
+	c->st.in_use = c->cur;
 	log_debug("registry connected addr=%s:%s transport=%s", c->host, c->port, c->tp->name);
+	if (switched)
+		log_info("registry in use is now addr=%s:%s", c->host, c->port);
 	pilot_loop_mod_fd(c->loop, c->fd, PILOT_EV_READ);
 	send_head(c);
-	if (c->st.connects > 1 && c->on_reconnect)
+	if (c->st.connects > 1 && c->on_reconnect) {
 		c->on_reconnect(c->on_reconnect_arg);
+		if (c->dying || c->state != RC_UP)
+			return;
+	}
+	if (switched && c->on_switch)
+		c->on_switch(c->on_switch_arg, regclient_addr(c));
 }
 
 static void connected(regclient *c)
@@ -759,8 +792,14 @@ static void got_reply(regclient *c, json_object *reply)
 	if (busy_retry(c, reply))
 		return;
 	if (json_object_is_type(json_object_object_get(reply, "error"), json_type_string)) {
+		const char *code = jw_get_str(reply, "code");
+
 		err = -EREMOTEIO;
 		c->st.errors++;
+		/* A read-only standby (registry.md §12) among several registries:
+		 * look for the writable one for what comes next. */
+		if (code && !strcmp(code, "read_only") && c->naddr > 1)
+			c->leave_addr = true;
 	}
 	complete_head(c, reply, err);
 }
@@ -787,6 +826,15 @@ static int process_frames(regclient *c)
 		json_object_put(o);
 		if (c->dying)
 			return -1;
+		if (c->leave_addr) {
+			c->leave_addr = false;
+			conn_close(c);
+			next_addr(c, "read-only standby");
+			c->backoff = 0;
+			arm_deadline(c);
+			schedule_retry(c);
+			return -1;
+		}
 		arm_deadline(c);
 		send_head(c);
 		if (c->state != RC_UP)
@@ -895,6 +943,7 @@ static int64_t deadline_fire(pilot_loop *l, uint64_t id, void *arg)
 				 c->host, c->port, jw_get_str(c->head->req, "type"));
 			c->st.retries++;
 			conn_close(c);
+			next_addr(c, "request unanswered");
 			c->inflight = false;
 			c->head->deadline = c->head->expire;
 			c->backoff = 0;
@@ -944,6 +993,62 @@ static int split_hostport(const char *addr, char **host, char **port)
 	return *host && *port ? 0 : -ENOMEM;
 }
 
+/* "a:9000,b:9000": up to RC_ADDR_MAX addresses, tried in this order. */
+static int split_list(regclient *c, const char *list, char *err, size_t errlen)
+{
+	const char *p = list ? list : "";
+
+	do {
+		const char *end;
+		size_t len;
+		char *one;
+		int r;
+
+		while (*p == ' ')
+			p++;
+		end = strchr(p, ',');
+		len = end ? (size_t)(end - p) : strlen(p);
+		while (len && p[len - 1] == ' ')
+			len--;
+		if (!(one = strndup(p, len))) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+
+		if (c->naddr == RC_ADDR_MAX) {
+			snprintf(err, errlen, "more than %d registry addresses", RC_ADDR_MAX);
+			free(one);
+			return -E2BIG;
+		}
+		r = split_hostport(one, &c->hosts[c->naddr], &c->ports[c->naddr]);
+		if (r == 0) {
+			c->addrs[c->naddr++] = one;
+		} else {
+			free(c->hosts[c->naddr]);
+			free(c->ports[c->naddr]);
+			c->hosts[c->naddr] = c->ports[c->naddr] = NULL;
+			snprintf(err, errlen,
+				 "registry address \"%s\" is not host:port (IPv6 as [addr]:port)", one);
+			free(one);
+			return r;
+		}
+		p = end ? end + 1 : NULL;
+	} while (p);
+	c->host = c->hosts[0];
+	c->port = c->ports[0];
+	return 0;
+}
+
+const char *regclient_addr(const regclient *c)
+{
+	return c->addrs[c->cur];
+}
+
+size_t regclient_naddr(const regclient *c)
+{
+	return c->naddr;
+}
+
 regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, size_t errlen)
 {
 	regclient *c = calloc(1, sizeof(*c));
@@ -953,9 +1058,7 @@ regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, 
 		return NULL;
 	}
 	c->fd = -1;
-	if (split_hostport(cfg->addr, &c->host, &c->port) < 0) {
-		snprintf(err, errlen, "registry address \"%s\" is not host:port (IPv6 as [addr]:port)",
-			 cfg->addr ? cfg->addr : "");
+	if (split_list(c, cfg->addr, err, errlen) < 0) {
 		regclient_free(c);
 		return NULL;
 	}
@@ -977,6 +1080,8 @@ regclient *regclient_new(pilot_loop *l, const regclient_config *cfg, char *err, 
 	c->on_send_arg = cfg->on_send_arg;
 	c->on_reconnect = cfg->on_reconnect;
 	c->on_reconnect_arg = cfg->on_reconnect_arg;
+	c->on_switch = cfg->on_switch;
+	c->on_switch_arg = cfg->on_switch_arg;
 	return c;
 }
 
@@ -988,8 +1093,11 @@ static void destroy(regclient *c)
 	pilot_loop_del_timer(c->loop, c->busy_timer);
 	conn_close(c);
 	free(c->rbuf);
-	free(c->host);
-	free(c->port);
+	for (size_t i = 0; i < c->naddr; i++) {
+		free(c->hosts[i]);
+		free(c->ports[i]);
+		free(c->addrs[i]);
+	}
 	free(c);
 }
 

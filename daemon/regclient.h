@@ -8,6 +8,13 @@
  * is retried after its retry_after_ms plus up to 50 % jitter; and request signing in the reference (v1) or the bound,
  * timestamped v2 format (rendezvous/SIGNATURES.md).
  *
+ * Several registries ("a:9000,b:9000", at most REGCLIENT_ADDR_MAX) are tried
+ * in turn: a failed connect, an attempt unanswered for attempt_timeout_ms, or a
+ * `read_only` reply (a standby, registry.md §12) moves on to the next address,
+ * with the same jittered backoff once a whole round has failed. The first
+ * reconnect after a lost connection goes to the same address (it may only have
+ * restarted). The address stays in use until it fails.
+ *
  * Every callback runs from the loop, never from inside regclient_request.
  * NOTE: the host name is resolved with a blocking getaddrinfo() each time a
  * connection is opened (start-up and reconnects only); pass a numeric address
@@ -26,6 +33,8 @@
 #include "lib/loop.h"
 
 typedef struct regclient regclient;
+
+#define REGCLIENT_ADDR_MAX 8
 
 /* reply is the response object (borrowed: valid during the call; take a
  * reference to keep it) or NULL on failure. err is 0 for a success response,
@@ -68,7 +77,7 @@ bool regclient_tls_fingerprint_ok(const char *s);
 void regclient_tls_config_free(regclient_tls_config *c); /* NULL-safe; after the client */
 
 typedef struct regclient_config {
-	const char *addr;               /* "host:port", "[v6]:port" */
+	const char *addr;               /* "host:port", "[v6]:port", comma-separated list */
 	const pilot_identity *id;       /* signing key; NULL = no signed requests */
 	size_t queue_max;               /* requests queued + in flight (default 256) */
 	int64_t timeout_ms;             /* from submission to reply (default 10000) */
@@ -86,6 +95,10 @@ typedef struct regclient_config {
 	 * and often its beacon, may have restarted). */
 	void (*on_reconnect)(void *arg);
 	void *on_reconnect_arg;
+	/* Called when a connection comes up on another address than the last
+	 * one that was up (after on_reconnect); addr is that address. */
+	void (*on_switch)(void *arg, const char *addr);
+	void *on_switch_arg;
 } regclient_config;
 
 /* Upper bounds (microseconds) of the reply-latency histogram buckets; the
@@ -102,6 +115,8 @@ typedef struct regclient_stats {
 	uint64_t timeouts;
 	uint64_t retries;       /* attempts unanswered in attempt_timeout_ms, sent again */
 	uint64_t busy;          /* busy replies, sent again after the registry's hint */
+	uint64_t failovers;     /* moves to the next configured address */
+	size_t in_use;          /* index of the address last connected */
 	int connected;
 	size_t queued;          /* pending requests, including the one in flight */
 	/* request written -> reply read, per bucket (not cumulative), + over the last bound */
@@ -143,6 +158,9 @@ int64_t regclient_clock_offset(const regclient *c);
 int64_t regclient_server_now(const regclient *c);
 
 void regclient_get_stats(const regclient *c, regclient_stats *st);
+/* The address in use (or being tried) as configured, and how many there are. */
+const char *regclient_addr(const regclient *c);
+size_t regclient_naddr(const regclient *c);
 
 /* The v1 challenge keyword for a request type ("request_handshake" ->
  * "handshake"), or NULL when the type has no v1 signature (register). */

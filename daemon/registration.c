@@ -344,7 +344,12 @@ static void on_poll(void *arg, json_object *reply, int err)
 static void heartbeat_failed(registration *r, json_object *reply, int err)
 {
 	log_result("heartbeat", reply, err);
-	if (++r->failures < r->max_failures)
+	/* A registry that does not know us (another one after a failover, or one
+	 * that lost its state): register at once, the key keeps the ID where the
+	 * state is shared. */
+	if (is_code(reply, "not_found"))
+		r->failures = r->max_failures;
+	else if (++r->failures < r->max_failures)
 		return;
 	log_warn("registry: %d heartbeats failed in a row; registering again node_id=%u",
 		 r->failures, r->node);
@@ -388,6 +393,22 @@ static int send_heartbeat(registration *r)
 	return n;
 }
 
+/* The registry client moved to another registry (failover): prove we are
+ * alive there now rather than at the next keepalive; a heartbeat refused as
+ * not_found registers again (heartbeat_failed). */
+static void on_switch(void *arg, const char *addr)
+{
+	registration *r = arg;
+
+	log_info("registry: now using registry=%s node_id=%u", addr, r->node);
+	if (r->stopping)
+		return;
+	if (r->registered && !r->hb_inflight && send_heartbeat(r) < 0)
+		log_warn("registry: cannot queue heartbeat");
+	else if (!r->registered && !r->reg_inflight && send_register(r) < 0)
+		log_warn("registry: cannot queue register");
+}
+
 static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
 {
 	registration *r = arg;
@@ -429,6 +450,8 @@ registration *registration_new(pilot_loop *l, const registration_config *cfg,
 	}
 	cc.addr = cfg->registry;
 	cc.id = cfg->id;
+	cc.on_switch = on_switch;
+	cc.on_switch_arg = r;
 	if (!(r->rc = regclient_new(l, &cc, err, errlen))) {
 		free(r);
 		return NULL;

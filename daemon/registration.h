@@ -36,7 +36,7 @@ typedef struct registration_callbacks {
 } registration_callbacks;
 
 typedef struct registration_config {
-	const char *registry;           /* "host:port" */
+	const char *registry;           /* "host:port", or several comma-separated (failover) */
 	const pilot_identity *id;       /* borrowed; must outlive the registration */
 	const char *listen_addr;        /* our UDP tunnel endpoint "host:port" */
 	const char *owner;              /* NULL/"" = none */

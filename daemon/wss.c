@@ -63,6 +63,8 @@ typedef struct wss {
 	int fd, mask;
 	char host[256], hosthdr[272], path[256];
 	int port;
+	char urls[WSS_URLS_MAX][512]; /* several: failover in turn (issue 16/18) */
+	unsigned nurls, url_i;
 	uint32_t node;
 	pilot_identity id;
 	int64_t ping_ms, pong_ms, bo_min, bo_max, dial_ms, backoff;
@@ -331,6 +333,24 @@ static int64_t jitter(int64_t ms)
 }
 
 /* The connection is gone (or never came): schedule the next dial. Idempotent. */
+static int parse_url(wss *c, const char *url);
+
+/* A dial that failed (not a connection that was up and dropped: that one is
+ * dialled again first, it may only have restarted) moves on to the next URL. */
+static void next_url(wss *c, const char *why)
+{
+	unsigned from = c->url_i;
+
+	if (c->nurls < 2)
+		return;
+	c->url_i = (c->url_i + 1) % c->nurls;
+	if (parse_url(c, c->urls[c->url_i]) < 0) /* checked at start */
+		return;
+	c->ws.url_failovers++;
+	log_warn("compat: beacon failover from=%s to=%s reason=\"%s\"", c->urls[from], c->urls[c->url_i],
+		 why);
+}
+
 static void lost(wss *c, const char *why)
 {
 	int64_t delay;
@@ -339,6 +359,8 @@ static void lost(wss *c, const char *why)
 		return;
 	if (c->state == C_READY)
 		c->ws.disconnects++;
+	else
+		next_url(c, why);
 	log_info("compat: connection to the beacon lost host=%s reason=\"%s\"", c->host, why);
 	c->state = C_IDLE;
 	c->ws.connected = false;
@@ -731,6 +753,7 @@ static int parse_url(wss *c, const char *url)
 	const char *p, *h, *end;
 	size_t hl;
 
+	c->tls = false;
 	if (!strncmp(url, "wss://", 6)) {
 		c->tls = true;
 		c->port = 443;
@@ -825,9 +848,42 @@ static int64_t tick_cb(pilot_loop *l, uint64_t id, void *arg)
 	return WSS_TICK_MS;
 }
 
+/* "u1,u2,...": each into c->urls (checked); -EINVAL or 0. *any_tls: one is wss://. */
+static int split_urls(wss *c, const char *list, bool *any_tls)
+{
+	*any_tls = false;
+	do {
+		const char *end = strchr(list, ',');
+		size_t len = end ? (size_t)(end - list) : strlen(list);
+
+		while (len && *list == ' ')
+			list++, len--;
+		while (len && list[len - 1] == ' ')
+			len--;
+		if (!len || len >= sizeof(c->urls[0]) || c->nurls == WSS_URLS_MAX)
+			return -EINVAL;
+		memcpy(c->urls[c->nurls], list, len);
+		c->urls[c->nurls][len] = '\0';
+		if (parse_url(c, c->urls[c->nurls]) < 0)
+			return -EINVAL;
+		*any_tls |= c->tls;
+		c->nurls++;
+		list = end ? end + 1 : NULL;
+	} while (list);
+	return 0;
+}
+
+const char *wss_transport_url(transport *t)
+{
+	wss *c = (wss *)t;
+
+	return c->urls[c->url_i];
+}
+
 transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_recv_cb cb,
 			     void *ctx, char *err, size_t errlen)
 {
+	bool any_tls = false;
 	wss *c = calloc(1, sizeof(*c));
 	const char *url = cfg->url && cfg->url[0] ? cfg->url : WSS_DEFAULT_URL;
 
@@ -840,10 +896,14 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 	c->loop = loop;
 	c->lw = (pilot_lws){ .loop = loop, .after = after_service, .arg = c };
 	c->base = (transport){ .ops = &wss_ops, .on_recv = cb, .ctx = ctx };
-	if (parse_url(c, url) < 0) {
-		snprintf(err, errlen, "compat URL %s: want wss://host[:port]/path or ws://...", url);
+	if (split_urls(c, url, &any_tls) < 0) {
+		snprintf(err, errlen,
+			 "compat URL %s: want wss://host[:port]/path or ws://... "
+			 "(or up to %d separated by commas)",
+			 url, WSS_URLS_MAX);
 		goto fail;
 	}
+	(void)parse_url(c, c->urls[0]); /* checked above */
 	if (!cfg->id || !cfg->node) {
 		snprintf(err, errlen, "compat: needs the node ID and identity");
 		goto fail;
@@ -857,8 +917,14 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 	c->dial_ms = cfg->dial_ms > 0 ? cfg->dial_ms : 20000;
 	c->backoff = c->bo_min;
 	c->ws.backoff_ms = c->backoff;
-	if (make_context(c, cfg, err, errlen) < 0)
-		goto fail;
+	{
+		bool first_tls = c->tls;
+
+		c->tls = any_tls; /* the context gets TLS if any URL needs it */
+		if (make_context(c, cfg, err, errlen) < 0)
+			goto fail;
+		c->tls = first_tls;
+	}
 	if (!(c->tick_timer = pilot_loop_add_timer(loop, WSS_TICK_MS, tick_cb, c))) {
 		snprintf(err, errlen, "compat: out of memory");
 		goto fail;

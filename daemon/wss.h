@@ -28,9 +28,13 @@ struct pilot_identity;
 #define WSS_DEFAULT_URL   "wss://beacon.pilotprotocol.network/v1/compat"
 #define WSS_PROTOCOL      "pilot.v1"
 #define WSS_MAX_MSG       65536
+#define WSS_URLS_MAX      8
 
 typedef struct wss_config {
-	const char *url;                 /* wss://host[:port]/path or ws://...; NULL = default */
+	const char *url;                 /* wss://host[:port]/path or ws://...; NULL = default;
+					  * several separated by commas: a dial that fails
+					  * moves on to the next (one that was up is dialled
+					  * again first) */
 	uint32_t node;                   /* own node ID (authenticated) */
 	const struct pilot_identity *id; /* own Ed25519 identity (copied) */
 	const char *tls_root;            /* NULL/"" = system trust; else pinned CA bundle (PEM) */
@@ -53,11 +57,14 @@ typedef struct wss_stats {
 	uint64_t ping_timeouts;
 	bool connected;          /* authenticated now */
 	int64_t backoff_ms;      /* the next re-dial delay */
+	uint64_t url_failovers;  /* moves to the next of several URLs */
 } wss_stats;
 
 /* t must come from wss_transport_new. */
 void wss_transport_get_stats(transport *t, wss_stats *st);
 bool wss_transport_connected(transport *t);
+/* The URL in use (or being dialled). */
+const char *wss_transport_url(transport *t);
 /* A new own identity (copied) for the next authentication (key rotation); the
  * current connection stays up. */
 void wss_transport_set_identity(transport *t, const struct pilot_identity *id);

@@ -48,6 +48,11 @@
 #define BCN_FLOW_WAYS    4
 #define BCN_READS_PER_WAKE 16              /* batches per wake-up, then let others run */
 #define BCN_NOTIFY_Q     1024              /* nodes with a deferred Notify */
+#define BCN_SYNC_MS        10000             /* full Sync to every peer beacon (tunnel.md §9.1) */
+#define BCN_LEARN_MS       (3 * BCN_SYNC_MS) /* a learned holder not re-announced: forgotten */
+#define BCN_LEARN_SETS     16384             /* learned holders: sets x BCN_FLOW_WAYS entries */
+#define BCN_SYNC_IDS       256               /* node IDs per Sync datagram (1 KiB + header) */
+#define BCN_TAG_LEN        16                /* keyed BLAKE2b tag on beacon-to-beacon messages */
 
 /* An endpoint, always as IPv6 (IPv4 as ::ffff:a.b.c.d); port in host order. */
 typedef struct bcn_ep {
@@ -112,6 +117,16 @@ struct beacon {
 	uint32_t notify_q[BCN_NOTIFY_Q]; /* nodes whose Notify waits for its gap */
 	unsigned nnotify;
 	uint64_t notify_timer;
+
+	/* cluster (BEACON.md "Several beacons"): peers, who holds which node */
+	bcn_ep peers[BEACON_PEERS_MAX];
+	unsigned npeers;
+	uint32_t self_id; /* our beacon ID in Sync (random) */
+	bool has_secret;
+	uint8_t secret[crypto_generichash_KEYBYTES];
+	bcn_flow *learned; /* from = node, to = peer index + 1, ms = last announced */
+	uint8_t *fwdbuf;   /* an injected (WSS) Relay forwarded to a peer, with its tag */
+	uint64_t sync_timer;
 
 	beacon_stats st;
 };
@@ -469,6 +484,8 @@ static bool proof_by_sig(beacon *b, const uint8_t *buf, uint32_t node, uint64_t 
 	return true;
 }
 
+static void sync_send_ids(beacon *b, const uint32_t *ids, unsigned n);
+
 /* Record node at src as verified. May rebuild the table: earlier entry pointers die. */
 static bcn_node *record_verified(beacon *b, uint32_t node, const bcn_ep *src)
 {
@@ -476,8 +493,11 @@ static bcn_node *record_verified(beacon *b, uint32_t node, const bcn_ep *src)
 
 	if (!e && !(e = node_insert(b, node)))
 		return NULL;
-	if (!ep_eq(&e->ep, src))
+	if (!ep_eq(&e->ep, src) || e->no_ep || !node_fresh(b, e)) {
 		log_debug("beacon: endpoint verified node=%" PRIu32 " port=%u", node, src->port);
+		if (b->npeers) /* tell the other beacons at once, not at the next full Sync */
+			sync_send_ids(b, &node, 1);
+	}
 	e->ep = *src;
 	e->no_ep = 0;
 	e->seen_ms = b->now_ms;
@@ -704,6 +724,194 @@ static void count_relay(beacon *b, bool from_wss, bool to_wss, size_t flen)
 		b->st.relay_udp_wss++;
 }
 
+/* ---- cluster (BEACON.md "Several beacons") ---------------------------------------- */
+
+static int split_addr(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
+
+static int peer_index(const beacon *b, const bcn_ep *src)
+{
+	for (unsigned i = 0; i < b->npeers; i++)
+		if (ep_eq(&b->peers[i], src))
+			return (int)i;
+	return -1;
+}
+
+static void peer_tag(const beacon *b, const uint8_t *msg, size_t len, uint8_t tag[BCN_TAG_LEN])
+{
+	crypto_generichash(tag, BCN_TAG_LEN, msg, len, b->secret, sizeof(b->secret));
+}
+
+static bcn_flow *learn_set(const beacon *b, uint32_t node)
+{
+	uint8_t in[5] = { 'L' };
+
+	proto_put32(in + 1, node);
+	return &b->learned[(bcn_hash(b, in, sizeof(in)) % BCN_LEARN_SETS) * BCN_FLOW_WAYS];
+}
+
+static void learn_note(beacon *b, uint32_t node, unsigned peer)
+{
+	bcn_flow *set = learn_set(b, node), *victim = set;
+
+	for (int i = 0; i < BCN_FLOW_WAYS; i++) {
+		if (set[i].to && set[i].from == node) {
+			victim = &set[i];
+			break;
+		}
+		if (set[i].ms < victim->ms)
+			victim = &set[i];
+	}
+	victim->from = node;
+	victim->to = peer + 1;
+	victim->ms = b->now_ms;
+}
+
+/* The peer that announced node in the last BCN_LEARN_MS, or -1. */
+static int learned_peer(const beacon *b, uint32_t node)
+{
+	const bcn_flow *set = learn_set(b, node);
+
+	for (int i = 0; i < BCN_FLOW_WAYS; i++)
+		if (set[i].to && set[i].from == node && set[i].ms + BCN_LEARN_MS >= b->now_ms)
+			return (int)set[i].to - 1;
+	return -1;
+}
+
+/* Send the original Relay on to the beacon that holds its destination. A UDP
+ * datagram sits in a receive slot with tail room for the tag; an injected (WSS)
+ * one is copied out and sent at once. */
+static void forward_to_peer(beacon *b, uint8_t *buf, size_t len, unsigned peer, bool in_slot)
+{
+	uint8_t *out = buf;
+
+	if (!in_slot) {
+		if (len > BCN_BUFSZ - BCN_TAG_LEN)
+			return;
+		memcpy(b->fwdbuf, buf, len);
+		out = b->fwdbuf;
+	}
+	if (b->has_secret) {
+		peer_tag(b, out, len, out + len);
+		len += BCN_TAG_LEN;
+	}
+	if (q_send(b, &b->peers[peer], out, len) == 0)
+		b->st.relay_forwarded++;
+	if (!in_slot)
+		beacon_flush(b);
+}
+
+/* Sync (tunnel.md §9, 07 ‖ beacon ID ‖ count ‖ IDs) to every peer, sent now. */
+static void sync_send_ids(beacon *b, const uint32_t *ids, unsigned n)
+{
+	uint8_t msg[7 + 4 * BCN_SYNC_IDS + BCN_TAG_LEN];
+	struct sockaddr_storage ss;
+	int len = proto_beacon_sync(b->self_id, ids, (uint16_t)n, msg, sizeof(msg) - BCN_TAG_LEN);
+
+	if (len < 0)
+		return;
+	if (b->has_secret) {
+		peer_tag(b, msg, (size_t)len, msg + len);
+		len += BCN_TAG_LEN;
+	}
+	for (unsigned i = 0; i < b->npeers; i++) {
+		socklen_t sl = ep_to_sa(b, &b->peers[i], &ss);
+
+		if (!sl || sendto(b->fd, msg, (size_t)len, 0, (struct sockaddr *)&ss, sl) < 0)
+			b->st.send_errors++;
+		else
+			b->st.syncs_sent++;
+	}
+}
+
+/* Every node held here (fresh, a verified UDP endpoint or a WSS connection). */
+static void sync_all(beacon *b)
+{
+	uint32_t ids[BCN_SYNC_IDS];
+	unsigned n = 0;
+
+	for (size_t i = 0; i < b->cap; i++) {
+		const bcn_node *e = &b->tab[i];
+
+		if (e->state != SLOT_USED || !node_fresh(b, e))
+			continue;
+		if (e->no_ep && !(b->has_sink && b->sink.has(b->sink.ctx, e->node)))
+			continue;
+		ids[n++] = e->node;
+		if (n == BCN_SYNC_IDS) {
+			sync_send_ids(b, ids, n);
+			n = 0;
+		}
+	}
+	if (n)
+		sync_send_ids(b, ids, n);
+}
+
+static int64_t sync_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	beacon *b = arg;
+
+	(void)l, (void)id;
+	b->now_ms = bcn_now(b);
+	sync_all(b);
+	return BCN_SYNC_MS;
+}
+
+int beacon_set_peers(beacon *b, const char *list, const char *secret, char *err, size_t errlen)
+{
+	char item[300], host[INET6_ADDRSTRLEN + 8], port[8];
+
+	if (b->npeers || !list || !*list) {
+		snprintf(err, errlen, "beacon peers: %s", b->npeers ? "already set" : "empty list");
+		return -EINVAL;
+	}
+	if (!(b->learned = calloc((size_t)BCN_LEARN_SETS * BCN_FLOW_WAYS, sizeof(*b->learned))) ||
+	    !(b->fwdbuf = malloc(BCN_BUFSZ))) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	do {
+		const char *end = strchr(list, ',');
+		size_t len = end ? (size_t)(end - list) : strlen(list);
+		char *e;
+		long v;
+
+		while (len && *list == ' ')
+			list++, len--;
+		while (len && list[len - 1] == ' ')
+			len--;
+		if (!len || len >= sizeof(item) || b->npeers == BEACON_PEERS_MAX) {
+			snprintf(err, errlen,
+				 "beacon peers: want up to %d numeric ip:port separated by commas",
+				 BEACON_PEERS_MAX);
+			b->npeers = 0;
+			return -EINVAL;
+		}
+		memcpy(item, list, len);
+		item[len] = '\0';
+		if (split_addr(item, host, sizeof(host), port, sizeof(port)) < 0 ||
+		    ip_parse(host, b->peers[b->npeers].ip) < 0 || (v = strtol(port, &e, 10)) < 1 ||
+		    v > 65535 || *e) {
+			snprintf(err, errlen, "beacon peer %s: want a numeric ip:port or [v6]:port", item);
+			b->npeers = 0;
+			return -EINVAL;
+		}
+		b->peers[b->npeers++].port = (uint16_t)v;
+		list = end ? end + 1 : NULL;
+	} while (list);
+	if (secret && *secret) {
+		crypto_generichash(b->secret, sizeof(b->secret), (const uint8_t *)secret, strlen(secret),
+				   NULL, 0);
+		b->has_secret = true;
+	}
+	b->self_id = randombytes_random();
+	if (!(b->sync_timer = pilot_loop_add_timer(b->loop, BCN_SYNC_MS, sync_cb, b))) {
+		snprintf(err, errlen, "out of memory");
+		b->npeers = 0;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* src NULL: injected by the WSS bridge, sender already authenticated. */
 static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg *m,
 		     const bcn_ep *src)
@@ -715,6 +923,9 @@ static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg
 		b->st.dropped_malformed++;
 		return;
 	}
+	bool here;
+	int peer = -1;
+
 	if (src) {
 		s = node_find_udp(b, m->node);
 		if (s && !ep_eq(&s->ep, src))
@@ -722,12 +933,21 @@ static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg
 	} else {
 		s = wss_sender(b, m->node); /* before any d: an insert may move entries */
 	}
-	if (!s || m->target == m->node || !dest_reachable(b, m->target, &d)
-	    || !relay_allowed(b, s, m->target, kind, m->rest_len)) {
+	here = s && dest_reachable(b, m->target, &d);
+	/* Not here, or here but silent for longer than another beacon has been
+	 * announcing it (the node moved): the beacon that holds it relays. */
+	if (s && b->npeers && (!here || (d && d->seen_ms + BCN_LEARN_MS < b->now_ms)))
+		peer = learned_peer(b, m->target);
+	if (!s || m->target == m->node || (!here && peer < 0) ||
+	    !relay_allowed(b, s, m->target, kind, m->rest_len)) {
 		b->st.relay_denied++;
 		return;
 	}
 	s->seen_ms = b->now_ms;
+	if (peer >= 0) {
+		forward_to_peer(b, buf, len, (unsigned)peer, src != NULL);
+		return;
+	}
 	/* 05 S S S S D D D D frame → __ __ __ __ 06 S S S S frame: move the header, not the frame */
 	memcpy(buf + 5, buf + 1, 4);
 	buf[4] = BEACON_RELAY_DELIVER;
@@ -739,13 +959,83 @@ static void on_relay(beacon *b, uint8_t *buf, size_t len, const proto_beacon_msg
 	}
 }
 
+/* A message from peer beacon p: its tag checked (with a secret), then a Sync
+ * (who holds which node) or a Relay it forwards for one of our nodes. */
+static void on_peer_msg(beacon *b, uint8_t *buf, size_t len, unsigned p)
+{
+	proto_beacon_msg m;
+	enum proto_frame_kind kind;
+	bcn_node *d;
+
+	if (b->has_secret) {
+		uint8_t tag[BCN_TAG_LEN];
+
+		if (len < 1 + BCN_TAG_LEN) {
+			b->st.peer_refused++;
+			return;
+		}
+		len -= BCN_TAG_LEN;
+		peer_tag(b, buf, len, tag);
+		if (sodium_memcmp(tag, buf + len, BCN_TAG_LEN) != 0) {
+			b->st.peer_refused++;
+			return;
+		}
+	}
+	if (proto_beacon_decode(buf, len, &m) < 0) {
+		b->st.peer_refused++;
+		return;
+	}
+	if (m.type == BEACON_SYNC) {
+		b->st.syncs_received++;
+		for (size_t i = 0; i < m.count; i++) {
+			uint32_t node = proto_get32(m.rest + 4 * i);
+
+			if (node && !node_find_fresh(b, node))
+				learn_note(b, node, p);
+		}
+		return;
+	}
+	if (m.type != BEACON_RELAY) {
+		b->st.peer_refused++;
+		return;
+	}
+	/* The sending beacon verified the sender and applied the relay rule; we
+	 * deliver only to a node of ours (never a second hop: no loops) and note
+	 * the flow so the answer passes here under the reply rule. */
+	kind = proto_frame_classify(m.rest, m.rest_len);
+	if (kind == PROTO_FRAME_INVALID || kind == PROTO_FRAME_BEACON || m.target == m.node ||
+	    !dest_reachable(b, m.target, &d)) {
+		b->st.peer_refused++;
+		return;
+	}
+	flow_note(b, m.node, m.target);
+	b->st.relay_from_peer++;
+	memcpy(buf + 5, buf + 1, 4);
+	buf[4] = BEACON_RELAY_DELIVER;
+	if (!d) {
+		b->sink.deliver(b->sink.ctx, m.target, buf + 4, len - 4);
+		count_relay(b, false, true, m.rest_len);
+	} else if (q_send(b, &d->ep, buf + 4, len - 4) == 0) {
+		count_relay(b, false, false, m.rest_len);
+	}
+}
+
 void beacon_handle_datagram(beacon *b, uint8_t *buf, size_t len, const struct sockaddr_storage *ss)
 {
 	proto_beacon_msg m;
 	bcn_ep src;
+	int p;
 
 	b->now_ms = bcn_now(b);
-	if (ep_from_sa(ss, &src) < 0 || proto_beacon_decode(buf, len, &m) < 0) {
+	if (ep_from_sa(ss, &src) < 0) {
+		b->st.dropped_malformed++;
+		return;
+	}
+	if (b->npeers && (p = peer_index(b, &src)) >= 0) {
+		on_peer_msg(b, buf, len, (unsigned)p);
+		return;
+	}
+	if (proto_beacon_decode(buf, len, &m) < 0) {
 		b->st.dropped_malformed++;
 		return;
 	}
@@ -970,7 +1260,12 @@ void beacon_free(beacon *b)
 		pilot_loop_del_timer(b->loop, b->sweep_timer);
 	if (b->notify_timer)
 		pilot_loop_del_timer(b->loop, b->notify_timer);
+	if (b->sync_timer)
+		pilot_loop_del_timer(b->loop, b->sync_timer);
 	sodium_memzero(b->hkey, sizeof(b->hkey));
+	sodium_memzero(b->secret, sizeof(b->secret));
+	free(b->learned);
+	free(b->fwdbuf);
 	free(b->tab);
 	free(b->flows);
 	free(b->punches);

@@ -15,6 +15,8 @@
 
 typedef struct beacon beacon;
 
+#define BEACON_PEERS_MAX 16
+
 /* addr: "host:port", "[v6]:port" or ":port" (dual-stack, IPv4 and IPv6).
  * reg may be NULL (standalone): then only nodes that sent a signed Discover are
  * verified (key bound first-write-wins) and no privacy rules apply between them.
@@ -51,9 +53,24 @@ typedef struct beacon_stats {
 	uint64_t relay_wss_udp;      /* relayed WSS sender -> UDP endpoint */
 	uint64_t relay_wss_wss;      /* relayed WSS sender -> WSS peer */
 	uint64_t inject_spoofed;     /* WSS datagrams naming another sender: dropped */
+	/* cluster (beacon_set_peers) */
+	uint64_t syncs_sent, syncs_received;
+	uint64_t relay_forwarded; /* Relays sent on to the peer beacon holding the destination */
+	uint64_t relay_from_peer; /* Relays from a peer beacon delivered to a node here */
+	uint64_t peer_refused;    /* from a peer: bad tag, malformed, destination not here */
 } beacon_stats;
 
 void beacon_get_stats(const beacon *b, beacon_stats *st);
+
+/* Cluster (BEACON.md "Several beacons"): the other beacons, numeric "ip:port"
+ * separated by commas (at most BEACON_PEERS_MAX). Every 10 s, and at once for a
+ * node newly verified here, each gets a Sync listing the nodes held here; a
+ * Relay for a node a peer announced in the last 30 s (and not held here) is
+ * sent on to that peer, which delivers it only to a node of its own. secret
+ * (NULL/"" = none): every beacon-to-beacon message carries a 16-byte keyed
+ * BLAKE2b tag and one without a valid tag is refused. Messages from a peer's
+ * address are only taken as peer messages. 0 or -errno with err set. */
+int beacon_set_peers(beacon *b, const char *list, const char *secret, char *err, size_t errlen);
 
 /* Notify (tunnel.md §9, type 0x0A) node, e.g. kind BEACON_NOTIFY_HANDSHAKE: a
  * relayed trust handshake waits in its registry inbox, poll now. Sent over its

@@ -35,6 +35,7 @@ struct options {
 	char *admin_token, *replication_token, *store_sync;
 	char *standby_tls_ca, *standby_tls_fpr;
 	char *wss_addr, *wss_tls_cert, *wss_tls_key;
+	char *beacon_peers, *beacon_peer_secret;
 	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
@@ -42,7 +43,7 @@ struct options {
 	long store_queue;
 };
 
-#define NOPTS 56
+#define NOPTS 58
 
 struct app {
 	struct options o;
@@ -66,87 +67,98 @@ static void options_table(struct options *o, pilot_opt *t)
 {
 	pilot_opt tab[] = {
 		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
-		  "JSON config file; keys are flag names with - or _; flags win", "file" ),
+		    "JSON config file; keys are flag names with - or _; flags win", "file"),
 		OPT("registry-addr", PILOT_OPT_STRING, &o->registry_addr, ":9000",
-		  "registry TCP listen address", "host:port" ),
-		OPT("beacon-addr", PILOT_OPT_STRING, &o->beacon_addr, ":9001",
-		  "beacon UDP listen address", "host:port" ),
+		    "registry TCP listen address", "host:port"),
+		OPT("beacon-addr", PILOT_OPT_STRING, &o->beacon_addr, ":9001", "beacon UDP listen address",
+		    "host:port"),
+		OPT("beacon-peers", PILOT_OPT_STRING, &o->beacon_peers, NULL,
+		    "other beacons of the cluster: Sync who holds which node and relay between "
+		    "them (rendezvous/BEACON.md); empty = none",
+		    "ip:port[,ip:port...]"),
+		OPT("beacon-peer-secret", PILOT_OPT_STRING, &o->beacon_peer_secret, NULL,
+		    "shared secret of the beacon cluster: beacon-to-beacon messages carry a tag "
+		    "keyed with it, others are refused",
+		    "secret"),
 		OPT("store", PILOT_OPT_STRING, &o->store, NULL,
-		  "registry database (SQLite); empty = in memory only", "path" ),
+		    "registry database (SQLite); empty = in memory only", "path"),
 		OPT("store-sync", PILOT_OPT_STRING, &o->store_sync, "normal",
-		  "normal: an acknowledged write survives a crash of this process, not a power cut; "
-		  "full: it is on the disk (an fsync per commit batch)", "mode" ),
+		    "normal: an acknowledged write survives a crash of this process, not a power cut; "
+		    "full: it is on the disk (an fsync per commit batch)",
+		    "mode"),
 		OPT("store-queue", PILOT_OPT_INT, &o->store_queue, "4096",
-		  "writes waiting for the disk before new ones are answered busy", "n", 1, 1000000 ),
+		    "writes waiting for the disk before new ones are answered busy", "n", 1, 1000000),
 		OPT("store-fsync-delay", PILOT_OPT_DURATION, &o->store_fsync_delay, "0",
-		  "testing only: every fsync of the store sleeps this long first (a slow disk)",
-		  "duration" ),
-		OPT("tls", PILOT_OPT_BOOL, &o->tls, NULL,
-		  "serve the registry over TLS", NULL ),
+		    "testing only: every fsync of the store sleeps this long first (a slow disk)",
+		    "duration"),
+		OPT("tls", PILOT_OPT_BOOL, &o->tls, NULL, "serve the registry over TLS", NULL),
 		OPT("tls-cert", PILOT_OPT_STRING, &o->tls_cert, NULL,
-		  "TLS certificate (PEM); empty = generated once beside -store", "file" ),
-		OPT("tls-key", PILOT_OPT_STRING, &o->tls_key, NULL,
-		  "TLS private key (PEM) for -tls-cert", "file" ),
+		    "TLS certificate (PEM); empty = generated once beside -store", "file"),
+		OPT("tls-key", PILOT_OPT_STRING, &o->tls_key, NULL, "TLS private key (PEM) for -tls-cert",
+		    "file"),
 		OPT("standby", PILOT_OPT_STRING, &o->standby, NULL,
-		  "run as a read-only hot standby replicating from this primary", "host:port" ),
+		    "run as a read-only hot standby replicating from this primary", "host:port"),
 		OPT("standby-tls-ca", PILOT_OPT_STRING, &o->standby_tls_ca, NULL,
-		  "standby: replicate over TLS, trusting a primary certificate issued by this CA "
-		  "for the -standby host", "file" ),
+		    "standby: replicate over TLS, trusting a primary certificate issued by this CA "
+		    "for the -standby host",
+		    "file"),
 		OPT("standby-tls-fingerprint", PILOT_OPT_STRING, &o->standby_tls_fpr, NULL,
-		  "standby: replicate over TLS, trusting the primary certificate with this SHA-256 "
-		  "fingerprint (-print-fingerprint)", "hex" ),
+		    "standby: replicate over TLS, trusting the primary certificate with this SHA-256 "
+		    "fingerprint (-print-fingerprint)",
+		    "hex"),
 		OPT("http", PILOT_OPT_STRING, &o->http, NULL,
-		  "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
-		  "host:port" ),
-		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info",
-		  "debug, info, warn or error", "level" ),
-		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format" ),
+		    "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
+		    "host:port"),
+		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info", "debug, info, warn or error",
+		    "level"),
+		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
 		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
-		  "log to this file instead of stderr (reopened on SIGHUP)", "file" ),
+		    "log to this file instead of stderr (reopened on SIGHUP)", "file"),
 		OPT("no-registry", PILOT_OPT_BOOL, &o->no_registry, NULL,
-		  "do not serve the registry over TCP (beacon only)", NULL ),
-		OPT("no-beacon", PILOT_OPT_BOOL, &o->no_beacon, NULL, "do not run the beacon", NULL ),
+		    "do not serve the registry over TCP (beacon only)", NULL),
+		OPT("no-beacon", PILOT_OPT_BOOL, &o->no_beacon, NULL, "do not run the beacon", NULL),
 		OPT("admin-token", PILOT_OPT_STRING, &o->admin_token, NULL,
-		  "secret that authorises network administration; empty = disabled", "secret" ),
+		    "secret that authorises network administration; empty = disabled", "secret"),
 		OPT("replication-token", PILOT_OPT_STRING, &o->replication_token, NULL,
-		  "secret a standby must present (primary) or presents (standby)", "secret" ),
+		    "secret a standby must present (primary) or presents (standby)", "secret"),
 		OPT("strict-signatures", PILOT_OPT_BOOL, &o->strict_signatures, NULL,
-		  "refuse reference-format (replayable) signatures; accept only v2", NULL ),
+		    "refuse reference-format (replayable) signatures; accept only v2", NULL),
 		OPT("no-rate-limit", PILOT_OPT_BOOL, &o->no_rate_limit, NULL,
-		  "no per-source request limits (for benchmarks and trusted private deployments)",
-		  NULL ),
-		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096",
-		  "registry connections in total", "n", 1, 1000000 ),
+		    "no per-source request limits (for benchmarks and trusted private deployments)", NULL),
+		OPT("max-conns", PILOT_OPT_INT, &o->max_conns, "4096", "registry connections in total", "n",
+		    1, 1000000),
 		OPT("max-conns-per-ip", PILOT_OPT_INT, &o->max_conns_per_ip, "64",
-		  "registry connections per source IPv4 address", "n", 1, 1000000 ),
+		    "registry connections per source IPv4 address", "n", 1, 1000000),
 		OPT("max-conns-per-prefix", PILOT_OPT_INT, &o->max_conns_per_v6net, "64",
-		  "registry connections per source IPv6 /64 (one host usually holds a whole /64)",
-		  "n", 1, 1000000 ),
+		    "registry connections per source IPv6 /64 (one host usually holds a whole /64)", "n", 1,
+		    1000000),
 		OPT("max-partial-memory", PILOT_OPT_INT, &o->max_partial_mb, "64",
-		  "memory all registry connections together may hold in unfinished request frames; "
-		  "a frame that would need more closes its connection", "MiB", 1, 1 << 20 ),
+		    "memory all registry connections together may hold in unfinished request frames; "
+		    "a frame that would need more closes its connection",
+		    "MiB", 1, 1 << 20),
 		OPT("idle-timeout", PILOT_OPT_DURATION, &o->idle_timeout, "5m",
-		  "close a registry connection idle this long", "duration" ),
+		    "close a registry connection idle this long", "duration"),
 		OPT("frame-timeout", PILOT_OPT_DURATION, &o->frame_timeout, "10s",
-		  "a started request frame must arrive completely within this", "duration" ),
+		    "a started request frame must arrive completely within this", "duration"),
 		OPT("wss-addr", PILOT_OPT_STRING, &o->wss_addr, NULL,
-		  "compat WebSocket bridge (path /v1/compat) listen address; empty = off",
-		  "host:port" ),
+		    "compat WebSocket bridge (path /v1/compat) listen address; empty = off", "host:port"),
 		OPT("wss-tls-cert", PILOT_OPT_STRING, &o->wss_tls_cert, NULL,
-		  "terminate TLS on -wss-addr with this certificate (PEM); empty = plain WS "
-		  "behind a TLS proxy", "file" ),
+		    "terminate TLS on -wss-addr with this certificate (PEM); empty = plain WS "
+		    "behind a TLS proxy",
+		    "file"),
 		OPT("wss-tls-key", PILOT_OPT_STRING, &o->wss_tls_key, NULL,
-		  "private key (PEM) for -wss-tls-cert", "file" ),
+		    "private key (PEM) for -wss-tls-cert", "file"),
 		OPT("wss-max-peers", PILOT_OPT_INT, &o->wss_max_peers, "10000",
-		  "compat WebSocket connections; beyond: HTTP 503", "n", 1, 1000000 ),
+		    "compat WebSocket connections; beyond: HTTP 503", "n", 1, 1000000),
 		OPT("wss-max-queued", PILOT_OPT_INT, &o->wss_max_queued, "256",
-		  "bytes queued for all compat WebSocket peers together (each peer: at most "
-		  "4 MiB); messages beyond are dropped and counted", "MiB", 1, 1 << 20 ),
+		    "bytes queued for all compat WebSocket peers together (each peer: at most "
+		    "4 MiB); messages beyond are dropped and counted",
+		    "MiB", 1, 1 << 20),
 		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
-		  "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000 ),
-		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL ),
+		    "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000),
+		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		OPT("print-fingerprint", PILOT_OPT_BOOL, &o->print_fpr, NULL,
-		  "print the TLS certificate fingerprint (generating it if needed) and exit", NULL ),
+		    "print the TLS certificate fingerprint (generating it if needed) and exit", NULL),
 		{ .name = NULL },
 	};
 
@@ -208,6 +220,10 @@ static int validate(struct app *a)
 		return usage_error("-wss-tls-cert and -wss-tls-key go together");
 	if (!empty(o->wss_addr) && o->no_beacon)
 		return usage_error("-wss-addr bridges into the beacon (drop -no-beacon)");
+	if (o->no_beacon && !empty(o->beacon_peers))
+		return usage_error("-beacon-peers needs the beacon (drop -no-beacon)");
+	if (empty(o->beacon_peers) && !empty(o->beacon_peer_secret))
+		return usage_error("-beacon-peer-secret needs -beacon-peers");
 	if (empty(o->tls_cert) != empty(o->tls_key))
 		return usage_error("-tls-cert and -tls-key go together");
 	if ((o->tls || o->print_fpr) && empty(o->tls_cert) && empty(o->store))
@@ -407,6 +423,16 @@ static void beacon_metrics(FILE *f, const beacon *b)
 		st.dropped_malformed, 0);
 	counter(f, "pilot_beacon_send_errors_total", "Datagrams the kernel refused.", st.send_errors, 0);
 	counter(f, "pilot_beacon_nodes", "Verified endpoints known to the beacon.", st.nodes, 1);
+	counter(f, "pilot_beacon_syncs_sent_total", "Sync messages sent to peer beacons.", st.syncs_sent, 0);
+	counter(f, "pilot_beacon_syncs_received_total", "Sync messages from peer beacons.", st.syncs_received,
+		0);
+	counter(f, "pilot_beacon_relay_forwarded_total",
+		"Relays sent on to the peer beacon holding the destination.", st.relay_forwarded, 0);
+	counter(f, "pilot_beacon_relay_from_peer_total", "Relays from peer beacons delivered to a node here.",
+		st.relay_from_peer, 0);
+	counter(f, "pilot_beacon_peer_refused_total",
+		"Peer-beacon messages refused (bad tag, malformed, destination not here).", st.peer_refused,
+		0);
 	fprintf(f, "# HELP pilot_bridge_relayed_total Packets relayed across the compat bridge, by direction.\n"
 		   "# TYPE pilot_bridge_relayed_total counter\n"
 		   "pilot_bridge_relayed_total{direction=\"udp_wss\"} %llu\n"
@@ -543,6 +569,13 @@ static void start(struct app *a)
 		pilot_fatal("beacon: %s", err);
 	if (a->bcn)
 		reg_set_inbox_cb(a->reg, on_inbox, a->bcn);
+	if (a->bcn && !empty(o->beacon_peers)) {
+		if (beacon_set_peers(a->bcn, o->beacon_peers, o->beacon_peer_secret, err, sizeof(err)) < 0)
+			pilot_fatal("beacon: %s", err);
+		if (empty(o->beacon_peer_secret))
+			log_warn("beacon: -beacon-peers without -beacon-peer-secret: anyone who can send "
+				 "UDP from a peer beacon's address can have relay frames delivered here");
+	}
 	if (!empty(o->wss_addr)) {
 		rdv_wss_config wc = {
 			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,

@@ -4,7 +4,7 @@
  * harness can synthesise since a fuzzer cannot forge one).
  *
  * Input: records of  ctl (1) ‖ len (2, BE) ‖ data (len, clipped to what is left)
- *   ctl bits 0-2  source: 127.0.0.1:1/2/3, 127.0.0.2:1, [::1]:1, [::ffff:127.0.0.1]:4,
+ *   ctl bits 0-2  source: 127.0.0.1:1/2/3, 127.0.0.2:1 (a peer beacon), [::1]:1, [::ffff:127.0.0.1]:4,
  *                 127.0.0.1:5, or an AF_UNIX address (must be refused)
  *   ctl bit 3     advance the beacon clock by data[0] seconds first
  *   ctl bit 4     instead of data, send a valid signed Discover for node data[0] % 6
@@ -128,6 +128,9 @@ static void setup(void)
 	CHECK((g_reg = reg_open(&rc, err, sizeof(err))) != NULL);
 	CHECK((g_bcn = beacon_new(g_loop, "127.0.0.1:0", g_reg, err, sizeof(err))) != NULL);
 	setup_registry();
+	/* 127.0.0.2:1 is a peer beacon (cluster, no secret: its Syncs and forwarded
+	 * Relays reach on_peer_msg as the fuzzer writes them) */
+	CHECK(beacon_set_peers(g_bcn, "127.0.0.2:1", NULL, err, sizeof(err)) == 0);
 	set_v4(0, "127.0.0.1", 1);
 	set_v4(1, "127.0.0.1", 2);
 	set_v4(2, "127.0.0.1", 3);

@@ -19,6 +19,8 @@
 #include <json-c/json.h>
 
 #include "tests/unit/test_regreq.h"
+#include <sodium.h>
+
 #include "lib/crypto.h"
 #include "lib/loop.h"
 #include "lib/proto.h"
@@ -929,6 +931,156 @@ static void test_beacon_bad_addr(void **state)
 	beacon_free(NULL);
 }
 
+/* ---- cluster (BEACON.md "Several beacons") ---------------------------------- */
+
+/* A second beacon on the same registry; both peered with secret "s3cret". */
+static beacon *peer_beacon(fx *f, struct sockaddr_in *addr)
+{
+	char err[256] = "", list[64];
+	beacon *b2 = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+
+	assert_non_null(b2);
+	memset(addr, 0, sizeof(*addr));
+	addr->sin_family = AF_INET;
+	addr->sin_port = htons((uint16_t)beacon_local_port(b2));
+	inet_pton(AF_INET, "127.0.0.1", &addr->sin_addr);
+	snprintf(list, sizeof(list), "127.0.0.1:%d", beacon_local_port(b2));
+	assert_int_equal(beacon_set_peers(f->b, list, "s3cret", err, sizeof(err)), 0);
+	snprintf(list, sizeof(list), "127.0.0.1:%d", beacon_local_port(f->b));
+	assert_int_equal(beacon_set_peers(b2, list, "s3cret", err, sizeof(err)), 0);
+	return b2;
+}
+
+static void pump(fx *f)
+{
+	for (int i = 0; i < 5; i++)
+		pilot_loop_run_once(f->loop, 20);
+}
+
+/* a verified at beacon 1, b_ at beacon 2: beacon 2 announces b_ (Sync, at
+ * once), and a's Relay to b_ goes a -> 1 -> 2 -> b_; b_'s answer goes back the
+ * same way under the reply rule (private nodes with a key exchange first). */
+static void test_beacon_cluster_relay(void **state)
+{
+	fx *f = *state;
+	struct sockaddr_in b2addr;
+	beacon *b2 = peer_beacon(f, &b2addr);
+	uint8_t m[BEACON_SIGNED_DISCOVER_LEN], frame[PROTO_PILA_LEN], msg[300], got[300];
+	beacon_stats s1, s2;
+	ssize_t n;
+
+	discover(f, f->a.fd, f->a.node);
+	beacon_signed_discover(&f->b_.id, f->b_.node, (uint64_t)time(NULL), m);
+	assert_int_equal(sendto(f->b_.fd, m, sizeof(m), 0, (struct sockaddr *)&b2addr, sizeof(b2addr)),
+			 (ssize_t)sizeof(m));
+	pump(f);
+	drain(f->b_.fd);
+	beacon_get_stats(f->b, &s1);
+	assert_true(s1.syncs_received >= 1);
+
+	/* private a and b_: a key exchange passes (exact PILA), through both beacons */
+	memset(frame, 0x5a, sizeof(frame));
+	memcpy(frame, "PILA", 4);
+	assert_int_equal(sendto(f->a.fd, msg, relay_msg(msg, f->a.node, f->b_.node, frame, sizeof(frame)), 0,
+				(struct sockaddr *)&f->baddr, sizeof(f->baddr)),
+			 (ssize_t)(9 + sizeof(frame)));
+	pump(f);
+	n = rx(f->b_.fd, got, sizeof(got), 500);
+	assert_int_equal(n, BEACON_RELAY_DELIVER_HDR + sizeof(frame));
+	assert_int_equal(got[0], BEACON_RELAY_DELIVER);
+	assert_int_equal(proto_get32(got + 1), f->a.node);
+	assert_memory_equal(got + BEACON_RELAY_DELIVER_HDR, frame, sizeof(frame));
+	/* b_ answers with data (not a key exchange): the reply rule, at beacon 2 */
+	memcpy(frame, "PILS", 4);
+	assert_int_equal(sendto(f->b_.fd, msg, relay_msg(msg, f->b_.node, f->a.node, frame, 100), 0,
+				(struct sockaddr *)&b2addr, sizeof(b2addr)),
+			 109);
+	pump(f);
+	assert_int_equal(rx(f->a.fd, got, sizeof(got), 500), BEACON_RELAY_DELIVER_HDR + 100);
+	assert_int_equal(proto_get32(got + 1), f->b_.node);
+	beacon_get_stats(f->b, &s1);
+	beacon_get_stats(b2, &s2);
+	assert_int_equal(s1.relay_forwarded, 1);
+	assert_int_equal(s2.relay_from_peer, 1);
+	assert_int_equal(s2.relay_forwarded, 1);
+	assert_int_equal(s1.relay_from_peer, 1);
+	/* a stranger's data frame for b_ still does not pass (no flow, not a kx) */
+	assert_int_equal(sendto(f->c.fd, msg, relay_msg(msg, f->c.node, f->b_.node, frame, 100), 0,
+				(struct sockaddr *)&f->baddr, sizeof(f->baddr)),
+			 109);
+	pump(f);
+	expect_nothing(f->b_.fd);
+	beacon_free(b2);
+}
+
+/* From the peer's address but without the secret's tag (or with a wrong one):
+ * refused, nothing learned or delivered; a valid peer Relay for a node that is
+ * not here is not sent on (no second hop). */
+static void test_beacon_cluster_forged_peer(void **state)
+{
+	fx *f = *state;
+	struct sockaddr_in b2addr;
+	struct sockaddr_storage ss;
+	beacon *b2 = peer_beacon(f, &b2addr);
+	uint8_t buf[400], frame[64];
+	size_t len;
+	beacon_stats st;
+	uint32_t ids[1] = { f->b_.node };
+
+	memcpy(&ss, &b2addr, sizeof(b2addr));
+	discover(f, f->a.fd, f->a.node);
+	set_public(f, &f->a);
+	/* forged Sync announcing b_ at the "peer": untagged, then a wrong tag */
+	len = (size_t)proto_beacon_sync(7, ids, 1, buf, sizeof(buf));
+	beacon_handle_datagram(f->b, buf, len, &ss);
+	memset(buf + len, 0xab, 16);
+	beacon_handle_datagram(f->b, buf, len + 16, &ss);
+	/* forged Relay "from the peer" for a: would be delivered to a if accepted */
+	memset(frame, 1, sizeof(frame));
+	memcpy(frame, "PILS", 4);
+	len = relay_msg(buf, f->c.node, f->a.node, frame, sizeof(frame));
+	memset(buf + len, 0xcd, 16);
+	beacon_handle_datagram(f->b, buf, len + 16, &ss);
+	beacon_flush(f->b);
+	expect_nothing(f->a.fd);
+	beacon_get_stats(f->b, &st);
+	assert_int_equal(st.peer_refused, 3);
+	assert_int_equal(st.syncs_received, 0);
+	assert_int_equal(st.relay_from_peer, 0);
+	/* correctly tagged, from the peer, for c (not here): no second hop */
+	{
+		uint8_t key[crypto_generichash_KEYBYTES];
+
+		crypto_generichash(key, sizeof(key), (const uint8_t *)"s3cret", 6, NULL, 0);
+		len = relay_msg(buf, f->a.node, f->c.node, frame, sizeof(frame));
+		crypto_generichash(buf + len, 16, buf, len, key, sizeof(key));
+		beacon_handle_datagram(f->b, buf, len + 16, &ss);
+		beacon_flush(f->b);
+		beacon_get_stats(f->b, &st);
+		assert_int_equal(st.peer_refused, 4);
+		assert_int_equal(st.relay_forwarded, 0);
+		/* the same tag scheme on a Sync is accepted */
+		len = (size_t)proto_beacon_sync(7, ids, 1, buf, sizeof(buf));
+		crypto_generichash(buf + len, 16, buf, len, key, sizeof(key));
+		beacon_handle_datagram(f->b, buf, len + 16, &ss);
+		beacon_get_stats(f->b, &st);
+		assert_int_equal(st.syncs_received, 1);
+	}
+	/* b_ is announced but has no endpoint anywhere: a relay from a to b_ is
+	 * forwarded to the peer, which refuses it (not here) */
+	memcpy(frame, "PILS", 4);
+	len = relay_msg(buf, f->a.node, f->b_.node, frame, sizeof(frame));
+	assert_int_equal(sendto(f->a.fd, buf, len, 0, (struct sockaddr *)&f->baddr, sizeof(f->baddr)),
+			 (ssize_t)len);
+	pump(f);
+	beacon_get_stats(f->b, &st);
+	assert_int_equal(st.relay_forwarded, 1);
+	beacon_get_stats(b2, &st);
+	assert_int_equal(st.peer_refused, 1);
+	assert_int_equal(st.relay_from_peer, 0);
+	beacon_free(b2);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -956,6 +1108,8 @@ int main(void)
 		T(test_beacon_expiry),
 		T(test_beacon_table_growth),
 		T(test_beacon_bad_addr),
+		T(test_beacon_cluster_relay),
+		T(test_beacon_cluster_forged_peer),
 	};
 
 	const char *why = NULL;

@@ -29,6 +29,7 @@ typedef struct env {
 	registry *reg;
 	rdv_server *srv;
 	char addr[64];
+	const char *list; /* node_start: registries to use instead of addr */
 	/* a raw listener standing in for a broken server */
 	int raw_fd, raw_mode; /* 0 = accept and close, 1 = accept and hold,
 			       * 2 = hold the first, answer on later ones with replies[] */
@@ -232,7 +233,7 @@ static registration *node_start(env *e, node *n, const char *hostname, bool pub,
 	char err[256] = "";
 
 	memset(&c, 0, sizeof(c));
-	c.registry = e->addr;
+	c.registry = e->list ? e->list : e->addr;
 	c.id = &n->id;
 	c.listen_addr = "0.0.0.0:4000";
 	c.hostname = hostname;
@@ -983,6 +984,165 @@ static void test_reregister_restores(void **state)
 	registration_free(b.r);
 }
 
+/* ---- failover between several registries (issue 18) ---- */
+static regclient *client_list(env *e, const char *list, int64_t attempt_ms)
+{
+	regclient_config c;
+	char err[256] = "";
+	regclient *rc;
+
+	memset(&c, 0, sizeof(c));
+	c.addr = list;
+	c.timeout_ms = 5000;
+	c.attempt_timeout_ms = attempt_ms;
+	c.backoff_min_ms = 20;
+	c.backoff_max_ms = 100;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	return rc;
+}
+
+/* A port nobody listens on (bound, then closed). */
+static void dead_addr(char *addr, size_t len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	snprintf(addr, len, "127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
+/* Refused, then silent (accepts, never answers): the request is answered by
+ * the third registry, and the client stays there. */
+static void test_failover_next_address(void **state)
+{
+	env *e = *state;
+	char dead[64], silent[64], list[256];
+	regclient *rc;
+	result res = { 0 };
+	regclient_stats st;
+
+	dead_addr(dead, sizeof(dead));
+	raw_listen(e, 1, silent, sizeof(silent));
+	snprintf(list, sizeof(list), "%s, %s,%s", dead, silent, e->addr);
+	rc = client_list(e, list, 200);
+	assert_string_equal(regclient_addr(rc), dead);
+	assert_int_equal(regclient_naddr(rc), 3);
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 4000));
+	assert_non_null(res.reply); /* not_found from the live registry */
+	assert_string_equal(regclient_addr(rc), e->addr);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.failovers, 2);
+	assert_int_equal(st.in_use, 2);
+	assert_true(e->accepted >= 1);
+	result_clear(&res);
+	/* the next request goes to the same one */
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.failovers, 2);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
+/* A read-only standby first: reads are served there; a write refused as
+ * read_only sends the client on to the writable registry. */
+static void test_failover_leaves_standby(void **state)
+{
+	env *e = *state;
+	reg_config c;
+	char err[256] = "", list[256], pk[48], q[256];
+	registry *sreg;
+	rdv_server *ssrv;
+	rdv_server_config sc;
+	regclient *rc;
+	result res = { 0 };
+	pilot_identity id;
+
+	memset(&c, 0, sizeof(c));
+	c.standby = true;
+	c.ratelimit_disabled = true;
+	assert_non_null(sreg = reg_open(&c, err, sizeof(err)));
+	memset(&sc, 0, sizeof(sc));
+	sc.addr = "127.0.0.1:0";
+	sc.reg = sreg;
+	assert_non_null(ssrv = rdv_server_new(e->l, &sc, err, sizeof(err)));
+	snprintf(list, sizeof(list), "%s,%s", rdv_server_addr(ssrv), e->addr);
+	rc = client_list(e, list, 0);
+
+	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_string_equal(regclient_addr(rc), rdv_server_addr(ssrv));
+	result_clear(&res);
+
+	pilot_identity_generate(&id);
+	pilot_b64_encode(id.pk, 32, pk, sizeof(pk));
+	snprintf(q, sizeof(q), "{\"type\":\"register\",\"public_key\":\"%s\"}", pk);
+	assert_int_equal(regclient_request(rc, json_tokener_parse(q), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, -EREMOTEIO);
+	assert_string_equal(rstr(&res, "code"), "read_only");
+	result_clear(&res);
+	assert_int_equal(regclient_request(rc, json_tokener_parse(q), collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "type"), "register_ok");
+	assert_string_equal(regclient_addr(rc), e->addr);
+	result_clear(&res);
+	regclient_free(rc);
+	rdv_server_free(ssrv);
+	reg_close(sreg);
+}
+
+/* Two registries with their own state: after the first dies the node's
+ * heartbeat gets not_found from the second and it registers there at once
+ * (not after 3 failed heartbeats), hostname restored. */
+static void test_failover_registers_on_unknown(void **state)
+{
+	env *e = *state;
+	registry *reg2;
+	rdv_server *srv2;
+	char list[256], first[64];
+	node a;
+	result res = { 0 };
+
+	registry *reg1 = e->reg;
+
+	assert_non_null(reg2 = open_reg(false));
+	e->reg = reg2; /* start_srv serves e->reg */
+	assert_non_null(srv2 = start_srv(e, "127.0.0.1:0"));
+	e->reg = reg1;
+	snprintf(first, sizeof(first), "%s", e->addr);
+	snprintf(list, sizeof(list), "%s,%s", first, rdv_server_addr(srv2));
+	e->list = list;
+	node_new(&a);
+	node_start(e, &a, "alpha", false, 1000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_int_equal(a.again, 0);
+	assert_string_equal(regclient_addr(registration_client(a.r)), first);
+
+	rdv_server_free(e->srv);
+	e->srv = NULL;
+	/* the next heartbeat (1 s) fails over, is refused not_found, registers */
+	assert_true(run_until(e, &a.again, 1200));
+	assert_string_equal(regclient_addr(registration_client(a.r)), rdv_server_addr(srv2));
+	assert_true(registration_registered(a.r));
+	run_for(e, 200);
+	assert_int_equal(registration_resolve_hostname(a.r, "alpha", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
+	result_clear(&res);
+	registration_free(a.r);
+	rdv_server_free(srv2);
+	reg_close(reg2);
+}
+
 static void dereg_done(void *arg, json_object *reply, int err)
 {
 	collect(arg, reply, err);
@@ -1144,6 +1304,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deregister, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_v1_strings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_absurd_server_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failover_next_address, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failover_leaves_standby, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failover_registers_on_unknown, setup, teardown),
 	};
 
 	pilot_log_init("test_regclient", PILOT_LOG_WARN, PILOT_LOG_TEXT);
