@@ -85,6 +85,7 @@ typedef struct node {
 	struct node_hs *hs;         /* port-444 service state (node_hs.c) */
 	struct node_tun *tun;       /* TUN device, address map, DNS, bridge (node_tun.c) */
 	struct proxy *proxy;        /* -tun=userspace: SOCKS5, HTTP proxy, forwards (node_proxy.c) */
+	struct node_px *px;         /* forwards and exposed ports, persisted (node_proxy.c) */
 	uint64_t drop_timer;        /* -user with a TUN: the drop waits for the own ULA */
 	bool dropped;
 	struct node_compat *compat; /* -transport, registry TLS (node_compat.c) */
@@ -158,6 +159,14 @@ void node_proxy_up(node *n);    /* -expose once the bridge is up */
 void node_proxy_close(node *n); /* listeners and talking clients; before the bridge goes */
 void node_proxy_free(node *n);  /* after the bridge and the registration */
 json_object *node_proxy_info_json(node *n);
+/* Runtime changes (pilotctl forward / expose); flag = from the configuration
+ * (not saved). 0 or -errno with err filled; -ENOTSUP without -tun=userspace. */
+int node_proxy_forward_add(node *n, const char *listen, const char *target, bool flag, char *err,
+			   size_t errlen);
+int node_proxy_forward_remove(node *n, const char *listen); /* 0 or -ENOENT */
+int node_proxy_expose_add(node *n, long port, const char *target, bool flag, char *err, size_t errlen);
+int node_proxy_expose_remove(node *n, long port); /* 0 or -ENOENT */
+json_object *node_proxy_list_json(node *n, bool expose);
 
 /* ---- compat mode (WSS tunnel) and registry TLS (node_compat.c) ---- */
 const char *node_compat_validate(const node_options *o); /* NULL or a usage error */

@@ -16,6 +16,7 @@
 #include "daemon/node_tun.h"
 #include "daemon/proxy.h"
 #include "daemon/registration.h"
+#include "lib/fileutil.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
 
@@ -124,6 +125,224 @@ static tunbridge *bridge(void *ctx)
 	return n->tun ? n->tun->bridge : NULL;
 }
 
+/* ---- forwards and exposed ports: flags + pilotctl, persisted ------------------------------
+ * -forward / -expose come from the configuration and are not written anywhere;
+ * what pilotctl adds is saved to forwards.json beside the identity (mode 0600,
+ * written atomically after every change) and comes back on the next start. */
+#define NP_MAX 64
+
+typedef struct np_entry {
+	bool used, flag;
+	bool expose;
+	uint16_t port;    /* expose: the Pilot port */
+	char listen[128]; /* forward: the local listener */
+	char target[300];
+} np_entry;
+
+struct node_px {
+	np_entry e[NP_MAX];
+	char path[4096]; /* "" = nothing persisted (no -identity) */
+};
+
+static np_entry *find_entry(node *n, bool expose, const char *listen, uint16_t port)
+{
+	for (size_t i = 0; i < NP_MAX; i++) {
+		np_entry *e = &n->px->e[i];
+		if (e->used && e->expose == expose && (expose ? e->port == port : !strcmp(e->listen, listen)))
+			return e;
+	}
+	return NULL;
+}
+
+static np_entry *free_entry(node *n)
+{
+	for (size_t i = 0; i < NP_MAX; i++)
+		if (!n->px->e[i].used)
+			return &n->px->e[i];
+	return NULL;
+}
+
+static int save(node *n) /* 0 or -errno (logged) */
+{
+	json_object *o = json_object_new_object(), *fw = json_object_new_array(),
+		    *ex = json_object_new_array();
+	const char *txt;
+	int r;
+
+	for (size_t i = 0; i < NP_MAX; i++) {
+		const np_entry *e = &n->px->e[i];
+		json_object *j;
+		if (!e->used || e->flag)
+			continue;
+		j = json_object_new_object();
+		if (e->expose)
+			jw_set_int(j, "port", e->port);
+		else
+			jw_set_str(j, "listen", e->listen);
+		jw_set_str(j, "target", e->target);
+		json_object_array_add(e->expose ? ex : fw, j);
+	}
+	json_object_object_add(o, "forwards", fw);
+	json_object_object_add(o, "expose", ex);
+	txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	r = n->px->path[0] ? pilot_write_atomic(n->px->path, txt, strlen(txt), 0600) : 0;
+	json_object_put(o);
+	if (r < 0)
+		log_warn("forwards: cannot write %s: %s", n->px->path, strerror(-r));
+	return r;
+}
+
+/* "80=..." style for -expose; port and ip:port for pilotctl */
+static int expose_addr(const char *target, struct sockaddr_storage *ss, unsigned *sl)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	px_dest d;
+
+	if (px_parse_authority(target, strlen(target), 0, &d) < 0)
+		return -EINVAL;
+	memset(ss, 0, sizeof(*ss));
+	if (d.atyp == SOCKS5_ATYP_IPV4) {
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, d.ip, 4);
+		s4->sin_port = htons(d.port);
+		*sl = sizeof(*s4);
+	} else if (d.atyp == SOCKS5_ATYP_IPV6) {
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, d.ip, 16);
+		s6->sin6_port = htons(d.port);
+		*sl = sizeof(*s6);
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int apply_expose(node *n, const np_entry *e)
+{
+	struct sockaddr_storage ss;
+	unsigned sl;
+	int r;
+
+	if (!n->tun || !n->tun->bridge)
+		return 0; /* node_proxy_up applies it */
+	if ((r = expose_addr(e->target, &ss, &sl)) < 0)
+		return r;
+	if ((r = tunbridge_expose(n->tun->bridge, e->port, (struct sockaddr *)&ss, sl)) == 0)
+		log_info("expose: Pilot port %u -> %s", e->port, e->target);
+	return r;
+}
+
+int node_proxy_forward_add(node *n, const char *listen, const char *target, bool flag, char *err,
+			   size_t errlen)
+{
+	np_entry *e;
+	int r;
+
+	if (!n->proxy)
+		return -ENOTSUP;
+	if (find_entry(n, false, listen, 0)) {
+		snprintf(err, errlen, "%s: a forward listens there already", listen);
+		return -EEXIST;
+	}
+	if (!(e = free_entry(n))) {
+		snprintf(err, errlen, "at most %d forwards and exposed ports", NP_MAX);
+		return -ENOSPC;
+	}
+	if ((r = proxy_listen(n->proxy, PROXY_FORWARD, listen, target, err, errlen)) < 0)
+		return r;
+	*e = (np_entry){ .used = true, .flag = flag };
+	snprintf(e->listen, sizeof(e->listen), "%s", listen);
+	snprintf(e->target, sizeof(e->target), "%s", target);
+	if (!flag)
+		(void)save(n); /* a failed write is logged; the next change retries */
+	return 0;
+}
+
+int node_proxy_forward_remove(node *n, const char *listen)
+{
+	np_entry *e = n->proxy ? find_entry(n, false, listen, 0) : NULL;
+
+	if (!e)
+		return -ENOENT;
+	(void)proxy_unlisten(n->proxy, PROXY_FORWARD, listen);
+	e->used = false;
+	if (!e->flag)
+		(void)save(n);
+	return 0;
+}
+
+int node_proxy_expose_add(node *n, long port, const char *target, bool flag, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	np_entry *e;
+	unsigned sl;
+	int r;
+
+	if (!n->proxy)
+		return -ENOTSUP;
+	if (port < 1 || port > 65535 || expose_addr(target, &ss, &sl) < 0) {
+		snprintf(err, errlen, "want a Pilot port 1-65535 and a local ip:port (80 127.0.0.1:8080)");
+		return -EINVAL;
+	}
+	if (find_entry(n, true, NULL, (uint16_t)port)) {
+		snprintf(err, errlen, "Pilot port %ld is exposed already", port);
+		return -EEXIST;
+	}
+	if (!(e = free_entry(n))) {
+		snprintf(err, errlen, "at most %d forwards and exposed ports", NP_MAX);
+		return -ENOSPC;
+	}
+	*e = (np_entry){ .used = true, .flag = flag, .expose = true, .port = (uint16_t)port };
+	snprintf(e->target, sizeof(e->target), "%s", target);
+	if ((r = apply_expose(n, e)) < 0) {
+		snprintf(err, errlen, "Pilot port %ld: %s", port, strerror(-r));
+		e->used = false;
+		return r;
+	}
+	if (!flag)
+		(void)save(n); /* a failed write is logged; the next change retries */
+	return 0;
+}
+
+int node_proxy_expose_remove(node *n, long port)
+{
+	np_entry *e = n->proxy && port > 0 && port <= 65535 ? find_entry(n, true, NULL, (uint16_t)port)
+							    : NULL;
+
+	if (!e)
+		return -ENOENT;
+	if (n->tun && n->tun->bridge)
+		(void)tunbridge_unexpose(n->tun->bridge, e->port);
+	e->used = false;
+	if (!e->flag)
+		(void)save(n);
+	return 0;
+}
+
+json_object *node_proxy_list_json(node *n, bool expose)
+{
+	json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+	for (size_t i = 0; n->px && i < NP_MAX; i++) {
+		const np_entry *e = &n->px->e[i];
+		json_object *j;
+		if (!e->used || e->expose != expose)
+			continue;
+		j = json_object_new_object();
+		if (expose)
+			jw_set_int(j, "port", e->port);
+		else
+			jw_set_str(j, "listen", e->listen);
+		jw_set_str(j, "target", e->target);
+		jw_set_str(j, "source", e->flag ? "flag" : "pilotctl");
+		json_object_array_add(a, j);
+	}
+	json_object_object_add(o, expose ? "expose" : "forwards", a);
+	jw_set_str(o, "file", n->px ? n->px->path : "");
+	return o;
+}
+
 /* ---- start-up --------------------------------------------------------------------------- */
 
 static char *next_item(char **s)
@@ -142,75 +361,79 @@ static char *next_item(char **s)
 	return item;
 }
 
-static void open_forwards(node *n)
+/* -forward listen=target,... and -expose port=ip:port,...: a bad one is fatal */
+static void flag_entries(node *n, const char *list_s, bool expose)
 {
 	char *list, *cur, *item, *eq, err[512];
 
-	if (!n->o.forward || !(list = strdup(n->o.forward)))
+	if (!list_s || !(list = strdup(list_s)))
 		return;
 	for (cur = list; (item = next_item(&cur));) {
 		if (!(eq = strchr(item, '=')))
-			pilot_fatal("-forward %s: want listen=target (127.0.0.1:5432=db:5432)", item);
+			pilot_fatal("-%s %s: want %s", expose ? "expose" : "forward", item,
+				    expose ? "port=ip:port (80=127.0.0.1:8080)"
+					   : "listen=target (127.0.0.1:5432=db:5432)");
 		*eq = '\0';
-		if (proxy_listen(n->proxy, PROXY_FORWARD, item, eq + 1, err, sizeof(err)) < 0)
-			pilot_fatal("-forward: %s", err);
+		if (expose ? node_proxy_expose_add(n, strtol(item, NULL, 10), eq + 1, true, err,
+						   sizeof(err)) < 0
+			   : node_proxy_forward_add(n, item, eq + 1, true, err, sizeof(err)) < 0)
+			pilot_fatal("-%s: %s", expose ? "expose" : "forward", err);
 	}
 	free(list);
 }
 
-/* "80=127.0.0.1:8080" -> port and address; 0 or -EINVAL */
-static int parse_expose(char *item, uint16_t *port, struct sockaddr_storage *ss, unsigned *sl)
+static void state_path(node *n)
 {
-	char *eq = strchr(item, '='), *end;
-	px_dest d;
-	long p;
+	const char *id = n->o.identity, *slash;
 
-	if (!eq)
-		return -EINVAL;
-	*eq = '\0';
-	p = strtol(item, &end, 10);
-	if (*end || p < 1 || p > 65535 || px_parse_authority(eq + 1, strlen(eq + 1), 0, &d) < 0)
-		return -EINVAL;
-	*port = (uint16_t)p;
-	memset(ss, 0, sizeof(*ss));
-	if (d.atyp == SOCKS5_ATYP_IPV4) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, d.ip, 4);
-		s4->sin_port = htons(d.port);
-		*sl = sizeof(*s4);
-	} else if (d.atyp == SOCKS5_ATYP_IPV6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, d.ip, 16);
-		s6->sin6_port = htons(d.port);
-		*sl = sizeof(*s6);
-	} else {
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static void expose_all(node *n, bool apply)
-{
-	char *list, *cur, *item, copy[256];
-	struct sockaddr_storage ss;
-	uint16_t port;
-	unsigned sl;
-	int r;
-
-	if (!n->o.expose || !(list = strdup(n->o.expose)))
+	if (!id || !*id)
 		return;
-	for (cur = list; (item = next_item(&cur));) {
-		snprintf(copy, sizeof(copy), "%s", item);
-		if (parse_expose(item, &port, &ss, &sl) < 0)
-			pilot_fatal("-expose %s: want port=ip:port (80=127.0.0.1:8080)", copy);
-		if (apply && (r = tunbridge_expose(n->tun->bridge, port, (struct sockaddr *)&ss, sl)) < 0)
-			log_warn("-expose %s: %s", copy, strerror(-r));
-		else if (apply)
-			log_info("expose: Pilot port %u -> %s", port, strchr(copy, '=') + 1);
+	slash = strrchr(id, '/');
+	if (!slash)
+		snprintf(n->px->path, sizeof(n->px->path), "forwards.json");
+	else
+		snprintf(n->px->path, sizeof(n->px->path), "%.*s/forwards.json",
+			 slash == id ? 1 : (int)(slash - id), id);
+}
+
+/* pilotctl's entries from the last run; one that no longer works is logged and dropped */
+static void load_state(node *n)
+{
+	char *txt = NULL, err[512];
+	size_t len = 0;
+	json_object *o, *a;
+	int r = n->px->path[0] ? pilot_read_file(n->px->path, 1 << 20, &txt, &len) : -ENOENT;
+
+	if (r < 0) {
+		if (r != -ENOENT)
+			log_warn("forwards: cannot read %s: %s", n->px->path, strerror(-r));
+		return;
 	}
-	free(list);
+	if (!(o = json_tokener_parse(txt))) {
+		log_warn("forwards: %s is not JSON: ignored", n->px->path);
+		free(txt);
+		return;
+	}
+	if (json_object_object_get_ex(o, "forwards", &a) && json_object_is_type(a, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(a); i++) {
+			json_object *e = json_object_array_get_idx(a, i);
+			const char *l = jw_get_str(e, "listen"), *t = jw_get_str(e, "target");
+			if (!l || !t || node_proxy_forward_add(n, l, t, false, err, sizeof(err)) < 0)
+				log_warn("forwards: %s: entry %zu dropped: %s", n->px->path, i,
+					 l && t ? err : "incomplete");
+		}
+	if (json_object_object_get_ex(o, "expose", &a) && json_object_is_type(a, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(a); i++) {
+			json_object *e = json_object_array_get_idx(a, i), *p = NULL;
+			const char *t = jw_get_str(e, "target");
+			long port = json_object_object_get_ex(e, "port", &p) ? (long)json_object_get_int64(p)
+									     : 0;
+			if (!t || node_proxy_expose_add(n, port, t, false, err, sizeof(err)) < 0)
+				log_warn("forwards: %s: exposed entry %zu dropped: %s", n->px->path, i,
+					 t ? err : "incomplete");
+		}
+	json_object_put(o);
+	free(txt);
 }
 
 void node_proxy_open(node *n)
@@ -235,21 +458,31 @@ void node_proxy_open(node *n)
 		pc.user = user;
 		pc.pass = pass;
 	}
-	if (!(n->proxy = proxy_new(&pc)))
+	if (!(n->proxy = proxy_new(&pc)) || !(n->px = calloc(1, sizeof(*n->px))))
 		pilot_fatal("out of memory");
+	state_path(n);
 	if (n->o.socks5 && proxy_listen(n->proxy, PROXY_SOCKS5, n->o.socks5, NULL, err, sizeof(err)) < 0)
 		pilot_fatal("-socks5: %s", err);
 	if (n->o.http_proxy &&
 	    proxy_listen(n->proxy, PROXY_HTTP, n->o.http_proxy, NULL, err, sizeof(err)) < 0)
 		pilot_fatal("-http-proxy: %s", err);
-	open_forwards(n);
-	expose_all(n, false); /* refuse a bad -expose before going on line */
+	flag_entries(n, n->o.forward, false);
+	flag_entries(n, n->o.expose, true);
+	load_state(n);
 }
 
 void node_proxy_up(node *n)
 {
-	if (n->proxy && n->tun && n->tun->bridge)
-		expose_all(n, true);
+	char err[128];
+
+	for (size_t i = 0; n->px && i < NP_MAX; i++) {
+		np_entry *e = &n->px->e[i];
+		int r;
+		if (e->used && e->expose && (r = apply_expose(n, e)) < 0) {
+			snprintf(err, sizeof(err), "%s", strerror(-r));
+			log_warn("expose: Pilot port %u -> %s: %s", e->port, e->target, err);
+		}
+	}
 }
 
 void node_proxy_close(node *n)
@@ -261,6 +494,8 @@ void node_proxy_free(node *n)
 {
 	proxy_free(n->proxy);
 	n->proxy = NULL;
+	free(n->px);
+	n->px = NULL;
 }
 
 json_object *node_proxy_info_json(node *n)

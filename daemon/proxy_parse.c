@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <strings.h>
 
 /* ---- SOCKS5 ------------------------------------------------------------------------ */
@@ -334,6 +335,14 @@ int px_target_parse(const px_dest *d, px_target *t)
 		return 0;
 	}
 	ends_with_pilot(d->host, &stem);
+	if (stem && stem <= 10 && strspn(d->host, "0123456789") == stem) { /* a node ID */
+		unsigned long long id = strtoull(d->host, NULL, 10);
+		if (!id || id >= 0xffffffffull)
+			return -EINVAL;
+		t->kind = PX_TARGET_ADDR;
+		t->addr = pilot_addr_make(0, (uint32_t)id);
+		return 0;
+	}
 	if (!stem || d->host[0] == '.' || d->host[0] == '-')
 		return -EINVAL;
 	if (dashed_addr(d->host, stem, &t->addr) == 0) {

@@ -187,9 +187,30 @@ uinfo() { pd_ctl u info | pd_json "$1" >/dev/null; }
 pt_check info_counts_proxy uinfo "d['tun']['proxy']['connected'] >= 8 and d['tun']['proxy']['malformed'] >= 5 \
 	and d['tun']['proxy']['not_allowed'] >= 1 and d['tun']['sock_outbound'] >= 8 and d['tun']['sock_inbound'] >= 1"
 
-# ---- restart: forward and expose come back ----
+# ---- pilotctl forward / expose, saved ----
+pt_check pilotctl_forward_add_by_node_id bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock forward add 127.0.0.1:7001 \
+	${PD_ID[a]}:80 | grep -q '\"status\":\"ok\"'"
+pt_check pilotctl_expose_add bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock expose add 81 127.0.0.1:8081 \
+	| grep -q '\"status\":\"ok\"'"
+pt_check pilotctl_forward_add_duplicate_refused bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock forward add \
+	127.0.0.1:7001 alpha:80 2>&1 | grep -q already_exists"
+pt_check pilotctl_forward_works bash -c "ip netns exec $PT-u curl -sS -m 20 http://127.0.0.1:7001/ | grep -q 'hello from alpha'"
+pt_check pilotctl_expose_works bash -c "ip netns exec $PT-a curl -sS -m 20 http://$ip_u:81/big.bin | sha256sum | grep -q $sum_u"
+pt_check state_file_0600 bash -c "[ \"\$(stat -c %a $PT_DIR/u/forwards.json)\" = 600 ] && grep -q 7001 $PT_DIR/u/forwards.json \
+	&& ! grep -q 7000 $PT_DIR/u/forwards.json"
+
+# ---- restart: flag and pilotctl forwards and exposed ports come back ----
 pt_stop "${PD_PID[u]}"
 start_u || pt_fail u_restarted
 pt_check forward_after_restart bash -c "ip netns exec $PT-u curl -sS -m 30 http://127.0.0.1:7000/ | grep -q 'hello from alpha'"
 pt_check expose_after_restart sha_is "$sum_u" ip netns exec "$PT-a" curl -sS -m 60 "http://$ip_u/big.bin"
+pt_check pilotctl_forward_after_restart bash -c "ip netns exec $PT-u curl -sS -m 30 http://127.0.0.1:7001/ | grep -q 'hello from alpha'"
+pt_check pilotctl_expose_after_restart bash -c "ip netns exec $PT-a curl -sS -m 30 http://$ip_u:81/ >/dev/null"
+pt_check forward_list_sources bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock forward list \
+	| $PY -c 'import json,sys; d=json.load(sys.stdin)[\"data\"]; s={f[\"listen\"]: f[\"source\"] for f in d[\"forwards\"]}; \
+	assert s == {\"127.0.0.1:7000\": \"flag\", \"127.0.0.1:7001\": \"pilotctl\"}, s'"
+pt_check pilotctl_forward_remove bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock forward remove 127.0.0.1:7001 >/dev/null \
+	&& ! ip netns exec $PT-u curl -sS -m 5 http://127.0.0.1:7001/ >/dev/null 2>&1 && ! grep -q 7001 $PT_DIR/u/forwards.json"
+pt_check pilotctl_expose_remove bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock expose remove 81 >/dev/null \
+	&& ! ip netns exec $PT-a curl -sS -m 10 http://$ip_u:81/ >/dev/null 2>&1"
 pt_check no_sanitizer_reports bash -c "! grep -q 'Sanitizer' $PT_DIR/u.log $PT_DIR/a.log"
