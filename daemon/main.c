@@ -128,7 +128,7 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("proxy-max-pending", PILOT_OPT_INT, &o->proxy_max_pending, "64",
 		    "clients of one SOCKS5 / HTTP proxy / forward listener still in their request phase", "n",
 		    1, 65536),
-		OPT("proxy-rate", PILOT_OPT_INT, &o->proxy_rate, "20",
+		OPT("proxy-rate", PILOT_OPT_INT, &o->proxy_rate, "100",
 		    "new connections per second one client IP may open on a userspace listener (burst 2x)",
 		    "n", 1, 1000000),
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",

@@ -452,7 +452,7 @@ void node_proxy_open(node *n)
 
 	if (!node_tun_userspace(&n->o))
 		return;
-	if (n->o.proxy_auth && (colon = strchr(n->o.proxy_auth, ':'))) {
+	if (n->o.proxy_auth && *n->o.proxy_auth && (colon = strchr(n->o.proxy_auth, ':'))) {
 		snprintf(user, sizeof(user), "%.*s", (int)(colon - n->o.proxy_auth), n->o.proxy_auth);
 		snprintf(pass, sizeof(pass), "%s", colon + 1);
 		pc.user = user;
@@ -461,9 +461,10 @@ void node_proxy_open(node *n)
 	if (!(n->proxy = proxy_new(&pc)) || !(n->px = calloc(1, sizeof(*n->px))))
 		pilot_fatal("out of memory");
 	state_path(n);
-	if (n->o.socks5 && proxy_listen(n->proxy, PROXY_SOCKS5, n->o.socks5, NULL, err, sizeof(err)) < 0)
+	if (n->o.socks5 && *n->o.socks5 &&
+	    proxy_listen(n->proxy, PROXY_SOCKS5, n->o.socks5, NULL, err, sizeof(err)) < 0)
 		pilot_fatal("-socks5: %s", err);
-	if (n->o.http_proxy &&
+	if (n->o.http_proxy && *n->o.http_proxy &&
 	    proxy_listen(n->proxy, PROXY_HTTP, n->o.http_proxy, NULL, err, sizeof(err)) < 0)
 		pilot_fatal("-http-proxy: %s", err);
 	flag_entries(n, n->o.forward, false);

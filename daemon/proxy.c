@@ -213,22 +213,14 @@ static void dialed(void *arg, int err, int fd)
 
 /* The bytes to send ahead (the request itself is already cut off the buffer):
  * what followed a CONNECT / SOCKS request, or the whole absolute-form HTTP
- * request rewritten to origin form (METHOD SP path SP HTTP/1.x CRLF headers...). */
+ * request rewritten to origin form (px_http_origin_form). */
 static size_t early_bytes(px_client *c, uint8_t *out, size_t cap)
 {
-	const px_http_req *r = &c->http;
-	const char *b = (const char *)c->buf;
-	size_t ver = r->line_end - 8; /* "HTTP/1.x" */
-	int n;
-
-	if (!c->ls || c->ls->kind != PROXY_HTTP || r->connect) {
+	if (!c->ls || c->ls->kind != PROXY_HTTP || c->http.connect) {
 		memcpy(out, c->buf, c->len);
 		return c->len;
 	}
-	n = snprintf((char *)out, cap, "%.*s %.*s %.*s", (int)r->method_len, b,
-		     (int)(r->path_len ? r->path_len : 1), r->path_len ? b + r->path_off : "/",
-		     (int)(c->len - ver), b + ver);
-	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	return px_http_origin_form((const char *)c->buf, c->len, &c->http, (char *)out, cap);
 }
 
 static void dial(px_client *c, pilot_addr a)
@@ -897,7 +889,7 @@ proxy *proxy_new(const proxy_config *cfg)
 	if (!p->cfg.max_pending)
 		p->cfg.max_pending = 64;
 	if (!p->cfg.rate)
-		p->cfg.rate = 20;
+		p->cfg.rate = 100;
 	if (!p->cfg.timeout_ms)
 		p->cfg.timeout_ms = 10000;
 	return p;

@@ -40,7 +40,7 @@ typedef struct proxy_config {
 	tunbridge *(*bridge)(void *ctx); /* NULL until the node is registered */
 	const char *user, *pass;         /* SOCKS5 / HTTP proxy authentication; NULL = none */
 	unsigned max_pending;            /* clients in their request phase per listener (64) */
-	unsigned rate;                   /* new connections/s per client IP (20; burst 2x) */
+	unsigned rate;                   /* new connections/s per client IP (100; burst 2x) */
 	unsigned timeout_ms;             /* request phase (10000) */
 } proxy_config;
 

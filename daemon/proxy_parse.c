@@ -225,7 +225,7 @@ static int parse_request_line(const char *buf, const char *eol, px_http_req *r)
 	if (!sp1 || sp1 == buf)
 		return -EPROTO;
 	sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
-	if (!sp2 || sp2 == sp1 + 1 || eol - sp2 < 9 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0)
+	if (!sp2 || sp2 == sp1 + 1 || eol - sp2 != 9 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0)
 		return -EPROTO;
 	for (const char *p = buf; p < sp1; p++)
 		if (*p < 'A' || *p > 'Z')
@@ -359,4 +359,52 @@ int px_target_parse(const px_dest *d, px_target *t)
 	memcpy(t->name, d->host, stem);
 	t->name[stem] = '\0';
 	return 0;
+}
+
+/* ---- absolute form -> origin form -------------------------------------------------------- */
+
+static bool hop_header(const char *p, size_t n)
+{
+	static const char *const drop[] = { "connection:", "proxy-connection:", "keep-alive:",
+					    "proxy-authorization:" };
+
+	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++) {
+		size_t dl = strlen(drop[i]);
+		if (n >= dl && !strncasecmp(p, drop[i], dl))
+			return true;
+	}
+	return false;
+}
+
+static bool put(char *out, size_t cap, size_t *at, const char *p, size_t n)
+{
+	if (cap - *at < n)
+		return false;
+	memcpy(out + *at, p, n);
+	*at += n;
+	return true;
+}
+
+size_t px_http_origin_form(const char *buf, size_t len, const px_http_req *r, char *out, size_t cap)
+{
+	const char *end = buf + r->head_len - 2, *p, *eol;
+	size_t at = 0;
+
+	if (r->connect || r->head_len > len || r->line_end < 8)
+		return 0;
+	if (!put(out, cap, &at, buf, r->method_len + 1) ||
+	    !put(out, cap, &at, r->path_len ? buf + r->path_off : "/", r->path_len ? r->path_len : 1) ||
+	    !put(out, cap, &at, buf + r->line_end - 9, 11)) /* " HTTP/1.x\r\n" */
+		return 0;
+	for (p = buf + r->line_end + 2; p < end; p = eol + 2) {
+		eol = find_crlf(p, end + 2);
+		if (!eol)
+			return 0;
+		if (!hop_header(p, (size_t)(eol - p)) && !put(out, cap, &at, p, (size_t)(eol + 2 - p)))
+			return 0;
+	}
+	if (!put(out, cap, &at, "Connection: close\r\n\r\n", 21) ||
+	    !put(out, cap, &at, buf + r->head_len, len - r->head_len))
+		return 0;
+	return at;
 }

@@ -88,6 +88,14 @@ int px_parse_authority(const char *s, size_t n, uint16_t def, px_dest *d);
 
 int px_http_parse(const char *buf, size_t len, px_http_req *r);
 
+/* The absolute-form request r (parsed from buf) in origin form for the server:
+ * "METHOD /path HTTP/1.x", the headers without the hop-by-hop and proxy ones
+ * (Connection, Proxy-Connection, Keep-Alive, Proxy-Authorization), then
+ * "Connection: close" (one request per proxied connection: a client reusing it
+ * for another host must not reach this one), then the bytes after the head.
+ * Returns the length, 0 if it does not fit in cap or r is a CONNECT. */
+size_t px_http_origin_form(const char *buf, size_t len, const px_http_req *r, char *out, size_t cap);
+
 /* What a destination names. */
 enum px_target_kind {
 	PX_TARGET_ADDR, /* a Pilot address: "0:0000.0000.0002" or "0-0000-0000-0002.pilot" */

@@ -39,7 +39,7 @@ static void watch(tb_flow *f)
 		return;
 	if (f->connecting)
 		m = PILOT_EV_WRITE;
-	else if (f->c) {
+	else if (f->c && !f->dial_cb) { /* nothing before the dial settles: early data first */
 		if (!f->c_shut && !f->rd_blocked)
 			m |= PILOT_EV_READ;
 		if (f->wr_blocked)

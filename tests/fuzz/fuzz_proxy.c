@@ -74,6 +74,12 @@ static void http(const uint8_t *d, size_t n)
 		if (req.proxy_auth)
 			CHECK(req.proxy_auth >= buf && req.proxy_auth + req.proxy_auth_len <= buf + n);
 		target(&req.dest);
+		if (!req.connect) {
+			static char out[16384 + 64];
+			size_t m = px_http_origin_form(buf, n, &req, out, sizeof(out));
+			CHECK(m <= sizeof(out));
+			CHECK(m == 0 || (m >= 20 && !memcmp(out, buf, req.method_len)));
+		}
 		CHECK(px_http_parse(buf, (size_t)r - 1, &req) <= 0);
 	}
 	free(buf);

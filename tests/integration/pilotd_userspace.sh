@@ -79,7 +79,10 @@ U_ARGS=("${TLS[@]}" -transport=compat -compat-beacon wss://198.18.0.2:443/v1/com
 mkdir -p "$PT_DIR/u"
 chown 65534:65534 "$PT_DIR/u"
 start_u() {
-	pt_spawn u "$PT_DIR/u.log" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+	# its own mount namespace (private propagation: nothing reaches the host's) with
+	# /dev/null over /dev/net/tun, then nobody without any capability
+	pt_spawn u "$PT_DIR/u.log" unshare -m --propagation private sh -c \
+		'mount --bind /dev/null /dev/net/tun && exec "$@"' sh setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
 		--bounding-set=-all --no-new-privs "$PD_BIN" -registry "$PD_REGISTRY" -beacon "$PD_BEACON" \
 		-identity "$PT_DIR/u/identity.json" -socket "$PT_DIR/u/ctl.sock" -log-level debug "${U_ARGS[@]}"
 	PD_PID[u]=$PT_PID
@@ -93,7 +96,8 @@ start_u || ok=0
 if [ $ok = 1 ]; then pt_pass three_nodes_registered; else pt_fail three_nodes_registered; exit 1; fi
 pt_check u_runs_without_capabilities bash -c "grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/${PD_PID[u]}/status \
 	&& grep -q '^Uid:[[:space:]]*65534' /proc/${PD_PID[u]}/status"
-pt_check u_has_no_tun_device bash -c "! ip -n $PT-u link show | grep -q pilot0"
+pt_check u_has_no_tun_device bash -c "! ip -n $PT-u link show | grep -q pilot0 && [ -c /dev/net/tun ] \
+	&& nsenter -t ${PD_PID[u]} -m stat -c %t:%T /dev/net/tun | grep -q '^1:3$'"
 pt_check u_info_userspace bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock info | grep -q '\"device\":\"userspace\"'"
 pt_check u_on_compat bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock info | grep -q '\"transport\":\"compat\"'"
 pt_check trust_pair_a_u pd_trust_pair a u
@@ -213,4 +217,10 @@ pt_check pilotctl_forward_remove bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.
 	&& ! ip netns exec $PT-u curl -sS -m 5 http://127.0.0.1:7001/ >/dev/null 2>&1 && ! grep -q 7001 $PT_DIR/u/forwards.json"
 pt_check pilotctl_expose_remove bash -c "$PD_CTL --json --socket $PT_DIR/u/ctl.sock expose remove 81 >/dev/null \
 	&& ! ip netns exec $PT-a curl -sS -m 10 http://$ip_u:81/ >/dev/null 2>&1"
-pt_check no_sanitizer_reports bash -c "! grep -q 'Sanitizer' $PT_DIR/u.log $PT_DIR/a.log"
+# ---- a userspace node with no front-end flags: pilotctl adds them ----
+pd_start v u "${TLS[@]}" -transport=compat -compat-beacon wss://198.18.0.2:443/v1/compat -tun=userspace \
+	|| pt_fail bare_userspace_node_registered
+pt_check bare_userspace_forward_added_at_run_time bash -c "$PD_CTL --json --socket $PT_DIR/v/ctl.sock forward add \
+	127.0.0.1:7002 ${PD_ID[a]}:80 | grep -q '\"status\":\"ok\"'"
+pd_stop v
+pt_check no_sanitizer_reports bash -c "! grep -q 'Sanitizer' $PT_DIR/u.log $PT_DIR/a.log $PT_DIR/v.log"

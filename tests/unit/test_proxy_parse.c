@@ -117,6 +117,31 @@ static void test_http(void **state)
 	assert_int_equal(px_http_parse("CONNECT a:1 SPDY/3\r\n\r\n", 22, &r), -EPROTO);
 }
 
+static void test_origin_form(void **state)
+{
+	static const char g[] = "POST http://alpha.pilot:8080/up?x=1 HTTP/1.1\r\nHost: alpha.pilot:8080\r\n"
+				"Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic dTpw\r\n"
+				"Content-Length: 4\r\nconnection: Keep-Alive\r\n\r\nbody";
+	static const char want[] = "POST /up?x=1 HTTP/1.1\r\nHost: alpha.pilot:8080\r\nContent-Length: 4\r\n"
+				   "Connection: close\r\n\r\nbody";
+	static const char bare[] = "GET http://bravo HTTP/1.0\r\n\r\n";
+	char out[512];
+	px_http_req r;
+	size_t n;
+
+	(void)state;
+	assert_true(px_http_parse(g, sizeof(g) - 1, &r) > 0);
+	n = px_http_origin_form(g, sizeof(g) - 1, &r, out, sizeof(out));
+	assert_int_equal(n, sizeof(want) - 1);
+	assert_memory_equal(out, want, n);
+	assert_int_equal(px_http_origin_form(g, sizeof(g) - 1, &r, out, 20), 0u);
+	assert_true(px_http_parse(bare, sizeof(bare) - 1, &r) > 0);
+	n = px_http_origin_form(bare, sizeof(bare) - 1, &r, out, sizeof(out));
+	assert_int_equal(n, strlen("GET / HTTP/1.0\r\nConnection: close\r\n\r\n"));
+	assert_memory_equal(out, "GET / HTTP/1.0\r\nConnection: close\r\n\r\n", n);
+	assert_int_equal(px_http_parse("GET http://a/ HTTP/1.10\r\n\r\n", 28, &r), -EPROTO);
+}
+
 static void test_targets(void **state)
 {
 	px_dest d = { .atyp = SOCKS5_ATYP_DOMAIN };
@@ -151,7 +176,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_greeting), cmocka_unit_test(test_userpass),
 		cmocka_unit_test(test_request),  cmocka_unit_test(test_udp),
-		cmocka_unit_test(test_http),     cmocka_unit_test(test_targets),
+		cmocka_unit_test(test_http),     cmocka_unit_test(test_origin_form),
+		cmocka_unit_test(test_targets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
