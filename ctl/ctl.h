@@ -91,6 +91,12 @@ int pctl_cmd_map(pctl *c);
 int pctl_cmd_unmap(pctl *c);
 int pctl_cmd_maps(pctl *c);
 int pctl_cmd_tun(pctl *c);
+int pctl_cmd_forward_add(pctl *c);
+int pctl_cmd_forward_remove(pctl *c);
+int pctl_cmd_forward_list(pctl *c);
+int pctl_cmd_expose_add(pctl *c);
+int pctl_cmd_expose_remove(pctl *c);
+int pctl_cmd_expose_list(pctl *c);
 int pctl_cmd_status(pctl *c);
 /* completion bash|zsh|peers, from the verb table t (cmd_completion.c) */
 int pctl_completion(pctl *c, const pctl_cmd *t);

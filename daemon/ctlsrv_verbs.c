@@ -60,6 +60,14 @@ static const ctlsrv_verb verbs[] = {
 	{ "map", verb_map, "give a node an IP on the TUN (or show its IP)" },
 	{ "unmap", verb_unmap, "release a node's TUN IP" },
 	{ "maps", verb_maps, "the TUN address map" },
+	{ "forward-add", verb_forward_add,
+	  "-tun=userspace: a local listener forwarded to a peer's port (saved)" },
+	{ "forward-remove", verb_forward_remove, "-tun=userspace: stop a forward" },
+	{ "forward-list", verb_forward_list, "-tun=userspace: the forwards" },
+	{ "expose-add", verb_expose_add,
+	  "-tun=userspace: a local TCP server published on a Pilot port (saved)" },
+	{ "expose-remove", verb_expose_remove, "-tun=userspace: stop publishing a Pilot port" },
+	{ "expose-list", verb_expose_list, "-tun=userspace: the exposed ports" },
 	{ "tun", verb_tun, "the TUN device, bridge counters and bridged flows" },
 };
 

@@ -86,4 +86,12 @@ void verb_unmap(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_maps(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_tun(ctlsrv_reply *r, json_object *args, void *arg);
 
+/* ctlsrv_proxy.c: -tun=userspace forwards and exposed ports */
+void verb_forward_add(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_forward_remove(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_forward_list(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_expose_add(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_expose_remove(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_expose_list(ctlsrv_reply *r, json_object *args, void *arg);
+
 #endif

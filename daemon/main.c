@@ -19,7 +19,7 @@
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 64
+#define NOPTS 72
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -109,7 +109,34 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("user", PILOT_OPT_STRING, &o->user, NULL,
 		    "when started as root: switch to this user once the sockets are open", "name"),
 		OPT("tun", PILOT_OPT_STRING, &o->tun, "pilot0",
-		    "TUN device name; -tun=off runs without a TUN device (no IP access)", "name|off"),
+		    "TUN device name; -tun=off runs without a TUN device (no IP access); "
+		    "-tun=userspace needs no device and no privilege: IP access through "
+		    "-socks5, -http-proxy, -forward and -expose",
+		    "name|off|userspace"),
+		OPT("socks5", PILOT_OPT_STRING, &o->socks5, NULL,
+		    "with -tun=userspace: SOCKS5 server (CONNECT) on this address; targets "
+		    "name.pilot, a Pilot address or a mapped IP, port = Pilot port",
+		    "host:port"),
+		OPT("http-proxy", PILOT_OPT_STRING, &o->http_proxy, NULL,
+		    "with -tun=userspace: HTTP proxy (CONNECT and http:// requests) on this address",
+		    "host:port"),
+		OPT("forward", PILOT_OPT_STRING, &o->forward, NULL,
+		    "with -tun=userspace: local listeners forwarded to peers' ports, comma-separated "
+		    "listen=target pairs (127.0.0.1:5432=db:5432)",
+		    "list"),
+		OPT("expose", PILOT_OPT_STRING, &o->expose, NULL,
+		    "with -tun=userspace: local TCP servers published on Pilot ports, comma-separated "
+		    "port=host:port pairs (80=127.0.0.1:8080); trust rules apply",
+		    "list"),
+		OPT("proxy-auth", PILOT_OPT_STRING, &o->proxy_auth, NULL,
+		    "username:password the SOCKS5 server (RFC 1929) and the HTTP proxy (Basic) require",
+		    "user:pass"),
+		OPT("proxy-max-pending", PILOT_OPT_INT, &o->proxy_max_pending, "64",
+		    "clients of one SOCKS5 / HTTP proxy / forward listener still in their request phase", "n",
+		    1, 65536),
+		OPT("proxy-rate", PILOT_OPT_INT, &o->proxy_rate, "100",
+		    "new connections per second one client IP may open on a userspace listener (burst 2x)",
+		    "n", 1, 1000000),
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
 		    "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
@@ -260,6 +287,11 @@ static int validate(node_options *o)
 		return usage_error("invalid -kdf (want ref or new)");
 	if (o->keepalive <= 0 || o->idle_timeout <= 0 || o->time_wait < 0)
 		return usage_error("-keepalive and -idle-timeout must be positive, -time-wait not negative");
+	if (!node_tun_userspace(o) &&
+	    (!empty(o->socks5) || !empty(o->http_proxy) || !empty(o->forward) || !empty(o->expose)))
+		return usage_error("-socks5, -http-proxy, -forward and -expose need -tun=userspace");
+	if (!empty(o->proxy_auth) && !strchr(o->proxy_auth, ':'))
+		return usage_error("invalid -proxy-auth (want user:password)");
 	if (node_tun_enabled(o) && (strlen(o->tun) >= 16 || strchr(o->tun, '/')))
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)

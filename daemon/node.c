@@ -121,7 +121,7 @@ void node_set_identity(node *n, const pilot_identity *id)
  * set is cut down too, so nothing pilotd runs regains the rest. */
 static uint64_t startup_caps(const node *n)
 {
-	if (!node_tun_enabled(&n->o))
+	if (!node_tun_enabled(&n->o) || node_tun_userspace(&n->o))
 		return 0;
 	/* CAP_SETPCAP: the last step can then cut the bounding set down too */
 	return PRIVS_CAP(CAP_NET_ADMIN) | PRIVS_CAP(CAP_SETPCAP)
@@ -130,7 +130,9 @@ static uint64_t startup_caps(const node *n)
 
 static uint64_t final_caps(const node *n)
 {
-	return empty(n->o.user) && node_tun_enabled(&n->o) ? PRIVS_CAP(CAP_NET_ADMIN) : 0;
+	return empty(n->o.user) && node_tun_enabled(&n->o) && !node_tun_userspace(&n->o)
+		? PRIVS_CAP(CAP_NET_ADMIN)
+		: 0;
 }
 
 /* Before any network input: switch user / limit root's capabilities. */
@@ -196,6 +198,7 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_compat_up(n);
 		node_data_up(n);
 		node_tun_up(n);
+		node_proxy_up(n);
 		drop_privileges(n);
 	}
 	if (!n->notified_ready && !n->stopping) { /* systemd Type=notify: ready once registered */
@@ -523,8 +526,10 @@ void node_start(node *n)
 			udp_transport_no_gso(n->t);
 	}
 	node_tun_open(n);
+	node_proxy_open(n);
 	privileges_startup(n); /* nothing has been read from the network yet */
-	if (n->tun && (!empty(n->o.user) || geteuid() == 0)) /* the ULA needs the node ID */
+	if (n->tun && !node_tun_userspace(&n->o) &&
+	    (!empty(n->o.user) || geteuid() == 0)) /* the ULA needs the node ID */
 		n->drop_timer = pilot_loop_add_timer(n->loop, DROP_WAIT_MS, drop_timeout, n);
 	else
 		drop_privileges(n);
@@ -556,9 +561,11 @@ void node_free(node *n)
 	ctlsrv_free(n->ctlsrv);
 	n->ctlsrv = NULL;
 	node_metrics_free(n);
+	node_proxy_close(n);
 	node_tun_down(n);
 	node_data_free(n);
 	registration_free(n->reg);
+	node_proxy_free(n);
 	node_tun_free(n);
 	transport_close(n->t);
 	node_compat_free(n);

@@ -41,6 +41,9 @@ typedef struct node_options {
 	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
 	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
 	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
+	/* -tun=userspace front ends (node_proxy.c) */
+	char *socks5, *http_proxy, *forward, *expose, *proxy_auth;
+	long proxy_max_pending, proxy_rate;
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
@@ -81,6 +84,8 @@ typedef struct node {
 	struct trust *trust;
 	struct node_hs *hs;         /* port-444 service state (node_hs.c) */
 	struct node_tun *tun;       /* TUN device, address map, DNS, bridge (node_tun.c) */
+	struct proxy *proxy;        /* -tun=userspace: SOCKS5, HTTP proxy, forwards (node_proxy.c) */
+	struct node_px *px;         /* forwards and exposed ports, persisted (node_proxy.c) */
 	uint64_t drop_timer;        /* -user with a TUN: the drop waits for the own ULA */
 	bool dropped;
 	struct node_compat *compat; /* -transport, registry TLS (node_compat.c) */
@@ -147,6 +152,22 @@ void node_tun_before_drop(node *n); /* systemd-resolved, while still privileged 
 void node_tun_down(node *n);     /* the bridge; before the conn table goes */
 void node_tun_free(node *n);     /* the rest; after the registration. NULL-safe parts */
 json_object *node_tun_info_json(node *n); /* for info: device, IPs, flow counts */
+bool node_tun_userspace(const node_options *o); /* -tun=userspace: no device, socket front ends */
+
+/* ---- userspace front ends (node_proxy.c) ---- */
+void node_proxy_open(node *n);  /* listeners of -socks5 / -http-proxy / -forward (fatal if busy) */
+void node_proxy_up(node *n);    /* -expose once the bridge is up */
+void node_proxy_close(node *n); /* listeners and talking clients; before the bridge goes */
+void node_proxy_free(node *n);  /* after the bridge and the registration */
+json_object *node_proxy_info_json(node *n);
+/* Runtime changes (pilotctl forward / expose); flag = from the configuration
+ * (not saved). 0 or -errno with err filled; -ENOTSUP without -tun=userspace. */
+int node_proxy_forward_add(node *n, const char *listen, const char *target, bool flag, char *err,
+			   size_t errlen);
+int node_proxy_forward_remove(node *n, const char *listen); /* 0 or -ENOENT */
+int node_proxy_expose_add(node *n, long port, const char *target, bool flag, char *err, size_t errlen);
+int node_proxy_expose_remove(node *n, long port); /* 0 or -ENOENT */
+json_object *node_proxy_list_json(node *n, bool expose);
 
 /* ---- compat mode (WSS tunnel) and registry TLS (node_compat.c) ---- */
 const char *node_compat_validate(const node_options *o); /* NULL or a usage error */

@@ -39,6 +39,11 @@ bool node_tun_enabled(const node_options *o)
 	return !empty(o->tun) && strcmp(o->tun, "off") != 0;
 }
 
+bool node_tun_userspace(const node_options *o)
+{
+	return !empty(o->tun) && strcmp(o->tun, "userspace") == 0;
+}
+
 int node_tun_parse_subnet(const char *cidr, uint32_t *net, int *prefix)
 {
 	char ip[INET_ADDRSTRLEN], *end;
@@ -231,6 +236,11 @@ void node_tun_open(node *n)
 		pilot_fatal("out of memory");
 	n->tun = nt;
 	open_map(n, nt);
+	if (node_tun_userspace(&n->o)) { /* no device, no DNS socket: the front ends */
+		log_info("tun: userspace mode map=%s mapped=%zu", nt->map_path[0] ? nt->map_path : "memory",
+			 tun_addrmap_count(nt->map));
+		return;
+	}
 	open_dev(n, nt);
 	dns_listen4(n, nt);
 	a.s_addr = htonl(tun_addrmap_own_ip(nt->map));
@@ -270,6 +280,15 @@ void node_tun_up(node *n)
 	if (!nt || nt->bridge)
 		return;
 	tun_addrmap_set_own(nt->map, own);
+	if (!nt->dev) {
+		bc.userspace = true;
+		bc.map = nt->map;
+		bc.own = own;
+		if (!(nt->bridge = tunbridge_new(n->loop, n->conns, &bc, err, sizeof(err))))
+			pilot_fatal("%s", err);
+		log_info("tun: userspace bridge up own=%s", n->address);
+		return;
+	}
 	add_own6(n, nt, own);
 	register_resolved(n, nt);
 	bc.dev = nt->dev;
@@ -343,14 +362,14 @@ json_object *node_tun_info_json(node *n)
 		jw_set_str(o, "device", "off");
 		return o;
 	}
-	jw_set_str(o, "device", tun_dev_name(nt->dev));
+	jw_set_str(o, "device", nt->dev ? tun_dev_name(nt->dev) : "userspace");
 	node_tun_ip4_text(nt, tun_addrmap_own_ip(nt->map), s);
 	jw_set_str(o, "ipv4", s);
 	node_tun_ip4_text(nt, tun_addrmap_subnet(nt->map), s);
 	snprintf(sub, sizeof(sub), "%s/%d", s, tun_addrmap_prefix_len(nt->map));
 	jw_set_str(o, "subnet", sub);
 	jw_set_str(o, "ipv6", nt->has_own6 ? inet_ntop(AF_INET6, &nt->own6, s, sizeof(s)) : "");
-	jw_set_int(o, "mtu", tun_dev_mtu(nt->dev));
+	jw_set_int(o, "mtu", nt->dev ? tun_dev_mtu(nt->dev) : 0);
 	jw_set_str(o, "dns", nt->dns ? "on" : "off");
 	jw_set_int(o, "mapped", (int64_t)tun_addrmap_count(nt->map));
 	if (nt->bridge)
@@ -363,6 +382,13 @@ json_object *node_tun_info_json(node *n)
 	jw_set_int(o, "udp_out", (int64_t)st.udp_out);
 	jw_set_int(o, "udp_in", (int64_t)st.udp_in);
 	jw_set_int(o, "malformed", (int64_t)bad);
+	if (!nt->dev) {
+		jw_set_int(o, "sock_outbound", (int64_t)st.sock_outbound);
+		jw_set_int(o, "sock_inbound", (int64_t)st.sock_inbound);
+		jw_set_int(o, "sock_refused", (int64_t)st.sock_refused);
+		jw_set_int(o, "sock_no_expose", (int64_t)st.sock_no_expose);
+		json_object_object_add(o, "proxy", node_proxy_info_json(n));
+	}
 	add_dns_stats(nt, o);
 	return o;
 }

@@ -285,7 +285,8 @@ static int hook_up(tunbridge *b, char *err, size_t errlen)
 		b->fd_added = true;
 	}
 	conn_listen_default(b->t, tb_tcp_syn_cb, b);
-	conn_dgram_observe(b->t, tb_dgram_observe, b);
+	if (!b->cfg.userspace) /* userspace: datagrams go to the bound UDP relays only */
+		conn_dgram_observe(b->t, tb_dgram_observe, b);
 	return start_dns(b, err, errlen);
 }
 
@@ -404,12 +405,14 @@ static struct json_object *flow_json(const tb_flow *f)
 
 	pilot_addr_format(f->peer, peer);
 	json_object_object_add(o, "dir", json_object_new_string(f->inbound ? "in" : "out"));
-	json_object_object_add(o, "proto", json_object_new_string("tcp"));
+	json_object_object_add(o, "proto", json_object_new_string(f->sock ? "tcp-socket" : "tcp"));
 	json_object_object_add(o, "kernel", ip_port(&f->key.src, f->key.sport));
 	json_object_object_add(o, "mapped", ip_port(&f->key.dst, f->key.dport));
 	json_object_object_add(o, "peer", json_object_new_string(peer));
 	json_object_object_add(o, "port", json_object_new_int(f->pport));
-	json_object_object_add(o, "state", json_object_new_string(tcpep_state_name(tcpep_state(f->ep))));
+	json_object_object_add(o, "state",
+			       json_object_new_string(f->sock ? tb_sock_state_name(f)
+							      : tcpep_state_name(tcpep_state(f->ep))));
 	json_object_object_add(o, "pilot_state",
 			       json_object_new_string(f->c ? stream_state_name(conn_state(f->c)) : "-"));
 	add_u64(o, "bytes_to_peer", f->to_peer);
@@ -448,6 +451,10 @@ static struct json_object *stats_json(const tunbridge *b)
 	add_u64(o, "echo_replies", s.echo_replies);
 	add_u64(o, "echo_timeouts", s.echo_timeouts);
 	add_u64(o, "icmp_unreach_sent", s.icmp_unreach_sent);
+	add_u64(o, "sock_outbound", s.sock_outbound);
+	add_u64(o, "sock_inbound", s.sock_inbound);
+	add_u64(o, "sock_refused", s.sock_refused);
+	add_u64(o, "sock_no_expose", s.sock_no_expose);
 	add_u64(o, "flows_active", s.flows_active);
 	return o;
 }

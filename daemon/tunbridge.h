@@ -45,6 +45,7 @@
 
 typedef struct tunbridge tunbridge;
 struct json_object;
+struct sockaddr;
 
 typedef struct tunbridge_config {
 	tun_dev *dev;            /* opened by the node (not owned); NULL = no device:
@@ -71,6 +72,10 @@ typedef struct tunbridge_config {
 	/* µs monotonic clock; NULL = pilot_now_us (fuzzers pass a fake one). */
 	uint64_t (*clock)(void *ctx);
 	void *clock_ctx;
+	/* Userspace mode (pilotd -tun=userspace, tunbridge_sock.c): no device and no
+	 * packets; the front ends hand sockets to tunbridge_sock_dial and inbound
+	 * Pilot SYNs reach the ports published with tunbridge_expose. */
+	bool userspace;
 } tunbridge_config;
 
 typedef struct tunbridge_stats {
@@ -89,6 +94,9 @@ typedef struct tunbridge_stats {
 	uint64_t udp_out, udp_in, udp_errors;
 	uint64_t echo_out, echo_replies, echo_timeouts, echo_limit;
 	uint64_t icmp_unreach_sent;
+	uint64_t sock_outbound, sock_inbound; /* userspace flows opened */
+	uint64_t sock_refused;                /* dial failed / exposed target refused */
+	uint64_t sock_no_expose;              /* inbound SYN to a port nobody exposes */
 	uint64_t flows_active;
 } tunbridge_stats;
 
@@ -110,5 +118,46 @@ void tunbridge_get_stats(const tunbridge *b, tunbridge_stats *st);
  * "bytes_to_peer","bytes_from_peer"}...],"stats":{...}} as a json-c object (the
  * caller puts it). */
 struct json_object *tunbridge_flows_json(const tunbridge *b);
+
+/* ---- userspace mode (tunbridge_sock.c) -----------------------------------------------
+ * A socket front end (SOCKS5, HTTP proxy, port forward) feeds the same flow
+ * table as the TUN: each connection is a flow keyed like a kernel one (own IP,
+ * Pilot port, the peer's mapped IP, its port), counted against max_flows and
+ * listed by tunbridge_flows_json; the socket is spliced to the Pilot stream
+ * with the same backpressure (data moves only as the other side takes it). */
+
+/* The dial settled: err 0 = established (the front end writes its success reply
+ * to fd now; the bridge then splices it), else -ECONNREFUSED / -ETIMEDOUT /
+ * -ECONNRESET / ... (the front end writes its error reply; the bridge closes fd
+ * after the call). Called once, never from inside tunbridge_sock_dial. */
+typedef void (*tunbridge_dial_cb)(void *arg, int err, int fd);
+
+/* Hand a connected, non-blocking socket over (fd is the bridge's from a 0
+ * return: the caller must have removed it from the loop) and dial peer:port.
+ * early (copied) is written to the Pilot stream once established: bytes the
+ * front end read past its request. 0, or -EAGAIN (max_flows), -ENOSPC (the
+ * address map is full), conn_dial's errors; then fd stays the caller's. */
+int tunbridge_sock_dial(tunbridge *b, int fd, pilot_addr peer, uint16_t port, const void *early,
+			size_t early_len, tunbridge_dial_cb cb, void *arg);
+
+/* Publish a local TCP server on a Pilot port: a Pilot SYN to port (trust rules
+ * applied by the conn table before) makes the bridge connect to target; the
+ * dialer gets its SYN-ACK once that connect succeeded, RST when it failed. 0,
+ * -EEXIST, -ENOSPC (TB_MAX_EXPOSE), -EINVAL. */
+#define TB_MAX_EXPOSE 64
+int tunbridge_expose(tunbridge *b, uint16_t port, const struct sockaddr *target, unsigned len);
+int tunbridge_unexpose(tunbridge *b, uint16_t port); /* 0 or -ENOENT */
+
+/* UDP for the SOCKS5 UDP ASSOCIATE relay: a fresh Pilot datagram port bound to
+ * cb (*port), datagrams sent from it, and the mapped IPv4 (host order) of a
+ * peer for the reply header. 0 or -errno. */
+int tunbridge_udp_bind(tunbridge *b, conn_dgram_cb cb, void *arg, uint16_t *port);
+void tunbridge_udp_unbind(tunbridge *b, uint16_t port);
+int tunbridge_udp_send(tunbridge *b, uint16_t sport, pilot_addr dst, uint16_t dport, const void *data,
+		       size_t len);
+int tunbridge_ip_of(tunbridge *b, pilot_addr a, uint32_t *ip4);
+
+/* The Pilot address behind a mapped IPv4 (host order) or a Pilot ULA: 0 or -ENOENT. */
+int tunbridge_peer_of_ip(const tunbridge *b, int family, const uint8_t *ip, pilot_addr *out);
 
 #endif

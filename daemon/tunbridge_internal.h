@@ -8,6 +8,8 @@
 #include "tun/tcpep.h"
 #include "lib/heap.h"
 
+#include <sys/socket.h>
+
 #define TB_BATCH 16           /* packets per tun_dev_read_batch */
 #define TB_READ_ROUNDS 64     /* batches per readable event before yielding */
 #define TB_K2P_SLACK (256u * 1024) /* kernel bytes let in beyond the Pilot send space */
@@ -35,7 +37,24 @@ typedef struct tb_flow {
 	 * segment to the kernel instead of one per Pilot packet. */
 	struct tb_flow *p2k_next, *p2k_prev;
 	bool p2k_queued;
+	/* userspace mode (tunbridge_sock.c): a socket instead of the tcpep (ep NULL) */
+	bool sock;
+	bool connecting; /* inbound: connect() to the exposed target pending */
+	bool rd_blocked; /* the Pilot send space is full: not reading fd */
+	bool wr_blocked; /* fd's send buffer is full */
+	bool fd_added;
+	int fd, fd_mask;
+	tunbridge_dial_cb dial_cb; /* outbound, until the dial settles */
+	void *dial_arg;
+	uint8_t *early;
+	size_t early_len;
 } tb_flow;
+
+typedef struct tb_expose {
+	uint16_t port; /* 0 = free slot */
+	struct sockaddr_storage target;
+	unsigned target_len;
+} tb_expose;
 
 typedef struct tb_ping {
 	tunbridge *b;
@@ -63,6 +82,7 @@ struct tunbridge {
 	uint8_t *txbuf;               /* UDP / ICMP / RST packets we build */
 	tun_dns *dns;
 	bool fd_added;
+	tb_expose expose[TB_MAX_EXPOSE];
 	tunbridge_stats st;
 };
 
@@ -88,6 +108,14 @@ void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn);
 void tb_flow_free(void *val, void *arg);
 void tb_flow_kill(tb_flow *f);
 void tb_flow_check(tb_flow *f); /* remove when both sides are done, else reschedule */
+tb_flow *tb_flow_new(tunbridge *b, const tun_flow_key *k, pilot_addr peer);
+
+/* tunbridge_sock.c */
+void tb_sock_syn(tunbridge *b, uint32_t from, const proto_hdr *syn);
+void tb_sock_check(tb_flow *f);
+void tb_sock_kill(tb_flow *f);
+void tb_sock_free(tb_flow *f);
+const char *tb_sock_state_name(const tb_flow *f);
 
 /* tunbridge_dgram.c */
 void tb_udp_input(tunbridge *b, const tun_ip *ip);

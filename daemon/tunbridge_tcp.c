@@ -105,8 +105,13 @@ static void release_conn(tb_flow *f, bool graceful)
 /* Remove once both sides are done. */
 void tb_flow_check(tb_flow *f)
 {
-	enum tcpep_state s = tcpep_state(f->ep);
+	enum tcpep_state s;
 
+	if (f->sock) {
+		tb_sock_check(f);
+		return;
+	}
+	s = tcpep_state(f->ep);
 	if (!f->c && !f->syn_pending && s == TCPEP_CLOSED)
 		tb_flow_remove(f);
 	else
@@ -118,6 +123,10 @@ void tb_flow_kill(tb_flow *f)
 {
 	uint64_t now = tb_now(f->b);
 
+	if (f->sock) {
+		tb_sock_kill(f);
+		return;
+	}
 	if (f->syn_pending) {
 		f->syn_pending = false;
 		conn_refuse_syn(f->b->t, f->from, &f->syn);
@@ -137,7 +146,10 @@ void tb_flow_free(void *val, void *arg)
 	(void)arg;
 	tb_p2k_unqueue(f);
 	release_conn(f, false);
-	tcpep_free(f->ep);
+	if (f->sock)
+		tb_sock_free(f);
+	else
+		tcpep_free(f->ep);
 	free(f);
 }
 
@@ -310,7 +322,7 @@ static const tcpep_cbs flow_ep_cbs = { ep_emit, ep_readable, ep_writable, ep_sta
 
 /* ---- opening ----------------------------------------------------------------------------- */
 
-static tb_flow *flow_new(tunbridge *b, const tun_flow_key *k, pilot_addr peer)
+tb_flow *tb_flow_new(tunbridge *b, const tun_flow_key *k, pilot_addr peer)
 {
 	tb_flow *f;
 
@@ -360,7 +372,7 @@ static void open_outbound(tunbridge *b, const tun_ip *ip, const tun_tcp *tcp, co
 		send_rst(b, ip, tcp);
 		return;
 	}
-	f = flow_new(b, k, peer);
+	f = tb_flow_new(b, k, peer);
 	if (f)
 		f->ep = tcpep_from_syn(&b->tp, ip, tcp, &flow_ep_cbs, f, now);
 	if (!f || !f->ep) {
@@ -435,6 +447,10 @@ void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn)
 	tb_flow *f;
 	bool busy;
 
+	if (b->cfg.userspace) {
+		tb_sock_syn(b, from, syn);
+		return;
+	}
 	if (tun_addrmap_get(b->cfg.map, syn->src, &ip4) < 0) {
 		b->st.no_peer++;
 		conn_refuse_syn(b->t, from, syn);
@@ -445,7 +461,7 @@ void tb_tcp_syn_cb(void *arg, uint32_t from, const proto_hdr *syn)
 	inbound_lookup(b, &k, &busy);
 	if (busy)
 		return;
-	f = flow_new(b, &k, syn->src);
+	f = tb_flow_new(b, &k, syn->src);
 	if (!f) {
 		conn_refuse_syn(b->t, from, syn);
 		return;
