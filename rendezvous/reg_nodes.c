@@ -482,6 +482,7 @@ static json_object *new_node(registry *r, const uint8_t pk[32], reg_node **out)
 	if (!n || reg_node_set_key(r, n, pk) < 0)
 		return reg_err(r, E_INTERNAL, "out of memory");
 	r->next_node++;
+	st_node_created(r, n->id);
 	st_counters(r);
 	*out = n;
 	return NULL;
