@@ -308,6 +308,7 @@ bool st_failed(registry *r, uint64_t seq);
 bool st_failed_conflict(registry *r, uint64_t seq);
 void st_node_created(registry *r, uint32_t id);   /* the transaction being built allocated id */
 void st_net_created(registry *r, uint16_t id);    /* ... or this network ID */
+int st_alloc_node_id(registry *r, uint32_t *id);  /* shared back ends; see reg_store.c */
 void st_apply_changes(registry *r);               /* other instances' changes (loop thread) */
 void st_flush_seen(registry *r, uint64_t now_ms); /* heartbeats heard, to the other instances */
 bool st_db_up(registry *r);

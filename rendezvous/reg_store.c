@@ -55,6 +55,7 @@ struct reg_store {
 	uint32_t new_net;            /* network created by it (0 = none) */
 	uint64_t last_seen_flush_ms; /* shared: heartbeats heard since then go to the others */
 	bool shared;                 /* the back end is shared by several instances */
+	uint32_t id_next, id_end;    /* shared: node IDs of this instance's block left */
 	uint64_t next_seq;           /* last sequence number handed out */
 	bool oom;                    /* building cur ran out of memory */
 
@@ -69,6 +70,8 @@ struct reg_store {
 	uint64_t *failed;            /* failed seqs > the last st_failed_forget */
 	size_t nfailed;
 	bool stop, thread_up;
+	bool want_block;      /* the loop asks the writer for another ID block */
+	uint32_t block_ready; /* first ID of a block the writer reserved (0 = none) */
 	pthread_t th;
 	reg_store_stats st;
 };
@@ -233,6 +236,40 @@ void st_node_created(registry *r, uint32_t id)
 {
 	if (r->db)
 		r->db->new_id = id;
+}
+
+/* Shared back ends: the next node ID of this instance's block, 0 and *id; or
+ * -EAGAIN (the next block is being reserved: answer busy), -ENOTSUP (one
+ * instance: the caller counts next_node as always). */
+int st_alloc_node_id(registry *r, uint32_t *id)
+{
+	reg_store *st = r->db;
+
+	if (!st || !st->shared)
+		return -ENOTSUP;
+	if (st->id_next == st->id_end) {
+		pthread_mutex_lock(&st->mu);
+		if (st->block_ready) {
+			st->id_next = st->block_ready;
+			st->id_end = st->block_ready + ST_ID_BLOCK;
+			st->block_ready = 0;
+		}
+		pthread_mutex_unlock(&st->mu);
+	}
+	if (st->id_end - st->id_next < ST_ID_BLOCK / 4) {
+		pthread_mutex_lock(&st->mu);
+		if (!st->want_block && !st->block_ready) {
+			st->want_block = true;
+			pthread_cond_signal(&st->cv);
+		}
+		pthread_mutex_unlock(&st->mu);
+	}
+	if (st->id_next == 0) /* block 0: ID 0 is not a node */
+		st->id_next++;
+	if (st->id_next == st->id_end)
+		return -EAGAIN;
+	*id = st->id_next++;
+	return 0;
 }
 
 void st_net_created(registry *r, uint16_t id)
@@ -622,8 +659,22 @@ static void *writer_main(void *arg)
 		size_t n = 1, nfail = 0, nconf = 0;
 		double ms;
 
-		while (!st->qhead && !st->stop)
+		while (!st->qhead && !st->stop && !st->want_block)
 			pthread_cond_wait(&st->cv, &st->mu);
+		if (st->want_block && !st->stop) {
+			uint32_t first = 0;
+
+			pthread_mutex_unlock(&st->mu);
+			if (st->be->id_block(st->bes, &first) < 0)
+				first = 0;
+			pthread_mutex_lock(&st->mu);
+			st->want_block = false;
+			st->block_ready = first;
+			if (write(st->efd, &one, sizeof(one)) < 0) {
+				/* the loop reads the counter */
+			}
+			continue;
+		}
 		if (!st->qhead)
 			break;
 		batch = last = st->qhead;
@@ -1060,6 +1111,17 @@ int st_load(registry *r, char *err, size_t errlen)
 	if (r->next_net == 0)
 		r->next_net = 1;
 	recount_creators(r);
+	if (r->db->shared) {
+		uint32_t first;
+
+		if (r->db->be->id_block(r->db->bes, &first) < 0) {
+			snprintf(err, errlen, "store %s: cannot reserve node IDs: %s", r->db->path,
+				 r->db->be->errmsg(r->db->bes));
+			return -EIO;
+		}
+		r->db->id_next = first;
+		r->db->id_end = first + ST_ID_BLOCK;
+	}
 	log_info("registry: loaded store %s=%s nodes=%zu live=%zu networks=%zu", r->db->be->name, r->db->path,
 		 r->nodes.len, r->live_count, r->nets.len);
 	return 0;

@@ -124,7 +124,14 @@ typedef struct st_backend {
 	int (*listen)(void *be, st_change_cb cb, void *arg, char *err, size_t errlen);
 	/* 1 when the database answered the last attempt, 0 when not. */
 	int (*up)(void *be);
+	/* shared back ends: reserve ST_ID_BLOCK node IDs nobody else will use;
+	 * *first is the first. 0 or -EIO. Before st_start or on the writer thread. */
+	int (*id_block)(void *be, uint32_t *first);
 } st_backend;
+
+/* Node IDs come in blocks per instance with a shared back end, so instances
+ * that register at the same moment never pick the same ID. */
+#define ST_ID_BLOCK 256u
 
 /* Encoding helpers for back ends building bodies (repairs). */
 void st_buf_op(st_txn *t, int q, int nparams);

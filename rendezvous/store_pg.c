@@ -83,6 +83,9 @@ static const char *const schema[] = {
 	" UNIQUE(dst, src))",
 	"CREATE TABLE IF NOT EXISTS invites(dst BIGINT NOT NULL, net BIGINT NOT NULL,"
 	" inviter BIGINT NOT NULL, ts BIGINT NOT NULL, PRIMARY KEY(dst, net))",
+	/* Node IDs: an instance reserves block n = nextval, IDs n*256 .. n*256+255
+	 * (ID 0 is not used). Created past every ID already there (create_schema). */
+	"CREATE SEQUENCE IF NOT EXISTS node_id_blocks MINVALUE 0 START 0",
 	/* The feed between instances: each committed batch's operations. */
 	"CREATE SEQUENCE IF NOT EXISTS change_ids",
 	"CREATE TABLE IF NOT EXISTS changes(id BIGINT PRIMARY KEY, instance TEXT NOT NULL,"
@@ -237,7 +240,7 @@ static int schema_version(pg *b)
 	int v = -1;
 
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-		v = atoi(PQgetvalue(res, 0, 0));
+		v = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return v;
 }
@@ -245,14 +248,31 @@ static int schema_version(pg *b)
 static int create_schema(pg *b, char *err, size_t errlen)
 {
 	char lock[80];
+	PGresult *res;
+	bool fresh_seq;
 	int v;
 
 	snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%lld)", SCHEMA_LOCK);
 	if (exec_ok(b, "BEGIN") < 0 || exec_ok(b, lock) < 0)
 		goto fail;
+	res = PQexec(b->c, "SELECT to_regclass('node_id_blocks') IS NULL");
+	fresh_seq = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
 	for (size_t i = 0; i < sizeof(schema) / sizeof(schema[0]); i++)
 		if (exec_ok(b, schema[i]) < 0)
 			goto fail;
+	if (fresh_seq) {
+		/* Nobody can have drawn from a sequence created under this lock. */
+		char q[200];
+
+		snprintf(q, sizeof(q),
+			 "SELECT setval('node_id_blocks', (SELECT COALESCE(max(id), 0) FROM nodes) / %u + 1,"
+			 " false) WHERE EXISTS (SELECT 1 FROM nodes)",
+			 ST_ID_BLOCK);
+		if (exec_ok(b, q) < 0)
+			goto fail;
+	}
 	v = schema_version(b);
 	if (v > ST_SCHEMA_VERSION) {
 		exec_ok(b, "ROLLBACK");
@@ -813,6 +833,33 @@ static int pg_listen(void *be, st_change_cb cb, void *arg, char *err, size_t err
 	return 0;
 }
 
+/* Reserve ST_ID_BLOCK node IDs: the sequence is first moved past every ID in
+ * the table (nodes created before, e.g. imported), then advanced. */
+static int pg_id_block(void *be, uint32_t *first)
+{
+	pg *b = be;
+	PGresult *res;
+	int64_t blk = -1;
+
+	if (ensure_conn(b) < 0)
+		return -EIO;
+	if (b->pipeline) {
+		if (!PQexitPipelineMode(b->c))
+			return -EIO;
+		b->pipeline = false;
+	}
+	res = PQexec(b->c, "SELECT nextval('node_id_blocks')");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		blk = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	else
+		set_msg(b, PQerrorMessage(b->c));
+	PQclear(res);
+	if (blk < 0 || blk >= (int64_t)(0xFFFFFFFFu / ST_ID_BLOCK))
+		return -EIO;
+	*first = (uint32_t)blk * ST_ID_BLOCK;
+	return 0;
+}
+
 static int pg_up(void *be)
 {
 	return atomic_load(&((pg *)be)->up);
@@ -934,6 +981,7 @@ const st_backend st_pg_backend = {
 	.shared = true,
 	.listen = pg_listen,
 	.up = pg_up,
+	.id_block = pg_id_block,
 	.open = pg_open,
 	.each_row = pg_each_row,
 	.commit = pg_commit,
