@@ -168,7 +168,8 @@ typedef struct pg {
 	PGconn *c; /* the writer's */
 	char *url;
 	bool prepared, pipeline;
-	bool conflict; /* the last drain saw a constraint violation */
+	bool conflict;  /* the last drain saw a constraint violation */
+	bool sync_full; /* -store-sync full: the server's synchronous_commit */
 	char msg[256];
 	char instance[33]; /* random, names this process in `changes` */
 	atomic_int up;
@@ -340,6 +341,18 @@ static int prepare_all(pg *b)
 	return 0;
 }
 
+/* -store-sync normal (the default): synchronous_commit off for the writer's
+ * session. A commit is then acknowledged once it is in PostgreSQL's WAL
+ * buffers: it survives a crash of this process and is visible to every
+ * instance at once, but the newest ~0.6 s (3 x wal_writer_delay) could be lost
+ * if the PostgreSQL server itself crashes, like SQLite's synchronous=NORMAL and
+ * a power cut. full: the server's own setting (default on: flushed, and with
+ * synchronous standbys replicated, before the reply). */
+static int session_setup(pg *b)
+{
+	return b->sync_full ? 0 : exec_ok(b, "SET synchronous_commit = off");
+}
+
 /* (Re)connect: after a lost connection the writer tries once per batch. */
 static int ensure_conn(pg *b)
 {
@@ -355,7 +368,7 @@ static int ensure_conn(pg *b)
 		set_msg(b, b->c ? PQerrorMessage(b->c) : "out of memory");
 		return -EIO;
 	}
-	return prepare_all(b);
+	return session_setup(b) < 0 ? -EIO : prepare_all(b);
 }
 
 static int pg_open(void **be, const char *url, const reg_config *c, char *err, size_t errlen)
@@ -365,7 +378,6 @@ static int pg_open(void **be, const char *url, const reg_config *c, char *err, s
 
 	uint8_t rnd[16];
 
-	(void)c;
 	if (!(b = calloc(1, sizeof(*b))) || !(b->url = strdup(url))) {
 		free(b);
 		snprintf(err, errlen, "out of memory");
@@ -373,6 +385,7 @@ static int pg_open(void **be, const char *url, const reg_config *c, char *err, s
 	}
 	*be = b;
 	b->stop_fd = -1;
+	b->sync_full = c->store_sync_full;
 	randombytes_buf(rnd, sizeof(rnd));
 	sodium_bin2hex(b->instance, sizeof(b->instance), rnd, sizeof(rnd));
 	set_up(b, true);
@@ -384,6 +397,10 @@ static int pg_open(void **be, const char *url, const reg_config *c, char *err, s
 	}
 	if ((rc = create_schema(b, err, errlen)) < 0)
 		return rc;
+	if (session_setup(b) < 0) {
+		snprintf(err, errlen, "store: %s", b->msg);
+		return -EIO;
+	}
 	{
 		/* Load (next) sees every change up to this one; the feed starts after it. */
 		PGresult *res = PQexec(b->c, "SELECT COALESCE(max(id), 0) FROM changes");

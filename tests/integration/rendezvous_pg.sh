@@ -110,12 +110,14 @@ P2=$(free_port)
 H1=$(free_port)
 start inst1 -no-beacon -registry-addr 127.0.0.1:$P1 -http :$H1 -admin-token "$ADMIN" -store "$PG_URL"
 I1=$LAST_PID
-start inst2 -no-beacon -registry-addr 127.0.0.1:$P2 -admin-token "$ADMIN" -store-url "$PG_URL"
+B2=$(free_port)
+start inst2 -beacon-addr 127.0.0.1:$B2 -registry-addr 127.0.0.1:$P2 -admin-token "$ADMIN" -store-url "$PG_URL"
 I2=$LAST_PID
 if wait_ready "$P1" && wait_ready "$P2"; then
 	pass two_instances_started
 	multi cross "$P1" "$P2" "$ADMIN"
 	multi races "$P1" "$P2" 8 "$ADMIN"
+	multi notify "$P1" "$P2" "$B2"
 	M=$(curl -s "http://127.0.0.1:$H1/metrics")
 	expect metrics_change_feed $(grep -q '^pilot_store_changes_total [1-9]' <<<"$M" &&
 		grep -q '^pilot_store_change_lag_seconds_max ' <<<"$M" && grep -q '^pilot_store_up 1' <<<"$M"; echo $?) \
