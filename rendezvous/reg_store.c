@@ -52,7 +52,7 @@ struct reg_store {
 	/* loop thread only */
 	st_txn *cur;                 /* being built between st_begin and st_commit */
 	uint32_t new_id;             /* node created by the transaction being built (0 = none) */
-	uint32_t new_net;            /* network created by it (0 = none) */
+	uint32_t new_net;            /* 1 + the network created by it (0 = none) */
 	uint64_t last_seen_flush_ms; /* shared: heartbeats heard since then go to the others */
 	bool shared;                 /* the back end is shared by several instances */
 	uint32_t id_next, id_end;    /* shared: node IDs of this instance's block left */
@@ -275,7 +275,7 @@ int st_alloc_node_id(registry *r, uint32_t *id)
 void st_net_created(registry *r, uint16_t id)
 {
 	if (r->db)
-		r->db->new_net = id;
+		r->db->new_net = (uint32_t)id + 1;
 }
 
 void st_rollback(registry *r)
@@ -507,7 +507,7 @@ void st_net(registry *r, const reg_net *nt)
 {
 	if (!r->db)
 		return;
-	op(r, nt->id == r->db->new_net ? ST_Q_NET_NEW : ST_Q_NET, 6);
+	op(r, (uint32_t)nt->id + 1 == r->db->new_net ? ST_Q_NET_NEW : ST_Q_NET, 6);
 	p_int(r, nt->id);
 	p_text(r, nt->name);
 	p_text(r, nt->join_rule);
