@@ -82,7 +82,7 @@ ARCHIVE_DIRS := $(sort $(LIB_DIRS) $(foreach d,daemon ctl rendezvous nameserver,
 # Libraries each folder's code needs (programs and tests link what their folders need).
 tun_PKGS        := libnl-3.0 libnl-route-3.0
 daemon_PKGS     := libnl-3.0 libnl-route-3.0 libwebsockets openssl
-rendezvous_PKGS := sqlite3 libwebsockets openssl
+rendezvous_PKGS := sqlite3 libpq libwebsockets openssl
 ALL_PKGS := $(PKGS) $(sort $(foreach d,$(ARCHIVE_DIRS),$($(d)_PKGS)))
 ALL_CFLAGS := $(shell pkg-config --cflags $(ALL_PKGS) 2>/dev/null)
 ALL_LIBS := $(shell pkg-config --libs $(ALL_PKGS) 2>/dev/null) -lpthread -lm

@@ -758,7 +758,7 @@ static int64_t busy_fire(pilot_loop *l, uint64_t id, void *arg)
 }
 
 /* The registry refused the head with code busy (its write queue is full; it
- * changed nothing): send it again after retry_after_ms plus up to 50 % jitter,
+ * changed nothing) or unavailable (its database is unreachable): send it again after retry_after_ms plus up to 50 % jitter,
  * if that is still before the request's own timeout. true if so. */
 static bool busy_retry(regclient *c, json_object *reply)
 {
@@ -766,7 +766,7 @@ static bool busy_retry(regclient *c, json_object *reply)
 	struct rc_req *r = c->head;
 	int64_t ms;
 
-	if (!r || !code || strcmp(code, "busy"))
+	if (!r || !code || (strcmp(code, "busy") && strcmp(code, "unavailable")))
 		return false;
 	ms = jw_get_i64(reply, "retry_after_ms");
 	ms = ms < 20 ? 20 : ms > 5000 ? 5000 : ms;

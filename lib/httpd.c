@@ -33,6 +33,7 @@ struct hconn {
 struct pilot_httpd {
 	pilot_loop *loop;
 	pilot_httpd_metrics_cb metrics;
+	int (*cfg_health)(char *body, size_t cap, void *arg);
 	void *arg;
 	int64_t timeout_ms;
 	int lfd;
@@ -240,6 +241,12 @@ static void route(struct hconn *c)
 		respond(c, 400, "Bad Request", "text/plain", "bad request\n", 12);
 	} else if (r == PILOT_HTTPD_METHOD) {
 		respond(c, 405, "Method Not Allowed", "text/plain", "method not allowed\n", 19);
+	} else if (r == PILOT_HTTPD_HEALTHZ && c->h->cfg_health) {
+		char body[256] = "";
+		int st = c->h->cfg_health(body, sizeof(body), c->h->arg);
+
+		respond(c, st == 200 ? 200 : 503, st == 200 ? "OK" : "Service Unavailable", "text/plain",
+			body, strlen(body));
 	} else if (r == PILOT_HTTPD_HEALTHZ) {
 		respond(c, 200, "OK", "text/plain", "ok\n", 3);
 	} else if (r == PILOT_HTTPD_METRICS) {
@@ -351,6 +358,7 @@ pilot_httpd *pilot_httpd_new(pilot_loop *l, const pilot_httpd_config *cfg, char 
 	}
 	h->loop = l;
 	h->metrics = cfg->metrics;
+	h->cfg_health = cfg->health;
 	h->arg = cfg->arg;
 	h->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
 	h->lfd = http_listen(cfg->addr, h->bound, sizeof(h->bound), err, errlen);

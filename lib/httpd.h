@@ -21,6 +21,9 @@ typedef void (*pilot_httpd_metrics_cb)(FILE *out, void *arg);
 typedef struct pilot_httpd_config {
 	const char *addr;              /* ":9100" binds 127.0.0.1; "0.0.0.0:9100" all */
 	pilot_httpd_metrics_cb metrics;
+	/* Optional /healthz: writes a one-line body (at most cap bytes, NUL-
+	 * terminated) and returns the status, 200 or 503. NULL = always "ok". */
+	int (*health)(char *body, size_t cap, void *arg);
 	void *arg;
 	int64_t timeout_ms;            /* whole request/response (default 10 s) */
 } pilot_httpd_config;

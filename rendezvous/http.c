@@ -4,6 +4,7 @@
  * (man/pilot-rendezvous.8, METRICS). */
 #include "rendezvous/http.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -54,10 +55,24 @@ static void metrics(FILE *f, void *arg)
 			  (pilot_loop_now_ms(h->loop) - h->started_ms) / 1000);
 }
 
+/* "ok store=<back end> db=up", or 503 "degraded ... db=down" while the
+ * database does not answer (writes are refused then; reads still work). */
+static int health(char *body, size_t cap, void *arg)
+{
+	rdv_http *h = arg;
+	bool up = !h->reg || reg_store_up(h->reg);
+
+	snprintf(body, cap, "%s store=%s db=%s\n", up ? "ok" : "degraded",
+		 h->reg ? reg_store_kind(h->reg) : "none", up ? "up" : "down");
+	return up ? 200 : 503;
+}
+
 rdv_http *rdv_http_new(pilot_loop *l, const rdv_http_config *cfg, char *err, size_t errlen)
 {
 	rdv_http *h = calloc(1, sizeof(*h));
-	pilot_httpd_config hc = { .addr = cfg->addr, .metrics = metrics, .timeout_ms = cfg->timeout_ms };
+	pilot_httpd_config hc = {
+		.addr = cfg->addr, .metrics = metrics, .health = health, .timeout_ms = cfg->timeout_ms
+	};
 
 	if (!h) {
 		snprintf(err, errlen, "out of memory");

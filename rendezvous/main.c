@@ -30,7 +30,7 @@
 #define PROG "pilot-rendezvous"
 
 struct options {
-	char *config, *registry_addr, *beacon_addr, *store, *tls_cert, *tls_key;
+	char *config, *registry_addr, *beacon_addr, *store, *store_url, *tls_cert, *tls_key;
 	char *standby, *http, *log_level, *log_format, *log_file;
 	char *admin_token, *replication_token, *store_sync;
 	char *standby_tls_ca, *standby_tls_fpr;
@@ -43,7 +43,7 @@ struct options {
 	long store_queue;
 };
 
-#define NOPTS 58
+#define NOPTS 59
 
 struct app {
 	struct options o;
@@ -59,6 +59,11 @@ struct app {
 	uint64_t tick_timer;
 	char cert_path[4096], key_path[4096];
 };
+
+static bool st_url_ok(const char *s)
+{
+	return s && (!strncmp(s, "postgres://", 11) || !strncmp(s, "postgresql://", 13));
+}
 
 /* Positional fields then a designated one, which spares the INT bounds elsewhere. */
 #define OPT(...) { __VA_ARGS__, .set = 0 }
@@ -81,7 +86,11 @@ static void options_table(struct options *o, pilot_opt *t)
 		    "keyed with it, others are refused",
 		    "secret"),
 		OPT("store", PILOT_OPT_STRING, &o->store, NULL,
-		    "registry database (SQLite); empty = in memory only", "path"),
+		    "registry database: an SQLite file, or a postgres:// URL (several instances may "
+		    "share one PostgreSQL database); empty = in memory only",
+		    "path|url"),
+		OPT("store-url", PILOT_OPT_STRING, &o->store_url, NULL,
+		    "PostgreSQL connection URL (postgres://user@host/db); the same as -store URL", "url"),
 		OPT("store-sync", PILOT_OPT_STRING, &o->store_sync, "normal",
 		    "normal: an acknowledged write survives a crash of this process, not a power cut; "
 		    "full: it is on the disk (an fsync per commit batch)",
@@ -199,6 +208,24 @@ static int validate(struct app *a)
 		return usage_error("invalid -log-format (want text or json)");
 	if (!empty(o->store_sync) && strcmp(o->store_sync, "full") && strcmp(o->store_sync, "normal"))
 		return usage_error("invalid -store-sync (want full or normal)");
+	if (!empty(o->store_url)) {
+		if (!st_url_ok(o->store_url))
+			return usage_error("invalid -store-url (want postgres://... or postgresql://...)");
+		if (!empty(o->store) && strcmp(o->store, o->store_url))
+			return usage_error("-store and -store-url name different stores (give one)");
+		char *dup = strdup(o->store_url);
+
+		if (!dup)
+			return usage_error("out of memory");
+		free(o->store);
+		o->store = dup;
+	}
+	if (st_url_ok(o->store) && !empty(o->standby))
+		return usage_error("-standby replicates into SQLite; with PostgreSQL run several instances "
+				   "on the database instead (its own replication keeps the database available)");
+	if (st_url_ok(o->store) && (o->tls || o->print_fpr) && empty(o->tls_cert))
+		return usage_error("-tls with a PostgreSQL store needs -tls-cert and -tls-key (every "
+				   "instance serves the same certificate)");
 	if (o->no_registry && o->no_beacon)
 		return usage_error("-no-registry and -no-beacon together leave nothing to run");
 	if (o->no_registry && !empty(o->standby))
@@ -472,7 +499,21 @@ static void store_metrics(FILE *f, registry *reg)
 		ss.queue_depth, 1);
 	counter(f, "pilot_store_queue_limit", "-store-queue.", ss.queue_max, 1);
 	counter(f, "pilot_store_queue_depth_max", "Deepest the write queue has been since start.", ss.queue_max_seen, 1);
-	counter(f, "pilot_store_busy_total", "Writes answered busy because the queue was full.", ss.busy, 0);
+	counter(f, "pilot_store_busy_total", "Writes answered busy (queue full) or unavailable (database down).",
+		ss.busy, 0);
+	counter(f, "pilot_store_up", "1 while the store's database answers.", ss.db_up, 1);
+	if (!ss.shared)
+		return;
+	counter(f, "pilot_store_conflicts_total", "Writes another instance won in the database (answered busy).",
+		ss.conflicts, 0);
+	counter(f, "pilot_store_changes_total", "Change batches received from other instances.", ss.changes, 0);
+	fprintf(f, "# HELP pilot_store_change_lag_seconds Commit on another instance to delivery here, newest.\n"
+		   "# TYPE pilot_store_change_lag_seconds gauge\npilot_store_change_lag_seconds %.6f\n"
+		   "# HELP pilot_store_change_lag_seconds_max Longest commit-to-delivery lag since start.\n"
+		   "# TYPE pilot_store_change_lag_seconds_max gauge\npilot_store_change_lag_seconds_max %.6f\n"
+		   "# HELP pilot_store_change_lag_seconds_sum Sum of the lags (mean = this / pilot_store_changes_total).\n"
+		   "# TYPE pilot_store_change_lag_seconds_sum counter\npilot_store_change_lag_seconds_sum %.6f\n",
+		ss.change_lag_last_ms / 1000.0, ss.change_lag_max_ms / 1000.0, ss.change_lag_seconds);
 }
 
 static void metrics_extra(FILE *f, void *arg)
@@ -620,7 +661,7 @@ static void log_started(const struct app *a)
 		 a->srv ? rdv_server_addr(a->srv) : "off", a->tls ? " tls=on" : "", bcn,
 		 a->wss ? o->wss_addr : "off", a->wss && !empty(o->wss_tls_cert) ? " wss-tls=on" : "",
 		 a->http ? rdv_http_addr(a->http) : "off",
-		 empty(o->store) ? "memory" : o->store, empty(o->standby) ? "no" : o->standby);
+		 empty(o->store) ? "memory" : st_url_ok(o->store) ? "postgres" : o->store, empty(o->standby) ? "no" : o->standby);
 	if (a->tls)
 		log_info("TLS certificate cert=%s fingerprint=%s", a->cert_path, rdv_tls_fingerprint(a->tls));
 }

@@ -48,6 +48,7 @@
 #define E_LIMIT         "limit"
 #define E_INTERNAL      "internal"
 #define E_BUSY          "busy"
+#define E_UNAVAILABLE   "unavailable"
 
 /* ---- open-addressing hash map: u64 key -> u64 value (reg_map.c) ---- */
 typedef struct rmap_ent {
@@ -304,6 +305,14 @@ uint64_t st_durable(registry *r);    /* every seq <= this is committed or failed
 size_t st_pending(registry *r);      /* queued or being committed */
 bool st_full(registry *r);           /* pending >= the queue bound */
 bool st_failed(registry *r, uint64_t seq);
+bool st_failed_conflict(registry *r, uint64_t seq);
+void st_node_created(registry *r, uint32_t id);   /* the transaction being built allocated id */
+void st_net_created(registry *r, uint16_t id);    /* ... or this network ID */
+int st_alloc_node_id(registry *r, uint32_t *id);  /* shared back ends; see reg_store.c */
+void st_apply_changes(registry *r);               /* other instances' changes (loop thread) */
+void st_flush_seen(registry *r, uint64_t now_ms); /* heartbeats heard, to the other instances */
+bool st_db_up(registry *r);
+const char *st_backend_name(registry *r);
 void st_failed_forget(registry *r, uint64_t upto);
 int st_fd(registry *r);              /* eventfd, readable when st_durable moved; -1 = no store */
 void st_fd_clear(registry *r);

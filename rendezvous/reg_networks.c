@@ -238,6 +238,7 @@ json_object *h_create_network(registry *r, json_object *req, const reg_ctx *ctx)
 	r->next_net++;
 	n->nets_created++;
 	st_begin(r);
+	st_net_created(r, nt->id);
 	st_counters(r);
 	st_net(r, nt);
 	if (join(r, nt, n) < 0) {

@@ -475,13 +475,25 @@ static json_object *owner_reclaim(registry *r, reg_node *n, const uint8_t pk[32]
 static json_object *new_node(registry *r, const uint8_t pk[32], reg_node **out)
 {
 	reg_node *n;
+	uint32_t id = r->next_node;
+	int rc = st_alloc_node_id(r, &id);
 
-	if (r->next_node == 0 || r->next_node >= 0xFFFFFFFFu)
+	if (rc == -EAGAIN) {
+		/* Several instances: this one's block of IDs is used up and the next
+		 * is on its way from the database. Nothing changed yet. */
+		json_object *e = reg_err(r, E_BUSY, "the registry is reserving node IDs; retry in 50 ms");
+
+		jadd_int(e, "retry_after_ms", 50);
+		return e;
+	}
+	if (id == 0 || id >= 0xFFFFFFFFu)
 		return reg_err(r, E_LIMIT, "node ID space exhausted");
-	n = reg_node_new(r, r->next_node);
+	n = reg_node_new(r, id);
 	if (!n || reg_node_set_key(r, n, pk) < 0)
 		return reg_err(r, E_INTERNAL, "out of memory");
-	r->next_node++;
+	if (id >= r->next_node)
+		r->next_node = id + 1;
+	st_node_created(r, n->id);
 	st_counters(r);
 	*out = n;
 	return NULL;

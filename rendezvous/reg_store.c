@@ -1,148 +1,61 @@
-/* Crash-safe persistence in SQLite: WAL journal, synchronous=NORMAL (a committed
- * transaction survives kill -9 of the process; the WAL is fsynced at
- * checkpoints) or, with -store-sync full, FULL (every commit batch is fsynced:
- * survives a power cut too), database, -wal and -shm files mode 0600.
+/* Crash-safe persistence of the registry, back-end neutral (store_be.h has the
+ * back-end interface, STORE.md the design): SQLite (store_sqlite.c) or
+ * PostgreSQL (store_pg.c).
  *
  * Asynchronous, group-committed: every mutating handler still writes only the
  * rows it changed as one transaction (st_begin .. st_commit), but st_commit
  * only encodes them and queues them under a sequence number; a writer thread,
- * the only user of the SQLite connection after load, commits whatever is queued
- * as one SQLite transaction (one fsync for the whole batch), then publishes the
- * highest committed sequence number and signals an eventfd. The server holds
- * each write's reply (and that connection's later replies) until its number is
- * durable, so "acknowledged = on disk" holds while the event loop never waits
- * for the disk. The queue is bounded (-store-queue); registry.c refuses writes
- * with `busy` while it is full. A transaction that fails inside a batch is
- * retried alone so it cannot fail its neighbours; its reply becomes an
- * `internal` error. Another back end (PostgreSQL, issue 18) plugs in at the
- * writer: the queue, sequence numbers and completion signal stay as they are.
+ * the only user of the database connection after load, commits whatever is
+ * queued as one database transaction (one fsync for the whole batch), then
+ * publishes the highest committed sequence number and signals an eventfd. The
+ * server holds each write's reply (and that connection's later replies) until
+ * its number is durable, so "acknowledged = committed" holds while the event
+ * loop never waits for the database. The queue is bounded (-store-queue);
+ * registry.c refuses writes with `busy` while it is full. A transaction that
+ * fails inside a batch is retried alone so it cannot fail its neighbours; its
+ * reply becomes an `internal` error.
  *
  * Heartbeats (last_seen) stay in memory; live nodes restart with last_seen =
  * load time, so they are reaped only if they stay silent for the stale period
  * after a restart. */
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
-#include "lib/fileutil.h"
 #include "lib/log.h"
 #include "rendezvous/reg_internal.h"
+#include "rendezvous/store_be.h"
 
-/* 1: initial; 2: nodes.relay_only; 3: nodes.flags (NODE_F_*). Older stores
- * are upgraded in place at open. */
-#define SCHEMA_VERSION 3
 #define NODE_F_SIG_V2       1 /* has signed with v2: no v1 (SIGNATURES.md) */
 #define NODE_F_OWNER_PROVEN 2 /* owner set by a request the node's key signed */
 
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, public_key BLOB NOT NULL,"
-	" owner TEXT, live INTEGER NOT NULL, real_addr TEXT, src_ip TEXT, public INTEGER NOT NULL,"
-	" hostname TEXT, tags TEXT, polo_score INTEGER NOT NULL, task_exec INTEGER NOT NULL,"
-	" relay_only INTEGER NOT NULL DEFAULT 0, flags INTEGER NOT NULL DEFAULT 0);"
-	"CREATE TABLE IF NOT EXISTS owners(owner TEXT PRIMARY KEY, node INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS networks(id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-	" join_rule TEXT NOT NULL, token TEXT, created INTEGER NOT NULL, creator INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS members(net INTEGER NOT NULL, node INTEGER NOT NULL,"
-	" PRIMARY KEY(net, node)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS trust_pairs(a INTEGER NOT NULL, b INTEGER NOT NULL,"
-	" PRIMARY KEY(a, b)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS trust_halves(src INTEGER NOT NULL, dst INTEGER NOT NULL,"
-	" ts INTEGER NOT NULL, PRIMARY KEY(src, dst)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS hs_requests(src INTEGER NOT NULL, dst INTEGER NOT NULL,"
-	" ts INTEGER NOT NULL, PRIMARY KEY(src, dst)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS hs_inbox(seq INTEGER PRIMARY KEY, dst INTEGER NOT NULL,"
-	" src INTEGER NOT NULL, justification TEXT NOT NULL, ts INTEGER NOT NULL, UNIQUE(dst, src));"
-	"CREATE TABLE IF NOT EXISTS hs_responses(seq INTEGER PRIMARY KEY, dst INTEGER NOT NULL,"
-	" src INTEGER NOT NULL, accept INTEGER NOT NULL, ts INTEGER NOT NULL, UNIQUE(dst, src));"
-	"CREATE TABLE IF NOT EXISTS invites(dst INTEGER NOT NULL, net INTEGER NOT NULL,"
-	" inviter INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY(dst, net)) WITHOUT ROWID;";
-
-enum {
-	Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_META, Q_NODE, Q_OWNER, Q_NET, Q_MEM_ADD, Q_MEM_DEL,
-	Q_PAIR_ADD, Q_PAIR_DEL, Q_HALF_ADD, Q_HALF_DEL, Q_REQ_ADD, Q_REQ_DEL, Q_INBOX_ADD,
-	Q_INBOX_CLEAR, Q_INBOX_DEL, Q_RESP_ADD, Q_RESP_DEL, Q_RESP_CLEAR, Q_INV_ADD, Q_INV_DEL,
-	Q_COUNT
-};
-
-static const char *const sql[Q_COUNT] = {
-	[Q_BEGIN] = ("BEGIN IMMEDIATE"),
-	[Q_COMMIT] = ("COMMIT"),
-	[Q_ROLLBACK] = ("ROLLBACK"),
-	[Q_META] = ("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"),
-	[Q_NODE] = ("INSERT OR REPLACE INTO nodes(id, public_key, owner, live, real_addr, src_ip,"
-		   " public, hostname, tags, polo_score, task_exec, relay_only, flags)"
-		   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-	[Q_OWNER] = ("INSERT OR REPLACE INTO owners(owner, node) VALUES(?1, ?2)"),
-	[Q_NET] = ("INSERT OR REPLACE INTO networks(id, name, join_rule, token, created, creator)"
-		  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
-	[Q_MEM_ADD] = ("INSERT OR IGNORE INTO members(net, node) VALUES(?1, ?2)"),
-	[Q_MEM_DEL] = ("DELETE FROM members WHERE net = ?1 AND node = ?2"),
-	[Q_PAIR_ADD] = ("INSERT OR IGNORE INTO trust_pairs(a, b) VALUES(?1, ?2)"),
-	[Q_PAIR_DEL] = ("DELETE FROM trust_pairs WHERE a = ?1 AND b = ?2"),
-	[Q_HALF_ADD] = ("INSERT OR REPLACE INTO trust_halves(src, dst, ts) VALUES(?1, ?2, ?3)"),
-	[Q_HALF_DEL] = ("DELETE FROM trust_halves WHERE src = ?1 AND dst = ?2"),
-	[Q_REQ_ADD] = ("INSERT OR REPLACE INTO hs_requests(src, dst, ts) VALUES(?1, ?2, ?3)"),
-	[Q_REQ_DEL] = ("DELETE FROM hs_requests WHERE src = ?1 AND dst = ?2"),
-	[Q_INBOX_ADD] = ("INSERT OR REPLACE INTO hs_inbox(dst, src, justification, ts) VALUES(?1, ?2, ?3, ?4)"),
-	[Q_INBOX_CLEAR] = ("DELETE FROM hs_inbox WHERE dst = ?1"),
-	[Q_INBOX_DEL] = ("DELETE FROM hs_inbox WHERE dst = ?1 AND src = ?2"),
-	[Q_RESP_ADD] = ("INSERT OR REPLACE INTO hs_responses(dst, src, accept, ts) VALUES(?1, ?2, ?3, ?4)"),
-	[Q_RESP_DEL] = ("DELETE FROM hs_responses WHERE dst = ?1 AND src = ?2"),
-	[Q_RESP_CLEAR] = ("DELETE FROM hs_responses WHERE dst = ?1"),
-	[Q_INV_ADD] = ("INSERT OR REPLACE INTO invites(dst, net, inviter, ts) VALUES(?1, ?2, ?3, ?4)"),
-	[Q_INV_DEL] = ("DELETE FROM invites WHERE dst = ?1 AND net = ?2"),
-};
-
-#define Q_WIPE 255 /* not a prepared statement: st_save_all's wipe (sqlite3_exec) */
-
-static const char wipe_sql[] =
-	"DELETE FROM meta; DELETE FROM nodes; DELETE FROM owners; DELETE FROM networks;"
-	" DELETE FROM members; DELETE FROM trust_pairs; DELETE FROM trust_halves;"
-	" DELETE FROM hs_requests; DELETE FROM hs_inbox; DELETE FROM hs_responses;"
-	" DELETE FROM invites;";
-
-/* One request's changes, encoded on the loop thread and applied by the writer:
- * a sequence of [statement:u8][nparams:u8] then per parameter [kind:u8] and
- * an int64 (kind 1) or a u32 length and bytes (2 text, 3 blob); kind 0 is NULL.
- * The encoding is ours (never from the network) and back-end neutral: a
- * PostgreSQL back end would run the same operations with its own SQL. */
-typedef struct st_txn {
-	struct st_txn *next;
-	uint64_t seq;
-	uint64_t submit_ns;
-	uint8_t *buf;
-	size_t len, cap;
-	bool failed;
-} st_txn;
-
-enum { P_NULL = 0, P_INT, P_TEXT, P_BLOB };
-
 #define ST_BATCH_MAX 8192   /* transactions per commit */
+/* Shared back ends: heartbeats heard go to the other instances this often. */
+#define ST_SEEN_EVERY_MS(r) ((uint64_t)((r)->cfg.stale_ms > 0 ? (r)->cfg.stale_ms : 180000) / 6)
+#define ST_CONFLICT         (1ull << 63) /* in failed[]: the database refused it, another instance won */
 #define ST_FAILED_MAX 4096  /* failed sequence numbers remembered until collected */
 /* Commit-latency histogram bounds, ms (Prometheus le=). */
 const double reg_commit_le_ms[ST_LAT_BUCKETS] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000 };
 
 struct reg_store {
-	sqlite3 *db;                 /* the writer thread's once the store is loaded */
-	sqlite3_stmt *q[Q_COUNT];
-	char *path;
+	const st_backend *be;
+	void *bes;  /* the back end's state; the writer thread's once loaded */
+	char *path; /* file or URL with the password hidden, for messages */
 	size_t queue_max;
 	int efd;                     /* eventfd: the writer moved `durable` */
 
 	/* loop thread only */
 	st_txn *cur;                 /* being built between st_begin and st_commit */
+	uint32_t new_id;             /* node created by the transaction being built (0 = none) */
+	uint32_t new_net;            /* 1 + the network created by it (0 = none) */
+	uint64_t last_seen_flush_ms; /* shared: heartbeats heard since then go to the others */
+	bool shared;                 /* the back end is shared by several instances */
+	uint32_t id_next, id_end;    /* shared: node IDs of this instance's block left */
 	uint64_t next_seq;           /* last sequence number handed out */
 	bool oom;                    /* building cur ran out of memory */
 
@@ -150,14 +63,20 @@ struct reg_store {
 	pthread_mutex_t mu;
 	pthread_cond_t cv, done_cv;
 	st_txn *qhead, *qtail;
+	st_txn *chead, *ctail; /* changes from other instances, for the loop thread */
+	size_t clen;
 	size_t qlen;                 /* submitted, not yet durable (incl. the batch in flight) */
 	uint64_t durable;            /* every seq <= durable is committed or failed */
 	uint64_t *failed;            /* failed seqs > the last st_failed_forget */
 	size_t nfailed;
 	bool stop, thread_up;
+	bool want_block;      /* the loop asks the writer for another ID block */
+	uint32_t block_ready; /* first ID of a block the writer reserved (0 = none) */
 	pthread_t th;
 	reg_store_stats st;
 };
+
+static void on_change(void *arg, const uint8_t *body, size_t len, double lag_ms);
 
 /* ---- encoding (loop thread) ---- */
 static uint64_t mono_ns(void)
@@ -168,18 +87,11 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void put(registry *r, const void *p, size_t n)
+/* Append to t: 0, or -1 (out of memory; t->failed marks it unusable). */
+static int tput(st_txn *t, const void *p, size_t n)
 {
-	reg_store *st = r->db;
-	st_txn *t;
-
-	if (st->oom)
-		return;
-	if (!st->cur && !(st->cur = calloc(1, sizeof(*st->cur)))) {
-		st->oom = true;
-		return;
-	}
-	t = st->cur;
+	if (t->failed)
+		return -1;
 	if (t->len + n > t->cap) {
 		size_t cap = t->cap ? t->cap : 256;
 		uint8_t *b;
@@ -187,14 +99,59 @@ static void put(registry *r, const void *p, size_t n)
 		while (cap < t->len + n)
 			cap *= 2;
 		if (!(b = realloc(t->buf, cap))) {
-			st->oom = true;
-			return;
+			t->failed = true;
+			return -1;
 		}
 		t->buf = b;
 		t->cap = cap;
 	}
 	memcpy(t->buf + t->len, p, n);
 	t->len += n;
+	return 0;
+}
+
+void st_buf_op(st_txn *t, int q, int nparams)
+{
+	uint8_t h[2] = { (uint8_t)q, (uint8_t)nparams };
+
+	tput(t, h, 2);
+}
+
+void st_buf_int(st_txn *t, int64_t v)
+{
+	uint8_t k = ST_P_INT;
+
+	tput(t, &k, 1);
+	tput(t, &v, sizeof(v));
+}
+
+void st_buf_bytes(st_txn *t, int kind, const void *p, size_t n)
+{
+	uint8_t k = (uint8_t)kind;
+	uint32_t l = (uint32_t)n;
+
+	if (!p) {
+		k = ST_P_NULL;
+		tput(t, &k, 1);
+		return;
+	}
+	tput(t, &k, 1);
+	tput(t, &l, sizeof(l));
+	tput(t, p, n);
+}
+
+static void put(registry *r, const void *p, size_t n)
+{
+	reg_store *st = r->db;
+
+	if (st->oom)
+		return;
+	if (!st->cur && !(st->cur = calloc(1, sizeof(*st->cur)))) {
+		st->oom = true;
+		return;
+	}
+	if (tput(st->cur, p, n) < 0)
+		st->oom = true;
 }
 
 static void op(registry *r, int q, int nparams)
@@ -206,7 +163,7 @@ static void op(registry *r, int q, int nparams)
 
 static void p_int(registry *r, int64_t v)
 {
-	uint8_t k = P_INT;
+	uint8_t k = ST_P_INT;
 
 	put(r, &k, 1);
 	put(r, &v, sizeof(v));
@@ -218,7 +175,7 @@ static void p_bytes(registry *r, int kind, const void *p, size_t n)
 	uint32_t l = (uint32_t)n;
 
 	if (!p) {
-		k = P_NULL;
+		k = ST_P_NULL;
 		put(r, &k, 1);
 		return;
 	}
@@ -229,7 +186,7 @@ static void p_bytes(registry *r, int kind, const void *p, size_t n)
 
 static void p_text(registry *r, const char *t)
 {
-	p_bytes(r, P_TEXT, t, t ? strlen(t) : 0);
+	p_bytes(r, ST_P_TEXT, t, t ? strlen(t) : 0);
 }
 
 static void exec2(registry *r, int q, int64_t a, int64_t b)
@@ -271,6 +228,54 @@ void st_begin(registry *r)
 	txn_free(r->db->cur);
 	r->db->cur = NULL;
 	r->db->oom = false;
+	r->db->new_id = 0;
+	r->db->new_net = 0;
+}
+
+void st_node_created(registry *r, uint32_t id)
+{
+	if (r->db)
+		r->db->new_id = id;
+}
+
+/* Shared back ends: the next node ID of this instance's block, 0 and *id; or
+ * -EAGAIN (the next block is being reserved: answer busy), -ENOTSUP (one
+ * instance: the caller counts next_node as always). */
+int st_alloc_node_id(registry *r, uint32_t *id)
+{
+	reg_store *st = r->db;
+
+	if (!st || !st->shared)
+		return -ENOTSUP;
+	if (st->id_next == st->id_end) {
+		pthread_mutex_lock(&st->mu);
+		if (st->block_ready) {
+			st->id_next = st->block_ready;
+			st->id_end = st->block_ready + ST_ID_BLOCK;
+			st->block_ready = 0;
+		}
+		pthread_mutex_unlock(&st->mu);
+	}
+	if (st->id_end - st->id_next < ST_ID_BLOCK / 4) {
+		pthread_mutex_lock(&st->mu);
+		if (!st->want_block && !st->block_ready) {
+			st->want_block = true;
+			pthread_cond_signal(&st->cv);
+		}
+		pthread_mutex_unlock(&st->mu);
+	}
+	if (st->id_next == 0) /* block 0: ID 0 is not a node */
+		st->id_next++;
+	if (st->id_next == st->id_end)
+		return -EAGAIN;
+	*id = st->id_next++;
+	return 0;
+}
+
+void st_net_created(registry *r, uint16_t id)
+{
+	if (r->db)
+		r->db->new_net = (uint32_t)id + 1;
 }
 
 void st_rollback(registry *r)
@@ -288,6 +293,8 @@ int st_commit(registry *r)
 		return 0;
 	t = st->cur;
 	st->cur = NULL;
+	st->new_id = 0;
+	st->new_net = 0;
 	if (st->oom) {
 		st->oom = false;
 		txn_free(t);
@@ -354,7 +361,20 @@ bool st_failed(registry *r, uint64_t seq)
 		return false;
 	pthread_mutex_lock(&r->db->mu);
 	for (size_t i = 0; i < r->db->nfailed && !f; i++)
-		f = r->db->failed[i] == seq;
+		f = (r->db->failed[i] & ~ST_CONFLICT) == seq;
+	pthread_mutex_unlock(&r->db->mu);
+	return f;
+}
+
+bool st_failed_conflict(registry *r, uint64_t seq)
+{
+	bool f = false;
+
+	if (!r->db)
+		return false;
+	pthread_mutex_lock(&r->db->mu);
+	for (size_t i = 0; i < r->db->nfailed && !f; i++)
+		f = r->db->failed[i] == (seq | ST_CONFLICT);
 	pthread_mutex_unlock(&r->db->mu);
 	return f;
 }
@@ -368,7 +388,7 @@ void st_failed_forget(registry *r, uint64_t upto)
 		return;
 	pthread_mutex_lock(&st->mu);
 	for (size_t i = 0; i < st->nfailed; i++)
-		if (st->failed[i] > upto)
+		if ((st->failed[i] & ~ST_CONFLICT) > upto)
 			st->failed[k++] = st->failed[i];
 	st->nfailed = k;
 	pthread_mutex_unlock(&st->mu);
@@ -399,7 +419,7 @@ int st_wait(registry *r, uint64_t seq)
 	while (st->durable < seq && st->thread_up)
 		pthread_cond_wait(&st->done_cv, &st->mu);
 	for (size_t i = 0; i < st->nfailed && !f; i++)
-		f = st->failed[i] == seq;
+		f = (st->failed[i] & ~ST_CONFLICT) == seq;
 	pthread_mutex_unlock(&st->mu);
 	return f ? -EIO : 0;
 }
@@ -414,6 +434,8 @@ void st_get_stats(registry *r, reg_store_stats *out)
 	out->queue_depth = r->db->qlen;
 	out->queue_max = r->db->queue_max;
 	pthread_mutex_unlock(&r->db->mu);
+	out->shared = r->db->shared;
+	out->db_up = st_db_up(r);
 }
 
 /* ---- row writers (loop thread) ---- */
@@ -444,9 +466,9 @@ void st_node(registry *r, const reg_node *n)
 	tags = join_tags(n);
 	if (n->ntags && !tags)
 		r->db->oom = true;
-	op(r, Q_NODE, 13);
+	op(r, n->id == r->db->new_id ? ST_Q_NODE_NEW : ST_Q_NODE, 13);
 	p_int(r, n->id);
-	p_bytes(r, P_BLOB, n->pk, 32);
+	p_bytes(r, ST_P_BLOB, n->pk, 32);
 	p_text(r, n->owner);
 	p_int(r, n->live);
 	p_text(r, n->real_addr[0] ? n->real_addr : NULL);
@@ -460,7 +482,7 @@ void st_node(registry *r, const reg_node *n)
 	p_int(r, (n->sig_v2 ? NODE_F_SIG_V2 : 0) | (n->owner_proven ? NODE_F_OWNER_PROVEN : 0));
 	free(tags);
 	if (n->owner && reg_node_by_owner(r, n->owner) == n) {
-		op(r, Q_OWNER, 2);
+		op(r, ST_Q_OWNER, 2);
 		p_text(r, n->owner);
 		p_int(r, n->id);
 	}
@@ -468,7 +490,7 @@ void st_node(registry *r, const reg_node *n)
 
 static void meta(registry *r, const char *k, int64_t v)
 {
-	op(r, Q_META, 2);
+	op(r, ST_Q_META, 2);
 	p_text(r, k);
 	p_int(r, v);
 }
@@ -485,7 +507,7 @@ void st_net(registry *r, const reg_net *nt)
 {
 	if (!r->db)
 		return;
-	op(r, Q_NET, 6);
+	op(r, (uint32_t)nt->id + 1 == r->db->new_net ? ST_Q_NET_NEW : ST_Q_NET, 6);
 	p_int(r, nt->id);
 	p_text(r, nt->name);
 	p_text(r, nt->join_rule);
@@ -496,35 +518,35 @@ void st_net(registry *r, const reg_net *nt)
 
 void st_member(registry *r, uint16_t net, uint32_t node, bool add)
 {
-	exec2(r, add ? Q_MEM_ADD : Q_MEM_DEL, net, node);
+	exec2(r, add ? ST_Q_MEM_ADD : ST_Q_MEM_DEL, net, node);
 }
 
 void st_pair(registry *r, uint32_t a, uint32_t b, bool add)
 {
-	exec2(r, add ? Q_PAIR_ADD : Q_PAIR_DEL, a < b ? a : b, a < b ? b : a);
+	exec2(r, add ? ST_Q_PAIR_ADD : ST_Q_PAIR_DEL, a < b ? a : b, a < b ? b : a);
 }
 
 void st_half(registry *r, uint32_t from, uint32_t to, int64_t ts, bool add)
 {
 	if (add)
-		exec3(r, Q_HALF_ADD, from, to, ts);
+		exec3(r, ST_Q_HALF_ADD, from, to, ts);
 	else
-		exec2(r, Q_HALF_DEL, from, to);
+		exec2(r, ST_Q_HALF_DEL, from, to);
 }
 
 void st_hsrec(registry *r, uint32_t from, uint32_t to, int64_t ts, bool add)
 {
 	if (add)
-		exec3(r, Q_REQ_ADD, from, to, ts);
+		exec3(r, ST_Q_REQ_ADD, from, to, ts);
 	else
-		exec2(r, Q_REQ_DEL, from, to);
+		exec2(r, ST_Q_REQ_DEL, from, to);
 }
 
 void st_inbox_add(registry *r, uint32_t to, const reg_hsreq *q)
 {
 	if (!r->db)
 		return;
-	op(r, Q_INBOX_ADD, 4);
+	op(r, ST_Q_INBOX_ADD, 4);
 	p_int(r, to);
 	p_int(r, q->from);
 	p_text(r, q->justification);
@@ -533,12 +555,12 @@ void st_inbox_add(registry *r, uint32_t to, const reg_hsreq *q)
 
 void st_inbox_clear(registry *r, uint32_t to)
 {
-	exec2(r, Q_INBOX_CLEAR, to, 0); /* ?2 unused */
+	exec2(r, ST_Q_INBOX_CLEAR, to, 0); /* ?2 unused */
 }
 
 void st_inbox_del(registry *r, uint32_t to, uint32_t from)
 {
-	exec2(r, Q_INBOX_DEL, to, from);
+	exec2(r, ST_Q_INBOX_DEL, to, from);
 }
 
 void st_resp_add(registry *r, uint32_t to, const reg_hsresp *p)
@@ -546,7 +568,7 @@ void st_resp_add(registry *r, uint32_t to, const reg_hsresp *p)
 	/* REPLACE deletes then inserts, so the row moves to the end (newest). */
 	if (!r->db)
 		return;
-	op(r, Q_RESP_ADD, 4);
+	op(r, ST_Q_RESP_ADD, 4);
 	p_int(r, to);
 	p_int(r, p->from);
 	p_int(r, p->accept);
@@ -555,12 +577,12 @@ void st_resp_add(registry *r, uint32_t to, const reg_hsresp *p)
 
 void st_resp_del(registry *r, uint32_t to, uint32_t from)
 {
-	exec2(r, Q_RESP_DEL, to, from);
+	exec2(r, ST_Q_RESP_DEL, to, from);
 }
 
 void st_resp_clear(registry *r, uint32_t to)
 {
-	exec2(r, Q_RESP_CLEAR, to, 0);
+	exec2(r, ST_Q_RESP_CLEAR, to, 0);
 }
 
 void st_invite(registry *r, uint32_t target, const reg_invite *iv, bool add)
@@ -568,92 +590,64 @@ void st_invite(registry *r, uint32_t target, const reg_invite *iv, bool add)
 	if (!r->db)
 		return;
 	if (!add) {
-		exec2(r, Q_INV_DEL, target, iv->net);
+		exec2(r, ST_Q_INV_DEL, target, iv->net);
 		return;
 	}
-	op(r, Q_INV_ADD, 4);
+	op(r, ST_Q_INV_ADD, 4);
 	p_int(r, target);
 	p_int(r, iv->net);
 	p_int(r, iv->inviter);
 	p_int(r, iv->ts);
 }
 
-/* ---- the writer thread: the only user of the SQLite connection after load ---- */
-static int step_one(reg_store *st, sqlite3_stmt *s)
+/* ---- decoding (writer thread, back ends) ---- */
+int st_txn_next(const st_txn *t, size_t *off, st_op *o)
 {
-	int rc = sqlite3_step(s);
+	size_t p = *off;
 
-	sqlite3_reset(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_warn("registry: store write failed file=%s error=\"%s\"", st->path, sqlite3_errmsg(st->db));
-		return -EIO;
-	}
-	return 0;
-}
+	if (p >= t->len)
+		return 0;
+	if (p + 2 > t->len)
+		return -1;
+	o->q = t->buf[p];
+	o->n = t->buf[p + 1];
+	p += 2;
+	if ((o->q >= ST_Q_COUNT && o->q != ST_Q_WIPE) || o->n > ST_MAX_PARAMS)
+		return -1;
+	for (int i = 0; i < o->n; i++) {
+		st_param *a = &o->p[i];
 
-static int apply_txn(reg_store *st, const st_txn *t)
-{
-	size_t off = 0;
-
-	while (off + 2 <= t->len) {
-		uint8_t q = t->buf[off], n = t->buf[off + 1];
-		sqlite3_stmt *s;
-
-		off += 2;
-		if (q == Q_WIPE) {
-			if (sqlite3_exec(st->db, wipe_sql, NULL, NULL, NULL) != SQLITE_OK)
-				return -EIO;
+		if (p >= t->len)
+			return -1;
+		a->kind = t->buf[p++];
+		a->p = NULL;
+		a->len = 0;
+		a->i = 0;
+		if (a->kind == ST_P_NULL)
+			continue;
+		if (a->kind == ST_P_INT) {
+			if (p + sizeof(a->i) > t->len)
+				return -1;
+			memcpy(&a->i, t->buf + p, sizeof(a->i));
+			p += sizeof(a->i);
 			continue;
 		}
-		if (q >= Q_COUNT)
-			return -EIO;
-		s = st->q[q];
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
-		for (int i = 1; i <= n; i++) {
-			uint8_t kind = t->buf[off++];
-			int64_t v;
-			uint32_t l;
-
-			if (kind == P_NULL) {
-				sqlite3_bind_null(s, i);
-			} else if (kind == P_INT) {
-				memcpy(&v, t->buf + off, sizeof(v));
-				off += sizeof(v);
-				sqlite3_bind_int64(s, i, v);
-			} else {
-				memcpy(&l, t->buf + off, sizeof(l));
-				off += sizeof(l);
-				if (kind == P_TEXT)
-					sqlite3_bind_text(s, i, (const char *)t->buf + off, (int)l, SQLITE_STATIC);
-				else
-					sqlite3_bind_blob(s, i, t->buf + off, (int)l, SQLITE_STATIC);
-				off += l;
-			}
-		}
-		if (step_one(st, s) < 0)
-			return -EIO;
-		sqlite3_clear_bindings(s);
+		if (a->kind != ST_P_TEXT && a->kind != ST_P_BLOB)
+			return -1;
+		if (p + sizeof(a->len) > t->len)
+			return -1;
+		memcpy(&a->len, t->buf + p, sizeof(a->len));
+		p += sizeof(a->len);
+		if (a->len > t->len - p)
+			return -1;
+		a->p = t->buf + p;
+		p += a->len;
 	}
-	return 0;
+	*off = p;
+	return 1;
 }
 
-/* Apply n transactions starting at t in one SQLite transaction: 0 or -EIO
- * (then rolled back). */
-static int commit_txns(reg_store *st, const st_txn *t, size_t n)
-{
-	if (step_one(st, st->q[Q_BEGIN]) < 0)
-		return -EIO;
-	for (size_t i = 0; i < n; i++, t = t->next)
-		if (apply_txn(st, t) < 0)
-			goto fail;
-	if (step_one(st, st->q[Q_COMMIT]) == 0)
-		return 0;
-fail:
-	step_one(st, st->q[Q_ROLLBACK]);
-	return -EIO;
-}
-
+/* ---- the writer thread: the only user of the database connection after load ---- */
 static void *writer_main(void *arg)
 {
 	reg_store *st = arg;
@@ -662,11 +656,25 @@ static void *writer_main(void *arg)
 	for (;;) {
 		st_txn *batch, *last, *t;
 		uint64_t t0, t1, one = 1;
-		size_t n = 1, nfail = 0;
+		size_t n = 1, nfail = 0, nconf = 0;
 		double ms;
 
-		while (!st->qhead && !st->stop)
+		while (!st->qhead && !st->stop && !st->want_block)
 			pthread_cond_wait(&st->cv, &st->mu);
+		if (st->want_block && !st->stop) {
+			uint32_t first = 0;
+
+			pthread_mutex_unlock(&st->mu);
+			if (st->be->id_block(st->bes, &first) < 0)
+				first = 0;
+			pthread_mutex_lock(&st->mu);
+			st->want_block = false;
+			st->block_ready = first;
+			if (write(st->efd, &one, sizeof(one)) < 0) {
+				/* the loop reads the counter */
+			}
+			continue;
+		}
 		if (!st->qhead)
 			break;
 		batch = last = st->qhead;
@@ -681,11 +689,20 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&st->mu);
 
 		t0 = mono_ns();
-		if (commit_txns(st, batch, n) < 0) {
+		if (st->be->commit(st->bes, batch, n) < 0) {
 			/* One bad transaction must not fail its neighbours: retry alone. */
-			for (t = batch; t; t = t->next)
-				if ((t->failed = commit_txns(st, t, 1) < 0))
+			for (t = batch; t; t = t->next) {
+				st_txn *nx = t->next;
+				int rc;
+
+				t->next = NULL; /* commit exactly this one */
+				rc = st->be->commit(st->bes, t, 1);
+				t->next = nx;
+				if ((t->failed = rc < 0))
 					nfail++;
+				t->conflict = rc == -EEXIST;
+				nconf += t->conflict;
+			}
 		}
 		t1 = mono_ns();
 		ms = (double)(t1 - t0) / 1e6;
@@ -698,9 +715,10 @@ static void *writer_main(void *arg)
 				memmove(st->failed, st->failed + 1, (ST_FAILED_MAX - 1) * sizeof(*st->failed));
 			else
 				st->nfailed++;
-			st->failed[st->nfailed - 1] = t->seq;
+			st->failed[st->nfailed - 1] = t->seq | (t->conflict ? ST_CONFLICT : 0);
 			st->st.failed++;
 		}
+		st->st.conflicts += nconf;
 		st->durable = last->seq;
 		st->qlen -= n;
 		st->st.batches++;
@@ -733,230 +751,62 @@ static void *writer_main(void *arg)
 }
 
 /* ---- open ---- */
-static int create_0600(const char *path, char *err, size_t errlen)
+bool st_is_pg_url(const char *where)
 {
-	char *dup = strdup(path), *dir;
-	int fd, rc = 0;
-
-	if (!dup)
-		return -ENOMEM;
-	dir = dirname(dup);
-	if (strcmp(dir, ".") && (rc = pilot_mkdirs(dir, 0700)) < 0)
-		snprintf(err, errlen, "cannot create directory %s: %s", dir, strerror(-rc));
-	free(dup);
-	if (rc < 0)
-		return rc;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot open store %s: %s", path, strerror(errno));
-		return rc;
-	}
-	if (fchmod(fd, 0600) < 0)
-		log_warn("registry: cannot chmod store file=%s", path);
-	close(fd);
-	return 0;
+	return where && (!strncmp(where, "postgres://", 11) || !strncmp(where, "postgresql://", 13));
 }
 
-static void chmod_sidecars(const char *path)
+static const st_backend *backend_for(const char *where)
 {
-	char buf[4096];
-
-	snprintf(buf, sizeof(buf), "%s-wal", path);
-	chmod(buf, 0600);
-	snprintf(buf, sizeof(buf), "%s-shm", path);
-	chmod(buf, 0600);
+	return st_is_pg_url(where) ? &st_pg_backend : &st_sqlite_backend;
 }
 
-static int check_version(registry *r, char *err, size_t errlen)
+/* The store's name for messages: a URL without its password. */
+static char *display_name(const char *where)
 {
-	sqlite3_stmt *s;
-	int v = -1;
+	const char *at, *colon, *auth;
+	char *s;
 
-	if (sqlite3_prepare_v2(r->db->db, "SELECT version FROM schema_version", -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	if (v < 0) /* new store: the schema above is the current one */
-		return sqlite3_exec(r->db->db, "INSERT INTO schema_version(version) VALUES(3)", NULL, NULL,
-				    NULL) == SQLITE_OK ? 0 : -EIO;
-	if (v > SCHEMA_VERSION) {
-		snprintf(err, errlen, "store %s has schema version %d, newer than this program (%d)",
-			 r->db->path, v, SCHEMA_VERSION);
-		return -EPROTO;
-	}
-	/* CREATE TABLE IF NOT EXISTS kept the old nodes table: add the columns. */
-	if (v == 1) {
-		if (sqlite3_exec(r->db->db, "BEGIN IMMEDIATE;"
-				 " ALTER TABLE nodes ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"
-				 " UPDATE schema_version SET version = 2; COMMIT;", NULL, NULL, NULL) != SQLITE_OK) {
-			sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
-			return -EIO;
-		}
-		log_info("store %s: schema version 1 -> 2 (nodes.relay_only)", r->db->path);
-		v = 2;
-	}
-	if (v == 2) {
-		/* Owners stored before are not known to be proven by their key: 0. */
-		if (sqlite3_exec(r->db->db, "BEGIN IMMEDIATE;"
-				 " ALTER TABLE nodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"
-				 " UPDATE schema_version SET version = 3; COMMIT;", NULL, NULL, NULL) != SQLITE_OK) {
-			sqlite3_exec(r->db->db, "ROLLBACK", NULL, NULL, NULL);
-			return -EIO;
-		}
-		log_info("store %s: schema version 2 -> 3 (nodes.flags)", r->db->path);
-	}
-	return 0;
+	if (!st_is_pg_url(where) || !(at = strchr(where, '@')))
+		return strdup(where);
+	auth = strstr(where, "://") + 3;
+	colon = memchr(auth, ':', (size_t)(at - auth));
+	if (!colon)
+		return strdup(where);
+	if (!(s = malloc(strlen(where) + 4)))
+		return NULL;
+	snprintf(s, strlen(where) + 4, "%.*s:***%s", (int)(colon - where), where, at);
+	return s;
 }
 
-int reg_store_check(const char *path, char *err, size_t errlen)
+int reg_store_check(const char *where, char *err, size_t errlen)
 {
-	char dir[4096];
-	struct stat st;
-	sqlite3 *db = NULL;
-	sqlite3_stmt *q = NULL;
-	int rc = 0, v = -1;
-
-	if (!path || !*path)
+	if (!where || !*where)
 		return 0;
-	if (stat(path, &st) < 0) {
-		if (errno != ENOENT) {
-			snprintf(err, errlen, "store %s: %s", path, strerror(errno));
-			return -errno;
-		}
-		/* Created at start: its directory must exist and be writable. */
-		char tmp[4096];
-
-		snprintf(tmp, sizeof(tmp), "%s", path);
-		snprintf(dir, sizeof(dir), "%s", dirname(tmp));
-		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			snprintf(err, errlen, "store directory %s does not exist", dir);
-			return -ENOENT;
-		}
-		if (access(dir, W_OK | X_OK) < 0) {
-			snprintf(err, errlen, "store directory %s is not writable: %s", dir, strerror(errno));
-			return -EACCES;
-		}
-		return 0;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "store %s is not a regular file", path);
-		return -EINVAL;
-	}
-	if (access(path, R_OK | W_OK) < 0) {
-		snprintf(err, errlen, "store %s is not readable and writable: %s", path, strerror(errno));
-		return -EACCES;
-	}
-	/* Read-only: a check changes nothing (no WAL switch, no schema). */
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
-	    || sqlite3_exec(db, "PRAGMA busy_timeout=2000; SELECT count(*) FROM sqlite_master", NULL, NULL,
-			    NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open store %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
-		rc = -EIO;
-	} else if (sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &q, NULL) == SQLITE_OK) {
-		if (sqlite3_step(q) == SQLITE_ROW)
-			v = sqlite3_column_int(q, 0);
-		if (v > SCHEMA_VERSION) {
-			snprintf(err, errlen, "store %s has schema version %d, newer than this program (%d)",
-				 path, v, SCHEMA_VERSION);
-			rc = -EPROTO;
-		}
-	}
-	sqlite3_finalize(q);
-	sqlite3_close(db);
-	return rc;
+	return backend_for(where)->check(where, err, errlen);
 }
 
-/* ---- test hook: a slow disk (-store-fsync-delay) ----
- * A VFS that forwards everything to the default one but sleeps before every
- * xSync, so tests can put the store on a "disk" whose every fsync takes as long
- * as they say, honestly, through SQLite's own sync path. */
-static sqlite3_vfs slow_vfs;
-static sqlite3_io_methods slow_io;
-static int64_t slow_ms;
-static pthread_once_t slow_once = PTHREAD_ONCE_INIT;
-
-typedef struct slow_file {
-	sqlite3_file base;
-	sqlite3_file *real; /* follows this struct */
-} slow_file;
-
-#define REAL(f) (((slow_file *)(f))->real)
-static int sf_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
-static int sf_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
-static int sf_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xWrite(REAL(f), b, n, o); }
-static int sf_truncate(sqlite3_file *f, sqlite3_int64 s) { return REAL(f)->pMethods->xTruncate(REAL(f), s); }
-static int sf_size(sqlite3_file *f, sqlite3_int64 *s) { return REAL(f)->pMethods->xFileSize(REAL(f), s); }
-static int sf_lock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
-static int sf_unlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
-static int sf_reserved(sqlite3_file *f, int *o) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), o); }
-static int sf_fctl(sqlite3_file *f, int op, void *a) { return REAL(f)->pMethods->xFileControl(REAL(f), op, a); }
-static int sf_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
-static int sf_devchar(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
-static int sf_shmmap(sqlite3_file *f, int i, int sz, int ext, void volatile **p) { return REAL(f)->pMethods->xShmMap(REAL(f), i, sz, ext, p); }
-static int sf_shmlock(sqlite3_file *f, int o, int n, int fl) { return REAL(f)->pMethods->xShmLock(REAL(f), o, n, fl); }
-static void sf_shmbarrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
-static int sf_shmunmap(sqlite3_file *f, int d) { return REAL(f)->pMethods->xShmUnmap(REAL(f), d); }
-static int sf_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) { return REAL(f)->pMethods->xFetch(REAL(f), o, n, p); }
-static int sf_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return REAL(f)->pMethods->xUnfetch(REAL(f), o, p); }
-
-static int sf_sync(sqlite3_file *f, int flags)
+const char *reg_store_backend(const char *where)
 {
-	struct timespec d = { (time_t)(slow_ms / 1000), (long)(slow_ms % 1000) * 1000000L };
-
-	while (nanosleep(&d, &d) < 0 && errno == EINTR)
-		;
-	return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-#undef REAL
-
-static int sf_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
-{
-	sqlite3_vfs *def = v->pAppData;
-	slow_file *sf = (slow_file *)f;
-	int rc;
-
-	sf->real = (sqlite3_file *)(sf + 1);
-	rc = def->xOpen(def, name, sf->real, flags, out);
-	sf->base.pMethods = rc == SQLITE_OK && sf->real->pMethods ? &slow_io : NULL;
-	return rc;
+	return !where || !*where ? "memory" : backend_for(where)->name;
 }
 
-static void slow_init(void)
-{
-	sqlite3_vfs *def = sqlite3_vfs_find(NULL);
-
-	slow_io = (sqlite3_io_methods){ 3, sf_close, sf_read, sf_write, sf_truncate, sf_sync, sf_size,
-		sf_lock, sf_unlock, sf_reserved, sf_fctl, sf_sector, sf_devchar, sf_shmmap, sf_shmlock,
-		sf_shmbarrier, sf_shmunmap, sf_fetch, sf_unfetch };
-	slow_vfs = *def;
-	slow_vfs.pNext = NULL;
-	slow_vfs.zName = "pilot-slow-sync";
-	slow_vfs.szOsFile = (int)sizeof(slow_file) + def->szOsFile;
-	slow_vfs.pAppData = def;
-	slow_vfs.xOpen = sf_open;
-	sqlite3_vfs_register(&slow_vfs, 0);
-}
-
-int st_open(registry *r, const char *path, char *err, size_t errlen)
+int st_open(registry *r, const char *where, char *err, size_t errlen)
 {
 	const reg_config *c = &r->cfg;
 	reg_store *st;
-	const char *vfs = NULL;
-	char pragmas[160];
-	int rc;
 
-	if ((rc = create_0600(path, err, errlen)) < 0)
-		return rc;
 	st = calloc(1, sizeof(*st));
-	if (!st || !(st->path = strdup(path)) || !(st->failed = calloc(ST_FAILED_MAX, sizeof(*st->failed)))) {
+	if (!st || !(st->path = display_name(where)) ||
+	    !(st->failed = calloc(ST_FAILED_MAX, sizeof(*st->failed)))) {
 		if (st)
 			free(st->path);
 		free(st);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	st->be = backend_for(where);
+	st->shared = st->be->shared;
 	st->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
@@ -964,38 +814,10 @@ int st_open(registry *r, const char *path, char *err, size_t errlen)
 	st->queue_max = c->store_queue_max > 0 ? (size_t)c->store_queue_max : REG_STORE_QUEUE_DEFAULT;
 	r->db = st;
 	if (st->efd < 0) {
-		snprintf(err, errlen, "store %s: eventfd: %s", path, strerror(errno));
+		snprintf(err, errlen, "store %s: eventfd: %s", st->path, strerror(errno));
 		return -EIO;
 	}
-	if (c->store_fsync_delay_ms > 0) {
-		slow_ms = c->store_fsync_delay_ms;
-		pthread_once(&slow_once, slow_init);
-		vfs = slow_vfs.zName;
-		log_warn("registry: test hook: every store fsync sleeps %lld ms first",
-			 (long long)c->store_fsync_delay_ms);
-	}
-	snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-		 " PRAGMA busy_timeout=5000;", c->store_sync_full ? "FULL" : "NORMAL");
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK ||
-	    sqlite3_exec(st->db, pragmas, NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open store %s: %s", path,
-			 st->db ? sqlite3_errmsg(st->db) : "out of memory");
-		return -EIO;
-	}
-	if ((rc = check_version(r, err, errlen)) < 0) {
-		if (rc == -EIO)
-			snprintf(err, errlen, "store %s: %s", path, sqlite3_errmsg(st->db));
-		return rc;
-	}
-	for (int i = 0; i < Q_COUNT; i++) {
-		if (sqlite3_prepare_v2(st->db, sql[i], -1, &st->q[i], NULL) != SQLITE_OK) {
-			snprintf(err, errlen, "store %s: %s", path, sqlite3_errmsg(st->db));
-			return -EIO;
-		}
-	}
-	chmod_sidecars(path);
-	return 0;
+	return st->be->open(&st->bes, where, c, err, errlen);
 }
 
 /* After st_load: from here on only the writer thread touches the connection. */
@@ -1006,6 +828,8 @@ int st_start(registry *r, char *err, size_t errlen)
 
 	if (!st)
 		return 0;
+	if (st->shared && (rc = st->be->listen(st->bes, on_change, st, err, errlen)) < 0)
+		return rc;
 	if ((rc = pthread_create(&st->th, NULL, writer_main, st)) != 0) {
 		snprintf(err, errlen, "store %s: cannot start the writer thread: %s", st->path, strerror(rc));
 		return -rc;
@@ -1029,15 +853,20 @@ void st_close(registry *r)
 		pthread_mutex_unlock(&st->mu);
 		pthread_join(st->th, NULL);
 	}
+	if (st->bes) /* also stops a listener thread */
+		st->be->close(st->bes);
+	while (st->chead) {
+		st_txn *t = st->chead;
+
+		st->chead = t->next;
+		txn_free(t);
+	}
 	while (st->qhead) { /* only if the thread never started */
 		st_txn *t = st->qhead;
 
 		st->qhead = t->next;
 		txn_free(t);
 	}
-	for (int i = 0; i < Q_COUNT; i++)
-		sqlite3_finalize(st->q[i]);
-	sqlite3_close(st->db);
 	if (st->efd >= 0)
 		close(st->efd);
 	pthread_mutex_destroy(&st->mu);
@@ -1050,33 +879,13 @@ void st_close(registry *r)
 }
 
 /* ---- load ---- */
-typedef int (*row_fn)(registry *r, sqlite3_stmt *s, uint64_t now_ms);
+#define C_I(i) (row->i64(row, (i)))
+#define C_T(i) (row->text(row, (i)))
 
-static int each_row(registry *r, const char *q, row_fn fn, uint64_t now_ms)
+static int row_meta(registry *r, st_row *row, uint64_t now_ms)
 {
-	sqlite3_stmt *s;
-	int rc;
-
-	if (sqlite3_prepare_v2(r->db->db, q, -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		if (fn(r, s, now_ms) < 0) {
-			sqlite3_finalize(s);
-			return -ENOMEM;
-		}
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -EIO;
-}
-
-static const char *col_text(sqlite3_stmt *s, int i)
-{
-	return (const char *)sqlite3_column_text(s, i);
-}
-
-static int row_meta(registry *r, sqlite3_stmt *s, uint64_t now_ms)
-{
-	const char *k = col_text(s, 0);
-	int64_t v = sqlite3_column_int64(s, 1);
+	const char *k = C_T(0);
+	int64_t v = C_I(1);
 
 	if (k && !strcmp(k, "next_node"))
 		r->next_node = (uint32_t)v;
@@ -1085,19 +894,19 @@ static int row_meta(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 	return 0;
 }
 
-static int row_net(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_net(registry *r, st_row *row, uint64_t now_ms)
 {
-	int64_t id = sqlite3_column_int64(s, 0);
-	const char *name = col_text(s, 1), *tok = col_text(s, 3);
+	int64_t id = C_I(0);
+	const char *name = C_T(1), *tok = C_T(3);
 	reg_net *nt;
 
 	if (id <= 0 || id > 65535 || !name)
 		return 0;
-	if (!(nt = reg_net_new(r, (uint16_t)id, name, col_text(s, 2))))
+	if (!(nt = reg_net_new(r, (uint16_t)id, name, C_T(2))))
 		return -1;
 	nt->token = tok ? strdup(tok) : NULL;
-	nt->created = sqlite3_column_int64(s, 4);
-	nt->creator = (uint32_t)sqlite3_column_int64(s, 5);
+	nt->created = C_I(4);
+	nt->creator = (uint32_t)C_I(5);
 	return 0;
 }
 
@@ -1119,89 +928,86 @@ static int load_tags(reg_node *n, const char *t)
 	return 0;
 }
 
-static int row_node(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_node(registry *r, st_row *row, uint64_t now_ms)
 {
-	uint32_t id = (uint32_t)sqlite3_column_int64(s, 0);
-	const void *pk = sqlite3_column_blob(s, 1);
+	uint32_t id = (uint32_t)C_I(0);
+	size_t pklen = 0;
+	const void *pk = row->blob(row, 1, &pklen);
 	const char *t;
 	reg_node *n;
 
-	if (!id || !pk || sqlite3_column_bytes(s, 1) != 32)
+	if (!id || !pk || pklen != 32)
 		return 0;
 	if (!(n = reg_node_new(r, id)) || reg_node_set_key(r, n, pk) < 0 ||
-	    reg_node_set_owner(r, n, col_text(s, 2)) < 0)
+	    reg_node_set_owner(r, n, C_T(2)) < 0)
 		return -1;
-	n->live = sqlite3_column_int(s, 3) != 0;
+	n->live = C_I(3) != 0;
 	if (n->live)
 		r->live_count++;
-	if ((t = col_text(s, 4)))
+	if ((t = C_T(4)))
 		snprintf(n->real_addr, sizeof(n->real_addr), "%s", t);
-	if ((t = col_text(s, 5)))
+	if ((t = C_T(5)))
 		snprintf(n->src_ip, sizeof(n->src_ip), "%s", t);
-	n->pub = sqlite3_column_int(s, 6) != 0;
-	if ((t = col_text(s, 7)) && n->live && reg_node_set_hostname(r, n, t) < 0)
+	n->pub = C_I(6) != 0;
+	if ((t = C_T(7)) && n->live && reg_node_set_hostname(r, n, t) < 0)
 		return -1;
-	if (load_tags(n, col_text(s, 8)) < 0)
+	if (load_tags(n, C_T(8)) < 0)
 		return -1;
-	n->polo = sqlite3_column_int64(s, 9);
-	n->task_exec = sqlite3_column_int(s, 10) != 0;
-	n->relay_only = sqlite3_column_int(s, 11) != 0;
-	n->sig_v2 = (sqlite3_column_int(s, 12) & NODE_F_SIG_V2) != 0;
-	n->owner_proven = n->owner && (sqlite3_column_int(s, 12) & NODE_F_OWNER_PROVEN);
+	n->polo = C_I(9);
+	n->task_exec = C_I(10) != 0;
+	n->relay_only = C_I(11) != 0;
+	n->sig_v2 = (C_I(12) & NODE_F_SIG_V2) != 0;
+	n->owner_proven = n->owner && (C_I(12) & NODE_F_OWNER_PROVEN);
 	n->last_seen_ms = now_ms;
 	if (id >= r->next_node)
 		r->next_node = id + 1;
 	return 0;
 }
 
-static int row_owner(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_owner(registry *r, st_row *row, uint64_t now_ms)
 {
-	const char *o = col_text(s, 0);
-	reg_node *n = reg_node_get(r, (uint32_t)sqlite3_column_int64(s, 1));
+	const char *o = C_T(0);
+	reg_node *n = reg_node_get(r, (uint32_t)C_I(1));
 
 	if (o && n && n->owner && !strcmp(n->owner, o))
 		return rmap_put(&r->owneridx, reg_hash_str(r, o), n->id);
 	return 0;
 }
 
-static int row_member(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_member(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_net *nt = reg_net_get(r, (uint16_t)sqlite3_column_int64(s, 0));
-	reg_node *n = reg_node_get(r, (uint32_t)sqlite3_column_int64(s, 1));
+	reg_net *nt = reg_net_get(r, (uint16_t)C_I(0));
+	reg_node *n = reg_node_get(r, (uint32_t)C_I(1));
 
 	if (!nt || !n || nt->id == 0 || reg_node_in_net(n, nt->id))
 		return 0;
 	return reg_node_add_net(n, nt->id) < 0 || reg_net_add_member(nt, n->id) < 0 ? -1 : 0;
 }
 
-static int row_pair(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_pair(registry *r, st_row *row, uint64_t now_ms)
 {
-	return rmap_put(&r->pairs, upair_key((uint32_t)sqlite3_column_int64(s, 0),
-					     (uint32_t)sqlite3_column_int64(s, 1)), 1);
+	return rmap_put(&r->pairs, upair_key((uint32_t)C_I(0), (uint32_t)C_I(1)), 1);
 }
 
-static int row_half(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_half(registry *r, st_row *row, uint64_t now_ms)
 {
-	return rmap_put(&r->halves, pair_key((uint32_t)sqlite3_column_int64(s, 0),
-					     (uint32_t)sqlite3_column_int64(s, 1)),
-			(uint64_t)sqlite3_column_int64(s, 2));
+	return rmap_put(&r->halves, pair_key((uint32_t)C_I(0), (uint32_t)C_I(1)), (uint64_t)C_I(2));
 }
 
-static int row_req(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_req(registry *r, st_row *row, uint64_t now_ms)
 {
-	uint32_t to = (uint32_t)sqlite3_column_int64(s, 1);
+	uint32_t to = (uint32_t)C_I(1);
 	reg_node *n = reg_node_get(r, to);
 
 	if (n)
 		n->hsrec_in++;
-	return rmap_put(&r->hsrec, pair_key((uint32_t)sqlite3_column_int64(s, 0), to),
-			(uint64_t)sqlite3_column_int64(s, 2));
+	return rmap_put(&r->hsrec, pair_key((uint32_t)C_I(0), to), (uint64_t)C_I(2));
 }
 
-static int row_inbox(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_inbox(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)sqlite3_column_int64(s, 0));
-	const char *j = col_text(s, 2);
+	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
+	const char *j = C_T(2);
 	reg_hsreq *g;
 
 	if (!n)
@@ -1209,17 +1015,17 @@ static int row_inbox(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 	if (!(g = realloc(n->inbox, (n->ninbox + 1) * sizeof(*g))))
 		return -1;
 	n->inbox = g;
-	g[n->ninbox].from = (uint32_t)sqlite3_column_int64(s, 1);
-	g[n->ninbox].ts = sqlite3_column_int64(s, 3);
+	g[n->ninbox].from = (uint32_t)C_I(1);
+	g[n->ninbox].ts = C_I(3);
 	if (!(g[n->ninbox].justification = strdup(j ? j : "")))
 		return -1;
 	n->ninbox++;
 	return 0;
 }
 
-static int row_resp(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_resp(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)sqlite3_column_int64(s, 0));
+	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
 	reg_hsresp *g;
 
 	if (!n)
@@ -1227,16 +1033,16 @@ static int row_resp(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 	if (!(g = realloc(n->resp, (n->nresp + 1) * sizeof(*g))))
 		return -1;
 	n->resp = g;
-	g[n->nresp].from = (uint32_t)sqlite3_column_int64(s, 1);
-	g[n->nresp].accept = sqlite3_column_int(s, 2) != 0;
-	g[n->nresp].ts = sqlite3_column_int64(s, 3);
+	g[n->nresp].from = (uint32_t)C_I(1);
+	g[n->nresp].accept = C_I(2) != 0;
+	g[n->nresp].ts = C_I(3);
 	n->nresp++;
 	return 0;
 }
 
-static int row_invite(registry *r, sqlite3_stmt *s, uint64_t now_ms)
+static int row_invite(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)sqlite3_column_int64(s, 0));
+	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
 	reg_invite *g;
 
 	if (!n)
@@ -1244,9 +1050,9 @@ static int row_invite(registry *r, sqlite3_stmt *s, uint64_t now_ms)
 	if (!(g = realloc(n->inv, (n->ninv + 1) * sizeof(*g))))
 		return -1;
 	n->inv = g;
-	g[n->ninv].net = (uint16_t)sqlite3_column_int64(s, 1);
-	g[n->ninv].inviter = (uint32_t)sqlite3_column_int64(s, 2);
-	g[n->ninv].ts = sqlite3_column_int64(s, 3);
+	g[n->ninv].net = (uint16_t)C_I(1);
+	g[n->ninv].inviter = (uint32_t)C_I(2);
+	g[n->ninv].ts = C_I(3);
 	n->ninv++;
 	return 0;
 }
@@ -1271,7 +1077,7 @@ int st_load(registry *r, char *err, size_t errlen)
 {
 	static const struct {
 		const char *q;
-		row_fn fn;
+		st_row_fn fn;
 	} steps[] = {
 		{ "SELECT key, value FROM meta", row_meta },
 		{ "SELECT id, name, join_rule, token, created, creator FROM networks", row_net },
@@ -1292,11 +1098,11 @@ int st_load(registry *r, char *err, size_t errlen)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-		int rc = each_row(r, steps[i].q, steps[i].fn, now_ms);
+		int rc = r->db->be->each_row(r->db->bes, r, steps[i].q, steps[i].fn, now_ms);
 
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot load store %s: %s", r->db->path,
-				 rc == -ENOMEM ? "out of memory" : sqlite3_errmsg(r->db->db));
+				 rc == -ENOMEM ? "out of memory" : r->db->be->errmsg(r->db->bes));
 			return rc;
 		}
 	}
@@ -1305,9 +1111,475 @@ int st_load(registry *r, char *err, size_t errlen)
 	if (r->next_net == 0)
 		r->next_net = 1;
 	recount_creators(r);
-	log_info("registry: loaded store file=%s nodes=%zu live=%zu networks=%zu", r->db->path,
+	if (r->db->shared) {
+		uint32_t first;
+
+		if (r->db->be->id_block(r->db->bes, &first) < 0) {
+			snprintf(err, errlen, "store %s: cannot reserve node IDs: %s", r->db->path,
+				 r->db->be->errmsg(r->db->bes));
+			return -EIO;
+		}
+		r->db->id_next = first;
+		r->db->id_end = first + ST_ID_BLOCK;
+	}
+	log_info("registry: loaded store %s=%s nodes=%zu live=%zu networks=%zu", r->db->be->name, r->db->path,
 		 r->nodes.len, r->live_count, r->nets.len);
 	return 0;
+}
+
+/* ---- changes from other instances (shared back ends) ----
+ * The back end's listener thread hands over every batch another instance
+ * committed (the same encoded operations its writer sent to the database);
+ * the loop thread applies them to the in-memory registry in commit order
+ * (st_apply_changes, run from reg_commit_poll: the same eventfd wakes it).
+ * Applying is idempotent, so a change seen twice (at load and again from the
+ * feed) does no harm. A repair (after this instance lost a conflict) carries
+ * the rows as the database has them. */
+static void on_change(void *arg, const uint8_t *body, size_t len, double lag_ms)
+{
+	reg_store *st = arg;
+	st_txn *t = calloc(1, sizeof(*t));
+	uint64_t one = 1;
+
+	if (!t || !(t->buf = malloc(len ? len : 1))) {
+		free(t);
+		log_warn("registry: change from another instance dropped: out of memory");
+		return;
+	}
+	memcpy(t->buf, body, len);
+	t->len = len;
+	pthread_mutex_lock(&st->mu);
+	if (st->ctail)
+		st->ctail->next = t;
+	else
+		st->chead = t;
+	st->ctail = t;
+	st->clen++;
+	st->st.changes++;
+	st->st.change_lag_last_ms = lag_ms;
+	if (lag_ms > st->st.change_lag_max_ms)
+		st->st.change_lag_max_ms = lag_ms;
+	st->st.change_lag_seconds += lag_ms / 1000.0;
+	pthread_mutex_unlock(&st->mu);
+	if (write(st->efd, &one, sizeof(one)) < 0) {
+		/* the loop reads the counter */
+	}
+}
+
+typedef struct oprow {
+	const st_op *o;
+	char *tx[ST_MAX_PARAMS];
+} oprow;
+
+static int64_t op_i64(st_row *row, int col)
+{
+	const oprow *p = row->impl;
+
+	return col < p->o->n && p->o->p[col].kind == ST_P_INT ? p->o->p[col].i : 0;
+}
+
+static const char *op_text(st_row *row, int col)
+{
+	oprow *p = row->impl;
+	const st_param *a;
+
+	if (col >= p->o->n || (a = &p->o->p[col])->kind != ST_P_TEXT)
+		return NULL;
+	if (!p->tx[col])
+		p->tx[col] = strndup(a->p, a->len);
+	return p->tx[col];
+}
+
+static const void *op_blob(st_row *row, int col, size_t *len)
+{
+	const oprow *p = row->impl;
+	const st_param *a;
+
+	*len = 0;
+	if (col >= p->o->n || (a = &p->o->p[col])->kind != ST_P_BLOB)
+		return NULL;
+	*len = a->len;
+	return a->p;
+}
+
+static void node_drop(registry *r, reg_node *n)
+{
+	reg_node_set_hostname(r, n, NULL);
+	if (reg_node_by_key(r, n->pk) == n)
+		rmap_del(&r->keyidx, reg_hash(r, n->pk, 32));
+	if (n->owner && reg_node_by_owner(r, n->owner) == n)
+		rmap_del(&r->owneridx, reg_hash_str(r, n->owner));
+	if (n->live)
+		r->live_count--;
+	for (size_t i = 0; i < n->nnets; i++) {
+		reg_net *nt = reg_net_get(r, n->nets[i]);
+
+		if (nt)
+			reg_net_del_member(nt, n->id);
+	}
+	rmap_del(&r->nodes, n->id);
+	reg_node_free(n);
+}
+
+static void net_drop(registry *r, reg_net *nt)
+{
+	reg_node *n;
+
+	for (size_t i = 0; i < nt->nmembers; i++)
+		if ((n = reg_node_get(r, nt->members[i])))
+			reg_node_del_net(n, nt->id);
+	if (nt->creator && (n = reg_node_get(r, nt->creator)) && n->nets_created)
+		n->nets_created--;
+	if (reg_net_by_name(r, nt->name) == nt)
+		rmap_del(&r->netnames, reg_hash_str(r, nt->name));
+	rmap_del(&r->nets, nt->id);
+	reg_net_free(nt);
+}
+
+/* A node row as the database has it: create or update n to match. */
+static int apply_node(registry *r, st_row *row, uint64_t now_ms)
+{
+	uint32_t id = (uint32_t)C_I(0);
+	size_t pklen = 0;
+	const void *pk = row->blob(row, 1, &pklen);
+	const char *owner = C_T(2), *h = C_T(7), *t;
+	reg_node *n = reg_node_get(r, id), *holder;
+	bool live = C_I(3) != 0;
+
+	if (!id || !pk || pklen != 32)
+		return 0;
+	if (!n)
+		return row_node(r, row, now_ms); /* as at load */
+	if (memcmp(n->pk, pk, 32) && reg_node_set_key(r, n, pk) < 0)
+		return -1;
+	if ((owner ? !n->owner || strcmp(owner, n->owner) : n->owner != NULL) &&
+	    reg_node_set_owner(r, n, owner) < 0)
+		return -1;
+	if (live && !n->live) {
+		n->live = true;
+		r->live_count++;
+		n->last_seen_ms = now_ms;
+	} else if (!live && n->live) {
+		n->live = false;
+		r->live_count--;
+	}
+	t = C_T(4);
+	snprintf(n->real_addr, sizeof(n->real_addr), "%s", t ? t : "");
+	t = C_T(5);
+	snprintf(n->src_ip, sizeof(n->src_ip), "%s", t ? t : "");
+	n->pub = C_I(6) != 0;
+	if (!live || !h || !*h) {
+		reg_node_set_hostname(r, n, NULL);
+	} else if (!n->hostname || strcmp(n->hostname, h)) {
+		/* The database says n owns h: whoever held it here lost a race. */
+		if ((holder = reg_node_by_hostname(r, h)) && holder != n) {
+			free(holder->hostname);
+			holder->hostname = NULL;
+		}
+		if (reg_node_set_hostname(r, n, h) < 0)
+			return -1;
+	}
+	reg_tags_set(n, NULL, 0);
+	if (load_tags(n, C_T(8)) < 0)
+		return -1;
+	n->polo = C_I(9);
+	n->task_exec = C_I(10) != 0;
+	n->relay_only = C_I(11) != 0;
+	n->sig_v2 = (C_I(12) & NODE_F_SIG_V2) != 0;
+	n->owner_proven = n->owner && (C_I(12) & NODE_F_OWNER_PROVEN);
+	if (id >= r->next_node)
+		r->next_node = id + 1;
+	return 0;
+}
+
+static void inbox_remove(reg_node *n, uint32_t from)
+{
+	for (size_t i = 0; i < n->ninbox; i++)
+		if (n->inbox[i].from == from) {
+			free(n->inbox[i].justification);
+			memmove(&n->inbox[i], &n->inbox[i + 1], (n->ninbox - i - 1) * sizeof(*n->inbox));
+			n->ninbox--;
+			return;
+		}
+}
+
+static void resp_remove(reg_node *n, uint32_t from)
+{
+	for (size_t i = 0; i < n->nresp; i++)
+		if (n->resp[i].from == from) {
+			memmove(&n->resp[i], &n->resp[i + 1], (n->nresp - i - 1) * sizeof(*n->resp));
+			n->nresp--;
+			return;
+		}
+}
+
+static void inv_remove(reg_node *n, uint16_t net)
+{
+	for (size_t i = 0; i < n->ninv; i++)
+		if (n->inv[i].net == net) {
+			memmove(&n->inv[i], &n->inv[i + 1], (n->ninv - i - 1) * sizeof(*n->inv));
+			n->ninv--;
+			return;
+		}
+}
+
+static void apply_seen(registry *r, const st_op *o)
+{
+	const uint8_t *p = o->p[0].p;
+	uint64_t ms = (uint64_t)o->p[1].i;
+
+	if (o->n != 2 || o->p[0].kind != ST_P_BLOB)
+		return;
+	for (uint32_t i = 0; i + 4 <= o->p[0].len; i += 4) {
+		uint32_t id;
+		reg_node *n;
+
+		memcpy(&id, p + i, 4);
+		if ((n = reg_node_get(r, id)) && n->last_seen_ms < ms)
+			n->last_seen_ms = ms;
+	}
+}
+
+static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
+{
+	oprow p = { o, { 0 } };
+	st_row rw = { op_i64, op_text, op_blob, &p }, *row = &rw;
+	uint32_t a = (uint32_t)C_I(0), b = (uint32_t)C_I(1);
+	reg_node *n = NULL;
+	reg_net *nt;
+	uint64_t v;
+	int rc = 0;
+
+	switch (o->q) {
+	case ST_Q_META:
+		if ((v = (uint64_t)C_I(1)) && C_T(0) && !strcmp(C_T(0), "next_node") && v > r->next_node)
+			r->next_node = (uint32_t)v;
+		else if (v && C_T(0) && !strcmp(C_T(0), "next_net") && v > r->next_net)
+			r->next_net = (uint32_t)v;
+		break;
+	case ST_Q_NODE:
+	case ST_Q_NODE_NEW:
+		rc = apply_node(r, row, now_ms);
+		break;
+	case ST_Q_NODE_DEL:
+		if ((n = reg_node_get(r, a)))
+			node_drop(r, n);
+		break;
+	case ST_Q_OWNER:
+		rc = row_owner(r, row, now_ms);
+		break;
+	case ST_Q_NET_DEL:
+		if (a && a <= 65535 && (nt = reg_net_get(r, (uint16_t)a)))
+			net_drop(r, nt);
+		break;
+	case ST_Q_NET:
+	case ST_Q_NET_NEW:
+		if (a == 0 || a > 65535 || !C_T(1))
+			break;
+		if (!(nt = reg_net_get(r, (uint16_t)a))) {
+			rc = row_net(r, row, now_ms);
+			if (!rc && (nt = reg_net_get(r, (uint16_t)a)) && nt->creator &&
+			    (n = reg_node_get(r, nt->creator)))
+				n->nets_created++;
+			if (a >= r->next_net)
+				r->next_net = a + 1;
+			break;
+		}
+		if (strcmp(nt->name, C_T(1))) {
+			if (reg_net_by_name(r, nt->name) == nt)
+				rmap_del(&r->netnames, reg_hash_str(r, nt->name));
+			snprintf(nt->name, sizeof(nt->name), "%s", C_T(1));
+			rc = rmap_put(&r->netnames, reg_hash_str(r, nt->name), nt->id);
+		}
+		snprintf(nt->join_rule, sizeof(nt->join_rule), "%s", C_T(2) ? C_T(2) : "");
+		free(nt->token);
+		nt->token = C_T(3) ? strdup(C_T(3)) : NULL;
+		nt->created = C_I(4);
+		break;
+	case ST_Q_MEM_ADD:
+		rc = row_member(r, row, now_ms);
+		break;
+	case ST_Q_MEM_DEL:
+		if ((nt = reg_net_get(r, (uint16_t)a)) && (n = reg_node_get(r, b)) &&
+		    reg_node_in_net(n, nt->id)) {
+			reg_node_del_net(n, nt->id);
+			reg_net_del_member(nt, n->id);
+		}
+		break;
+	case ST_Q_PAIR_ADD:
+		rc = row_pair(r, row, now_ms);
+		break;
+	case ST_Q_PAIR_DEL:
+		rmap_del(&r->pairs, upair_key(a, b));
+		break;
+	case ST_Q_HALF_ADD:
+		if (rmap_get(&r->pairs, upair_key(a, b), NULL))
+			break;
+		if ((rc = row_half(r, row, now_ms)) < 0 || !rmap_get(&r->halves, pair_key(b, a), NULL))
+			break;
+		/* Both halves, reported on two instances at once: neither handler saw
+		 * the other's, so the pair is formed here (idempotent if both do it). */
+		st_begin(r);
+		if ((rc = rmap_put(&r->pairs, upair_key(a, b), 1)) == 0) {
+			st_pair(r, a, b, true);
+			rmap_del(&r->halves, pair_key(a, b));
+			rmap_del(&r->halves, pair_key(b, a));
+			st_half(r, a, b, 0, false);
+			st_half(r, b, a, 0, false);
+		}
+		st_commit(r);
+		break;
+	case ST_Q_HALF_DEL:
+		rmap_del(&r->halves, pair_key(a, b));
+		break;
+	case ST_Q_REQ_ADD:
+		if (rmap_get(&r->hsrec, pair_key(a, b), &v))
+			rc = rmap_put(&r->hsrec, pair_key(a, b), (uint64_t)C_I(2));
+		else
+			rc = row_req(r, row, now_ms);
+		break;
+	case ST_Q_REQ_DEL:
+		if (rmap_del(&r->hsrec, pair_key(a, b)) && (n = reg_node_get(r, b)) && n->hsrec_in)
+			n->hsrec_in--;
+		break;
+	case ST_Q_INBOX_ADD:
+		if ((n = reg_node_get(r, a))) {
+			inbox_remove(n, b);
+			if (!(rc = row_inbox(r, row, now_ms)) && r->inbox_cb)
+				r->inbox_cb(r->inbox_arg, a);
+		}
+		break;
+	case ST_Q_INBOX_CLEAR:
+		if ((n = reg_node_get(r, a)))
+			while (n->ninbox)
+				inbox_remove(n, n->inbox[0].from);
+		break;
+	case ST_Q_INBOX_DEL:
+		if ((n = reg_node_get(r, a)))
+			inbox_remove(n, b);
+		break;
+	case ST_Q_RESP_ADD:
+		if ((n = reg_node_get(r, a))) {
+			resp_remove(n, b);
+			if (!(rc = row_resp(r, row, now_ms)) && r->inbox_cb)
+				r->inbox_cb(r->inbox_arg, a);
+		}
+		break;
+	case ST_Q_RESP_DEL:
+		if ((n = reg_node_get(r, a)))
+			resp_remove(n, b);
+		break;
+	case ST_Q_RESP_CLEAR:
+		if ((n = reg_node_get(r, a)))
+			n->nresp = 0;
+		break;
+	case ST_Q_INV_ADD:
+		if ((n = reg_node_get(r, a))) {
+			inv_remove(n, (uint16_t)b);
+			rc = row_invite(r, row, now_ms);
+		}
+		break;
+	case ST_Q_INV_DEL:
+		if ((n = reg_node_get(r, a)))
+			inv_remove(n, (uint16_t)b);
+		break;
+	case ST_Q_SEEN:
+		apply_seen(r, o);
+		break;
+	default:
+		break;
+	}
+	for (int i = 0; i < ST_MAX_PARAMS; i++)
+		free(p.tx[i]);
+	return rc;
+}
+
+void st_apply_changes(registry *r)
+{
+	reg_store *st = r->db;
+	st_txn *t, *next;
+	struct timespec ts;
+	uint64_t now_ms;
+	size_t k = 0;
+
+	if (!st || !st->shared)
+		return;
+	pthread_mutex_lock(&st->mu);
+	t = st->chead;
+	st->chead = st->ctail = NULL;
+	st->clen = 0;
+	pthread_mutex_unlock(&st->mu);
+	if (!t)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	for (; t; t = next) {
+		size_t off = 0;
+		st_op o;
+
+		next = t->next;
+		while (st_txn_next(t, &off, &o) > 0)
+			if (apply_op(r, &o, now_ms) < 0)
+				log_warn("registry: applying a change from another instance failed op=%d",
+					 o.q);
+		txn_free(t);
+		k++;
+	}
+	r->generation++;
+	log_debug("registry: applied changes from other instances batches=%zu", k);
+}
+
+/* Shared back ends: the heartbeats this instance heard since the last flush go
+ * to the other instances (they reap only nodes silent everywhere). No table is
+ * written: the operation travels in the change feed only. */
+void st_flush_seen(registry *r, uint64_t now_ms)
+{
+	reg_store *st = r->db;
+	uint32_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t since;
+
+	if (!st || !st->shared || now_ms < st->last_seen_flush_ms + ST_SEEN_EVERY_MS(r))
+		return;
+	since = st->last_seen_flush_ms;
+	st->last_seen_flush_ms = now_ms;
+	for (size_t i = 0; i < r->nodes.cap; i++) {
+		reg_node *nd;
+
+		if (!r->nodes.e[i].used)
+			continue;
+		nd = (reg_node *)(uintptr_t)r->nodes.e[i].val;
+		if (!nd->live || nd->last_seen_ms <= since)
+			continue;
+		if (n == cap) {
+			uint32_t *x = realloc(ids, (cap = cap ? cap * 2 : 256) * sizeof(*ids));
+
+			if (!x) {
+				free(ids);
+				return;
+			}
+			ids = x;
+		}
+		ids[n++] = nd->id;
+	}
+	if (n) {
+		st_begin(r);
+		op(r, ST_Q_SEEN, 2);
+		p_bytes(r, ST_P_BLOB, ids, n * sizeof(*ids));
+		p_int(r, (int64_t)now_ms);
+		st_commit(r);
+	}
+	free(ids);
+}
+
+bool st_db_up(registry *r)
+{
+	return !r->db || !r->db->be->up || r->db->be->up(r->db->bes);
+}
+
+const char *st_backend_name(registry *r)
+{
+	return r->db ? r->db->be->name : "memory";
 }
 
 /* ---- full rewrite (after a replication snapshot replaced everything) ---- */
@@ -1329,7 +1601,7 @@ int st_save_all(registry *r)
 	if (!r->db)
 		return 0;
 	st_begin(r);
-	op(r, Q_WIPE, 0);
+	op(r, ST_Q_WIPE, 0);
 	st_counters(r);
 	for (size_t i = 0; i < r->nodes.cap; i++)
 		if (r->nodes.e[i].used)

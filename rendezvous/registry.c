@@ -7,7 +7,10 @@
  *   not_found, bad_signature, stale_signature, replayed_signature,
  *   rate_limited, invalid_argument, conflict, forbidden, read_only,
  *   unknown_type, limit, internal (store write failed), busy (the store's
- *   write queue is full: nothing was changed; carries "retry_after_ms").
+ *   write queue is full, or another instance changed the same record first:
+ *   nothing was changed; carries "retry_after_ms"), unavailable (the store's
+ *   database is unreachable: writes are refused, reads answer from memory;
+ *   carries "retry_after_ms").
  *
  * Signatures (full text in rendezvous/SIGNATURES.md):
  *   v1 (reference): Ed25519 over the challenge of registry.md §8, e.g.
@@ -353,6 +356,18 @@ static json_object *busy(registry *r)
 	return o;
 }
 
+/* The database does not answer (shared back ends): refuse writes before they
+ * change anything; reads go on from memory. */
+static json_object *unavailable(registry *r)
+{
+	json_object *o;
+
+	r->busy++;
+	o = reg_err(r, E_UNAVAILABLE, "the registry's database is unreachable; retry in 1000 ms");
+	jadd_int(o, "retry_after_ms", 1000);
+	return o;
+}
+
 static const struct handler_ent *find_handler(const char *type)
 {
 	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
@@ -389,6 +404,8 @@ json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx_in)
 		resp = reg_err(r, E_RATE, "too many requests from %s; slow down", ctx.src_ip);
 	else if (handler_writes(h) && st_full(r))
 		resp = busy(r);
+	else if (handler_writes(h) && !st_db_up(r))
+		resp = unavailable(r);
 	else {
 		r->sig_node = 0;
 		resp = h->fn(r, req, &ctx);
@@ -445,6 +462,7 @@ void reg_tick(registry *r, uint64_t now_ms)
 	if (now_ms - r->last_gc_ms >= 1000 || now_ms < r->last_gc_ms) {
 		r->last_gc_ms = now_ms;
 		reg_replay_gc(r, (int64_t)(now_ms / 1000));
+		st_flush_seen(r, now_ms);
 	}
 	if (now_ms < r->last_reap_ms + REG_REAP_EVERY_MS && now_ms >= r->last_reap_ms)
 		return;
@@ -476,9 +494,25 @@ int reg_commit_fd(registry *r)
 	return st_fd(r);
 }
 
+bool reg_write_conflict(registry *r, uint64_t seq)
+{
+	return st_failed_conflict(r, seq);
+}
+
+const char *reg_store_kind(registry *r)
+{
+	return st_backend_name(r);
+}
+
+bool reg_store_up(registry *r)
+{
+	return st_db_up(r);
+}
+
 uint64_t reg_commit_poll(registry *r)
 {
 	st_fd_clear(r);
+	st_apply_changes(r);
 	return st_durable(r);
 }
 

@@ -15,7 +15,7 @@
 typedef struct registry registry;
 
 typedef struct reg_config {
-	const char *store_path;     /* SQLite database; NULL/"" = in memory only */
+	const char *store_path;     /* SQLite file or postgres:// URL; NULL/"" = in memory only */
 	const char *admin_token;    /* gates network admin operations; NULL/"" = none */
 	const char *replication_token;
 	bool standby;               /* read-only replica: refuse writes */
@@ -48,9 +48,12 @@ registry *reg_open(const reg_config *cfg, char *err, size_t errlen);
 void reg_close(registry *r); /* NULL-safe; flushes and closes the store */
 /* For -n: can reg_open use this store? An existing file must be a readable and
  * writable SQLite database of a schema this program knows (opened read-only,
- * nothing is changed); a missing one needs a writable directory. NULL/"" is fine.
- * 0, or -errno with a message naming the path in err. */
+ * nothing is changed); a missing one needs a writable directory. A postgres://
+ * URL must connect, and a schema already there must not be newer than ours.
+ * NULL/"" is fine. 0, or -errno with a message naming the store in err. */
 int reg_store_check(const char *path, char *err, size_t errlen);
+/* "memory", "sqlite" or "postgres": the back end reg_open picks for path. */
+const char *reg_store_backend(const char *path);
 
 /* Handle one request object; always returns a response object (an error
  * response for anything invalid) that the caller must json_object_put.
@@ -124,9 +127,19 @@ typedef struct reg_store_stats {
 	double last_commit_ms, max_commit_ms;
 	double wait_seconds;              /* sum over batches: oldest write queued -> durable */
 	uint64_t commit_le[ST_LAT_BUCKETS]; /* cumulative: batches with commit <= bound */
+	uint64_t changes;                   /* change batches received from other instances */
+	uint64_t conflicts;                 /* writes another instance won (answered busy) */
+	double change_lag_last_ms, change_lag_max_ms, change_lag_seconds; /* commit -> delivered */
+	bool shared, db_up; /* several instances possible; database answering */
 } reg_store_stats;
 extern const double reg_commit_le_ms[ST_LAT_BUCKETS];
 void reg_get_store_stats(registry *r, reg_store_stats *st);
+/* The failed write seq lost to another instance's (retry: the state has been
+ * repaired from the database), rather than failed in the database. */
+bool reg_write_conflict(registry *r, uint64_t seq);
+/* For /healthz: the back end's name and whether its database answers. */
+const char *reg_store_kind(registry *r);
+bool reg_store_up(registry *r);
 
 /* ---- metrics ---- */
 typedef struct reg_stats {

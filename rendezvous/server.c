@@ -328,7 +328,7 @@ static int conn_hold(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
 
 /* A reply to a request: sent now, or held until its write (wseq, 0 = none) is
  * durable and every earlier held reply of this connection has gone. */
-static uint8_t *store_fail_frame(size_t *len);
+static uint8_t *store_fail_frame(bool conflict, size_t *len);
 
 static int conn_reply(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
 {
@@ -336,7 +336,8 @@ static int conn_reply(struct conn *c, uint8_t *data, size_t len, uint64_t wseq)
 
 	if (c->held_head || (wseq && wseq > c->srv->durable && wseq > reg_durable_seq(c->srv->reg)))
 		return conn_hold(c, data, len, wseq);
-	if (wseq && reg_write_failed(c->srv->reg, wseq) && (err = store_fail_frame(&len))) {
+	if (wseq && reg_write_failed(c->srv->reg, wseq) &&
+	    (err = store_fail_frame(reg_write_conflict(c->srv->reg, wseq), &len))) {
 		free(data); /* committed (failed) before we even looked */
 		data = err;
 	}
@@ -747,7 +748,10 @@ static void conn_event(pilot_loop *l, int fd, int events, void *arg)
 
 /* ---- durability: release held replies ------------------------------------------ */
 
-static uint8_t *store_fail_frame(size_t *len)
+/* A write the store could not commit: `internal`; one another instance won in
+ * the database (the local state is repaired from it): `busy` with a short
+ * retry_after_ms, so the client repeats it against the state the winner left. */
+static uint8_t *store_fail_frame(bool conflict, size_t *len)
 {
 	json_object *o = json_object_new_object();
 	uint8_t *buf = NULL;
@@ -755,9 +759,14 @@ static uint8_t *store_fail_frame(size_t *len)
 
 	json_object_object_add(o, "type", json_object_new_string("error"));
 	json_object_object_add(o, "error", json_object_new_string("request failed"));
-	json_object_object_add(o, "code", json_object_new_string("internal"));
-	json_object_object_add(o, "message",
-			       json_object_new_string("the registry could not save the change; try again"));
+	json_object_object_add(o, "code", json_object_new_string(conflict ? "busy" : "internal"));
+	json_object_object_add(
+		o, "message",
+		json_object_new_string(conflict ? "another registry instance changed the same "
+						  "record first; try again"
+						: "the registry could not save the change; try again"));
+	if (conflict)
+		json_object_object_add(o, "retry_after_ms", json_object_new_int(200));
 	n = jw_encode(o, &buf);
 	json_object_put(o);
 	*len = n > 0 ? (size_t)n : 0;
@@ -778,7 +787,8 @@ static void conn_release(struct conn *c, uint64_t durable)
 		if (!c->held_head)
 			c->held_tail = NULL;
 		c->held_bytes -= b->len;
-		if (b->wseq && reg_write_failed(s->reg, b->wseq) && (err = store_fail_frame(&len))) {
+		if (b->wseq && reg_write_failed(s->reg, b->wseq) &&
+		    (err = store_fail_frame(reg_write_conflict(s->reg, b->wseq), &len))) {
 			free(b->data);
 			b->data = err;
 			b->len = len;

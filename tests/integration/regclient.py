@@ -585,7 +585,7 @@ def sc_http(port, reg_port, extra):
             return e.code, e.read().decode()
 
     st, body = get("/healthz")
-    check("http_healthz", st == 200 and body == "ok\n", (st, body))
+    check("http_healthz", st == 200 and body.startswith("ok ") and "db=up" in body, (st, body))
     Conn(reg_port, "127.0.1.17").call({"type": "list_networks"})
     st, body = get("/metrics", {"X-Real-IP": "203.0.113.9"})
     names = ["pilot_registry_nodes", "pilot_registry_nodes_online", "pilot_registry_trust_links", "pilot_registry_networks",

@@ -1,10 +1,12 @@
 /* rdvbench: load generator for pilot-rendezvous (scripts/bench rendezvous).
  *
- *   rdvbench -registry 127.0.0.1:PORT [-beacon 127.0.0.1:PORT] [-pid PID]
+ *   rdvbench -registry 127.0.0.1:PORT[,127.0.0.1:PORT2] [-beacon 127.0.0.1:PORT] [-pid PID]
  *            [-nodes 100000] [-clients 1,16,256] [-duration 5] [-runs 3]
  *            [-beacon-duration 5] [-payload 1200] [-reg-keys N]
  *   rdvbench -registry 127.0.0.1:PORT -latency SECONDS
  *
+ * Two registry addresses (two instances on one database): the connections
+ * alternate between them. A `busy` reply to a register sends the same key again.
  * Registry: pre-loads -nodes registrations (real Ed25519 keys), then for every
  * client count measures lookups/s (random pre-loaded IDs) and registrations/s
  * (keys never registered before) with that many concurrent connections, each a
@@ -130,13 +132,16 @@ enum mode { M_REGISTER, M_LOOKUP };
 struct conn {
 	int fd;
 	int busy;            /* a request is in flight */
+	int again;           /* M_REGISTER: the registry said busy: send the same key again */
 	size_t key;          /* M_REGISTER: key index of the request in flight */
 	size_t ilen;
 	uint8_t in[IN_CAP];
 };
 
 struct bench {
-	struct sockaddr_in reg;
+	struct sockaddr_in reg, reg2; /* -registry a[,b]: connections alternate */
+	int nreg;
+	uint64_t busy_replies;
 	int ep;
 	struct conn *c;
 	int nc;
@@ -180,7 +185,7 @@ static void conns_open(struct bench *b, int n)
 	for (int i = 0; i < n; i++) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 
-		b->c[i].fd = tcp_connect(&b->reg);
+		b->c[i].fd = tcp_connect(b->nreg > 1 && (i & 1) ? &b->reg2 : &b->reg);
 		fcntl(b->c[i].fd, F_SETFL, O_NONBLOCK);
 		if (epoll_ctl(b->ep, EPOLL_CTL_ADD, b->c[i].fd, &ev) < 0)
 			die("epoll_ctl");
@@ -236,9 +241,12 @@ static int issue(struct bench *b, struct conn *c)
 	int len;
 
 	if (b->mode == M_REGISTER) {
-		if (b->keys->next >= b->keys->n)
+		if (c->again)
+			c->again = 0;
+		else if (b->keys->next >= b->keys->n)
 			return -1; /* key pool used up: this connection stops */
-		c->key = b->keys->next++;
+		else
+			c->key = b->keys->next++;
 		len = snprintf(body, sizeof(body),
 			       "{\"type\":\"register\",\"public_key\":\"%s\",\"listen_addr\":\"127.0.0.1:4000\"}",
 			       b->keys->b64[c->key]);
@@ -256,6 +264,11 @@ static void on_response(struct bench *b, struct conn *c, const char *json, size_
 	const char *want = b->mode == M_REGISTER ? "\"register_ok\"" : "\"lookup_ok\"";
 
 	c->busy = 0;
+	if (b->mode == M_REGISTER && memmem(json, len, "\"busy\"", 6)) {
+		c->again = 1; /* nothing changed: the same key once more */
+		b->busy_replies++;
+		return;
+	}
 	if (!memmem(json, len, want, strlen(want))) {
 		b->errors++;
 		if (b->errors <= 3)
@@ -687,10 +700,11 @@ static void bench_latency(const struct sockaddr_in *reg, double dur, FILE *out)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: rdvbench -registry host:port [-beacon host:port] [-pid PID] [-nodes N]\n"
-			"       [-clients 1,16,256] [-duration S] [-runs N] [-beacon-duration S]\n"
-			"       [-payload BYTES] [-reg-keys N] [-no-registry-bench]\n"
-			"       rdvbench -registry host:port -latency SECONDS\n");
+	fprintf(stderr,
+		"usage: rdvbench -registry host:port[,host:port] [-beacon host:port] [-pid PID] [-nodes N]\n"
+		"       [-clients 1,16,256] [-duration S] [-runs N] [-beacon-duration S]\n"
+		"       [-payload BYTES] [-reg-keys N] [-no-registry-bench]\n"
+		"       rdvbench -registry host:port -latency SECONDS\n");
 	exit(2);
 }
 
@@ -738,6 +752,15 @@ int main(int argc, char **argv)
 			lat_s = atof(v);
 		else
 			usage();
+	}
+	if (reg_s && strchr(reg_s, ',')) {
+		static char first[128];
+
+		snprintf(first, sizeof(first), "%.*s", (int)(strchr(reg_s, ',') - reg_s), reg_s);
+		if (parse_addr(strchr(reg_s, ',') + 1, &b.reg2) < 0)
+			usage();
+		reg_s = first;
+		b.nreg = 2;
 	}
 	if (!reg_s || parse_addr(reg_s, &b.reg) < 0 || (bcn_s && parse_addr(bcn_s, &bcn) < 0)
 	    || runs < 1 || runs > MAX_RUNS || dur <= 0 || nodes < 1)
@@ -841,7 +864,8 @@ int main(int argc, char **argv)
 				fprintf(out, "%s%.0f", r ? "," : "", rg[r]);
 			fprintf(out, "]}");
 		}
-		fprintf(out, "],\"rss_end_kb\":%ld", rss_kb(pid));
+		fprintf(out, "],\"rss_end_kb\":%ld,\"busy_replies\":%llu", rss_kb(pid),
+			(unsigned long long)b.busy_replies);
 		close(b.ep);
 		free(b.ids);
 		free(pre.b64);

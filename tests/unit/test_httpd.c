@@ -185,14 +185,55 @@ static void t_listener(void **state)
 	pilot_loop_free(l);
 }
 
+static int health_down(char *out, size_t cap, void *arg)
+{
+	snprintf(out, cap, "degraded store=%s db=down\n", (const char *)arg);
+	return 503;
+}
+
+/* An optional /healthz callback decides the status and the body (the
+ * rendezvous reports its database there). */
+static void t_health_cb(void **state)
+{
+	pilot_loop *l = pilot_loop_new();
+	pilot_httpd_config hc = { .addr = ":0", .metrics = body, .health = health_down, .arg = "postgres" };
+	char err[256], resp[2048];
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	pilot_httpd *h;
+	size_t got = 0;
+	int fd;
+
+	(void)state;
+	assert_non_null(l);
+	h = pilot_httpd_new(l, &hc, err, sizeof(err));
+	assert_non_null(h);
+	sin.sin_port = htons((uint16_t)atoi(strrchr(pilot_httpd_addr(h), ':') + 1));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	for (int i = 0; i < 200 && !memmem(resp, got, "db=down\n", 8); i++) {
+		ssize_t n;
+
+		pilot_loop_run_once(l, 10);
+		n = recv(fd, resp + got, sizeof(resp) - 1 - got, MSG_DONTWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	resp[got] = '\0';
+	assert_non_null(strstr(resp, "HTTP/1.1 503 Service Unavailable\r\n"));
+	assert_non_null(strstr(resp, "degraded store=postgres db=down\n"));
+	close(fd);
+	pilot_httpd_free(h);
+	pilot_loop_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_parse),
-		cmocka_unit_test(t_parse_nul),
-		cmocka_unit_test(t_prom_text),
-		cmocka_unit_test(t_sd_notify),
-		cmocka_unit_test(t_listener),
+		cmocka_unit_test(t_parse),     cmocka_unit_test(t_parse_nul), cmocka_unit_test(t_prom_text),
+		cmocka_unit_test(t_sd_notify), cmocka_unit_test(t_listener),  cmocka_unit_test(t_health_cb),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

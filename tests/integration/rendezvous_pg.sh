@@ -1,0 +1,187 @@
+#!/bin/bash
+# pilot-rendezvous on PostgreSQL (issue 18), loopback only: a throw-away
+# cluster (initdb + pg_ctl as an unprivileged user, Unix socket in a temporary
+# directory, stopped at the end, also on failure). The registry's protocol
+# scenarios run against both back ends (SQLite file and PostgreSQL); then
+# -n, /healthz and /metrics, kill -9 durability, and two instances on one
+# database: cross-instance lookups, privacy, handshakes, invites, key rotation
+# and deregistration within 1 s, races decided by the database (node and
+# network IDs, hostnames, network names), failover of 20 nodes after kill -9
+# of one instance, and what happens while the database is down.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+BIN=$BUILD/san/bin/pilot-rendezvous
+TMP_PREFIX=pilot-rdv-pg
+source tests/integration/rdv_common.bash
+source tests/lib/pgtmp.bash
+CLIENT=tests/integration/regclient.py
+MULTI=tests/integration/regmulti.py
+
+trap 'pg_tmp_stop; cleanup' EXIT
+if ! pg_tmp_start "$TMP/pg"; then
+	echo "SKIP: rendezvous_pg ($PG_WHY)"
+	exit 0
+fi
+pass pg_cluster_started
+
+start() { # NAME ARGS...: sets LAST_PID
+	local name=$1
+	shift
+	"$BIN" -log-level debug "$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+wait_ready() {
+	local i
+	for ((i = 0; i < ${2:-100}; i++)); do
+		$PY $CLIENT ping "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+client() { $PY $CLIENT "$@"; }
+multi() { $PY $MULTI "$@"; }
+ADMIN=admin-$RANDOM$RANDOM
+
+# ---- -n, option checks -------------------------------------------------------------------------
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store "$PG_URL" >"$TMP/out" 2>&1
+expect pg_check_ok $([ $? = 0 ] && grep -q "configuration OK" "$TMP/out"; echo $?) "$(cat "$TMP/out")"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store-url "postgres://pilot@/pilot?host=$TMP/nowhere" >"$TMP/out" 2>&1
+expect pg_check_unreachable_refused $([ $? = 1 ] && grep -q "cannot connect to store" "$TMP/out"; echo $?) "$(cat "$TMP/out")"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store "$PG_URL" -standby 127.0.0.1:9 >"$TMP/out" 2>&1
+expect pg_standby_refused $([ $? = 2 ]; echo $?) "$(cat "$TMP/out")"
+"$BIN" -n -no-beacon -registry-addr 127.0.0.1:1 -store-url "mysql://x" >"$TMP/out" 2>&1
+expect pg_store_url_scheme_checked $([ $? = 2 ]; echo $?) "$(cat "$TMP/out")"
+
+# ---- the protocol scenarios on both back ends -------------------------------------------------------
+for be in sqlite postgres; do
+	if [ $be = sqlite ]; then STORE=$TMP/proto.db; else STORE=$PG_URL; fi
+	P=$(free_port)
+	H=$(free_port)
+	start "proto_$be" -no-beacon -registry-addr 127.0.0.1:$P -http :$H -admin-token "$ADMIN" -store "$STORE"
+	PP=$LAST_PID
+	if ! wait_ready "$P"; then
+		fail "proto_${be}_started" "$(tail -5 "$TMP/proto_$be.log")"
+		continue
+	fi
+	for sc in "roundtrip $P $ADMIN" "privacy $P $ADMIN" "netrules $P $ADMIN" "replay $P" "pop $P" "malformed $P"; do
+		client $sc 2>&1 | sed "s/^\(PASS\|FAIL\): /\1: ${be}_/"
+	done
+	HZ=$(curl -s "http://127.0.0.1:$H/healthz")
+	expect "${be}_healthz_names_store" $(grep -q "store=$be" <<<"$HZ" && grep -q "db=up" <<<"$HZ"; echo $?) "$HZ"
+	stop_term "$PP"
+	expect "${be}_proto_sigterm_exit_0" $([ "$RC" = 0 ]; echo $?) "exit $RC"
+	grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/proto_$be.log"
+	expect "${be}_proto_sanitizer_clean" $([ $? != 0 ]; echo $?)
+done
+N=$(pg_tmp_psql "SELECT version FROM schema_version")
+expect pg_schema_created_versioned $([ "$N" = 3 ]; echo $?) "$N"
+
+# ---- kill -9 mid-load: acknowledged registrations survive (PostgreSQL) ------------------------------
+P=$(free_port)
+start durable -no-beacon -registry-addr 127.0.0.1:$P -store "$PG_URL"
+DUR=$LAST_PID
+wait_ready "$P" || fail pg_durable_started
+: >"$TMP/acked"
+client load "$P" 1000 "$TMP/acked" >"$TMP/load.log" 2>&1 &
+LOADER=$!
+PIDS+=("$LOADER")
+for ((i = 0; i < 200; i++)); do
+	[ "$(wc -l <"$TMP/acked")" -ge 100 ] && break
+	sleep 0.05
+done
+kill -9 "$DUR"
+wait "$DUR" 2>/dev/null
+wait "$LOADER" 2>/dev/null
+echo "# acked before kill -9: $(wc -l <"$TMP/acked")"
+start durable2 -no-beacon -registry-addr 127.0.0.1:$P -store "$PG_URL"
+DUR=$LAST_PID
+if wait_ready "$P"; then
+	client checkids "$P" "$TMP/acked" | sed 's/^\(PASS\|FAIL\): /\1: pg_/'
+else
+	fail pg_killed_acked_registrations_survive "restart failed: $(tail -3 "$TMP/durable2.log")"
+fi
+stop_term "$DUR"
+
+# ---- two instances, one database -------------------------------------------------------------------
+P1=$(free_port)
+P2=$(free_port)
+H1=$(free_port)
+start inst1 -no-beacon -registry-addr 127.0.0.1:$P1 -http :$H1 -admin-token "$ADMIN" -store "$PG_URL"
+I1=$LAST_PID
+B2=$(free_port)
+start inst2 -beacon-addr 127.0.0.1:$B2 -registry-addr 127.0.0.1:$P2 -admin-token "$ADMIN" -store-url "$PG_URL"
+I2=$LAST_PID
+if wait_ready "$P1" && wait_ready "$P2"; then
+	pass two_instances_started
+	multi cross "$P1" "$P2" "$ADMIN"
+	multi races "$P1" "$P2" 8 "$ADMIN"
+	multi notify "$P1" "$P2" "$B2"
+	M=$(curl -s "http://127.0.0.1:$H1/metrics")
+	expect metrics_change_feed $(grep -q '^pilot_store_changes_total [1-9]' <<<"$M" &&
+		grep -q '^pilot_store_change_lag_seconds_max ' <<<"$M" && grep -q '^pilot_store_up 1' <<<"$M"; echo $?) \
+		"$(grep pilot_store_ <<<"$M" | head -20)"
+
+	# failover: 20 nodes with heartbeats on instance 2, kill -9 it under load; they
+	# re-register by key with instance 1 (a node given one -registry restarts
+	# pointed at the other): same IDs, within 10 s, no acknowledged write lost.
+	multi nodes_on "$P2" 20 "$TMP/fo_nodes"
+	: >"$TMP/fo_acked"
+	client load "$P2" 2000 "$TMP/fo_acked" >"$TMP/fo_load.log" 2>&1 &
+	LOADER=$!
+	PIDS+=("$LOADER")
+	for ((i = 0; i < 200; i++)); do
+		[ "$(wc -l <"$TMP/fo_acked")" -ge 100 ] && break
+		sleep 0.05
+	done
+	kill -9 "$I2"
+	wait "$I2" 2>/dev/null
+	wait "$LOADER" 2>/dev/null
+	echo "# acked by instance 2 before kill -9: $(wc -l <"$TMP/fo_acked")"
+	multi failover "$P2" "$P1" 20 "$TMP/fo_nodes"
+	sleep 1
+	client checkids "$P1" "$TMP/fo_acked" | sed 's/^\(PASS\|FAIL\): /\1: failover_/'
+
+	# the database goes away: writes are refused with `unavailable`, reads go on
+	# from memory; once it is back, writes work again.
+	pg_tmp_pause
+	sleep 0.5
+	R=$($PY - "$P1" <<-'EOF'
+		import sys
+		sys.path.insert(0, "tests/integration")
+		from regclient import Conn, Node
+		c = Conn(int(sys.argv[1]), "127.0.7.1")
+		first = Node(c).register()   # may find the dead connection first
+		r = Node(c).register()
+		l = c.call({"type": "lookup", "node_id": 1})
+		print(r.get("code"), r.get("retry_after_ms"), l.get("type"))
+	EOF
+	)
+	expect db_down_write_unavailable $([[ "$R" == "unavailable 1000 lookup_ok" ]]; echo $?) "$R"
+	HZ=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$H1/healthz")
+	expect db_down_healthz_503 $([ "$HZ" = 503 ]; echo $?) "$HZ"
+	pg_tmp_resume
+	R=""
+	for ((i = 0; i < 30; i++)); do
+		R=$($PY - "$P1" <<-'EOF'
+			import sys
+			sys.path.insert(0, "tests/integration")
+			from regclient import Conn, Node
+			print(Node(Conn(int(sys.argv[1]), "127.0.7.2")).register().get("type"))
+		EOF
+		)
+		[ "$R" = register_ok ] && break
+		sleep 0.2
+	done
+	expect db_back_writes_resume $([ "$R" = register_ok ]; echo $?) "$R"
+else
+	fail two_instances_started "$(tail -3 "$TMP/inst1.log" "$TMP/inst2.log")"
+fi
+stop_term "$I1"
+expect inst1_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
+if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/inst1.log" "$TMP/inst2.log"; then
+	fail instances_sanitizer_clean "$(grep -h -m3 'Sanitizer\|runtime error' "$TMP/inst1.log" "$TMP/inst2.log")"
+else
+	pass instances_sanitizer_clean
+fi
