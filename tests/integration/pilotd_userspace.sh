@@ -149,6 +149,22 @@ pt_check http_proxy_connect_16mib_sha256 sha_is "$sum_a" ucurl -p -x http://127.
 pt_check http_proxy_upload_16mib_sha256 bash -c "ip netns exec $PT-u curl -sS -m 60 -p -x http://127.0.0.1:8080 \
 	--data-binary @$PT_DIR/www-u/big.bin http://alpha.pilot/upload | grep -q '^$sum_u'"
 
+# ---- unmodified clients: git over SOCKS5, Python's urllib through HTTP_PROXY ----
+repo=$PT_DIR/www-a/repo.git
+(
+	export HOME=$PT_DIR GIT_CONFIG_NOSYSTEM=1
+	git init -q --bare "$repo" && git init -q "$PT_DIR/src" && cd "$PT_DIR/src" \
+		&& echo "over the overlay" >README && git add README \
+		&& git -c user.name=t -c user.email=t@example.org commit -qm one && git push -q "$repo" HEAD:refs/heads/main \
+		&& git -C "$repo" symbolic-ref HEAD refs/heads/main && git -C "$repo" update-server-info
+) || pt_fail git_repo_prepared
+pt_check git_clone_over_socks5 bash -c "HOME=$PT_DIR GIT_CONFIG_NOSYSTEM=1 ip netns exec $PT-u \
+	git -c http.proxy=socks5h://127.0.0.1:1080 clone -q http://alpha.pilot/repo.git $PT_DIR/clone \
+	&& grep -q 'over the overlay' $PT_DIR/clone/README"
+pt_check python_urllib_through_http_proxy bash -c "ip netns exec $PT-u env HTTP_PROXY=http://127.0.0.1:8080 \
+	$PY -c 'import urllib.request; print(urllib.request.urlopen(\"http://alpha.pilot/\", timeout=20).read().decode())' \
+	| grep -q 'hello from alpha'"
+
 # ---- forward and expose ----
 pt_check forward_16mib_sha256 sha_is "$sum_a" ucurl http://127.0.0.1:7000/big.bin
 ip_u=$(pd_ctl a map "${PD_ID[u]}" | pd_json 'd["local_ip"]')
