@@ -574,6 +574,7 @@ static void peers_up(node *n)
 		.key_pinned = peer_key_pinned,
 		.resolve = peer_resolve,
 		.beacon_notify = peer_beacon_notify,
+		.ref_quirks = n->o.test_ref_peer,
 	};
 
 	if (!(n->peers = peer_table_new(n->loop, n->t, &pc, err, sizeof(err))))
@@ -603,6 +604,9 @@ static void conns_up(node *n)
 	cc.stream.keepalive_us = (uint32_t)(n->o.keepalive * 1000);
 	cc.stream.idle_us = (uint32_t)(n->o.idle_timeout * 1000);
 	cc.stream.time_wait_us = (uint32_t)(n->o.time_wait * 1000);
+	cc.stream.ref_quirks = n->o.test_ref_peer;
+	if (n->o.test_ref_peer) /* ref holds 512 segments: about 700 KB of ours */
+		cc.stream.rcvbuf = 1u << 20;
 	randombytes_buf(&cc.seed, sizeof(cc.seed));
 	if (!(n->conns = conn_table_new(&cc)))
 		pilot_fatal("cannot create the connection table");
