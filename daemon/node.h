@@ -98,6 +98,11 @@ typedef struct node {
 	bool discovering, up, stopping, poll_inflight;
 	bool rotating;              /* rotate-key waits for the registry */
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
+	struct {                     /* the registry's last refused resolve (error hints) */
+		uint32_t node;
+		uint64_t ms; /* pilot_now_ms() when refused; 0 = none */
+		char msg[200];
+	} refusal;
 	node_stats st;
 	struct node_svc *svc;        /* services 1001/1002, control operations (ctlsrv_op.h) */
 	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */

@@ -328,8 +328,7 @@ static bool expects_answer(const uint8_t *pkt)
  * track of. A fresh X25519 key of our own makes either replace its session and
  * answer with its key (a changed key always gets a reply, and a same-key exchange
  * would only restart a ref peer's send counter under our replay window, tunnel.md
- * §6.1), so both sides start from scratch. Sent along the path and, for a direct
- * peer, once through the relay too (the node may listen elsewhere now). */
+ * §6.1), so both sides start from scratch. Sent along the path. */
 void peer_silent_rekey(peer_table *pt, peer *p)
 {
 	peer_ownkey *old = p->own;
@@ -351,9 +350,15 @@ void peer_silent_rekey(peer_table *pt, peer *p)
 	if (p->has_x)
 		install_session(pt, p, p->x25519);
 	peer_send_kx(pt, p, PEER_VIA_PATH);
-	if (pt->has_beacon && p->path != PEER_PATH_RELAY)
-		peer_send_kx(pt, p, PEER_VIA_RELAY);
 	peer_kx_arm(pt, p);
+	/* The node may listen elsewhere now: the registry's endpoint replaces the one
+	 * its frames proved before (peer_resolved keeps a proved one). Never a relay
+	 * copy to a direct peer: one relayed frame makes a reference node send to us
+	 * through the relay for the rest of its life (it never leaves relay mode). */
+	if (!p->relay_pinned) {
+		p->direct_ok_ms = 0;
+		peer_start_resolve(pt, p);
+	}
 }
 
 static bool can_send_now(const peer_table *pt, const peer *p)

@@ -10,7 +10,9 @@
 #   restart: "r" restarts with the same identity and port while "a" still holds
 #     the old session; a's next connect succeeds within 3 s (a silent peer gets
 #     a fresh key exchange);
-#   the zero-window probe against our own reader (which does send updates).
+#   the zero-window probe against our own reader (which does send updates);
+#   error hints: the registry's refusal (why, what to do) for an untrusted node,
+#   a stall in mid-transfer, a trusted peer that does not answer.
 # Prints PASS:/FAIL: lines and figures.
 set -u
 cd "$(dirname "$0")/../.."
@@ -20,9 +22,9 @@ ST=tests/integration/pilotd_streams.py
 
 pd_init interop
 
-pd_lan a r || { pt_fail namespaces_created; exit 1; }
+pd_lan a r c || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
-pd_start a a && pd_start r r -test-ref-peer -listen :4100 || { pt_fail nodes_registered; exit 1; }
+pd_start a a && pd_start r r -test-ref-peer -listen :4100 && pd_start c c || { pt_fail nodes_registered; exit 1; }
 pt_check trust_pair pd_trust_pair a r
 pt_check first_ping pd_wait 10 pd_ping_ok a r
 
@@ -99,6 +101,36 @@ rk=$(pd_ctl a info | pd_json 'd["counters"]["tunnel_silent_rekeys"]')
 if [ "${rk:-0}" -ge 1 ]; then pt_pass "silent_peer_rekeyed_$rk"; else pt_fail silent_peer_rekeyed "$rk"; fi
 pt_check ping_after_restart pd_wait 5 pd_ping_ok a r
 
-pd_stop a
+# ---- error texts: what happened and what to do, only where it applies ----
+# an untrusted node: the registry refused r's endpoint, and says why
+r=$(pd_ctl c connect "$R" 7 --message x --timeout 5s)
+if echo "$r" | grep -q "refused to disclose.*is private and shares no trust.*pilotctl handshake $R"; then
+	pt_pass hint_resolve_refused_says_private_and_what_to_do
+else
+	pt_fail hint_resolve_refused_says_private_and_what_to_do "$r"
+fi
+# a stall in mid-transfer is not a trust problem
+call r test-sink '{"port":5300,"pause_ms":60000,"timeout_ms":30000}' >/dev/null &
+SINK=$!
+sleep 0.5
+call a test-source "{\"target\":\"$R\",\"port\":5300,\"bytes\":$((64 << 20)),\"timeout_ms\":30000}" >"$PT_DIR/stall.json" &
+SRC=$!
+sleep 2
 pd_stop r
-pt_check no_sanitizer_reports bash -c "! grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' $PT_DIR/a.log $PT_DIR/r.log"
+wait $SRC $SINK
+if grep -q '"hint": *"the connection was up, then' "$PT_DIR/stall.json" && ! grep -q "private node" "$PT_DIR/stall.json"; then
+	pt_pass hint_stall_mid_transfer
+else
+	pt_fail hint_stall_mid_transfer "$(cat "$PT_DIR/stall.json")"
+fi
+# a trusted peer that does not answer
+r=$(pd_ctl a connect "$R" 7 --message x --timeout 3s)
+if echo "$r" | grep -q '"hint": *"[^"]* is trusted but did not answer'; then
+	pt_pass hint_trusted_peer_silent
+else
+	pt_fail hint_trusted_peer_silent "$r"
+fi
+
+pd_stop a
+pd_stop c
+pt_check no_sanitizer_reports bash -c "! grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error' $PT_DIR/a.log $PT_DIR/r.log $PT_DIR/c.log"
