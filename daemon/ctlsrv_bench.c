@@ -627,6 +627,7 @@ static void src_state(void *arg, conn *c, enum stream_state old, enum stream_sta
 	(void)old;
 	if (now == STREAM_ESTABLISHED && !p->t0) {
 		p->t0 = pilot_now_us();
+		p->o.established = true;
 		src_pump(p, c);
 	} else if (now == STREAM_CLOSED) {
 		if (p->fin && !err)

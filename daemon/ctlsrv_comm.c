@@ -100,6 +100,7 @@ static void dial_state(void *arg, conn *c, enum stream_state old, enum stream_st
 	(void)old;
 	if (now == STREAM_ESTABLISHED && !d->sent) {
 		d->sent = true;
+		d->o.established = true;
 		if (conn_write(c, d->msg, len) != len) {
 			cop_err(&d->o, "connection_failed", "%s:%d: message larger than the send buffer",
 				d->o.addr, d->port);

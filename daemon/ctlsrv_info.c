@@ -234,6 +234,7 @@ static json_object *counters_json(node *n)
 	jw_set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
 	jw_set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
 	jw_set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
+	jw_set_int(o, "tunnel_silent_rekeys", (int64_t)ps.silent_rekeys);
 	jw_set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
 	jw_set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
 	jw_set_int(o, "tunnel_punches", (int64_t)ps.punches);

@@ -9,6 +9,7 @@
 
 #include "stream/conn.h"
 #include "daemon/ctlsrv_op.h"
+#include "daemon/trust.h"
 
 /* ---- the operation framework ---- */
 
@@ -86,19 +87,51 @@ void cop_ok(cop *o, json_object *data)
 	cop_free(o);
 }
 
+/* What to do about a failed or timed-out operation, only where it applies
+ * (issue 15): the connection was up and the peer stopped answering; the registry
+ * refused an untrusted target's endpoint (its reason); a trusted peer that does
+ * not answer; otherwise (the node did not answer our first packets and we do not
+ * trust it) most likely a private node that admits only trusted peers. */
+static const char *cop_hint(const cop *o, const char *code, char *buf, size_t len)
+{
+	const node *n = o->n;
+	bool trusted;
+
+	if ((strcmp(code, "connection_failed") && strcmp(code, "timeout")) || !o->target)
+		return NULL;
+	if (o->established) {
+		snprintf(buf, len,
+			 "the connection was up, then %s stopped answering (restarted, offline or "
+			 "unreachable now): try again; pilotctl ping %s",
+			 o->addr, o->addr);
+		return buf;
+	}
+	trusted = n->trust && trust_is_trusted(n->trust, o->target);
+	if (!trusted && n->refusal.ms && n->refusal.node == o->target &&
+	    pilot_now_ms() - n->refusal.ms < 120000) {
+		snprintf(buf, len, "the registry refused to disclose %s's endpoint: %s", o->addr,
+			 n->refusal.msg);
+		return buf;
+	}
+	if (trusted) {
+		snprintf(buf, len,
+			 "%s is trusted but did not answer: it may be offline or unreachable; "
+			 "pilotctl ping %s, pilotctl peers shows its path",
+			 o->addr, o->addr);
+		return buf;
+	}
+	return "a private node accepts connections only from trusted peers: pilotctl handshake <node>";
+}
+
 void cop_err(cop *o, const char *code, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[512], hint[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	ctlsrv_reply_err(o->r, code, msg,
-			 !strcmp(code, "connection_failed") || !strcmp(code, "timeout")
-				 ? "a private node accepts connections only from trusted peers: pilotctl "
-				   "handshake <node>"
-				 : NULL);
+	ctlsrv_reply_err(o->r, code, msg, cop_hint(o, code, hint, sizeof(hint)));
 	cop_free(o);
 }
 

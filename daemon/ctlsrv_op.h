@@ -45,6 +45,8 @@ struct cop {
 	void (*start)(cop *o);      /* target resolved */
 	void (*release)(cop *o);    /* drop resources; never replies */
 	void (*on_timeout)(cop *o); /* must finish o; NULL = "timeout" error */
+	bool established;           /* its connection was up once: a later failure is a
+				     * stall, not a refusal (the hint of cop_err) */
 };
 
 /* Allocate size bytes (cop first) bound to r, with a timeout (<= 0: none).

@@ -194,6 +194,11 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
 		    "127.0.0.1; empty = off",
 		    "host:port"),
+		OPT("test-ref-peer", PILOT_OPT_BOOL, &o->test_ref_peer, NULL,
+		    "testing only: behave like the reference daemon on the wire (no window "
+		    "update when a reader drains, no answer to a pure ACK, no key exchange "
+		    "in answer to a frame it cannot decrypt)",
+		    NULL),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};

@@ -216,6 +216,8 @@ static void tunnel_series(node *n, FILE *f)
 	pilot_prom_metric(f, "pilot_tunnel_rekeys_total", "counter", "Tunnel session rekeys.", ps.rekeys);
 	pilot_prom_metric(f, "pilot_tunnel_beacon_failovers_total", "counter",
 			  "Moves to the next of several -beacon addresses.", ps.beacon_failovers);
+	pilot_prom_metric(f, "pilot_tunnel_silent_rekeys_total", "counter",
+			  "Fresh key exchanges with peers silent while we send.", ps.silent_rekeys);
 	pilot_prom_metric(f, "pilot_tunnel_relay_switches_total", "counter", "Peers moved to the beacon relay.",
 			  ps.relay_switches);
 	pilot_prom_metric(f, "pilot_tunnel_direct_upgrades_total", "counter",

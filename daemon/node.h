@@ -35,6 +35,7 @@ typedef struct node_options {
 	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check, udp_gso;
+	int test_ref_peer; /* testing only: reference quirks (issue 15) */
 	int64_t keepalive, idle_timeout, time_wait;
 	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
 	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
@@ -103,6 +104,11 @@ typedef struct node {
 	bool discovering, up, stopping, poll_inflight;
 	bool rotating;              /* rotate-key waits for the registry */
 	struct node_forget *forgets; /* untrusted peers whose tunnel goes soon (node_data.c) */
+	struct {                     /* the registry's last refused resolve (error hints) */
+		uint32_t node;
+		uint64_t ms; /* pilot_now_ms() when refused; 0 = none */
+		char msg[200];
+	} refusal;
 	node_stats st;
 	struct node_svc *svc;        /* services 1001/1002, control operations (ctlsrv_op.h) */
 	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */

@@ -106,12 +106,26 @@ static void peer_lookup_key(void *ctx, uint32_t id, peer_key_done done, void *ar
 typedef struct peer_res_req {
 	peer_resolve_done done;
 	void *arg;
+	node *n;
+	uint32_t id;
 } peer_res_req;
 
 static void peer_resolve_reply(void *arg, json_object *reply, int err)
 {
 	peer_res_req *q = arg;
 	const char *s = !err && reply ? jw_get_str(reply, "real_addr") : NULL;
+
+	if (!err && q->n->refusal.node == q->id)
+		q->n->refusal.ms = 0;
+	if (err == -EREMOTEIO && reply) { /* kept for the hint of a failed connect (ctlsrv_op.c) */
+		const char *m = jw_get_str(reply, "message"), *e = jw_get_str(reply, "error");
+		q->n->refusal.node = q->id;
+		q->n->refusal.ms = pilot_now_ms();
+		snprintf(q->n->refusal.msg, sizeof(q->n->refusal.msg), "%s",
+			 m           ? m
+				 : e ? e
+				     : "request failed");
+	}
 
 	q->done(q->arg, s && *s ? s : NULL, !err && reply && jw_get_bool(reply, "relay_only"));
 	free(q);
@@ -132,6 +146,8 @@ static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *a
 	}
 	q->done = done;
 	q->arg = arg;
+	q->n = n;
+	q->id = id;
 	if (registration_resolve(n->reg, id, peer_resolve_reply, q) < 0) {
 		free(q);
 		done(arg, NULL, false);
@@ -575,6 +591,7 @@ static void peers_up(node *n)
 		.key_pinned = peer_key_pinned,
 		.resolve = peer_resolve,
 		.beacon_notify = peer_beacon_notify,
+		.ref_quirks = n->o.test_ref_peer,
 	};
 
 	if (!(n->peers = peer_table_new(n->loop, n->t, &pc, err, sizeof(err))))
@@ -604,6 +621,9 @@ static void conns_up(node *n)
 	cc.stream.keepalive_us = (uint32_t)(n->o.keepalive * 1000);
 	cc.stream.idle_us = (uint32_t)(n->o.idle_timeout * 1000);
 	cc.stream.time_wait_us = (uint32_t)(n->o.time_wait * 1000);
+	cc.stream.ref_quirks = n->o.test_ref_peer;
+	if (n->o.test_ref_peer) /* ref holds 512 segments: about 700 KB of ours */
+		cc.stream.rcvbuf = 1u << 20;
 	randombytes_buf(&cc.seed, sizeof(cc.seed));
 	if (!(n->conns = conn_table_new(&cc)))
 		pilot_fatal("cannot create the connection table");

@@ -15,6 +15,7 @@
 static void handle_frame(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src,
 			 uint32_t relay_sender);
 static int build_kx(const peer_table *pt, const pilot_x25519 *x, uint8_t *frame, size_t *len);
+static void install_session(peer_table *pt, peer *p, const uint8_t x[PROTO_X25519_LEN]);
 
 uint64_t peer_now(const peer_table *pt)
 {
@@ -307,6 +308,59 @@ void peer_pending_flush(peer_table *pt, peer *p)
 	}
 }
 
+/* A packet a live peer holding our session answers: a stream SYN, FIN or data
+ * segment (not a pure ACK or RST), a ping (control to port 0 without ACK, from a
+ * port: tunnel keepalives and path probes use port 0). */
+static bool expects_answer(const uint8_t *pkt)
+{
+	uint8_t flags = pkt[0] & 0x0F;
+
+	if (pkt[1] == PROTO_STREAM)
+		return !(flags & PROTO_RST) &&
+			((flags & (PROTO_SYN | PROTO_FIN)) || proto_get16(pkt + 2) > 0);
+	return pkt[1] == PROTO_CONTROL && !(flags & PROTO_ACK) && proto_get16(pkt + 16) != 0 &&
+		proto_get16(pkt + 18) == 0;
+}
+
+/* Silent peer (issue 15): packets that expect an answer went out for a while and
+ * nothing came back. A reference node that restarted (same identity) drops our
+ * frames as "no key" and never says so; a live one may hold a session we lost
+ * track of. A fresh X25519 key of our own makes either replace its session and
+ * answer with its key (a changed key always gets a reply, and a same-key exchange
+ * would only restart a ref peer's send counter under our replay window, tunnel.md
+ * §6.1), so both sides start from scratch. Sent along the path. */
+void peer_silent_rekey(peer_table *pt, peer *p)
+{
+	peer_ownkey *old = p->own;
+	uint64_t now = peer_now(pt);
+
+	p->own = NULL;
+	if (own_key(pt, p) < 0) {
+		p->own = old;
+		return;
+	}
+	if (old) {
+		pilot_x25519_wipe(&old->x);
+		free(old);
+	}
+	p->silent_rekey_at_ms = now;
+	p->unans_n = 0;
+	pt->st.silent_rekeys++;
+	log_info("tunnel rekey node=%u why=\"silent while we send\"", p->node);
+	if (p->has_x)
+		install_session(pt, p, p->x25519);
+	peer_send_kx(pt, p, PEER_VIA_PATH);
+	peer_kx_arm(pt, p);
+	/* The node may listen elsewhere now: the registry's endpoint replaces the one
+	 * its frames proved before (peer_resolved keeps a proved one). Never a relay
+	 * copy to a direct peer: one relayed frame makes a reference node send to us
+	 * through the relay for the rest of its life (it never leaves relay mode). */
+	if (!p->relay_pinned) {
+		p->direct_ok_ms = 0;
+		peer_start_resolve(pt, p);
+	}
+}
+
 static bool can_send_now(const peer_table *pt, const peer *p)
 {
 	if (p->path == PEER_PATH_NONE)
@@ -326,6 +380,8 @@ int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len)
 	pt->st.tx_packets++;
 	p->tx_packets++;
 	p->tx_bytes += len;
+	if (expects_answer(pkt) && !p->unans_n++)
+		p->unans_first_ms = peer_now(pt);
 	if (can_send_now(pt, p)) {
 		peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
 		return 0;
@@ -409,6 +465,7 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		return;
 	}
 	changed = p->has_x;
+	p->unans_n = 0;
 	install_session(pt, p, x);
 	if (!p->sess)
 		return;
@@ -934,6 +991,8 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	p = peer_find(pt, s.node);
 	if (!p || !p->sess) {
 		pt->st.drop_no_session++;
+		if (pt->cfg.ref_quirks)
+			return; /* "encrypted packet from node but no key" */
 		if (p)
 			rekey_known(pt, p);
 		else
@@ -947,11 +1006,13 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	}
 	if (rc < 0) {
 		pt->st.drop_auth++;
-		rekey_known(pt, p);
+		if (!pt->cfg.ref_quirks)
+			rekey_known(pt, p);
 		return;
 	}
 	authenticated(pt, p);
 	p->last_rx_ms = peer_now(pt);
+	p->unans_n = 0;
 	peer_path_rx(pt, p, src, relay != 0);
 	handle_packet(pt, p, pl, pl_len, src, relay != 0);
 }

@@ -96,6 +96,11 @@ typedef struct peer_config {
 	uint32_t keepalive_ms;        /* send silence → keepalive (25000) */
 	uint32_t discover_ms;         /* beacon Discover period (25000) */
 	uint32_t beacon_dead_ms;      /* Discover unanswered: next beacon (3000) */
+	uint32_t silent_rekey_ms;     /* stream packets or pings that expect an answer went
+				       * out for this long with nothing from the peer → fresh
+				       * key exchange (1000; then at most every 10 s) */
+	bool ref_quirks;              /* testing only: like the reference, never answer an
+				       * undecryptable frame with a key exchange (issue 15) */
 } peer_config;
 
 /* Creates the table and points the transport's receive callback at it. The
@@ -176,6 +181,7 @@ typedef struct peer_stats {
 	uint64_t kx_lookup_errors;    /* key lookups the registry did not answer (retried) */
 	uint64_t kx_lookup_failed;    /* exchanges dropped: no answer after PEER_KEY_TRIES */
 	uint64_t kx_sent, kx_accepted, rekeys;
+	uint64_t silent_rekeys; /* fresh exchanges with peers silent while we send */
 	uint64_t relay_switches, direct_upgrades;
 	uint64_t punches;             /* PunchCommands obeyed (PILP x3 sent) */
 	uint64_t punch_requests;      /* PunchRequests sent to the beacon */

@@ -86,6 +86,11 @@ typedef struct peer {
 	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;
+	/* silent peer (issue 15): the first packet that expects an answer (stream SYN,
+	 * FIN or data, ping) since the last frame from the peer, how many since, and
+	 * the last re-key it caused */
+	uint64_t unans_first_ms, silent_rekey_at_ms;
+	unsigned unans_n;
 	uint64_t rx_bytes, tx_bytes;
 	pending_pkt *pend_head, *pend_tail;
 	unsigned npend;
@@ -164,6 +169,8 @@ void peer_send_frame_direct(peer_table *pt, const transport_ep *ep, const uint8_
 void peer_send_frame_relay(peer_table *pt, uint32_t dest, uint8_t *frame, size_t len);
 enum { PEER_VIA_PATH, PEER_VIA_DIRECT, PEER_VIA_RELAY };
 void peer_send_kx(peer_table *pt, peer *p, int via);
+/* Fresh own key and exchange for a peer silent while we send (peer.c). */
+void peer_silent_rekey(peer_table *pt, peer *p);
 void peer_kx_arm(peer_table *pt, peer *p);
 /* Seal (or PILT-wrap) the packet at pkt (headroom contract) and send it. */
 void peer_seal_send(peer_table *pt, peer *p, uint8_t *pkt, size_t len, int via);

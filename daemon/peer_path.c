@@ -311,9 +311,22 @@ static void silence_check(peer_table *pt, peer *p, uint64_t now)
 	start_direct_attempt(pt, p);
 }
 
+/* Packets expecting an answer (stream, ping) unanswered for silent_rekey_ms: a
+ * fresh key exchange, at most every 10 s per peer (peer_silent_rekey). Not while
+ * our own exchange is still being retransmitted. */
+static void silent_rekey_check(peer_table *pt, peer *p, uint64_t now)
+{
+	if (!pt->cfg.encrypt || !p->sess || p->unans_n < 2 || (p->kx_tries && !p->authenticated) ||
+	    now - p->unans_first_ms < cfg_ms(pt->cfg.silent_rekey_ms, 1000) ||
+	    (p->silent_rekey_at_ms && now - p->silent_rekey_at_ms < 10000))
+		return;
+	peer_silent_rekey(pt, p);
+}
+
 void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 {
 	kx_retransmit(pt, p, now);
+	silent_rekey_check(pt, p, now);
 	direct_deadline(pt, p, now);
 	relay_probe(pt, p, now);
 	silence_check(pt, p, now);

@@ -226,6 +226,8 @@ int64_t reg_now_s(const reg_ctx *ctx);
 
 json_object *reg_err(registry *r, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+json_object *reg_err_ref(registry *r, const char *code, const char *ref_error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 json_object *reg_ok(const char *type);
 /* Fails a request whose store transaction failed: rolls back and reports. */
 json_object *reg_store_fail(registry *r);

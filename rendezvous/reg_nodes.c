@@ -839,10 +839,14 @@ json_object *h_resolve(registry *r, json_object *req, const reg_ctx *ctx)
 	uint32_t id = u32(req, "node_id");
 	json_object *e = NULL, *resp;
 	reg_node *q = need_live(r, u32(req, "requester_id"), "requester", &e), *t;
-	char *fields;
+	char *fields, ref[96];
 
-	if (!q)
+	if (!q) {
+		snprintf(ref, sizeof(ref), "resolve denied: requester node %u is not registered",
+			 u32(req, "requester_id"));
+		json_object_object_add(e, "error", json_object_new_string(ref));
 		return e;
+	}
 	if (!(fields = fmt("%u:%u", q->id, id)))
 		return reg_err(r, E_INTERNAL, "out of memory");
 	{
@@ -856,8 +860,14 @@ json_object *h_resolve(registry *r, json_object *req, const reg_ctx *ctx)
 		return e;
 	if (!(t = reg_live_node(r, id)))
 		return miss(r, ctx, "node %u is not registered", id, NULL);
-	if (!may_disclose(r, q, t))
-		return reg_err(r, E_FORBIDDEN, "node %u is private and shares no trust or network with %u", id, q->id);
+	if (!may_disclose(r, q, t)) {
+		snprintf(ref, sizeof(ref),
+			 "resolve denied: node %u is private (establish mutual trust first)", id);
+		return reg_err_ref(r, E_FORBIDDEN, ref,
+				   "node %u is private and shares no trust or network with %u: establish "
+				   "mutual trust first (pilotctl handshake %u, accepted on both sides)",
+				   id, q->id, id);
+	}
 	resp = reg_ok("resolve");
 	jadd_int(resp, "node_id", t->id);
 	jadd_str(resp, "real_addr", t->real_addr);

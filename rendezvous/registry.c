@@ -1,8 +1,9 @@
 /* The registry core: state, dispatch and the queries the beacon asks.
  *
  * Wire compatibility (registry.md §3, §5): every response carries `type`
- * (`<request>_ok` or `error`); an error response always carries
- * `"error":"request failed"` like the reference, plus our additions
+ * (`<request>_ok` or `error`); an error response carries `"error":"request
+ * failed"` like the reference (or, for a refused resolve, the reference
+ * handler's own text: reg_err_ref), plus our additions
  * `code` (machine-readable) and `message` (human):
  *   not_found, bad_signature, stale_signature, replayed_signature,
  *   rate_limited, invalid_argument, conflict, forbidden, read_only,
@@ -248,6 +249,24 @@ json_object *reg_err(registry *r, const char *code, const char *fmt, ...)
 	jadd_str(o, "message", msg);
 	if (strcmp(code, E_RATE) == 0)
 		r->st.rate_limited++;
+	return o;
+}
+
+/* Same with the reference's own wording in `error` where its handler has one
+ * (its server collapses every handler error into "request failed" on the wire;
+ * a reference daemon prints `error` as "registry: <error>", so it says what
+ * happened): resolve refusals (issue 15). */
+json_object *reg_err_ref(registry *r, const char *code, const char *ref_error, const char *fmt, ...)
+{
+	json_object *o;
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o = reg_err(r, code, "%s", msg);
+	json_object_object_add(o, "error", json_object_new_string(ref_error));
 	return o;
 }
 

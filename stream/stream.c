@@ -93,6 +93,7 @@ struct stream_conn {
 	uint32_t peer_delack;    /* learnt delay of the peer's ACK for a lone segment */
 	uint64_t zwp_at;
 	uint32_t zwp_count, zwp_gap;
+	bool zwp_probe; /* a zero-window probe byte (at snd_nxt) may be answered */
 	bool want_write;
 
 	/* receive side: data offset o has sequence number rcv_isn + 1 + o */
@@ -422,6 +423,7 @@ static bool send_new_seg(stream_conn *c, bool probe)
 		len = 4; /* "SACK" alone is never a report (needs >= 13 bytes) */
 	emit(c, PROTO_ACK, c->snd_nxt, rcv_ack(c), pl, len);
 	sack_push(&c->sb, c->snd_nxt, len, 0, c->now);
+	c->zwp_probe = false;
 	c->snd_nxt += len;
 	c->snd_nxt_off += len;
 	c->s.bytes_sent += len;
@@ -1004,6 +1006,23 @@ static uint32_t segs_acked_by(const stream_conn *c, uint32_t ack)
 	return lo + 1;
 }
 
+/* The peer accepted our zero-window probe byte (its Ack is snd_nxt + 1 while
+ * nothing else is in flight): it becomes sent and acknowledged data. */
+static void zwp_commit(stream_conn *c)
+{
+	if (!c->zwp_probe || c->sb.count || c->snd_una != c->snd_nxt || c->fin_sent ||
+	    ring_end(&c->snd) == c->snd_nxt_off)
+		return;
+	c->zwp_probe = false;
+	c->snd_nxt++;
+	c->snd_nxt_off++;
+	c->snd_una = c->snd_nxt;
+	c->s.bytes_sent++;
+	ring_consume(&c->snd, 1);
+	c->buf_used_at = c->now;
+	notify_writable(c);
+}
+
 /* Returns false when the packet must be dropped (acknowledges unsent data). */
 static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_block *b, int nb,
 			bool has_data, bool update_window)
@@ -1011,6 +1030,8 @@ static bool process_ack(stream_conn *c, const proto_hdr *h, const proto_sack_blo
 	uint32_t ack = h->ack, rtt_us = 0, old_slots = c->peer_slots;
 	uint64_t acked = 0, pipe_before = sack_pipe(&c->sb), fresh_sack = 0;
 
+	if (ack == c->snd_nxt + 1)
+		zwp_commit(c);
 	if (seq_gt(ack, c->snd_nxt)) {
 		c->s.dropped++;
 		c->ack_now = true;
@@ -1244,7 +1265,7 @@ static void on_ack_packet(stream_conn *c, const proto_hdr *h, const uint8_t *pl,
 	}
 	if (!process_ack(c, h, b, nb, data, true))
 		return;
-	if (!len && (h->flags & 0x0F) == PROTO_ACK && seq_lt(h->seq, rcv_ack(c)) &&
+	if (!len && (h->flags & 0x0F) == PROTO_ACK && seq_lt(h->seq, rcv_ack(c)) && !c->p.ref_quirks &&
 	    c->st != STREAM_SYN_RECV && c->now - c->last_ka_answer >= KA_ANSWER_GAP_US) {
 		/* a keepalive probe (Seq below what we acknowledged): answer it, so that
 		 * the prober sees us alive; our answer carries the current Seq and is
@@ -1254,7 +1275,7 @@ static void on_ack_packet(stream_conn *c, const proto_hdr *h, const uint8_t *pl,
 	}
 	if (data)
 		process_data(c, h->seq, pl, len);
-	else if (!len && c->last_wnd == 0 && our_window(c) > 0 && can_recv_data(c))
+	else if (!len && c->last_wnd == 0 && our_window(c) > 0 && can_recv_data(c) && !c->p.ref_quirks)
 		c->ack_now = true; /* a probe while our advertised window is stale */
 }
 
@@ -1372,6 +1393,26 @@ static void on_handshake_timer(stream_conn *c)
 	c->syn_at = c->now + c->syn_gap;
 }
 
+/* A zero-window probe carries the next unsent byte, one past the window, as TCP's
+ * does (RFC 9293 §3.8.6.1): a receiver answers data, while a ref receiver never
+ * answers a pure ACK and never sends a window update when its reader drains
+ * (issue 15). Ref accepts in-order data whatever its window (it blocks until its
+ * reader frees a slot, the way its own sender overruns a closed window) and
+ * acknowledges it with its current window; ours drops a byte its buffer cannot
+ * hold and answers with its window at once. The byte stays unsent (no segment,
+ * no RTO) until an Ack of snd_nxt + 1 takes it (zwp_commit). */
+static void zwp_send(stream_conn *c)
+{
+	const uint8_t *pl = snd_bytes(c, c->snd_nxt_off, 1);
+
+	if (!pl) {
+		send_ack(c);
+		return;
+	}
+	c->zwp_probe = true;
+	emit(c, PROTO_ACK, c->snd_nxt, rcv_ack(c), pl, 1);
+}
+
 static void on_zwp(stream_conn *c)
 {
 	c->zwp_at = 0;
@@ -1382,7 +1423,7 @@ static void on_zwp(stream_conn *c)
 		return;
 	}
 	c->s.zwp_sent++;
-	send_ack(c);
+	zwp_send(c);
 	c->zwp_gap = c->zwp_gap * 2 > ZWP_MAX_US ? ZWP_MAX_US : c->zwp_gap * 2;
 	c->zwp_at = c->now + c->zwp_gap;
 }
@@ -1467,7 +1508,7 @@ static void after_read(stream_conn *c)
 {
 	uint32_t w = our_window(c);
 
-	if (!can_recv_data(c))
+	if (!can_recv_data(c) || c->p.ref_quirks)
 		return;
 	/* window update when it re-opens or grew by half the buffer */
 	if ((c->last_wnd == 0 && w > 0) || w >= c->last_wnd + c->p.rcvbuf / STREAM_WINDOW_UNIT / 2)

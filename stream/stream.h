@@ -36,6 +36,8 @@
  *    SYN (or any ACK) then makes it ESTABLISHED. A ref peer answers a crossing SYN
  *    with RST unless it listens on the port (its listener re-sends a SYN-ACK with
  *    Ack 0, which we ignore; its ACK completes the handshake).
+ *  - Zero-window probes carry one byte of new data past the window (TCP style): ref
+ *    answers data only, never a pure ACK, and sends no window update of its own.
  *  - Keepalive probes: a pure ACK with Seq = next unsent - 1 (TCP style; ref and new
  *    ignore Seq on pure ACKs). A pure ACK whose Seq lies below what we acknowledge is
  *    answered with an ACK (at most every 100 ms), so idle connections between our
@@ -94,6 +96,9 @@ typedef struct stream_params {
 	uint64_t seed;          /* jitter PRNG seed */
 	uint32_t release_us;    /* free empty buffers after this long without buffer
 				 * activity (1 s); 0 = as soon as they are empty */
+	bool ref_quirks;        /* testing only: receive like the reference daemon (no
+				 * window update when the reader drains, no answer to a
+				 * pure ACK), so tests can reproduce its peers (issue 15) */
 } stream_params;
 
 /* Fill p with the defaults above. */

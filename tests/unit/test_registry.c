@@ -332,12 +332,23 @@ static void test_resolve_privacy(void **state)
 	t_register(r, &a, NULL);
 	t_register(r, &b, NULL);
 	t_register(r, &c, NULL);
-	assert_true(t_err(t_resolve(r, &a, b.node), "forbidden"));
+	/* issue 15: the reference handler's text in `error`, what to do in `message` */
+	o = t_resolve(r, &a, b.node);
+	{
+		char want[96];
+		snprintf(want, sizeof(want),
+			 "resolve denied: node %u is private (establish mutual trust first)", b.node);
+		assert_string_equal(t_type(o), "error");
+		assert_string_equal(t_str(o, "error"), want);
+		assert_string_equal(t_code(o), "forbidden");
+		assert_non_null(strstr(t_str(o, "message"), "pilotctl handshake"));
+	}
+	json_object_put(o);
 	assert_true(t_err(t_resolve(r, &a, 555), "not_found"));
 	assert_false(reg_may_talk(r, a.node, b.node));
 	/* one-sided trust is not enough */
 	assert_true(t_report(r, &a, &b));
-	assert_true(t_err(t_resolve(r, &a, b.node), "forbidden"));
+	assert_true(t_err_ref(t_resolve(r, &a, b.node), "forbidden"));
 	assert_false(reg_may_talk(r, a.node, b.node));
 	/* both sides: pair */
 	assert_true(t_report(r, &b, &a));
@@ -353,8 +364,10 @@ static void test_resolve_privacy(void **state)
 	/* a requester cannot sign as someone else */
 	assert_true(t_err(t_req(r, "{\"type\":\"resolve\",\"node_id\":%u,\"requester_id\":%u,\"signature\":\"%s\"}",
 				b.node, c.node, t_sign(&a, "resolve:%u:%u", c.node, b.node)), "bad_signature"));
-	assert_true(t_err(t_req(r, "{\"type\":\"resolve\",\"node_id\":%u,\"requester_id\":99,\"signature\":\"%s\"}",
-				b.node, t_sign(&a, "resolve:99:%u", b.node)), "not_found"));
+	assert_true(t_err_ref(
+		t_req(r, "{\"type\":\"resolve\",\"node_id\":%u,\"requester_id\":99,\"signature\":\"%s\"}",
+		      b.node, t_sign(&a, "resolve:99:%u", b.node)),
+		"not_found"));
 }
 
 /* relay_only (tunnel.md §10, §11): stored per registration, returned by lookup

@@ -165,7 +165,7 @@ static void test_join_open_and_privacy(void **state)
 	t_register(r, &b, NULL);
 	net = create_ok(r, &a, "team", "", "");
 	assert_int_equal(net, 1);
-	assert_true(t_err(t_resolve(r, &b, a.node), "forbidden"));
+	assert_true(t_err_ref(t_resolve(r, &b, a.node), "forbidden"));
 	assert_false(reg_may_talk(r, a.node, b.node));
 	assert_true(t_err(t_req(r, "{\"type\":\"join_network\",\"node_id\":%u,\"network_id\":%u,\"signature\":\"%s\"}",
 				b.node, net, t_sign(&b, "join_network:%u:%u", b.node, net + 1)), "bad_signature"));

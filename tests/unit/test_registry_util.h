@@ -113,6 +113,18 @@ static __attribute__((unused)) int t_ok(json_object *o, const char *type)
 	return ok;
 }
 
+/* A refusal carrying the reference handler's own text in `error` (resolve). */
+static __attribute__((unused)) int t_err_ref(json_object *o, const char *code)
+{
+	int ok = strcmp(t_type(o), "error") == 0 && strncmp(t_str(o, "error"), "resolve denied: ", 16) == 0 &&
+		strcmp(t_code(o), code) == 0 && t_str(o, "message") != NULL;
+
+	if (!ok)
+		fprintf(stderr, "expected error %s, got %s\n", code, json_object_to_json_string(o));
+	json_object_put(o);
+	return ok;
+}
+
 static __attribute__((unused)) int t_err(json_object *o, const char *code)
 {
 	int ok = strcmp(t_type(o), "error") == 0 && strcmp(t_str(o, "error"), "request failed") == 0 &&
