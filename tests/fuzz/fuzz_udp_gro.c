@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 4096)
 		return 0;
 	/* cmsg headers are read as structs: give the bytes the alignment the kernel's have */
-	ctl = aligned_alloc(sizeof(struct cmsghdr), (size + sizeof(struct cmsghdr)) & ~(sizeof(struct cmsghdr) - 1));
+	ctl = aligned_alloc(sizeof(struct cmsghdr),
+			    (size + sizeof(struct cmsghdr)) & ~(sizeof(struct cmsghdr) - 1));
 	if (!ctl)
 		return 0;
 	if (size)
