@@ -268,6 +268,7 @@ static void add_tunnel_totals(node *n, json_object *o)
 	jw_set_int(o, "bytes_recv", (int64_t)ts.rx_bytes);
 	jw_set_int(o, "pkts_sent", (int64_t)ts.tx_dgrams);
 	jw_set_int(o, "pkts_recv", (int64_t)ts.rx_dgrams);
+	jw_set_int(o, "recv_gro_runs", (int64_t)ts.rx_gro_runs);
 }
 
 static void add_registry(node *n, json_object *o)

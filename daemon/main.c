@@ -140,6 +140,11 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("tun-subnet", PILOT_OPT_STRING, &o->tun_subnet, "10.4.0.0/16",
 		    "IPv4 subnet of the TUN (/16 to /30); own IP = its first host", "cidr"),
 		OPT("tun-mtu", PILOT_OPT_INT, &o->tun_mtu, "65535", "TUN device MTU", "bytes", 1280, 65535),
+		OPT("tun-offload", PILOT_OPT_BOOL, &o->tun_offload, "true",
+		    "TUN with vnet headers and offloads (checksum, TSO): the kernel hands over and "
+		    "takes TCP segments of up to 64 KiB whatever the MTU and finishes their "
+		    "checksums; falls back to a plain TUN when the kernel refuses",
+		    NULL),
 		OPT("tun-max-flows", PILOT_OPT_INT, &o->tun_max_flows, "4096",
 		    "TCP connections bridged through the TUN at once", "n", 1, 1 << 24),
 		OPT("udp-gso", PILOT_OPT_BOOL, &o->udp_gso, "true",

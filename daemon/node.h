@@ -34,7 +34,7 @@ typedef struct node_options {
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
 	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
-	int require_auth, deregister_on_exit, check, udp_gso;
+	int require_auth, deregister_on_exit, check, udp_gso, tun_offload;
 	int test_ref_peer; /* testing only: reference quirks (issue 15) */
 	int64_t keepalive, idle_timeout, time_wait;
 	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;

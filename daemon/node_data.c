@@ -154,12 +154,13 @@ static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *a
 	}
 }
 
+/* The peer layer delivers only packets whose CRC it checked (handle_packet). */
 static void peer_deliver(void *ctx, uint32_t from, const uint8_t *pkt, size_t len)
 {
 	node *n = ctx;
 
 	if (n->conns)
-		conn_input(n->conns, from, pkt, len);
+		conn_input_checked(n->conns, from, pkt, len);
 }
 
 /* ---- connection table glue ---- */

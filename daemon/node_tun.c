@@ -216,6 +216,7 @@ static void open_dev(node *n, node_tun *nt)
 		.ip4_prefix = tun_addrmap_prefix_len(nt->map),
 		.has_route6 = true,
 		.route6_prefix = TUN_ULA_PREFIX_LEN,
+		.vnet_hdr = n->o.tun_offload != 0,
 	};
 	char err[512];
 
@@ -245,10 +246,10 @@ void node_tun_open(node *n)
 	dns_listen4(n, nt);
 	a.s_addr = htonl(tun_addrmap_own_ip(nt->map));
 	inet_ntop(AF_INET, &a, ip, sizeof(ip));
-	log_info("tun: device up dev=%s ip=%s/%d mtu=%u map=%s mapped=%zu dns=%s", tun_dev_name(nt->dev),
-		 ip, tun_addrmap_prefix_len(nt->map), tun_dev_mtu(nt->dev),
-		 nt->map_path[0] ? nt->map_path : "memory", tun_addrmap_count(nt->map),
-		 nt->dns ? "on" : "off");
+	log_info("tun: device up dev=%s ip=%s/%d mtu=%u offloads=%s map=%s mapped=%zu dns=%s",
+		 tun_dev_name(nt->dev), ip, tun_addrmap_prefix_len(nt->map), tun_dev_mtu(nt->dev),
+		 tun_dev_offloads(nt->dev) ? "on" : "off", nt->map_path[0] ? nt->map_path : "memory",
+		 tun_addrmap_count(nt->map), nt->dns ? "on" : "off");
 }
 
 static void add_own6(node *n, node_tun *nt, pilot_addr own)
@@ -370,6 +371,7 @@ json_object *node_tun_info_json(node *n)
 	jw_set_str(o, "subnet", sub);
 	jw_set_str(o, "ipv6", nt->has_own6 ? inet_ntop(AF_INET6, &nt->own6, s, sizeof(s)) : "");
 	jw_set_int(o, "mtu", nt->dev ? tun_dev_mtu(nt->dev) : 0);
+	jw_set_bool(o, "offloads", nt->dev && tun_dev_offloads(nt->dev) != 0);
 	jw_set_str(o, "dns", nt->dns ? "on" : "off");
 	jw_set_int(o, "mapped", (int64_t)tun_addrmap_count(nt->map));
 	if (nt->bridge)

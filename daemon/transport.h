@@ -45,6 +45,7 @@ typedef struct transport_stats {
 	uint64_t tx_errors;    /* datagrams the kernel refused (other than EAGAIN) */
 	uint64_t rx_errors;
 	uint64_t tx_eagain;    /* times the socket was full and we waited for EPOLLOUT */
+	uint64_t rx_gro_runs;  /* receive entries that held a run of datagrams (UDP GRO) */
 } transport_stats;
 
 struct transport_ops {
@@ -117,7 +118,12 @@ transport *udp_transport_new(struct pilot_loop *loop, const char *addr,
 /* -udp-gso=false: one datagram per send from now on (GSO is on by default and
  * turns itself off where the kernel refuses it). */
 void udp_transport_no_gso(transport *t);
+/* One datagram per receive entry from now on (UDP GRO is on where the kernel has it). */
+void udp_transport_no_gro(transport *t);
 #ifdef PILOT_UDP_INTERNAL
+/* The segment size of a UDP_GRO cmsg in mh (a received run of datagrams of that
+ * size, the last one shorter), or 0 when there is none or it is malformed. */
+int udp_gro_seg_size(const struct msghdr *mh);
 /* Tests: whether the socket still sends with UDP GSO. */
 bool udp_transport_gso_on(const transport *t);
 #endif

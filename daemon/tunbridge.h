@@ -82,6 +82,7 @@ typedef struct tunbridge_stats {
 	uint64_t pkts_in, bytes_in;          /* read from the TUN */
 	uint64_t pkts_out, bytes_out;        /* written to the TUN */
 	uint64_t tx_dropped;                 /* TUN write EAGAIN / error */
+	uint64_t gso_out;                    /* TCP super-packets the kernel cut (vnet_hdr) */
 	uint64_t malformed[TUN_IP_NERR + 1]; /* by -TUN_IP_E* code (index 1..NERR) */
 	uint64_t not_ours;                   /* source not own IP / dest not mapped range */
 	uint64_t unsupported;                /* other protocols, ICMP types */

@@ -95,6 +95,7 @@ uint64_t tunbridge_next_deadline(const tunbridge *b);
 /* tunbridge.c */
 uint64_t tb_now(const tunbridge *b);
 void tb_out(tunbridge *b, const uint8_t *pkt, size_t len);
+void tb_out_gso(tunbridge *b, const uint8_t *pkt, size_t len, uint16_t gso_size);
 int tb_peer_of(const tunbridge *b, const tun_ipaddr *ip, pilot_addr *out);
 void tb_flow_sched(tb_flow *f);
 void tb_flow_remove(tb_flow *f);

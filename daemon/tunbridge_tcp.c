@@ -265,6 +265,13 @@ static void ep_emit(void *ctx, const uint8_t *pkt, size_t len)
 	tb_out(f->b, pkt, len);
 }
 
+static void ep_emit_gso(void *ctx, const uint8_t *pkt, size_t len, uint16_t gso_size)
+{
+	tb_flow *f = ctx;
+
+	tb_out_gso(f->b, pkt, len, gso_size);
+}
+
 static void ep_readable(void *ctx, tcpep *ep)
 {
 	(void)ep;
@@ -318,7 +325,7 @@ static void ep_state(void *ctx, tcpep *ep, enum tcpep_state old, enum tcpep_stat
 	/* tb_flow_check runs after the call that caused this (input / timer) */
 }
 
-static const tcpep_cbs flow_ep_cbs = { ep_emit, ep_readable, ep_writable, ep_state };
+static const tcpep_cbs flow_ep_cbs = { ep_emit, ep_readable, ep_writable, ep_state, ep_emit_gso };
 
 /* ---- opening ----------------------------------------------------------------------------- */
 

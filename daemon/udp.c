@@ -9,7 +9,14 @@
  * datagrams, one route lookup and one skb for up to GSO_SEGS of them. A kernel or
  * device that refuses it (EINVAL, EIO, ENOPROTOOPT, EOPNOTSUPP) turns GSO off for the
  * socket and the batch is resent one datagram per entry; after any other error the
- * refused group is resent one datagram per entry and GSO stays on. */
+ * refused group is resent one datagram per entry and GSO stays on.
+ *
+ * UDP GRO on receive: with UDP_GRO set, one recvmmsg entry may hold a run of
+ * datagrams of one source that the kernel kept together (a GSO super-packet that
+ * crossed a veth whole, or a NIC's GRO), with a UDP_GRO cmsg giving the segment
+ * size; the run is cut into datagrams here, back to back in the slot, without a
+ * copy. Only the first datagram of a run has headroom in front; each has
+ * cap == len. A kernel without UDP_GRO delivers datagrams one per entry. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -35,6 +42,10 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#define RX_DG_N (RX_N * 16) /* datagrams handed over per callback, at most */
 
 typedef struct udp {
 	transport base;
@@ -46,7 +57,12 @@ typedef struct udp {
 	struct mmsghdr rxmsg[RX_N];
 	struct iovec rxiov[RX_N];
 	struct sockaddr_storage rxaddr[RX_N];
-	transport_dgram rxdg[RX_N];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} rxctl[RX_N];
+	bool gro;
+	transport_dgram rxdg[RX_DG_N];
 	uint8_t *arena;
 	size_t arena_used, tx_head, tx_count;
 	struct mmsghdr txmsg[TX_N];
@@ -328,11 +344,41 @@ static void rx_arm(udp *u)
 		u->rxmsg[i] = (struct mmsghdr){ .msg_hdr = {
 			.msg_name = &u->rxaddr[i], .msg_namelen = sizeof(u->rxaddr[i]),
 			.msg_iov = &u->rxiov[i], .msg_iovlen = 1 } };
+		if (u->gro) {
+			u->rxmsg[i].msg_hdr.msg_control = u->rxctl[i].buf;
+			u->rxmsg[i].msg_hdr.msg_controllen = sizeof(u->rxctl[i].buf);
+		}
 	}
+}
+
+int udp_gro_seg_size(const struct msghdr *mh)
+{
+	const uint8_t *ctl = mh->msg_control;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR((struct msghdr *)mh, c)) {
+		size_t off = (size_t)((const uint8_t *)c - ctl);
+		int v;
+
+		if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO)
+			continue;
+		if (c->cmsg_len < CMSG_LEN(sizeof(int)) || off + CMSG_LEN(sizeof(int)) > mh->msg_controllen)
+			return 0;
+		memcpy(&v, CMSG_DATA(c), sizeof(v));
+		return v > 0 && v <= TRANSPORT_MAX_DGRAM ? v : 0;
+	}
+	return 0;
+}
+
+static void rx_deliver(udp *u, size_t *nd)
+{
+	if (*nd && u->base.on_recv)
+		u->base.on_recv(u->base.ctx, u->rxdg, *nd);
+	*nd = 0;
 }
 
 static int rx_round(udp *u)
 {
+	size_t nd = 0;
 	int n;
 
 	rx_arm(u);
@@ -343,18 +389,38 @@ static int rx_round(udp *u)
 		return n < 0 && errno == EINTR ? 1 : 0;
 	}
 	for (int i = 0; i < n; i++) {
-		transport_dgram *d = &u->rxdg[i];
-		d->data = u->rxiov[i].iov_base;
-		d->len = u->rxmsg[i].msg_len;
-		d->cap = RX_SLOT - TRANSPORT_HEADROOM;
-		memcpy(&d->ep.ss, &u->rxaddr[i], sizeof(d->ep.ss));
-		d->ep.len = u->rxmsg[i].msg_hdr.msg_namelen;
-		transport_ep_canon(&d->ep);
-		u->st.rx_bytes += d->len;
+		const struct msghdr *mh = &u->rxmsg[i].msg_hdr;
+		uint8_t *p = u->rxiov[i].iov_base;
+		size_t len = u->rxmsg[i].msg_len, seg = u->gro ? (size_t)udp_gro_seg_size(mh) : 0;
+		transport_ep ep;
+
+		memcpy(&ep.ss, &u->rxaddr[i], sizeof(ep.ss));
+		ep.len = mh->msg_namelen;
+		transport_ep_canon(&ep);
+		u->st.rx_bytes += len;
+		if (mh->msg_flags & MSG_TRUNC)
+			u->st.rx_errors++; /* cannot happen (the slot holds 64 KiB); whole segments go on */
+		if (!seg || seg >= len) {
+			seg = len;
+		} else {
+			u->st.rx_gro_runs++;
+		}
+		do {
+			transport_dgram *d = &u->rxdg[nd];
+			size_t k = len < seg ? len : seg;
+
+			d->data = p;
+			d->len = k;
+			d->cap = seg == len && p == u->rxiov[i].iov_base ? RX_SLOT - TRANSPORT_HEADROOM : k;
+			d->ep = ep;
+			u->st.rx_dgrams++;
+			p += k;
+			len -= k;
+			if (++nd == RX_DG_N)
+				rx_deliver(u, &nd);
+		} while (len);
 	}
-	u->st.rx_dgrams += (uint64_t)n;
-	if (u->base.on_recv)
-		u->base.on_recv(u->base.ctx, u->rxdg, (size_t)n);
+	rx_deliver(u, &nd);
 	return n == RX_N;
 }
 
@@ -470,6 +536,11 @@ transport *udp_transport_new(pilot_loop *loop, const char *addr, transport_recv_
 	u->fd = fd;
 	set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
 	set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+	{
+		int one = 1;
+
+		u->gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+	}
 	u->loop = loop;
 	u->base = (transport){ .ops = &udp_ops, .on_recv = cb, .ctx = ctx };
 	int rc = pilot_loop_add_fd(loop, fd, PILOT_EV_READ, udp_io, u);
@@ -492,6 +563,16 @@ fail:
 void udp_transport_no_gso(transport *t)
 {
 	((udp *)t)->gso_off = true;
+}
+
+void udp_transport_no_gro(transport *t)
+{
+	udp *u = (udp *)t;
+	int zero = 0;
+
+	if (u->gro)
+		(void)setsockopt(u->fd, SOL_UDP, UDP_GRO, &zero, sizeof(zero));
+	u->gro = false;
 }
 
 bool udp_transport_gso_on(const transport *t)

@@ -90,8 +90,8 @@ int proto_packet_encode(const proto_hdr *h, const void *payload, size_t plen,
 }
 
 /* Order follows the ref receiver: sizes, then checksum, then (new only) version. */
-int proto_packet_decode(const uint8_t *buf, size_t len, int strict_version,
-			proto_hdr *h, const uint8_t **payload)
+static int packet_decode(const uint8_t *buf, size_t len, int strict_version, bool crc, proto_hdr *h,
+			 const uint8_t **payload)
 {
 	proto_hdr hh;
 
@@ -99,7 +99,7 @@ int proto_packet_decode(const uint8_t *buf, size_t len, int strict_version,
 		return -EMSGSIZE;
 	if (len - PROTO_HDR_SIZE < hh.payload_len)
 		return -EMSGSIZE;
-	if (packet_crc(buf, hh.payload_len) != hh.checksum)
+	if (crc && packet_crc(buf, hh.payload_len) != hh.checksum)
 		return -EBADMSG;
 	if (strict_version && hh.version != PROTO_VERSION)
 		return -EPROTO;
@@ -107,6 +107,18 @@ int proto_packet_decode(const uint8_t *buf, size_t len, int strict_version,
 	if (payload)
 		*payload = buf + PROTO_HDR_SIZE;
 	return 0;
+}
+
+int proto_packet_decode(const uint8_t *buf, size_t len, int strict_version, proto_hdr *h,
+			const uint8_t **payload)
+{
+	return packet_decode(buf, len, strict_version, true, h, payload);
+}
+
+int proto_packet_decode_checked(const uint8_t *buf, size_t len, int strict_version, proto_hdr *h,
+				const uint8_t **payload)
+{
+	return packet_decode(buf, len, strict_version, false, h, payload);
 }
 
 /* ---- SACK report (packet.md §5.8) ---- */

@@ -68,6 +68,11 @@ int proto_packet_encode(const proto_hdr *h, const void *payload, size_t plen,
  * Bytes after the payload are ignored. */
 int proto_packet_decode(const uint8_t *buf, size_t len, int strict_version,
 			proto_hdr *h, const uint8_t **payload);
+/* The same for a packet whose CRC was verified already (by proto_packet_decode on
+ * the same bytes, e.g. the tunnel layer before it hands the packet up): lengths and
+ * version only, so the CRC is computed once per received packet. */
+int proto_packet_decode_checked(const uint8_t *buf, size_t len, int strict_version, proto_hdr *h,
+				const uint8_t **payload);
 
 /* Header only, no CRC check: needs len >= 34. */
 int proto_hdr_decode(const uint8_t *buf, size_t len, proto_hdr *h);

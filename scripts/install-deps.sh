@@ -27,7 +27,7 @@ dpkg-dev debhelper fakeroot lintian pkgconf zsh python3-prometheus-client
 
 # Only with --bench: benchmark-only tools stay out of the default list (CI speed).
 BENCH_PACKAGES="
-iperf3 wireguard-go wireguard-tools nebula
+iperf3 wireguard-go wireguard-tools nebula ethtool
 "
 
 check=0

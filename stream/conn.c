@@ -871,7 +871,7 @@ static bool control_refused(conn_table *t, uint32_t from, const proto_hdr *h)
 	return t->cfg.admit && !t->cfg.admit(t->cfg.ctx, from, PILOT_PORT_PING, PROTO_CONTROL);
 }
 
-void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len)
+static void input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len, bool crc_checked)
 {
 	proto_hdr h;
 	const uint8_t *pl;
@@ -880,7 +880,8 @@ void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t le
 	if (!t || t->shut)
 		return;
 	t->st.rx_packets++;
-	r = proto_packet_decode(pkt, len, 1, &h, &pl);
+	r = crc_checked ? proto_packet_decode_checked(pkt, len, 1, &h, &pl)
+			: proto_packet_decode(pkt, len, 1, &h, &pl);
 	if (r < 0) {
 		if (r == -EBADMSG)
 			t->st.drop_bad_crc++;
@@ -904,6 +905,16 @@ void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t le
 		conn_control_input(t, from_node, &h, pl, h.payload_len);
 	else
 		t->st.drop_unknown_proto++;
+}
+
+void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len)
+{
+	input(t, from_node, pkt, len, false);
+}
+
+void conn_input_checked(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len)
+{
+	input(t, from_node, pkt, len, true);
 }
 
 /* ---- dial and the application side ---------------------------------------------------------- */

@@ -107,6 +107,9 @@ pilot_addr conn_local_addr(const conn_table *t);
 /* A decoded-by-the-tunnel packet (34-byte header + payload) from from_node, which
  * the tunnel authenticated. Checks length, CRC and version; counts every drop. */
 void conn_input(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len);
+/* The same for a packet whose CRC the caller verified already (proto_packet_decode):
+ * the CRC is not computed a second time. */
+void conn_input_checked(conn_table *t, uint32_t from_node, const uint8_t *pkt, size_t len);
 
 /* Without a loop: run due timers and deferred frees; next deadline in µs
  * (UINT64_MAX = none). With a loop the table does this itself. */

@@ -27,11 +27,15 @@
 #define IFA_F_NODAD 0x02
 #endif
 
+_Static_assert(TUN_DEV_F_CSUM == TUN_F_CSUM && TUN_DEV_F_TSO4 == TUN_F_TSO4 && TUN_DEV_F_TSO6 == TUN_F_TSO6,
+	       "TUN_DEV_F_* are the kernel's TUN_F_*");
+
 struct tun_dev {
 	int fd;
 	int ifindex;
 	unsigned mtu;
 	bool vnet;
+	unsigned offloads; /* TUN_F_* the kernel took (vnet only) */
 	char name[IFNAMSIZ];
 	uint64_t tx_rejected;
 };
@@ -41,6 +45,10 @@ const char *tun_dev_name(const tun_dev *d) { return d->name; }
 int tun_dev_ifindex(const tun_dev *d) { return d->ifindex; }
 unsigned tun_dev_mtu(const tun_dev *d) { return d->mtu; }
 bool tun_dev_has_vnet_hdr(const tun_dev *d) { return d->vnet; }
+unsigned tun_dev_offloads(const tun_dev *d)
+{
+	return d->vnet ? d->offloads : 0;
+}
 uint64_t tun_dev_tx_rejected(const tun_dev *d) { return d->tx_rejected; }
 
 /* libnl reports its own NLE_* codes; callers of this module get -errno. */
@@ -114,31 +122,43 @@ static int release_leftover(const char *name, char *err, size_t errlen)
 	return rc;
 }
 
-static int tun_set_vnet(tun_dev *d, char *err, size_t errlen)
+/* The offloads asked for, most first: the kernel refuses a flag it does not know
+ * (EINVAL), so an older kernel still gets checksum offload alone. */
+static int tun_set_vnet(tun_dev *d, unsigned long want)
 {
 	int sz = TUN_VNET_HDR_LEN, le = 1;
-	unsigned long off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+	unsigned long tries[2] = { want, want & TUN_F_CSUM };
 
 	if (ioctl(d->fd, TUNSETVNETHDRSZ, &sz) < 0)
-		goto fail;
+		return -errno;
 	/* The header is little-endian everywhere we care about; make it explicit. */
 	if (ioctl(d->fd, TUNSETVNETLE, &le) < 0 && errno != EINVAL)
-		goto fail;
-	if (ioctl(d->fd, TUNSETOFFLOAD, off) < 0)
-		goto fail;
-	return 0;
-fail:
-	snprintf(err, errlen, "TUN device %s: vnet_hdr/offload set-up: %s", d->name, strerror(errno));
-	return -errno;
+		return -errno;
+	for (size_t i = 0; i < 2; i++) {
+		if (tries[i] && ioctl(d->fd, TUNSETOFFLOAD, tries[i]) == 0) {
+			d->offloads = (unsigned)tries[i];
+			return 0;
+		}
+	}
+	return errno ? -errno : -EINVAL;
 }
 
-static int tun_create(tun_dev *d, const char *name, char *err, size_t errlen)
+static int tun_create(tun_dev *d, const char *name, unsigned long offloads, char *err, size_t errlen)
 {
 	int rc;
 
 	if (if_nametoindex(name) && (rc = release_leftover(name, err, errlen)) < 0)
 		return rc;
 	rc = tun_attach(name, d->vnet, &d->fd, d->name);
+	if (rc == 0 && d->vnet && (rc = tun_set_vnet(d, offloads)) < 0) {
+		/* The kernel refused the vnet header or every offload: plain TUN, where
+		 * each packet is a whole one and userspace fills in every checksum. */
+		log_warn("tun: offloads refused, running without dev=%s err=\"%s\"", d->name, strerror(-rc));
+		close(d->fd);
+		d->fd = -1;
+		d->vnet = false;
+		rc = tun_attach(name, false, &d->fd, d->name);
+	}
 	if (rc < 0) {
 		snprintf(err, errlen, "TUN device %s: open /dev/net/tun + TUNSETIFF: %s%s", name, strerror(-rc),
 			 rc == -EPERM || rc == -EACCES ? " (needs CAP_NET_ADMIN)" : "");
@@ -150,7 +170,7 @@ static int tun_create(tun_dev *d, const char *name, char *err, size_t errlen)
 		snprintf(err, errlen, "TUN device %s: no ifindex after TUNSETIFF: %s", d->name, strerror(-rc));
 		return rc;
 	}
-	return d->vnet ? tun_set_vnet(d, err, errlen) : 0;
+	return 0;
 }
 
 /* ---- rtnetlink ------------------------------------------------------------------- */
@@ -326,7 +346,7 @@ int tun_dev_open(const tun_dev_cfg *cfg, tun_dev **out, char *err, size_t errlen
 	d->fd = -1;
 	d->mtu = mtu;
 	d->vnet = cfg->vnet_hdr;
-	rc = tun_create(d, name, err, errlen);
+	rc = tun_create(d, name, cfg->offloads ? cfg->offloads : TUN_DEV_DEFAULT_OFFLOADS, err, errlen);
 	if (rc == 0)
 		rc = tun_configure(d, cfg, err, errlen);
 	if (rc < 0) {

@@ -42,10 +42,20 @@ typedef struct tun_dev_cfg {
 	bool has_route6;
 	struct in6_addr route6; /* e.g. fd50:494c:4f54:: */
 	int route6_prefix;      /* 0 = 48 */
-	bool vnet_hdr;          /* IFF_VNET_HDR + TUN_F_CSUM|TSO4|TSO6 */
+	bool vnet_hdr;          /* IFF_VNET_HDR + offloads (below) */
+	unsigned offloads;      /* TUN_F_* asked for with vnet_hdr; 0 = TUN_DEV_DEFAULT_OFFLOADS */
 } tun_dev_cfg;
 
-/* Open and configure. 0 or -errno; err names the device and the step that failed. */
+/* TUN_F_* of <linux/if_tun.h> */
+#define TUN_DEV_F_CSUM           0x01
+#define TUN_DEV_F_TSO4           0x02
+#define TUN_DEV_F_TSO6           0x04
+#define TUN_DEV_DEFAULT_OFFLOADS (TUN_DEV_F_CSUM | TUN_DEV_F_TSO4 | TUN_DEV_F_TSO6)
+
+/* Open and configure. 0 or -errno; err names the device and the step that failed.
+ * With vnet_hdr, a kernel that refuses the header or the offloads (TUNSETOFFLOAD
+ * with what was asked, then checksum alone) gets a plain TUN device instead, logged
+ * at warn: tun_dev_has_vnet_hdr() says which one it is. */
 int tun_dev_open(const tun_dev_cfg *cfg, tun_dev **out, char *err, size_t errlen);
 /* Close the fd (the kernel removes the device, its addresses and routes) and
  * free. NULL-safe. */
@@ -55,6 +65,8 @@ const char *tun_dev_name(const tun_dev *d);
 int tun_dev_ifindex(const tun_dev *d);
 unsigned tun_dev_mtu(const tun_dev *d);
 bool tun_dev_has_vnet_hdr(const tun_dev *d);
+/* TUN_DEV_F_* the kernel accepted (0 without vnet_hdr). */
+unsigned tun_dev_offloads(const tun_dev *d);
 /* Packets the kernel refused in tun_dev_write_batch (bad header). */
 uint64_t tun_dev_tx_rejected(const tun_dev *d);
 

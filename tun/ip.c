@@ -471,8 +471,11 @@ static int finish(const tun_ip_build *ib, uint8_t proto, uint8_t *out, size_t ip
 
 	if (proto != TUN_IPPROTO_ICMP)
 		acc = tun_csum_pseudo(&ib->src, &ib->dst, proto, (uint32_t)l4_len);
-	c = tun_csum_fold(tun_csum_add(acc, l4, l4_len));
-	if (udp && c == 0)
+	if (ib->csum_partial && (proto == TUN_IPPROTO_TCP || proto == TUN_IPPROTO_UDP))
+		c = (uint16_t)~tun_csum_fold(acc); /* the kernel adds the rest (CHECKSUM_PARTIAL) */
+	else
+		c = tun_csum_fold(tun_csum_add(acc, l4, l4_len));
+	if (udp && c == 0 && !ib->csum_partial)
 		c = 0xffff;
 	proto_put16(l4 + at, c);
 	return tun_ip_build_hdr(ib, proto, l4_len, out, iph) < 0 ? TUN_IP_EINVAL

@@ -174,6 +174,8 @@ typedef struct tun_ip_build {
 	uint8_t ttl;         /* 0 → 64 */
 	uint8_t tos;
 	uint16_t id;         /* IPv4 identification */
+	bool csum_partial;   /* TCP/UDP: leave the L4 checksum to the kernel (vnet_hdr
+			      * NEEDS_CSUM): its field holds the pseudo-header sum only */
 } tun_ip_build;
 
 /* Write the IPv4 (20 bytes, DF set, checksum filled) or IPv6 (40 bytes) header for an

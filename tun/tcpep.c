@@ -67,6 +67,7 @@ struct tcpep {
 	tcpep_stats st;
 	uint8_t *scratch;
 	size_t scratch_cap;
+	uint32_t gso_mss; /* payload of one GSO data segment (params.gso) */
 };
 
 /* A segment without payload: IPv6 header + TCP header with every option we send. */
@@ -255,8 +256,10 @@ static void emit_seg(tcpep *ep, uint64_t o, size_t len, uint8_t flags)
 	uint8_t hdr[TCPEP_CTL_PKT];
 	uint8_t *out = hdr;
 	size_t at, cap = sizeof(hdr);
+	bool gso = len && ep->p.gso && ep->cbs.emit_gso;
 	int n;
 
+	ib.csum_partial = gso;
 	if (len) { /* the packet buffer, allocated with the first data segment */
 		if (!ep->scratch && !(ep->scratch = malloc(ep->scratch_cap)))
 			return; /* out of memory: as if lost, the timer resends */
@@ -283,7 +286,17 @@ static void emit_seg(tcpep *ep, uint64_t o, size_t len, uint8_t flags)
 		ep->delack_deadline = NONE;
 		ep->segs_unacked = 0;
 	}
-	ep->cbs.emit(ep->ctx, out, (size_t)n);
+	if (gso)
+		ep->cbs.emit_gso(ep->ctx, out, (size_t)n, len > ep->snd_mss ? (uint16_t)ep->snd_mss : 0);
+	else
+		ep->cbs.emit(ep->ctx, out, (size_t)n);
+}
+
+/* Payload bytes one data segment may carry: the kernel's MSS, or with GSO as much
+ * as one IP packet holds (the kernel cuts it at the MSS). */
+static uint64_t seg_max(const tcpep *ep)
+{
+	return ep->p.gso && ep->cbs.emit_gso ? ep->gso_mss : ep->snd_mss;
 }
 
 static void arm_rtx(tcpep *ep, uint64_t now)
@@ -307,7 +320,7 @@ static bool send_one(tcpep *ep, uint64_t now)
 	bool fin;
 
 	if (ep->snd_nxt < end && ep->snd_nxt < edge) {
-		len = min64(min64(ep->snd_mss, end - ep->snd_nxt), edge - ep->snd_nxt);
+		len = min64(min64(seg_max(ep), end - ep->snd_nxt), edge - ep->snd_nxt);
 		if (ep->snd_nxt + len == end)
 			flags |= TUN_TCP_PSH;
 	}
@@ -392,7 +405,8 @@ static tcpep *ep_new(const tcpep_params *pp, const tun_ipaddr *local, uint16_t l
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return NULL;
-	ep->scratch_cap = p.mtu; /* scratch and rings: allocated on first use */
+	/* scratch and rings: allocated on first use */
+	ep->scratch_cap = p.gso && cbs->emit_gso ? TUN_IP_MAX_PACKET : p.mtu;
 	bring_init(&ep->snd, p.sndbuf);
 	bring_init(&ep->rcv, p.rcvbuf);
 	ep->p = p;
@@ -406,6 +420,7 @@ static tcpep *ep_new(const tcpep_params *pp, const tun_ipaddr *local, uint16_t l
 	hdrs = local->family == 6 ? TUN_IP6_HDR + TUN_TCP_HDR : TUN_IP4_HDR + TUN_TCP_HDR;
 	ep->rcv_mss = p.mtu - hdrs;
 	ep->snd_mss = ep->rcv_mss;
+	ep->gso_mss = TUN_IP_MAX_PACKET - hdrs;
 	ep->ws_offer = p.wscale > 14 ? 14 : p.wscale;
 	while (ep->ws_offer < 14 && ((uint64_t)p.rcvbuf >> ep->ws_offer) > 65535)
 		ep->ws_offer++;
@@ -803,7 +818,7 @@ static void probe_head(tcpep *ep)
 	uint8_t flags = TUN_TCP_ACK;
 
 	if (ep->snd_una < end)
-		len = min64(ep->snd_mss, end - ep->snd_una);
+		len = min64(seg_max(ep), end - ep->snd_una);
 	if (ep->snd_una + len == end)
 		flags |= TUN_TCP_PSH;
 	if (!len) {

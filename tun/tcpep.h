@@ -72,6 +72,8 @@ typedef struct tcpep_params {
 	uint32_t time_wait_us;  /* 1 s */
 	uint32_t iss;           /* initial sequence number; 0 = derived from the time + tuple */
 	uint8_t ttl;            /* IP TTL / hop limit of what we emit (64) */
+	bool gso;               /* with cbs->emit_gso: data segments of up to 64 KiB, their
+				 * TCP checksum left to the kernel (TUN vnet_hdr offloads) */
 } tcpep_params;
 
 void tcpep_params_default(tcpep_params *p);
@@ -83,6 +85,11 @@ typedef struct tcpep_cbs {
 	void (*on_writable)(void *ctx, tcpep *ep);   /* the kernel acknowledged data: room */
 	/* err: 0, ECONNREFUSED (RST to our SYN, or refused), ECONNRESET, ETIMEDOUT */
 	void (*on_state)(void *ctx, tcpep *ep, enum tcpep_state old, enum tcpep_state now, int err);
+	/* With params.gso (else unused, may be NULL): a data segment whose TCP checksum
+	 * field holds only the pseudo-header sum (the kernel completes it: NEEDS_CSUM at
+	 * the TCP header, offset 16); gso_size > 0 when the payload is larger than the
+	 * kernel's MSS: the kernel cuts it into segments of gso_size payload bytes. */
+	void (*emit_gso)(void *ctx, const uint8_t *pkt, size_t len, uint16_t gso_size);
 } tcpep_cbs;
 
 typedef struct tcpep_stats {

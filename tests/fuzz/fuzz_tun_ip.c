@@ -110,7 +110,7 @@ static void rd(void *ctx, tcpep *ep)
 		;
 }
 
-static const tcpep_cbs CB = { emit, rd, NULL, NULL };
+static const tcpep_cbs CB = { emit, rd, NULL, NULL, NULL };
 
 static void deliver_all(void)
 {

@@ -28,9 +28,12 @@ done
 pd_lan a b c || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 ok=1
-# a: a short idle timeout bounds how long a dead peer can hold a download
-pd_start a a -hostname alpha -idle-timeout 15s -keepalive 3s || ok=0
-pd_start b b -hostname bravo || ok=0
+# a: a short idle timeout bounds how long a dead peer can hold a download; a small
+# MTU, so with the TUN offloads (the default) data to a's kernel goes as GSO
+# super-packets the kernel cuts; b runs a plain TUN (-tun-offload=false): the
+# transfers below cross both paths.
+pd_start a a -hostname alpha -idle-timeout 15s -keepalive 3s -tun-mtu 1400 || ok=0
+pd_start b b -hostname bravo -tun-offload=false || ok=0
 pd_start c c -hostname charlie || ok=0
 if [ $ok = 1 ]; then pt_pass three_nodes_registered; else pt_fail three_nodes_registered; exit 1; fi
 
@@ -109,6 +112,10 @@ download() {
 	[ "$got" = "$sum_big" ]
 }
 pt_check download_256mb_sha256 download
+pt_check download_went_as_gso_to_kernel bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock tun \
+	| $PY -c 'import json,sys; s=json.load(sys.stdin)[\"data\"][\"stats\"]; assert s[\"offloads\"] and s[\"gso_out\"] > 0, s'"
+pt_check plain_tun_without_offload bash -c "$PD_CTL --json --socket $PT_DIR/b/ctl.sock tun \
+	| $PY -c 'import json,sys; s=json.load(sys.stdin)[\"data\"][\"stats\"]; assert s[\"offloads\"] is False and s[\"gso_out\"] == 0, s'"
 
 upload() {
 	local want got

@@ -308,9 +308,13 @@ static void test_packet_check_order(void **state)
 
 	buf[n - 1] ^= 1;
 	assert_int_equal(proto_packet_decode(buf, n, 1, &h, &p), -EBADMSG);
+	/* _checked skips only the CRC (verified before by the caller): version next */
+	assert_int_equal(proto_packet_decode_checked(buf, n, 1, &h, &p), -EPROTO);
+	assert_int_equal(proto_packet_decode_checked(buf, n, 0, &h, &p), 0);
 	/* a bad CRC and a short payload: the size check wins */
 	proto_put16(buf + 2, 1);
 	assert_int_equal(proto_packet_decode(buf, n, 1, &h, &p), -EMSGSIZE);
+	assert_int_equal(proto_packet_decode_checked(buf, n, 1, &h, &p), -EMSGSIZE);
 }
 
 static void test_packet_encode_limits(void **state)

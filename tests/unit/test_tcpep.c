@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -189,7 +190,7 @@ static void cb_state(void *ctx, tcpep *ep, enum tcpep_state old, enum tcpep_stat
 		pump(s);
 }
 
-static const tcpep_cbs CBS = { link_emit, cb_readable, cb_writable, cb_state };
+static const tcpep_cbs CBS = { link_emit, cb_readable, cb_writable, cb_state, NULL };
 
 static void link_new(void)
 {
@@ -738,6 +739,9 @@ typedef struct kside {
 
 static struct {
 	int tun;
+	bool vnet; /* IFF_VNET_HDR + offloads, MTU 1400, endpoints with params.gso */
+	tcpep_params par;
+	uint64_t gso_writes, gso_reads;
 	uint8_t *buf;
 	kside k[KT_MAXEP];
 	int nk;
@@ -753,13 +757,40 @@ static uint64_t mono_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* virtio_net_hdr, little-endian: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset */
+static void k_write(const uint8_t *p, size_t n, uint8_t flags, uint8_t gso_type, uint16_t gso_size)
+{
+	size_t iph = (size_t)(p[0] & 0xf) * 4;
+	uint8_t h[10] = {
+		flags,        gso_type, (uint8_t)(iph + 20), 0, (uint8_t)gso_size, (uint8_t)(gso_size >> 8),
+		(uint8_t)iph, 0,        flags ? 16 : 0,      0
+	};
+	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)p, n } };
+
+	if (n > K.max_out)
+		K.max_out = n;
+	if (!K.vnet) {
+		if (write(K.tun, p, n) != (ssize_t)n)
+			K.tun_write_err++;
+		return;
+	}
+	if (writev(K.tun, iov, 2) != (ssize_t)(n + sizeof(h)))
+		K.tun_write_err++;
+}
+
 static void k_emit(void *ctx, const uint8_t *p, size_t n)
 {
 	(void)ctx;
-	if (n > K.max_out)
-		K.max_out = n;
-	if (write(K.tun, p, n) != (ssize_t)n)
-		K.tun_write_err++;
+	k_write(p, n, 0, 0, 0);
+}
+
+/* A data segment with a partial checksum, cut by the kernel when gso_size > 0. */
+static void k_emit_gso(void *ctx, const uint8_t *p, size_t n, uint16_t gso_size)
+{
+	(void)ctx;
+	KCHECK(K.vnet && p[0] == 0x45);
+	K.gso_writes += gso_size != 0;
+	k_write(p, n, 1 /* NEEDS_CSUM */, gso_size ? 1 /* TCPV4 */ : 0, gso_size);
 }
 
 static void k_drain(kside *s)
@@ -810,15 +841,16 @@ static void k_state(void *ctx, tcpep *ep, enum tcpep_state o, enum tcpep_state n
 		k_pump(s);
 }
 
-static const tcpep_cbs KCBS = { k_emit, k_readable, k_writable, k_state };
+static const tcpep_cbs KCBS = { k_emit, k_readable, k_writable, k_state, k_emit_gso };
 
 static int if_ioctl(int fd, unsigned long req, struct ifreq *ifr)
 {
 	return ioctl(fd, req, ifr);
 }
 
-/* Child only: a private namespace with lo and a TUN holding 10.4.0.1/16. */
-static int k_setup(void)
+/* Child only: a private namespace with lo and a TUN holding 10.4.0.1/16 (MTU
+ * 65535; with vnet: a vnet header, checksum and TSO offloads and MTU 1400). */
+static int k_setup(bool vnet)
 {
 	struct ifreq ifr;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
@@ -838,10 +870,21 @@ static int k_setup(void)
 	if (K.tun < 0)
 		return -errno;
 	memset(&ifr, 0, sizeof(ifr));
-	ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+	ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
 	strcpy(ifr.ifr_name, "ptest0");
 	KCHECK(ioctl(K.tun, TUNSETIFF, &ifr) == 0);
-	ifr.ifr_mtu = 65535;
+	K.vnet = vnet;
+	tcpep_params_default(&K.par);
+	if (vnet) {
+		int sz = 10, le = 1;
+
+		KCHECK(ioctl(K.tun, TUNSETVNETHDRSZ, &sz) == 0);
+		KCHECK(ioctl(K.tun, TUNSETVNETLE, &le) == 0 || errno == EINVAL);
+		KCHECK(ioctl(K.tun, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) == 0);
+		K.par.mtu = 1400;
+		K.par.gso = true;
+	}
+	ifr.ifr_mtu = (int)K.par.mtu;
 	KCHECK(if_ioctl(s, SIOCSIFMTU, &ifr) == 0);
 	sin->sin_family = AF_INET;
 	sin->sin_addr.s_addr = htonl(0x0a040001);
@@ -867,7 +910,9 @@ static bool k_read_tun(uint8_t *synbuf, size_t *synlen)
 	bool got_syn = false;
 
 	for (;;) {
-		ssize_t n = read(K.tun, K.buf, 70000);
+		uint8_t h[10] = { 0 };
+		struct iovec iov[2] = { { h, sizeof(h) }, { K.buf, 70000 } };
+		ssize_t n = K.vnet ? readv(K.tun, iov, 2) - (ssize_t)sizeof(h) : read(K.tun, K.buf, 70000);
 		tun_ip ip;
 		tun_tcp t;
 		int i;
@@ -880,7 +925,9 @@ static bool k_read_tun(uint8_t *synbuf, size_t *synlen)
 			K.max_in = (size_t)n;
 		if (tun_ip_parse(K.buf, (size_t)n, &ip) < 0 || ip.proto != TUN_IPPROTO_TCP)
 			continue; /* IPv6 router solicitations and the like */
-		KCHECK(tun_l4_csum_ok(&ip));
+		K.gso_reads += h[1] != 0;
+		if (!(h[0] & 1)) /* NEEDS_CSUM: the kernel left the checksum to the device */
+			KCHECK(tun_l4_csum_ok(&ip));
 		KCHECK(tun_tcp_parse(ip.l4, ip.l4_len, &t) == 0);
 		for (i = 0; i < K.nk; i++)
 			if (k_port[i] == t.sport && K.k[i].ep)
@@ -1020,9 +1067,9 @@ static void k_outbound(void)
 	KCHECK(got);
 	KCHECK(tun_ip_parse(syn, synlen, &ip) == 0);
 	KCHECK(tun_tcp_parse(ip.l4, ip.l4_len, &t) == 0);
-	KCHECK(t.sport == ntohs(me.sin_port) && t.has_mss && t.mss == 65495 && t.has_wscale);
+	KCHECK(t.sport == ntohs(me.sin_port) && t.has_mss && t.mss == K.par.mtu - 40 && t.has_wscale);
 	s = k_new_side(t.sport);
-	s->ep = tcpep_from_syn(NULL, &ip, &t, &KCBS, s, mono_us());
+	s->ep = tcpep_from_syn(&K.par, &ip, &t, &KCBS, s, mono_us());
 	KCHECK(s->ep);
 	KCHECK(tcpep_accept(s->ep, mono_us()) == 0);
 	while (mono_us() - t0 < 20000000 && (s->rcvd < KBYTES || ks.rcvd < KBYTES))
@@ -1052,7 +1099,7 @@ static void k_outbound(void)
 			"segs %llu/%llu, retransmits %llu\n", (double)(mono_us() - t0) / 1000.0,
 			st.snd_mss, K.max_in, K.max_out, (unsigned long long)st.segs_sent,
 			(unsigned long long)st.segs_rcvd, (unsigned long long)st.retransmits);
-		KCHECK(st.snd_mss == 65495);
+		KCHECK(st.snd_mss == K.par.mtu - 40);
 	}
 	close(ks.fd);
 }
@@ -1077,7 +1124,7 @@ static void k_inbound(void)
 	tun_ipaddr_v4(&a, 0x0a040007);
 	tun_ipaddr_v4(&b, 0x0a040001);
 	s = k_new_side(8080);
-	s->ep = tcpep_connect(NULL, &a, 5555, &b, 8080, &KCBS, s, mono_us());
+	s->ep = tcpep_connect(&K.par, &a, 5555, &b, 8080, &KCBS, s, mono_us());
 	KCHECK(s->ep);
 	while (ks.fd < 0 && mono_us() - t0 < 3000000) {
 		k_step(NULL, NULL, NULL, NULL);
@@ -1131,7 +1178,7 @@ static void k_refused(void)
 	KCHECK(tun_ip_parse(syn, synlen, &ip) == 0);
 	KCHECK(tun_tcp_parse(ip.l4, ip.l4_len, &t) == 0);
 	KCHECK(t.dport == 81);
-	ep = tcpep_from_syn(NULL, &ip, &t, &KCBS, NULL, mono_us());
+	ep = tcpep_from_syn(&K.par, &ip, &t, &KCBS, NULL, mono_us());
 	KCHECK(ep);
 	t1 = mono_us();
 	KCHECK(tcpep_refuse(ep, t1) == 0);
@@ -1146,11 +1193,10 @@ static void k_refused(void)
 	close(fd);
 }
 
-static void test_real_kernel(void **state)
+static void real_kernel(bool vnet)
 {
 	pid_t pid;
 	int status;
-	(void)state;
 
 	if (geteuid() != 0) {
 		fprintf(stderr, "test_real_kernel: skipped (needs root for a network namespace)\n");
@@ -1160,7 +1206,7 @@ static void test_real_kernel(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		int r = k_setup();
+		int r = k_setup(vnet);
 
 		if (r < 0) {
 			fprintf(stderr, "test_real_kernel: namespace/TUN set-up failed: %s\n", strerror(-r));
@@ -1172,6 +1218,15 @@ static void test_real_kernel(void **state)
 		for (int i = 0; i < K.nk; i++)
 			tcpep_free(K.k[i].ep);
 		free(K.buf);
+		if (vnet) {
+			/* large segments both ways through a 1400-byte MTU */
+			fprintf(stderr,
+				"kernel with offloads: %llu GSO writes, %llu GSO reads, max in %zu out %zu\n",
+				(unsigned long long)K.gso_writes, (unsigned long long)K.gso_reads, K.max_in,
+				K.max_out);
+			KCHECK(K.gso_writes > 0 && K.gso_reads > 0 && K.max_out > 1400 && K.max_in > 1400);
+		}
+		KCHECK(K.tun_write_err == 0);
 		_exit(0);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -1181,19 +1236,30 @@ static void test_real_kernel(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void test_real_kernel(void **state)
+{
+	(void)state;
+	real_kernel(false);
+}
+
+/* The TUN offloads (vnet header): the endpoint hands the kernel 64 KiB segments
+ * with partial checksums cut at a 1400-byte MTU's MSS, and takes the kernel's TSO
+ * super-packets, both ways intact. */
+static void test_real_kernel_gso(void **state)
+{
+	(void)state;
+	real_kernel(true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bulk_16mb_wrap),
-		cmocka_unit_test(test_half_close),
-		cmocka_unit_test(test_rst_both_ways),
-		cmocka_unit_test(test_held_syn),
-		cmocka_unit_test(test_backpressure),
-		cmocka_unit_test(test_loss_recovery),
-		cmocka_unit_test(test_syn_loss_and_timeout),
-		cmocka_unit_test(test_zero_window_outstanding),
-		cmocka_unit_test(test_reset_reply),
-		cmocka_unit_test(test_real_kernel),
+		cmocka_unit_test(test_bulk_16mb_wrap),       cmocka_unit_test(test_half_close),
+		cmocka_unit_test(test_rst_both_ways),        cmocka_unit_test(test_held_syn),
+		cmocka_unit_test(test_backpressure),         cmocka_unit_test(test_loss_recovery),
+		cmocka_unit_test(test_syn_loss_and_timeout), cmocka_unit_test(test_zero_window_outstanding),
+		cmocka_unit_test(test_reset_reply),          cmocka_unit_test(test_real_kernel),
+		cmocka_unit_test(test_real_kernel_gso),
 	};
 	if (sodium_init() < 0)
 		return 1;

@@ -344,6 +344,38 @@ static int child_vnet_hdr(void)
 	return 0;
 }
 
+/* The kernel refuses offloads it does not know (EINVAL): asked for checksum plus
+ * an unknown flag, the device keeps its vnet header with checksum offload alone;
+ * asked for an unknown flag only, it falls back to a plain TUN that still works. */
+static int child_vnet_fallback(void)
+{
+	uint8_t buf[70000];
+	tun_dev_cfg cfg = { .name = "pilot2",
+			    .ip4 = IP4(10, 4, 0, 1),
+			    .ip4_prefix = 16,
+			    .vnet_hdr = true,
+			    .offloads = TUN_DEV_F_CSUM | 0x40000000u };
+	tun_dev *d = NULL;
+	char err[256] = "";
+
+	lo_up();
+	CHECK(tun_dev_open(&cfg, &d, err, sizeof(err)) == 0);
+	CHECK(tun_dev_has_vnet_hdr(d) && tun_dev_offloads(d) == TUN_DEV_F_CSUM);
+	tun_dev_close(d);
+	cfg.offloads = 0x40000000u;
+	CHECK(tun_dev_open(&cfg, &d, err, sizeof(err)) == 0);
+	CHECK(!tun_dev_has_vnet_hdr(d) && tun_dev_offloads(d) == 0);
+	send_udp4("10.4.0.9", 9, "plain");
+	CHECK(read_pkt(d, buf, sizeof(buf), NULL) == 28 + 5);
+	CHECK(memcmp(buf + 28, "plain", 5) == 0);
+	tun_dev_close(d);
+	/* the default asks for checksum and TSO: this kernel has them */
+	d = open_pilot0(true, "pilot3");
+	CHECK(tun_dev_offloads(d) == TUN_DEV_DEFAULT_OFFLOADS);
+	tun_dev_close(d);
+	return 0;
+}
+
 /* A persistent leftover (a crash while persistent) with a stale address. */
 static int make_leftover(const char *name)
 {
@@ -497,6 +529,10 @@ static int child_dns(void)
 static void test_open_configure_close(void **state) { run_in_netns(child_open_configure_close); }
 static void test_packets(void **state) { run_in_netns(child_packets); }
 static void test_vnet_hdr(void **state) { run_in_netns(child_vnet_hdr); }
+static void test_vnet_fallback(void **state)
+{
+	run_in_netns(child_vnet_fallback);
+}
 static void test_leftover_and_busy(void **state) { run_in_netns(child_leftover_and_busy); }
 static void test_dns_end_to_end(void **state) { run_in_netns(child_dns); }
 
@@ -521,11 +557,9 @@ static void test_vnet_hdr_codec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vnet_hdr_codec),
-		cmocka_unit_test(test_open_configure_close),
-		cmocka_unit_test(test_packets),
-		cmocka_unit_test(test_vnet_hdr),
-		cmocka_unit_test(test_leftover_and_busy),
+		cmocka_unit_test(test_vnet_hdr_codec), cmocka_unit_test(test_open_configure_close),
+		cmocka_unit_test(test_packets),        cmocka_unit_test(test_vnet_hdr),
+		cmocka_unit_test(test_vnet_fallback),  cmocka_unit_test(test_leftover_and_busy),
 		cmocka_unit_test(test_dns_end_to_end),
 	};
 
