@@ -82,6 +82,8 @@ int pctl_cmd_bench(pctl *c);
 int pctl_cmd_connect(pctl *c);
 int pctl_cmd_send(pctl *c);
 int pctl_cmd_recv(pctl *c);
+int pctl_cmd_secure_connect(pctl *c);
+int pctl_cmd_secure_listen(pctl *c);
 int pctl_cmd_send_file(pctl *c);
 int pctl_cmd_send_message(pctl *c);
 int pctl_cmd_subscribe(pctl *c);

@@ -32,6 +32,7 @@ typedef struct node_svc {
 	struct evs_broker *ev;
 	cop *ops;                   /* every unfinished operation */
 	struct dgram_port *ports;   /* datagram ports bound for listen */
+	struct secure_state *sec;   /* port 443 sessions, -secure-forward (secure.c) */
 } node_svc;
 
 struct cop {

@@ -8,6 +8,7 @@
 
 #include "stream/conn.h"
 #include "daemon/ctlsrv_op.h"
+#include "daemon/secure.h"
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
@@ -58,6 +59,14 @@ void node_svc_up(node *n)
 		if (!(s->ev = evs_broker_new(n->conns, &ec, &err)))
 			log_warn("event stream (port %d) not started err=\"%s\"", EVS_PORT, strerror(-err));
 	}
+	if (n->o.secure_forward) {
+		if ((err = secure_forward_start(n, n->o.secure_forward, n->o.secure_require_auth)) < 0)
+			log_warn("secure channel (port %d) not started target=%s err=\"%s\"", SECURE_PORT,
+				 n->o.secure_forward, strerror(-err));
+		else
+			log_info("secure channel port=%d forward=%s require_auth=%d", SECURE_PORT,
+				 n->o.secure_forward, n->o.secure_require_auth);
+	}
 	log_info("services dataexchange=%s eventstream=%s received=%s inbox=%s", s->dx ? "on" : "off",
 		 s->ev ? "on" : "off", rdir, idir);
 }
@@ -66,6 +75,9 @@ void svc_services_free(node *n)
 {
 	node_svc *s = n->svc;
 
+	secure_forward_stop(n);
+	free(s->sec);
+	s->sec = NULL;
 	dx_server_free(s->dx);
 	s->dx = NULL;
 	evs_broker_free(s->ev);

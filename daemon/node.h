@@ -41,6 +41,8 @@ typedef struct node_options {
 	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
 	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
 	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
+	char *secure_forward;                      /* -secure-forward host:port (secure.c) */
+	int secure_require_auth;
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
