@@ -33,6 +33,7 @@ typedef struct node_svc {
 	cop *ops;                   /* every unfinished operation */
 	struct dgram_port *ports;   /* datagram ports bound for listen */
 	struct secure_state *sec;   /* port 443 sessions, -secure-forward (secure.c) */
+	struct tasks *tasks;        /* task submit, port 1003 (tasks.c) */
 } node_svc;
 
 struct cop {

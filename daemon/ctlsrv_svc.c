@@ -9,6 +9,7 @@
 #include "stream/conn.h"
 #include "daemon/ctlsrv_op.h"
 #include "daemon/secure.h"
+#include "daemon/tasks.h"
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
@@ -59,6 +60,16 @@ void node_svc_up(node *n)
 		if (!(s->ev = evs_broker_new(n->conns, &ec, &err)))
 			log_warn("event stream (port %d) not started err=\"%s\"", EVS_PORT, strerror(-err));
 	}
+	if (!n->o.no_tasks) {
+		char base[4096];
+		char *sl;
+
+		snprintf(base, sizeof(base), "%s", rdir);
+		if ((sl = strrchr(base, '/')))
+			*sl = '\0';
+		if (!(s->tasks = tasks_new(n, base, &err)))
+			log_warn("task submit (port 1003) not started err=\"%s\"", strerror(-err));
+	}
 	if (n->o.secure_forward) {
 		if ((err = secure_forward_start(n, n->o.secure_forward, n->o.secure_require_auth)) < 0)
 			log_warn("secure channel (port %d) not started target=%s err=\"%s\"", SECURE_PORT,
@@ -67,14 +78,16 @@ void node_svc_up(node *n)
 			log_info("secure channel port=%d forward=%s require_auth=%d", SECURE_PORT,
 				 n->o.secure_forward, n->o.secure_require_auth);
 	}
-	log_info("services dataexchange=%s eventstream=%s received=%s inbox=%s", s->dx ? "on" : "off",
-		 s->ev ? "on" : "off", rdir, idir);
+	log_info("services dataexchange=%s eventstream=%s tasks=%s received=%s inbox=%s",
+		 s->dx ? "on" : "off", s->ev ? "on" : "off", s->tasks ? "on" : "off", rdir, idir);
 }
 
 void svc_services_free(node *n)
 {
 	node_svc *s = n->svc;
 
+	tasks_free(s->tasks);
+	s->tasks = NULL;
 	secure_forward_stop(n);
 	free(s->sec);
 	s->sec = NULL;

@@ -2,6 +2,7 @@
 #include <errno.h>
 
 #include "daemon/ctlsrv_verbs.h"
+#include "daemon/tasks.h"
 
 static const ctlsrv_verb verbs[] = {
 	{ "info", verb_info, "the node, counters, peers and connections (cli.md 3.2)" },
@@ -58,6 +59,14 @@ static const ctlsrv_verb verbs[] = {
 	{ "send-message", verb_send_message, "send a message over data exchange (port 1001)" },
 	{ "received", verb_received, "files received" },
 	{ "inbox", verb_inbox, "messages received" },
+	{ "task-submit", verb_task_submit, "submit a task to a node (port 1003)" },
+	{ "task-list", verb_task_list, "tasks received and submitted" },
+	{ "task-status", verb_task_status, "one task" },
+	{ "task-accept", verb_task_accept, "accept a received task (the submitter is told)" },
+	{ "task-decline", verb_task_decline, "decline a received task (the submitter is told)" },
+	{ "task-execute", verb_task_execute, "start the oldest accepted task" },
+	{ "task-send-results", verb_task_send_results, "send an executing task's results to its submitter" },
+	{ "polo-score", verb_polo_score, "a node's polo score in the registry" },
 	{ "subscribe", verb_subscribe, "events on a topic (port 1002, streamed)" },
 	{ "publish", verb_publish, "publish an event (port 1002)" },
 

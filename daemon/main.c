@@ -77,6 +77,8 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
 		    "disable the event stream service (port 1002)", NULL),
+		OPT("no-tasks", PILOT_OPT_BOOL, &o->no_tasks, NULL,
+		    "disable the task submit service (port 1003)", NULL),
 		OPT("secure-forward", PILOT_OPT_STRING, &o->secure_forward, NULL,
 		    "terminate the secure channel on Pilot port 443 and forward the plaintext to "
 		    "this local TCP host:port (stunnel-style)",

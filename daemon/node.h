@@ -43,6 +43,7 @@ typedef struct node_options {
 	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
 	char *secure_forward;                      /* -secure-forward host:port (secure.c) */
 	int secure_require_auth;
+	int no_tasks; /* -no-tasks: no task submit on 1003 (tasks.c) */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */

@@ -1,0 +1,117 @@
+/* Task submit (port 1003) and polo-score verbs. The daemon keeps the tasks and
+ * the execution queue; pilotctl validates and renders. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl/ctl.h"
+#include "lib/jsonwire.h"
+
+static const pctl_col task_cols[] = {
+	{ "TASK_ID", "task_id", PCTL_STR },
+	{ "TYPE", "type", PCTL_STR },
+	{ "STATUS", "status", PCTL_STR },
+	{ "FROM", "from", PCTL_STR },
+	{ "TO", "to", PCTL_STR },
+	{ "DESCRIPTION", "task_description", PCTL_STR },
+	{ NULL, NULL, PCTL_STR },
+};
+
+static void render_tasks(pctl *c, json_object *data)
+{
+	(void)c;
+	pctl_render_list(data, "tasks", task_cols, "no tasks");
+}
+
+static json_object *id_args(pctl *c)
+{
+	json_object *a = pctl_obj();
+
+	pctl_set_str(a, "task_id", c->pos[0]);
+	return a;
+}
+
+int pctl_cmd_task_submit(pctl *c)
+{
+	const char *desc = pctl_flag_get(c, "task");
+	json_object *a;
+
+	if (!desc || !*desc)
+		return pctl_usage_fail(c, "task submit needs --task DESCRIPTION");
+	a = pctl_obj();
+	pctl_set_str(a, "target", c->pos[0]);
+	pctl_set_str(a, "description", desc);
+	c->wait_ms = 40000;
+	return pctl_call(c, "task-submit", a, NULL);
+}
+
+int pctl_cmd_task_list(pctl *c)
+{
+	const char *type = pctl_flag_get(c, "type");
+	json_object *a = pctl_obj();
+
+	if (type)
+		pctl_set_str(a, "type", type);
+	return pctl_call(c, "task-list", a, render_tasks);
+}
+
+int pctl_cmd_task_status(pctl *c)
+{
+	return pctl_call(c, "task-status", id_args(c), NULL);
+}
+
+int pctl_cmd_task_accept(pctl *c)
+{
+	c->wait_ms = 40000;
+	return pctl_call(c, "task-accept", id_args(c), NULL);
+}
+
+int pctl_cmd_task_decline(pctl *c)
+{
+	json_object *a = id_args(c);
+	const char *why = pctl_flag_get(c, "justification");
+
+	if (why)
+		pctl_set_str(a, "justification", why);
+	c->wait_ms = 40000;
+	return pctl_call(c, "task-decline", a, NULL);
+}
+
+int pctl_cmd_task_execute(pctl *c)
+{
+	c->wait_ms = 40000;
+	return pctl_call(c, "task-execute", pctl_obj(), NULL);
+}
+
+int pctl_cmd_task_send_results(pctl *c)
+{
+	const char *text = pctl_flag_get(c, "results"), *file = pctl_flag_get(c, "file");
+	char path[PATH_MAX];
+	json_object *a;
+
+	if (!!text == !!file)
+		return pctl_usage_fail(c, "task send-results needs --results TEXT or --file PATH (one)");
+	a = id_args(c);
+	if (text) {
+		pctl_set_str(a, "results", text);
+	} else {
+		if (!realpath(file, path)) {
+			json_object_put(a);
+			return pctl_fail(c, errno == ENOENT ? "not_found" : "internal", NULL, "%s: %s", file,
+					 strerror(errno));
+		}
+		pctl_set_str(a, "path", path);
+	}
+	c->wait_ms = 40000;
+	return pctl_call(c, "task-send-results", a, NULL);
+}
+
+int pctl_cmd_polo_score(pctl *c)
+{
+	json_object *a = pctl_obj();
+
+	if (c->npos > 0)
+		pctl_set_str(a, "target", c->pos[0]);
+	return pctl_call(c, "polo-score", a, NULL);
+}
