@@ -2,6 +2,7 @@
  * the execution queue; pilotctl validates and renders. */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,4 +115,58 @@ int pctl_cmd_polo_score(pctl *c)
 	if (c->npos > 0)
 		pctl_set_str(a, "target", c->pos[0]);
 	return pctl_call(c, "polo-score", a, NULL);
+}
+
+/* ---- received / inbox: what the data exchange service (port 1001) stored ---- */
+
+static const pctl_col file_cols[] = {
+	{ "NAME", "name", PCTL_STR }, { "BYTES", "bytes", PCTL_STR }, { "MODIFIED", "modified", PCTL_STR },
+	{ "PATH", "path", PCTL_STR }, { NULL, NULL, PCTL_STR },
+};
+
+static const pctl_col msg_cols[] = {
+	{ "RECEIVED", "received_at", PCTL_STR },
+	{ "FROM", "from", PCTL_STR },
+	{ "TYPE", "type", PCTL_STR },
+	{ "DATA", "data", PCTL_STR },
+	{ NULL, NULL, PCTL_STR },
+};
+
+static void render_files(pctl *c, json_object *data)
+{
+	(void)c;
+	if (data && json_object_object_get(data, "cleared")) {
+		printf("cleared %lld file(s)\n", (long long)jw_get_i64(data, "cleared"));
+		return;
+	}
+	pctl_render_list(data, "files", file_cols, "no files received");
+}
+
+static void render_inbox(pctl *c, json_object *data)
+{
+	(void)c;
+	if (data && json_object_object_get(data, "cleared")) {
+		printf("cleared %lld message(s)\n", (long long)jw_get_i64(data, "cleared"));
+		return;
+	}
+	pctl_render_list(data, "messages", msg_cols, "no messages");
+}
+
+static int mailbox(pctl *c, const char *cmd, pctl_render_fn render)
+{
+	json_object *a = pctl_obj();
+
+	if (pctl_flag_bool(c, "clear"))
+		json_object_object_add(a, "clear", json_object_new_boolean(1));
+	return pctl_call(c, cmd, a, render);
+}
+
+int pctl_cmd_received(pctl *c)
+{
+	return mailbox(c, "received", render_files);
+}
+
+int pctl_cmd_inbox(pctl *c)
+{
+	return mailbox(c, "inbox", render_inbox);
 }

@@ -91,6 +91,8 @@ int pctl_cmd_task_decline(pctl *c);
 int pctl_cmd_task_execute(pctl *c);
 int pctl_cmd_task_send_results(pctl *c);
 int pctl_cmd_polo_score(pctl *c);
+int pctl_cmd_received(pctl *c);
+int pctl_cmd_inbox(pctl *c);
 int pctl_cmd_secure_listen(pctl *c);
 int pctl_cmd_send_file(pctl *c);
 int pctl_cmd_send_message(pctl *c);

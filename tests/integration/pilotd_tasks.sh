@@ -7,7 +7,8 @@
 # from_addr names A is recorded as coming from C; a task_id with "../" is
 # refused and writes nothing; a STATUS_UPDATE for A's task from C changes
 # nothing; SEND_RESULTS with "../" in task_id or filename, for an unknown task,
-# or for A's real task from C writes no file. Prints PASS:/FAIL: lines.
+# or for A's real task from C writes no file. Also pilotctl received / inbox
+# (list, --clear). Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -133,6 +134,17 @@ pd_ctl a task decline "$D" --justification "busy" >/dev/null
 eq decline_seen_by_submitter "$(status_of c "$D")" DECLINED
 eq decline_justification "$(pd_ctl c task status "$D" | pd_json 'd["status_justification"]')" busy
 eq list_received "$(pd_ctl b task list --type received | pd_json 'str(len(d["tasks"]))')" 2
+
+# ---- pilotctl received / inbox (what data exchange, port 1001, stored) ----
+echo "file-body-$$" >"$PT_DIR/hello-$$.txt"
+pd_ctl a send-file "${PD_ID[b]}" "$PT_DIR/hello-$$.txt" >/dev/null
+pd_ctl a send-message "${PD_ID[b]}" --data "inbox-msg-$$" >/dev/null
+pt_check received_lists_file pd_wait 5 bash -c "$PD_CTL --socket $PT_DIR/b/ctl.sock received | grep -q 'hello-$$-.*\.txt'"
+pt_check inbox_lists_message pd_wait 5 bash -c "$PD_CTL --socket $PT_DIR/b/ctl.sock inbox | grep -q 'inbox-msg-$$'"
+eq inbox_json_from "$(pd_ctl b inbox | pd_json 'd["messages"][0]["from"]')" "$aaddr"
+eq received_clear "$(pd_ctl b received --clear | pd_json 'str(d["cleared"])')" 1
+eq inbox_clear "$(pd_ctl b inbox --clear | pd_json 'str(d["cleared"])')" 1
+pt_check received_empty_after_clear bash -c "$PD_CTL --socket $PT_DIR/b/ctl.sock received | grep -q 'no files received'"
 
 # ---- restart keeps the tasks ----
 pd_restart b >/dev/null
