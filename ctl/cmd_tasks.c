@@ -170,3 +170,24 @@ int pctl_cmd_inbox(pctl *c)
 {
 	return mailbox(c, "inbox", render_inbox);
 }
+
+/* ---- webhooks ---- */
+
+int pctl_cmd_set_webhook(pctl *c)
+{
+	json_object *a = pctl_obj();
+
+	if (c->npos > 0) {
+		if (strncmp(c->pos[0], "http://", 7) && strncmp(c->pos[0], "https://", 8)) {
+			json_object_put(a);
+			return pctl_usage_fail(c, "the webhook URL must start with http:// or https://");
+		}
+		pctl_set_str(a, "url", c->pos[0]);
+	}
+	return pctl_call(c, "set-webhook", a, NULL);
+}
+
+int pctl_cmd_clear_webhook(pctl *c)
+{
+	return pctl_call(c, "clear-webhook", pctl_obj(), NULL);
+}

@@ -93,6 +93,8 @@ int pctl_cmd_task_send_results(pctl *c);
 int pctl_cmd_polo_score(pctl *c);
 int pctl_cmd_received(pctl *c);
 int pctl_cmd_inbox(pctl *c);
+int pctl_cmd_set_webhook(pctl *c);
+int pctl_cmd_clear_webhook(pctl *c);
 int pctl_cmd_secure_listen(pctl *c);
 int pctl_cmd_send_file(pctl *c);
 int pctl_cmd_send_message(pctl *c);

@@ -107,6 +107,9 @@ static const pctl_cmd commands[] = {
 	  "send an executing task's results to its submitter", "results file", 1, 1 },
 	{ "polo-score", pctl_cmd_polo_score, "[address|node_id]", "a node's polo score (default: this node)",
 	  "", 0, 1 },
+	{ "set-webhook", pctl_cmd_set_webhook, "[url]",
+	  "POST every event to this http(s) URL (without url: the delivery counters)", "", 0, 1 },
+	{ "clear-webhook", pctl_cmd_clear_webhook, "", "stop webhook deliveries", "", 0, 0 },
 	/* cmd_tun.c */
 	{ "map", pctl_cmd_map, "<address|hostname> [ip]", "give a node an IP on the TUN (or show its IP)", "",
 	  1, 2 },

@@ -10,6 +10,7 @@
 #include "daemon/ctlsrv_op.h"
 #include "daemon/secure.h"
 #include "daemon/tasks.h"
+#include "daemon/webhook.h"
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
@@ -30,6 +31,47 @@ void svc_dirs(const node *n, char *received, char *inbox, size_t len)
 	snprintf(inbox, len, "%s/inbox", base);
 }
 
+/* file.received / message.received webhooks (services.md §9). */
+static void dx_webhook(void *ctx, const dx_received *rcv)
+{
+	json_object *d = json_object_new_object();
+	char a[PILOT_ADDR_STRLEN];
+
+	if (rcv->filename) {
+		json_object_object_add(d, "filename", json_object_new_string(rcv->filename));
+		json_object_object_add(d, "size", json_object_new_int64((int64_t)rcv->size));
+		json_object_object_add(d, "path", json_object_new_string(rcv->path ? rcv->path : ""));
+		node_webhook(ctx, "file.received", d);
+		return;
+	}
+	json_object_object_add(d, "type", json_object_new_string(rcv->type_name ? rcv->type_name : ""));
+	json_object_object_add(d, "from", json_object_new_string(pilot_addr_format(rcv->from, a)));
+	json_object_object_add(d, "size", json_object_new_int64((int64_t)rcv->size));
+	node_webhook(ctx, "message.received", d);
+}
+
+/* pubsub.* webhooks. */
+static void evs_webhook(void *ctx, enum evs_note what, const uint8_t *topic, size_t tlen, pilot_addr remote,
+			size_t size)
+{
+	json_object *d = json_object_new_object();
+	char a[PILOT_ADDR_STRLEN];
+
+	json_object_object_add(d, "topic", json_object_new_string_len((const char *)topic, (int)tlen));
+	pilot_addr_format(remote, a);
+	if (what == EVS_PUBLISHED) {
+		json_object_object_add(d, "size", json_object_new_int64((int64_t)size));
+		json_object_object_add(d, "from", json_object_new_string(a));
+	} else {
+		json_object_object_add(d, "remote", json_object_new_string(a));
+	}
+	node_webhook(ctx,
+		     what == EVS_SUBSCRIBED          ? "pubsub.subscribed"
+			     : what == EVS_PUBLISHED ? "pubsub.published"
+						     : "pubsub.unsubscribed",
+		     d);
+}
+
 void node_svc_up(node *n)
 {
 	char rdir[4096], idir[4096];
@@ -43,19 +85,28 @@ void node_svc_up(node *n)
 	}
 	n->svc = s;
 	svc_dirs(n, rdir, idir, sizeof(rdir));
+	if (n->o.webhook && *n->o.webhook) {
+		char werr[256] = "";
+
+		if (!(s->wh = webhook_new(n)) || webhook_set(s->wh, n->o.webhook, werr, sizeof(werr)) < 0)
+			log_warn("webhook not started url=%s err=\"%s\"", n->o.webhook, werr);
+	}
 	if (!n->o.no_dataexchange) {
 		dx_config dc = {
-			.received_dir = rdir, .inbox_dir = idir,
+			.received_dir = rdir,
+			.inbox_dir = idir,
 			.quota_bytes = (uint64_t)n->o.dx_quota << 20,
 			.peer_quota_bytes = (uint64_t)n->o.dx_peer_quota << 20,
 			.min_free_bytes = (uint64_t)n->o.dx_min_free << 20,
+			.on_received = dx_webhook,
+			.ctx = n,
 		};
 
 		if (!(s->dx = dx_server_new(n->conns, &dc, &err)))
 			log_warn("data exchange (port %d) not started err=\"%s\"", DX_PORT, strerror(-err));
 	}
 	if (!n->o.no_eventstream) {
-		evs_config ec = { 0 };
+		evs_config ec = { .on_note = evs_webhook, .ctx = n };
 
 		if (!(s->ev = evs_broker_new(n->conns, &ec, &err)))
 			log_warn("event stream (port %d) not started err=\"%s\"", EVS_PORT, strerror(-err));
@@ -88,6 +139,8 @@ void svc_services_free(node *n)
 
 	tasks_free(s->tasks);
 	s->tasks = NULL;
+	webhook_free(s->wh);
+	s->wh = NULL;
 	secure_forward_stop(n);
 	free(s->sec);
 	s->sec = NULL;

@@ -3,6 +3,7 @@
 
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/tasks.h"
+#include "daemon/webhook.h"
 
 static const ctlsrv_verb verbs[] = {
 	{ "info", verb_info, "the node, counters, peers and connections (cli.md 3.2)" },
@@ -70,6 +71,8 @@ static const ctlsrv_verb verbs[] = {
 	{ "subscribe", verb_subscribe, "events on a topic (port 1002, streamed)" },
 	{ "publish", verb_publish, "publish an event (port 1002)" },
 
+	{ "set-webhook", verb_set_webhook, "POST events to a URL (services.md §9); without url: the state" },
+	{ "clear-webhook", verb_clear_webhook, "stop webhook deliveries" },
 	{ "map", verb_map, "give a node an IP on the TUN (or show its IP)" },
 	{ "unmap", verb_unmap, "release a node's TUN IP" },
 	{ "maps", verb_maps, "the TUN address map" },

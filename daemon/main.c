@@ -77,6 +77,12 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
 		    "disable the event stream service (port 1002)", NULL),
+		OPT("webhook", PILOT_OPT_STRING, &o->webhook, NULL,
+		    "POST every event as JSON to this http:// or https:// URL (pilotctl set-webhook "
+		    "changes it at run time)",
+		    "URL"),
+		OPT("webhook-secret", PILOT_OPT_STRING, &o->webhook_secret, NULL,
+		    "sign webhook bodies: header X-Pilot-Signature: sha256=<hex HMAC-SHA256>", "SECRET"),
 		OPT("no-tasks", PILOT_OPT_BOOL, &o->no_tasks, NULL,
 		    "disable the task submit service (port 1003)", NULL),
 		OPT("secure-forward", PILOT_OPT_STRING, &o->secure_forward, NULL,

@@ -44,6 +44,7 @@ typedef struct node_options {
 	char *secure_forward;                      /* -secure-forward host:port (secure.c) */
 	int secure_require_auth;
 	int no_tasks; /* -no-tasks: no task submit on 1003 (tasks.c) */
+	char *webhook, *webhook_secret; /* webhook.c */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */
