@@ -25,11 +25,13 @@ static void render_tasks(pctl *c, json_object *data)
 	pctl_render_list(data, "tasks", task_cols, "no tasks");
 }
 
+/* The task ID: positional, or --id as the reference's pilotctl takes it. */
 static json_object *id_args(pctl *c)
 {
 	json_object *a = pctl_obj();
+	const char *id = pctl_flag_get(c, "id");
 
-	pctl_set_str(a, "task_id", c->pos[0]);
+	pctl_set_str(a, "task_id", id ? id : c->npos > 0 ? c->pos[0] : "");
 	return a;
 }
 

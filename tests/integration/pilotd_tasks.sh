@@ -130,7 +130,7 @@ fi
 # ---- decline (C's score 0 >= A's -1) and list ----
 out=$(pd_ctl c task submit "${PD_ID[a]}" --task "decline me")
 D=$(echo "$out" | pd_json 'd["accepted"] and d["task_id"]')
-pd_ctl a task decline "$D" --justification "busy" >/dev/null
+pd_ctl a task decline --id "$D" --justification "busy" >/dev/null
 eq decline_seen_by_submitter "$(status_of c "$D")" DECLINED
 eq decline_justification "$(pd_ctl c task status "$D" | pd_json 'd["status_justification"]')" busy
 eq list_received "$(pd_ctl b task list --type received | pd_json 'str(len(d["tasks"]))')" 2
