@@ -5,7 +5,8 @@
 # a receiver answering 503 once gets the event again (retry with backoff); a
 # dead receiver (accepts TCP, never answers) never blocks the daemon: control
 # verbs and pings stay fast while deliveries time out; clear-webhook stops
-# deliveries. Prints PASS:/FAIL: lines.
+# deliveries; the trust events (handshake approval, trust.revoked on
+# untrust) are delivered. Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -80,6 +81,15 @@ else
 	pt_fail message_received_data "$(hook message.received)"
 fi
 
+# ---- trust: the mutual handshake above, then untrust ----
+hs() { # an approval event naming B
+	for e in handshake.auto_approved handshake.approved; do
+		hook $e | pd_json "d['peer_node_id'] == ${PD_ID[b]}" && return 0
+	done
+	return 1
+}
+pt_check handshake_approved_event pd_wait 5 hs
+
 # ---- retry after a 503 ----
 pd_ctl a set-webhook http://127.0.0.1:8089/flaky >/dev/null
 pd_ctl b send-message "${PD_ID[a]}" --data "flaky" >/dev/null
@@ -119,6 +129,12 @@ n0=$(wc -l <"$PT_DIR/hooks.jsonl")
 pd_ctl b send-message "${PD_ID[a]}" --data "after-clear" >/dev/null
 sleep 1
 if [ "$(wc -l <"$PT_DIR/hooks.jsonl")" = "$n0" ]; then pt_pass clear_webhook_stops; else pt_fail clear_webhook_stops; fi
+
+# ---- untrust -> trust.revoked (back on the live receiver) ----
+pd_ctl a set-webhook http://127.0.0.1:8089/hook >/dev/null
+pd_ctl a untrust "${PD_ID[b]}" >/dev/null
+pt_check trust_revoked_event pd_wait 10 bash -c "grep -q trust.revoked '$PT_DIR/hooks.jsonl'"
+if hook trust.revoked | pd_json "d['peer_node_id'] == ${PD_ID[b]}" >/dev/null; then pt_pass trust_revoked_signed; else pt_fail trust_revoked_signed; fi
 
 for n in a b; do
 	pd_stop "$n"
