@@ -121,7 +121,7 @@ void node_svc_up(node *n)
 		if (!(s->tasks = tasks_new(n, base, &err)))
 			log_warn("task submit (port 1003) not started err=\"%s\"", strerror(-err));
 	}
-	if (n->o.secure_forward) {
+	if (n->o.secure_forward && *n->o.secure_forward) {
 		if ((err = secure_forward_start(n, n->o.secure_forward, n->o.secure_require_auth)) < 0)
 			log_warn("secure channel (port %d) not started target=%s err=\"%s\"", SECURE_PORT,
 				 n->o.secure_forward, strerror(-err));
