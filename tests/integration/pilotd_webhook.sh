@@ -6,7 +6,7 @@
 # dead receiver (accepts TCP, never answers) never blocks the daemon: control
 # verbs and pings stay fast while deliveries time out; clear-webhook stops
 # deliveries; the trust events (handshake approval, trust.revoked on
-# untrust) are delivered. Prints PASS:/FAIL: lines.
+# untrust) and node.deregistered are delivered. Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -135,6 +135,10 @@ pd_ctl a set-webhook http://127.0.0.1:8089/hook >/dev/null
 pd_ctl a untrust "${PD_ID[b]}" >/dev/null
 pt_check trust_revoked_event pd_wait 10 bash -c "grep -q trust.revoked '$PT_DIR/hooks.jsonl'"
 if hook trust.revoked | pd_json "d['peer_node_id'] == ${PD_ID[b]}" >/dev/null; then pt_pass trust_revoked_signed; else pt_fail trust_revoked_signed; fi
+
+# ---- deregister -> node.deregistered (no data) ----
+pd_ctl a deregister >/dev/null
+pt_check node_deregistered_event pd_wait 10 hook node.deregistered
 
 for n in a b; do
 	pd_stop "$n"
