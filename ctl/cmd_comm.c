@@ -271,6 +271,80 @@ int pctl_cmd_recv(pctl *c)
 	return pctl_call(c, "recv", args, render_recv);
 }
 
+/* ---- secure channel (port 443) ---- */
+
+int pctl_cmd_secure_connect(pctl *c)
+{
+	const char *msg = pctl_flag_get(c, "message");
+	char *in = NULL;
+	json_object *args;
+	int64_t timeout;
+	long port = 443;
+
+	if ((c->npos > 1 && port_arg(c, 1, &port) < 0) ||
+	    pctl_flag_duration(c, "timeout", 30000, &timeout) < 0)
+		return PCTL_EXIT_ERR;
+	if (!msg) {
+		if (isatty(0))
+			return pctl_usage_fail(c, "no --message and stdin is a terminal");
+		if (read_stdin(c, &in))
+			return PCTL_EXIT_ERR;
+		msg = in;
+	}
+	args = target_args(c);
+	pctl_set_int(args, "port", port);
+	pctl_set_str(args, "message", msg);
+	pctl_set_int(args, "timeout_ms", timeout);
+	if (pctl_flag_bool(c, "compat"))
+		json_object_object_add(args, "compat", json_object_new_boolean(1));
+	if (pctl_flag_bool(c, "plain"))
+		json_object_object_add(args, "plain", json_object_new_boolean(1));
+	free(in);
+	wait_for(c, timeout);
+	return pctl_call(c, "secure-connect", args, render_exchange);
+}
+
+static const pctl_col slisten_cols[] = {
+	{ "SEQ", "seq", PCTL_STR },
+	{ "FROM", "from", PCTL_STR },
+	{ "AUTHENTICATED", "authenticated", PCTL_STR },
+	{ "BYTES", "bytes", PCTL_STR },
+	{ "DATA", "data", PCTL_STR },
+	{ "ERROR", "error", PCTL_STR },
+	{ NULL, NULL, PCTL_STR },
+};
+
+static void render_slisten(pctl *c, json_object *data)
+{
+	(void)c;
+	pctl_render_list(data, "messages", slisten_cols, "no messages");
+	if (data && jw_get_bool(data, "timeout"))
+		printf("(timed out)\n");
+}
+
+int pctl_cmd_secure_listen(pctl *c)
+{
+	const char *reply = pctl_flag_get(c, "reply");
+	json_object *args;
+	int64_t timeout;
+	long port = 443, count;
+
+	if ((c->npos > 0 && port_arg(c, 0, &port) < 0) ||
+	    pctl_flag_long(c, "count", 1, 0, 1000000, &count) < 0 ||
+	    pctl_flag_duration(c, "timeout", 30000, &timeout) < 0)
+		return PCTL_EXIT_ERR;
+	args = pctl_obj();
+	pctl_set_int(args, "port", port);
+	pctl_set_int(args, "count", count);
+	pctl_set_int(args, "timeout_ms", timeout);
+	if (reply)
+		pctl_set_str(args, "reply", reply);
+	if (pctl_flag_bool(c, "require-auth"))
+		json_object_object_add(args, "require_auth", json_object_new_boolean(1));
+	wait_for(c, count || timeout ? timeout : -1);
+	return pctl_call(c, "secure-listen", args, render_slisten);
+}
+
 /* ---- data exchange and event stream ---- */
 
 int pctl_cmd_send_file(pctl *c)

@@ -32,6 +32,9 @@ typedef struct node_svc {
 	struct evs_broker *ev;
 	cop *ops;                   /* every unfinished operation */
 	struct dgram_port *ports;   /* datagram ports bound for listen */
+	struct secure_state *sec;   /* port 443 sessions, -secure-forward (secure.c) */
+	struct tasks *tasks;        /* task submit, port 1003 (tasks.c) */
+	struct webhook *wh;         /* -webhook / set-webhook (webhook.c) */
 } node_svc;
 
 struct cop {

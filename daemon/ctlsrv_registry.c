@@ -10,6 +10,7 @@
 
 #include "daemon/ctlsrv_args.h"
 #include "daemon/ctlsrv_verbs.h"
+#include "daemon/webhook.h"
 #include "daemon/ctlsrv.h"
 #include "daemon/node.h"
 #include "daemon/registration.h"
@@ -248,13 +249,39 @@ void verb_clear_tags(ctlsrv_reply *r, json_object *args, void *arg)
 	tags(r, arg, NULL);
 }
 
+typedef struct dereg_op {
+	ctlsrv_reply *r;
+	node *n;
+} dereg_op;
+
+static void dereg_done(void *arg, json_object *reply, int err)
+{
+	dereg_op *d = arg;
+
+	if (!err)
+		node_webhook(d->n, "node.deregistered", NULL);
+	reg_raw(d->r, reply, err);
+	free(d);
+}
+
 void verb_deregister(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
+	dereg_op *d;
+	int rc;
 
 	if (ctlsrv_need_up(r, n))
 		return;
-	CALL(r, registration_deregister(n->reg, reg_raw, r));
+	if (!(d = malloc(sizeof(*d)))) {
+		ctlsrv_reply_err(r, "internal", "out of memory", NULL);
+		return;
+	}
+	d->r = r;
+	d->n = n;
+	if ((rc = registration_deregister(n->reg, dereg_done, d)) < 0) {
+		free(d);
+		ctlsrv_reg_refused(r, rc);
+	}
 }
 
 /* ---- rotate-key ----

@@ -8,6 +8,9 @@
 
 #include "stream/conn.h"
 #include "daemon/ctlsrv_op.h"
+#include "daemon/secure.h"
+#include "daemon/tasks.h"
+#include "daemon/webhook.h"
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/dataxchg.h"
 #include "daemon/events.h"
@@ -28,6 +31,47 @@ void svc_dirs(const node *n, char *received, char *inbox, size_t len)
 	snprintf(inbox, len, "%s/inbox", base);
 }
 
+/* file.received / message.received webhooks (services.md §9). */
+static void dx_webhook(void *ctx, const dx_received *rcv)
+{
+	json_object *d = json_object_new_object();
+	char a[PILOT_ADDR_STRLEN];
+
+	if (rcv->filename) {
+		json_object_object_add(d, "filename", json_object_new_string(rcv->filename));
+		json_object_object_add(d, "size", json_object_new_int64((int64_t)rcv->size));
+		json_object_object_add(d, "path", json_object_new_string(rcv->path ? rcv->path : ""));
+		node_webhook(ctx, "file.received", d);
+		return;
+	}
+	json_object_object_add(d, "type", json_object_new_string(rcv->type_name ? rcv->type_name : ""));
+	json_object_object_add(d, "from", json_object_new_string(pilot_addr_format(rcv->from, a)));
+	json_object_object_add(d, "size", json_object_new_int64((int64_t)rcv->size));
+	node_webhook(ctx, "message.received", d);
+}
+
+/* pubsub.* webhooks. */
+static void evs_webhook(void *ctx, enum evs_note what, const uint8_t *topic, size_t tlen, pilot_addr remote,
+			size_t size)
+{
+	json_object *d = json_object_new_object();
+	char a[PILOT_ADDR_STRLEN];
+
+	json_object_object_add(d, "topic", json_object_new_string_len((const char *)topic, (int)tlen));
+	pilot_addr_format(remote, a);
+	if (what == EVS_PUBLISHED) {
+		json_object_object_add(d, "size", json_object_new_int64((int64_t)size));
+		json_object_object_add(d, "from", json_object_new_string(a));
+	} else {
+		json_object_object_add(d, "remote", json_object_new_string(a));
+	}
+	node_webhook(ctx,
+		     what == EVS_SUBSCRIBED          ? "pubsub.subscribed"
+			     : what == EVS_PUBLISHED ? "pubsub.published"
+						     : "pubsub.unsubscribed",
+		     d);
+}
+
 void node_svc_up(node *n)
 {
 	char rdir[4096], idir[4096];
@@ -41,31 +85,65 @@ void node_svc_up(node *n)
 	}
 	n->svc = s;
 	svc_dirs(n, rdir, idir, sizeof(rdir));
+	if (n->o.webhook && *n->o.webhook) {
+		char werr[256] = "";
+
+		if (!(s->wh = webhook_new(n)) || webhook_set(s->wh, n->o.webhook, werr, sizeof(werr)) < 0)
+			log_warn("webhook not started url=%s err=\"%s\"", n->o.webhook, werr);
+	}
 	if (!n->o.no_dataexchange) {
 		dx_config dc = {
-			.received_dir = rdir, .inbox_dir = idir,
+			.received_dir = rdir,
+			.inbox_dir = idir,
 			.quota_bytes = (uint64_t)n->o.dx_quota << 20,
 			.peer_quota_bytes = (uint64_t)n->o.dx_peer_quota << 20,
 			.min_free_bytes = (uint64_t)n->o.dx_min_free << 20,
+			.on_received = dx_webhook,
+			.ctx = n,
 		};
 
 		if (!(s->dx = dx_server_new(n->conns, &dc, &err)))
 			log_warn("data exchange (port %d) not started err=\"%s\"", DX_PORT, strerror(-err));
 	}
 	if (!n->o.no_eventstream) {
-		evs_config ec = { 0 };
+		evs_config ec = { .on_note = evs_webhook, .ctx = n };
 
 		if (!(s->ev = evs_broker_new(n->conns, &ec, &err)))
 			log_warn("event stream (port %d) not started err=\"%s\"", EVS_PORT, strerror(-err));
 	}
-	log_info("services dataexchange=%s eventstream=%s received=%s inbox=%s", s->dx ? "on" : "off",
-		 s->ev ? "on" : "off", rdir, idir);
+	if (!n->o.no_tasks) {
+		char base[4096];
+		char *sl;
+
+		snprintf(base, sizeof(base), "%s", rdir);
+		if ((sl = strrchr(base, '/')))
+			*sl = '\0';
+		if (!(s->tasks = tasks_new(n, base, &err)))
+			log_warn("task submit (port 1003) not started err=\"%s\"", strerror(-err));
+	}
+	if (n->o.secure_forward && *n->o.secure_forward) {
+		if ((err = secure_forward_start(n, n->o.secure_forward, n->o.secure_require_auth)) < 0)
+			log_warn("secure channel (port %d) not started target=%s err=\"%s\"", SECURE_PORT,
+				 n->o.secure_forward, strerror(-err));
+		else
+			log_info("secure channel port=%d forward=%s require_auth=%d", SECURE_PORT,
+				 n->o.secure_forward, n->o.secure_require_auth);
+	}
+	log_info("services dataexchange=%s eventstream=%s tasks=%s received=%s inbox=%s",
+		 s->dx ? "on" : "off", s->ev ? "on" : "off", s->tasks ? "on" : "off", rdir, idir);
 }
 
 void svc_services_free(node *n)
 {
 	node_svc *s = n->svc;
 
+	tasks_free(s->tasks);
+	s->tasks = NULL;
+	webhook_free(s->wh);
+	s->wh = NULL;
+	secure_forward_stop(n);
+	free(s->sec);
+	s->sec = NULL;
 	dx_server_free(s->dx);
 	s->dx = NULL;
 	evs_broker_free(s->ev);

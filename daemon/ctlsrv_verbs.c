@@ -2,6 +2,8 @@
 #include <errno.h>
 
 #include "daemon/ctlsrv_verbs.h"
+#include "daemon/tasks.h"
+#include "daemon/webhook.h"
 
 static const ctlsrv_verb verbs[] = {
 	{ "info", verb_info, "the node, counters, peers and connections (cli.md 3.2)" },
@@ -42,6 +44,10 @@ static const ctlsrv_verb verbs[] = {
 	{ "send", verb_connect, "the same as connect" },
 	{ "recv", verb_recv, "accept streams on a port, one chunk each" },
 	{ "listen", verb_listen, "datagrams arriving on a port (streamed)" },
+	{ "secure-connect", verb_secure_connect,
+	  "one message over the secure channel (port 443), the reply" },
+	{ "secure-listen", verb_secure_listen,
+	  "accept secure-channel streams on port 443, one message each" },
 	{ "bench", verb_bench, "throughput through the echo port" },
 	{ "traceroute", verb_traceroute, "connection set-up time and echo samples" },
 	{ "echo-rtt", verb_echo_rtt, "hidden (tests, scripts/bench): round trips on one echo stream" },
@@ -54,9 +60,19 @@ static const ctlsrv_verb verbs[] = {
 	{ "send-message", verb_send_message, "send a message over data exchange (port 1001)" },
 	{ "received", verb_received, "files received" },
 	{ "inbox", verb_inbox, "messages received" },
+	{ "task-submit", verb_task_submit, "submit a task to a node (port 1003)" },
+	{ "task-list", verb_task_list, "tasks received and submitted" },
+	{ "task-status", verb_task_status, "one task" },
+	{ "task-accept", verb_task_accept, "accept a received task (the submitter is told)" },
+	{ "task-decline", verb_task_decline, "decline a received task (the submitter is told)" },
+	{ "task-execute", verb_task_execute, "start the oldest accepted task" },
+	{ "task-send-results", verb_task_send_results, "send an executing task's results to its submitter" },
+	{ "polo-score", verb_polo_score, "a node's polo score in the registry" },
 	{ "subscribe", verb_subscribe, "events on a topic (port 1002, streamed)" },
 	{ "publish", verb_publish, "publish an event (port 1002)" },
 
+	{ "set-webhook", verb_set_webhook, "POST events to a URL (services.md §9); without url: the state" },
+	{ "clear-webhook", verb_clear_webhook, "stop webhook deliveries" },
 	{ "map", verb_map, "give a node an IP on the TUN (or show its IP)" },
 	{ "unmap", verb_unmap, "release a node's TUN IP" },
 	{ "maps", verb_maps, "the TUN address map" },

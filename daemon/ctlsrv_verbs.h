@@ -64,6 +64,8 @@ void verb_ping(ctlsrv_reply *r, json_object *args, void *arg);
 /* ctlsrv_comm.c: streams and datagrams */
 void verb_connect(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_recv(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_secure_connect(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_secure_listen(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_listen(ctlsrv_reply *r, json_object *args, void *arg);
 /* ctlsrv_bench.c: measurements and the hidden test verbs */
 void verb_bench(ctlsrv_reply *r, json_object *args, void *arg);

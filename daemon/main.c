@@ -83,6 +83,22 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "disable the data exchange service (port 1001)", NULL),
 		OPT("no-eventstream", PILOT_OPT_BOOL, &o->no_eventstream, NULL,
 		    "disable the event stream service (port 1002)", NULL),
+		OPT("webhook", PILOT_OPT_STRING, &o->webhook, NULL,
+		    "POST every event as JSON to this http:// or https:// URL (pilotctl set-webhook "
+		    "changes it at run time)",
+		    "URL"),
+		OPT("webhook-secret", PILOT_OPT_STRING, &o->webhook_secret, NULL,
+		    "sign webhook bodies: header X-Pilot-Signature: sha256=<hex HMAC-SHA256>", "SECRET"),
+		OPT("no-tasks", PILOT_OPT_BOOL, &o->no_tasks, NULL,
+		    "disable the task submit service (port 1003)", NULL),
+		OPT("secure-forward", PILOT_OPT_STRING, &o->secure_forward, NULL,
+		    "terminate the secure channel on Pilot port 443 and forward the plaintext to "
+		    "this local TCP host:port (stunnel-style)",
+		    "HOST:PORT"),
+		OPT("secure-require-auth", PILOT_OPT_BOOL, &o->secure_require_auth, NULL,
+		    "with -secure-forward: refuse the reference (unauthenticated) handshake; "
+		    "without it, a node that authenticated once may not downgrade",
+		    NULL),
 		OPT("require-auth", PILOT_OPT_BOOL, &o->require_auth, "true",
 		    "accept only identity-signed key exchanges (PILA); -require-auth=false also "
 		    "lets anonymous peers (PILK) in, to port 444 only and never under a trusted "

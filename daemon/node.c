@@ -16,6 +16,7 @@
 #include "daemon/ctlsrv_verbs.h"
 #include "daemon/ctlsrv.h"
 #include "daemon/node.h"
+#include "daemon/webhook.h"
 #include "daemon/peer.h"
 #include "daemon/privs.h"
 #include "daemon/registration.h"
@@ -200,6 +201,14 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_tun_up(n);
 		node_proxy_up(n);
 		drop_privileges(n);
+	}
+	{
+		json_object *d = json_object_new_object();
+
+		json_object_object_add(d, "address", json_object_new_string(address));
+		if (!again)
+			json_object_object_add(d, "endpoint", json_object_new_string(n->endpoint));
+		node_webhook(n, again ? "node.reregistered" : "node.registered", d);
 	}
 	if (!n->notified_ready && !n->stopping) { /* systemd Type=notify: ready once registered */
 		n->notified_ready = true;

@@ -45,6 +45,10 @@ typedef struct node_options {
 	/* -tun=userspace front ends (node_proxy.c) */
 	char *socks5, *http_proxy, *forward, *expose, *proxy_auth;
 	long proxy_max_pending, proxy_rate;
+	char *secure_forward;                      /* -secure-forward host:port (secure.c) */
+	int secure_require_auth;
+	int no_tasks; /* -no-tasks: no task submit on 1003 (tasks.c) */
+	char *webhook, *webhook_secret; /* webhook.c */
 } node_options;
 
 /* Counters of the glue itself (the modules keep their own). */

@@ -10,6 +10,7 @@
 
 #include "stream/conn.h"
 #include "daemon/node.h"
+#include "daemon/webhook.h"
 #include "daemon/peer.h"
 #include "stream/pmtu.h"
 #include "daemon/registration.h"
@@ -544,6 +545,17 @@ static void forget_free_all(node *n)
 /* Trust ended: the peer's connections (other than the handshake port) end too,
  * and its tunnel session a little later. A public node serves everyone, so it
  * keeps both. */
+/* handshake.* / trust.* webhooks (services.md §9). */
+static void op_event(void *arg, const char *event, uint32_t peer, const char *key, const char *value)
+{
+	json_object *d = json_object_new_object();
+
+	json_object_object_add(d, "peer_node_id", json_object_new_int64(peer));
+	if (key)
+		json_object_object_add(d, key, json_object_new_string(value ? value : ""));
+	node_webhook(arg, event, d);
+}
+
 static void op_torn_down(void *arg, uint32_t peer)
 {
 	node *n = arg;
@@ -647,6 +659,7 @@ static void trust_up(node *n)
 			.respond_handshake = op_respond_handshake,
 			.poll_soon = op_poll_soon,
 			.torn_down = op_torn_down,
+			.event = op_event,
 			.arg = n,
 		},
 	};

@@ -322,6 +322,12 @@ fail:
 /* ---- state changes ---- */
 static void start_backfill(trust *t, uint32_t peer);
 
+static void event(trust *t, const char *name, uint32_t peer, const char *key, const char *value)
+{
+	if (t->ops.event)
+		t->ops.event(t->ops.arg, name, peer, key, value);
+}
+
 /* peer becomes trusted: out of pending and outgoing, saved, reported. */
 static int make_trusted(trust *t, uint32_t peer, const uint8_t *pk, bool mutual, uint16_t net)
 {
@@ -355,6 +361,10 @@ static int make_trusted(trust *t, uint32_t peer, const uint8_t *pk, bool mutual,
 	del_outgoing(t, peer);
 	trust_save(t);
 	log_info("trust: peer=%" PRIu32 " trusted mutual=%d network=%u", peer, mutual, net);
+	if (mutual || net)
+		event(t, "handshake.auto_approved", peer, "reason", mutual ? "mutual" : "same_network");
+	else
+		event(t, "handshake.approved", peer, NULL, NULL);
 	REPORT(t, peer);
 	if (!p->has_key)
 		start_backfill(t, peer);
@@ -402,6 +412,8 @@ static void add_pending(trust *t, uint32_t peer, const uint8_t *pk, const char *
 	p->relayed = relayed;
 	trust_save(t);
 	log_info("trust: handshake request from peer=%" PRIu32 " pending relayed=%d", peer, relayed);
+	event(t, "handshake.received", peer, "justification", j);
+	event(t, "handshake.pending", peer, "justification", j);
 	if (!pk)
 		start_backfill(t, peer);
 }
@@ -545,6 +557,7 @@ static void on_revoke(trust *t, uint32_t peer)
 	if (!was)
 		return;
 	log_info("trust: peer=%" PRIu32 " revoked trust", peer);
+	event(t, "trust.revoked_by_peer", peer, NULL, NULL);
 	REVOKE(t, peer);
 	if (t->ops.torn_down)
 		t->ops.torn_down(t->ops.arg, peer);
@@ -560,9 +573,11 @@ static void dispatch(trust *t, uint32_t peer, const trust_msg *m)
 		on_accept(t, peer, m->public_key);
 		break;
 	case TRUST_MSG_REJECT:
-		if (del_outgoing(t, peer))
+		if (del_outgoing(t, peer)) {
 			log_info("trust: peer=%" PRIu32 " rejected our request reason=\"%s\"", peer,
 				 m->reason);
+			event(t, "handshake.rejected", peer, "reason", m->reason);
+		}
 		break;
 	case TRUST_MSG_REVOKE:
 		on_revoke(t, peer);
@@ -816,6 +831,7 @@ int trust_untrust(trust *t, uint32_t peer)
 	del_outgoing(t, peer);
 	trust_save(t);
 	log_info("trust: peer=%" PRIu32 " untrusted", peer);
+	event(t, "trust.revoked", peer, NULL, NULL);
 	REVOKE(t, peer);
 	send_msg(t, peer, TRUST_MSG_REVOKE, "", "trust revoked", false);
 	if (t->ops.torn_down)

@@ -80,6 +80,12 @@ typedef struct trust_ops {
 	/* Trust with peer ended: close its streams and tunnel (optional). */
 	void (*torn_down)(void *arg, uint32_t peer);
 	void *arg;
+	/* A webhook-worthy change (services.md §9 names: handshake.received,
+	 * handshake.pending, handshake.approved, handshake.auto_approved,
+	 * handshake.rejected, trust.revoked, trust.revoked_by_peer); key/value
+	 * is the event's extra field ("justification" or "reason") or NULL
+	 * (optional; after arg so positional initialisers stay valid). */
+	void (*event)(void *arg, const char *event, uint32_t peer, const char *key, const char *value);
 } trust_ops;
 
 typedef struct trust_config {

@@ -81,8 +81,9 @@ static void init(void)
 	uint8_t s1[32] = { 1 }, s2[32] = { 2 };
 	char err[128];
 	trust_config c = {
-		.id = &me, .now = fixed_now,
-		.ops = { f_send, f_key, f_net, f_rep, f_rep, f_req, f_resp, NULL, NULL, NULL },
+		.id = &me,
+		.now = fixed_now,
+		.ops = { f_send, f_key, f_net, f_rep, f_rep, f_req, f_resp, NULL, NULL, NULL, NULL },
 	};
 
 	pilot_log_init("fuzz", PILOT_LOG_ERROR, PILOT_LOG_TEXT);

@@ -302,9 +302,11 @@ static void poll_node(tnode *n)
 static trust *open_trust(tnode *n, const char *path, char *err, size_t errlen)
 {
 	trust_config c = {
-		.path = path, .id = &n->id.id, .now = w_now,
-		.ops = { op_send, op_key, op_net, op_report, op_revoke, op_request, op_respond,
-			 op_poll_soon, op_torn, n },
+		.path = path,
+		.id = &n->id.id,
+		.now = w_now,
+		.ops = { op_send, op_key, op_net, op_report, op_revoke, op_request, op_respond, op_poll_soon,
+			 op_torn, n, NULL },
 	};
 	trust *t = trust_new(&c, err, errlen);
 
