@@ -92,6 +92,11 @@ int pctl_cmd_unmap(pctl *c);
 int pctl_cmd_maps(pctl *c);
 int pctl_cmd_tun(pctl *c);
 int pctl_cmd_status(pctl *c);
+int pctl_cmd_name_register(pctl *c);
+int pctl_cmd_name_unregister(pctl *c);
+int pctl_cmd_resolve(pctl *c);
+int pctl_cmd_services(pctl *c);
+int pctl_cmd_service_register(pctl *c);
 /* completion bash|zsh|peers, from the verb table t (cmd_completion.c) */
 int pctl_completion(pctl *c, const pctl_cmd *t);
 

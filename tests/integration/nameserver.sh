@@ -1,0 +1,75 @@
+#!/bin/bash
+# pilot-nameserver (services.md §2, pilot-nameserver(8)) on node alpha's TUN
+# address: bravo and charlie register and query through pilotctl over Pilot
+# port 53; a name for another node's address is refused; a name missing from
+# the store is bootstrapped from the registry; a restart keeps the records;
+# records expire after -ttl. Prints PASS:/FAIL:.
+set -u
+cd "$(dirname "$0")/../.."
+source tests/lib/netns.sh
+source tests/integration/pilotd_common.bash
+
+pd_init nsrv
+NS_BIN=$BUILD/san/bin/pilot-nameserver
+[ -x "$NS_BIN" ] || { echo "FAIL: binaries_present ($NS_BIN missing)"; exit 1; }
+
+pd_lan a b c || { pt_fail namespaces_created; exit 1; }
+pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
+for n in a:alpha b:bravo c:charlie; do
+	pd_start "${n%%:*}" "${n%%:*}" -hostname "${n#*:}" || { pt_fail "node_${n#*:}_registered"; exit 1; }
+done
+pt_check trust_ab pd_trust_pair a b
+pt_check trust_ac pd_trust_pair a c
+
+NS=${PD_ID[a]}
+STORE=$PT_DIR/ns.json
+ns_start() {
+	pt_spawn a "$PT_DIR/ns$1.log" "$NS_BIN" -socket "$PT_DIR/a/ctl.sock" -store "$STORE" -log-level debug "${@:2}"
+	NS_PID=$PT_PID
+	pd_wait 10 grep -q 'listening on' "$PT_DIR/ns$1.log"
+}
+ask() { # NODE verb args...: pilotctl in NODE's namespace with --nameserver alpha
+	local n=$1
+	shift
+	# alpha itself reaches its nameserver over local TCP, so in its namespace
+	pt_exec "$PT-$n" "$PD_CTL" --json --socket "$PT_DIR/$n/ctl.sock" "$@" --nameserver "$NS" 2>&1
+}
+eq() { if [ "$2" = "$3" ]; then pt_pass "$1"; else pt_fail "$1" "got '$2', want '$3'"; fi; }
+addr_of() { pd_ctl "$1" info | pd_json 'd["address"]'; }
+B_ADDR=$(addr_of b)
+C_ADDR=$(addr_of c)
+
+pt_check nameserver_started ns_start 1 -ttl 60s
+
+# ---- A records through pilotctl over Pilot port 53 ----
+eq register_own_name "$(ask b name-register bravo-svc | pd_json 'd["address"]')" "$B_ADDR"
+eq resolve_from_other_node "$(ask c resolve bravo-svc | pd_json 'd["address"]')" "$B_ADDR"
+got=$(ask c name-register evil "$B_ADDR")
+eq foreign_address_refused "$(echo "$got" | pd_json 'o["code"]')" refused
+pt_check foreign_address_message grep -q 'cannot register address for another node' <<<"$got"
+eq foreign_name_not_stored "$(ask b resolve evil | pd_json 'o["code"]')" refused
+got=$(ask c name-register bravo-svc)
+pt_check name_takeover_refused grep -q 'registered by another node' <<<"$got"
+eq bootstrap_from_registry "$(ask b resolve charlie | pd_json 'd["address"]')" "$C_ADDR"
+
+# ---- S and N records ----
+ask b service-register web 0 80 >/dev/null
+ask c service-register web-c 0 80 >/dev/null
+eq services_listed "$(ask a services 0 80 | pd_json '" ".join(sorted(s["name"] for s in d["services"]))')" "web web-c"
+got=$(ask c service-register web 0 80 "$B_ADDR")
+pt_check foreign_service_refused grep -q 'cannot register service for another node' <<<"$got"
+eq network_name_by_member "$(ask b name-register backbone --network 0 | pd_json 'd["network_id"]')" 0
+eq network_name_resolved "$(ask c services backbone 80 | pd_json 'd["total"]')" 2
+
+# ---- restart keeps records; then they expire ----
+pt_stop "$NS_PID"
+pt_check store_written grep -q bravo-svc "$STORE"
+pt_check nameserver_restarted ns_start 2 -ttl 4s -reap-interval 1s
+eq restart_keeps_a "$(ask c resolve bravo-svc | pd_json 'd["address"]')" "$B_ADDR"
+eq restart_keeps_s "$(ask a services 0 80 | pd_json 'd["total"]')" 2
+sleep 5
+eq ttl_expired_a "$(ask c resolve bravo-svc | pd_json 'o["code"]')" refused
+eq ttl_expired_s "$(ask a services 0 80 | pd_json 'd["total"]')" 0
+pt_check reaped_logged grep -q 'reaped' "$PT_DIR/ns2.log"
+pt_stop "$NS_PID"
+exit "$PT_FAILED"
