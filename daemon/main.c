@@ -11,13 +11,14 @@
 
 #include "daemon/ctlsrv.h"
 #include "daemon/node.h"
+#include "daemon/node_ns.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/opts.h"
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 64
+#define NOPTS 65
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -132,6 +133,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "n", 1, 100000),
 		OPT("dns-neg-cache", PILOT_OPT_DURATION, &o->dns_neg_cache, "30s",
 		    "how long the DNS responder remembers that a hostname does not exist", "duration"),
+		OPT("nameserver", PILOT_OPT_STRING, &o->nameserver, NULL,
+		    "pilot-nameserver node (ID or address) the DNS responder asks before the registry, "
+		    "also for _port._pilot.<network>.pilot SRV; pilotctl's name commands use it too",
+		    "addr"),
 		OPT("transport", PILOT_OPT_STRING, &o->transport, "udp",
 		    "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
 		    "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
@@ -225,6 +230,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
 		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
+	if (o->nameserver && *o->nameserver && node_ns_parse(o->nameserver, &(uint32_t){ 0 }) < 0)
+		return usage_error("invalid -nameserver (want a node ID or an address N:NNNN.HHHH.LLLL)");
 	if (o->dns_neg_cache < 1000 || o->dns_neg_cache > 3600 * 1000)
 		return usage_error("invalid -dns-neg-cache (want 1s to 1h)");
 	if (o->underlay_mtu && o->underlay_mtu < 576)

@@ -40,6 +40,7 @@ typedef struct node_options {
 	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
 	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
 	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
+	char *nameserver;                    /* -nameserver node, asked before the registry (node_ns.c) */
 	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
 } node_options;
 
