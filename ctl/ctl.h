@@ -87,6 +87,7 @@ int pctl_cmd_send_message(pctl *c);
 int pctl_cmd_subscribe(pctl *c);
 int pctl_cmd_publish(pctl *c);
 int pctl_cmd_listen(pctl *c);
+int pctl_cmd_broadcast(pctl *c);
 int pctl_cmd_map(pctl *c);
 int pctl_cmd_unmap(pctl *c);
 int pctl_cmd_maps(pctl *c);

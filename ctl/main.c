@@ -79,6 +79,8 @@ static const pctl_cmd commands[] = {
 	  "publish an event (port 1002)", "data", 2, 2 },
 	{ "listen", pctl_cmd_listen, "<port> [--count N] [--timeout DUR]",
 	  "print datagrams arriving on a port", "count timeout", 1, 1 },
+	{ "broadcast", pctl_cmd_broadcast, "<network_id> <port> --data TEXT",
+	  "send one datagram to every member of a network (not the backbone)", "data", 2, 2 },
 	/* cmd_tun.c */
 	{ "map", pctl_cmd_map, "<address|hostname> [ip]", "give a node an IP on the TUN (or show its IP)", "",
 	  1, 2 },

@@ -102,6 +102,8 @@ typedef struct node {
 	struct node_svc *svc;        /* services 1001/1002, control operations (ctlsrv_op.h) */
 	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */
 	bool notified_ready;        /* sd_notify READY=1 sent */
+	uint64_t bcast_milli, bcast_last_ms; /* broadcast token bucket (broadcast.c) */
+	uint64_t bcast_sent, bcast_dgrams, bcast_limited;
 } node;
 
 node *node_new(const node_options *o);

@@ -23,6 +23,7 @@
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
 #include "daemon/node_ns.h"
+#include "daemon/broadcast.h"
 #include "daemon/privs.h"
 #include "daemon/registration.h"
 #include "lib/jsonwire.h"
@@ -364,6 +365,13 @@ static void add_own6(node *n, node_tun *nt, pilot_addr own)
 	dns_listen6(n, nt);
 }
 
+/* UDP to a network's broadcast ULA: fanned out like pilotctl broadcast. */
+static int tun_broadcast(void *ctx, uint16_t net, uint16_t sport, uint16_t dport, const uint8_t *data,
+			 size_t len)
+{
+	return node_broadcast(ctx, net, sport, dport, data, len, NULL, NULL);
+}
+
 void node_tun_up(node *n)
 {
 	node_tun *nt = n->tun;
@@ -382,6 +390,8 @@ void node_tun_up(node *n)
 	register_resolved(n, nt);
 	bc.dev = nt->dev;
 	bc.map = nt->map;
+	bc.broadcast = tun_broadcast;
+	bc.broadcast_ctx = n;
 	bc.own = own;
 	if (!(nt->bridge = tunbridge_new(n->loop, n->conns, &bc, err, sizeof(err))))
 		pilot_fatal("%s", err);
