@@ -18,7 +18,7 @@
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 65
+#define NOPTS 66
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -153,6 +153,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "CA certificates (PEM) trusted with -tls-trust=pinned", "file[,file...]"),
 		OPT("registry-tls", PILOT_OPT_BOOL, &o->registry_tls, NULL,
 		    "talk to the registry over TLS (trust per -tls-trust, or -registry-fingerprint)", NULL),
+		OPT("registry-trust", PILOT_OPT_STRING, &o->registry_trust, NULL,
+		    "the newer reference's registry trust flag: system = -registry-tls with the OS CA "
+		    "store, pinned = -registry-tls accepting only -registry-fingerprint",
+		    "system|pinned"),
 		OPT("registry-fingerprint", PILOT_OPT_STRING, &o->registry_fingerprint, NULL,
 		    "with -registry-tls: accept only this registry certificate (lowercase hex "
 		    "SHA-256 of its DER)",
@@ -197,6 +201,24 @@ static int valid_hostport(const char *s)
 	return colon[1] && !*end && port >= 0 && port <= 65535;
 }
 
+/* -registry-trust (cli.md §12.2, the newer reference's compat command line):
+ * the registry over TLS, trusted through the OS store (system) or by its pinned
+ * certificate fingerprint (pinned). NULL or why it is refused. */
+static const char *registry_trust(node_options *o)
+{
+	if (empty(o->registry_trust))
+		return NULL;
+	if (strcmp(o->registry_trust, "system") && strcmp(o->registry_trust, "pinned"))
+		return "invalid -registry-trust (want system or pinned)";
+	o->registry_tls = 1;
+	if (!strcmp(o->registry_trust, "pinned") && empty(o->registry_fingerprint))
+		return "-registry-trust=pinned needs -registry-fingerprint HEX (the registry certificate's "
+		       "SHA-256)";
+	if (!strcmp(o->registry_trust, "system") && !empty(o->tls_trust) && strcmp(o->tls_trust, "system"))
+		return "-registry-trust=system conflicts with -tls-trust=pinned";
+	return NULL;
+}
+
 /* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
 static int validate(node_options *o)
 {
@@ -236,6 +258,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -dns-neg-cache (want 1s to 1h)");
 	if (o->underlay_mtu && o->underlay_mtu < 576)
 		return usage_error("invalid -underlay-mtu (want 0 = auto, or 576 to 65535)");
+	if ((why = registry_trust(o)))
+		return usage_error(why);
 	if ((why = node_compat_validate(o)))
 		return usage_error(why);
 	if (!empty(o->user) && !getpwnam(o->user))

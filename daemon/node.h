@@ -32,6 +32,7 @@ typedef struct node_options {
 	long underlay_mtu;                   /* cap on the path MTU, 0 = none (node_data.c) */
 	int no_dns;
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
+	char *registry_trust; /* the newer reference's flag: system|pinned (main.c) */
 	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check, udp_gso;
