@@ -56,7 +56,9 @@ static void members_done(void *arg, json_object *reply, int err)
 	int members = 0, sent = 0;
 	size_t i;
 
-	if (!err && (!json_object_object_get_ex(reply, "nodes", &nodes) || !json_object_is_type(nodes, json_type_array)))
+	if (!err &&
+	    (!json_object_object_get_ex(reply, "nodes", &nodes) ||
+	     !json_object_is_type(nodes, json_type_array)))
 		err = -EPROTO;
 	if (!err && !is_member(nodes, n->node_id))
 		err = -EACCES; /* only a member reaches the others */
@@ -66,7 +68,8 @@ static void members_done(void *arg, json_object *reply, int err)
 		members++;
 		if (!id || id == n->node_id || sent >= BCAST_MAX_FANOUT)
 			continue;
-		if (conn_dgram_send_from(n->conns, b->sport, pilot_addr_make(b->net, id), b->port, b->data, b->len) == 0)
+		if (conn_dgram_send_from(n->conns, b->sport, pilot_addr_make(b->net, id), b->port, b->data,
+					 b->len) == 0)
 			sent++;
 	}
 	if (!err) {

@@ -15,8 +15,8 @@
 struct node;
 
 #define BCAST_MAX_FANOUT 256
-#define BCAST_RATE 10
-#define BCAST_BURST 20
+#define BCAST_RATE       10
+#define BCAST_BURST      20
 
 /* err 0: members = live members listed, sent = datagrams handed to the tunnel
  * (members other than this node, at most BCAST_MAX_FANOUT). err -EACCES: this

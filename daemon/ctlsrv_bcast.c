@@ -52,7 +52,8 @@ void verb_broadcast(ctlsrv_reply *r, json_object *args, void *arg)
 
 	if (net < 1 || net > 65535 || port < 1 || port > 65535 || !data || !*data) {
 		ctlsrv_reply_err(r, "invalid_argument",
-				 "want network_id 1..65535 (the backbone cannot be broadcast to), port 1..65535 and data",
+				 "want network_id 1..65535 (the backbone cannot be broadcast to), port "
+				 "1..65535 and data",
 				 NULL);
 		return;
 	}
@@ -64,7 +65,8 @@ void verb_broadcast(ctlsrv_reply *r, json_object *args, void *arg)
 		return;
 	free(q);
 	if (rc == -EAGAIN)
-		ctlsrv_reply_err(r, "rate_limited", "too many broadcasts (10 a second, burst 20)", "try again shortly");
+		ctlsrv_reply_err(r, "rate_limited", "too many broadcasts (10 a second, burst 20)",
+				 "try again shortly");
 	else if (rc == -EMSGSIZE)
 		ctlsrv_reply_err(r, "invalid_argument", "data larger than one datagram (65535 bytes)", NULL);
 	else

@@ -69,7 +69,8 @@ static void on_readable(void *arg, conn *c)
 	nsq *q = arg;
 	size_t len;
 
-	while (q->got < NODE_NS_REPLY_MAX && (len = conn_read(c, q->buf + q->got, NODE_NS_REPLY_MAX - q->got)) > 0)
+	while (q->got < NODE_NS_REPLY_MAX &&
+	       (len = conn_read(c, q->buf + q->got, NODE_NS_REPLY_MAX - q->got)) > 0)
 		q->got += len;
 	if (conn_eof(c) || q->got == NODE_NS_REPLY_MAX)
 		finish(q, 0);

@@ -12,7 +12,7 @@
 struct node;
 
 #define NODE_NS_TIMEOUT_MS 1500 /* leaves the registry time within the DNS's 3 s */
-#define NODE_NS_REPLY_MAX 4096  /* enough for TUN_DNS_MAX_ANS providers */
+#define NODE_NS_REPLY_MAX  4096 /* enough for TUN_DNS_MAX_ANS providers */
 
 /* "1234" or "N:NNNN.HHHH.LLLL" -> node ID. 0 or -EINVAL. */
 int node_ns_parse(const char *s, uint32_t *id);
