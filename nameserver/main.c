@@ -36,6 +36,7 @@
 #define PROG       "pilot-nameserver"
 #define MAX_LISTEN 8
 #define MAX_MAPS   65536
+#define MAPS_PER_S 20
 
 struct options {
 	char *config, *socket, *listen, *store, *log_level, *log_format;
@@ -57,7 +58,9 @@ typedef struct app {
 	ns_store *st;
 	int lfd[MAX_LISTEN], nl;
 	long clients;
-	uint32_t own_node, own4;
+	uint32_t own_node, own4, mask4; /* mask4: the TUN subnet's netmask */
+	uint64_t maps_window_ms;        /* map refreshes: at most MAPS_PER_S per second */
+	int maps_in_window;
 	ipmap *maps;
 	size_t nmaps;
 	uint64_t requests, refused;
@@ -173,8 +176,16 @@ static uint32_t caller_of(app *a, const struct sockaddr_storage *ss)
 		return a->own_node;
 	if ((node = map_lookup(a, ip)))
 		return node;
-	/* Mapped just now (the bridge maps a peer before its SYN): ask again. */
-	if (refresh_maps(a) < 0)
+	/* Mapped just now (the bridge maps a peer before its SYN): ask again, but
+	 * only for the TUN subnet and at most MAPS_PER_S times a second (a flood of
+	 * foreign sources must not turn into a flood of control requests). */
+	if (!a->mask4 || (ip & a->mask4) != (a->own4 & a->mask4))
+		return 0;
+	if (pilot_now_ms() >= a->maps_window_ms + 1000) {
+		a->maps_window_ms = pilot_now_ms();
+		a->maps_in_window = 0;
+	}
+	if (a->maps_in_window++ >= MAPS_PER_S || refresh_maps(a) < 0)
 		return 0;
 	return map_lookup(a, ip);
 }
@@ -363,8 +374,13 @@ static int learn_node(app *a, char *ip4, char *ip6, size_t len)
 	}
 	ip4[0] = ip6[0] = '\0';
 	if (json_object_object_get_ex(d, "tun", &tun)) {
+		const char *sub = jw_get_str(tun, "subnet"), *slash = sub ? strchr(sub, '/') : NULL;
+		unsigned long plen = slash ? strtoul(slash + 1, NULL, 10) : 0;
+
 		snprintf(ip4, len, "%s", jw_get_str(tun, "ipv4") ? jw_get_str(tun, "ipv4") : "");
 		snprintf(ip6, len, "%s", jw_get_str(tun, "ipv6") ? jw_get_str(tun, "ipv6") : "");
+		if (plen >= 1 && plen <= 32)
+			a->mask4 = plen == 32 ? 0xFFFFFFFFu : ~(0xFFFFFFFFu >> plen);
 	}
 	if (*ip4 && inet_pton(AF_INET, ip4, &in) == 1)
 		a->own4 = ntohl(in.s_addr);
