@@ -63,7 +63,7 @@ endif
 ifneq ($(wildcard ctl/main.c),)
 PROGRAMS += pilotctl
 pilotctl_DIR  := ctl
-pilotctl_DEPS := ctl lib
+pilotctl_DEPS := ctl nameserver lib
 endif
 ifneq ($(wildcard rendezvous/main.c),)
 PROGRAMS += pilot-rendezvous

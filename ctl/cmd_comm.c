@@ -466,3 +466,32 @@ int pctl_cmd_listen(pctl *c)
 	c->stream = render_datagram;
 	return pctl_call(c, "listen", args, render_listen);
 }
+
+/* ---- broadcast ---- */
+static void render_broadcast(pctl *c, json_object *data)
+{
+	(void)c;
+	printf("broadcast %lld bytes to port %lld of network %lld: sent to %lld of %lld members\n",
+	       (long long)json_object_get_int64(json_object_object_get(data, "bytes")),
+	       (long long)json_object_get_int64(json_object_object_get(data, "port")),
+	       (long long)json_object_get_int64(json_object_object_get(data, "network_id")),
+	       (long long)json_object_get_int64(json_object_object_get(data, "sent")),
+	       (long long)json_object_get_int64(json_object_object_get(data, "members")));
+}
+
+int pctl_cmd_broadcast(pctl *c)
+{
+	const char *data = pctl_flag_get(c, "data");
+	json_object *args;
+	long net, port;
+
+	if (pctl_arg_long(c, 0, "network", 1, 65535, &net) < 0 || port_arg(c, 1, &port) < 0)
+		return PCTL_EXIT_ERR;
+	if (!data || !*data)
+		return pctl_usage_fail(c, "broadcast needs --data");
+	args = pctl_obj();
+	pctl_set_int(args, "network_id", net);
+	pctl_set_int(args, "port", port);
+	pctl_set_str(args, "data", data);
+	return pctl_call(c, "broadcast", args, render_broadcast);
+}

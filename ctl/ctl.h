@@ -101,6 +101,7 @@ int pctl_cmd_send_message(pctl *c);
 int pctl_cmd_subscribe(pctl *c);
 int pctl_cmd_publish(pctl *c);
 int pctl_cmd_listen(pctl *c);
+int pctl_cmd_broadcast(pctl *c);
 int pctl_cmd_map(pctl *c);
 int pctl_cmd_unmap(pctl *c);
 int pctl_cmd_maps(pctl *c);
@@ -112,6 +113,11 @@ int pctl_cmd_expose_add(pctl *c);
 int pctl_cmd_expose_remove(pctl *c);
 int pctl_cmd_expose_list(pctl *c);
 int pctl_cmd_status(pctl *c);
+int pctl_cmd_name_register(pctl *c);
+int pctl_cmd_name_unregister(pctl *c);
+int pctl_cmd_resolve(pctl *c);
+int pctl_cmd_services(pctl *c);
+int pctl_cmd_service_register(pctl *c);
 /* completion bash|zsh|peers, from the verb table t (cmd_completion.c) */
 int pctl_completion(pctl *c, const pctl_cmd *t);
 

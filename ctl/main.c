@@ -110,6 +110,8 @@ static const pctl_cmd commands[] = {
 	{ "set-webhook", pctl_cmd_set_webhook, "[url]",
 	  "POST every event to this http(s) URL (without url: the delivery counters)", "", 0, 1 },
 	{ "clear-webhook", pctl_cmd_clear_webhook, "", "stop webhook deliveries", "", 0, 0 },
+	{ "broadcast", pctl_cmd_broadcast, "<network_id> <port> --data TEXT",
+	  "send one datagram to every member of a network (not the backbone)", "data", 2, 2 },
 	/* cmd_tun.c */
 	{ "map", pctl_cmd_map, "<address|hostname> [ip]", "give a node an IP on the TUN (or show its IP)", "",
 	  1, 2 },
@@ -127,6 +129,18 @@ static const pctl_cmd commands[] = {
 	{ "expose list", pctl_cmd_expose_list, "", "-tun=userspace: list the exposed ports", "", 0, 0 },
 	{ "expose remove", pctl_cmd_expose_remove, "<pilot port>",
 	  "-tun=userspace: stop publishing a Pilot port", "", 1, 1 },
+	/* cmd_names.c (pilot-nameserver(8)) */
+	{ "name-register", pctl_cmd_name_register, "<name> [address] [--network ID] [--nameserver ADDR]",
+	  "register a name for this node (or a network name) with the nameserver", "network nameserver", 1,
+	  2 },
+	{ "name-unregister", pctl_cmd_name_unregister, "<name> [--network] [--nameserver ADDR]",
+	  "remove this node's name (or a network name) from the nameserver", "network nameserver", 1, 1 },
+	{ "resolve", pctl_cmd_resolve, "<name> [--network] [--nameserver ADDR]",
+	  "look a name (or a network name) up in the nameserver", "network nameserver", 1, 1 },
+	{ "services", pctl_cmd_services, "<network> <port> [--nameserver ADDR]",
+	  "list the providers of a service registered with the nameserver", "nameserver", 2, 2 },
+	{ "service-register", pctl_cmd_service_register, "<name> <network> <port> [address] [--remove]",
+	  "register (or --remove) this node as a provider of a service", "remove nameserver", 3, 4 },
 	/* cmd_completion.c */
 	{ "completion", cmd_completion, "bash|zsh|peers",
 	  "print a shell completion script (or the known peers)", "", 1, 1 },

@@ -323,6 +323,7 @@ void verb_info(ctlsrv_reply *r, json_object *args, void *arg)
 	trust_key_fingerprint(n->id.pk, fpr);
 	jw_set_str(o, "key_fingerprint", fpr);
 	jw_set_str(o, "owner", n->o.owner);
+	jw_set_str(o, "nameserver", n->o.nameserver);
 	add_tunnel_totals(n, o);
 	json_object_object_add(o, "peer_list", peers);
 	json_object_object_add(o, "conn_list", conn_list_json(n));

@@ -55,6 +55,7 @@ static const ctlsrv_verb verbs[] = {
 	{ "test-source", verb_test_source, "hidden: a stream of pattern bytes" },
 	{ "test-sink", verb_test_sink, "hidden: read pattern bytes with pauses, hash them" },
 	{ "dgram-send", verb_dgram_send, "hidden: send one datagram" },
+	{ "broadcast", verb_broadcast, "one datagram to every member of a network" },
 
 	{ "send-file", verb_send_file, "send a file over data exchange (port 1001)" },
 	{ "send-message", verb_send_message, "send a message over data exchange (port 1001)" },

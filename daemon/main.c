@@ -13,13 +13,14 @@
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/regclient.h"
+#include "daemon/node_ns.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
 #include "lib/opts.h"
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 72
+#define NOPTS 74
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -186,6 +187,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "n", 1, 100000),
 		OPT("dns-neg-cache", PILOT_OPT_DURATION, &o->dns_neg_cache, "30s",
 		    "how long the DNS responder remembers that a hostname does not exist", "duration"),
+		OPT("nameserver", PILOT_OPT_STRING, &o->nameserver, NULL,
+		    "pilot-nameserver node (ID or address) the DNS responder asks before the registry, "
+		    "also for _port._pilot.<network>.pilot SRV; pilotctl's name commands use it too",
+		    "addr"),
 		OPT("transport", PILOT_OPT_STRING, &o->transport, "udp",
 		    "tunnel transport: udp, compat (WebSocket over TLS to -compat-beacon, "
 		    "for networks that block UDP) or auto (UDP if -beacon answers within 2 s, "
@@ -202,6 +207,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "CA certificates (PEM) trusted with -tls-trust=pinned", "file[,file...]"),
 		OPT("registry-tls", PILOT_OPT_BOOL, &o->registry_tls, NULL,
 		    "talk to the registry over TLS (trust per -tls-trust, or -registry-fingerprint)", NULL),
+		OPT("registry-trust", PILOT_OPT_STRING, &o->registry_trust, NULL,
+		    "the newer reference's registry trust flag: system = -registry-tls with the OS CA "
+		    "store, pinned = -registry-tls accepting only -registry-fingerprint",
+		    "system|pinned"),
 		OPT("registry-fingerprint", PILOT_OPT_STRING, &o->registry_fingerprint, NULL,
 		    "with -registry-tls: accept only this registry certificate (lowercase hex "
 		    "SHA-256 of its DER)",
@@ -283,6 +292,24 @@ static int valid_ep(const char *s)
 	return transport_ep_parse(s, &ep) == 0;
 }
 
+/* -registry-trust (cli.md §12.2, the newer reference's compat command line):
+ * the registry over TLS, trusted through the OS store (system) or by its pinned
+ * certificate fingerprint (pinned). NULL or why it is refused. */
+static const char *registry_trust(node_options *o)
+{
+	if (empty(o->registry_trust))
+		return NULL;
+	if (strcmp(o->registry_trust, "system") && strcmp(o->registry_trust, "pinned"))
+		return "invalid -registry-trust (want system or pinned)";
+	o->registry_tls = 1;
+	if (!strcmp(o->registry_trust, "pinned") && empty(o->registry_fingerprint))
+		return "-registry-trust=pinned needs -registry-fingerprint HEX (the registry certificate's "
+		       "SHA-256)";
+	if (!strcmp(o->registry_trust, "system") && !empty(o->tls_trust) && strcmp(o->tls_trust, "system"))
+		return "-registry-trust=system conflicts with -tls-trust=pinned";
+	return NULL;
+}
+
 /* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
 static int validate(node_options *o)
 {
@@ -322,10 +349,14 @@ static int validate(node_options *o)
 		return usage_error("invalid -tun (want a device name of at most 15 bytes, or off)");
 	if (node_tun_enabled(o) && node_tun_parse_subnet(o->tun_subnet, &(uint32_t){ 0 }, &(int){ 0 }) < 0)
 		return usage_error("invalid -tun-subnet (want an IPv4 network /16 to /30, e.g. 10.4.0.0/16)");
+	if (o->nameserver && *o->nameserver && node_ns_parse(o->nameserver, &(uint32_t){ 0 }) < 0)
+		return usage_error("invalid -nameserver (want a node ID or an address N:NNNN.HHHH.LLLL)");
 	if (o->dns_neg_cache < 1000 || o->dns_neg_cache > 3600 * 1000)
 		return usage_error("invalid -dns-neg-cache (want 1s to 1h)");
 	if (o->underlay_mtu && o->underlay_mtu < 576)
 		return usage_error("invalid -underlay-mtu (want 0 = auto, or 576 to 65535)");
+	if ((why = registry_trust(o)))
+		return usage_error(why);
 	if ((why = node_compat_validate(o)))
 		return usage_error(why);
 	if (!empty(o->user) && !getpwnam(o->user))

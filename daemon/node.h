@@ -32,6 +32,7 @@ typedef struct node_options {
 	long underlay_mtu;                   /* cap on the path MTU, 0 = none (node_data.c) */
 	int no_dns;
 	char *transport, *compat_beacon, *tls_trust, *tls_root, *registry_fingerprint; /* node_compat.c */
+	char *registry_trust; /* the newer reference's flag: system|pinned (main.c) */
 	int registry_tls;
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check, udp_gso, tun_offload;
@@ -41,6 +42,7 @@ typedef struct node_options {
 	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */
 	long dns_rate;                       /* DNS registry lookups/s per client (node_tun.c) */
 	int64_t dns_neg_cache;               /* NXDOMAIN remembered (ms) */
+	char *nameserver;                    /* -nameserver node, asked before the registry (node_ns.c) */
 	long dx_quota, dx_peer_quota, dx_min_free; /* data exchange disk limits, MiB (ctlsrv_svc.c) */
 	/* -tun=userspace front ends (node_proxy.c) */
 	char *socks5, *http_proxy, *forward, *expose, *proxy_auth;
@@ -117,6 +119,8 @@ typedef struct node {
 	struct node_svc *svc;        /* services 1001/1002, control operations (ctlsrv_op.h) */
 	struct pilot_httpd *metrics; /* -metrics listener (metrics.c) */
 	bool notified_ready;        /* sd_notify READY=1 sent */
+	uint64_t bcast_milli, bcast_last_ms; /* broadcast token bucket (broadcast.c) */
+	uint64_t bcast_sent, bcast_dgrams, bcast_limited;
 } node;
 
 node *node_new(const node_options *o);

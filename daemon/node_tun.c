@@ -22,6 +22,8 @@
 #include "stream/conn.h"
 #include "daemon/node.h"
 #include "daemon/node_tun.h"
+#include "daemon/node_ns.h"
+#include "daemon/broadcast.h"
 #include "daemon/privs.h"
 #include "daemon/registration.h"
 #include "lib/jsonwire.h"
@@ -122,9 +124,8 @@ static void dns_resolved(void *arg, json_object *reply, int err)
 	free(q);
 }
 
-static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
+static void dns_registry(node *n, const char *hostname, uint64_t token)
 {
-	node *n = ctx;
 	dns_req *q = malloc(sizeof(*q));
 
 	if (q) {
@@ -136,11 +137,119 @@ static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
 	dns_answer(n, token, -EAGAIN, pilot_addr_make(0, 0));
 }
 
+/* ---- DNS: the nameserver first (-nameserver), then the registry ---- */
+typedef struct ns_dns_req {
+	node *n;
+	uint64_t token;
+	uint16_t port; /* SRV */
+	char name[64];
+} ns_dns_req;
+
+static void ns_a_done(void *arg, int err, const char *reply)
+{
+	ns_dns_req *q = arg;
+	pilot_addr a;
+
+	if (!err && node_ns_reply_a(reply, &a) == 0)
+		dns_answer(q->n, q->token, 0, a);
+	else
+		dns_registry(q->n, q->name, q->token);
+	free(q);
+}
+
+static void dns_resolve(void *ctx, const char *hostname, uint64_t token)
+{
+	node *n = ctx;
+	ns_dns_req *q;
+	char req[96];
+
+	if (n->o.nameserver && *n->o.nameserver && (q = calloc(1, sizeof(*q)))) {
+		*q = (ns_dns_req){ .n = n, .token = token };
+		snprintf(q->name, sizeof(q->name), "%s", hostname);
+		snprintf(req, sizeof(req), "QUERY A %s", q->name);
+		if (node_ns_ask(n, req, ns_a_done, q) == 0)
+			return;
+		free(q);
+	}
+	dns_registry(n, hostname, token);
+}
+
+static void srv_answer(node *n, uint64_t token, int status, const pilot_addr *a, const uint16_t *p, size_t k)
+{
+	if (n->tun && n->tun->dns)
+		tun_dns_srv_done(n->tun->dns, token, status, a, p, k);
+}
+
+static void ns_s_done(void *arg, int err, const char *reply)
+{
+	ns_dns_req *q = arg;
+	pilot_addr a[TUN_DNS_MAX_ANS];
+	uint16_t p[TUN_DNS_MAX_ANS];
+	size_t k = err ? 0 : node_ns_reply_s(reply, a, p, TUN_DNS_MAX_ANS);
+
+	srv_answer(q->n, q->token, err ? err : k ? 0 : -ENOENT, a, p, k);
+	free(q);
+}
+
+static void ask_services(ns_dns_req *q, uint16_t net)
+{
+	char req[64];
+	int rc;
+
+	snprintf(req, sizeof(req), "QUERY S %u %u", net, q->port);
+	if ((rc = node_ns_ask(q->n, req, ns_s_done, q)) < 0) {
+		srv_answer(q->n, q->token, rc, NULL, NULL, 0);
+		free(q);
+	}
+}
+
+static void ns_n_done(void *arg, int err, const char *reply)
+{
+	ns_dns_req *q = arg;
+	uint16_t net;
+
+	if (err || node_ns_reply_n(reply, &net) < 0) {
+		srv_answer(q->n, q->token, err ? err : -ENOENT, NULL, NULL, 0);
+		free(q);
+		return;
+	}
+	ask_services(q, net);
+}
+
+/* _<port>._pilot.<network>.pilot: the network by ID, or by name (N record). */
+static void dns_resolve_srv(void *ctx, const char *network, uint16_t port, uint64_t token)
+{
+	node *n = ctx;
+	ns_dns_req *q = calloc(1, sizeof(*q));
+	char req[96], *end;
+	unsigned long net = strtoul(network, &end, 10);
+	int rc;
+
+	if (!q) {
+		srv_answer(n, token, -ENOMEM, NULL, NULL, 0);
+		return;
+	}
+	*q = (ns_dns_req){ .n = n, .token = token, .port = port };
+	snprintf(q->name, sizeof(q->name), "%s", network);
+	if (*network && !*end && net <= 65535) {
+		ask_services(q, (uint16_t)net);
+		return;
+	}
+	snprintf(req, sizeof(req), "QUERY N %s", q->name);
+	if ((rc = node_ns_ask(n, req, ns_n_done, q)) < 0) {
+		srv_answer(n, token, rc, NULL, NULL, 0);
+		free(q);
+	}
+}
+
 static void dns_listen4(node *n, node_tun *nt)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(TUN_DNS_PORT) };
 	tun_dns_cfg dc = {
-		.map = nt->map, .resolve = dns_resolve, .ctx = n,
+		.map = nt->map,
+		.resolve = dns_resolve,
+		.ctx = n,
+		.resolve_srv = n->o.nameserver && *n->o.nameserver ? dns_resolve_srv : NULL,
 		.ifindex = tun_dev_ifindex(nt->dev), /* queries through the TUN only (issue 12) */
 		.client_rate = (unsigned)n->o.dns_rate,
 		.client_burst = (unsigned)n->o.dns_rate * 5,
@@ -267,6 +376,13 @@ static void add_own6(node *n, node_tun *nt, pilot_addr own)
 	dns_listen6(n, nt);
 }
 
+/* UDP to a network's broadcast ULA: fanned out like pilotctl broadcast. */
+static int tun_broadcast(void *ctx, uint16_t net, uint16_t sport, uint16_t dport, const uint8_t *data,
+			 size_t len)
+{
+	return node_broadcast(ctx, net, sport, dport, data, len, NULL, NULL);
+}
+
 void node_tun_up(node *n)
 {
 	node_tun *nt = n->tun;
@@ -294,6 +410,8 @@ void node_tun_up(node *n)
 	register_resolved(n, nt);
 	bc.dev = nt->dev;
 	bc.map = nt->map;
+	bc.broadcast = tun_broadcast;
+	bc.broadcast_ctx = n;
 	bc.own = own;
 	if (!(nt->bridge = tunbridge_new(n->loop, n->conns, &bc, err, sizeof(err))))
 		pilot_fatal("%s", err);

@@ -477,6 +477,7 @@ static struct json_object *stats_json(const tunbridge *b)
 	add_u64(o, "udp_out", s.udp_out);
 	add_u64(o, "udp_in", s.udp_in);
 	add_u64(o, "udp_errors", s.udp_errors);
+	add_u64(o, "udp_broadcast", s.udp_broadcast);
 	add_u64(o, "echo_out", s.echo_out);
 	add_u64(o, "echo_replies", s.echo_replies);
 	add_u64(o, "echo_timeouts", s.echo_timeouts);

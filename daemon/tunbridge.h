@@ -69,6 +69,13 @@ typedef struct tunbridge_config {
 	tun_dns_resolve_fn dns_resolve;
 	void *dns_ctx;
 	uint16_t dns_port;       /* 0 = 53 (tests may pick another) */
+	/* A UDP datagram to a network's broadcast address (the ULA
+	 * fd50:494c:4f54:NNNN::ffff:ffff = NNNN:NNNN.FFFF.FFFF): the node fans it
+	 * out (daemon/broadcast.h). NULL = dropped (counted in udp_errors).
+	 * Returns 0 or -errno (counted). */
+	int (*broadcast)(void *ctx, uint16_t net, uint16_t sport, uint16_t dport, const uint8_t *data,
+			 size_t len);
+	void *broadcast_ctx;
 	/* µs monotonic clock; NULL = pilot_now_us (fuzzers pass a fake one). */
 	uint64_t (*clock)(void *ctx);
 	void *clock_ctx;
@@ -93,6 +100,7 @@ typedef struct tunbridge_stats {
 	uint64_t tcp_flow_limit;             /* max_flows reached */
 	uint64_t tcp_stray;                  /* segments for no flow (RST answered) */
 	uint64_t udp_out, udp_in, udp_errors;
+	uint64_t udp_broadcast; /* datagrams to a broadcast address, fanned out */
 	uint64_t echo_out, echo_replies, echo_timeouts, echo_limit;
 	uint64_t icmp_unreach_sent;
 	uint64_t sock_outbound, sock_inbound; /* userspace flows opened */

@@ -56,6 +56,17 @@ void tb_udp_input(tunbridge *b, const tun_ip *ip)
 		tb_unreach(b, ip, ip_start(ip), true);
 		return;
 	}
+	if (pilot_addr_is_broadcast(peer)) {
+		/* a Pilot broadcast: one datagram per member, by the node */
+		r = b->cfg.broadcast ? b->cfg.broadcast(b->cfg.broadcast_ctx, peer.net, u.sport, u.dport,
+							u.payload, u.payload_len)
+				     : -EINVAL;
+		if (r < 0)
+			b->st.udp_errors++;
+		else
+			b->st.udp_broadcast++;
+		return;
+	}
 	r = conn_dgram_send_from(b->t, u.sport, peer, u.dport, u.payload, u.payload_len);
 	if (r < 0)
 		b->st.udp_errors++;

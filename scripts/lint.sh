@@ -21,7 +21,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-DIRS="lib tun stream daemon ctl rendezvous"
+DIRS="lib tun stream daemon ctl rendezvous nameserver"
 JOBS=${JOBS:-2}
 rc=0
 

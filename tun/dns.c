@@ -2,6 +2,7 @@
 #include "tun/dns.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <spawn.h>
@@ -419,6 +420,20 @@ static int put_answer(struct wbuf *w, struct names *nm, const tun_dns_query *q, 
 		return 0;
 	case TUN_DNS_T_SOA:
 		return put_soa_rdata(w, nm);
+	case TUN_DNS_T_SRV: {
+		uint8_t wire[TUN_DNS_MAX_WIRE];
+		size_t wl;
+
+		/* RFC 2782: the target is not compressed */
+		if (text_to_wire(rr->target, wire, &wl) < 0)
+			return -EINVAL;
+		put16(w, (uint16_t)(6 + wl));
+		put16(w, 0); /* priority */
+		put16(w, 1); /* weight: all alike */
+		put16(w, rr->port);
+		put(w, wire, wl);
+		return 0;
+	}
 	default:
 		return -EINVAL;
 	}
@@ -497,6 +512,7 @@ int tun_dns_encode_reply(const tun_dns_query *q, const tun_dns_reply *r, uint8_t
 
 struct pending {
 	bool used;
+	bool srv; /* waits for tun_dns_srv_done, not tun_dns_resolve_done */
 	uint64_t token;
 	uint64_t deadline;
 	tun_dns_client client;
@@ -523,6 +539,7 @@ struct bucket {
 struct tun_dns {
 	tun_addrmap *map;
 	tun_dns_resolve_fn resolve;
+	tun_dns_resolve_srv_fn resolve_srv;
 	void *ctx;
 	unsigned timeout_ms;
 	size_t max_pending, npending;
@@ -546,7 +563,11 @@ struct tun_dns {
 };
 
 /* What to do with a query. */
-enum verdict { V_REPLY, V_RESOLVE };
+enum verdict {
+	V_REPLY,
+	V_RESOLVE,
+	V_RESOLVE_SRV
+};
 
 static void add_rr(tun_dns_reply *r, uint16_t type, const void *data, size_t n)
 {
@@ -554,7 +575,7 @@ static void add_rr(tun_dns_reply *r, uint16_t type, const void *data, size_t n)
 
 	rr->type = type;
 	rr->ttl = TUN_DNS_TTL;
-	if (type == TUN_DNS_T_PTR || type == TUN_DNS_T_SOA)
+	if (type == TUN_DNS_T_PTR || type == TUN_DNS_T_SOA || type == TUN_DNS_T_SRV)
 		snprintf(rr->target, sizeof(rr->target), "%s", (const char *)data);
 	else
 		memcpy(rr->addr, data, n);
@@ -647,8 +668,33 @@ static bool under(const char *name, const char *zone, size_t *prefix_len)
 	return false;
 }
 
+/* "_<port>._pilot.<network>" (network: a decimal ID or a name, one label). */
+static int srv_label(const char *s, char net[64], uint16_t *port)
+{
+	unsigned long v = 0;
+	const char *p = s + 1;
+
+	if (strlen(s) >= 64 || s[0] != '_' || !isdigit((unsigned char)*p))
+		return -EINVAL;
+	while (isdigit((unsigned char)*p) && v <= 65535)
+		v = v * 10 + (unsigned long)(*p++ - '0');
+	if (v == 0 || v > 65535 || strncmp(p, "._pilot.", 8))
+		return -EINVAL;
+	p += 8;
+	if (!*p || strlen(p) >= 64 || strchr(p, '.'))
+		return -EINVAL;
+	for (const char *c = p; *c; c++)
+		if (!plain_char((uint8_t)*c))
+			return -EINVAL;
+	snprintf(net, 64, "%s", p);
+	*port = (uint16_t)v;
+	return 0;
+}
+
 static enum verdict answer_pilot(tun_dns *d, const tun_dns_query *q, size_t plen, tun_dns_reply *r)
 {
+	char net[64];
+	uint16_t port;
 	char label[TUN_DNS_MAX_TEXT];
 	pilot_addr a;
 
@@ -665,6 +711,12 @@ static enum verdict answer_pilot(tun_dns *d, const tun_dns_query *q, size_t plen
 	}
 	if (!strchr(label, '.') && hostname_ok(label) && d->resolve)
 		return V_RESOLVE;
+	if (d->resolve_srv && srv_label(label, net, &port) == 0) {
+		if (want(q, TUN_DNS_T_SRV))
+			return V_RESOLVE_SRV;
+		set_rcode(r, TUN_DNS_NOERROR, "pilot"); /* only SRV lives there */
+		return V_REPLY;
+	}
 	set_rcode(r, TUN_DNS_NXDOMAIN, "pilot");
 	return V_REPLY;
 }
@@ -1000,7 +1052,7 @@ void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr add
 	for (size_t i = 0; i < d->max_pending; i++) {
 		struct pending *p = &d->pend[i];
 
-		if (!p->used || p->token != token)
+		if (!p->used || p->token != token || p->srv)
 			continue;
 		memset(&r, 0, sizeof(r));
 		query_host(&p->q, host);
@@ -1018,10 +1070,43 @@ void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr add
 	}
 }
 
-/* Park q and ask the resolver. Returns false when the table is full. */
-static bool start_lookup(tun_dns *d, const tun_dns_client *from, const tun_dns_query *q)
+void tun_dns_srv_done(tun_dns *d, uint64_t token, int status, const pilot_addr *addrs, const uint16_t *ports,
+		      size_t n)
 {
-	char host[64];
+	tun_dns_reply r;
+
+	for (size_t i = 0; i < d->max_pending; i++) {
+		struct pending *p = &d->pend[i];
+
+		if (!p->used || p->token != token || !p->srv)
+			continue;
+		memset(&r, 0, sizeof(r));
+		if (status == 0 && n > 0) {
+			set_rcode(&r, TUN_DNS_NOERROR, NULL);
+			for (size_t k = 0; k < n && r.nans < TUN_DNS_MAX_ANS; k++) {
+				char target[64];
+
+				if (pilot_addr_is_zero(addrs[k]) || pilot_addr_is_broadcast(addrs[k]))
+					continue;
+				addr_name(addrs[k], target);
+				add_rr(&r, TUN_DNS_T_SRV, target, 0);
+				r.ans[r.nans - 1].port = ports[k];
+			}
+		}
+		if (r.nans == 0 && (status == 0 || status == -ENOENT))
+			set_rcode(&r, TUN_DNS_NXDOMAIN, "pilot");
+		else if (r.nans == 0)
+			set_rcode(&r, TUN_DNS_SERVFAIL, NULL);
+		finish(d, p, &r);
+		return;
+	}
+}
+
+/* Park q and ask the resolver. Returns false when the table is full. */
+static bool start_lookup(tun_dns *d, const tun_dns_client *from, const tun_dns_query *q, bool srv)
+{
+	char net[64], host[64];
+	uint16_t port = 0;
 	struct pending *p = NULL;
 
 	for (size_t i = 0; i < d->max_pending && !p; i++)
@@ -1039,7 +1124,11 @@ static bool start_lookup(tun_dns *d, const tun_dns_client *from, const tun_dns_q
 	if (d->loop && !d->timer)
 		d->timer = pilot_loop_add_timer(d->loop, d->timeout_ms < 200 ? d->timeout_ms : 200, expire_timer, d);
 	query_host(q, host);
-	d->resolve(d->ctx, host, p->token); /* may answer at once */
+	p->srv = srv;
+	if (!srv)
+		d->resolve(d->ctx, host, p->token); /* may answer at once */
+	else if (srv_label(host, net, &port) == 0)  /* decide() checked it */
+		d->resolve_srv(d->ctx, net, port, p->token);
 	return true;
 }
 
@@ -1048,6 +1137,7 @@ size_t tun_dns_handle(tun_dns *d, const tun_dns_client *from, const uint8_t *pkt
 {
 	tun_dns_query q;
 	tun_dns_reply r;
+	enum verdict v;
 	int rc, n;
 
 	d->st.queries++;
@@ -1061,10 +1151,10 @@ size_t tun_dns_handle(tun_dns *d, const tun_dns_client *from, const uint8_t *pkt
 	if (rc > 0) {
 		memset(&r, 0, sizeof(r));
 		r.rcode = (uint8_t)rc;
-	} else if (decide(d, &q, &r) == V_RESOLVE && !cache_answer(d, &q, &r)) {
+	} else if ((v = decide(d, &q, &r)) != V_REPLY && (v == V_RESOLVE_SRV || !cache_answer(d, &q, &r))) {
 		if (!lookup_allowed(d, from))
 			d->st.rate_limited++;
-		else if (start_lookup(d, from, &q))
+		else if (start_lookup(d, from, &q, v == V_RESOLVE_SRV))
 			return 0;
 		memset(&r, 0, sizeof(r));
 		r.rcode = TUN_DNS_SERVFAIL; /* rate limited, or too many lookups in flight */
@@ -1211,6 +1301,7 @@ int tun_dns_new(const tun_dns_cfg *cfg, tun_dns **out)
 		return -ENOMEM;
 	d->map = cfg->map;
 	d->resolve = cfg->resolve;
+	d->resolve_srv = cfg->resolve_srv;
 	d->ctx = cfg->ctx;
 	d->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 3000;
 	d->max_pending = cfg->max_pending ? cfg->max_pending : 256;

@@ -48,7 +48,11 @@
 
 enum {
 	TUN_DNS_T_A = 1, TUN_DNS_T_NS = 2, TUN_DNS_T_CNAME = 5, TUN_DNS_T_SOA = 6,
-	TUN_DNS_T_PTR = 12, TUN_DNS_T_AAAA = 28, TUN_DNS_T_OPT = 41, TUN_DNS_T_ANY = 255,
+	TUN_DNS_T_PTR = 12,
+	TUN_DNS_T_AAAA = 28,
+	TUN_DNS_T_SRV = 33,
+	TUN_DNS_T_OPT = 41,
+	TUN_DNS_T_ANY = 255,
 };
 enum {
 	TUN_DNS_NOERROR = 0, TUN_DNS_FORMERR = 1, TUN_DNS_SERVFAIL = 2,
@@ -81,16 +85,19 @@ typedef struct tun_dns_query {
 int tun_dns_parse_query(const uint8_t *buf, size_t len, tun_dns_query *q);
 
 typedef struct tun_dns_rr {
-	uint16_t type;          /* A, AAAA, PTR or SOA (owner: the question name) */
+	uint16_t type; /* A, AAAA, PTR, SOA or SRV (owner: the question name) */
 	uint32_t ttl;
 	uint8_t addr[16];       /* A: 4 bytes, AAAA: 16, network order */
-	char target[256];       /* PTR target / SOA zone, plain text (no escapes) */
+	char target[256];       /* PTR / SRV target, SOA zone, plain text (no escapes) */
+	uint16_t port;          /* SRV */
 } tun_dns_rr;
+
+#define TUN_DNS_MAX_ANS 8 /* answers in one reply (SRV: providers listed) */
 
 typedef struct tun_dns_reply {
 	uint8_t rcode;
 	size_t nans;
-	tun_dns_rr ans[4];
+	tun_dns_rr ans[TUN_DNS_MAX_ANS];
 	const char *soa_zone;   /* authority SOA for negative answers; NULL = none */
 } tun_dns_reply;
 
@@ -129,6 +136,9 @@ typedef struct tun_dns tun_dns;
 /* Resolve hostname (valid only during the call) and later call
  * tun_dns_resolve_done(d, token, ...) — possibly from inside this callback. */
 typedef void (*tun_dns_resolve_fn)(void *ctx, const char *hostname, uint64_t token);
+/* Services: _<port>._pilot.<network>.pilot SRV, network as a decimal ID or a
+ * name; answer with tun_dns_srv_done(d, token, ...). */
+typedef void (*tun_dns_resolve_srv_fn)(void *ctx, const char *network, uint16_t port, uint64_t token);
 
 typedef struct tun_dns_client {
 	struct sockaddr_storage ss;
@@ -143,6 +153,7 @@ typedef void (*tun_dns_send_fn)(void *ctx, const tun_dns_client *to, const uint8
 typedef struct tun_dns_cfg {
 	tun_addrmap *map;          /* required; the responder allocates A entries in it */
 	tun_dns_resolve_fn resolve; /* NULL: hostnames get NXDOMAIN */
+	tun_dns_resolve_srv_fn resolve_srv; /* NULL: service names get NXDOMAIN */
 	void *ctx;
 	unsigned timeout_ms;       /* pending hostname lookups; 0 = 3000 */
 	size_t max_pending;        /* 0 = 256; beyond it: SERVFAIL at once */
@@ -180,6 +191,11 @@ size_t tun_dns_handle(tun_dns *d, const tun_dns_client *from, const uint8_t *pkt
 /* The resolver's answer: status 0 with addr, -ENOENT (NXDOMAIN) or any other
  * negative value (SERVFAIL). Unknown or expired tokens are ignored. */
 void tun_dns_resolve_done(tun_dns *d, uint64_t token, int status, pilot_addr addr);
+/* The SRV resolver's answer: status 0 with n providers (at most
+ * TUN_DNS_MAX_ANS are listed; targets are N-NNNN-HHHH-LLLL.pilot), -ENOENT
+ * (NXDOMAIN, also for n == 0) or another negative value (SERVFAIL). */
+void tun_dns_srv_done(tun_dns *d, uint64_t token, int status, const pilot_addr *addrs, const uint16_t *ports,
+		      size_t n);
 /* SERVFAIL every pending query older than the timeout (the loop timer calls it). */
 void tun_dns_expire(tun_dns *d, uint64_t now_ms);
 size_t tun_dns_pending(const tun_dns *d);

@@ -44,6 +44,22 @@ static void resolve_cb(void *ctx, const char *hostname, uint64_t token)
 	}
 }
 
+static void resolve_srv_cb(void *ctx, const char *network, uint16_t port, uint64_t token)
+{
+	pilot_addr a[12];
+	uint16_t p[12];
+	size_t n = (size_t)(port % 13);
+
+	for (size_t i = 0; i < n; i++) {
+		a[i] = pilot_addr_make((uint16_t)i, (uint32_t)(port * i)); /* some zero */
+		p[i] = (uint16_t)(port + i);
+	}
+	if (network[0] % 2)
+		tun_dns_srv_done(dns, token, port % 5 == 0 ? -ETIMEDOUT : 0, a, p, n);
+	else if (ntokens < 8)
+		tokens[ntokens++] = token; /* later or never, as A lookups */
+}
+
 static void send_cb(void *ctx, const tun_dns_client *to, const uint8_t *buf, size_t len)
 {
 	check_reply(buf, len);
@@ -52,7 +68,7 @@ static void send_cb(void *ctx, const tun_dns_client *to, const uint8_t *buf, siz
 static void init(void)
 {
 	tun_addrmap_cfg mc = { 0 };
-	tun_dns_cfg dc = { .resolve = resolve_cb, .max_pending = 16 };
+	tun_dns_cfg dc = { .resolve = resolve_cb, .resolve_srv = resolve_srv_cb, .max_pending = 16 };
 	char err[128];
 
 	if (tun_addrmap_open(&mc, &map, err, sizeof(err)) < 0)

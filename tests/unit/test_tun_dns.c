@@ -848,6 +848,82 @@ static void test_register_resolved(void **state)
 	pilot_loop_free(l);
 }
 
+/* ---- SRV: _<port>._pilot.<network>.pilot (pilot-nameserver S records) ---- */
+static char srv_net[64];
+static uint16_t srv_port;
+static uint64_t srv_token;
+
+static void srv_cb(void *ctx, const char *network, uint16_t port, uint64_t token)
+{
+	snprintf(srv_net, sizeof(srv_net), "%s", network);
+	srv_port = port;
+	srv_token = token;
+}
+
+static void test_srv(void **state)
+{
+	struct fx *f = *state;
+	tun_addrmap_cfg mc = { 0 };
+	tun_dns_cfg dc = { .resolve = resolve_cb, .resolve_srv = srv_cb, .timeout_ms = 50, .max_pending = 4 };
+	pilot_addr a[10];
+	uint16_t p[10];
+	tun_dns_msg m;
+	char err[128];
+
+	/* without a SRV resolver: NXDOMAIN */
+	assert_true(ask(f, "_80._pilot.0.pilot", TUN_DNS_T_SRV, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+	tun_dns_free(f->dns);
+	tun_addrmap_free(f->map);
+	assert_int_equal(tun_addrmap_open(&mc, &f->map, err, sizeof(err)), 0);
+	dc.map = f->map;
+	dc.ctx = f;
+	assert_int_equal(tun_dns_new(&dc, &f->dns), 0);
+	tun_dns_set_sender(f->dns, send_cb, f);
+
+	assert_int_equal(ask(f, "_80._pilot.Lab.pilot", TUN_DNS_T_SRV, &m), 0);
+	assert_string_equal(srv_net, "lab");
+	assert_int_equal(srv_port, 80);
+	for (int i = 0; i < 10; i++) {
+		a[i] = pilot_addr_make(0, (uint32_t)i + 7);
+		p[i] = 80;
+	}
+	tun_dns_srv_done(f->dns, srv_token, 0, a, p, 10);
+	assert_int_equal(f->nsent, 1);
+	assert_int_equal(tun_dns_parse_msg(f->sent[0], f->sent_len[0], &m), 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NOERROR);
+	assert_int_equal(m.ancount, TUN_DNS_MAX_ANS); /* bounded */
+	assert_int_equal(m.rr[0].type, TUN_DNS_T_SRV);
+	assert_int_equal(m.rr[0].rdlen, 6 + 24);
+	assert_memory_equal(m.rr[0].rdata,
+			    "\x00\x00\x00\x01\x00\x50\x10"
+			    "0-0000-0000-0007"
+			    "\x05"
+			    "pilot",
+			    30);
+	/* no providers: NXDOMAIN; resolver trouble: SERVFAIL */
+	assert_int_equal(ask(f, "_443._pilot.7.pilot", TUN_DNS_T_SRV, &m), 0);
+	tun_dns_srv_done(f->dns, srv_token, 0, a, p, 0);
+	assert_int_equal(tun_dns_parse_msg(f->sent[1], f->sent_len[1], &m), 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+	assert_int_equal(ask(f, "_443._pilot.7.pilot", TUN_DNS_T_ANY, &m), 0);
+	tun_dns_srv_done(f->dns, srv_token, -ETIMEDOUT, NULL, NULL, 0);
+	assert_int_equal(tun_dns_parse_msg(f->sent[2], f->sent_len[2], &m), 0);
+	assert_int_equal(rcode(&m), TUN_DNS_SERVFAIL);
+	/* other types on a service name: empty NOERROR; bad service names: NXDOMAIN */
+	assert_true(ask(f, "_80._pilot.0.pilot", TUN_DNS_T_A, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NOERROR);
+	assert_int_equal(m.ancount, 0);
+	assert_true(ask(f, "_0._pilot.0.pilot", TUN_DNS_T_SRV, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+	assert_true(ask(f, "_65536._pilot.0.pilot", TUN_DNS_T_SRV, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+	assert_true(ask(f, "_80._pilot.a.b.pilot", TUN_DNS_T_SRV, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+	assert_true(ask(f, "_80._tcp.0.pilot", TUN_DNS_T_SRV, &m) > 0);
+	assert_int_equal(rcode(&m), TUN_DNS_NXDOMAIN);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -870,6 +946,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ptr_v6, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_loopback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_resolved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_srv, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
