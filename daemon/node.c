@@ -197,6 +197,7 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_data_up(n);
 		node_tun_up(n);
 		drop_privileges(n);
+		node_move_start(n);
 	}
 	if (!n->notified_ready && !n->stopping) { /* systemd Type=notify: ready once registered */
 		n->notified_ready = true;
