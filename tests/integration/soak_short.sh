@@ -1,8 +1,10 @@
 #!/bin/bash
 # The short form of scripts/soak for make check (issue 20): 8 sanitizer-build
 # nodes (public, cone NAT, symmetric NAT), 2 minutes of workload with faults on
-# a fixed seed, about 3.5 minutes in all. One FAIL: line per broken invariant
-# (the soak's report is printed below the results).
+# a fixed seed (6: kill -9 of a node and of the rendezvous, NAT router
+# restarts, a slow reader, an address change, a loss burst), about 3.5 minutes
+# in all. One FAIL: line per broken invariant (the soak's report is printed
+# below the results).
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -11,7 +13,7 @@ for t in conntrack nft tc curl; do
 done
 out=$(mktemp /tmp/soak_short.XXXXXX)
 trap 'rm -f "$out"' EXIT
-scripts/soak --short --san --build "$BUILD" --minutes 2 --nodes 8 --seed "${SOAK_SEED:-20}" >"$out" 2>&1
+scripts/soak --short --san --build "$BUILD" --minutes 2 --nodes 8 --seed "${SOAK_SEED:-6}" >"$out" 2>&1
 rc=$?
 if [ $rc = 0 ]; then
 	echo "PASS: soak_invariants_held"
