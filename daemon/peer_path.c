@@ -325,11 +325,14 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 /* Our underlay address changed (the node noticed, node_move.c). Sessions are
  * keyed by node and key, not by endpoint, so nothing is torn down: tell the
  * beacon our new endpoint now, and prove the new source to every peer on a
- * direct path: our key exchange (a reference peer takes the endpoint of any
- * exchange it accepts) and authenticated probes (a pilot peer moves a path only
- * on an authenticated frame, peer_path_rx). A peer that does not answer within
- * direct_timeout_ms is reached through the relay (direct_deadline). Relay peers
- * are probed directly again soon, once the beacon knows where we are. */
+ * direct path with authenticated probes (a pilot peer moves a path only on an
+ * authenticated frame, peer_path_rx, and answers the probe). A peer that does
+ * not answer within direct_timeout_ms is reached through the relay
+ * (direct_deadline): so is a reference daemon, which learns endpoints only from
+ * key exchanges and pins a relayed sender to the relay. No key exchange is sent
+ * here: a reference peer replaces its session on any exchange and restarts its
+ * send counter, whose frames our replay window would then drop (tunnel.md §6.1).
+ * Relay peers are probed directly again soon, once the beacon knows where we are. */
 void peer_table_migrated(peer_table *pt)
 {
 	uint64_t now = peer_now(pt);
@@ -346,8 +349,6 @@ void peer_table_migrated(peer_table *pt)
 			}
 			if (p->path == PEER_PATH_NONE || !p->has_ep)
 				continue;
-			if (pt->cfg.encrypt && p->sess)
-				peer_send_kx(pt, p, PEER_VIA_DIRECT);
 			if (p->sess || !pt->cfg.encrypt)
 				for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
 					peer_send_probe(pt, p, PEER_VIA_DIRECT);
