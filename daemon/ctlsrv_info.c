@@ -238,6 +238,8 @@ static json_object *counters_json(node *n)
 	jw_set_int(o, "tunnel_relay_switches", (int64_t)ps.relay_switches);
 	jw_set_int(o, "tunnel_direct_upgrades", (int64_t)ps.direct_upgrades);
 	jw_set_int(o, "tunnel_punches", (int64_t)ps.punches);
+	jw_set_int(o, "underlay_moves", (int64_t)ps.migrations);
+	jw_set_int(o, "endpoint_updates", (int64_t)n->st.endpoint_updates);
 	jw_set_int(o, "pkt_drop_short", (int64_t)cs.drop_short);
 	jw_set_int(o, "pkt_drop_bad_crc", (int64_t)cs.drop_bad_crc);
 	jw_set_int(o, "pkt_drop_spoofed", (int64_t)cs.drop_spoofed);

@@ -201,6 +201,7 @@ static void on_registered(void *arg, uint32_t id, const char *address, bool agai
 		node_tun_up(n);
 		node_proxy_up(n);
 		drop_privileges(n);
+		node_move_start(n);
 	}
 	{
 		json_object *d = json_object_new_object();

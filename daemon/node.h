@@ -19,6 +19,7 @@
 #include <json-c/json.h>
 
 #include "lib/crypto.h"
+#include "daemon/transport.h"
 #include "lib/loop.h"
 
 struct ctlsrv_reply;
@@ -61,6 +62,7 @@ typedef struct node_stats {
 	uint64_t refused;                     /* admit() said no: untrusted peer, private port */
 	uint64_t refused_anon;                /* ... of which: anonymous (PILK) session, port != 444 */
 	uint64_t notify_polls;                /* poll_handshakes run for a beacon Notify */
+	uint64_t endpoint_updates;            /* re-registered with a new endpoint (node_move.c) */
 } node_stats;
 
 struct transport;
@@ -121,6 +123,10 @@ typedef struct node {
 	bool notified_ready;        /* sd_notify READY=1 sent */
 	uint64_t bcast_milli, bcast_last_ms; /* broadcast token bucket (broadcast.c) */
 	uint64_t bcast_sent, bcast_dgrams, bcast_limited;
+	/* connection migration (node_move.c) */
+	uint64_t move_timer;
+	transport_ep route_src; /* our source address towards the beacon/registry */
+	bool has_route_src;
 } node;
 
 node *node_new(const node_options *o);
@@ -138,6 +144,12 @@ void node_set_identity(node *n, const pilot_identity *id);
 const node_options *node_opts(const node *n);
 uint32_t node_id(const node *n);
 bool node_up(const node *n); /* the data plane exists (registered once) */
+
+/* ---- connection migration (node_move.c) ---- */
+/* Once registered: every second, notice a change of our source address towards
+ * the beacon (or registry) and of the endpoint the beacon observes; re-register
+ * the new endpoint and move the peers' paths (peer_table_migrated). */
+void node_move_start(node *n);
 
 /* ---- the data plane (node_data.c): peer table, connections, trust, services ---- */
 void node_data_load_trust(node *n);    /* at start-up: a corrupt trust.json is fatal */

@@ -159,6 +159,9 @@ int peer_session_key(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED255
  * restarted and forgotten our verified endpoint (e.g. the registry beside it
  * reconnected). No-op without a beacon. */
 void peer_table_rediscover(peer_table *pt);
+/* Our underlay address changed: Discover now and prove the new source to every
+ * peer on a direct path (key exchange + authenticated probes); sessions stay. */
+void peer_table_migrated(peer_table *pt);
 
 typedef struct peer_stats {
 	uint64_t rx_frames, rx_delivered, tx_packets;
@@ -192,6 +195,7 @@ typedef struct peer_stats {
 	uint64_t reresolves;          /* registry resolves for relay peers */
 	uint64_t keepalives_sent;
 	uint64_t beacon_failovers; /* moves to the next configured beacon */
+	uint64_t migrations; /* peer_table_migrated calls (underlay moves) */
 	bool have_public_ep;
 	char public_ep[TRANSPORT_EP_STRLEN]; /* from DiscoverReply */
 	char beacon[TRANSPORT_EP_STRLEN];    /* the beacon in use, "" = none */

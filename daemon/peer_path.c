@@ -335,6 +335,40 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 		peer_send_keepalive(pt, p);
 }
 
+/* Our underlay address changed (the node noticed, node_move.c). Sessions are
+ * keyed by node and key, not by endpoint, so nothing is torn down: tell the
+ * beacon our new endpoint now, and prove the new source to every peer on a
+ * direct path with authenticated probes (a pilot peer moves a path only on an
+ * authenticated frame, peer_path_rx, and answers the probe). A peer that does
+ * not answer within direct_timeout_ms is reached through the relay
+ * (direct_deadline): so is a reference daemon, which learns endpoints only from
+ * key exchanges and pins a relayed sender to the relay. No key exchange is sent
+ * here: a reference peer replaces its session on any exchange and restarts its
+ * send counter, whose frames our replay window would then drop (tunnel.md §6.1).
+ * Relay peers are probed directly again soon, once the beacon knows where we are. */
+void peer_table_migrated(peer_table *pt)
+{
+	uint64_t now = peer_now(pt);
+
+	pt->st.migrations++;
+	if (pt->has_beacon)
+		peer_send_discover(pt);
+	for (size_t b = 0; b < PEER_BUCKETS; b++)
+		for (peer *p = pt->buckets[b]; p; p = p->next) {
+			if (p->path == PEER_PATH_RELAY) {
+				if (p->next_probe_ms > now + 2000)
+					p->next_probe_ms = now + 2000;
+				continue;
+			}
+			if (p->path == PEER_PATH_NONE || !p->has_ep)
+				continue;
+			if (p->sess || !pt->cfg.encrypt)
+				for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
+					peer_send_probe(pt, p, PEER_VIA_DIRECT);
+			start_direct_attempt(pt, p);
+		}
+}
+
 /* ---- beacon client ---- */
 
 void peer_table_rediscover(peer_table *pt)

@@ -40,6 +40,7 @@ struct registration {
 	char address[32];
 	bool registered, ever_registered, started, stopping;
 	bool reg_inflight, hb_inflight, sign_register, stale_retried;
+	bool readdr; /* listen_addr changed while a register was in flight */
 	int failures;
 	uint64_t last_hb_ms;
 	uint64_t timer;
@@ -280,6 +281,11 @@ static void on_register(void *arg, json_object *reply, int err)
 	r->reg_inflight = false;
 	if (r->stopping)
 		return;
+	if (r->readdr) { /* it carried the old endpoint: register again */
+		r->readdr = false;
+		if (send_register(r) == 0)
+			return;
+	}
 	if (err == 0) {
 		r->stale_retried = false;
 		registered_ok(r, reply);
@@ -587,6 +593,24 @@ int registration_heartbeat_failures(const registration *r)
 regclient *registration_client(registration *r)
 {
 	return r->rc;
+}
+
+/* ---- our endpoint ---- */
+int registration_set_listen_addr(registration *r, const char *addr)
+{
+	char *s = strdup(addr);
+
+	if (!s)
+		return -ENOMEM;
+	free(r->listen_addr);
+	r->listen_addr = s;
+	if (!r->started || r->stopping)
+		return 0;
+	if (r->reg_inflight) {
+		r->readdr = true;
+		return 0;
+	}
+	return send_register(r);
 }
 
 /* ---- lookups ---- */

@@ -78,6 +78,12 @@ int registration_rotate_key(registration *r, const uint8_t new_pk[32], regclient
 /* The borrowed identity was replaced in place: refresh what derives from it. */
 void registration_identity_changed(registration *r);
 
+/* ---- our endpoint ---- */
+/* Our tunnel endpoint changed (underlay address or NAT mapping): keep addr
+ * (copied) and register again with it now (the registry keeps our node ID for
+ * our key; a register in flight is followed by another). 0 or -errno. */
+int registration_set_listen_addr(registration *r, const char *addr);
+
 /* ---- lookups ---- */
 int registration_lookup(registration *r, uint32_t node, regclient_cb cb, void *arg);
 int registration_resolve(registration *r, uint32_t node, regclient_cb cb, void *arg);

@@ -14,7 +14,7 @@ make gcc clang libclang-rt-14-dev pkg-config clang-format clang-tidy cppcheck
 libsodium-dev libjson-c-dev libcmocka-dev
 libnl-3-dev libnl-route-3-dev libsqlite3-dev libssl-dev libwebsockets-dev
 libpq-dev postgresql
-iproute2 iputils-ping nftables procps psmisc curl python3 python3-nacl python3-cryptography valgrind
+iproute2 iputils-ping nftables conntrack procps psmisc curl python3 python3-nacl python3-cryptography valgrind
 openssh-server openssh-client iperf3 netcat-openbsd
 nginx libnginx-mod-stream
 python3-prometheus-client

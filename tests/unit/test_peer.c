@@ -1304,6 +1304,44 @@ static void test_forget(void **state)
 	assert_true(wait_delivered(f, b, 4, 1000));
 }
 
+/* Our underlay address changed (issue 20): authenticated probes go to every
+ * direct peer, which answers them; no key exchange (a reference peer would
+ * restart its send counter, tunnel.md §6.1); the session and path stay. */
+static void test_migrated_probes(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	unsigned n0, pils = 0, pila = 0;
+	peer_info pi;
+	uint64_t ok0;
+
+	establish(f);
+	n0 = f->sn.n;
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	ok0 = peer_find(a->pt, b->node)->direct_ok_ms;
+	spin(f, 20);
+	peer_table_migrated(a->pt);
+	spin(f, 200);
+	for (unsigned i = n0; i < f->sn.n; i++)
+		if (f->sn.from_a[i]) {
+			pils += !memcmp(f->sn.frames[i], "PILS", 4);
+			pila += !memcmp(f->sn.frames[i], "PILA", 4);
+		}
+	assert_int_equal(pils, PEER_UPGRADE_FRAMES);
+	assert_int_equal(pila, 0);
+	assert_int_equal(stats(a).migrations, 1);
+	/* b answered: the direct path is proven again, no switch to the relay */
+	assert_true(peer_find(a->pt, b->node)->direct_ok_ms > ok0);
+	spin(f, 1600);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_DIRECT);
+	assert_int_equal(stats(a).relay_switches, 0);
+	assert_int_equal(stats(a).rekeys + stats(b).rekeys, 0);
+	assert_int_equal(send_text(a, b, "after move", a->node), 0);
+	assert_true(wait_delivered(f, b, 2, 1000));
+	assert_string_equal(b->last, "after move");
+}
+
 int main(void)
 {
 	const char *why;
@@ -1329,6 +1367,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pilk_registry_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unverified_pila_keeps_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrated_probes, setup, teardown),
 	};
 
 	if (pilot_crypto_init(&why) < 0) {

@@ -593,6 +593,47 @@ static void test_networks(void **state)
 	registration_free(a.r);
 }
 
+/* Connection migration (issue 20): a new endpoint is registered again at once,
+ * also when it changes twice while the first register is in flight, and peers
+ * resolving the node get the last one. */
+static void test_set_listen_addr(void **state)
+{
+	env *e = *state;
+	node a, b;
+	result res = { 0 };
+	uint32_t ida, idb;
+
+	node_new(&a);
+	node_new(&b);
+	node_start(e, &a, NULL, false, 10000);
+	node_start(e, &b, NULL, false, 10000);
+	assert_true(run_until(e, &a.registered, 3000));
+	assert_true(run_until(e, &b.registered, 3000));
+	ida = registration_node_id(a.r);
+	idb = registration_node_id(b.r);
+	call_ok(e, registration_report_trust(a.r, idb, collect, &res), &res);
+	call_ok(e, registration_report_trust(b.r, ida, collect, &res), &res);
+
+	a.again = 0;
+	assert_int_equal(registration_set_listen_addr(a.r, "0.0.0.0:4100"), 0);
+	assert_int_equal(registration_set_listen_addr(a.r, "0.0.0.0:4200"), 0); /* in flight */
+	assert_true(run_until(e, &a.again, 3000));
+	assert_int_equal(registration_node_id(a.r), ida);
+	for (uint64_t end = pilot_now_ms() + 3000; pilot_now_ms() < end;) {
+		assert_int_equal(registration_resolve(b.r, ida, collect, &res), 0);
+		assert_true(run_until(e, &res.done, 3000));
+		assert_int_equal(res.err, 0);
+		if (!strcmp(rstr(&res, "real_addr"), "127.0.0.1:4200"))
+			break;
+		result_clear(&res);
+		pilot_loop_run_once(e->l, 50);
+	}
+	assert_string_equal(rstr(&res, "real_addr"), "127.0.0.1:4200");
+	result_clear(&res);
+	registration_free(a.r);
+	registration_free(b.r);
+}
+
 static void test_error_code(void **state)
 {
 	env *e = *state;
@@ -1307,6 +1348,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failover_next_address, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_leaves_standby, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_registers_on_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_listen_addr, setup, teardown),
 	};
 
 	pilot_log_init("test_regclient", PILOT_LOG_WARN, PILOT_LOG_TEXT);
