@@ -291,6 +291,13 @@ int st_commit(registry *r)
 	r->generation++;
 	if (!st)
 		return 0;
+	if (st->cur && st->shared && r->sig_pend) {
+		/* the request's v2 signature, once: see ST_Q_SIG */
+		r->sig_pend = false;
+		op(r, ST_Q_SIG, 2);
+		p_bytes(r, ST_P_BLOB, r->sig_pend_sig, 64);
+		p_int(r, r->sig_pend_exp);
+	}
 	t = st->cur;
 	st->cur = NULL;
 	st->new_id = 0;
@@ -1485,6 +1492,10 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 		break;
 	case ST_Q_SEEN:
 		apply_seen(r, o);
+		break;
+	case ST_Q_SIG:
+		if (o->n == 2 && o->p[0].kind == ST_P_BLOB && o->p[0].len == 64)
+			reg_replay_note(r, o->p[0].p, o->p[1].i);
 		break;
 	default:
 		break;

@@ -90,6 +90,10 @@ static const char *const schema[] = {
 	"CREATE SEQUENCE IF NOT EXISTS change_ids",
 	"CREATE TABLE IF NOT EXISTS changes(id BIGINT PRIMARY KEY, instance TEXT NOT NULL,"
 	" ts TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), body BYTEA NOT NULL)",
+	/* v2 signatures used by writes, until their sig_ts leaves the window: a
+	 * replay of a signed write to any instance violates the key (ST_Q_SIG).
+	 * Created on every open (IF NOT EXISTS): no schema version needed. */
+	"CREATE TABLE IF NOT EXISTS sig_seen(sig BYTEA PRIMARY KEY, expires BIGINT NOT NULL)",
 };
 
 /* Each operation's SQL and parameter types (I int8, T text, B bytea). */
@@ -111,6 +115,7 @@ static const struct {
 			   " VALUES($1, $2, $3, $4, $5, $6)",
 			   "ITTTII" },
 	[ST_Q_NET_DEL] = { NULL, "I" },
+	[ST_Q_SIG] = { "INSERT INTO sig_seen(sig, expires) VALUES($1, $2)", "BI" },
 	[ST_Q_NODE] = { "INSERT INTO nodes(id, public_key, owner, live, real_addr, src_ip, public, hostname,"
 			" tags, polo_score, task_exec, relay_only, flags)"
 			" VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -169,6 +174,7 @@ typedef struct pg {
 	char *url;
 	bool prepared, pipeline;
 	bool conflict;  /* the last drain saw a constraint violation */
+	time_t sig_gc;  /* next removal of expired sig_seen rows (writer thread) */
 	bool sync_full; /* -store-sync full: the server's synchronous_commit */
 	char msg[256];
 	char instance[33]; /* random, names this process in `changes` */
@@ -671,6 +677,11 @@ static int commit_once(pg *b, const st_txn *t, size_t n)
 	if (!rc)
 		rc = send_sql(b, lock);
 	sent = 2;
+	if (!rc && time(NULL) >= b->sig_gc) { /* at most every 30 s, by whichever instance writes */
+		b->sig_gc = time(NULL) + 30;
+		rc = send_sql(b, "DELETE FROM sig_seen WHERE expires < EXTRACT(EPOCH FROM now())::bigint");
+		sent++;
+	}
 	for (size_t i = 0; i < n && !rc; i++, t = t->next) {
 		size_t off = 0;
 		st_op o;
