@@ -200,6 +200,7 @@ struct registry {
 	bool sig_pend;
 	uint8_t sig_pend_sig[64];
 	int64_t sig_pend_exp;
+	uint64_t sig_dep; /* the write that carried it: later writes of the request depend on it */
 
 	uint32_t next_node;
 	uint32_t next_net;  /* 16-bit space; 65536 = exhausted */

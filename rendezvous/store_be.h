@@ -73,6 +73,8 @@ typedef struct st_txn {
 	size_t len, cap;
 	bool failed;   /* its commit failed (or, while encoding, out of memory) */
 	bool conflict; /* ... because another instance wrote first (-EEXIST) */
+	uint64_t dep;  /* a later write of the request whose v2 signature txn `dep` carries
+			* (ST_Q_SIG): not committed when that one failed (0 = none) */
 } st_txn;
 
 typedef struct st_param {

@@ -322,20 +322,20 @@ def sc_replay(p1, p2):
         sig, ts = a.sig2("set_hostname", "%d:%s" % (a.id, name))
         return {"type": "set_hostname", "node_id": a.id, "hostname": name, "signature": sig, "sig_ts": ts}
 
-    old = hostname_req("rp-old")
+    old = hostname_req("rp-old-%d" % a.id)
     r = c1.call(old)
     check("replay_first_write_on_1", ok(r, "set_hostname"), r)
-    r = c1.call(hostname_req("rp-new"))
+    r = c1.call(hostname_req("rp-new-%d" % a.id))
     check("replay_second_write_on_1", ok(r, "set_hostname"), r)
     r = c2.call(old)  # the captured first request, to the other instance
     check("replay_to_other_instance_refused", err(r) and r.get("code") in ("replayed_signature", "busy"), r)
     time.sleep(1.0)
     names = [x.call({"type": "lookup", "node_id": a.id}).get("hostname") for x in (c1, c2)]
-    check("replay_hostname_not_rolled_back", names == ["rp-new", "rp-new"], names)
+    check("replay_hostname_not_rolled_back", names == ["rp-new-%d" % a.id] * 2, names)
     r = c2.call(old)
     check("replay_again_refused_replayed_signature", r.get("code") == "replayed_signature", r)
     # the same signed write sent to both at once: at most one acknowledged
-    twice = hostname_req("rp-both")
+    twice = hostname_req("rp-both-%d" % a.id)
     res = [None, None]
 
     def send(i, c):
