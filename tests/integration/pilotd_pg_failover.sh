@@ -114,9 +114,10 @@ pt_check relay_pair_ping pd_wait 20 pd_ping_ok sx sy
 pt_check relay_pair_path_is_relay [ "$(pd_path sx sy)" = relay ]
 
 # ---- load ----
-# registrations by a loader on instance 1, each acknowledged ID appended at once
+# registrations by a loader on instance 1 (paced to <= 200/s: it must not
+# starve the nodes of CPU), each acknowledged ID appended at once
 : >"$PT_DIR/acked"
-pt_exec "$PT-ld" env REG_HOST=$I1 /usr/bin/python3 tests/integration/regclient.py load 9000 100000 "$PT_DIR/acked" \
+pt_exec "$PT-ld" env REG_HOST=$I1 REG_LOAD_GAP=0.005 /usr/bin/python3 tests/integration/regclient.py load 9000 20000 "$PT_DIR/acked" \
 	>"$PT_DIR/load.log" 2>&1 &
 LOADER=$!
 PT_PIDS+=("$LOADER")

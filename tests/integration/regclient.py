@@ -7,7 +7,8 @@ prints "PASS: <name>" / "FAIL: <name> ..." lines; the shell script starts, kills
 and restarts the daemons around them. Loopback only: every scenario binds its
 own 127.x source address so per-IP rate limits of one do not leak into another.
 REG_HOST=addr (load and checkids only, e.g. inside a test's network namespace)
-targets that address instead, from the namespace's own address.
+targets that address instead, from the namespace's own address; REG_LOAD_GAP=s
+paces load.
 """
 import base64
 import hashlib
@@ -25,6 +26,7 @@ from nacl.signing import SigningKey
 
 HOST = os.environ.get("REG_HOST", "127.0.0.1")
 LOOPBACK = HOST.startswith("127.")
+GAP = float(os.environ.get("REG_LOAD_GAP", "0"))  # load: seconds between registrations
 FAILED = 0
 
 
@@ -430,6 +432,8 @@ def sc_load(port, n, out):
                 return
             f.write("%d\n" % r["node_id"])
             f.flush()
+            if GAP:
+                time.sleep(GAP)
 
 
 def sc_checkids(port, path):
