@@ -195,6 +195,12 @@ struct registry {
 	uint32_t sig_node;
 	uint8_t sig_pk[32];
 	bool sig_was_v2;
+	/* ... and its v2 signature with the expiry of its replay-cache entry:
+	 * st_commit adds them to the request's write for a shared back end. */
+	bool sig_pend;
+	uint8_t sig_pend_sig[64];
+	int64_t sig_pend_exp;
+	uint64_t sig_dep; /* the write that carried it: later writes of the request depend on it */
 
 	uint32_t next_node;
 	uint32_t next_net;  /* 16-bit space; 65536 = exhausted */
@@ -265,6 +271,8 @@ void reg_hsrec_expire(registry *r, int64_t now_s);
 json_object *reg_check_sig(registry *r, const reg_node *signer, json_object *req,
 			   const char *v1, const char *fields, const reg_ctx *ctx);
 void reg_replay_gc(registry *r, int64_t now_s);
+/* A v2 signature another instance accepted for a write (change feed). */
+void reg_replay_note(registry *r, const uint8_t sig[64], int64_t expires);
 /* After a handler: a verified signature by a node's key applies what waited on
  * this connection for it and marks v2 use (reg_nodes.c). */
 void reg_after_signed(registry *r, const reg_ctx *ctx);

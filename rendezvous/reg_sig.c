@@ -90,7 +90,18 @@ static json_object *check_v2(registry *r, const reg_node *signer, json_object *r
 		return reg_err(r, E_RATE, "too many signed requests; retry shortly");
 	if (replay_add(r, sig, ts) < 0)
 		return reg_err(r, E_INTERNAL, "out of memory");
+	/* Shared with the other instances through the database if this request
+	 * writes (st_commit): a replay there conflicts on the signature's key. */
+	r->sig_pend = true;
+	memcpy(r->sig_pend_sig, sig, 64);
+	r->sig_pend_exp = ts + REG_SIG_WINDOW_S + 1;
 	return NULL;
+}
+
+void reg_replay_note(registry *r, const uint8_t sig[64], int64_t expires)
+{
+	if (r->replay.len < REG_REPLAY_CAP)
+		rmap_put(&r->replay, reg_hash(r, sig, 64), (uint64_t)expires);
 }
 
 static json_object *verified(registry *r, const reg_node *signer, bool v2)

@@ -291,6 +291,16 @@ int st_commit(registry *r)
 	r->generation++;
 	if (!st)
 		return 0;
+	if (st->cur && st->shared && r->sig_pend) {
+		/* the request's v2 signature, once: see ST_Q_SIG */
+		r->sig_pend = false;
+		r->sig_dep = st->next_seq + 1; /* this txn's seq (below) */
+		op(r, ST_Q_SIG, 2);
+		p_bytes(r, ST_P_BLOB, r->sig_pend_sig, 64);
+		p_int(r, r->sig_pend_exp);
+	} else if (st->cur && r->sig_dep) {
+		st->cur->dep = r->sig_dep; /* e.g. reg_after_signed's: not without the first */
+	}
 	t = st->cur;
 	st->cur = NULL;
 	st->new_id = 0;
@@ -647,6 +657,32 @@ int st_txn_next(const st_txn *t, size_t *off, st_op *o)
 	return 1;
 }
 
+/* Did the write t depends on (t->dep, ST_Q_SIG) fail: earlier in this batch,
+ * or in an earlier batch (st->failed)? Writer thread, st->mu not held. */
+static bool dep_failed(reg_store *st, const st_txn *batch, const st_txn *t)
+{
+	bool f = false;
+
+	if (!t->dep)
+		return false;
+	for (const st_txn *u = batch; u && u != t; u = u->next)
+		if (u->seq == t->dep)
+			return u->failed;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->nfailed && !f; i++)
+		f = (st->failed[i] & ~ST_CONFLICT) == t->dep;
+	pthread_mutex_unlock(&st->mu);
+	return f;
+}
+
+static bool batch_dep_failed(reg_store *st, const st_txn *batch)
+{
+	for (const st_txn *t = batch; t; t = t->next)
+		if (t->dep && dep_failed(st, batch, t))
+			return true;
+	return false;
+}
+
 /* ---- the writer thread: the only user of the database connection after load ---- */
 static void *writer_main(void *arg)
 {
@@ -689,12 +725,18 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&st->mu);
 
 		t0 = mono_ns();
-		if (st->be->commit(st->bes, batch, n) < 0) {
+		if (batch_dep_failed(st, batch) || st->be->commit(st->bes, batch, n) < 0) {
 			/* One bad transaction must not fail its neighbours: retry alone. */
 			for (t = batch; t; t = t->next) {
 				st_txn *nx = t->next;
 				int rc;
 
+				if (dep_failed(st, batch, t)) {
+					t->failed = t->conflict = true; /* a replayed signature */
+					nfail++;
+					nconf++;
+					continue;
+				}
 				t->next = NULL; /* commit exactly this one */
 				rc = st->be->commit(st->bes, t, 1);
 				t->next = nx;
@@ -1485,6 +1527,10 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 		break;
 	case ST_Q_SEEN:
 		apply_seen(r, o);
+		break;
+	case ST_Q_SIG:
+		if (o->n == 2 && o->p[0].kind == ST_P_BLOB && o->p[0].len == 64)
+			reg_replay_note(r, o->p[0].p, o->p[1].i);
 		break;
 	default:
 		break;

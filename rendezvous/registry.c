@@ -427,10 +427,14 @@ json_object *reg_handle(registry *r, json_object *req, const reg_ctx *ctx_in)
 		resp = unavailable(r);
 	else {
 		r->sig_node = 0;
+		r->sig_pend = false;
+		r->sig_dep = 0;
 		resp = h->fn(r, req, &ctx);
 		if (r->sig_node)
 			reg_after_signed(r, &ctx);
 		r->sig_node = 0;
+		r->sig_pend = false;
+		r->sig_dep = 0;
 	}
 	if (strcmp(json_object_get_string(json_object_object_get(resp, "type")), "error") == 0)
 		r->st.errors++;

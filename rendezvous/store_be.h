@@ -43,6 +43,9 @@ enum {
 	ST_Q_NODE_DEL, /* (id): in memory only, from a repair (the row is not in the database) */
 	ST_Q_NET_NEW,  /* as ST_Q_NET, for an ID just allocated: must not exist yet */
 	ST_Q_NET_DEL,  /* (id): in memory only, from a repair: forget the network and its members */
+	ST_Q_SIG,      /* (signature blob, expiry unix s): a v2 signature a write used; shared back
+			* ends insert it under a unique key (a replay to another instance conflicts)
+			* and other instances add it to their replay cache; no SQL in SQLite */
 	ST_Q_COUNT,
 	ST_Q_WIPE = 255 /* delete every row of every table (st_save_all) */
 };
@@ -70,6 +73,8 @@ typedef struct st_txn {
 	size_t len, cap;
 	bool failed;   /* its commit failed (or, while encoding, out of memory) */
 	bool conflict; /* ... because another instance wrote first (-EEXIST) */
+	uint64_t dep;  /* a later write of the request whose v2 signature txn `dep` carries
+			* (ST_Q_SIG): not committed when that one failed (0 = none) */
 } st_txn;
 
 typedef struct st_param {

@@ -90,6 +90,10 @@ static const char *const schema[] = {
 	"CREATE SEQUENCE IF NOT EXISTS change_ids",
 	"CREATE TABLE IF NOT EXISTS changes(id BIGINT PRIMARY KEY, instance TEXT NOT NULL,"
 	" ts TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), body BYTEA NOT NULL)",
+	/* v2 signatures used by writes, until their sig_ts leaves the window: a
+	 * replay of a signed write to any instance violates the key (ST_Q_SIG).
+	 * Created on every open (IF NOT EXISTS): no schema version needed. */
+	"CREATE TABLE IF NOT EXISTS sig_seen(sig BYTEA PRIMARY KEY, expires BIGINT NOT NULL)",
 };
 
 /* Each operation's SQL and parameter types (I int8, T text, B bytea). */
@@ -111,6 +115,7 @@ static const struct {
 			   " VALUES($1, $2, $3, $4, $5, $6)",
 			   "ITTTII" },
 	[ST_Q_NET_DEL] = { NULL, "I" },
+	[ST_Q_SIG] = { "INSERT INTO sig_seen(sig, expires) VALUES($1, $2)", "BI" },
 	[ST_Q_NODE] = { "INSERT INTO nodes(id, public_key, owner, live, real_addr, src_ip, public, hostname,"
 			" tags, polo_score, task_exec, relay_only, flags)"
 			" VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -169,6 +174,8 @@ typedef struct pg {
 	char *url;
 	bool prepared, pipeline;
 	bool conflict;  /* the last drain saw a constraint violation */
+	time_t sig_gc;  /* next removal of expired sig_seen rows (writer thread) */
+	atomic_int writer_pid; /* the writer's server process: its own NOTIFYs wake no fetch */
 	bool sync_full; /* -store-sync full: the server's synchronous_commit */
 	char msg[256];
 	char instance[33]; /* random, names this process in `changes` */
@@ -350,6 +357,7 @@ static int prepare_all(pg *b)
  * synchronous standbys replicated, before the reply). */
 static int session_setup(pg *b)
 {
+	atomic_store(&b->writer_pid, PQbackendPID(b->c));
 	return b->sync_full ? 0 : exec_ok(b, "SET synchronous_commit = off");
 }
 
@@ -671,6 +679,11 @@ static int commit_once(pg *b, const st_txn *t, size_t n)
 	if (!rc)
 		rc = send_sql(b, lock);
 	sent = 2;
+	if (!rc && time(NULL) >= b->sig_gc) { /* at most every 30 s, by whichever instance writes */
+		b->sig_gc = time(NULL) + 30;
+		rc = send_sql(b, "DELETE FROM sig_seen WHERE expires < EXTRACT(EPOCH FROM now())::bigint");
+		sent++;
+	}
 	for (size_t i = 0; i < n && !rc; i++, t = t->next) {
 		size_t off = 0;
 		st_op o;
@@ -774,8 +787,15 @@ static void *listen_main(void *arg)
 {
 	pg *b = arg;
 	PGconn *c = NULL;
-	uint64_t last_prune = 0;
+	uint64_t last_prune = 0, last_fetch = 0;
+	bool fetch = true;
+	int rc;
 
+	/* A fetch when another instance notified, after a reconnect, and on every
+	 * second at least (a missed notification); not for the NOTIFY of this
+	 * instance's own writer (be_pid), whose rows are in memory already: a
+	 * SELECT of its own bodies per batch was database work that a single
+	 * instance does for nothing. Own rows are skipped at the next fetch. */
 	for (;;) {
 		struct pollfd pf[2] = { { b->stop_fd, POLLIN, 0 }, { -1, POLLIN, 0 } };
 		struct timespec ts;
@@ -802,13 +822,19 @@ static void *listen_main(void *arg)
 				log_info("registry: store change feed reconnected store=postgres");
 			b->lmsg[0] = 0;
 			set_up(b, true);
-		}
-		if (fetch_changes(b, c) < 0) {
-			lmsg(b, c, "read failed");
-			continue;
+			fetch = true;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = (uint64_t)ts.tv_sec;
+		now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+		if (fetch || now >= last_fetch + LISTEN_POLL_MS) {
+			if (fetch_changes(b, c) < 0) {
+				lmsg(b, c, "read failed");
+				continue;
+			}
+			last_fetch = now;
+		}
+		fetch = false;
+		now /= 1000;
 		if (now >= last_prune + 60) {
 			PQclear(PQexec(
 				c,
@@ -817,14 +843,20 @@ static void *listen_main(void *arg)
 			last_prune = now;
 		}
 		pf[1].fd = PQsocket(c);
-		if (poll(pf, 2, LISTEN_POLL_MS) < 0 && errno != EINTR)
+		if ((rc = poll(pf, 2, LISTEN_POLL_MS)) < 0 && errno != EINTR)
 			break;
 		if (pf[0].revents)
 			break;
-		if (pf[1].revents && !PQconsumeInput(c))
+		fetch = rc == 0; /* timed out; else only on another's NOTIFY (below) */
+		if (pf[1].revents && !PQconsumeInput(c)) {
+			fetch = true;
 			continue; /* reconnect above */
-		while ((nf = PQnotifies(c)))
+		}
+		while ((nf = PQnotifies(c))) {
+			if (nf->be_pid != atomic_load(&b->writer_pid))
+				fetch = true;
 			PQfreemem(nf);
+		}
 	}
 	if (c)
 		PQfinish(c);

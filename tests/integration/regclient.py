@@ -6,6 +6,9 @@ Speaks the registry wire (4-byte big-endian length + JSON object, registry.md
 prints "PASS: <name>" / "FAIL: <name> ..." lines; the shell script starts, kills
 and restarts the daemons around them. Loopback only: every scenario binds its
 own 127.x source address so per-IP rate limits of one do not leak into another.
+REG_HOST=addr (load and checkids only, e.g. inside a test's network namespace)
+targets that address instead, from the namespace's own address; REG_LOAD_GAP=s
+paces load.
 """
 import base64
 import hashlib
@@ -21,7 +24,9 @@ import urllib.request
 
 from nacl.signing import SigningKey
 
-HOST = "127.0.0.1"
+HOST = os.environ.get("REG_HOST", "127.0.0.1")
+LOOPBACK = HOST.startswith("127.")
+GAP = float(os.environ.get("REG_LOAD_GAP", "0"))  # load: seconds between registrations
 FAILED = 0
 
 
@@ -420,13 +425,15 @@ def sc_load(port, n, out):
         for i in range(n):
             if i % 8 == 0:
                 j = i // 8
-                c = Conn(port, "127.2.%d.%d" % (j // 250, j % 250 + 1))
+                c = Conn(port, "127.2.%d.%d" % (j // 250, j % 250 + 1) if LOOPBACK else None)
             r = Node(c).register()
             if not ok(r, "register"):
                 print("load: register failed at %d: %s" % (i, r), file=sys.stderr)
                 return
             f.write("%d\n" % r["node_id"])
             f.flush()
+            if GAP:
+                time.sleep(GAP)
 
 
 def sc_checkids(port, path):
@@ -436,7 +443,7 @@ def sc_checkids(port, path):
     missing = []
     for i, nid in enumerate(ids):
         if i % 200 == 0:
-            c = Conn(port, "127.3.0.%d" % (i // 200 + 1))
+            c = Conn(port, "127.3.0.%d" % (i // 200 + 1) if LOOPBACK else None)
         r = c.call({"type": "lookup", "node_id": nid})
         if not ok(r, "lookup"):
             missing.append((nid, r.get("code")))
