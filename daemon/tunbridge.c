@@ -139,6 +139,12 @@ void tb_flow_remove(tb_flow *f)
 	if (f->removed)
 		return;
 	f->removed = true;
+	if (!f->sock && f->ep) {
+		tcpep_stats es;
+
+		tcpep_get_stats(f->ep, &es);
+		b->st.tcp_stale_resets += es.stale_resets;
+	}
 	tb_p2k_unqueue(f);
 	pilot_heap_remove(&b->heap, &f->hn);
 	tun_flow_remove(b->flows, &f->key);
@@ -474,6 +480,7 @@ static struct json_object *stats_json(const tunbridge *b)
 	add_u64(o, "tcp_inbound_refused", s.tcp_inbound_refused);
 	add_u64(o, "tcp_flow_limit", s.tcp_flow_limit);
 	add_u64(o, "tcp_stray", s.tcp_stray);
+	add_u64(o, "tcp_stale_resets", s.tcp_stale_resets);
 	add_u64(o, "udp_out", s.udp_out);
 	add_u64(o, "udp_in", s.udp_in);
 	add_u64(o, "udp_errors", s.udp_errors);

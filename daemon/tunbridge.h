@@ -99,6 +99,7 @@ typedef struct tunbridge_stats {
 	uint64_t tcp_inbound_refused;        /* kernel RST to an inbound SYN */
 	uint64_t tcp_flow_limit;             /* max_flows reached */
 	uint64_t tcp_stray;                  /* segments for no flow (RST answered) */
+	uint64_t tcp_stale_resets;           /* kernel conns on a flow's 4-tuple reset (ended flows) */
 	uint64_t udp_out, udp_in, udp_errors;
 	uint64_t udp_broadcast; /* datagrams to a broadcast address, fanned out */
 	uint64_t echo_out, echo_replies, echo_timeouts, echo_limit;

@@ -540,8 +540,22 @@ void conn_table_shutdown(conn_table *t)
 	for (conn *c = t->head; c; c = c->next)
 		if (c->s)
 			shutdown_conn(c, now);
-	while (t->head)
-		conn_destroy(t->head);
+	/* A handle its owner still holds stays valid (dead: released, so no I/O and
+	 * no callbacks) until the owner lets go (conn_close / conn_abort free it at
+	 * once) or the table is freed: owners released after the shutdown (the TUN
+	 * bridge in node_free) must not touch freed memory. */
+	for (conn *c = t->head, *next; c; c = next) {
+		next = c->next;
+		if (c->released) {
+			conn_destroy(c);
+			continue;
+		}
+		c->released = c->orphan = true;
+		hash_remove(t, c);
+		pilot_heap_remove(&t->heap, &c->hn);
+		release_port(c);
+		uncount(t, c);
+	}
 	t->reap = NULL;
 	conn_pings_cancel_all(t);
 	if (t->cfg.loop && t->timer_id)
@@ -559,6 +573,8 @@ void conn_table_free(conn_table *t)
 	if (!t)
 		return;
 	conn_table_shutdown(t);
+	while (t->head) /* handles never released */
+		conn_destroy(t->head);
 	free(t->hash);
 	pilot_heap_free(&t->heap);
 	free(t->scratch);
@@ -1043,6 +1059,10 @@ void conn_close(conn *c)
 {
 	enum stream_state st;
 
+	if (c && c->orphan) {
+		conn_destroy(c);
+		return;
+	}
 	if (!c || c->released)
 		return;
 	c->released = true;
@@ -1059,6 +1079,10 @@ void conn_close(conn *c)
 
 void conn_abort(conn *c)
 {
+	if (c && c->orphan) {
+		conn_destroy(c);
+		return;
+	}
 	if (!c)
 		return;
 	c->released = true;
@@ -1069,7 +1093,7 @@ void conn_abort(conn *c)
 
 void conn_reset(conn *c)
 {
-	if (!c)
+	if (!c || c->orphan)
 		return;
 	stream_abort(c->s, conn_now(c->t));
 	resched(c);

@@ -93,9 +93,11 @@ conn_table *conn_table_new(const conn_config *cfg);
 /* conn_table_shutdown if not yet done, then free. NULL-safe. */
 void conn_table_free(conn_table *t);
 /* Daemon shutdown: FIN to every established connection whose data is all
- * acknowledged, RST to the others, no TIME_WAIT; frees every conn, listener and
- * binding; outstanding pings complete with -ECANCELED. Every conn handle becomes
- * invalid and no stream callback runs any more. */
+ * acknowledged, RST to the others, no TIME_WAIT; frees every released conn,
+ * listener and binding; outstanding pings complete with -ECANCELED. No stream
+ * callback runs any more. A handle still held stays valid but dead (no I/O, no
+ * callbacks) until its owner releases it (conn_close / conn_abort free it at
+ * once) or conn_table_free frees it. */
 void conn_table_shutdown(conn_table *t);
 
 /* Our own address, known after registration. Until then dials, datagrams and pings

@@ -18,6 +18,7 @@ struct conn {
 	bool hashed;            /* in the 4-tuple hash (until CLOSED) */
 	bool released;          /* the user let go (conn_close / conn_abort) */
 	bool reaping;           /* on the deferred-free list */
+	bool orphan;            /* held across conn_table_shutdown: freed on release */
 	bool dialed, eph;       /* eph: owns its local port in the ephemeral bitmap */
 	bool counted;           /* counts against its listener's per-port cap */
 	conn *prev, *next;      /* every conn, creation order */

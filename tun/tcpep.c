@@ -768,6 +768,30 @@ static int input_sync(tcpep *ep, const tun_tcp *t, uint64_t now)
 	return 0;
 }
 
+/* SYN_SENT and an ACK that is not for our SYN: the kernel still holds a connection
+ * on this 4-tuple (TIME_WAIT of an earlier flow whose sequence space our ISN is
+ * below, or one a restarted pilotd never reset) and answered our SYN with an ACK
+ * of that one. RFC 9293 3.10.7.3: reset it (<SEQ=SEG.ACK><CTL=RST> is exactly in
+ * its window; it ends a TIME_WAIT too) and send the SYN again at once: the
+ * retransmission counts against max_rexmit, so a kernel that keeps answering so
+ * cannot loop us. Without it the SYN only went again on its timer and met the
+ * same answer: the flow never opened. */
+static void syn_sent_bad_ack(tcpep *ep, const tun_ip *ip, const tun_tcp *t, uint64_t now)
+{
+	uint8_t rst[TCPEP_CTL_PKT];
+	int n;
+
+	if (!(t->flags & TUN_TCP_ACK) || (t->flags & TUN_TCP_RST) || t->ack == ep->iss + 1)
+		return;
+	n = tcpep_reset_reply(ip, t, rst, sizeof(rst));
+	if (n <= 0)
+		return;
+	ep->cbs.emit(ep->ctx, rst, (size_t)n);
+	ep->st.stale_resets++;
+	if (ep->rtx_deadline != NONE)
+		ep->rtx_deadline = now;
+}
+
 int tcpep_input(tcpep *ep, const tun_ip *ip, const tun_tcp *t, uint64_t now_us)
 {
 	int ret = 0;
@@ -792,6 +816,8 @@ int tcpep_input(tcpep *ep, const tun_ip *ip, const tun_tcp *t, uint64_t now_us)
 		break;
 	case TCPEP_SYN_SENT:
 		ret = input_syn_sent(ep, t, now_us);
+		if (ret < 0)
+			syn_sent_bad_ack(ep, ip, t, now_us);
 		break;
 	default:
 		ret = input_sync(ep, t, now_us);

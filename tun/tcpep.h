@@ -98,6 +98,7 @@ typedef struct tcpep_stats {
 	uint64_t segs_sent, segs_rcvd;     /* every packet emitted / accepted for input */
 	uint64_t retransmits, fast_retransmits, rto_timeouts, probes_sent;
 	uint64_t dup_acks, dup_data, ooo_dropped, dropped; /* dropped: unacceptable segments */
+	uint64_t stale_resets;             /* RSTs to an older kernel connection our SYN met */
 	uint32_t snd_mss, rcv_mss;         /* segment sizes each way */
 	uint8_t snd_wscale, rcv_wscale;    /* 0xff = scaling not in use */
 	uint64_t snd_wnd;                  /* the kernel's window, bytes */

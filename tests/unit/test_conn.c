@@ -1173,12 +1173,41 @@ static void test_shutdown_sends_fin(void **state)
 	assert_int_equal(stats(n->t[1]).active, 2);
 	conn_table_shutdown(n->t[0]);
 	assert_int_equal(count_sent(n, 0, PROTO_STREAM, PROTO_FIN), 2);
-	assert_int_equal(stats(n->t[0]).active, 0);
+	assert_int_equal(stats(n->t[0]).active, 2); /* held handles stay valid */
 	assert_null(conn_dial(n->t[0], pilot_addr_make(0, 2), 1000, &cli_cbs, &k, &err));
 	assert_int_equal(err, -ESHUTDOWN);
 	/* the peer sees the FINs: upper answers and closes */
 	run_for(n, 50);
 	assert_true(u.answered);
+	net_free(n);
+}
+
+/* A handle its owner still holds across the table's shutdown (pilotd: the TUN
+ * bridge's flows, released only in node_free after SIGTERM) stays a valid, dead
+ * handle: no I/O, no callbacks, and releasing it later frees it. Before, the
+ * shutdown freed it and the owner's conn_abort was a use-after-free. */
+static void test_shutdown_keeps_held_handles(void **state)
+{
+	net *n = net_new(NULL);
+	upper u = { 0 };
+	cli k = { 0 }, k2 = { 0 };
+	int err;
+
+	assert_int_equal(conn_listen(n->t[1], 1000, &upper_listener, &u), 0);
+	k.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 1000, &cli_cbs, &k, &err);
+	k2.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 1000, &cli_cbs, &k2, &err);
+	run_for(n, 30);
+	assert_true(k.established && k2.established);
+	assert_int_equal(conn_write(k2.c, "x", 1), 1); /* unacknowledged: RST */
+	conn_table_shutdown(n->t[0]);
+	assert_int_equal(stats(n->t[0]).active, 2);
+	assert_int_equal(conn_write(k.c, "abc", 3), 0);
+	assert_int_equal(conn_writable(k.c), 0);
+	conn_abort(k.c);
+	assert_int_equal(stats(n->t[0]).active, 1);
+	conn_close(k2.c);
+	assert_int_equal(stats(n->t[0]).active, 0);
+	run_for(n, 50);
 	net_free(n);
 }
 
@@ -1267,6 +1296,7 @@ int main(void)
 		cmocka_unit_test(test_ping_admission),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_shutdown_sends_fin),
+		cmocka_unit_test(test_shutdown_keeps_held_handles),
 		cmocka_unit_test(test_table_free_with_open_conns),
 	};
 

@@ -563,6 +563,80 @@ static void test_syn_loss_and_timeout(void **state)
 	link_free();
 }
 
+/* Our SYN meets a connection the kernel still holds on the 4-tuple (TIME_WAIT of
+ * the previous flow with a higher sequence space, as after a pilotd restart reused
+ * the Pilot port): the kernel answers with a bare ACK of that connection. We reset
+ * it (<SEQ=SEG.ACK><CTL=RST>) and send the SYN again at once; the kernel then
+ * takes it. Before, the ACK was dropped and every SYN retransmission met the same
+ * ACK: the flow never opened (iperf3 through the TUN stalled). */
+static void test_syn_meets_stale_connection(void **state)
+{
+	uint8_t buf[128];
+	tun_ipaddr a, b;
+	tun_ip_build ib = { .ttl = 64 };
+	tun_tcp_build tb = { .sport = 80,
+			     .dport = 40000,
+			     .seq = 777777,
+			     .ack = 123456789,
+			     .flags = TUN_TCP_ACK,
+			     .window = 1000,
+			     .wscale = -1 };
+	tun_ip ip;
+	tun_tcp t;
+	uint32_t iss;
+	tcpep_stats st;
+	int n;
+	(void)state;
+
+	link_new();
+	addr(&a, 0x0a040001);
+	addr(&b, 0x0a040007);
+	L->s[0].ep = tcpep_connect(NULL, &a, 40000, &b, 80, &CBS, &L->s[0], L->now);
+	assert_int_equal(L->n[0], 1);
+	assert_int_equal(tun_ip_parse(L->pkt[0][0], L->len[0][0], &ip), 0);
+	assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+	iss = t.seq;
+	L->head[0] = 1, L->n[0] = 0;
+
+	ib.src = b;
+	ib.dst = a;
+	n = tun_tcp_build_pkt(&ib, &tb, NULL, 0, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(tun_ip_parse(buf, (size_t)n, &ip), 0);
+	assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+	L->now += 100;
+	tcpep_input(L->s[0].ep, &ip, &t, L->now);
+	assert_int_equal(tcpep_state(L->s[0].ep), TCPEP_SYN_SENT);
+	assert_int_equal(L->n[0], 1); /* the RST */
+	assert_int_equal(tun_ip_parse(L->pkt[0][1], L->len[0][1], &ip), 0);
+	assert_true(tun_l4_csum_ok(&ip));
+	assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+	assert_int_equal(t.flags, TUN_TCP_RST);
+	assert_int_equal(t.seq, 123456789u);
+	L->head[0] = 2, L->n[0] = 0;
+	tcpep_get_stats(L->s[0].ep, &st);
+	assert_int_equal(st.stale_resets, 1);
+
+	/* the SYN goes again now, not after the RTO */
+	assert_true(tcpep_next_deadline(L->s[0].ep) <= L->now);
+	tcpep_on_timer(L->s[0].ep, L->now);
+	assert_int_equal(L->n[0], 1);
+	assert_int_equal(tun_ip_parse(L->pkt[0][2], L->len[0][2], &ip), 0);
+	assert_int_equal(tun_tcp_parse(ip.l4, ip.l4_len, &t), 0);
+	assert_int_equal(t.flags, TUN_TCP_SYN);
+	assert_int_equal(t.seq, iss);
+	L->head[0] = 3, L->n[0] = 0;
+
+	/* the kernel, its old connection gone, takes it */
+	L->s[1].ep = tcpep_from_syn(NULL, &ip, &t, &CBS, &L->s[1], L->now);
+	assert_non_null(L->s[1].ep);
+	assert_int_equal(tcpep_accept(L->s[1].ep, L->now), 0);
+	run(NULL, L->now + 1000);
+	assert_int_equal(tcpep_state(L->s[0].ep), TCPEP_ESTABLISHED);
+	assert_int_equal(tcpep_state(L->s[1].ep), TCPEP_ESTABLISHED);
+	link_free();
+}
+
 /* ---- the kernel closes its window with our data outstanding ---- */
 
 /* A segment from the "kernel" (side 0's address and port) into side 1. */
@@ -1254,11 +1328,17 @@ static void test_real_kernel_gso(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bulk_16mb_wrap),       cmocka_unit_test(test_half_close),
-		cmocka_unit_test(test_rst_both_ways),        cmocka_unit_test(test_held_syn),
-		cmocka_unit_test(test_backpressure),         cmocka_unit_test(test_loss_recovery),
-		cmocka_unit_test(test_syn_loss_and_timeout), cmocka_unit_test(test_zero_window_outstanding),
-		cmocka_unit_test(test_reset_reply),          cmocka_unit_test(test_real_kernel),
+		cmocka_unit_test(test_bulk_16mb_wrap),
+		cmocka_unit_test(test_half_close),
+		cmocka_unit_test(test_rst_both_ways),
+		cmocka_unit_test(test_held_syn),
+		cmocka_unit_test(test_backpressure),
+		cmocka_unit_test(test_loss_recovery),
+		cmocka_unit_test(test_syn_loss_and_timeout),
+		cmocka_unit_test(test_syn_meets_stale_connection),
+		cmocka_unit_test(test_zero_window_outstanding),
+		cmocka_unit_test(test_reset_reply),
+		cmocka_unit_test(test_real_kernel),
 		cmocka_unit_test(test_real_kernel_gso),
 	};
 	if (sodium_init() < 0)
