@@ -376,6 +376,8 @@ void tunbridge_free(tunbridge *b)
 	}
 	if (b->timer_id)
 		pilot_loop_del_timer(b->loop, b->timer_id);
+	if (b->utimer)
+		pilot_loop_del_timer(b->loop, b->utimer);
 	b->in_timer = true; /* no re-arming from here on */
 	if (b->flows) {
 		while (tun_flow_next(b->flows, &pos, &k, &v))
@@ -389,6 +391,7 @@ void tunbridge_free(tunbridge *b)
 	pilot_heap_free(&b->heap);
 	free(b->pings);
 	free(b->txbuf);
+	free(b->ubuf);
 	free(b->rxbuf);
 	free(b);
 }

@@ -13,6 +13,7 @@
 #include "daemon/tunbridge_internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 void tb_unreach(tunbridge *b, const tun_ip *ip, const uint8_t *pkt, bool port)
@@ -74,6 +75,88 @@ void tb_udp_input(tunbridge *b, const tun_ip *ip)
 		b->st.udp_out++;
 }
 
+#define UDP_GSO_MAX_SEGS 64 /* the kernel takes up to UDP_MAX_SEGMENTS (128) */
+#define UDP_OFF          (TUN_IP4_HDR + TUN_UDP_HDR)
+
+/* One packet, or one UDP GSO packet (gso_size = useg) when several are queued;
+ * the checksum is partial either way: the kernel's local delivery takes it as
+ * checked, and segmentation completes it per datagram. */
+void tb_udp_flush(tunbridge *b)
+{
+	tun_ip_build ib = { .src = b->usrc, .dst = b->own4, .csum_partial = true };
+	tun_pkt p = { 0 };
+	int n;
+
+	if (!b->ucount)
+		return;
+	n = tun_udp_build_pkt(&ib, b->usport, b->udport, b->ubuf + UDP_OFF, b->ulen, b->ubuf, TB_PKT_CAP);
+	if (n < 0) {
+		b->st.udp_errors += b->ucount;
+		b->ucount = 0;
+		return;
+	}
+	p.data = b->ubuf;
+	p.len = (size_t)n;
+	p.vnet.flags = TUN_VNET_F_NEEDS_CSUM;
+	p.vnet.csum_start = TUN_IP4_HDR;
+	p.vnet.csum_offset = 6;
+	p.vnet.hdr_len = UDP_OFF;
+	if (b->ucount > 1) {
+		p.vnet.gso_type = TUN_VNET_GSO_UDP_L4;
+		p.vnet.gso_size = b->useg;
+	}
+	if (tun_dev_write_batch(b->cfg.dev, &p, 1) != 1) {
+		b->st.tx_dropped += b->ucount;
+	} else {
+		b->st.pkts_out += b->ucount;
+		b->st.bytes_out += (size_t)n + (size_t)(b->ucount - 1) * UDP_OFF;
+		b->st.gso_out += b->ucount > 1;
+	}
+	b->ucount = 0;
+	b->ulen = 0;
+}
+
+static int64_t udp_flush_timer(pilot_loop *l, uint64_t id, void *arg)
+{
+	tunbridge *b = arg;
+
+	(void)l;
+	(void)id;
+	b->utimer = 0;
+	tb_udp_flush(b);
+	return 0;
+}
+
+/* Queues the payload behind the ones of the same flow and size; true if it was
+ * taken (else the caller writes it on its own). */
+static bool udp_coalesce(tunbridge *b, const tun_ipaddr *src, uint16_t sport, uint16_t dport,
+			 const uint8_t *data, size_t len)
+{
+	if (!b->cfg.dev || !b->loop || !tun_dev_has_vnet_hdr(b->cfg.dev) || !len ||
+	    len > TUN_IP_MAX_PACKET - UDP_OFF)
+		return false;
+	if (b->ucount &&
+	    (b->ucount >= UDP_GSO_MAX_SEGS || len > b->useg || b->usport != sport || b->udport != dport ||
+	     memcmp(&b->usrc, src, sizeof(*src)) != 0 || b->ulen + len > TUN_IP_MAX_PACKET - UDP_OFF ||
+	     b->ulen != (size_t)b->useg * b->ucount))
+		tb_udp_flush(b); /* another flow, a larger one, or after a short last one */
+	if (!b->ubuf && !(b->ubuf = malloc(TB_PKT_CAP)))
+		return false;
+	if (!b->ucount) {
+		b->usrc = *src;
+		b->usport = sport;
+		b->udport = dport;
+		b->useg = (uint16_t)len;
+	}
+	memcpy(b->ubuf + UDP_OFF + b->ulen, data, len);
+	b->ulen += len;
+	b->ucount++;
+	b->st.udp_in++;
+	if (!b->utimer && !(b->utimer = pilot_loop_add_timer(b->loop, 0, udp_flush_timer, b)))
+		tb_udp_flush(b);
+	return true;
+}
+
 void tb_dgram_observe(void *arg, pilot_addr src, uint16_t sport, uint16_t dport,
 		      const uint8_t *data, size_t len)
 {
@@ -87,6 +170,9 @@ void tb_dgram_observe(void *arg, pilot_addr src, uint16_t sport, uint16_t dport,
 		return;
 	}
 	tun_ipaddr_v4(&ib.src, ip4);
+	if (udp_coalesce(b, &ib.src, sport, dport, data, len))
+		return;
+	tb_udp_flush(b); /* keep the order of one flow */
 	n = tun_udp_build_pkt(&ib, sport, dport, data, len, b->txbuf, TB_PKT_CAP);
 	if (n < 0) {
 		b->st.udp_errors++;

@@ -80,6 +80,15 @@ struct tunbridge {
 	tun_pkt rx[TB_BATCH];
 	uint8_t *rxbuf;
 	uint8_t *txbuf;               /* UDP / ICMP / RST packets we build */
+	/* Pilot datagrams to the kernel, coalesced (vnet_hdr device): consecutive
+	 * payloads of one flow and one size go out as one UDP GSO packet at the end
+	 * of the loop turn (tb_udp_flush), not one TUN write each. */
+	uint8_t *ubuf;         /* IPv4 + UDP header room, then the payloads */
+	size_t ulen;           /* payload bytes queued */
+	uint16_t useg, ucount; /* payload size of each, how many (0: none) */
+	uint16_t usport, udport;
+	tun_ipaddr usrc;
+	uint64_t utimer;
 	tun_dns *dns;
 	bool fd_added;
 	tb_expose expose[TB_MAX_EXPOSE];
@@ -91,6 +100,9 @@ void tunbridge_input(tunbridge *b, const uint8_t *pkt, size_t len);
 /* Without a loop: run due timers and deferred frees. */
 void tunbridge_tick(tunbridge *b);
 uint64_t tunbridge_next_deadline(const tunbridge *b);
+
+/* tunbridge_dgram.c: write the coalesced datagrams now (no-op when none) */
+void tb_udp_flush(tunbridge *b);
 
 /* tunbridge.c */
 uint64_t tb_now(const tunbridge *b);

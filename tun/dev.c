@@ -182,12 +182,13 @@ static int link_up(struct nl_sock *sk, tun_dev *d, char *err, size_t errlen)
 
 	if (rc >= 0) {
 		rtnl_link_set_mtu(chg, d->mtu);
+		rtnl_link_set_txqlen(chg, TUN_DEV_TXQLEN);
 		rtnl_link_set_flags(chg, IFF_UP);
 		rc = rtnl_link_change(sk, orig, chg, 0);
 	}
 	if (rc < 0)
-		snprintf(err, errlen, "TUN device %s: rtnetlink set mtu %u and up: %s", d->name, d->mtu,
-			 nl_geterror(rc));
+		snprintf(err, errlen, "TUN device %s: rtnetlink set mtu %u, txqueuelen and up: %s", d->name,
+			 d->mtu, nl_geterror(rc));
 	rtnl_link_put(orig);
 	rtnl_link_put(chg);
 	return rc < 0 ? nl_to_errno(rc) : 0;

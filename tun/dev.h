@@ -27,6 +27,12 @@
 #define TUN_DEV_DEFAULT_NAME "pilot0"
 #define TUN_DEV_DEFAULT_MTU 65535
 #define TUN_DEV_MIN_MTU 1280 /* IPv6 minimum */
+/* Transmit queue (kernel -> daemon) in packets. The kernel's default for a TUN
+ * is 500: a burst of datagrams (iperf3 -u at 500 Mbit/s is ~52,000 a second)
+ * arriving while the daemon waits for a CPU overflows it and the kernel drops
+ * them ("TX dropped" on the device). TCP is unaffected: TSQ bounds each
+ * socket's queued bytes. */
+#define TUN_DEV_TXQLEN  4096
 #define TUN_DEV_MAX_MTU 65535
 
 typedef struct tun_dev tun_dev;
@@ -83,6 +89,7 @@ int tun_dev_add_addr6(tun_dev *d, const struct in6_addr *ip, int prefix, char *e
 #define TUN_VNET_GSO_TCPV4 1
 #define TUN_VNET_GSO_UDP   3
 #define TUN_VNET_GSO_TCPV6 4
+#define TUN_VNET_GSO_UDP_L4   5 /* UDP GSO (USO): gso_size = payload per datagram */
 #define TUN_VNET_GSO_ECN   0x80
 
 typedef struct tun_vnet_hdr {

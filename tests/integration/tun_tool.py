@@ -8,6 +8,10 @@
   badpackets DEV DST         write malformed IPv4/IPv6/TCP/UDP/ICMP packets into
                              the TUN device DEV (AF_PACKET: they reach pilotd as
                              they are, no kernel fix-ups), toward DST (a mapped IP)
+  udpburst-recv PORT N OUT   receive datagrams from udpburst-send for up to 10 s (or
+                             until N), check every byte, write "<good> <bad>" to OUT
+  udpburst-send IP PORT N    N datagrams back to back: runs of 1000 bytes broken by a
+                             short one every 50th and a 1400-byte one every 97th
 """
 import hashlib
 import http.server
@@ -192,6 +196,43 @@ def badpackets(dev, dst):
     print("sent %d malformed packets into %s (ifindex %d)" % (n, dev, ifi))
 
 
+def burst_payload(i):
+    n = 1400 if i % 97 == 0 else 300 + i % 7 if i % 50 == 49 else 1000
+    return struct.pack("!II", i, n) + bytes((i + k) & 0xFF for k in range(n - 8))
+
+
+def udpburst_recv(port, n, out):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(10)
+    with open(out + ".ready", "w"):
+        pass
+    good = bad = 0
+    seen = set()
+    try:
+        while len(seen) < n:
+            d = s.recv(65535)
+            s.settimeout(3)
+            i = struct.unpack("!I", d[:4])[0] if len(d) >= 8 else -1
+            if 0 <= i < n and d == burst_payload(i) and i not in seen:
+                seen.add(i)
+                good += 1
+            else:
+                bad += 1
+    except socket.timeout:
+        pass
+    with open(out, "w") as f:
+        f.write("%d %d\n" % (good, bad))
+
+
+def udpburst_send(ip, port, n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    for i in range(n):
+        s.sendto(burst_payload(i), (ip, port))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "serve":
@@ -200,6 +241,10 @@ def main():
         halfclose_server(*args)
     elif cmd == "halfclose-client":
         halfclose_client(*args)
+    elif cmd == "udpburst-recv":
+        udpburst_recv(int(args[0]), int(args[1]), args[2])
+    elif cmd == "udpburst-send":
+        udpburst_send(args[0], int(args[1]), int(args[2]))
     elif cmd == "badpackets":
         badpackets(*args)
     else:

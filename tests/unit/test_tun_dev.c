@@ -260,6 +260,7 @@ static int child_open_configure_close(void)
 	CHECK((fcntl(tun_dev_fd(d), F_GETFL) & O_NONBLOCK) != 0);
 	CHECK(ifreq_get("pilot0", SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP));
 	CHECK(ifreq_get("pilot0", SIOCGIFMTU, &ifr) == 0 && ifr.ifr_mtu == TUN_DEV_DEFAULT_MTU);
+	CHECK(ifreq_get("pilot0", SIOCGIFTXQLEN, &ifr) == 0 && ifr.ifr_qlen == TUN_DEV_TXQLEN);
 	CHECK(has_addr("pilot0", AF_INET, "10.4.0.1", "255.255.0.0"));
 	own_ula(&ula);
 	inet_ntop(AF_INET6, &ula, ula_text, sizeof(ula_text));
