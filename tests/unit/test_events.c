@@ -287,7 +287,10 @@ static bool raw_sent(void *arg)
 
 static void test_slow_subscriber_dropped(void **state)
 {
-	evs_config cfg = { .max_payload = 16384, .max_queue = 128 * 1024, .max_mem = 1 << 20 };
+	/* Room for the fast subscriber to fall behind for a while (a loaded machine
+	 * deschedules this process and its timers fire late), none for the one
+	 * that never reads: 3.2 MB pass through. */
+	evs_config cfg = { .max_payload = 16384, .max_queue = 512 * 1024, .max_mem = 2 << 20 };
 	fx *f = fx_new(&cfg);
 	uint8_t *subev, *tx;
 	size_t ntx;
