@@ -350,9 +350,37 @@ static int op_shares_network(void *arg, uint32_t peer, trust_net_cb done, void *
 	return 0;
 }
 
+typedef struct report_req {
+	node *n;
+	uint32_t peer;
+	trust_reply_cb done;
+	void *op;
+} report_req;
+
+/* Our side of a trust is on the registry: a private peer it refused to resolve
+ * before may resolve now, so its path can leave the relay (peer_table_trusted). */
+static void report_reply(void *arg, json_object *reply, int err)
+{
+	report_req *q = arg;
+
+	if (!err && q->n->peers)
+		peer_table_trusted(q->n->peers, q->peer);
+	q->done(q->op, reply, err);
+	free(q);
+}
+
 static int op_report_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)
 {
-	return registration_report_trust(((node *)arg)->reg, peer, done, op);
+	node *n = arg;
+	report_req *q = malloc(sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	*q = (report_req){ .n = n, .peer = peer, .done = done, .op = op };
+	if ((r = registration_report_trust(n->reg, peer, report_reply, q)) < 0)
+		free(q);
+	return r;
 }
 
 static int op_revoke_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)

@@ -155,6 +155,11 @@ int peer_get(const peer_table *pt, uint32_t node, peer_info *out); /* 0 or -ENOE
 /* The Ed25519 key that authenticated node's current session (PILA): 0 and pk,
  * or -ENOENT (no session, or an anonymous PILK one). Cheap: for admission. */
 int peer_session_key(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
+/* We now trust node and said so to the registry: if it is on the relay because
+ * the registry refused to resolve it (a private node before trust), resolve it
+ * now and, while still refused (the peer's own report may be on its way), every
+ * 2 s a few times; an endpoint is tried directly at once. No-op otherwise. */
+void peer_table_trusted(peer_table *pt, uint32_t node);
 /* Send a Discover to the beacon now (at most one per 2 s): the beacon may have
  * restarted and forgotten our verified endpoint (e.g. the registry beside it
  * reconnected). No-op without a beacon. */

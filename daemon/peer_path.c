@@ -286,6 +286,33 @@ static void maybe_reresolve(peer_table *pt, peer *p, uint64_t now)
 	peer_start_resolve(pt, p); /* a new endpoint is tried at once (peer_resolved) */
 }
 
+/* Trust just reached the registry (peer_table_trusted): resolve again soon,
+ * whatever reresolve_ms says, until an endpoint comes back or the tries run out. */
+static void trust_reresolve(peer_table *pt, peer *p, uint64_t now)
+{
+	if (!p->trust_resolves || p->resolving || !pt->cfg.resolve || now < p->next_resolve_ms)
+		return;
+	if (p->path != PEER_PATH_RELAY || p->relay_pinned || p->has_reg_ep) {
+		p->trust_resolves = 0;
+		return;
+	}
+	p->trust_resolves--;
+	p->next_resolve_ms = now + PEER_TRUST_RESOLVE_MS;
+	pt->st.reresolves++;
+	peer_start_resolve(pt, p);
+}
+
+void peer_table_trusted(peer_table *pt, uint32_t node)
+{
+	peer *p = peer_find(pt, node);
+
+	if (!p || p->path != PEER_PATH_RELAY || p->relay_pinned || p->has_reg_ep)
+		return;
+	p->trust_resolves = PEER_TRUST_RESOLVES;
+	p->next_resolve_ms = 0;
+	trust_reresolve(pt, p, peer_now(pt));
+}
+
 static void relay_probe(peer_table *pt, peer *p, uint64_t now)
 {
 	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
@@ -327,6 +354,7 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 {
 	kx_retransmit(pt, p, now);
 	silent_rekey_check(pt, p, now);
+	trust_reresolve(pt, p, now);
 	direct_deadline(pt, p, now);
 	relay_probe(pt, p, now);
 	silence_check(pt, p, now);
