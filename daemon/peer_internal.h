@@ -59,6 +59,8 @@ typedef struct peer {
 	bool has_reg_ep;
 	bool pilk;                     /* created by an anonymous PILK (pilk_peers) */
 	bool relay_pinned;             /* the registry said relay_only: relay, no punch/probe */
+	uint64_t refused_ms;           /* the last resolve was refused (private peer), 0 */
+	bool ref_relay;                /* ref_quirks: relay once, relay for good (reference) */
 	enum peer_path path;
 	const char *why;
 	/* crypto */
