@@ -227,7 +227,8 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("test-ref-peer", PILOT_OPT_BOOL, &o->test_ref_peer, NULL,
 		    "testing only: behave like the reference daemon on the wire (no window "
 		    "update when a reader drains, no answer to a pure ACK, no key exchange "
-		    "in answer to a frame it cannot decrypt)",
+		    "in answer to a frame it cannot decrypt, a peer once reached through the "
+		    "relay stays on the relay)",
 		    NULL),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },

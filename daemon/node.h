@@ -165,6 +165,7 @@ void node_svc_down(node *n);           /* before the conn table goes; idempotent
 /* ---- port-444 handshake service and trust's send_direct (node_hs.c) ---- */
 int node_hs_listen(node *n);
 void node_hs_free(node *n);
+void node_hs_unreachable(node *n, uint32_t peer);
 int node_hs_send_direct(void *arg, uint32_t peer, const uint8_t *buf, size_t len,
 			void (*done)(void *op, int err), void *op);
 

@@ -111,6 +111,18 @@ typedef struct peer_res_req {
 	uint32_t id;
 } peer_res_req;
 
+/* The registry refused to disclose a private node: our code "forbidden", or
+ * the reference registry's "resolve denied: node N is private ...". */
+static bool resolve_refused(json_object *reply, int err)
+{
+	const char *code = reply ? jw_get_str(reply, "code") : NULL;
+	const char *e = reply ? jw_get_str(reply, "error") : NULL;
+
+	if (err != -EREMOTEIO || !reply)
+		return false;
+	return (code && !strcmp(code, "forbidden")) || (e && strstr(e, "is private"));
+}
+
 static void peer_resolve_reply(void *arg, json_object *reply, int err)
 {
 	peer_res_req *q = arg;
@@ -128,8 +140,16 @@ static void peer_resolve_reply(void *arg, json_object *reply, int err)
 				     : "request failed");
 	}
 
-	q->done(q->arg, s && *s ? s : NULL, !err && reply && jw_get_bool(reply, "relay_only"));
+	q->done(q->arg, s && *s ? s : NULL,
+		!err && reply && jw_get_bool(reply, "relay_only") ? PEER_RESOLVE_RELAY_ONLY
+			: resolve_refused(reply, err)             ? PEER_RESOLVE_REFUSED
+								  : PEER_RESOLVE_OK);
 	free(q);
+}
+
+static void peer_unreachable(void *ctx, uint32_t id)
+{
+	node_hs_unreachable(ctx, id);
 }
 
 static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *arg)
@@ -138,11 +158,11 @@ static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *a
 	peer_res_req *q;
 
 	if (node_compat_on(n)) { /* compat: every peer is relay, pinned (tunnel.md §11.4) */
-		done(arg, NULL, true);
+		done(arg, NULL, PEER_RESOLVE_RELAY_ONLY);
 		return;
 	}
 	if (!(q = malloc(sizeof(*q)))) {
-		done(arg, NULL, false);
+		done(arg, NULL, PEER_RESOLVE_OK);
 		return;
 	}
 	q->done = done;
@@ -151,7 +171,7 @@ static void peer_resolve(void *ctx, uint32_t id, peer_resolve_done done, void *a
 	q->id = id;
 	if (registration_resolve(n->reg, id, peer_resolve_reply, q) < 0) {
 		free(q);
-		done(arg, NULL, false);
+		done(arg, NULL, PEER_RESOLVE_OK);
 	}
 }
 
@@ -351,9 +371,37 @@ static int op_shares_network(void *arg, uint32_t peer, trust_net_cb done, void *
 	return 0;
 }
 
+typedef struct report_req {
+	node *n;
+	uint32_t peer;
+	trust_reply_cb done;
+	void *op;
+} report_req;
+
+/* Our side of a trust is on the registry: a private peer it refused to resolve
+ * before may resolve now, so its path can leave the relay (peer_table_trusted). */
+static void report_reply(void *arg, json_object *reply, int err)
+{
+	report_req *q = arg;
+
+	if (!err && q->n->peers)
+		peer_table_trusted(q->n->peers, q->peer);
+	q->done(q->op, reply, err);
+	free(q);
+}
+
 static int op_report_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)
 {
-	return registration_report_trust(((node *)arg)->reg, peer, done, op);
+	node *n = arg;
+	report_req *q = malloc(sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	*q = (report_req){ .n = n, .peer = peer, .done = done, .op = op };
+	if ((r = registration_report_trust(n->reg, peer, report_reply, q)) < 0)
+		free(q);
+	return r;
 }
 
 static int op_revoke_trust(void *arg, uint32_t peer, trust_reply_cb done, void *op)
@@ -603,6 +651,7 @@ static void peers_up(node *n)
 		.pinned_key = peer_pinned_key,
 		.key_pinned = peer_key_pinned,
 		.resolve = peer_resolve,
+		.unreachable = peer_unreachable,
 		.beacon_notify = peer_beacon_notify,
 		.ref_quirks = n->o.test_ref_peer,
 	};

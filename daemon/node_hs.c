@@ -21,6 +21,7 @@ typedef struct hs_op {
 	conn *c;
 	uint64_t timer;
 	bool outbound, written;
+	uint32_t peer;
 	/* outbound */
 	void (*done)(void *op, int err);
 	void *op;
@@ -212,6 +213,7 @@ int node_hs_send_direct(void *arg, uint32_t peer, const uint8_t *buf, size_t len
 	memcpy(o->buf, buf, len);
 	o->len = len;
 	o->outbound = true;
+	o->peer = peer;
 	o->done = done;
 	o->op = op;
 	o->c = conn_dial(n->conns, pilot_addr_make(0, peer), TRUST_PORT, &out_cbs, o, &err);
@@ -221,6 +223,23 @@ int node_hs_send_direct(void *arg, uint32_t peer, const uint8_t *buf, size_t len
 	}
 	o->timer = pilot_loop_add_timer(n->loop, HS_DIAL_MS, out_timeout, o);
 	return 0;
+}
+
+/* The registry refused to resolve peer (private, no trust yet) and the tunnel
+ * sends nothing to it: dials to its port 444 fail now, so trust relays the
+ * message through the registry at once instead of after HS_DIAL_MS. */
+void node_hs_unreachable(node *n, uint32_t peer)
+{
+	struct node_hs *h = n->hs;
+	hs_op *o, *next;
+
+	for (o = h ? h->ops : NULL; o; o = next) {
+		next = o->next;
+		if (!o->outbound || o->written || o->peer != peer)
+			continue;
+		op_complete(o, -EHOSTUNREACH);
+		op_end(o, true);
+	}
 }
 
 /* Shutdown: the connection table is (being) torn down, so only the ops go;

@@ -386,6 +386,10 @@ int peer_send_packet(peer_table *pt, uint32_t node, uint8_t *pkt, size_t len)
 		peer_seal_send(pt, p, pkt, len, PEER_VIA_PATH);
 		return 0;
 	}
+	if (p->path == PEER_PATH_NONE && p->refused_ms && peer_now(pt) - p->refused_ms < PEER_NEG_CACHE_MS) {
+		pt->st.drop_no_route++; /* private, not trusting us yet (peer_resolved) */
+		return -EHOSTUNREACH;
+	}
 	/* Never a plaintext copy: queue until the session exists (tunnel.md §7). */
 	rc = pending_push(pt, p, pkt, len);
 	peer_start_contact(pt, p);
@@ -1099,8 +1103,9 @@ static void on_recv(void *ctx, transport_dgram *dg, size_t n)
 
 /* ---- resolve ---- */
 
-static void resolve_done(void *arg, const char *hostport, bool relay_only)
+static void resolve_done(void *arg, const char *hostport, int how)
 {
+	bool relay_only = how == PEER_RESOLVE_RELAY_ONLY;
 	peer_req *r = arg;
 	peer_table *pt = r->pt;
 	peer *p;
@@ -1116,6 +1121,7 @@ static void resolve_done(void *arg, const char *hostport, bool relay_only)
 	if (!p)
 		return;
 	p->resolving = false;
+	p->refused_ms = how == PEER_RESOLVE_REFUSED ? peer_now(pt) : 0;
 	if (!relay_only && hostport && transport_ep_parse(hostport, &ep) == 0)
 		peer_resolved(pt, p, &ep, false);
 	else

@@ -47,9 +47,18 @@ enum peer_pin {
 	PEER_PIN_KEY,       /* pinned key */
 };
 /* Answer to a resolve: "host:port" of the node's endpoint, NULL = failure;
- * relay_only: the registry says the node is reachable only through the beacon
- * relay (a compat node, tunnel.md §10): relay pinned, no punch, no direct probe. */
-typedef void (*peer_resolve_done)(void *arg, const char *hostport, bool relay_only);
+ * how: PEER_RESOLVE_RELAY_ONLY: the registry says the node is reachable only
+ * through the beacon relay (a compat node, tunnel.md §10): relay pinned, no
+ * punch, no direct probe. PEER_RESOLVE_REFUSED: the registry refused (a private
+ * node that does not trust us yet): no tunnel at all, not even relayed (a
+ * reference peer pins a relayed sender to the relay for good, issue 15); the
+ * trust handshake goes through the registry (cfg.unreachable). */
+enum {
+	PEER_RESOLVE_OK = 0,
+	PEER_RESOLVE_RELAY_ONLY = 1,
+	PEER_RESOLVE_REFUSED = 2
+};
+typedef void (*peer_resolve_done)(void *arg, const char *hostport, int how);
 
 #define PEER_BEACONS_MAX 8
 
@@ -70,6 +79,9 @@ typedef struct peer_config {
 	 * when the answer is discarded). */
 	void (*lookup_key)(void *ctx, uint32_t node, peer_key_done done, void *arg);
 	void (*resolve)(void *ctx, uint32_t node, peer_resolve_done done, void *arg);
+	/* Optional: packets for node were dropped because the registry refused to
+	 * resolve it (PEER_RESOLVE_REFUSED); whatever waits for an answer may give up. */
+	void (*unreachable)(void *ctx, uint32_t node);
 	/* Key binding (issue 12), both optional. pinned_key: the node's pinned key
 	 * (filled for PEER_PIN_KEY). A pinned or trusted node gets a session only
 	 * through a PILA with its pinned key, never through PILK; a PILA with another
@@ -100,7 +112,8 @@ typedef struct peer_config {
 				       * out for this long with nothing from the peer → fresh
 				       * key exchange (1000; then at most every 10 s) */
 	bool ref_quirks;              /* testing only: like the reference, never answer an
-				       * undecryptable frame with a key exchange (issue 15) */
+				       * undecryptable frame with a key exchange, and a peer
+				       * once on the relay stays there (issue 15) */
 } peer_config;
 
 /* Creates the table and points the transport's receive callback at it. The
@@ -155,6 +168,11 @@ int peer_get(const peer_table *pt, uint32_t node, peer_info *out); /* 0 or -ENOE
 /* The Ed25519 key that authenticated node's current session (PILA): 0 and pk,
  * or -ENOENT (no session, or an anonymous PILK one). Cheap: for admission. */
 int peer_session_key(const peer_table *pt, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
+/* We now trust node and said so to the registry: if it is on the relay because
+ * the registry refused to resolve it (a private node before trust), resolve it
+ * now and, while still refused (the peer's own report may be on its way), every
+ * 2 s a few times; an endpoint is tried directly at once. No-op otherwise. */
+void peer_table_trusted(peer_table *pt, uint32_t node);
 /* Send a Discover to the beacon now (at most one per 2 s): the beacon may have
  * restarted and forgotten our verified endpoint (e.g. the registry beside it
  * reconnected). No-op without a beacon. */

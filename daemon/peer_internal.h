@@ -23,6 +23,8 @@
 #define PEER_PUNCH_RECENT 8         /* PunchCommand endpoints remembered (punched label) */
 #define PEER_PUNCH_FRESH_MS 10000   /* a PunchCommand endpoint counts as punched this long */
 #define PEER_PUNCH_OUTSTANDING_MS 5000 /* our PunchRequest awaits its PunchCommand */
+#define PEER_TRUST_RESOLVES       5    /* re-resolves after trust while still refused ... */
+#define PEER_TRUST_RESOLVE_MS     2000 /* ... this far apart */
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
 #define PEER_MTU_CACHE_MS 30000     /* re-ask the kernel (ICMP-learned PMTU) this often */
@@ -57,6 +59,8 @@ typedef struct peer {
 	bool has_reg_ep;
 	bool pilk;                     /* created by an anonymous PILK (pilk_peers) */
 	bool relay_pinned;             /* the registry said relay_only: relay, no punch/probe */
+	uint64_t refused_ms;           /* the last resolve was refused (private peer), 0 */
+	bool ref_relay;                /* ref_quirks: relay once, relay for good (reference) */
 	enum peer_path path;
 	const char *why;
 	/* crypto */
@@ -83,6 +87,7 @@ typedef struct peer {
 	 * cleared when a PunchCommand is attributed to it) */
 	uint64_t punch_req_ms, punch_queued_ms, punch_cmd_ms, next_resolve_ms;
 	bool punch_queued;
+	unsigned trust_resolves;       /* fast re-resolves left since trust (peer_table_trusted) */
 	transport_ep punch_ep;         /* endpoint of the PunchCommand attributed to us */
 	/* liveness */
 	uint64_t last_rx_ms, last_tx_ms, rx_packets, tx_packets;

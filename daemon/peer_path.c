@@ -20,6 +20,13 @@ void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why
 {
 	uint64_t now = peer_now(pt);
 
+	/* -test-ref-peer: the reference marks a peer relay on any relayed frame or
+	 * dial timeout and never clears it (tunnel.go handleRelayDeliver,
+	 * SetRelayPeer): relay for the table's lifetime, no direct probe. */
+	if (pt->cfg.ref_quirks && path == PEER_PATH_RELAY)
+		p->ref_relay = true;
+	if (p->ref_relay && path != PEER_PATH_RELAY)
+		return;
 	if (path == PEER_PATH_RELAY && p->path != PEER_PATH_RELAY) {
 		pt->st.relay_switches++;
 		p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
@@ -156,12 +163,25 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep, bool relay_o
 			p->has_ep = true;
 		}
 	}
-	if (p->path == PEER_PATH_RELAY && fresh) {
+	if (p->path == PEER_PATH_RELAY && fresh && !p->ref_relay) {
 		relay_direct_attempt(pt, p);
 		return;
 	}
 	if (p->path != PEER_PATH_NONE)
 		return; /* already reached us (e.g. via relay); probes use the endpoint */
+	if (!ep && p->refused_ms && !p->has_ep) {
+		/* A private node that does not trust us (yet): nothing it would accept
+		 * but the trust handshake, which then goes through the registry; and a
+		 * reference peer pins a node it hears through the relay to the relay
+		 * for good. So no relayed first contact: once trust exists, the resolve
+		 * works and the contact starts direct (issue 15). */
+		log_debug("peer node=%u: resolve refused, no tunnel before trust", p->node);
+		pt->st.drop_no_route += p->npend;
+		peer_pending_drop(pt, p);
+		if (pt->cfg.unreachable)
+			pt->cfg.unreachable(pt->cfg.ctx, p->node);
+		return;
+	}
 	if (p->has_ep) {
 		peer_set_path(pt, p, PEER_PATH_DIRECT, "resolved");
 		start_direct_attempt(pt, p);
@@ -222,7 +242,7 @@ void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_rel
 	}
 	if (pt->has_beacon && transport_ep_eq(src, &pt->beacon))
 		return;
-	if (p->relay_pinned)
+	if (p->relay_pinned || p->ref_relay)
 		return; /* the registry said relay_only; a later resolve may unpin it */
 	p->direct_ok_ms = now;
 	p->direct_deadline_ms = 0;
@@ -286,12 +306,41 @@ static void maybe_reresolve(peer_table *pt, peer *p, uint64_t now)
 	peer_start_resolve(pt, p); /* a new endpoint is tried at once (peer_resolved) */
 }
 
+/* Trust just reached the registry (peer_table_trusted): resolve again soon,
+ * whatever reresolve_ms says, until an endpoint comes back or the tries run out. */
+static void trust_reresolve(peer_table *pt, peer *p, uint64_t now)
+{
+	if (!p->trust_resolves || p->resolving || !pt->cfg.resolve || now < p->next_resolve_ms)
+		return;
+	if (p->path != PEER_PATH_RELAY || p->relay_pinned || p->has_reg_ep) {
+		p->trust_resolves = 0;
+		return;
+	}
+	p->trust_resolves--;
+	p->next_resolve_ms = now + PEER_TRUST_RESOLVE_MS;
+	pt->st.reresolves++;
+	peer_start_resolve(pt, p);
+}
+
+void peer_table_trusted(peer_table *pt, uint32_t node)
+{
+	peer *p = peer_find(pt, node);
+
+	if (p)
+		p->refused_ms = 0; /* the next packet resolves again at once */
+	if (!p || p->path != PEER_PATH_RELAY || p->relay_pinned || p->ref_relay || p->has_reg_ep)
+		return;
+	p->trust_resolves = PEER_TRUST_RESOLVES;
+	p->next_resolve_ms = 0;
+	trust_reresolve(pt, p, peer_now(pt));
+}
+
 static void relay_probe(peer_table *pt, peer *p, uint64_t now)
 {
 	if (p->path != PEER_PATH_RELAY || now < p->next_probe_ms)
 		return;
 	p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
-	if (!p->relay_pinned)
+	if (!p->relay_pinned && !p->ref_relay)
 		relay_direct_attempt(pt, p);
 	if (p->path == PEER_PATH_RELAY)
 		maybe_reresolve(pt, p, now);
@@ -327,6 +376,7 @@ void peer_path_tick(peer_table *pt, peer *p, uint64_t now)
 {
 	kx_retransmit(pt, p, now);
 	silent_rekey_check(pt, p, now);
+	trust_reresolve(pt, p, now);
 	direct_deadline(pt, p, now);
 	relay_probe(pt, p, now);
 	silence_check(pt, p, now);
@@ -540,7 +590,7 @@ static void punch_command(peer_table *pt, const proto_endpoint *e)
 		p->punch_req_ms = 0; /* answered */
 	p->punch_ep = ep;
 	p->punch_cmd_ms = now;
-	if (p->path == PEER_PATH_RELAY ||
+	if ((p->path == PEER_PATH_RELAY && !p->ref_relay) ||
 	    (p->direct_deadline_ms && p->direct_ok_ms < p->direct_since_ms))
 		try_endpoint(pt, p, &ep);
 }

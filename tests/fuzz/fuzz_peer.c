@@ -70,7 +70,11 @@ static void key_pinned(void *ctx, uint32_t node, const uint8_t pk[PROTO_ED25519_
 
 static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
 {
-	done(arg, node == 20 ? "10.0.0.2:2000" : node == 10 ? "10.0.0.1:1000" : NULL, false);
+	done(arg,
+	     node == 20           ? "10.0.0.2:2000"
+		     : node == 10 ? "10.0.0.1:1000"
+				  : NULL,
+	     node == 30 ? PEER_RESOLVE_REFUSED : PEER_RESOLVE_OK);
 }
 
 static void drain(memtx *from, peer_table *to)

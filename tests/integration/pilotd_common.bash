@@ -43,12 +43,13 @@ pd_lan() {
 	done
 }
 
-pd_rendezvous() {
+pd_rendezvous() { # NS IP [extra rendezvous flags]
 	local ns=$1 ip=$2
+	shift 2
 	PD_REGISTRY=$ip:9000
 	PD_BEACON=$ip:9001
 	pt_spawn "$ns" "$PT_DIR/rdv.log" "$PD_RDV" -registry-addr "$ip:9000" -beacon-addr "$ip:9001" \
-		-no-rate-limit -log-level debug
+		-no-rate-limit -log-level debug "$@"
 	PD_RDV_PID=$PT_PID
 	pt_wait 10 pt_exec "$PT-$ns" bash -c "exec 3<>/dev/tcp/$ip/9000"
 }

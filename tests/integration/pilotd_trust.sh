@@ -29,8 +29,16 @@ not() { ! "$@"; }
 
 # ---- private by default: nobody trusted yet ----
 pt_check untrusted_echo_refused not echo_ok b a
-pt_check untrusted_refusal_counted \
-	bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock info | grep -q '\"pkt_drop_refused\":[1-9]'"
+# The registry refuses to resolve a for b, so b sends a nothing, not even
+# through the beacon relay (issue 15: a reference node would pin b to the
+# relay); b's failed connect says why.
+refusal_named() {
+	pd_ctl b connect "${PD_ID[a]}" 7 --message x --timeout 2s >"$PT_DIR/refused.txt"
+	grep -q "is private" "$PT_DIR/refused.txt"
+}
+pt_check untrusted_refusal_named refusal_named
+pt_check untrusted_nothing_reached_a \
+	bash -c "$PD_CTL --json --socket $PT_DIR/a/ctl.sock info | grep -q '\"pkt_drop_refused\":0[,}]'"
 
 # ---- mutual auto-approve ----
 pt_check mutual_auto_approve pd_trust_pair a b

@@ -178,10 +178,14 @@ static void resolve(void *ctx, uint32_t node, peer_resolve_done done, void *arg)
 		return;
 	}
 	if (t && !strncmp(t->resolve_to, "relay_only ", 11)) { /* the registry's relay_only answer */
-		done(arg, t->resolve_to + 11, true);
+		done(arg, t->resolve_to + 11, PEER_RESOLVE_RELAY_ONLY);
 		return;
 	}
-	done(arg, t && t->resolve_to[0] ? t->resolve_to : NULL, false);
+	if (t && !strcmp(t->resolve_to, "refused")) { /* private, no trust yet */
+		done(arg, NULL, PEER_RESOLVE_REFUSED);
+		return;
+	}
+	done(arg, t && t->resolve_to[0] ? t->resolve_to : NULL, PEER_RESOLVE_OK);
 }
 
 static uint16_t local_port(transport *t)
@@ -1206,6 +1210,51 @@ static void test_relay_only_pinned(void **state)
 	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
 }
 
+/* The registry refuses to resolve b for a (private, no trust yet): a sends b
+ * nothing, not even through the beacon relay (a reference peer would pin a to
+ * the relay for good, issue 15), and further sends fail at once. Once trust
+ * reaches the registry (peer_table_trusted), the next send resolves and goes
+ * direct. */
+static void test_refused_no_relay(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "";
+	peer_info pi;
+	uint64_t t0;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	assert_non_null(f->bcn);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	reg_node_vis(f, a, true);
+	reg_node_vis(f, b, true);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "refused");
+	spin(f, 100);
+	assert_int_equal(send_text(a, b, "first", a->node), 0); /* queued, resolving */
+	spin(f, 1000);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_NONE);
+	assert_int_equal(pi.pending, 0);
+	assert_int_equal(peer_get(b->pt, a->node, &pi), -ENOENT); /* b heard nothing */
+	assert_int_equal(b->delivered, 0);
+	assert_int_equal(send_text(a, b, "again", a->node), -EHOSTUNREACH);
+	assert_int_equal(f->resolves[1], 1);
+	/* trust: the registry resolves b now */
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
+	peer_table_trusted(a->pt, b->node);
+	assert_int_equal(send_text(a, b, "trusted", a->node), 0);
+	t0 = pilot_now_ms();
+	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000)
+		spin(f, 50);
+	assert_true(b->delivered > 0);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
+}
+
 /* The beacon restarts after both nodes' Discover and forgets their verified
  * endpoints (it relays only from and to nodes it has verified). The destination
  * learns of it as the pilotd glue does (its registry connection came back:
@@ -1361,6 +1410,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_punch_attribution, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_peer_reresolved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_only_pinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_no_relay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_after_beacon_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pilk_claiming_trusted_id, setup, teardown),
