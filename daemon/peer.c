@@ -449,15 +449,46 @@ static void same_key(peer_table *pt, peer *p)
 	peer_send_keepalive(pt, p);
 }
 
+/* x is a key of p that a key change replaced: the peer's exchange was captured
+ * before it re-keyed (restart, silent re-key) and is replayed now. */
+static bool stale_key(const peer *p, const uint8_t x[PROTO_X25519_LEN])
+{
+	for (unsigned i = 0; i < p->old_x_n; i++)
+		if (!sodium_memcmp(p->old_x[i], x, PROTO_X25519_LEN))
+			return true;
+	return false;
+}
+
+/* x, the peer's key until now, was replaced: remember it (the oldest one goes). */
+static void retire_key(peer *p, const uint8_t x[PROTO_X25519_LEN])
+{
+	if (p->old_x_n == PEER_OLD_X) {
+		memmove(p->old_x[0], p->old_x[1], (PEER_OLD_X - 1) * PROTO_X25519_LEN);
+		p->old_x_n--;
+	}
+	memcpy(p->old_x[p->old_x_n++], x, PROTO_X25519_LEN);
+}
+
+/* A verified exchange (the signature binds node and key, nothing fresh: any
+ * captured one verifies for ever, tunnel.md §3.2). A key the peer already
+ * replaced is refused before anything moves: neither the session nor the
+ * endpoint (the soak finding: a replayed pre-restart exchange from another
+ * address cut the real peer off until it re-keyed). */
 static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X25519_LEN],
 		      const uint8_t *frame, size_t flen, const transport_ep *src, uint32_t relay,
 		      const uint8_t *ed)
 {
 	peer *p = peer_get_or_create(pt, node);
+	uint8_t prev[PROTO_X25519_LEN];
 	bool changed, recent;
 
 	if (!p)
 		return;
+	if (stale_key(p, x)) {
+		pt->st.kx_rejected++;
+		pt->st.kx_stale++;
+		return;
+	}
 	memcpy(p->last_kx, frame, flen);
 	p->last_kx_len = flen;
 	if (p->sess && p->has_x && !sodium_memcmp(p->x25519, x, PROTO_X25519_LEN)) {
@@ -465,10 +496,14 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		return;
 	}
 	changed = p->has_x;
+	if (changed)
+		memcpy(prev, p->x25519, PROTO_X25519_LEN);
 	p->unans_n = 0;
 	install_session(pt, p, x);
-	if (!p->sess)
-		return;
+	if (!p->sess || sodium_memcmp(p->x25519, x, PROTO_X25519_LEN))
+		return; /* refused (low-order key) or out of memory */
+	if (changed && sodium_memcmp(prev, x, PROTO_X25519_LEN))
+		retire_key(p, prev);
 	p->has_x = true;
 	p->identity = ed != NULL;
 	if (ed)
@@ -801,6 +836,12 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 	/* The very frame we verified before: no crypto, it is a duplicate. */
 	if (p && p->sess && p->last_kx_len == flen && !memcmp(p->last_kx, buf, flen)) {
 		same_key(pt, p);
+		return;
+	}
+	/* A key the peer replaced: a replay, refused before any crypto or lookup. */
+	if (p && stale_key(p, buf + 8)) {
+		pt->st.kx_rejected++;
+		pt->st.kx_stale++;
 		return;
 	}
 	if (!kx_rate_ok(pt, p)) {

@@ -577,6 +577,74 @@ static void test_restart_rekeys(void **state)
 /* ---- key binding (issue 12 §1-§2) ---- */
 static int udp_sock(uint16_t *port);
 
+/* The soak finding: a key exchange of B captured before B restarted, replayed to
+ * A from another address after A re-keyed with the restarted B, must neither
+ * replace A's session nor move B's endpoint (B never goes back to an old
+ * ephemeral X25519 key), and A keeps reaching B without a new re-key. */
+static void test_old_key_replay(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	uint8_t old[PROTO_PILA_LEN];
+	const uint8_t *cap;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	size_t len;
+	uint16_t port, eport;
+	uint64_t t0;
+	peer_info before, after;
+	peer_stats st;
+	int fd;
+
+	establish(f);
+	cap = captured(f, "PILA", false, &len); /* B's key exchange to A */
+	assert_non_null(cap);
+	assert_int_equal(len, PROTO_PILA_LEN);
+	memcpy(old, cap, len);
+	port = b->port;
+	node_stop(b);
+	node_start(f, b, port); /* new X25519 key */
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->sn.port);
+	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", f->sn.port);
+	b->delivered = 0;
+	t0 = pilot_now_ms();
+	while (b->delivered == 0 && pilot_now_ms() - t0 < 2500) {
+		send_text(a, b, "after restart", a->node);
+		spin(f, 100);
+	}
+	assert_true(b->delivered > 0);
+	assert_int_equal(send_text(b, a, "reply", b->node), 0);
+	assert_true(wait_delivered(f, a, 2, 1000));
+	spin(f, 300);
+	assert_int_equal(peer_get(a->pt, b->node, &before), 0);
+	assert_true(before.authenticated);
+	st = stats(a);
+
+	/* the replay, from an address that is not B's */
+	fd = udp_sock(&eport);
+	sa.sin_port = htons(a->port);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	for (int i = 0; i < 3; i++)
+		sendto(fd, old, sizeof(old), 0, (struct sockaddr *)&sa, sizeof(sa));
+	spin(f, 100);
+	close(fd);
+	assert_int_equal(stats(a).rekeys, st.rekeys);
+	assert_int_equal(stats(a).kx_accepted, st.kx_accepted);
+	assert_true(stats(a).kx_rejected > st.kx_rejected);
+	assert_true(stats(a).kx_stale > st.kx_stale);
+	assert_int_equal(peer_get(a->pt, b->node, &after), 0);
+	assert_string_equal(after.endpoint, before.endpoint);
+	assert_true(after.authenticated);
+	/* both directions still flow at once, under the session that was there */
+	b->delivered = a->delivered = 0;
+	assert_int_equal(send_text(a, b, "still b", a->node), 0);
+	assert_int_equal(send_text(b, a, "still a", b->node), 0);
+	assert_true(wait_delivered(f, b, 1, 300));
+	assert_true(wait_delivered(f, a, 1, 300));
+	assert_string_equal(b->last, "still b");
+	assert_string_equal(a->last, "still a");
+	assert_int_equal(stats(a).rekeys, st.rekeys);
+}
+
 /* An anonymous key exchange claiming node `claim`, sent to `to` from a bare socket. */
 static void send_pilk(int fd, tnode *to, uint32_t claim)
 {
@@ -1354,6 +1422,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spoofed_src, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kdf_learned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_rekeys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_key_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_contact_direct_only, setup, teardown),
