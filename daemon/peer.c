@@ -480,7 +480,8 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 {
 	peer *p = peer_get_or_create(pt, node);
 	uint8_t prev[PROTO_X25519_LEN];
-	bool changed, recent;
+	transport_ep other;
+	bool changed, recent, proven, held = false;
 
 	if (!p)
 		return;
@@ -498,12 +499,17 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	changed = p->has_x;
 	if (changed)
 		memcpy(prev, p->x25519, PROTO_X25519_LEN);
+	proven = changed && p->authenticated && p->has_ep &&
+		(p->path == PEER_PATH_DIRECT || p->path == PEER_PATH_PUNCHED);
 	p->unans_n = 0;
 	install_session(pt, p, x);
 	if (!p->sess || sodium_memcmp(p->x25519, x, PROTO_X25519_LEN))
 		return; /* refused (low-order key) or out of memory */
-	if (changed && sodium_memcmp(prev, x, PROTO_X25519_LEN))
-		retire_key(p, prev);
+	/* retired once a frame proves the new key (authenticated) */
+	if (changed && sodium_memcmp(prev, x, PROTO_X25519_LEN)) {
+		memcpy(p->prev_x, prev, PROTO_X25519_LEN);
+		p->has_prev_x = true;
+	}
 	p->has_x = true;
 	p->identity = ed != NULL;
 	if (ed)
@@ -512,8 +518,16 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	if (changed)
 		pt->st.rekeys++;
 	if (!relay && !(pt->has_beacon && transport_ep_eq(src, &pt->beacon))) {
-		p->ep = *src;
-		p->has_ep = true;
+		/* A key change never moves a proven endpoint (the exchange may be a
+		 * replay): the new source gets our answer too, and becomes the endpoint
+		 * when a frame authenticates from it (peer_path_rx). */
+		if (proven && !transport_ep_eq(src, &p->ep)) {
+			other = *src;
+			held = true;
+		} else {
+			p->ep = *src;
+			p->has_ep = true;
+		}
 		if (p->path == PEER_PATH_NONE)
 			peer_set_path(pt, p, PEER_PATH_DIRECT, "key exchange");
 	} else if (p->path == PEER_PATH_NONE) {
@@ -530,6 +544,13 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	if (!recent) {
 		peer_send_kx(pt, p, PEER_VIA_PATH);
 		peer_kx_arm(pt, p);
+	}
+	if (held) {
+		size_t klen;
+		const uint8_t *kx = kx_frame_of(pt, p, &klen);
+
+		peer_send_frame_direct(pt, &other, kx, klen);
+		pt->st.kx_sent++;
 	}
 	if (p->npend)
 		peer_pending_flush(pt, p);
@@ -971,6 +992,10 @@ static void authenticated(peer_table *pt, peer *p)
 	if (p->authenticated)
 		return;
 	p->authenticated = true;
+	if (p->has_prev_x) { /* the peer proved its new key: the old one is gone */
+		retire_key(p, p->prev_x);
+		p->has_prev_x = false;
+	}
 	p->kdf = pilot_session_kdf(p->sess);
 	p->kdf_grace_until = peer_now(pt) + PEER_KDF_GRACE_MS;
 	p->kx_tries = 0;
