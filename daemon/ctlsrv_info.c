@@ -227,6 +227,7 @@ static json_object *counters_json(node *n)
 	jw_set_int(o, "beacon_notifies", (int64_t)ps.beacon_notifies);
 	jw_set_int(o, "notify_polls", (int64_t)n->st.notify_polls);
 	jw_set_int(o, "tunnel_kx_rejected", (int64_t)ps.kx_rejected);
+	jw_set_int(o, "tunnel_kx_stale", (int64_t)ps.kx_stale);
 	jw_set_int(o, "tunnel_kx_rate_limited", (int64_t)ps.kx_rate_limited);
 	jw_set_int(o, "tunnel_kx_pilk_refused", (int64_t)ps.kx_pilk_refused);
 	jw_set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);

@@ -453,15 +453,47 @@ static void same_key(peer_table *pt, peer *p)
 	peer_send_keepalive(pt, p);
 }
 
+/* x is a key of p that a key change replaced: the peer's exchange was captured
+ * before it re-keyed (restart, silent re-key) and is replayed now. */
+static bool stale_key(const peer *p, const uint8_t x[PROTO_X25519_LEN])
+{
+	for (unsigned i = 0; i < p->old_x_n; i++)
+		if (!sodium_memcmp(p->old_x[i], x, PROTO_X25519_LEN))
+			return true;
+	return false;
+}
+
+/* x, the peer's key until now, was replaced: remember it (the oldest one goes). */
+static void retire_key(peer *p, const uint8_t x[PROTO_X25519_LEN])
+{
+	if (p->old_x_n == PEER_OLD_X) {
+		memmove(p->old_x[0], p->old_x[1], (PEER_OLD_X - 1) * PROTO_X25519_LEN);
+		p->old_x_n--;
+	}
+	memcpy(p->old_x[p->old_x_n++], x, PROTO_X25519_LEN);
+}
+
+/* A verified exchange (the signature binds node and key, nothing fresh: any
+ * captured one verifies for ever, tunnel.md §3.2). A key the peer already
+ * replaced is refused before anything moves: neither the session nor the
+ * endpoint (the soak finding: a replayed pre-restart exchange from another
+ * address cut the real peer off until it re-keyed). */
 static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X25519_LEN],
 		      const uint8_t *frame, size_t flen, const transport_ep *src, uint32_t relay,
 		      const uint8_t *ed)
 {
 	peer *p = peer_get_or_create(pt, node);
-	bool changed, recent;
+	uint8_t prev[PROTO_X25519_LEN];
+	transport_ep other;
+	bool changed, recent, proven, held = false;
 
 	if (!p)
 		return;
+	if (stale_key(p, x)) {
+		pt->st.kx_rejected++;
+		pt->st.kx_stale++;
+		return;
+	}
 	memcpy(p->last_kx, frame, flen);
 	p->last_kx_len = flen;
 	if (p->sess && p->has_x && !sodium_memcmp(p->x25519, x, PROTO_X25519_LEN)) {
@@ -469,10 +501,19 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 		return;
 	}
 	changed = p->has_x;
+	if (changed)
+		memcpy(prev, p->x25519, PROTO_X25519_LEN);
+	proven = changed && p->authenticated && p->has_ep &&
+		(p->path == PEER_PATH_DIRECT || p->path == PEER_PATH_PUNCHED);
 	p->unans_n = 0;
 	install_session(pt, p, x);
-	if (!p->sess)
-		return;
+	if (!p->sess || sodium_memcmp(p->x25519, x, PROTO_X25519_LEN))
+		return; /* refused (low-order key) or out of memory */
+	/* retired once a frame proves the new key (authenticated) */
+	if (changed && sodium_memcmp(prev, x, PROTO_X25519_LEN)) {
+		memcpy(p->prev_x, prev, PROTO_X25519_LEN);
+		p->has_prev_x = true;
+	}
 	p->has_x = true;
 	p->identity = ed != NULL;
 	if (ed)
@@ -481,8 +522,16 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	if (changed)
 		pt->st.rekeys++;
 	if (!relay && !(pt->has_beacon && transport_ep_eq(src, &pt->beacon))) {
-		p->ep = *src;
-		p->has_ep = true;
+		/* A key change never moves a proven endpoint (the exchange may be a
+		 * replay): the new source gets our answer too, and becomes the endpoint
+		 * when a frame authenticates from it (peer_path_rx). */
+		if (proven && !transport_ep_eq(src, &p->ep)) {
+			other = *src;
+			held = true;
+		} else {
+			p->ep = *src;
+			p->has_ep = true;
+		}
 		if (p->path == PEER_PATH_NONE)
 			peer_set_path(pt, p, PEER_PATH_DIRECT, "key exchange");
 	} else if (p->path == PEER_PATH_NONE) {
@@ -499,6 +548,13 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	if (!recent) {
 		peer_send_kx(pt, p, PEER_VIA_PATH);
 		peer_kx_arm(pt, p);
+	}
+	if (held) {
+		size_t klen;
+		const uint8_t *kx = kx_frame_of(pt, p, &klen);
+
+		peer_send_frame_direct(pt, &other, kx, klen);
+		pt->st.kx_sent++;
 	}
 	if (p->npend)
 		peer_pending_flush(pt, p);
@@ -807,6 +863,12 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		same_key(pt, p);
 		return;
 	}
+	/* A key the peer replaced: a replay, refused before any crypto or lookup. */
+	if (p && stale_key(p, buf + 8)) {
+		pt->st.kx_rejected++;
+		pt->st.kx_stale++;
+		return;
+	}
 	if (!kx_rate_ok(pt, p)) {
 		pt->st.kx_rate_limited++;
 		return;
@@ -934,6 +996,10 @@ static void authenticated(peer_table *pt, peer *p)
 	if (p->authenticated)
 		return;
 	p->authenticated = true;
+	if (p->has_prev_x) { /* the peer proved its new key: the old one is gone */
+		retire_key(p, p->prev_x);
+		p->has_prev_x = false;
+	}
 	p->kdf = pilot_session_kdf(p->sess);
 	p->kdf_grace_until = peer_now(pt) + PEER_KDF_GRACE_MS;
 	p->kx_tries = 0;

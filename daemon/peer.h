@@ -196,7 +196,8 @@ typedef struct peer_stats {
 	uint64_t drop_pending_full;
 	uint64_t drop_no_route;
 	uint64_t kx_rate_limited;
-	uint64_t kx_rejected;         /* bad signature, key mismatch, PILK refused */
+	uint64_t kx_rejected;         /* bad signature, key mismatch, PILK refused, stale */
+	uint64_t kx_stale;            /* ... of which a replaced key of the peer (replay) */
 	uint64_t kx_pilk_refused;     /* ... of which PILK (require-auth, trusted or keyed node) */
 	uint64_t kx_key_changes;      /* pinned key replaced (registry-confirmed rotation) */
 	uint64_t kx_lookup_errors;    /* key lookups the registry did not answer (retried) */

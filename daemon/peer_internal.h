@@ -16,6 +16,7 @@
 #define PEER_KX_PER_S     5         /* verified-or-not exchanges per claimed node */
 #define PEER_NEG_CACHE_MS 3000
 #define PEER_KDF_GRACE_MS 2000      /* keep the other KDF after pinning */
+#define PEER_OLD_X                8         /* replaced peer keys remembered per peer */
 #define PEER_PILK_MAX     1024      /* peers created by anonymous PILK */
 #define PEER_UPGRADE_FRAMES 3
 #define PEER_PROBE_PAYLOAD "pathprobe.v1"
@@ -69,6 +70,15 @@ typedef struct peer {
 	enum pilot_kdf kdf;            /* learned variant (cfg default until then) */
 	bool has_x, authenticated, identity, has_ed;
 	uint8_t x25519[PROTO_X25519_LEN];
+	/* X25519 keys of the peer that a proven key change replaced, newest last: a
+	 * genuine peer never goes back to one (a fresh key per process, tunnel.md
+	 * §3.2), so an exchange bringing one back is a replay (kx_stale). The key
+	 * replaced by an unproven change waits in prev_x: a replayed exchange with a
+	 * key we never saw must not get the peer's real key refused. */
+	uint8_t old_x[PEER_OLD_X][PROTO_X25519_LEN];
+	unsigned old_x_n;
+	uint8_t prev_x[PROTO_X25519_LEN];
+	bool has_prev_x;
 	uint8_t ed[PROTO_ED25519_LEN]; /* registry key, cached (only a registry answer moves it) */
 	uint8_t sess_ed[PROTO_ED25519_LEN]; /* key of the PILA that made the session (identity) */
 	uint64_t ed_neg_until, kdf_grace_until;

@@ -581,6 +581,166 @@ static void test_restart_rekeys(void **state)
 /* ---- key binding (issue 12 §1-§2) ---- */
 static int udp_sock(uint16_t *port);
 
+/* Restart t on its port (new X25519 key) behind the sniffer and make from reach
+ * it again (from still holds the old session). */
+static void restart_and_rekey(fx *f, tnode *t, tnode *from)
+{
+	uint16_t port = t->port;
+	uint64_t t0;
+	unsigned n0 = from->delivered;
+
+	node_stop(t);
+	node_start(f, t, port);
+	snprintf(t->resolve_to, sizeof(t->resolve_to), "127.0.0.1:%u", f->sn.port);
+	snprintf(from->resolve_to, sizeof(from->resolve_to), "127.0.0.1:%u", f->sn.port);
+	t->delivered = 0;
+	t0 = pilot_now_ms();
+	while (t->delivered == 0 && pilot_now_ms() - t0 < 2500) {
+		send_text(from, t, "after restart", from->node);
+		spin(f, 100);
+	}
+	assert_true(t->delivered > 0);
+	assert_int_equal(send_text(t, from, "reply", t->node), 0);
+	assert_true(wait_delivered(f, from, n0 + 1, 1000));
+	spin(f, 300);
+}
+
+static void send_raw_from_other(tnode *to, const uint8_t *frame, size_t len, int times)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(to->port) };
+	uint16_t eport;
+	int fd = udp_sock(&eport);
+
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	for (int i = 0; i < times; i++)
+		sendto(fd, frame, len, 0, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+}
+
+/* Both ends exchange a datagram within ms. */
+static bool both_ways(fx *f, tnode *a, tnode *b, int ms)
+{
+	unsigned na = a->delivered, nb = b->delivered;
+
+	send_text(a, b, "ping b", a->node);
+	send_text(b, a, "ping a", b->node);
+	return wait_delivered(f, b, nb + 1, ms) && wait_delivered(f, a, na + 1, ms);
+}
+
+/* The same replay when A never saw the old key (A restarted too since it was
+ * captured): A cannot tell it from a restart of B and takes it, but B's real key
+ * must not be refused afterwards (it is retired only when a frame proves the
+ * key that replaced it), the pair recovers, and the old key is refused from then
+ * on. */
+static void test_unseen_old_key_replay(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	uint8_t old[PROTO_PILA_LEN];
+	const uint8_t *cap;
+	size_t len;
+	bool ok = false;
+	uint64_t t0;
+	peer_stats st;
+	peer_info before, after;
+
+	establish(f);
+	cap = captured(f, "PILA", false, &len);
+	assert_non_null(cap);
+	memcpy(old, cap, PROTO_PILA_LEN);
+	restart_and_rekey(f, b, a); /* B: new key */
+	restart_and_rekey(f, a, b); /* A: forgets everything it saw */
+	st = stats(a);
+	assert_int_equal(peer_get(a->pt, b->node, &before), 0);
+	send_raw_from_other(a, old, sizeof(old), 1);
+	spin(f, 50);
+	assert_true(stats(a).rekeys >= st.rekeys + 1); /* not detectable here */
+	assert_int_equal(peer_get(a->pt, b->node, &after), 0);
+	assert_string_equal(after.endpoint, before.endpoint); /* the proven one stays */
+	/* recovery: B's real key is accepted again */
+	t0 = pilot_now_ms();
+	while (!ok && pilot_now_ms() - t0 < 15000)
+		ok = both_ways(f, a, b, 200);
+	assert_true(ok);
+	assert_int_equal(stats(a).kx_stale, st.kx_stale);
+	spin(f, 300);
+	/* now proven replaced: the same replay is refused and changes nothing */
+	st = stats(a);
+	send_raw_from_other(a, old, sizeof(old), 2);
+	spin(f, 50);
+	assert_int_equal(stats(a).rekeys, st.rekeys);
+	assert_true(stats(a).kx_stale > st.kx_stale);
+	assert_true(both_ways(f, a, b, 300));
+}
+
+/* The soak finding: a key exchange of B captured before B restarted, replayed to
+ * A from another address after A re-keyed with the restarted B, must neither
+ * replace A's session nor move B's endpoint (B never goes back to an old
+ * ephemeral X25519 key), and A keeps reaching B without a new re-key. */
+static void test_old_key_replay(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	uint8_t old[PROTO_PILA_LEN];
+	const uint8_t *cap;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	size_t len;
+	uint16_t port, eport;
+	uint64_t t0;
+	peer_info before, after;
+	peer_stats st;
+	int fd;
+
+	establish(f);
+	cap = captured(f, "PILA", false, &len); /* B's key exchange to A */
+	assert_non_null(cap);
+	assert_int_equal(len, PROTO_PILA_LEN);
+	memcpy(old, cap, len);
+	port = b->port;
+	node_stop(b);
+	node_start(f, b, port); /* new X25519 key */
+	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->sn.port);
+	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", f->sn.port);
+	b->delivered = 0;
+	t0 = pilot_now_ms();
+	while (b->delivered == 0 && pilot_now_ms() - t0 < 2500) {
+		send_text(a, b, "after restart", a->node);
+		spin(f, 100);
+	}
+	assert_true(b->delivered > 0);
+	assert_int_equal(send_text(b, a, "reply", b->node), 0);
+	assert_true(wait_delivered(f, a, 2, 1000));
+	spin(f, 300);
+	assert_int_equal(peer_get(a->pt, b->node, &before), 0);
+	assert_true(before.authenticated);
+	st = stats(a);
+
+	/* the replay, from an address that is not B's */
+	fd = udp_sock(&eport);
+	sa.sin_port = htons(a->port);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	for (int i = 0; i < 3; i++)
+		sendto(fd, old, sizeof(old), 0, (struct sockaddr *)&sa, sizeof(sa));
+	spin(f, 100);
+	close(fd);
+	assert_int_equal(stats(a).rekeys, st.rekeys);
+	assert_int_equal(stats(a).kx_accepted, st.kx_accepted);
+	assert_true(stats(a).kx_rejected > st.kx_rejected);
+	assert_true(stats(a).kx_stale > st.kx_stale);
+	assert_int_equal(peer_get(a->pt, b->node, &after), 0);
+	assert_string_equal(after.endpoint, before.endpoint);
+	assert_true(after.authenticated);
+	/* both directions still flow at once, under the session that was there */
+	b->delivered = a->delivered = 0;
+	assert_int_equal(send_text(a, b, "still b", a->node), 0);
+	assert_int_equal(send_text(b, a, "still a", b->node), 0);
+	assert_true(wait_delivered(f, b, 1, 300));
+	assert_true(wait_delivered(f, a, 1, 300));
+	assert_string_equal(b->last, "still b");
+	assert_string_equal(a->last, "still a");
+	assert_int_equal(stats(a).rekeys, st.rekeys);
+}
+
 /* An anonymous key exchange claiming node `claim`, sent to `to` from a bare socket. */
 static void send_pilk(int fd, tnode *to, uint32_t claim)
 {
@@ -1403,6 +1563,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spoofed_src, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kdf_learned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_rekeys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_key_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unseen_old_key_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_and_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_contact_direct_only, setup, teardown),
