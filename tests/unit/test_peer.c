@@ -1184,7 +1184,8 @@ static void test_punch_requests_spread(void **state)
 	assert_int_not_equal(f->pr_target[0], f->pr_target[1]);
 	assert_int_not_equal(f->pr_target[1], f->pr_target[2]);
 	assert_int_not_equal(f->pr_target[0], f->pr_target[2]);
-	assert_int_equal(stats(a).punch_requests, f->npr);
+	/* the last request may still be on its way to the fake beacon when spin ends */
+	assert_in_range(stats(a).punch_requests, f->npr, f->npr + 1);
 }
 
 /* A PunchCommand names only an endpoint: it is matched to the peer with that
