@@ -449,6 +449,12 @@ static void same_key(peer_table *pt, peer *p)
 	peer_send_keepalive(pt, p);
 }
 
+void peer_emit(peer_table *pt, enum peer_event ev, uint32_t node, const peer_event_info *e)
+{
+	if (pt->cfg.event)
+		pt->cfg.event(pt->cfg.ctx, ev, node, e);
+}
+
 static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X25519_LEN],
 		      const uint8_t *frame, size_t flen, const transport_ep *src, uint32_t relay,
 		      const uint8_t *ed)
@@ -476,6 +482,16 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	pt->st.kx_accepted++;
 	if (changed)
 		pt->st.rekeys++;
+	if (pt->cfg.event) {
+		peer_event_info e = { .ep = relay ? NULL : src,
+				      .authenticated = ed != NULL,
+				      .relay = relay != 0,
+				      .rekeyed = changed };
+
+		if (!changed)
+			peer_emit(pt, PEER_EV_ADDED, node, &e);
+		peer_emit(pt, PEER_EV_ESTABLISHED, node, &e);
+	}
 	if (!relay && !(pt->has_beacon && transport_ep_eq(src, &pt->beacon))) {
 		p->ep = *src;
 		p->has_ep = true;
@@ -1001,7 +1017,10 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	}
 	rc = open_frame(pt, p, buf, len, &pl, &pl_len);
 	if (rc == -EALREADY || rc == -ESTALE) {
+		peer_event_info e = { .counter = s.counter };
+
 		pt->st.drop_replay++;
+		peer_emit(pt, PEER_EV_NONCE_REPLAY, s.node, &e);
 		return;
 	}
 	if (rc < 0) {
