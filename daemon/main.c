@@ -19,7 +19,7 @@
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 72
+#define NOPTS 73
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -220,6 +220,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "update when a reader drains, no answer to a pure ACK, no key exchange "
 		    "in answer to a frame it cannot decrypt)",
 		    NULL),
+		OPT("test-task-expiry", PILOT_OPT_DURATION, &o->test_task_expiry, "1h",
+		    "testing only: the task queue's head expires after this long (services.md "
+		    "§8: 1 hour)",
+		    "duration"),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};
