@@ -20,7 +20,7 @@
 #include "lib/sockpath.h"
 
 #define PROG "pilotd"
-#define NOPTS 74
+#define NOPTS 75
 
 #define OPT(...) { __VA_ARGS__, .set = 0 }
 
@@ -230,6 +230,10 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "in answer to a frame it cannot decrypt, a peer once reached through the "
 		    "relay stays on the relay)",
 		    NULL),
+		OPT("test-task-expiry", PILOT_OPT_DURATION, &o->test_task_expiry, "1h",
+		    "testing only: the task queue's head expires after this long (services.md "
+		    "§8: 1 hour)",
+		    "duration"),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
 		{ .name = NULL },
 	};

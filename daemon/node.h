@@ -38,6 +38,7 @@ typedef struct node_options {
 	int encrypt, public_node, no_echo, no_dataexchange, no_eventstream;
 	int require_auth, deregister_on_exit, check, udp_gso, tun_offload;
 	int test_ref_peer; /* testing only: reference quirks (issue 15) */
+	int64_t test_task_expiry; /* testing only: queue-head timeout, ms (1 h; tasks.c) */
 	int64_t keepalive, idle_timeout, time_wait;
 	long syn_rate_limit, syn_rate_limit_peer, max_conns_per_port, max_conns_total;
 	long syn_rate_limit_untrusted;       /* SYN budget of untrusted/anonymous sources */

@@ -653,6 +653,7 @@ static void peers_up(node *n)
 		.resolve = peer_resolve,
 		.unreachable = peer_unreachable,
 		.beacon_notify = peer_beacon_notify,
+		.event = webhook_peer_event,
 		.ref_quirks = n->o.test_ref_peer,
 	};
 
@@ -676,6 +677,7 @@ static void conns_up(node *n)
 		.syn_rate_untrusted = (uint32_t)n->o.syn_rate_limit_untrusted,
 		.max_per_port = (uint32_t)n->o.max_conns_per_port,
 		.max_total = (uint32_t)n->o.max_conns_total,
+		.event = webhook_conn_event,
 	};
 
 	_Static_assert(PEER_TAILROOM <= CONN_TAILROOM, "tunnel tailroom");

@@ -453,6 +453,12 @@ static void same_key(peer_table *pt, peer *p)
 	peer_send_keepalive(pt, p);
 }
 
+void peer_emit(peer_table *pt, enum peer_event ev, uint32_t node, const peer_event_info *e)
+{
+	if (pt->cfg.event)
+		pt->cfg.event(pt->cfg.ctx, ev, node, e);
+}
+
 /* x is a key of p that a key change replaced: the peer's exchange was captured
  * before it re-keyed (restart, silent re-key) and is replayed now. */
 static bool stale_key(const peer *p, const uint8_t x[PROTO_X25519_LEN])
@@ -521,6 +527,16 @@ static void kx_accept(peer_table *pt, uint32_t node, const uint8_t x[PROTO_X2551
 	pt->st.kx_accepted++;
 	if (changed)
 		pt->st.rekeys++;
+	if (pt->cfg.event) {
+		peer_event_info e = { .ep = relay ? NULL : src,
+				      .authenticated = ed != NULL,
+				      .relay = relay != 0,
+				      .rekeyed = changed };
+
+		if (!changed)
+			peer_emit(pt, PEER_EV_ADDED, node, &e);
+		peer_emit(pt, PEER_EV_ESTABLISHED, node, &e);
+	}
 	if (!relay && !(pt->has_beacon && transport_ep_eq(src, &pt->beacon))) {
 		/* A key change never moves a proven endpoint (the exchange may be a
 		 * replay): the new source gets our answer too, and becomes the endpoint
@@ -1071,7 +1087,10 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	}
 	rc = open_frame(pt, p, buf, len, &pl, &pl_len);
 	if (rc == -EALREADY || rc == -ESTALE) {
+		peer_event_info e = { .counter = s.counter };
+
 		pt->st.drop_replay++;
+		peer_emit(pt, PEER_EV_NONCE_REPLAY, s.node, &e);
 		return;
 	}
 	if (rc < 0) {

@@ -62,6 +62,20 @@ typedef void (*peer_resolve_done)(void *arg, const char *hostport, int how);
 
 #define PEER_BEACONS_MAX 8
 
+/* Tunnel events for an observer (the daemon's webhooks, services.md §9). */
+enum peer_event {
+	PEER_EV_ADDED,        /* first session with a node: ep (NULL when relayed) */
+	PEER_EV_ESTABLISHED,  /* a session installed: authenticated (PILA), relay, rekeyed */
+	PEER_EV_RELAY,        /* the node's path switched to the beacon relay */
+	PEER_EV_NONCE_REPLAY, /* a PILS frame refused as replayed: counter */
+};
+
+typedef struct peer_event_info {
+	const transport_ep *ep;
+	bool authenticated, relay, rekeyed;
+	uint64_t counter;
+} peer_event_info;
+
 typedef struct peer_config {
 	uint32_t node;                    /* own node ID */
 	const pilot_identity *identity;   /* NULL = no identity: PILK instead of PILA */
@@ -92,6 +106,9 @@ typedef struct peer_config {
 	enum peer_pin (*pinned_key)(void *ctx, uint32_t node, uint8_t pk[PROTO_ED25519_LEN]);
 	void (*key_pinned)(void *ctx, uint32_t node, const uint8_t pk[PROTO_ED25519_LEN],
 			   const uint8_t *old);
+	/* Optional observer, called synchronously (also per replayed frame: it must
+	 * be cheap and do its own rate limiting). */
+	void (*event)(void *ctx, enum peer_event ev, uint32_t node, const peer_event_info *e);
 	/* A Notify (tunnel.md §9, 0x0A) from the configured beacon; optional. */
 	void (*beacon_notify)(void *ctx, uint8_t kind);
 	/* Timing in ms; 0 = default (tests shorten them). */

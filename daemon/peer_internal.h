@@ -217,4 +217,7 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep, bool relay_o
 /* Inner frame of a RelayDeliver from the beacon. */
 void peer_handle_relayed(peer_table *pt, uint8_t *frame, size_t len, uint32_t sender);
 
+/* cfg.event when set (webhooks). */
+void peer_emit(peer_table *pt, enum peer_event ev, uint32_t node, const peer_event_info *e);
+
 #endif

@@ -31,6 +31,7 @@ void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why
 		pt->st.relay_switches++;
 		p->next_probe_ms = now + cfg_ms(pt->cfg.relay_probe_ms, 15000);
 		p->direct_count = 0;
+		peer_emit(pt, PEER_EV_RELAY, p->node, &(peer_event_info){ .relay = true });
 	}
 	if (p->path == PEER_PATH_RELAY && path != PEER_PATH_RELAY)
 		pt->st.direct_upgrades++;

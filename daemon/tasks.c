@@ -638,23 +638,77 @@ static uint64_t dir_bytes(const char *dir)
 	return sum;
 }
 
-static void reward(tasks *t, task *k)
+/* ---- the receiver's queue (services.md §8.2) ----
+ * The accepted received tasks, oldest acceptance first. staged_at is when a
+ * task became the head; a head not executed within the queue-head timeout
+ * (1 h; -test-task-expiry) is EXPIRED on both sides and costs this node one
+ * polo point, as in the reference. */
+
+static int64_t head_timeout_ms(const tasks *t)
 {
-	int r = ts_reward(k->accepted - k->created, k->exec - k->staged, k->completed - k->exec);
+	return t->n->o.test_task_expiry > 0 ? t->n->o.test_task_expiry : TASKS_HEAD_TIMEOUT_MS;
+}
+
+static task *queue_head(const tasks *t)
+{
+	task *head = NULL;
+
+	for (task *k = t->list; k; k = k->next)
+		if (!k->submitted && !strcmp(k->status, "ACCEPTED") &&
+		    (!head || k->accepted < head->accepted))
+			head = k;
+	return head;
+}
+
+static void restage(tasks *t, int64_t now)
+{
+	task *h = queue_head(t);
+
+	if (h && !h->staged) {
+		h->staged = now;
+		save(t, h);
+	}
+}
+
+static void polo_delta(tasks *t, uint32_t nid, int delta)
+{
 	json_object *req;
 
 	if (!registration_registered(t->n->reg))
 		return;
 	req = json_object_new_object();
 	json_object_object_add(req, "type", json_object_new_string("update_polo_score"));
-	json_object_object_add(req, "node_id", json_object_new_int64(t->n->node_id));
-	json_object_object_add(req, "delta", json_object_new_int(-1));
+	json_object_object_add(req, "node_id", json_object_new_int64(nid));
+	json_object_object_add(req, "delta", json_object_new_int(delta));
 	(void)regclient_request(registration_client(t->n->reg), req, NULL, NULL);
-	req = json_object_new_object();
-	json_object_object_add(req, "type", json_object_new_string("update_polo_score"));
-	json_object_object_add(req, "node_id", json_object_new_int64(k->peer));
-	json_object_object_add(req, "delta", json_object_new_int(r));
-	(void)regclient_request(registration_client(t->n->reg), req, NULL, NULL);
+}
+
+static void notify(tasks *t, task *k, const char *status, const char *why, tsend_done done, void *arg,
+		   tsend **out);
+
+static void expire_head(tasks *t, int64_t now)
+{
+	task *h = queue_head(t);
+
+	if (!h || !h->staged || now - h->staged <= head_timeout_ms(t))
+		return;
+	set_status(h, "EXPIRED", "Task expired: at head of queue for over 1 hour");
+	save(t, h);
+	log_info("tasks: task %s expired at the head of the queue (staged %lld ms)", h->id,
+		 (long long)(now - h->staged));
+	notify(t, h, "EXPIRED", "Task expired: receiver did not execute within 1 hour", NULL, NULL, NULL);
+	polo_delta(t, t->n->node_id, -1);
+	restage(t, now);
+}
+
+static void reward(tasks *t, task *k)
+{
+	int r = ts_reward(k->accepted - k->created, k->exec - k->staged, k->completed - k->exec);
+
+	if (!registration_registered(t->n->reg))
+		return;
+	polo_delta(t, t->n->node_id, -1);
+	polo_delta(t, k->peer, r);
 	log_info("tasks: task %s rewards node %u with %d (observed idle %lld ms, staged %lld ms, cpu %lld ms)",
 		 k->id, k->peer, r, (long long)(k->accepted - k->created), (long long)(k->exec - k->staged),
 		 (long long)(k->completed - k->exec));
@@ -838,8 +892,10 @@ static bool tc_accept(void *arg, conn *c)
 
 static const conn_listener_cbs tc_lcbs = { .accept = tc_accept };
 
-/* Every 10 s: NEW received tasks older than a minute are cancelled (both sides,
- * like the reference); service connections older than CONN_TIMEOUT_MS go. */
+/* Every 10 s (1 s with a -test-task-expiry under a minute): NEW received tasks
+ * older than a minute are cancelled (both sides, like the reference); the
+ * queue's head past its timeout expires; service connections older than
+ * CONN_TIMEOUT_MS go. */
 static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
 {
 	tasks *t = arg;
@@ -855,12 +911,13 @@ static int64_t tick(pilot_loop *l, uint64_t id, void *arg)
 			save(t, k);
 			notify(t, k, "CANCELLED", k->just, NULL, NULL, NULL);
 		}
+	expire_head(t, now);
 	for (tc = t->conns; tc; tc = nx) {
 		nx = tc->next;
 		if (now - tc->started > CONN_TIMEOUT_MS)
 			tconn_free(tc, true);
 	}
-	return 10000;
+	return head_timeout_ms(t) < 60000 ? 1000 : 10000;
 }
 
 tasks *tasks_new(struct node *n, const char *base, int *err)
@@ -879,7 +936,8 @@ tasks *tasks_new(struct node *n, const char *base, int *err)
 		tasks_free(t);
 		return NULL;
 	}
-	t->timer = pilot_loop_add_timer(n->loop, 10000, tick, t);
+	restage(t, now_ms());
+	t->timer = pilot_loop_add_timer(n->loop, head_timeout_ms(t) < 60000 ? 1000 : 10000, tick, t);
 	return t;
 }
 
@@ -1013,10 +1071,11 @@ static void change(ctlsrv_reply *r, json_object *args, node *n, const char *to, 
 	}
 	set_status(k, to, why);
 	if (!strcmp(to, "ACCEPTED") || !strcmp(to, "DECLINED"))
-		k->accepted = k->staged = now_ms();
+		k->accepted = now_ms(); /* staged_at: when it becomes the queue's head */
 	if (!strcmp(to, "EXECUTING"))
 		k->exec = now_ms();
 	save(t, k);
+	restage(t, now_ms());
 	if (!(c = tcop_new(r, n, t, k)))
 		return;
 	notify(t, k, to, why, tcop_notified, c, &c->s);
@@ -1036,16 +1095,13 @@ void verb_task_execute(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
 	tasks *t = tasks_of(r, n);
-	task *head = NULL;
+	task *head;
 	json_object *a;
 
 	if (!t)
 		return;
 	/* the daemon's queue: the oldest accepted task */
-	for (task *k = t->list; k; k = k->next)
-		if (!k->submitted && !strcmp(k->status, "ACCEPTED") && (!head || k->accepted < head->accepted))
-			head = k;
-	if (!head) {
+	if (!(head = queue_head(t))) {
 		ctlsrv_reply_err(r, "not_found", "no accepted task is waiting", "pilotctl task accept <task_id>");
 		return;
 	}

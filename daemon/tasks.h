@@ -35,6 +35,7 @@
 #define TASKS_RESULT_MAX    (8u << 20)          /* result file bytes */
 #define TASKS_RESULTS_QUOTA (256ull << 20)      /* results directory */
 #define TASKS_ACCEPT_TIMEOUT_MS 60000           /* NEW -> CANCELLED */
+#define TASKS_HEAD_TIMEOUT_MS   3600000         /* queue head ACCEPTED -> EXPIRED */
 
 struct node;
 typedef struct tasks tasks;

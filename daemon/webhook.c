@@ -13,12 +13,21 @@
 #include "daemon/ctlsrv_args.h"
 #include "daemon/ctlsrv_op.h"
 #include "daemon/node.h"
+#include "daemon/peer.h"
 #include "daemon/regclient.h"
 #include "daemon/webhook.h"
 #include "lib/hostport.h"
 #include "lib/log.h"
+#include "stream/conn.h"
 
 #define MAX_ROOTS 8
+
+enum wh_pkt_class {
+	WH_PKT_DATAGRAM,
+	WH_PKT_SYN_RATE,
+	WH_PKT_REPLAY,
+	WH_PKT_CLASSES
+};
 
 enum wh_state { WH_IDLE, WH_CONNECTING, WH_HANDSHAKE, WH_SENDING, WH_READING, WH_BACKOFF };
 
@@ -43,6 +52,11 @@ struct webhook {
 	int tries;
 	uint64_t timer, deadline;
 	webhook_stats st;
+	struct wh_bucket {
+		uint64_t last_us;
+		uint32_t tokens;
+		uint64_t suppressed;
+	} pkt[WH_PKT_CLASSES];
 };
 
 static void attempt(webhook *w);
@@ -441,6 +455,152 @@ void node_webhook(struct node *n, const char *event, json_object *data)
 	webhook_emit(n && n->svc ? n->svc->wh : NULL, event, data);
 }
 
+/* ---- per-packet events: a token bucket per event, no allocation when over ---- */
+
+static webhook *node_wh(void *ctx)
+{
+	node *n = ctx;
+	webhook *w = n && n->svc ? n->svc->wh : NULL;
+
+	return w && w->url ? w : NULL;
+}
+
+/* NULL when the event is over its rate (counted), else a new data object
+ * (with "suppressed" when some were). */
+static json_object *pkt_allow(webhook *w, enum wh_pkt_class c)
+{
+	struct wh_bucket *b = &w->pkt[c];
+	struct timespec ts;
+	uint64_t now, add;
+	json_object *d;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	if (!b->last_us) {
+		b->tokens = WEBHOOK_PKT_RATE;
+		b->last_us = now;
+	}
+	add = (now - b->last_us) * WEBHOOK_PKT_RATE / 1000000u;
+	if (add) {
+		b->tokens = (uint32_t)(b->tokens + add > WEBHOOK_PKT_RATE ? WEBHOOK_PKT_RATE
+									  : b->tokens + add);
+		b->last_us += add * 1000000u / WEBHOOK_PKT_RATE;
+	}
+	if (!b->tokens) {
+		b->suppressed++;
+		w->st.suppressed++;
+		return NULL;
+	}
+	b->tokens--;
+	d = json_object_new_object();
+	if (b->suppressed)
+		json_object_object_add(d, "suppressed", json_object_new_int64((int64_t)b->suppressed));
+	b->suppressed = 0;
+	return d;
+}
+
+static void add_addr(json_object *d, const char *key, pilot_addr a)
+{
+	char s[PILOT_ADDR_STRLEN];
+
+	json_object_object_add(d, key, json_object_new_string(pilot_addr_format(a, s)));
+}
+
+static void add_int(json_object *d, const char *key, int64_t v)
+{
+	json_object_object_add(d, key, json_object_new_int64(v));
+}
+
+void webhook_conn_event(void *ctx, enum conn_event ev, const conn_event_info *e)
+{
+	static const char *const names[] = {
+		[CONN_EV_SYN_RECEIVED] = "conn.syn_received",
+		[CONN_EV_ESTABLISHED] = "conn.established",
+		[CONN_EV_FIN] = "conn.fin",
+		[CONN_EV_RST] = "conn.rst",
+		[CONN_EV_IDLE_TIMEOUT] = "conn.idle_timeout",
+		[CONN_EV_SYN_RATE_LIMITED] = "security.syn_rate_limited",
+		[CONN_EV_DATAGRAM] = "data.datagram",
+	};
+	webhook *w = node_wh(ctx);
+	json_object *d;
+
+	if (!w || (unsigned)ev >= sizeof(names) / sizeof(names[0]))
+		return;
+	switch (ev) {
+	case CONN_EV_DATAGRAM:
+		if (!(d = pkt_allow(w, WH_PKT_DATAGRAM)))
+			return;
+		add_addr(d, "src_addr", e->remote);
+		add_int(d, "src_port", e->rport);
+		add_int(d, "dst_port", e->lport);
+		add_int(d, "size", (int64_t)e->len);
+		break;
+	case CONN_EV_SYN_RATE_LIMITED:
+		if (!(d = pkt_allow(w, WH_PKT_SYN_RATE)))
+			return;
+		add_addr(d, "src_addr", e->remote);
+		add_int(d, "src_port", e->rport);
+		break;
+	case CONN_EV_SYN_RECEIVED:
+	case CONN_EV_ESTABLISHED:
+		d = json_object_new_object();
+		add_addr(d, "src_addr", e->remote);
+		add_int(d, "src_port", e->rport);
+		add_int(d, "dst_port", e->lport);
+		add_int(d, "conn_id", e->conn_id);
+		break;
+	default:
+		d = json_object_new_object();
+		add_addr(d, "remote_addr", e->remote);
+		add_int(d, "remote_port", e->rport);
+		add_int(d, "local_port", e->lport);
+		add_int(d, "conn_id", e->conn_id);
+		break;
+	}
+	webhook_emit(w, names[ev], d);
+}
+
+void webhook_peer_event(void *ctx, enum peer_event ev, uint32_t peer_node, const peer_event_info *e)
+{
+	webhook *w = node_wh(ctx);
+	char ep[TRANSPORT_EP_STRLEN];
+	const char *name;
+	json_object *d;
+
+	if (!w)
+		return;
+	if (ev == PEER_EV_NONCE_REPLAY) {
+		if (!(d = pkt_allow(w, WH_PKT_REPLAY)))
+			return;
+	} else {
+		d = json_object_new_object();
+	}
+	add_int(d, "peer_node_id", peer_node);
+	switch (ev) {
+	case PEER_EV_ADDED:
+		name = "tunnel.peer_added";
+		json_object_object_add(
+			d, "endpoint",
+			json_object_new_string(e->ep ? transport_ep_format(e->ep, ep) : "relay"));
+		break;
+	case PEER_EV_ESTABLISHED:
+		name = "tunnel.established";
+		json_object_object_add(d, "authenticated", json_object_new_boolean(e->authenticated));
+		json_object_object_add(d, "relay", json_object_new_boolean(e->relay));
+		json_object_object_add(d, "rekeyed", json_object_new_boolean(e->rekeyed));
+		break;
+	case PEER_EV_RELAY:
+		name = "tunnel.relay_activated";
+		break;
+	default:
+		name = "security.nonce_replay";
+		json_object_object_add(d, "counter", json_object_new_uint64(e->counter));
+		break;
+	}
+	webhook_emit(w, name, d);
+}
+
 void webhook_get_stats(const webhook *w, webhook_stats *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -464,6 +624,7 @@ static json_object *stats_json(const webhook *w)
 	json_object_object_add(o, "failed", json_object_new_int64((int64_t)st.failed));
 	json_object_object_add(o, "dropped", json_object_new_int64((int64_t)st.dropped));
 	json_object_object_add(o, "retries", json_object_new_int64((int64_t)st.retries));
+	json_object_object_add(o, "suppressed", json_object_new_int64((int64_t)st.suppressed));
 	json_object_object_add(o, "waiting", json_object_new_int64((int64_t)st.waiting));
 	return o;
 }

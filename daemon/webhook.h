@@ -11,7 +11,15 @@
  * (WEBHOOK_TRIES attempts), other statuses >= 400 are not retried.
  * -webhook-secret: header X-Pilot-Signature: sha256=<hex HMAC-SHA256(secret,
  * body)>. https:// uses the registry's trust options (-tls-trust, -tls-root;
- * the system store by default). */
+ * the system store by default).
+ *
+ * Per-packet events (data.datagram, security.syn_rate_limited,
+ * security.nonce_replay) are rate-limited per event before any work is done
+ * (WEBHOOK_PKT_RATE per second, burst as many): the ones over the limit are
+ * counted (stats suppressed) and the next one delivered carries
+ * "suppressed": <how many of that event were not sent since the last one>. So
+ * a datagram flood costs a token-bucket check per packet and never fills the
+ * queue. */
 #ifndef PILOT_DAEMON_WEBHOOK_H
 #define PILOT_DAEMON_WEBHOOK_H
 
@@ -21,10 +29,13 @@
 #include <json-c/json.h>
 
 #include "daemon/ctlsrv.h"
+#include "daemon/peer.h"
+#include "stream/conn.h"
 
 #define WEBHOOK_QUEUE   1024
 #define WEBHOOK_TRIES   5
 #define WEBHOOK_TIMEOUT_MS 5000
+#define WEBHOOK_PKT_RATE   10
 
 struct node;
 typedef struct webhook webhook;
@@ -38,8 +49,15 @@ void webhook_emit(webhook *w, const char *event, json_object *data);
 /* The node's webhook (n->svc), NULL-safe on every level. */
 void node_webhook(struct node *n, const char *event, json_object *data);
 
+/* The observers registered with the connection and tunnel tables (ctx = the
+ * node): conn.*, data.datagram, security.syn_rate_limited (stream/conn.h
+ * events) and tunnel.*, security.nonce_replay (daemon/peer.h events). */
+void webhook_conn_event(void *ctx, enum conn_event ev, const conn_event_info *e);
+void webhook_peer_event(void *ctx, enum peer_event ev, uint32_t peer_node, const peer_event_info *e);
+
 typedef struct webhook_stats {
 	uint64_t queued, delivered, failed, dropped, retries, http_errors;
+	uint64_t suppressed; /* per-packet events over their rate limit */
 	size_t waiting;
 } webhook_stats;
 void webhook_get_stats(const webhook *w, webhook_stats *st);

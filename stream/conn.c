@@ -442,10 +442,39 @@ static void eng_writable(void *ctx, stream_conn *s)
 		c->cbs.on_writable(c->arg, c);
 }
 
+void conn_emit(conn_table *t, enum conn_event ev, pilot_addr remote, uint16_t rport, uint16_t lport,
+	       uint32_t id, size_t len)
+{
+	conn_event_info e = { .remote = remote, .rport = rport, .lport = lport, .conn_id = id, .len = len };
+
+	if (t->cfg.event && !t->shut)
+		t->cfg.event(t->cfg.ctx, ev, &e);
+}
+
+/* conn.* events of a state change (services.md §9). */
+static void state_event(conn *c, enum stream_state old, enum stream_state now, int err)
+{
+	int ev = -1;
+
+	if (old == STREAM_SYN_RECV && now > STREAM_SYN_RECV && !c->dialed)
+		conn_emit(c->t, CONN_EV_ESTABLISHED, c->raddr, c->rport, c->lport, c->id, 0);
+	if (now == STREAM_CLOSE_WAIT || (now == STREAM_TIME_WAIT && old == STREAM_FIN_WAIT))
+		ev = CONN_EV_FIN;
+	else if (now == STREAM_CLOSED && (err == ECONNRESET || err == ECONNREFUSED))
+		ev = CONN_EV_RST;
+	else if (now == STREAM_CLOSED && err == ETIMEDOUT && old >= STREAM_ESTABLISHED)
+		ev = CONN_EV_IDLE_TIMEOUT;
+	if (ev >= 0)
+		conn_emit(c->t, (enum conn_event)ev, c->raddr, c->rport, c->lport, c->id, 0);
+}
+
 static void eng_state(void *ctx, stream_conn *s, enum stream_state old, enum stream_state now,
 		      int err)
 {
 	conn *c = ctx;
+
+	if (c->t->cfg.event)
+		state_event(c, old, now, err);
 
 	if (now == STREAM_ESTABLISHED && c->dialed)
 		stream_set_mss(s, path_mss(c->t, c->raddr.node, c->t->cfg.stream.mss ?
@@ -730,6 +759,7 @@ static conn *accept_alloc(conn_table *t, const proto_hdr *h, uint64_t now)
 		conn_destroy(c);
 		return NULL;
 	}
+	conn_emit(t, CONN_EV_SYN_RECEIVED, c->raddr, c->rport, c->lport, c->id, 0);
 	return c;
 }
 
@@ -758,6 +788,7 @@ static void new_syn(conn_table *t, uint32_t from, const proto_hdr *h, conn *tw, 
 	}
 	if (!syn_rate_ok(t, from, now)) {
 		t->st.drop_syn_rate++;
+		conn_emit(t, CONN_EV_SYN_RATE_LIMITED, h->src, h->src_port, h->dst_port, 0, 0);
 		return;
 	}
 	l = listener_find(t, h->dst_port);

@@ -55,6 +55,24 @@ typedef struct conn_table conn_table;
 typedef struct conn conn;
 struct pilot_loop;
 
+/* Connection events for an observer (the daemon's webhooks, services.md §9). */
+enum conn_event {
+	CONN_EV_SYN_RECEIVED,     /* an admitted SYN created a connection (listener or deferred) */
+	CONN_EV_ESTABLISHED,      /* an accepted connection completed its handshake */
+	CONN_EV_FIN,              /* the peer's FIN arrived (first time) */
+	CONN_EV_RST,              /* the peer's RST ended the connection (or refused our SYN) */
+	CONN_EV_IDLE_TIMEOUT,     /* an established connection closed by a timeout */
+	CONN_EV_SYN_RATE_LIMITED, /* a SYN dropped by a SYN rate limit (conn_id 0) */
+	CONN_EV_DATAGRAM,         /* an admitted datagram was delivered (conn_id 0, len) */
+};
+
+typedef struct conn_event_info {
+	pilot_addr remote;
+	uint16_t rport, lport;
+	uint32_t conn_id;
+	size_t len; /* CONN_EV_DATAGRAM: payload bytes */
+} conn_event_info;
+
 #define CONN_TAILROOM 16
 
 typedef struct conn_config {
@@ -87,6 +105,10 @@ typedef struct conn_config {
 	uint32_t ping_timeout_ms;     /* conn_ping (3000) */
 	uint32_t max_pings;           /* outstanding conn_ping (256) */
 	uint64_t seed;                /* hash salt, per-connection jitter seeds */
+	/* Optional observer, called synchronously (also per datagram and per
+	 * rate-limited SYN: it must be cheap and do its own rate limiting). Never
+	 * during conn_table_shutdown. */
+	void (*event)(void *ctx, enum conn_event ev, const conn_event_info *e);
 } conn_config;
 
 conn_table *conn_table_new(const conn_config *cfg);

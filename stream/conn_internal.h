@@ -56,6 +56,10 @@ typedef struct conn_bucket {
 
 #define CONN_PEER_BUCKETS 4096
 
+/* cfg.event, when set and the table is not shutting down. */
+void conn_emit(conn_table *t, enum conn_event ev, pilot_addr remote, uint16_t rport, uint16_t lport,
+	       uint32_t id, size_t len);
+
 struct conn_table {
 	conn_config cfg;
 	pilot_addr local;

@@ -113,6 +113,7 @@ void conn_dgram_input(conn_table *t, uint32_t from, const proto_hdr *h, const ui
 		return;
 	}
 	t->st.dgrams_rcvd++;
+	conn_emit(t, CONN_EV_DATAGRAM, h->src, h->src_port, h->dst_port, 0, n);
 	if (t->obs)
 		t->obs(t->obs_arg, h->src, h->src_port, h->dst_port, pl, n);
 	/* the observer may have unbound it */

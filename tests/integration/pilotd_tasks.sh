@@ -8,7 +8,10 @@
 # refused and writes nothing; a STATUS_UPDATE for A's task from C changes
 # nothing; SEND_RESULTS with "../" in task_id or filename, for an unknown task,
 # or for A's real task from C writes no file. Also pilotctl received / inbox
-# (list, --clear). Prints PASS:/FAIL: lines.
+# (list, --clear), and the queue-head expiry (A runs -test-task-expiry 4s):
+# staged_at is set when a task becomes the head, the head expires on both
+# sides and costs A a polo point, the next task becomes head. Prints
+# PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -19,7 +22,8 @@ pd_init tasks
 pd_lan a b c || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 ok=1
-for n in a b c; do pd_start $n $n || ok=0; done
+pd_start a a -test-task-expiry 4s || ok=0
+for n in b c; do pd_start $n $n || ok=0; done
 if [ $ok = 1 ]; then pt_pass three_nodes_registered; else pt_fail three_nodes_registered; exit 1; fi
 pt_check trust_a_b pd_trust_pair a b
 pt_check trust_c_a pd_trust_pair c a
@@ -133,6 +137,26 @@ D=$(echo "$out" | pd_json 'd["accepted"] and d["task_id"]')
 pd_ctl a task decline --id "$D" --justification "busy" >/dev/null
 eq decline_seen_by_submitter "$(status_of c "$D")" DECLINED
 eq decline_justification "$(pd_ctl c task status "$D" | pd_json 'd["status_justification"]')" busy
+# ---- the queue head expires (A: -test-task-expiry 4s) ----
+X1=$(pd_ctl c task submit "${PD_ID[a]}" --task "expire me" | pd_json 'd["accepted"] and d["task_id"]')
+X2=$(pd_ctl c task submit "${PD_ID[a]}" --task "next in line" | pd_json 'd["accepted"] and d["task_id"]')
+pd_ctl a task accept "$X1" >/dev/null
+pd_ctl a task accept "$X2" >/dev/null
+staged() { pd_ctl a task status "$1" | pd_json 'd.get("staged_at") or "none"'; }
+s1=$(staged "$X1")
+eq head_staged_at_set_not_second "$([ "$s1" != none ] && staged "$X2")" none
+status_is() { [ "$(status_of "$1" "$2")" = "$3" ]; }
+pt_check head_expired pd_wait 10 status_is a "$X1" EXPIRED
+pt_check expired_seen_by_submitter pd_wait 5 status_is c "$X1" EXPIRED
+s2=$(staged "$X2")
+if [ "$s2" != none ] && [ "$(status_of a "$X2")" = ACCEPTED ] && [[ "$s2" > "$s1" ]]; then
+	pt_pass next_task_staged_when_head
+else
+	pt_fail next_task_staged_when_head "X1 staged $s1, X2 staged $s2 status $(status_of a "$X2")"
+fi
+polo_below() { [ "$(pd_ctl a polo-score | pd_json 'str(d["polo_score"])')" -le "$1" ]; }
+pt_check expiry_costs_receiver_polo pd_wait 5 polo_below -2
+
 eq list_received "$(pd_ctl b task list --type received | pd_json 'str(len(d["tasks"]))')" 2
 
 # ---- pilotctl received / inbox (what data exchange, port 1001, stored) ----

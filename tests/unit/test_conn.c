@@ -60,6 +60,11 @@ struct net {
 	uint64_t admit_calls;
 	uint16_t admit_port;      /* last admit() question */
 	int admit_proto;
+	struct { /* cfg.event of table 1 */
+		enum conn_event ev;
+		conn_event_info e;
+	} evs[64];
+	size_t nevs;
 };
 
 /* ---- the wire ---------------------------------------------------------------------- */
@@ -1208,6 +1213,82 @@ static void test_shutdown_keeps_held_handles(void **state)
 	conn_close(k2.c);
 	assert_int_equal(stats(n->t[0]).active, 0);
 	run_for(n, 50);
+/* ---- the event observer (webhooks) ---- */
+
+static void on_event(void *ctx, enum conn_event ev, const conn_event_info *e)
+{
+	endp *p = ctx;
+	net *n = p->n;
+
+	if (p->idx == 1 && n->nevs < sizeof(n->evs) / sizeof(n->evs[0])) {
+		n->evs[n->nevs].ev = ev;
+		n->evs[n->nevs].e = *e;
+		n->nevs++;
+	}
+}
+
+static size_t evcount(const net *n, enum conn_event ev, uint32_t id)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n->nevs; i++)
+		if (n->evs[i].ev == ev && (!id || n->evs[i].e.conn_id == id))
+			k++;
+	return k;
+}
+
+static void test_events(void **state)
+{
+	conn_config c = { 0 };
+	upper u = { 0 };
+	uint8_t rx[3];
+	cli k = { .tx = (const uint8_t *)"abc", .ntx = 3, .shut_after = true, .rx = rx, .caprx = 3 };
+	cli k2 = { 0 };
+	dgrams d = { 0 };
+	net *n;
+	uint32_t id;
+	int err;
+
+	test_params(&c);
+	c.syn_rate = 4; /* global burst 4: the flood below is limited */
+	c.event = on_event;
+	n = net_new(&c);
+	assert_int_equal(conn_listen(n->t[1], 1000, &upper_listener, &u), 0);
+	/* accepted, established, the peer's FIN: each once, with the 4-tuple */
+	k.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 1000, &cli_cbs, &k, &err);
+	assert_true(run_until(n, cli_eof, &k, 3000));
+	assert_int_equal(evcount(n, CONN_EV_SYN_RECEIVED, 0), 1);
+	id = n->evs[0].e.conn_id;
+	assert_true(id > 0);
+	assert_true(pilot_addr_eq(n->evs[0].e.remote, pilot_addr_make(0, 1)));
+	assert_int_equal(n->evs[0].e.lport, 1000);
+	assert_true(n->evs[0].e.rport >= PILOT_PORT_EPHEMERAL_MIN);
+	assert_int_equal(evcount(n, CONN_EV_ESTABLISHED, id), 1);
+	assert_int_equal(evcount(n, CONN_EV_FIN, id), 1);
+	assert_int_equal(evcount(n, CONN_EV_RST, 0), 0);
+	conn_close(k.c);
+	assert_true(run_until(n, both_empty, n, 3000));
+	assert_int_equal(evcount(n, CONN_EV_FIN, id), 1); /* not again at the end */
+	/* the peer's RST */
+	k2.c = conn_dial(n->t[0], pilot_addr_make(0, 2), 1000, &cli_cbs, &k2, &err);
+	assert_true(run_until(n, cli_established, &k2, 3000));
+	run_for(n, 20);
+	conn_abort(k2.c);
+	run_for(n, 20);
+	assert_int_equal(evcount(n, CONN_EV_SYN_RECEIVED, 0), 2);
+	assert_int_equal(evcount(n, CONN_EV_RST, 0), 1);
+	/* datagrams: one event each, with the payload size */
+	assert_int_equal(conn_dgram_bind(n->t[1], 2000, on_dgram, &d), 0);
+	assert_int_equal(conn_dgram_send(n->t[0], pilot_addr_make(0, 2), 2000, "hello", 5), 0);
+	run_for(n, 20);
+	assert_int_equal(evcount(n, CONN_EV_DATAGRAM, 0), 1);
+	assert_int_equal(n->evs[n->nevs - 1].e.len, 5);
+	assert_int_equal(n->evs[n->nevs - 1].e.lport, 2000);
+	/* a SYN flood past the global limit: one event per dropped SYN */
+	for (uint16_t i = 0; i < 10; i++)
+		syn_from(n, 3, (uint16_t)(50000 + i), 1000);
+	assert_int_equal(evcount(n, CONN_EV_SYN_RATE_LIMITED, 0), stats(n->t[1]).drop_syn_rate);
+	assert_true(stats(n->t[1]).drop_syn_rate >= 6);
 	net_free(n);
 }
 
@@ -1298,6 +1379,7 @@ int main(void)
 		cmocka_unit_test(test_shutdown_sends_fin),
 		cmocka_unit_test(test_shutdown_keeps_held_handles),
 		cmocka_unit_test(test_table_free_with_open_conns),
+		cmocka_unit_test(test_events),
 	};
 
 	if (sodium_init() < 0)
