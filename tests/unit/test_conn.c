@@ -1213,6 +1213,9 @@ static void test_shutdown_keeps_held_handles(void **state)
 	conn_close(k2.c);
 	assert_int_equal(stats(n->t[0]).active, 0);
 	run_for(n, 50);
+	net_free(n);
+}
+
 /* ---- the event observer (webhooks) ---- */
 
 static void on_event(void *ctx, enum conn_event ev, const conn_event_info *e)
