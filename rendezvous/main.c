@@ -22,6 +22,7 @@
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
 #include "rendezvous/http.h"
+#include "rendezvous/import.h"
 #include "rendezvous/registry.h"
 #include "rendezvous/server.h"
 #include "rendezvous/tls.h"
@@ -568,10 +569,8 @@ static void metrics_extra(FILE *f, void *arg)
 		rdv_wss_metrics(a->wss, f);
 }
 
-static void start(struct app *a)
+static reg_config reg_config_of(const struct options *o)
 {
-	struct options *o = &a->o;
-	char err[512];
 	reg_config rc = {
 		.store_path = o->store,
 		.admin_token = o->admin_token,
@@ -583,6 +582,90 @@ static void start(struct app *a)
 		.store_sync_full = o->store_sync && !strcmp(o->store_sync, "full"),
 		.store_fsync_delay_ms = o->store_fsync_delay,
 	};
+
+	return rc;
+}
+
+/* pilot-rendezvous [flags] import-json [-replace] FILE: the flags (or -config) name the store. */
+static int import_json(const struct options *o, int argc, char **argv)
+{
+	reg_config rc = reg_config_of(o);
+	bool replace = false;
+	char msg[1024];
+	int i = 1;
+
+	if (i < argc && (!strcmp(argv[i], "-replace") || !strcmp(argv[i], "--replace"))) {
+		replace = true;
+		i++;
+	}
+	if (i + 1 != argc)
+		return usage_error("usage: pilot-rendezvous [flags] import-json [-replace] registry.json");
+	if (rdv_import_json(&rc, argv[i], replace, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "%s: import-json: %s\n", PROG, msg);
+		return 1;
+	}
+	printf("%s\n", msg);
+	return 0;
+}
+
+static int import_json_run(struct app *a, int argc, char **argv)
+{
+	int r = validate(a);
+
+	if (r != 0)
+		return r;
+	pilot_log_init(PROG, PILOT_LOG_WARN, PILOT_LOG_TEXT);
+	if (sodium_init() < 0)
+		pilot_fatal("libsodium failed to initialise");
+	return import_json(&a->o, argc, argv);
+}
+
+/* pilot-rendezvous import-json [flags] [-replace] FILE: argv without the verb and
+ * -replace goes through the ordinary flag parser; what is left is FILE. */
+static int import_json_main(struct app *a, pilot_opt *opts, int argc, char **argv)
+{
+	char **v = calloc((size_t)argc + 2, sizeof(*v)), err[512];
+	int n = 0, first, r;
+	bool replace = false;
+
+	if (!v)
+		return 1;
+	options_table(&a->o, opts);
+	v[n++] = argv[0];
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "-replace") || !strcmp(argv[i], "--replace"))
+			replace = true;
+		else
+			v[n++] = argv[i];
+	}
+	first = n;
+	r = pilot_opts_parse(opts, n, v, &first, err, sizeof(err));
+	if (r == 0) {
+		char verb[] = "import-json", flag[] = "-replace";
+		char *rest[3] = { verb, flag, NULL };
+
+		if (first + 1 != n) {
+			r = usage_error(
+				"usage: pilot-rendezvous import-json [flags] [-replace] registry.json");
+		} else {
+			rest[replace ? 2 : 1] = v[first];
+			r = import_json_run(a, replace ? 3 : 2, rest);
+		}
+	} else {
+		r = r == 1 ? 0 : usage_error(err);
+		if (r == 0)
+			printf("usage: pilot-rendezvous import-json [flags] [-replace] registry.json\n");
+	}
+	pilot_opts_free(opts);
+	free(v);
+	return r;
+}
+
+static void start(struct app *a)
+{
+	struct options *o = &a->o;
+	char err[512];
+	reg_config rc = reg_config_of(o);
 
 	if (!(a->loop = pilot_loop_new()))
 		pilot_fatal("cannot create the event loop");
@@ -694,6 +777,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ca"))
 		return rdv_ca_main(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "import-json")) /* flags may follow the verb too */
+		return import_json_main(&a, opts, argc, argv);
 	block_loop_signals();
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
@@ -701,6 +786,11 @@ int main(int argc, char **argv)
 		pilot_opts_usage(opts, PROG, "[flags]", stdout);
 		pilot_opts_free(opts);
 		return 0;
+	}
+	if (r == 0 && first < argc && !strcmp(argv[first], "import-json")) {
+		r = import_json_run(&a, argc - first, argv + first);
+		pilot_opts_free(opts);
+		return r;
 	}
 	if (r < 0 || first < argc) {
 		r = usage_error(r < 0 ? err : "unexpected argument (flags only)");
