@@ -40,11 +40,11 @@ struct options {
 	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
-	int64_t frame_timeout, idle_timeout, store_fsync_delay;
+	int64_t frame_timeout, idle_timeout, store_fsync_delay, wss_idle;
 	long store_queue;
 };
 
-#define NOPTS 59
+#define NOPTS 60
 
 struct app {
 	struct options o;
@@ -164,6 +164,10 @@ static void options_table(struct options *o, pilot_opt *t)
 		    "bytes queued for all compat WebSocket peers together (each peer: at most "
 		    "4 MiB); messages beyond are dropped and counted",
 		    "MiB", 1, 1 << 20),
+		OPT("wss-idle-timeout", PILOT_OPT_DURATION, &o->wss_idle, "90s",
+		    "close a compat connection after this long without a data message or a pong; "
+		    "a peer quiet for a third of it is pinged (short values are for tests)",
+		    "duration"),
 		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
 		    "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
@@ -209,6 +213,8 @@ static int validate(struct app *a)
 		return usage_error("invalid -log-format (want text or json)");
 	if (!empty(o->store_sync) && strcmp(o->store_sync, "full") && strcmp(o->store_sync, "normal"))
 		return usage_error("invalid -store-sync (want full or normal)");
+	if (o->wss_idle < 1000)
+		return usage_error("invalid -wss-idle-timeout (want at least 1s)");
 	if (!empty(o->store_url)) {
 		if (!st_url_ok(o->store_url))
 			return usage_error("invalid -store-url (want postgres://... or postgresql://...)");
@@ -702,10 +708,16 @@ static void start(struct app *a)
 	}
 	if (!empty(o->wss_addr)) {
 		rdv_wss_config wc = {
-			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
-			.reg = a->reg, .bcn = a->bcn, .max_peers = o->wss_max_peers,
-			.rate_burst = o->wss_rate ? 0 : -1, .rate_per_min = o->wss_rate,
+			.addr = o->wss_addr,
+			.tls_cert = o->wss_tls_cert,
+			.tls_key = o->wss_tls_key,
+			.reg = a->reg,
+			.bcn = a->bcn,
+			.max_peers = o->wss_max_peers,
+			.rate_burst = o->wss_rate ? 0 : -1,
+			.rate_per_min = o->wss_rate,
 			.max_queued = o->wss_max_queued << 20,
+			.idle_ms = o->wss_idle,
 		};
 
 		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))
