@@ -795,7 +795,11 @@ int main(int argc, char **argv)
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
 	if (r == 1) {
-		pilot_opts_usage(opts, PROG, "[flags]", stdout);
+		pilot_opts_usage(
+			opts, PROG,
+			"[flags]\n       pilot-rendezvous [flags] import-json [-replace] registry.json\n"
+			"       pilot-rendezvous ca init-root|issue|verify ...",
+			stdout);
 		pilot_opts_free(opts);
 		return 0;
 	}
