@@ -35,6 +35,21 @@ static void render_networks(pctl *c, json_object *data)
 	pctl_render_list(data, "networks", net_cols, "no networks");
 }
 
+/* --admin-token T: for registries started with -admin-token (else pilotd's own -admin-token). */
+static int set_admin_token(pctl *c, json_object *args)
+{
+	const char *t = pctl_flag_get(c, "admin-token");
+
+	if (!t)
+		return 0;
+	if (!t[0] || !strcmp(t, "true")) {
+		json_object_put(args);
+		return pctl_usage_fail(c, "--admin-token needs a value");
+	}
+	pctl_set_str(args, "admin_token", t);
+	return 0;
+}
+
 int pctl_cmd_network_list(pctl *c)
 {
 	return pctl_call(c, "network-list", NULL, render_networks);
@@ -44,6 +59,7 @@ int pctl_cmd_network_create(pctl *c)
 {
 	const char *rule = pctl_flag_get(c, "join-rule"), *token = pctl_flag_get(c, "token");
 	json_object *args;
+	int bad;
 
 	if (!rule)
 		rule = "open";
@@ -56,6 +72,8 @@ int pctl_cmd_network_create(pctl *c)
 	pctl_set_str(args, "join_rule", rule);
 	if (token)
 		pctl_set_str(args, "token", token);
+	if ((bad = set_admin_token(c, args)))
+		return bad;
 	return pctl_call(c, "network-create", args, NULL);
 }
 
@@ -64,6 +82,7 @@ int pctl_cmd_network_join(pctl *c)
 	const char *token = pctl_flag_get(c, "token");
 	json_object *args;
 	long id;
+	int bad;
 
 	if (net_id(c, 0, &id) < 0)
 		return PCTL_EXIT_ERR;
@@ -71,12 +90,24 @@ int pctl_cmd_network_join(pctl *c)
 	pctl_set_int(args, "network_id", id);
 	if (token)
 		pctl_set_str(args, "token", token);
+	if ((bad = set_admin_token(c, args)))
+		return bad;
 	return pctl_call(c, "network-join", args, NULL);
 }
 
 int pctl_cmd_network_leave(pctl *c)
 {
-	return net_call(c, "network-leave", NULL);
+	json_object *args;
+	long id;
+	int bad;
+
+	if (net_id(c, 0, &id) < 0)
+		return PCTL_EXIT_ERR;
+	args = pctl_obj();
+	pctl_set_int(args, "network_id", id);
+	if ((bad = set_admin_token(c, args)))
+		return bad;
+	return pctl_call(c, "network-leave", args, NULL);
 }
 
 static const pctl_col member_cols[] = {

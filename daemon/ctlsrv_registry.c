@@ -403,6 +403,16 @@ static int arg_net(ctlsrv_reply *r, json_object *args, uint16_t *net)
 	return 0;
 }
 
+/* The request's admin_token, else pilotd's -admin-token (NULL = none). */
+static const char *admin_token(node *n, json_object *args)
+{
+	const char *t = ctlsrv_arg_str(args, "admin_token");
+
+	if (t && *t)
+		return t;
+	return n->o.admin_token && *n->o.admin_token ? n->o.admin_token : NULL;
+}
+
 void verb_net_create(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
@@ -416,8 +426,7 @@ void verb_net_create(ctlsrv_reply *r, json_object *args, void *arg)
 		return;
 	CALL(r,
 	     registration_create_network(n->reg, name, ctlsrv_arg_str(args, "join_rule"),
-					 ctlsrv_arg_str(args, "token"), ctlsrv_arg_str(args, "admin_token"),
-					 reg_raw, r));
+					 ctlsrv_arg_str(args, "token"), admin_token(n, args), reg_raw, r));
 }
 
 void verb_net_join(ctlsrv_reply *r, json_object *args, void *arg)
@@ -428,8 +437,8 @@ void verb_net_join(ctlsrv_reply *r, json_object *args, void *arg)
 	if (arg_net(r, args, &net) < 0 || ctlsrv_need_up(r, n))
 		return;
 	CALL(r,
-	     registration_join_network(n->reg, net, ctlsrv_arg_str(args, "token"),
-				       ctlsrv_arg_str(args, "admin_token"), reg_raw, r));
+	     registration_join_network(n->reg, net, ctlsrv_arg_str(args, "token"), admin_token(n, args),
+				       reg_raw, r));
 }
 
 void verb_net_leave(ctlsrv_reply *r, json_object *args, void *arg)
@@ -439,7 +448,7 @@ void verb_net_leave(ctlsrv_reply *r, json_object *args, void *arg)
 
 	if (arg_net(r, args, &net) < 0 || ctlsrv_need_up(r, n))
 		return;
-	CALL(r, registration_leave_network(n->reg, net, ctlsrv_arg_str(args, "admin_token"), reg_raw, r));
+	CALL(r, registration_leave_network(n->reg, net, admin_token(n, args), reg_raw, r));
 }
 
 void verb_net_list(ctlsrv_reply *r, json_object *args, void *arg)

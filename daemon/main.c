@@ -3,6 +3,7 @@
  * brings the daemon up and down. */
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,9 @@ static void options_table(node_options *o, pilot_opt *t)
 		OPT("encrypt", PILOT_OPT_BOOL, &o->encrypt, "true",
 		    "encrypt tunnels (X25519 + AES-256-GCM); -encrypt=false = plaintext", NULL),
 		OPT("identity", PILOT_OPT_STRING, &o->identity, NULL,
-		    "identity file, loaded or created; trust.json lives beside it; "
-		    "empty = ephemeral identity, no persistence",
+		    "identity file, loaded or created; trust.json lives beside it (default "
+		    "/var/lib/pilot/identity.json for root, else ~/.pilot/identity.json); "
+		    "-identity= (empty) = ephemeral identity, no persistence",
 		    "path"),
 		OPT("owner", PILOT_OPT_STRING, &o->owner, NULL, "owner identifier sent at registration",
 		    "string"),
@@ -78,7 +80,14 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "public node: every peer may connect to every port (default: private, "
 		    "untrusted peers reach only port 444)",
 		    NULL),
-		OPT("hostname", PILOT_OPT_STRING, &o->hostname, NULL, "hostname to register", "name"),
+		OPT("hostname", PILOT_OPT_STRING, &o->hostname, NULL,
+		    "hostname to register (default pilot- and the first 8 hex digits of SHA-256 of "
+		    "the public key; pilotctl clear-hostname removes it)",
+		    "name"),
+		OPT("admin-token", PILOT_OPT_STRING, &o->admin_token, NULL,
+		    "admin token sent with network create/join/leave when pilotctl gives none "
+		    "(for registries started with -admin-token); empty = none",
+		    "secret"),
 		OPT("no-echo", PILOT_OPT_BOOL, &o->no_echo, NULL, "disable the echo service (port 7)", NULL),
 		OPT("no-dataexchange", PILOT_OPT_BOOL, &o->no_dataexchange, NULL,
 		    "disable the data exchange service (port 1001)", NULL),
@@ -176,7 +185,7 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "bytes", 0, 65535),
 		OPT("map-file", PILOT_OPT_STRING, &o->map_file, NULL,
 		    "IP <-> address map file (default: addrmap.json beside the identity; "
-		    "in memory without -identity)",
+		    "in memory with -identity=)",
 		    "path"),
 		OPT("no-dns", PILOT_OPT_BOOL, &o->no_dns, NULL,
 		    "no DNS responder for .pilot names on the TUN address", NULL),
@@ -371,6 +380,28 @@ static int validate(node_options *o)
 	return 0;
 }
 
+/* -identity not given at all (neither flag nor config key): the persistent default.
+ * -identity= (given, empty) stays ephemeral. */
+static int default_identity(node_options *o, const pilot_opt *opts)
+{
+	char path[PATH_MAX];
+	const pilot_opt *p;
+	char *copy;
+
+	for (p = opts; p->name && strcmp(p->name, "identity"); p++)
+		;
+	if (!p->name || p->set)
+		return 0;
+	if (pilot_default_identity_path(path, sizeof(path)) < 0)
+		return usage_error("no default identity path (HOME unset or relative); pass -identity "
+				   "FILE, or -identity= for an ephemeral identity");
+	if (!(copy = strdup(path)))
+		return usage_error("out of memory");
+	free(o->identity);
+	o->identity = copy;
+	return 0;
+}
+
 /* -n: the flags are valid (done) and the identity, if it exists, loads. */
 static int check_config(const node_options *o)
 {
@@ -432,6 +463,10 @@ int main(int argc, char **argv)
 		}
 		free(o.socket);
 		o.socket = strdup(sock);
+	}
+	if ((r = default_identity(&o, opts)) != 0) {
+		pilot_opts_free(opts);
+		return r;
 	}
 	if (o.check) {
 		r = check_config(&o);

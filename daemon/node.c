@@ -84,7 +84,7 @@ static void load_identity(node *n)
 
 	if (empty(n->o.identity)) {
 		pilot_identity_generate(&n->id);
-		log_info("ephemeral identity (no -identity): trust is not persisted");
+		log_info("ephemeral identity (-identity=): trust is not persisted");
 	} else {
 		r = pilot_identity_load_or_create(n->o.identity, &n->id, &created, err, sizeof(err));
 		if (r < 0 && !created)
@@ -98,6 +98,10 @@ static void load_identity(node *n)
 		warn_rotation_leftover(n->o.identity);
 	}
 	pilot_b64_encode(n->id.pk, sizeof(n->id.pk), n->pk_b64, sizeof(n->pk_b64));
+	if (empty(n->o.hostname)) { /* no -hostname: pilot-XXXXXXXX */
+		_Static_assert(sizeof(n->hostname) > PILOT_DEFAULT_HOSTNAME_LEN, "hostname buffer");
+		pilot_default_hostname(n->id.pk, n->hostname);
+	}
 }
 
 void node_set_identity(node *n, const pilot_identity *id)
@@ -283,7 +287,7 @@ static void start_registration(node *n)
 		.id = &n->id,
 		.listen_addr = n->endpoint,
 		.owner = n->o.owner,
-		.hostname = n->o.hostname,
+		.hostname = n->hostname,
 		.public_node = n->o.public_node,
 		.keepalive_ms = n->o.keepalive,
 	};

@@ -27,6 +27,7 @@ struct ctlsrv_reply;
 typedef struct node_options {
 	char *config, *registry, *beacon, *listen, *socket, *endpoint, *identity, *owner;
 	char *hostname, *log_level, *log_format, *log_file, *kdf, *user;
+	char *admin_token;                   /* -admin-token: network requests' default (ctlsrv_registry.c) */
 	char *metrics;                       /* -metrics host:port, NULL = off (metrics.c) */
 	char *tun, *tun_subnet, *map_file;   /* -tun NAME|off (node_tun.c) */
 	long tun_mtu, tun_max_flows;

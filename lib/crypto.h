@@ -96,6 +96,10 @@ typedef struct pilot_identity {
 void pilot_identity_generate(pilot_identity *id);
 void pilot_identity_from_seed(pilot_identity *id, const uint8_t seed[32]);
 void pilot_identity_wipe(pilot_identity *id);
+/* The hostname a node registers when none is configured: "pilot-" and the first
+ * 8 lowercase hex digits of SHA-256(public key). */
+#define PILOT_DEFAULT_HOSTNAME_LEN 15
+void pilot_default_hostname(const uint8_t pk[PROTO_ED25519_LEN], char out[PILOT_DEFAULT_HOSTNAME_LEN + 1]);
 void pilot_ed25519_sign(const pilot_identity *id, const void *msg, size_t len,
 			uint8_t sig[PROTO_SIG_LEN]);
 /* 0 if valid, -EBADMSG otherwise. */

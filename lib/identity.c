@@ -242,3 +242,11 @@ int pilot_identity_load_or_create(const char *path, pilot_identity *id, int *cre
 		set_err(err, errlen, "%s", "");
 	return rc;
 }
+
+void pilot_default_hostname(const uint8_t pk[PROTO_ED25519_LEN], char out[PILOT_DEFAULT_HOSTNAME_LEN + 1])
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, pk, PROTO_ED25519_LEN);
+	snprintf(out, PILOT_DEFAULT_HOSTNAME_LEN + 1, "pilot-%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
+}

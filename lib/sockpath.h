@@ -1,4 +1,4 @@
-/* Where pilotd's control socket is by default: one rule for the daemon
+/* Where pilotd's control socket and identity are by default: one rule for the daemon
  * (daemon/ctlsrv.c) and pilotctl (ctl/client.c). */
 #ifndef PILOT_SOCKPATH_H
 #define PILOT_SOCKPATH_H
@@ -9,5 +9,11 @@
  * (an absolute XDG_RUNTIME_DIR only), or /tmp/pilot-<uid>/pilotd.sock.
  * 0, or -ENAMETOOLONG if it does not fit in out. */
 int pilot_default_socket_path(char *out, size_t outlen);
+
+/* Where pilotd keeps its identity when -identity is not given (the reference's
+ * documented locations): /var/lib/pilot/identity.json for root, otherwise
+ * $HOME/.pilot/identity.json (an absolute HOME only). 0, -ENOENT without a usable
+ * HOME, or -ENAMETOOLONG. */
+int pilot_default_identity_path(char *out, size_t outlen);
 
 #endif

@@ -22,6 +22,7 @@
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
 #include "rendezvous/http.h"
+#include "rendezvous/import.h"
 #include "rendezvous/registry.h"
 #include "rendezvous/server.h"
 #include "rendezvous/tls.h"
@@ -39,11 +40,11 @@ struct options {
 	long wss_max_peers, wss_rate, wss_max_queued;
 	int tls, no_registry, no_beacon, strict_signatures, no_rate_limit, check, print_fpr;
 	long max_conns, max_conns_per_ip, max_conns_per_v6net, max_partial_mb;
-	int64_t frame_timeout, idle_timeout, store_fsync_delay;
+	int64_t frame_timeout, idle_timeout, store_fsync_delay, wss_idle;
 	long store_queue;
 };
 
-#define NOPTS 59
+#define NOPTS 60
 
 struct app {
 	struct options o;
@@ -163,6 +164,10 @@ static void options_table(struct options *o, pilot_opt *t)
 		    "bytes queued for all compat WebSocket peers together (each peer: at most "
 		    "4 MiB); messages beyond are dropped and counted",
 		    "MiB", 1, 1 << 20),
+		OPT("wss-idle-timeout", PILOT_OPT_DURATION, &o->wss_idle, "90s",
+		    "close a compat connection after this long without a data message or a pong; "
+		    "a peer quiet for a third of it is pinged (short values are for tests)",
+		    "duration"),
 		OPT("wss-rate", PILOT_OPT_INT, &o->wss_rate, "60",
 		    "compat connections per source IP per minute (burst 20); 0 = no limit", "n", 0, 1000000),
 		OPT("n", PILOT_OPT_BOOL, &o->check, NULL, "check the configuration and exit", NULL),
@@ -208,6 +213,8 @@ static int validate(struct app *a)
 		return usage_error("invalid -log-format (want text or json)");
 	if (!empty(o->store_sync) && strcmp(o->store_sync, "full") && strcmp(o->store_sync, "normal"))
 		return usage_error("invalid -store-sync (want full or normal)");
+	if (o->wss_idle < 1000)
+		return usage_error("invalid -wss-idle-timeout (want at least 1s)");
 	if (!empty(o->store_url)) {
 		if (!st_url_ok(o->store_url))
 			return usage_error("invalid -store-url (want postgres://... or postgresql://...)");
@@ -568,10 +575,8 @@ static void metrics_extra(FILE *f, void *arg)
 		rdv_wss_metrics(a->wss, f);
 }
 
-static void start(struct app *a)
+static reg_config reg_config_of(const struct options *o)
 {
-	struct options *o = &a->o;
-	char err[512];
 	reg_config rc = {
 		.store_path = o->store,
 		.admin_token = o->admin_token,
@@ -583,6 +588,90 @@ static void start(struct app *a)
 		.store_sync_full = o->store_sync && !strcmp(o->store_sync, "full"),
 		.store_fsync_delay_ms = o->store_fsync_delay,
 	};
+
+	return rc;
+}
+
+/* pilot-rendezvous [flags] import-json [-replace] FILE: the flags (or -config) name the store. */
+static int import_json(const struct options *o, int argc, char **argv)
+{
+	reg_config rc = reg_config_of(o);
+	bool replace = false;
+	char msg[1024];
+	int i = 1;
+
+	if (i < argc && (!strcmp(argv[i], "-replace") || !strcmp(argv[i], "--replace"))) {
+		replace = true;
+		i++;
+	}
+	if (i + 1 != argc)
+		return usage_error("usage: pilot-rendezvous [flags] import-json [-replace] registry.json");
+	if (rdv_import_json(&rc, argv[i], replace, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "%s: import-json: %s\n", PROG, msg);
+		return 1;
+	}
+	printf("%s\n", msg);
+	return 0;
+}
+
+static int import_json_run(struct app *a, int argc, char **argv)
+{
+	int r = validate(a);
+
+	if (r != 0)
+		return r;
+	pilot_log_init(PROG, PILOT_LOG_WARN, PILOT_LOG_TEXT);
+	if (sodium_init() < 0)
+		pilot_fatal("libsodium failed to initialise");
+	return import_json(&a->o, argc, argv);
+}
+
+/* pilot-rendezvous import-json [flags] [-replace] FILE: argv without the verb and
+ * -replace goes through the ordinary flag parser; what is left is FILE. */
+static int import_json_main(struct app *a, pilot_opt *opts, int argc, char **argv)
+{
+	char **v = calloc((size_t)argc + 2, sizeof(*v)), err[512];
+	int n = 0, first, r;
+	bool replace = false;
+
+	if (!v)
+		return 1;
+	options_table(&a->o, opts);
+	v[n++] = argv[0];
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "-replace") || !strcmp(argv[i], "--replace"))
+			replace = true;
+		else
+			v[n++] = argv[i];
+	}
+	first = n;
+	r = pilot_opts_parse(opts, n, v, &first, err, sizeof(err));
+	if (r == 0) {
+		char verb[] = "import-json", flag[] = "-replace";
+		char *rest[3] = { verb, flag, NULL };
+
+		if (first + 1 != n) {
+			r = usage_error(
+				"usage: pilot-rendezvous import-json [flags] [-replace] registry.json");
+		} else {
+			rest[replace ? 2 : 1] = v[first];
+			r = import_json_run(a, replace ? 3 : 2, rest);
+		}
+	} else {
+		r = r == 1 ? 0 : usage_error(err);
+		if (r == 0)
+			printf("usage: pilot-rendezvous import-json [flags] [-replace] registry.json\n");
+	}
+	pilot_opts_free(opts);
+	free(v);
+	return r;
+}
+
+static void start(struct app *a)
+{
+	struct options *o = &a->o;
+	char err[512];
+	reg_config rc = reg_config_of(o);
 
 	if (!(a->loop = pilot_loop_new()))
 		pilot_fatal("cannot create the event loop");
@@ -619,10 +708,16 @@ static void start(struct app *a)
 	}
 	if (!empty(o->wss_addr)) {
 		rdv_wss_config wc = {
-			.addr = o->wss_addr, .tls_cert = o->wss_tls_cert, .tls_key = o->wss_tls_key,
-			.reg = a->reg, .bcn = a->bcn, .max_peers = o->wss_max_peers,
-			.rate_burst = o->wss_rate ? 0 : -1, .rate_per_min = o->wss_rate,
+			.addr = o->wss_addr,
+			.tls_cert = o->wss_tls_cert,
+			.tls_key = o->wss_tls_key,
+			.reg = a->reg,
+			.bcn = a->bcn,
+			.max_peers = o->wss_max_peers,
+			.rate_burst = o->wss_rate ? 0 : -1,
+			.rate_per_min = o->wss_rate,
 			.max_queued = o->wss_max_queued << 20,
+			.idle_ms = o->wss_idle,
 		};
 
 		if (!(a->wss = rdv_wss_new(a->loop, &wc, err, sizeof(err))))
@@ -694,13 +789,24 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ca"))
 		return rdv_ca_main(argc - 2, argv + 2);
+	if (argc > 1 && !strcmp(argv[1], "import-json")) /* flags may follow the verb too */
+		return import_json_main(&a, opts, argc, argv);
 	block_loop_signals();
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
 	if (r == 1) {
-		pilot_opts_usage(opts, PROG, "[flags]", stdout);
+		pilot_opts_usage(
+			opts, PROG,
+			"[flags]\n       pilot-rendezvous [flags] import-json [-replace] registry.json\n"
+			"       pilot-rendezvous ca init-root|issue|verify ...",
+			stdout);
 		pilot_opts_free(opts);
 		return 0;
+	}
+	if (r == 0 && first < argc && !strcmp(argv[first], "import-json")) {
+		r = import_json_run(&a, argc - first, argv + first);
+		pilot_opts_free(opts);
+		return r;
 	}
 	if (r < 0 || first < argc) {
 		r = usage_error(r < 0 ? err : "unexpected argument (flags only)");

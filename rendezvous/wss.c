@@ -73,6 +73,8 @@ typedef struct wsess {
 	uint32_t node;
 	char nonce[RDV_WSS_NONCE_HEX + 1];
 	uint64_t ts, deadline_ms, last_data_ms;
+	uint64_t ping_ms; /* when the last ping went out (a live idle peer answers it) */
+	bool ping_due;    /* send a ping at the next writeable */
 	uint8_t *rx;
 	size_t rx_len;
 	bool rx_bin;
@@ -128,6 +130,23 @@ static const char *jstr(json_object *o, const char *key)
 	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
+}
+
+bool rdv_wss_is_bye(const char *json, size_t len)
+{
+	json_tokener *tok;
+	json_object *o;
+	const char *type;
+	bool bye;
+
+	if (len == 0 || len > 4096 || !(tok = json_tokener_new()))
+		return false;
+	o = json_tokener_parse_ex(tok, json, (int)len);
+	json_tokener_free(tok);
+	bye = o && json_object_is_type(o, json_type_object) && (type = jstr(o, "type")) &&
+		!strcmp(type, "bye");
+	json_object_put(o);
+	return bye;
 }
 
 int rdv_wss_parse_reply(const char *json, size_t len, uint32_t *node, uint8_t sig[64])
@@ -223,7 +242,7 @@ static void sess_sync(wsess *s)
 
 	if (s->fd < 0)
 		return;
-	if (s->qn || s->close_code || (s->wsi && !s->adopting && lws_partial_buffered(s->wsi)))
+	if (s->qn || s->close_code || s->ping_due || (s->wsi && !s->adopting && lws_partial_buffered(s->wsi)))
 		want |= PILOT_EV_WRITE;
 	if (want != s->mask && pilot_loop_mod_fd(s->w->loop, s->fd, want) == 0)
 		s->mask = want;
@@ -483,6 +502,11 @@ static int on_message(wsess *s, struct lws *wsi, const uint8_t *msg, size_t len,
 	if (s->st != S_READY)
 		return 0; /* replaced or closing: dropped */
 	if (!bin) {
+		if (rdv_wss_is_bye((const char *)msg, len)) { /* an orderly goodbye: gone at once */
+			w->st.byes++;
+			sess_close(s, LWS_CLOSE_STATUS_NORMAL, "bye");
+			return 0;
+		}
 		w->st.text_ignored++;
 		return 0;
 	}
@@ -551,6 +575,15 @@ static int on_writeable(wsess *s, struct lws *wsi)
 
 	if (s->close_code)
 		return close_now(wsi, s->close_code, s->close_reason);
+	if (s->ping_due) {
+		uint8_t ping[LWS_PRE + 8];
+
+		s->ping_due = false;
+		memcpy(ping + LWS_PRE, "pilot-ka", 8); /* lws 4.1 reports only pongs with a payload */
+		if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 8)
+			return -1;
+		w->st.pings_sent++;
+	}
 	while (s->qn) {
 		wmsg *m = &s->q[s->qh];
 		int n = lws_write(wsi, m->buf + LWS_PRE, m->len, m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY);
@@ -588,6 +621,12 @@ static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		return 0;
 	case LWS_CALLBACK_RECEIVE:
 		return on_receive(s, wsi, in, len);
+	case LWS_CALLBACK_RECEIVE_PONG: /* the peer is alive though idle: keep it */
+		if (s->st == S_READY) {
+			s->last_data_ms = now_ms(s->w);
+			s->w->st.pongs++;
+		}
+		return 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return on_writeable(s, wsi);
 	case LWS_CALLBACK_CLOSED:
@@ -718,6 +757,14 @@ static void sweep(rdv_wss *w)
 		} else if (s->st == S_READY && now >= s->last_data_ms + (uint64_t)w->idle_ms) {
 			w->st.idle_closed++;
 			sess_close(s, LWS_CLOSE_STATUS_POLICY_VIOLATION, "idle timeout");
+		} else if (s->st == S_READY && s->wsi && !s->ping_due &&
+			   now >= s->last_data_ms + (uint64_t)w->idle_ms / 3 &&
+			   now >= s->ping_ms + (uint64_t)w->idle_ms / 3) {
+			/* Quiet for a third of the limit: ping; the pong counts as data. */
+			s->ping_due = true;
+			s->ping_ms = now;
+			lws_callback_on_writable(s->wsi);
+			kick(w);
 		}
 		sess_sync(s);
 	}
@@ -924,6 +971,10 @@ void rdv_wss_metrics(const rdv_wss *w, FILE *f)
 	       s->oversize, false);
 	series(f, "pilot_wss_text_ignored_total", "Text messages ignored after authentication.",
 	       s->text_ignored, false);
+	series(f, "pilot_wss_pings_total", "Pings sent to quiet compat peers.", s->pings_sent, false);
+	series(f, "pilot_wss_pongs_total", "Pongs received (each keeps a quiet peer).", s->pongs, false);
+	series(f, "pilot_wss_byes_total", "Compat connections ended by the peer's bye message.", s->byes,
+	       false);
 	series(f, "pilot_wss_queue_dropped_total", "Messages dropped at a full peer send queue.",
 	       s->queue_dropped, false);
 	series(f, "pilot_wss_queue_dropped_global_total",

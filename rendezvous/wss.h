@@ -34,7 +34,8 @@ typedef struct rdv_wss_config {
 	long rate_burst;             /* connections per source IP in a burst (0 = 20, <0 = off) */
 	long rate_per_min;           /* sustained connections per source IP per minute (0 = 60) */
 	int64_t auth_ms;             /* whole challenge/reply exchange (0 = 10 s) */
-	int64_t idle_ms;             /* no data message for this long: closed (0 = 90 s) */
+	int64_t idle_ms;             /* no data message and no pong for this long: closed (0 = 90 s);
+	                              * a peer quiet for a third of it is pinged */
 	long max_queued;             /* send-queue memory of all peers together (0 = 256 MiB);
 	                              * each peer also has its own cap (4 MiB, 256 messages) */
 } rdv_wss_config;
@@ -54,6 +55,8 @@ typedef struct rdv_wss_stats {
 	uint64_t idle_closed;        /* closed after idle_ms without a data message */
 	uint64_t oversize;           /* closed for a message over RDV_WSS_MAX_MSG */
 	uint64_t text_ignored;       /* text/other messages after authentication */
+	uint64_t pings_sent, pongs;  /* liveness of quiet peers */
+	uint64_t byes;               /* connections the peer ended with a bye message */
 	uint64_t frames_in, frames_out, bytes_in, bytes_out;
 	uint64_t queue_dropped;      /* messages to a peer whose send queue was full */
 	uint64_t queue_dropped_total; /* messages dropped at the global cap (max_queued) */
@@ -81,6 +84,9 @@ int rdv_wss_parse_reply(const char *json, size_t len, uint32_t *node, uint8_t si
  * 0 with *node set, -EINVAL (malformed), -ENOENT (unknown node), -ESTALE, -EBADMSG. */
 int rdv_wss_check_reply(const char *json, size_t len, const char *nonce_hex, uint64_t ts,
 			uint64_t now_s, rdv_wss_keyfn keyfn, void *kctx, uint32_t *node);
+/* A text message {"type":"bye",...} after authentication: the peer leaves (closed
+ * with 1000 "bye" at once instead of at the idle limit). */
+bool rdv_wss_is_bye(const char *json, size_t len);
 
 /* ---- message reassembly (pure; also the fuzz target) ---- */
 enum { RDV_WSS_RX_MORE = 0, RDV_WSS_RX_MSG = 1, RDV_WSS_RX_TOO_BIG = 2 };

@@ -1,6 +1,6 @@
 /* The compat auth parsers on arbitrary bytes: the bridge's auth_reply check (parse,
  * key lookup, freshness, Ed25519) and the client's challenge parser. A reply built
- * from a parsed challenge must verify. */
+ * from a parsed challenge must verify. Also the bridge's text-message check (bye). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,6 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pilot_identity_from_seed(&fz_id, seed);
 	(void)rdv_wss_check_reply((const char *)data, size, nonce, 1767225600, 1767225610, key_of,
 				  NULL, &node);
+	(void)rdv_wss_is_bye((const char *)data, size);
 	if (wss_parse_challenge((const char *)data, size, n2, &ts) == 0 && ts <= UINT64_MAX - 30) {
 		len = wss_auth_reply(reply, sizeof(reply), &fz_id, 1234, ts, n2);
 		if (len < 0 || rdv_wss_check_reply(reply, (size_t)len, n2, ts, ts, key_of, NULL, &node) != 0

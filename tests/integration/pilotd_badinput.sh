@@ -15,7 +15,7 @@ REL=$BUILD/rel/bin/pilotd
 pd_init badin
 
 # ---- start-up refusals (no namespaces needed) ----
-out=$("$PD_BIN" -socket "$PT_DIR/x.sock" 2>&1)
+out=$("$PD_BIN" -identity= -socket "$PT_DIR/x.sock" 2>&1)
 rc=$?
 pt_check no_registry_exit_2 [ $rc = 2 ]
 pt_check no_registry_message bash -c "echo '$out' | grep -q 'no registry configured: pass -registry HOST:PORT'"
@@ -23,15 +23,15 @@ echo '{"private_key": "AAAA", "public_key": "BBBB"}' >"$PT_DIR/bad-identity.json
 out=$("$PD_BIN" -registry 127.0.0.1:1 -identity "$PT_DIR/bad-identity.json" -socket "$PT_DIR/y.sock" 2>&1)
 rc=$?
 pt_check corrupt_identity_fatal bash -c "[ $rc != 0 ] && echo '$out' | grep -q bad-identity.json"
-pt_check check_config_ok "$PD_BIN" -n -registry 127.0.0.1:9000
-pt_check check_config_bad_kdf bash -c "! $PD_BIN -n -registry 127.0.0.1:9000 -kdf foo 2>/dev/null"
+pt_check check_config_ok "$PD_BIN" -n -identity= -registry 127.0.0.1:9000
+pt_check check_config_bad_kdf bash -c "! $PD_BIN -n -identity= -registry 127.0.0.1:9000 -kdf foo 2>/dev/null"
 
 pd_lan a b || { pt_fail namespaces_created; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 pd_start a a && pd_start b b || { pt_fail nodes_registered; exit 1; }
 pt_check trust_pair pd_trust_pair a b
 
-out=$(pt_exec "$PT-a" "$PD_BIN" -registry "$PD_REGISTRY" -socket "$PT_DIR/a/ctl.sock" 2>&1)
+out=$(pt_exec "$PT-a" "$PD_BIN" -identity= -registry "$PD_REGISTRY" -socket "$PT_DIR/a/ctl.sock" 2>&1)
 rc=$?
 pt_check second_instance_refused bash -c "[ $rc != 0 ] && echo '$out' | grep -q 'another pilotd is running'"
 pt_check first_instance_still_answers pd_registered a

@@ -312,7 +312,7 @@ pd_start fp ua -registry-tls -registry-fingerprint "$FPR" -tun=off -public \
 pd_stop fp
 mkdir -p "$PT_DIR/fpbad"
 pt_spawn ua "$PT_DIR/fpbad.log" "$PD_BIN" -registry "$PD_REGISTRY" -registry-tls \
-	-registry-fingerprint "$(printf '0%.0s' $(seq 64))" -tun=off -socket "$PT_DIR/fpbad/ctl.sock" -log-level debug
+	-registry-fingerprint "$(printf '0%.0s' $(seq 64))" -tun=off -identity= -socket "$PT_DIR/fpbad/ctl.sock" -log-level debug
 pt_check registry_fingerprint_mismatch_refused pd_wait 10 grep -q 'fingerprint mismatch' "$PT_DIR/fpbad.log"
 pt_stop "$PT_PID"
 pt_check beacon_alive_at_end kill -0 "$PD_RDV_PID"

@@ -41,7 +41,7 @@ pt_check sd_notify_ready_when_registered pd_wait 5 grep -qx 'READY=1|STATUS=regi
 # A node whose registry does not answer (nothing listens on :9999) is not ready,
 # and without -metrics it serves none.
 pt_spawn rdv "$PT_DIR/x.log" env NOTIFY_SOCKET="$PT_DIR/notify-x.sock" "$PD_BIN" -registry 198.18.0.1:9999 \
-	-tun=off -socket "$PT_DIR/x.sock"
+	-tun=off -identity= -socket "$PT_DIR/x.sock"
 XPID=$PT_PID
 sleep 3
 pt_check sd_notify_not_ready_unregistered bash -c "kill -0 $XPID && ! grep -q READY $PT_DIR/notify-x.log"

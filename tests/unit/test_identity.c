@@ -18,6 +18,7 @@
 
 #include "lib/crypto.h"
 #include "lib/fileutil.h"
+#include "lib/sockpath.h"
 
 /* vectors.md §5.2: A's Ed25519 key, as Go's identity file stores it. */
 #define A_SK_B64 "mKKDP9sx/g5tRixycQRn9gb22UbFpFV8Kb2o0jg4D8xTenasMyooKnakk7s/f2IElUG3Zna0W9yxF3Phrs"\
@@ -440,6 +441,24 @@ static void test_read_file_large(void **state)
 	free(data);
 }
 
+/* pilotd's defaults without -hostname / -identity (issue 16). */
+static void test_default_hostname_and_path(void **state)
+{
+	uint8_t pk[32] = { 0 };
+	char h[PILOT_DEFAULT_HOSTNAME_LEN + 1], p[256];
+
+	(void)state;
+	pilot_default_hostname(pk, h); /* SHA-256 of 32 zero bytes = 66687aad... */
+	assert_string_equal(h, "pilot-66687aad");
+	setenv("HOME", "/home/someone", 1);
+	assert_int_equal(pilot_default_identity_path(p, sizeof(p)), 0);
+	assert_string_equal(
+		p, geteuid() == 0 ? "/var/lib/pilot/identity.json" : "/home/someone/.pilot/identity.json");
+	setenv("HOME", "relative", 1);
+	assert_int_equal(pilot_default_identity_path(p, sizeof(p)), geteuid() == 0 ? 0 : -ENOENT);
+	assert_int_equal(pilot_default_identity_path(p, 4), geteuid() == 0 ? -ENAMETOOLONG : -ENOENT);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -461,6 +480,7 @@ int main(void)
 		T(test_mkdirs),
 		T(test_read_file),
 		T(test_read_file_large),
+		T(test_default_hostname_and_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
