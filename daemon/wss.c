@@ -43,6 +43,8 @@
 #define WSS_TICK_MS  100
 #define WSS_RXSLOT   (TRANSPORT_HEADROOM + WSS_MAX_MSG + 64)
 #define WSS_SMALL    2048 /* queued messages up to this reuse buffers: no malloc per packet */
+#define WSS_RXBUF    16384 /* lws reads this much at a time */
+#define WSS_BATCH    16000 /* framed messages per raw write: one TLS record (<= 16384) */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -78,6 +80,7 @@ typedef struct wss {
 	unsigned qh, qn;
 	uint8_t *spare[WSS_QN]; /* free LWS_PRE + WSS_SMALL buffers */
 	unsigned nspare;
+	uint8_t *batch; /* LWS_PRE + WSS_BATCH: queued messages framed for one write */
 	size_t qbytes;
 	transport_stats st;
 	wss_stats ws;
@@ -551,6 +554,34 @@ static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
 	return on_message(c, wsi, buf, mlen, c->rx_bin);
 }
 
+/* How many queued messages, from the head, fit one batch (0: the head alone does not). */
+static unsigned batch_count(const wss *c)
+{
+	size_t off = 0;
+	unsigned k;
+
+	for (k = 0; k < c->qn; k++) {
+		const cmsg *m = &c->q[(c->qh + k) % WSS_QN];
+
+		if (off + PILOT_WS_HDR_MAX + m->len > WSS_BATCH)
+			break;
+		off += PILOT_WS_HDR_MAX + m->len;
+	}
+	return k;
+}
+
+static void sent(wss *c, const cmsg *m)
+{
+	if (!m->text) {
+		c->st.tx_dgrams++;
+		c->st.tx_bytes += m->len;
+	}
+	q_pop(c);
+}
+
+/* Queued messages go out framed by us, as many as fit one TLS record per write
+ * (pilot_ws_frame): one record and one send for up to ~11 full-size datagrams
+ * where lws_write(LWS_WRITE_BINARY) costs one each. */
 static int on_writeable(wss *c, struct lws *wsi)
 {
 	static uint8_t ping[LWS_PRE + 4];
@@ -570,18 +601,31 @@ static int on_writeable(wss *c, struct lws *wsi)
 		}
 	}
 	while (c->qn && !lws_send_pipe_choked(wsi)) {
+		unsigned k = batch_count(c);
+		uint8_t key[4 * WSS_QN], *out = c->batch + LWS_PRE;
+		size_t off = 0;
 		cmsg *m = &c->q[c->qh];
 
-		if (lws_write(wsi, m->buf + LWS_PRE, m->len, m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY)
-		    < (int)m->len) {
+		if (!k) { /* one message too big to batch: lws frames it */
+			if (lws_write(wsi, m->buf + LWS_PRE, m->len,
+				      m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY) < (int)m->len) {
+				c->st.tx_errors++;
+				return -1;
+			}
+			sent(c, m);
+			continue;
+		}
+		randombytes_buf(key, 4 * (size_t)k); /* RFC 6455 §5.3: a fresh key per frame */
+		for (unsigned i = 0; i < k; i++) {
+			m = &c->q[(c->qh + i) % WSS_QN];
+			off += pilot_ws_frame(out + off, m->buf + LWS_PRE, m->len, m->text, key + 4 * i);
+		}
+		if (lws_write(wsi, out, off, LWS_WRITE_RAW) < (int)off) {
 			c->st.tx_errors++;
 			return -1;
 		}
-		if (!m->text) {
-			c->st.tx_dgrams++;
-			c->st.tx_bytes += m->len;
-		}
-		q_pop(c);
+		while (k--)
+			sent(c, &c->q[c->qh]);
 	}
 	if (c->qn)
 		lws_callback_on_writable(wsi);
@@ -625,7 +669,9 @@ static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 }
 
 static const struct lws_protocols wss_protocols[] = {
-	{ .name = WSS_PROTOCOL, .callback = wss_cb, .rx_buffer_size = 4096 },
+	/* reads of up to a TLS record (with pt_serv_buf_size): one connection, so
+	 * the memory is small; the beacon keeps 4096 per peer */
+	{ .name = WSS_PROTOCOL, .callback = wss_cb, .rx_buffer_size = WSS_RXBUF },
 	{ .name = NULL },
 };
 
@@ -719,6 +765,7 @@ static void wss_close(transport *t)
 		free(c->spare[--c->nspare]);
 	pilot_identity_wipe(&c->id);
 	free(c->rx);
+	free(c->batch);
 	free(c);
 }
 
@@ -815,6 +862,7 @@ static int make_context(wss *c, const wss_config *cfg, char *err, size_t errlen)
 	memset(&ci, 0, sizeof(ci));
 	ci.port = CONTEXT_PORT_NO_LISTEN;
 	ci.protocols = wss_protocols;
+	ci.pt_serv_buf_size = WSS_RXBUF + LWS_PRE;
 	ci.gid = (gid_t)-1;
 	ci.uid = (uid_t)-1;
 	ci.http_proxy_address = proxy; /* lws_set_proxy form; NULL: lws reads $http_proxy */
@@ -889,7 +937,7 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 
 	if (c)
 		c->fd = -1;
-	if (!c || !(c->rx = malloc(WSS_RXSLOT))) {
+	if (!c || !(c->rx = malloc(WSS_RXSLOT)) || !(c->batch = malloc(LWS_PRE + WSS_BATCH))) {
 		snprintf(err, errlen, "compat: out of memory");
 		goto fail;
 	}

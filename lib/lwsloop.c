@@ -58,3 +58,33 @@ void pilot_lws_log_to_pilot(void)
 {
 	lws_set_log_level(LLL_ERR | LLL_WARN, log_emit);
 }
+
+size_t pilot_ws_frame(uint8_t *out, const uint8_t *data, size_t len, bool text, const uint8_t *key)
+{
+	size_t h = 2, i;
+
+	out[0] = 0x80 | (text ? 0x1 : 0x2);
+	if (len < 126) {
+		out[1] = (uint8_t)len;
+	} else if (len <= 0xffff) {
+		out[1] = 126;
+		out[2] = (uint8_t)(len >> 8);
+		out[3] = (uint8_t)len;
+		h = 4;
+	} else {
+		out[1] = 127;
+		for (i = 0; i < 8; i++)
+			out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+		h = 10;
+	}
+	if (!key) {
+		memcpy(out + h, data, len);
+		return h + len;
+	}
+	out[1] |= 0x80;
+	memcpy(out + h, key, 4);
+	h += 4;
+	for (i = 0; i < len; i++)
+		out[h + i] = data[i] ^ key[i & 3];
+	return h + len;
+}

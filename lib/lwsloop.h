@@ -7,6 +7,8 @@
 #ifndef PILOT_LWSLOOP_H
 #define PILOT_LWSLOOP_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lib/loop.h"
@@ -30,5 +32,16 @@ void pilot_lws_stop(pilot_lws *s);
 /* lws's own log (errors and warnings only) through lib/log: "lws: ..." at
  * warning level for errors, debug otherwise. */
 void pilot_lws_log_to_pilot(void);
+
+/* Several WebSocket messages in one write (one TLS record, one send) instead of one
+ * lws_write each: the caller frames them itself (RFC 6455 §5.2) into one buffer
+ * and hands it to lws_write(LWS_WRITE_RAW), which sends it as is. Each message is
+ * still one unfragmented frame, byte for byte what lws_write(LWS_WRITE_BINARY or
+ * TEXT) would send (minimal length encoding; a client's frames masked). */
+#define PILOT_WS_HDR_MAX 14 /* 2 + 8 length + 4 mask */
+/* Append one frame (FIN, opcode text 0x1 or binary 0x2) of the len bytes at data to
+ * out: masked with key (4 bytes) when key is non-NULL, which a client must (§5.3).
+ * out needs PILOT_WS_HDR_MAX + len bytes. Returns the bytes written. */
+size_t pilot_ws_frame(uint8_t *out, const uint8_t *data, size_t len, bool text, const uint8_t *key);
 
 #endif

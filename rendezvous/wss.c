@@ -53,6 +53,7 @@
 #define WSS_FRESH_S     30
 #define WSS_SMALL       2048               /* message buffers up to this are recycled */
 #define WSS_SPARE_N     1024               /* recycled buffers kept (shared by all peers) */
+#define WSS_BATCH       16000              /* framed messages per raw write: one TLS record */
 #define WSS_EXTRA_CONNS 256                /* TCP connections beyond max_peers (HTTP, handshakes) */
 
 typedef struct wmsg {
@@ -110,6 +111,7 @@ struct rdv_wss {
 	rate_ent rate[WSS_RATE_N];
 	uint8_t rkey[crypto_shorthash_KEYBYTES];
 	uint8_t scratch[RDV_WSS_MAX_MSG];
+	uint8_t batch[LWS_PRE + WSS_BATCH]; /* queued messages framed for one write */
 	uint8_t *spare[WSS_SPARE_N]; /* free LWS_PRE + WSS_SMALL buffers: no malloc per packet */
 	unsigned nspare;
 	rdv_wss_stats st;
@@ -569,6 +571,8 @@ static int on_receive(wsess *s, struct lws *wsi, const uint8_t *in, size_t len)
 	return r;
 }
 
+/* Queued messages go out framed by us (server frames: unmasked), as many as fit
+ * one TLS record per write (pilot_ws_frame), not one lws_write each. */
 static int on_writeable(wsess *s, struct lws *wsi)
 {
 	rdv_wss *w = s->w;
@@ -586,15 +590,31 @@ static int on_writeable(wsess *s, struct lws *wsi)
 	}
 	while (s->qn) {
 		wmsg *m = &s->q[s->qh];
-		int n = lws_write(wsi, m->buf + LWS_PRE, m->len, m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY);
+		uint8_t *out = w->batch + LWS_PRE;
+		size_t off = 0;
+		unsigned k = 0;
 
-		if (n < (int)m->len)
-			return -1;
-		if (!m->text) {
-			w->st.frames_out++;
-			w->st.bytes_out += m->len;
+		while (k < s->qn && off + PILOT_WS_HDR_MAX + m->len <= WSS_BATCH) {
+			off += pilot_ws_frame(out + off, m->buf + LWS_PRE, m->len, m->text, NULL);
+			m = &s->q[(s->qh + ++k) % WSS_QN];
 		}
-		q_pop(s);
+		if (!k) { /* one message too big to batch: lws frames it */
+			m = &s->q[s->qh];
+			if (lws_write(wsi, m->buf + LWS_PRE, m->len,
+				      m->text ? LWS_WRITE_TEXT : LWS_WRITE_BINARY) < (int)m->len)
+				return -1;
+			k = 1;
+		} else if (lws_write(wsi, out, off, LWS_WRITE_RAW) < (int)off) {
+			return -1;
+		}
+		while (k--) {
+			m = &s->q[s->qh];
+			if (!m->text) {
+				w->st.frames_out++;
+				w->st.bytes_out += m->len;
+			}
+			q_pop(s);
+		}
 		if (lws_send_pipe_choked(wsi))
 			break;
 	}

@@ -27,6 +27,7 @@
 #include "daemon/wss.h"
 #include "lib/crypto.h"
 #include "lib/loop.h"
+#include "lib/lwsloop.h"
 #include "lib/proto.h"
 #include "rendezvous/beacon.h"
 #include "rendezvous/ca.h"
@@ -40,6 +41,7 @@ typedef struct rxlog {
 	uint8_t last[70000];
 	size_t len;
 	transport_ep ep;
+	uint32_t crc; /* over every datagram received, in order */
 } rxlog;
 
 typedef struct tnode {
@@ -94,6 +96,7 @@ static void on_rx(void *ctx, transport_dgram *dg, size_t n)
 		l->len = dg[i].len < sizeof(l->last) ? dg[i].len : sizeof(l->last);
 		memcpy(l->last, dg[i].data, l->len);
 		l->ep = dg[i].ep;
+		l->crc = proto_crc32_update(l->crc, dg[i].data, dg[i].len);
 	}
 }
 
@@ -755,10 +758,82 @@ static void test_wss_tls_pinned(void **state)
 	assert_true(wss_transport_connected(f->ta)); /* never replaced */
 }
 
+/* RFC 6455 §5.7's examples and both extended lengths, as pilot_ws_frame writes them. */
+static void test_wss_frame_encoding(void **state)
+{
+	static uint8_t big[70000], out[70000 + PILOT_WS_HDR_MAX];
+	const uint8_t key[4] = { 0x37, 0xfa, 0x21, 0x3d };
+	const uint8_t hello[] = { 0x81, 0x05, 'H', 'e', 'l', 'l', 'o' };
+	const uint8_t hello_m[] = { 0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58 };
+	const uint8_t h256[] = { 0x82, 0x7e, 0x01, 0x00 };
+	const uint8_t h64k[] = { 0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0 };
+
+	assert_int_equal(pilot_ws_frame(out, (const uint8_t *)"Hello", 5, true, NULL), sizeof(hello));
+	assert_memory_equal(out, hello, sizeof(hello));
+	assert_int_equal(pilot_ws_frame(out, (const uint8_t *)"Hello", 5, true, key), sizeof(hello_m));
+	assert_memory_equal(out, hello_m, sizeof(hello_m));
+	make_frame(big, sizeof(big), 1);
+	assert_int_equal(pilot_ws_frame(out, big, 125, false, NULL), 2 + 125);
+	assert_int_equal(out[0], 0x82);
+	assert_int_equal(out[1], 125);
+	assert_int_equal(pilot_ws_frame(out, big, 256, false, NULL), sizeof(h256) + 256);
+	assert_memory_equal(out, h256, sizeof(h256));
+	assert_memory_equal(out + sizeof(h256), big, 256);
+	assert_int_equal(pilot_ws_frame(out, big, 65535, false, NULL), 4 + 65535);
+	assert_int_equal(out[1], 126);
+	assert_int_equal(out[2], 0xff);
+	assert_int_equal(out[3], 0xff);
+	assert_int_equal(pilot_ws_frame(out, big, 65536, false, key), sizeof(h64k) + 4 + 65536);
+	assert_int_equal(out[1], 0xff); /* mask bit + 127 */
+	assert_memory_equal(out + 2, h64k + 2, 8);
+	assert_memory_equal(out + 10, key, 4);
+	for (size_t i = 0; i < 65536; i++)
+		assert_int_equal(out[14 + i] ^ key[i & 3], big[i]);
+}
+
+/* A burst queued at once goes out several frames per write on both ends (the
+ * daemon's masked, the bridge's not), with messages too big to batch among them:
+ * all arrive, whole and in order. */
+static void test_wss_relay_burst(void **state)
+{
+	static uint8_t msg[40000], frame[40000];
+	static const size_t lens[] = { 100, 1400, 64, 20000, 1400, 1400, 16000, 700, 15980, 1400 };
+	fx *f = *state;
+	uint32_t crc = 0;
+	unsigned before;
+
+	bridge_start(f, 0, NULL, NULL, 0);
+	connect_both(f, "ws", NULL);
+	before = f->rb.n;
+	f->rb.crc = 0;
+	for (unsigned i = 0; i < 200; i++) {
+		size_t flen = lens[i % 10];
+		transport_dgram d = { .data = msg };
+		uint8_t deliver[BEACON_RELAY_DELIVER_HDR];
+
+		make_frame(frame, flen, (uint8_t)i);
+		proto_beacon_relay_hdr(f->a.node, f->bb.node, msg);
+		memcpy(msg + BEACON_RELAY_HDR, frame, flen);
+		d.len = BEACON_RELAY_HDR + flen;
+		wss_beacon_ep(&d.ep);
+		assert_int_equal(transport_send(f->ta, &d, 1), 1);
+		deliver[0] = BEACON_RELAY_DELIVER;
+		proto_put32(deliver + 1, f->a.node);
+		crc = proto_crc32_update(crc, deliver, sizeof(deliver));
+		crc = proto_crc32_update(crc, frame, flen);
+	}
+	PUMP_UNTIL(f, 5000, f->rb.n >= before + 200);
+	assert_int_equal(f->rb.n, before + 200);
+	assert_int_equal(f->rb.crc, crc);
+	assert_int_equal(bstats(f).relay_wss_wss, 200);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wss_vector),
+		cmocka_unit_test(test_wss_frame_encoding),
+		cmocka_unit_test_setup_teardown(test_wss_relay_burst, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_relay_ws_to_ws, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_bridge_udp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_auth_failures, setup, teardown),
