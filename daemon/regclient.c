@@ -43,6 +43,7 @@ struct rc_req {
 	uint64_t expire;        /* monotonic ms: give up (-ETIMEDOUT) */
 	uint64_t sent_us;       /* last written (reply latency) */
 	int sends;
+	int resigns; /* sent again after replayed_signature */
 };
 
 struct regclient {
@@ -781,6 +782,29 @@ static bool busy_retry(regclient *c, json_object *reply)
 	return c->busy_timer != 0;
 }
 
+/* The registry refused a signed head as replayed_signature: the same type,
+ * fields and second were signed before by this identity, in an earlier run of
+ * this node (unique_ts only remembers this process's requests; a restart within
+ * the same second repeats a deterministic Ed25519 signature). Sign it again:
+ * unique_ts now moves sig_ts past the refused one.
+ * An earlier run may have moved sig_ts several seconds ahead (one second per
+ * identical request), hence up to 32 tries. The registry changed nothing for
+ * the refused one. true if resent. */
+static bool resign_retry(regclient *c, json_object *reply)
+{
+	const char *code = jw_get_str(reply, "code");
+	struct rc_req *r = c->head;
+
+	if (!r || !r->fields || !code || strcmp(code, "replayed_signature") || r->resigns >= 32)
+		return false;
+	r->resigns++;
+	c->st.resigned++;
+	c->inflight = false;
+	log_debug("registry refused a repeated signature; signing again type=%s", jw_get_str(r->req, "type"));
+	c->busy_timer = pilot_loop_add_timer(c->loop, 0, busy_fire, c);
+	return c->busy_timer != 0;
+}
+
 static void got_reply(regclient *c, json_object *reply)
 {
 	int err = 0;
@@ -789,7 +813,7 @@ static void got_reply(regclient *c, json_object *reply)
 	observe_rtt(c);
 	c->backoff = 0; /* the server answers: the next reconnect may go at once */
 	observe_reply(c, reply);
-	if (busy_retry(c, reply))
+	if (busy_retry(c, reply) || resign_retry(c, reply))
 		return;
 	if (json_object_is_type(json_object_object_get(reply, "error"), json_type_string)) {
 		const char *code = jw_get_str(reply, "code");

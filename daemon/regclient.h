@@ -115,6 +115,7 @@ typedef struct regclient_stats {
 	uint64_t timeouts;
 	uint64_t retries;       /* attempts unanswered in attempt_timeout_ms, sent again */
 	uint64_t busy;          /* busy replies, sent again after the registry's hint */
+	uint64_t resigned;      /* signed requests sent again after replayed_signature */
 	uint64_t failovers;     /* moves to the next configured address */
 	size_t in_use;          /* index of the address last connected */
 	int connected;

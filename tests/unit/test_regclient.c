@@ -881,6 +881,67 @@ static void test_busy_retried_after_hint(void **state)
 	regclient_free(rc);
 }
 
+struct sig_trace {
+	int64_t ts[4];
+	int n;
+};
+
+static void trace_sig_ts(void *arg, json_object *req)
+{
+	struct sig_trace *t = arg;
+
+	if (t->n < 4)
+		t->ts[t->n++] = jw_get_i64(req, "sig_ts");
+}
+
+/* A node restarted within the second it last signed the same request (a resolve
+ * of the same peer) signs it identically: the registry's replay cache refuses it
+ * as replayed_signature, and a forward through the userspace proxy failed. The
+ * client signs it again with a later sig_ts; the caller sees the answer. */
+static void test_replayed_signature_signed_again(void **state)
+{
+	env *e = *state;
+	char addr[64], err[64];
+	regclient_config c;
+	regclient *rc;
+	result res = { 0 };
+	regclient_stats st;
+	pilot_identity id;
+	struct sig_trace t = { 0 };
+	json_object *q = json_object_new_object();
+
+	raw_listen(e, 2, addr, sizeof(addr));
+	e->accepted = 1;
+	e->replies[0] =
+		"{\"type\":\"error\",\"error\":\"replayed signature\",\"code\":\"replayed_signature\"}";
+	e->replies[1] = "{\"type\":\"resolve_ok\",\"node_id\":1}";
+	e->nreplies = 2;
+	pilot_identity_generate(&id);
+	memset(&c, 0, sizeof(c));
+	c.addr = addr;
+	c.id = &id;
+	c.timeout_ms = 5000;
+	c.backoff_min_ms = 20;
+	c.backoff_max_ms = 100;
+	c.on_send = trace_sig_ts;
+	c.on_send_arg = &t;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	regclient_set_sig_v2(rc, true);
+	json_object_object_add(q, "type", json_object_new_string("resolve"));
+	json_object_object_add(q, "node_id", json_object_new_int64(1));
+	assert_int_equal(regclient_request_signed(rc, q, "3:1", collect, &res), 0);
+	assert_true(run_until(e, &res.done, 3000));
+	assert_int_equal(res.err, 0);
+	assert_string_equal(rstr(&res, "type"), "resolve_ok");
+	assert_int_equal(t.n, 2);
+	assert_true(t.ts[1] > t.ts[0]); /* a new signature, not the refused one */
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.resigned, 1);
+	result_clear(&res);
+	regclient_free(rc);
+}
+
 /* A node whose registry was unreachable for a while registers within about 2 s
  * of it coming back (default backoff: no 10 s waits). */
 static void test_register_retries_at_short_interval(void **state)
@@ -1339,6 +1400,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_bound_and_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unanswered_retried_on_fresh_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_retried_after_hint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replayed_signature_signed_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_retries_at_short_interval, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reregister_restores, setup, teardown),
