@@ -225,6 +225,10 @@ reg_node *reg_node_by_hostname(const registry *r, const char *h);
 reg_node *reg_node_by_owner(const registry *r, const char *owner);
 reg_net *reg_net_get(const registry *r, uint16_t id);
 reg_net *reg_net_by_name(const registry *r, const char *name);
+/* Take from's entry out of n's handshake inbox / response list in memory (the
+ * store is the caller's business). true if there was one. (reg_trust.c) */
+bool reg_inbox_remove(reg_node *n, uint32_t from);
+bool reg_resp_remove(reg_node *n, uint32_t from);
 bool reg_node_in_net(const reg_node *n, uint16_t net);
 bool reg_share_net(const reg_node *a, const reg_node *b);
 bool reg_has_pair(const registry *r, uint32_t a, uint32_t b);

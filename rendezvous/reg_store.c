@@ -1334,27 +1334,6 @@ static int apply_node(registry *r, st_row *row, uint64_t now_ms)
 	return 0;
 }
 
-static void inbox_remove(reg_node *n, uint32_t from)
-{
-	for (size_t i = 0; i < n->ninbox; i++)
-		if (n->inbox[i].from == from) {
-			free(n->inbox[i].justification);
-			memmove(&n->inbox[i], &n->inbox[i + 1], (n->ninbox - i - 1) * sizeof(*n->inbox));
-			n->ninbox--;
-			return;
-		}
-}
-
-static void resp_remove(reg_node *n, uint32_t from)
-{
-	for (size_t i = 0; i < n->nresp; i++)
-		if (n->resp[i].from == from) {
-			memmove(&n->resp[i], &n->resp[i + 1], (n->nresp - i - 1) * sizeof(*n->resp));
-			n->nresp--;
-			return;
-		}
-}
-
 static void inv_remove(reg_node *n, uint16_t net)
 {
 	for (size_t i = 0; i < n->ninv; i++)
@@ -1486,7 +1465,7 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 		break;
 	case ST_Q_INBOX_ADD:
 		if ((n = reg_node_get(r, a))) {
-			inbox_remove(n, b);
+			reg_inbox_remove(n, b);
 			if (!(rc = row_inbox(r, row, now_ms)) && r->inbox_cb)
 				r->inbox_cb(r->inbox_arg, a);
 		}
@@ -1494,22 +1473,22 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 	case ST_Q_INBOX_CLEAR:
 		if ((n = reg_node_get(r, a)))
 			while (n->ninbox)
-				inbox_remove(n, n->inbox[0].from);
+				reg_inbox_remove(n, n->inbox[0].from);
 		break;
 	case ST_Q_INBOX_DEL:
 		if ((n = reg_node_get(r, a)))
-			inbox_remove(n, b);
+			reg_inbox_remove(n, b);
 		break;
 	case ST_Q_RESP_ADD:
 		if ((n = reg_node_get(r, a))) {
-			resp_remove(n, b);
+			reg_resp_remove(n, b);
 			if (!(rc = row_resp(r, row, now_ms)) && r->inbox_cb)
 				r->inbox_cb(r->inbox_arg, a);
 		}
 		break;
 	case ST_Q_RESP_DEL:
 		if ((n = reg_node_get(r, a)))
-			resp_remove(n, b);
+			reg_resp_remove(n, b);
 		break;
 	case ST_Q_RESP_CLEAR:
 		if ((n = reg_node_get(r, a)))

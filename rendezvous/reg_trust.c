@@ -311,7 +311,7 @@ json_object *h_poll_handshakes(registry *r, json_object *req, const reg_ctx *ctx
 	return commit_or_fail(r, resp);
 }
 
-static void inbox_remove(registry *r, reg_node *n, uint32_t from)
+bool reg_inbox_remove(reg_node *n, uint32_t from)
 {
 	for (size_t i = 0; i < n->ninbox; i++) {
 		if (n->inbox[i].from != from)
@@ -319,20 +319,32 @@ static void inbox_remove(registry *r, reg_node *n, uint32_t from)
 		free(n->inbox[i].justification);
 		memmove(&n->inbox[i], &n->inbox[i + 1], (n->ninbox - i - 1) * sizeof(*n->inbox));
 		n->ninbox--;
-		st_inbox_del(r, n->id, from);
-		return;
+		return true;
 	}
+	return false;
+}
+
+bool reg_resp_remove(reg_node *n, uint32_t from)
+{
+	for (size_t i = 0; i < n->nresp; i++) {
+		if (n->resp[i].from != from)
+			continue;
+		memmove(&n->resp[i], &n->resp[i + 1], (n->nresp - i - 1) * sizeof(*n->resp));
+		n->nresp--;
+		return true;
+	}
+	return false;
+}
+
+static void inbox_remove(registry *r, reg_node *n, uint32_t from)
+{
+	if (reg_inbox_remove(n, from))
+		st_inbox_del(r, n->id, from);
 }
 
 static int deliver_response(registry *r, reg_node *to, const reg_hsresp *p)
 {
-	for (size_t i = 0; i < to->nresp; i++) {
-		if (to->resp[i].from == p->from) {
-			memmove(&to->resp[i], &to->resp[i + 1], (to->nresp - i - 1) * sizeof(*to->resp));
-			to->nresp--;
-			break;
-		}
-	}
+	reg_resp_remove(to, p->from);
 	if (to->nresp >= REG_RESP_CAP) {
 		st_resp_del(r, to->id, to->resp[0].from);
 		memmove(&to->resp[0], &to->resp[1], (to->nresp - 1) * sizeof(*to->resp));
