@@ -354,10 +354,19 @@ void peer_silent_rekey(peer_table *pt, peer *p)
 	/* The node may listen elsewhere now: the registry's endpoint replaces the one
 	 * its frames proved before (peer_resolved keeps a proved one). Never a relay
 	 * copy to a direct peer: one relayed frame makes a reference node send to us
-	 * through the relay for the rest of its life (it never leaves relay mode). */
+	 * through the relay for the rest of its life (it never leaves relay mode).
+	 * But the direct path is on trial, as at first contact: no authenticated
+	 * direct frame within direct_timeout_ms moves the peer to the relay
+	 * (direct_deadline, which sends the exchange there). Without that, a path
+	 * that carries our frames but not the answers (a NAT flow stuck without its
+	 * mapping, kept alive by our own sends) stayed direct for good: the new
+	 * session is unauthenticated, so silence_check never ran (the soak finding,
+	 * docs/SOAK.md). */
 	if (!p->relay_pinned) {
 		p->direct_ok_ms = 0;
 		peer_start_resolve(pt, p);
+		if (p->path == PEER_PATH_DIRECT || p->path == PEER_PATH_PUNCHED)
+			peer_direct_attempt(pt, p);
 	}
 }
 
@@ -961,6 +970,15 @@ static bool is_probe(const proto_hdr *h, const uint8_t *pl)
 	return h->payload_len == n && !memcmp(pl, PEER_PROBE_PAYLOAD, n);
 }
 
+/* A path probe that asks for an answer (the answer has PROTO_ACK). */
+static bool probe_request(const uint8_t *pkt, size_t len)
+{
+	size_t n = strlen(PEER_PROBE_PAYLOAD);
+
+	return len == PROTO_HDR_SIZE + n && pkt[1] == PROTO_CONTROL && !(pkt[0] & PROTO_ACK) &&
+		!memcmp(pkt + PROTO_HDR_SIZE, PEER_PROBE_PAYLOAD, n);
+}
+
 /* Consume tunnel keepalives and path probes; true if consumed. */
 static bool control_consumed(peer_table *pt, peer *p, const proto_hdr *h, const uint8_t *pl,
 			     const transport_ep *src, bool via_relay)
@@ -1102,7 +1120,7 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	authenticated(pt, p);
 	p->last_rx_ms = peer_now(pt);
 	p->unans_n = 0;
-	peer_path_rx(pt, p, src, relay != 0);
+	peer_path_rx(pt, p, src, relay != 0, probe_request(pl, pl_len));
 	handle_packet(pt, p, pl, pl_len, src, relay != 0);
 }
 
@@ -1126,7 +1144,7 @@ static void handle_pilt(peer_table *pt, uint8_t *buf, size_t len, const transpor
 	if (!(p = peer_get_or_create(pt, h.src.node)))
 		return;
 	p->last_rx_ms = peer_now(pt);
-	peer_path_rx(pt, p, src, relay != 0);
+	peer_path_rx(pt, p, src, relay != 0, probe_request(pkt, plen));
 	if (p->npend)
 		peer_pending_flush(pt, p);
 	handle_packet(pt, p, pkt, plen, src, relay != 0);

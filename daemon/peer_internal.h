@@ -193,9 +193,13 @@ void peer_seal_send(peer_table *pt, peer *p, uint8_t *pkt, size_t len, int via);
 void peer_send_keepalive(peer_table *pt, peer *p);
 void peer_send_probe(peer_table *pt, peer *p, int via);
 void peer_start_contact(peer_table *pt, peer *p);
+/* The direct path is on trial: no authenticated direct frame from p within
+ * direct_timeout_ms (and a beacon) moves p to the relay (peer_path.c). */
+void peer_direct_attempt(peer_table *pt, peer *p);
 void peer_set_path(peer_table *pt, peer *p, enum peer_path path, const char *why);
-/* Path accounting for an authenticated frame from p (src = UDP source). */
-void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay);
+/* Path accounting for an authenticated frame from p (src = UDP source; probe:
+ * the frame is a path probe asking for an answer). */
+void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay, bool probe);
 void peer_handle_beacon(peer_table *pt, uint8_t *buf, size_t len);
 /* Queue a PunchRequest for p (no-op without a beacon or when already queued);
  * sent now if the gap allows, else from the tick. */

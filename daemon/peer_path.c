@@ -1,7 +1,9 @@
 /* Path selection (tunnel.md §10), hole punching and the beacon client (§9.2).
  * Unlike the reference, relay is not sticky: relay peers are probed directly every
  * relay_probe_ms and go back to a direct path after PEER_UPGRADE_FRAMES
- * authenticated direct frames; a direct peer that falls silent is re-validated. */
+ * authenticated direct frames (not counting the peer's own probes); a direct
+ * peer that falls silent is re-validated, and left for the relay when it does
+ * not answer directly within direct_timeout_ms (also after a silent re-key). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -92,7 +94,7 @@ void peer_punch_request(peer_table *pt, peer *p)
 	peer_punch_drain(pt, now);
 }
 
-static void start_direct_attempt(peer_table *pt, peer *p)
+void peer_direct_attempt(peer_table *pt, peer *p)
 {
 	uint64_t now = peer_now(pt);
 
@@ -185,7 +187,7 @@ void peer_resolved(peer_table *pt, peer *p, const transport_ep *ep, bool relay_o
 	}
 	if (p->has_ep) {
 		peer_set_path(pt, p, PEER_PATH_DIRECT, "resolved");
-		start_direct_attempt(pt, p);
+		peer_direct_attempt(pt, p);
 		peer_punch_request(pt, p);
 	} else if (pt->has_beacon) {
 		peer_set_path(pt, p, PEER_PATH_RELAY, "resolve failed");
@@ -229,7 +231,7 @@ static bool was_punched(const peer_table *pt, const transport_ep *src, uint64_t 
 	return false;
 }
 
-void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay)
+void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_relay, bool probe)
 {
 	uint64_t now = peer_now(pt);
 	bool punched;
@@ -253,7 +255,11 @@ void peer_path_rx(peer_table *pt, peer *p, const transport_ep *src, bool via_rel
 	punched = was_punched(pt, src, now);
 	if (p->path == PEER_PATH_NONE)
 		peer_set_path(pt, p, PEER_PATH_DIRECT, "inbound");
-	else if (p->path == PEER_PATH_RELAY && ++p->direct_count >= PEER_UPGRADE_FRAMES)
+	/* A relay peer goes direct on frames that show our direct sends arrive: not
+	 * on its probes, which show only that its own do (a NAT flow stuck without
+	 * its mapping carries them to us and nothing back, issue 20): we answer
+	 * those, and the answers to our own probes count. */
+	else if (p->path == PEER_PATH_RELAY && !probe && ++p->direct_count >= PEER_UPGRADE_FRAMES)
 		peer_set_path(pt, p, punched ? PEER_PATH_PUNCHED : PEER_PATH_DIRECT, "direct probe ok");
 	else if (p->path == PEER_PATH_DIRECT && punched)
 		peer_set_path(pt, p, PEER_PATH_PUNCHED, "hole punched");
@@ -358,7 +364,7 @@ static void silence_check(peer_table *pt, peer *p, uint64_t now)
 	    now - p->last_rx_ms <= silence || now - p->last_tx_ms >= silence)
 		return;
 	peer_send_probe(pt, p, PEER_VIA_DIRECT);
-	start_direct_attempt(pt, p);
+	peer_direct_attempt(pt, p);
 }
 
 /* Packets expecting an answer (stream, ping) unanswered for silent_rekey_ms: a
@@ -416,7 +422,7 @@ void peer_table_migrated(peer_table *pt)
 			if (p->sess || !pt->cfg.encrypt)
 				for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
 					peer_send_probe(pt, p, PEER_VIA_DIRECT);
-			start_direct_attempt(pt, p);
+			peer_direct_attempt(pt, p);
 		}
 }
 

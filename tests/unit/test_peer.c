@@ -57,6 +57,7 @@ typedef struct sniffer {
 	uint16_t port;
 	struct sockaddr_in a, b; /* the two ends */
 	bool drop;
+	bool drop_to_a; /* one-way: b's frames to a are dropped, a's pass */
 	unsigned n;
 	uint8_t *frames[CAP_MAX];
 	size_t lens[CAP_MAX];
@@ -246,7 +247,7 @@ static void sniff_io(pilot_loop *l, int fd, int events, void *arg)
 			s->lens[s->n] = (size_t)n;
 			s->from_a[s->n++] = fa;
 		}
-		if (!s->drop)
+		if (!s->drop && !(s->drop_to_a && !fa))
 			sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)(fa ? &s->b : &s->a), sizeof(s->a));
 		sl = sizeof(src);
 	}
@@ -1514,6 +1515,99 @@ static void test_forget(void **state)
 	assert_true(wait_delivered(f, b, 4, 1000));
 }
 
+/* A control packet that expects an answer (a ping: port 0 from a port). */
+static int send_ping(tnode *from, tnode *to)
+{
+	uint8_t buf[PEER_HEADROOM + PROTO_HDR_SIZE + 8 + PEER_TAILROOM];
+	proto_hdr h = { .version = PROTO_VERSION,
+			.protocol = PROTO_CONTROL,
+			.src = pilot_addr_make(0, from->node),
+			.dst = pilot_addr_make(0, to->node),
+			.src_port = 7,
+			.dst_port = 0 };
+	int n = proto_packet_encode(&h, "ping", 4, buf + PEER_HEADROOM, PROTO_HDR_SIZE + 8);
+
+	assert_true(n > 0);
+	return peer_send_packet(from->pt, to->node, buf + PEER_HEADROOM, (size_t)n);
+}
+
+/* The 60-minute soak's unreachable pair (issue 20): a direct path that carries
+ * a's frames to b but none of b's back (a NAT flow stuck without its mapping,
+ * kept alive by a's own sends). a's pings go unanswered, a re-keys (silent
+ * re-key), and must then reach b through the relay within direct_timeout_ms;
+ * the old code re-keyed on the dead path for good (the new session is
+ * unauthenticated, which the silence check skips). */
+static void test_oneway_path_to_relay(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	reg_config rc = { .ratelimit_disabled = true };
+	char err[256] = "";
+	peer_info pi;
+	unsigned got;
+	uint64_t t0;
+
+	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
+	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
+	if (!f->bcn)
+		fail_msg("beacon: %s", err);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	/* private and untrusted: no beacon punch (it would find the loopback
+	 * endpoints around the sniffer), but relayed frames */
+	reg_node_vis(f, a, false);
+	reg_node_vis(f, b, false);
+	f->relay_probe_ms = 5000;
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	sniffer_start(f, a, b);
+	spin(f, 100); /* Discovers verify both endpoints */
+	assert_int_equal(send_text(a, b, "direct", a->node), 0);
+	assert_true(wait_delivered(f, b, 1, 2000));
+	assert_int_equal(send_text(b, a, "direct back", b->node), 0);
+	assert_true(wait_delivered(f, a, 1, 2000));
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_DIRECT);
+	assert_true(pi.authenticated);
+
+	f->sn.drop_to_a = true;
+	t0 = pilot_now_ms();
+	do {
+		send_ping(a, b);
+		spin(f, 100);
+		peer_get(a->pt, b->node, &pi);
+	} while (pi.path != PEER_PATH_RELAY && pilot_now_ms() - t0 < 4000);
+	assert_true(stats(a).silent_rekeys >= 1);
+	assert_int_equal(pi.path, PEER_PATH_RELAY); /* old code: direct for good */
+	/* both ways again, around the dead direct path */
+	got = a->delivered;
+	t0 = pilot_now_ms();
+	while (a->delivered == got && pilot_now_ms() - t0 < 3000) {
+		send_ping(a, b); /* b hears a through the relay: b answers there */
+		send_text(b, a, "back via relay", b->node);
+		spin(f, 100);
+	}
+	assert_true(a->delivered > got);
+	assert_string_equal(a->last, "back via relay");
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_true(pi.authenticated);
+	got = b->delivered;
+	assert_int_equal(send_text(a, b, "over the relay", a->node), 0);
+	assert_true(wait_delivered(f, b, got + 1, 1000));
+	assert_string_equal(b->last, "over the relay");
+	/* a's direct probes (its relay probe) still reach b, which answers them; they
+	 * show only that a's sends arrive, so b stays on the relay (old code: b went
+	 * direct on them and its own sends were lost until a's next relayed frame) */
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	for (int i = 0; i < PEER_UPGRADE_FRAMES; i++)
+		peer_send_probe(a->pt, peer_find(a->pt, b->node), PEER_VIA_DIRECT);
+	spin(f, 100);
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY);
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_int_equal(pi.path, PEER_PATH_RELAY); /* no answers came back */
+}
+
 /* Our underlay address changed (issue 20): authenticated probes go to every
  * direct peer, which answers them; no key exchange (a reference peer would
  * restart its send counter, tunnel.md §6.1); the session and path stay. */
@@ -1564,6 +1658,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spoofed_src, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kdf_learned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_rekeys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oneway_path_to_relay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_key_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unseen_old_key_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_bound, setup, teardown),
