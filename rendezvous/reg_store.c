@@ -1758,6 +1758,10 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 		if (o->n == 2 && o->p[0].kind == ST_P_BLOB && o->p[0].len == 64)
 			reg_replay_note(r, o->p[0].p, o->p[1].i);
 		break;
+	case ST_Q_RL:
+		if (o->n == 1 && o->p[0].kind == ST_P_BLOB)
+			reg_rl_charge(r, o->p[0].p, o->p[0].len, now_ms);
+		break;
 	default:
 		break;
 	}
@@ -1842,6 +1846,33 @@ void st_flush_seen(registry *r, uint64_t now_ms)
 		st_commit(r);
 	}
 	free(ids);
+}
+
+/* Shared back ends: the rate-limit tokens this instance took in the last
+ * second go to the other instances, which take them too, so a client spreading
+ * its requests over n instances gets one budget, not n (a burst can still reach
+ * each instance before the feed does: at most n x the burst capacity, once).
+ * Feed only, like ST_Q_SEEN: no table is written. At most ST_RL_FLUSH_MAX bytes
+ * (about 1200 sources) a second; the rest go in the next. */
+#define ST_RL_FLUSH_MAX (64 * 1024)
+
+void st_flush_rl(registry *r)
+{
+	reg_store *st = r->db;
+	uint64_t gen = r->generation;
+	uint8_t *buf;
+	size_t n;
+
+	if (!st || !st->shared || r->cfg.ratelimit_disabled || !(buf = malloc(ST_RL_FLUSH_MAX)))
+		return;
+	if ((n = reg_rl_spent(r, buf, ST_RL_FLUSH_MAX))) {
+		st_begin(r);
+		op(r, ST_Q_RL, 1);
+		p_bytes(r, ST_P_BLOB, buf, n);
+		st_commit(r);
+		r->generation = gen; /* no registry state changed (no snapshot push) */
+	}
+	free(buf);
 }
 
 bool st_db_up(registry *r)

@@ -186,6 +186,7 @@ if wait_ready "$P1" && wait_ready "$P2"; then
 	multi races "$P1" "$P2" 8 "$ADMIN"
 	multi notify "$P1" "$P2" "$B2"
 	multi replay "$P1" "$P2"
+	multi ratelimit "$P1" "$P2"
 	M=$(curl -s "http://127.0.0.1:$H1/metrics")
 	expect metrics_change_feed $(grep -q '^pilot_store_changes_total [1-9]' <<<"$M" &&
 		grep -q '^pilot_store_change_lag_seconds_max ' <<<"$M" && grep -q '^pilot_store_up 1' <<<"$M"; echo $?) \
