@@ -34,6 +34,8 @@ static json_object *registry_json(node *n)
 	jw_set_bool(o, "registered", n->reg && registration_registered(n->reg));
 	jw_set_bool(o, "tls", n->o.registry_tls);
 	jw_set_int(o, "timeouts", (int64_t)st.timeouts);
+	jw_set_int(o, "requests", (int64_t)st.sent);
+	jw_set_int(o, "malformed_replies", (int64_t)st.malformed);
 	json_object_object_add(o, "mean_rtt_ms",
 			       json_object_new_double(replies ? st.rtt_sum_us / 1000.0 / replies : 0));
 	return o;

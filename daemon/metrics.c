@@ -79,6 +79,10 @@ static void registry_series(node *n, FILE *f)
 			  "Moves to the next of several -registry addresses.", st.failovers);
 	pilot_prom_metric(f, "pilot_registry_client_requests_total", "counter", "Registry requests written.", st.sent);
 	pilot_prom_metric(f, "pilot_registry_client_errors_total", "counter", "Registry error replies.", st.errors);
+	pilot_prom_metric(
+		f, "pilot_registry_client_malformed_replies_total", "counter",
+		"Registry replies refused: not the answer to the request, or without what it must carry.",
+		st.malformed);
 	pilot_prom_metric(f, "pilot_registry_client_timeouts_total", "counter", "Registry requests that timed out.",
 			  st.timeouts);
 	head(f, "pilot_registry_client_request_duration_seconds", "histogram",

@@ -189,6 +189,8 @@ void node_proxy_up(node *n);    /* -expose once the bridge is up */
 void node_proxy_close(node *n); /* listeners and talking clients; before the bridge goes */
 void node_proxy_free(node *n);  /* after the bridge and the registration */
 json_object *node_proxy_info_json(node *n);
+/* Drop what the resolver cached about node (trust with it changed). */
+void node_proxy_forget(node *n, uint32_t id);
 /* Runtime changes (pilotctl forward / expose); flag = from the configuration
  * (not saved). 0 or -errno with err filled; -ENOTSUP without -tun=userspace. */
 int node_proxy_forward_add(node *n, const char *listen, const char *target, bool flag, char *err,

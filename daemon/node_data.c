@@ -593,10 +593,13 @@ static void forget_free_all(node *n)
 /* Trust ended: the peer's connections (other than the handshake port) end too,
  * and its tunnel session a little later. A public node serves everyone, so it
  * keeps both. */
-/* handshake.* / trust.* webhooks (services.md §9). */
+/* handshake.* / trust.* webhooks (services.md §9). Trust with peer changed
+ * either way: what the proxy's resolver cached about it no longer holds. */
 static void op_event(void *arg, const char *event, uint32_t peer, const char *key, const char *value)
 {
 	json_object *d = json_object_new_object();
+
+	node_proxy_forget(arg, peer);
 
 	json_object_object_add(d, "peer_node_id", json_object_new_int64(peer));
 	if (key)

@@ -4,7 +4,16 @@
  * through the address map; then the registry's resolve tells whether this node
  * may reach the target at all (a private node that shares no trust or network
  * answers "forbidden"), so a client hears "not allowed" at once instead of
- * waiting for a dial that the peer drops silently. */
+ * waiting for a dial that the peer drops silently.
+ *
+ * Both answers are cached for NP_TTL_MS when positive (a name's node, "may
+ * reach node N"), in small fixed tables (the oldest entry makes room), so a
+ * client opening many connections to one name costs the registry two
+ * requests, not two per connection (one of them signed). Refusals and unknown
+ * names are not cached: a trust just made or a name just registered works at
+ * once. An entry is dropped when trust with its node changes either way
+ * (node_proxy_forget, from the trust events) and when a dial to its node
+ * fails. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -19,6 +28,39 @@
 #include "lib/fileutil.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
+
+#define NP_MAX     64
+#define NP_TTL_MS  10000
+#define NP_NAMES   128
+#define NP_ALLOWED 256
+
+typedef struct np_entry {
+	bool used, flag;
+	bool expose;
+	uint16_t port;    /* expose: the Pilot port */
+	char listen[128]; /* forward: the local listener */
+	char target[300];
+} np_entry;
+
+typedef struct np_name {
+	char name[PX_HOST_MAX + 1];
+	uint32_t node; /* 0 = free */
+	uint64_t until_ms;
+} np_name;
+
+typedef struct np_allowed {
+	uint32_t node; /* 0 = free */
+	uint64_t until_ms;
+} np_allowed;
+
+/* Forwards and exposed ports (below), and the resolver's cache. */
+struct node_px {
+	np_entry e[NP_MAX];
+	char path[4096]; /* "" = nothing persisted (no -identity) */
+	np_name names[NP_NAMES];
+	np_allowed allowed[NP_ALLOWED];
+	uint64_t hits, misses; /* registry requests saved / made by the resolver */
+};
 
 typedef struct px_resolve {
 	node *n;
@@ -45,9 +87,80 @@ static void finish(px_resolve *q, int err)
 	free(q);
 }
 
+/* ---- the positive cache (see the top) ---- */
+static np_allowed *allowed_find(struct node_px *px, uint32_t id, uint64_t now)
+{
+	for (size_t i = 0; i < NP_ALLOWED; i++)
+		if (px->allowed[i].node == id && px->allowed[i].until_ms > now)
+			return &px->allowed[i];
+	return NULL;
+}
+
+static void allowed_put(struct node_px *px, uint32_t id)
+{
+	uint64_t now = pilot_now_ms();
+	np_allowed *a = allowed_find(px, id, now), *old = &px->allowed[0];
+
+	for (size_t i = 0; !a && i < NP_ALLOWED; i++) /* free or expired first, else the oldest */
+		if (px->allowed[i].until_ms < old->until_ms)
+			old = &px->allowed[i];
+	if (!a)
+		a = old;
+	a->node = id;
+	a->until_ms = now + NP_TTL_MS;
+}
+
+static np_name *name_find(struct node_px *px, const char *name, uint64_t now)
+{
+	for (size_t i = 0; i < NP_NAMES; i++)
+		if (px->names[i].node && px->names[i].until_ms > now && !strcmp(px->names[i].name, name))
+			return &px->names[i];
+	return NULL;
+}
+
+static void name_put(struct node_px *px, const char *name, uint32_t id)
+{
+	uint64_t now = pilot_now_ms();
+	np_name *e = name_find(px, name, now), *old = &px->names[0];
+
+	for (size_t i = 0; !e && i < NP_NAMES; i++)
+		if (px->names[i].until_ms < old->until_ms)
+			old = &px->names[i];
+	if (!e)
+		e = old;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->node = id;
+	e->until_ms = now + NP_TTL_MS;
+}
+
+void node_proxy_forget(node *n, uint32_t id)
+{
+	struct node_px *px = n->px;
+
+	if (!px || !id)
+		return;
+	for (size_t i = 0; i < NP_ALLOWED; i++)
+		if (px->allowed[i].node == id)
+			px->allowed[i] = (np_allowed){ 0 };
+	for (size_t i = 0; i < NP_NAMES; i++)
+		if (px->names[i].node == id)
+			px->names[i] = (np_name){ 0 };
+}
+
+/* proxy.c: a dial to a resolved target failed; ask the registry next time. */
+static void dial_failed(void *ctx, pilot_addr a, int err)
+{
+	(void)err;
+	node_proxy_forget(ctx, a.node);
+}
+
 static void checked(void *arg, json_object *reply, int err)
 {
-	finish(arg, err ? reg_err(reply, err) : 0);
+	px_resolve *q = arg;
+
+	if (!err && q->n->px)
+		allowed_put(q->n->px, q->addr.node);
+	finish(q, err ? reg_err(reply, err) : 0);
 }
 
 /* May this node reach addr? Our own address always; else ask the registry. */
@@ -63,24 +176,67 @@ static void check(px_resolve *q)
 		finish(q, 0);
 		return;
 	}
+	if (n->px && allowed_find(n->px, q->addr.node, pilot_now_ms())) {
+		n->px->hits++;
+		finish(q, 0);
+		return;
+	}
+	if (n->px)
+		n->px->misses++;
 	if (!n->reg || registration_resolve(n->reg, q->addr.node, checked, q) < 0)
 		finish(q, -EAGAIN);
 }
 
+typedef struct px_named {
+	px_resolve *q;
+	char name[PX_HOST_MAX + 1];
+} px_named;
+
 static void named(void *arg, json_object *reply, int err)
 {
-	px_resolve *q = arg;
+	px_named *m = arg;
+	px_resolve *q = m->q;
 	int64_t id = 0;
 	json_object *v;
 
 	if (!err && json_object_object_get_ex(reply, "node_id", &v))
 		id = json_object_get_int64(v);
-	if (err || id <= 0 || id > UINT32_MAX) {
+	if (err || id <= 0 || id >= PILOT_NODE_BROADCAST) {
+		free(m);
 		finish(q, err ? reg_err(reply, err) : -ENOENT);
 		return;
 	}
+	if (q->n->px)
+		name_put(q->n->px, m->name, (uint32_t)id);
+	free(m);
 	q->addr = pilot_addr_make(0, (uint32_t)id);
 	check(q);
+}
+
+static void by_name(px_resolve *q, const char *name)
+{
+	node *n = q->n;
+	np_name *e = n->px ? name_find(n->px, name, pilot_now_ms()) : NULL;
+	px_named *m;
+
+	if (e) {
+		n->px->hits++;
+		q->addr = pilot_addr_make(0, e->node);
+		check(q);
+		return;
+	}
+	if (n->px)
+		n->px->misses++;
+	if (!(m = malloc(sizeof(*m)))) {
+		finish(q, -ENOMEM);
+		return;
+	}
+	m->q = q;
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	if (!n->reg || registration_resolve_hostname(n->reg, name, named, m) < 0) {
+		free(m);
+		finish(q, -EAGAIN);
+	}
 }
 
 static void resolve(void *ctx, const px_target *t, proxy_resolved_fn done, void *arg)
@@ -111,8 +267,7 @@ static void resolve(void *ctx, const px_target *t, proxy_resolved_fn done, void 
 		}
 		break;
 	case PX_TARGET_NAME:
-		if (!n->reg || registration_resolve_hostname(n->reg, t->name, named, q) < 0)
-			finish(q, -EAGAIN);
+		by_name(q, t->name);
 		return;
 	}
 	check(q);
@@ -129,21 +284,6 @@ static tunbridge *bridge(void *ctx)
  * -forward / -expose come from the configuration and are not written anywhere;
  * what pilotctl adds is saved to forwards.json beside the identity (mode 0600,
  * written atomically after every change) and comes back on the next start. */
-#define NP_MAX 64
-
-typedef struct np_entry {
-	bool used, flag;
-	bool expose;
-	uint16_t port;    /* expose: the Pilot port */
-	char listen[128]; /* forward: the local listener */
-	char target[300];
-} np_entry;
-
-struct node_px {
-	np_entry e[NP_MAX];
-	char path[4096]; /* "" = nothing persisted (no -identity) */
-};
-
 static np_entry *find_entry(node *n, bool expose, const char *listen, uint16_t port)
 {
 	for (size_t i = 0; i < NP_MAX; i++) {
@@ -441,6 +581,7 @@ void node_proxy_open(node *n)
 	proxy_config pc = {
 		.loop = n->loop,
 		.resolve = resolve,
+		.dial_failed = dial_failed,
 		.ctx = n,
 		.bridge = bridge,
 		.max_pending = (unsigned)n->o.proxy_max_pending,
@@ -501,5 +642,11 @@ void node_proxy_free(node *n)
 
 json_object *node_proxy_info_json(node *n)
 {
-	return n->proxy ? proxy_json(n->proxy) : json_object_new_object();
+	json_object *o = n->proxy ? proxy_json(n->proxy) : json_object_new_object();
+
+	if (n->px) {
+		json_object_object_add(o, "resolve_cached", json_object_new_int64((int64_t)n->px->hits));
+		json_object_object_add(o, "resolve_asked", json_object_new_int64((int64_t)n->px->misses));
+	}
+	return o;
 }

@@ -73,6 +73,7 @@ typedef struct px_client {
 	px_udp *udp;  /* CL_UDP */
 	uint64_t timer;
 	px_dest dest;
+	pilot_addr target; /* as resolved, once dialling */
 	px_http_req http;
 	size_t len;
 	uint8_t buf[BUF_CAP];
@@ -200,6 +201,8 @@ static void dialed(void *arg, int err, int fd)
 
 	c->fd = fd;
 	if (err) {
+		if (c->p->cfg.dial_failed)
+			c->p->cfg.dial_failed(c->p->cfg.ctx, c->target, err);
 		fail(c, err); /* frees c; the bridge closes fd after this */
 		return;
 	}
@@ -235,6 +238,7 @@ static void dial(px_client *c, pilot_addr a)
 		return;
 	}
 	c->phase = CL_DIALING;
+	c->target = a;
 	r = tunbridge_sock_dial(b, c->fd, a, c->dest.port, early, el, dialed, c);
 	if (r < 0)
 		fail(c, r);

@@ -36,6 +36,8 @@ typedef void (*proxy_resolve_fn)(void *ctx, const px_target *t, proxy_resolved_f
 typedef struct proxy_config {
 	pilot_loop *loop;
 	proxy_resolve_fn resolve;
+	/* A dial to a target resolve answered failed (err < 0); NULL = no one cares. */
+	void (*dial_failed)(void *ctx, pilot_addr a, int err);
 	void *ctx;
 	tunbridge *(*bridge)(void *ctx); /* NULL until the node is registered */
 	const char *user, *pass;         /* SOCKS5 / HTTP proxy authentication; NULL = none */

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "daemon/regclient.h"
+#include "lib/addr.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
 
@@ -312,6 +313,80 @@ static void observe_reply(regclient *c, json_object *reply)
 	msg = jw_get_str(reply, "message");
 	if (code && msg && !strcmp(code, "stale_signature") && (p = strstr(msg, "server time ")))
 		learn_time(c, strtoll(p + 12, NULL, 10));
+}
+
+/* ---- what a success reply must carry ----
+ * A reply is taken for the answer to the request in flight; its users take
+ * node IDs, keys and endpoints from it. A registry that is broken, hostile or
+ * out of step with us (a reply to another request) must not make this node
+ * node 0, or hand a lookup the key of another node: such a reply is refused
+ * whole (registry.md §5 lists what each reply always carries). */
+static bool node_id_ok(uint32_t id)
+{
+	return id != 0 && id != PILOT_NODE_BROADCAST;
+}
+
+static bool same_key(const char *a, const char *b)
+{
+	uint8_t ka[32], kb[32];
+
+	return a && b && pilot_b64_decode(a, strlen(a), ka, sizeof(ka)) == (int)sizeof(ka) &&
+		pilot_b64_decode(b, strlen(b), kb, sizeof(kb)) == (int)sizeof(kb) && !memcmp(ka, kb, 32);
+}
+
+/* The node_id of reply is present and the one req asked about. */
+static bool echoes_id(json_object *req, json_object *reply)
+{
+	return jw_has(reply, "node_id") && jw_get_u32(reply, "node_id") == jw_get_u32(req, "node_id");
+}
+
+static bool is_array_or_absent(json_object *reply, const char *k)
+{
+	json_object *v = NULL;
+
+	return !json_object_object_get_ex(reply, k, &v) || json_object_is_type(v, json_type_array);
+}
+
+const char *regclient_reply_problem(json_object *req, json_object *reply)
+{
+	const char *rtype = jw_get_str(req, "type"), *type = jw_get_str(reply, "type"), *s;
+	size_t n = rtype ? strlen(rtype) : 0;
+	uint32_t id;
+	pilot_addr a;
+
+	if (!rtype || !type || strncmp(type, rtype, n) || strcmp(type + n, "_ok"))
+		return "its type does not answer the request";
+	if (!strcmp(rtype, "register")) {
+		if (!node_id_ok(id = jw_get_u32(reply, "node_id")))
+			return "no valid node_id";
+		s = jw_get_str(reply, "address");
+		if (jw_has(reply, "address") &&
+		    (!s || pilot_addr_parse(s, strlen(s), &a) < 0 || a.node != id))
+			return "its address is not the node_id's";
+		if (jw_has(reply, "public_key") &&
+		    !same_key(jw_get_str(reply, "public_key"), jw_get_str(req, "public_key")))
+			return "public_key is not the key registered";
+	} else if (!strcmp(rtype, "lookup")) {
+		if (!echoes_id(req, reply))
+			return "node_id is not the node asked about";
+		if (!jw_get_str(reply, "public_key"))
+			return "no public_key";
+	} else if (!strcmp(rtype, "resolve")) {
+		if (!echoes_id(req, reply))
+			return "node_id is not the node asked about";
+		if (!jw_get_str(reply, "real_addr"))
+			return "no real_addr";
+	} else if (!strcmp(rtype, "rotate_key")) {
+		if (!echoes_id(req, reply))
+			return "node_id is not ours";
+	} else if (!strcmp(rtype, "resolve_hostname")) {
+		if (!node_id_ok(jw_get_u32(reply, "node_id")))
+			return "no valid node_id";
+	} else if (!strcmp(rtype, "poll_handshakes")) {
+		if (!is_array_or_absent(reply, "requests") || !is_array_or_absent(reply, "responses"))
+			return "requests or responses is not an array";
+	}
+	return NULL;
 }
 
 /* ---- queue ---- */
@@ -807,23 +882,33 @@ static bool resign_retry(regclient *c, json_object *reply)
 
 static void got_reply(regclient *c, json_object *reply)
 {
+	const char *why;
 	int err = 0;
 
 	c->st.replies++;
 	observe_rtt(c);
 	c->backoff = 0; /* the server answers: the next reconnect may go at once */
-	observe_reply(c, reply);
-	if (busy_retry(c, reply) || resign_retry(c, reply))
-		return;
 	if (json_object_is_type(json_object_object_get(reply, "error"), json_type_string)) {
 		const char *code = jw_get_str(reply, "code");
 
+		observe_reply(c, reply);
+		if (busy_retry(c, reply) || resign_retry(c, reply))
+			return;
 		err = -EREMOTEIO;
 		c->st.errors++;
 		/* A read-only standby (registry.md §12) among several registries:
 		 * look for the writable one for what comes next. */
 		if (code && !strcmp(code, "read_only") && c->naddr > 1)
 			c->leave_addr = true;
+	} else if ((why = regclient_reply_problem(c->head->req, reply))) {
+		/* Nothing of it is used, not even its clock or sig_v2. */
+		c->st.malformed++;
+		log_warn("registry reply refused addr=%s:%s request=%s reason=\"%s\"", c->host, c->port,
+			 jw_get_str(c->head->req, "type"), why);
+		complete_head(c, NULL, -EBADMSG);
+		return;
+	} else {
+		observe_reply(c, reply);
 	}
 	complete_head(c, reply, err);
 }

@@ -41,7 +41,9 @@ typedef struct regclient regclient;
  * -EREMOTEIO for an error response (reply has "error", and from our registry
  * "code" and "message"), or with reply NULL: -ETIMEDOUT, -ECONNRESET (or the
  * connect errno) after the one resend also failed, -EPROTO for a bad frame,
- * -ECANCELED when the client is freed. */
+ * -EBADMSG for a success reply that lacks what it must carry
+ * (regclient_reply_problem; counted in malformed, logged), -ECANCELED when the
+ * client is freed. */
 typedef void (*regclient_cb)(void *arg, json_object *reply, int err);
 
 /* Transport seam: plain TCP now, TLS later. The client owns the socket (connect,
@@ -117,6 +119,7 @@ typedef struct regclient_stats {
 	uint64_t busy;          /* busy replies, sent again after the registry's hint */
 	uint64_t resigned;      /* signed requests sent again after replayed_signature */
 	uint64_t failovers;     /* moves to the next configured address */
+	uint64_t malformed;     /* success replies refused (regclient_reply_problem) */
 	size_t in_use;          /* index of the address last connected */
 	int connected;
 	size_t queued;          /* pending requests, including the one in flight */
@@ -162,6 +165,14 @@ void regclient_get_stats(const regclient *c, regclient_stats *st);
 /* The address in use (or being tried) as configured, and how many there are. */
 const char *regclient_addr(const regclient *c);
 size_t regclient_naddr(const regclient *c);
+
+/* Why reply cannot be the success answer to req, or NULL when it can: its
+ * "type" must be req's type + "_ok", and what callers take from it must be
+ * there (register_ok: a node_id other than 0 and broadcast, and if it names
+ * an address or a key, that node's address and our key; lookup_ok / resolve_ok / rotate_key_ok:
+ * the node_id asked about, with public_key / real_addr; resolve_hostname_ok:
+ * a valid node_id; poll_handshakes_ok: arrays). */
+const char *regclient_reply_problem(json_object *req, json_object *reply);
 
 /* The v1 challenge keyword for a request type ("request_handshake" ->
  * "handshake"), or NULL when the type has no v1 signature (register). */

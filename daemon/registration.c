@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "daemon/registration.h"
+#include "lib/addr.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
 
@@ -253,9 +254,12 @@ static void registered_ok(registration *r, json_object *reply)
 {
 	const char *addr = jw_get_str(reply, "address");
 	bool again = r->ever_registered;
+	char own[PILOT_ADDR_STRLEN];
 
+	/* regclient_reply_problem checked both (never node 0 or broadcast). */
 	r->node = jw_get_u32(reply, "node_id");
-	snprintf(r->address, sizeof(r->address), "%s", addr ? addr : "");
+	snprintf(r->address, sizeof(r->address), "%s",
+		 addr ? addr : pilot_addr_format(pilot_addr_make(0, r->node), own));
 	r->registered = r->ever_registered = true;
 	r->failures = 0;
 	log_info("registered with the registry node_id=%u address=%s again=%d", r->node, r->address, again);

@@ -509,6 +509,10 @@ static void store_metrics(FILE *f, registry *reg)
 	counter(f, "pilot_store_busy_total", "Writes answered busy (queue full) or unavailable (database down).",
 		ss.busy, 0);
 	counter(f, "pilot_store_up", "1 while the store's database answers.", ss.db_up, 1);
+	counter(f, "pilot_store_rows_refused_total",
+		"Store rows (at load, or in another instance's changes) refused or loaded without a bad "
+		"column.",
+		ss.rows_refused, 0);
 	if (!ss.shared)
 		return;
 	counter(f, "pilot_store_conflicts_total", "Writes another instance won in the database (answered busy).",

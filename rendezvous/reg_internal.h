@@ -163,6 +163,7 @@ typedef struct reg_bucket {
 	char ip[48];          /* rate-limit key (an IPv4 address or an IPv6 /64) */
 	double tok[4];
 	uint64_t last_ms;
+	uint16_t spent[4]; /* tokens taken here since the last reg_rl_spent (shared stores) */
 } reg_bucket;
 
 enum rl_class { RL_REGISTER = 0, RL_WRITE, RL_READ, RL_MISS, RL_NONE };
@@ -289,6 +290,14 @@ bool reg_secret_eq(const char *a, const char *b);
 bool reg_rl_take(registry *r, enum rl_class c, const reg_ctx *ctx);
 void reg_rl_gc(registry *r, uint64_t now_ms);
 void reg_rl_free(registry *r);
+/* Several instances on one database share the budgets: the tokens this instance
+ * took since the last call, per source, as [u8 len][key][4 x u16 big-endian]
+ * entries into out (at most cap bytes; what does not fit stays for the next
+ * call). Returns the bytes written. */
+size_t reg_rl_spent(registry *r, uint8_t *out, size_t cap);
+/* Another instance's reg_rl_spent: take the same tokens from the same sources
+ * here (a budget may go below zero, down to minus its capacity). */
+void reg_rl_charge(registry *r, const uint8_t *p, size_t len, uint64_t now_ms);
 
 /* ---- handlers ---- */
 typedef json_object *(*reg_handler)(registry *r, json_object *req, const reg_ctx *ctx);
@@ -325,6 +334,7 @@ void st_net_created(registry *r, uint16_t id);    /* ... or this network ID */
 int st_alloc_node_id(registry *r, uint32_t *id);  /* shared back ends; see reg_store.c */
 void st_apply_changes(registry *r);               /* other instances' changes (loop thread) */
 void st_flush_seen(registry *r, uint64_t now_ms); /* heartbeats heard, to the other instances */
+void st_flush_rl(registry *r);                    /* rate-limit tokens taken, to the other instances */
 bool st_db_up(registry *r);
 const char *st_backend_name(registry *r);
 void st_failed_forget(registry *r, uint64_t upto);

@@ -3,6 +3,7 @@
  * bucket table is bounded: idle buckets are dropped every minute, and when it is
  * full the least recently used of a few random candidates is evicted. */
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,28 +97,92 @@ static reg_bucket *bucket_get(registry *r, const char *ip, uint64_t now_ms)
 	return b;
 }
 
+static void refill(reg_bucket *b, uint64_t now_ms)
+{
+	double dt = now_ms > b->last_ms ? (double)(now_ms - b->last_ms) : 0;
+
+	for (int i = 0; i < 4; i++) {
+		b->tok[i] += dt * classes[i].per_ms;
+		if (b->tok[i] > classes[i].cap)
+			b->tok[i] = classes[i].cap;
+	}
+	if (now_ms > b->last_ms)
+		b->last_ms = now_ms;
+}
+
 bool reg_rl_take(registry *r, enum rl_class c, const reg_ctx *ctx)
 {
 	reg_bucket *b;
-	double dt;
 
 	if (r->cfg.ratelimit_disabled || c == RL_NONE)
 		return true;
 	b = bucket_get(r, ctx->src_ip, ctx->now_ms);
 	if (!b)
 		return false;
-	dt = ctx->now_ms > b->last_ms ? (double)(ctx->now_ms - b->last_ms) : 0;
-	for (int i = 0; i < 4; i++) {
-		b->tok[i] += dt * classes[i].per_ms;
-		if (b->tok[i] > classes[i].cap)
-			b->tok[i] = classes[i].cap;
-	}
-	if (ctx->now_ms > b->last_ms)
-		b->last_ms = ctx->now_ms;
+	refill(b, ctx->now_ms);
 	if (b->tok[c] < 1)
 		return false;
 	b->tok[c] -= 1;
+	if (b->spent[c] < UINT16_MAX)
+		b->spent[c]++;
 	return true;
+}
+
+size_t reg_rl_spent(registry *r, uint8_t *out, size_t cap)
+{
+	size_t off = 0;
+
+	for (size_t i = 0; i < r->buckets.cap; i++) {
+		reg_bucket *b;
+		size_t kl;
+
+		if (!r->buckets.e[i].used)
+			continue;
+		b = (reg_bucket *)(uintptr_t)r->buckets.e[i].val;
+		if (!(b->spent[0] | b->spent[1] | b->spent[2] | b->spent[3]))
+			continue;
+		kl = strlen(b->ip);
+		if (off + 1 + kl + 8 > cap)
+			break;
+		out[off++] = (uint8_t)kl;
+		memcpy(out + off, b->ip, kl);
+		off += kl;
+		for (int c = 0; c < 4; c++) {
+			out[off++] = (uint8_t)(b->spent[c] >> 8);
+			out[off++] = (uint8_t)b->spent[c];
+			b->spent[c] = 0;
+		}
+	}
+	return off;
+}
+
+void reg_rl_charge(registry *r, const uint8_t *p, size_t len, uint64_t now_ms)
+{
+	size_t off = 0;
+
+	if (r->cfg.ratelimit_disabled)
+		return;
+	while (off < len) {
+		size_t kl = p[off];
+		char key[48];
+		reg_bucket *b;
+
+		if (!kl || kl >= sizeof(key) || off + 1 + kl + 8 > len)
+			return; /* malformed: the rest too */
+		memcpy(key, p + off + 1, kl);
+		key[kl] = 0;
+		off += 1 + kl;
+		if (memchr(key, 0, kl) || !(b = bucket_get(r, key, now_ms))) {
+			off += 8;
+			continue;
+		}
+		refill(b, now_ms);
+		for (int c = 0; c < 4; c++, off += 2) {
+			b->tok[c] -= (double)((unsigned)p[off] << 8 | p[off + 1]);
+			if (b->tok[c] < -classes[c].cap)
+				b->tok[c] = -classes[c].cap;
+		}
+	}
 }
 
 void reg_rl_gc(registry *r, uint64_t now_ms)

@@ -18,6 +18,7 @@
  * Heartbeats (last_seen) stay in memory; live nodes restart with last_seen =
  * load time, so they are reaped only if they stay silent for the stale period
  * after a restart. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,8 @@ struct reg_store {
 	uint32_t id_next, id_end;    /* shared: node IDs of this instance's block left */
 	uint64_t next_seq;           /* last sequence number handed out */
 	bool oom;                    /* building cur ran out of memory */
+	bool loading;                /* st_load is running (not a change from another instance) */
+	uint64_t refused;            /* rows refused or repaired (rows_refused) */
 
 	/* shared, under mu */
 	pthread_mutex_t mu;
@@ -446,6 +449,7 @@ void st_get_stats(registry *r, reg_store_stats *out)
 	pthread_mutex_unlock(&r->db->mu);
 	out->shared = r->db->shared;
 	out->db_up = st_db_up(r);
+	out->rows_refused = r->db->refused;
 }
 
 /* ---- row writers (loop thread) ---- */
@@ -920,80 +924,256 @@ void st_close(registry *r)
 	r->db = NULL;
 }
 
-/* ---- load ---- */
+/* ---- load ----
+ * The rows come from a file or a database someone else can write (an operator,
+ * a restore, a bug, another instance): none is taken as it is. A row whose
+ * identity is impossible (a node ID of 0, broadcast or past 32 bits, a key that
+ * is not 32 bytes or is another node's already, a network ID past 16 bits, a
+ * duplicate) is refused; a node row whose other columns are bad (an endpoint
+ * that is not ip:port, a source that is not an IP, an owner too long, a
+ * hostname that is invalid or taken, a bad tag) is loaded without them; lists
+ * stop at the caps the handlers keep. Each is logged and counted
+ * (rows_refused, pilot_store_rows_refused_total). The same checks apply to the
+ * rows another instance's changes carry. */
 #define C_I(i) (row->i64(row, (i)))
 #define C_T(i) (row->text(row, (i)))
+#define ST_REFUSED_LOG_MAX 64 /* warnings per process; later ones only count */
+
+static void refused(registry *r, const char *table, int64_t key, const char *what)
+{
+	reg_store *st = r->db;
+
+	if (++st->refused <= ST_REFUSED_LOG_MAX)
+		log_warn("registry: store row %s table=%s key=%lld from=%s", what, table, (long long)key,
+			 st->loading ? "load" : "another instance");
+	if (st->refused == ST_REFUSED_LOG_MAX)
+		log_warn("registry: more store rows refused are only counted "
+			 "(pilot_store_rows_refused_total)");
+}
+
+/* A node ID: 1 .. 2^32-2 (0 is no node, 2^32-1 broadcast). */
+static bool node_id_ok(int64_t v)
+{
+	return v > 0 && v < 0xFFFFFFFFll;
+}
+
+static bool net_id_ok(int64_t v)
+{
+	return v > 0 && v <= 65535;
+}
+
+static bool ip_ok(const char *s, size_t max)
+{
+	struct in6_addr a;
+
+	return strlen(s) < max && (inet_pton(AF_INET, s, &a) == 1 || inet_pton(AF_INET6, s, &a) == 1);
+}
+
+/* "a.b.c.d:port" or "[v6]:port", port 0..65535 (a relay-only node's is 0), as
+ * register stores it. */
+static bool endpoint_ok(const char *s, size_t max)
+{
+	char host[64];
+	const char *colon, *p;
+	size_t hl;
+	long port;
+	char *end;
+
+	if (strlen(s) >= max)
+		return false;
+	if (s[0] == '[') {
+		if (!(p = strchr(s, ']')) || p[1] != ':')
+			return false;
+		hl = (size_t)(p - s - 1);
+		colon = p + 1;
+		if (hl >= sizeof(host))
+			return false;
+		memcpy(host, s + 1, hl);
+		host[hl] = 0;
+		if (!strchr(host, ':'))
+			return false;
+	} else {
+		if (!(colon = strrchr(s, ':')) || (hl = (size_t)(colon - s)) >= sizeof(host))
+			return false;
+		memcpy(host, s, hl);
+		host[hl] = 0;
+		if (strchr(host, ':'))
+			return false;
+	}
+	if (!ip_ok(host, sizeof(host)) || !colon[1] || colon[1] < '0' || colon[1] > '9')
+		return false;
+	port = strtol(colon + 1, &end, 10);
+	return !*end && port >= 0 && port <= 65535;
+}
 
 static int row_meta(registry *r, st_row *row, uint64_t now_ms)
 {
 	const char *k = C_T(0);
 	int64_t v = C_I(1);
 
-	if (k && !strcmp(k, "next_node"))
-		r->next_node = (uint32_t)v;
-	else if (k && !strcmp(k, "next_net"))
-		r->next_net = (uint32_t)v;
+	(void)now_ms;
+	if (k && !strcmp(k, "next_node")) {
+		if (v < 0 || v > 0xFFFFFFFFll)
+			refused(r, "meta", v, "refused: next_node out of range");
+		else
+			r->next_node = (uint32_t)v;
+	} else if (k && !strcmp(k, "next_net")) {
+		if (v < 0 || v > 65536)
+			refused(r, "meta", v, "refused: next_net out of range");
+		else
+			r->next_net = (uint32_t)v;
+	}
 	return 0;
 }
 
 static int row_net(registry *r, st_row *row, uint64_t now_ms)
 {
-	int64_t id = C_I(0);
-	const char *name = C_T(1), *tok = C_T(3);
+	int64_t id = C_I(0), creator = C_I(5);
+	const char *name = C_T(1), *rule = C_T(2), *tok = C_T(3);
 	reg_net *nt;
 
-	if (id <= 0 || id > 65535 || !name)
+	(void)now_ms;
+	if (!net_id_ok(id) || !name || reg_validate_label(name, 63) || (rule && strlen(rule) >= 16) ||
+	    (tok && strlen(tok) > 256) || creator < 0 || creator >= 0xFFFFFFFFll) {
+		refused(r, "networks", id, "refused: bad id, name, join_rule, token or creator");
 		return 0;
-	if (!(nt = reg_net_new(r, (uint16_t)id, name, C_T(2))))
+	}
+	if (reg_net_get(r, (uint16_t)id) || reg_net_by_name(r, name)) {
+		refused(r, "networks", id, "refused: its id or name is another network's");
+		return 0;
+	}
+	if (!(nt = reg_net_new(r, (uint16_t)id, name, rule)))
 		return -1;
 	nt->token = tok ? strdup(tok) : NULL;
 	nt->created = C_I(4);
-	nt->creator = (uint32_t)C_I(5);
+	nt->creator = (uint32_t)creator;
 	return 0;
 }
 
-static int load_tags(reg_node *n, const char *t)
+/* Comma-separated tags as st_node writes them; NULL when t is not that (too
+ * many, or one that set_tags would refuse). */
+static int load_tags(reg_node *n, const char *t, bool *bad)
 {
 	char *dup, *tok, *save = NULL, **v;
 	size_t k = 0;
 
+	*bad = false;
 	if (!t || !*t)
 		return 0;
 	if (!(dup = strdup(t)) || !(v = calloc(REG_MAX_TAGS + 1, sizeof(*v)))) {
 		free(dup);
 		return -1;
 	}
-	for (tok = strtok_r(dup, ",", &save); tok && k < REG_MAX_TAGS; tok = strtok_r(NULL, ",", &save))
-		v[k++] = strdup(tok);
+	for (tok = strtok_r(dup, ",", &save); tok && !*bad; tok = strtok_r(NULL, ",", &save)) {
+		if (k == REG_MAX_TAGS || reg_validate_label(tok, 32))
+			*bad = true;
+		else if (!(v[k++] = strdup(tok)))
+			*bad = true;
+	}
 	free(dup);
+	if (*bad) {
+		while (k)
+			free(v[--k]);
+		free(v);
+		return 0;
+	}
 	reg_tags_set(n, v, k);
 	return 0;
 }
 
+/* The node row's columns 2, 4, 5 (owner, real_addr, src_ip) and 8 (tags) that
+ * can be loaded; a bad one is left out (logged, counted). */
+static const char *row_owner_ok(registry *r, st_row *row, int64_t id)
+{
+	const char *o = C_T(2);
+
+	if (o && strlen(o) > REG_OWNER_MAX) {
+		refused(r, "nodes", id, "repaired: owner too long, left out");
+		return NULL;
+	}
+	return o && *o ? o : NULL;
+}
+
+static void row_endpoints(registry *r, st_row *row, reg_node *n)
+{
+	const char *t = C_T(4), *ip = C_T(5);
+
+	if (t && *t && !endpoint_ok(t, sizeof(n->real_addr))) {
+		refused(r, "nodes", n->id, "repaired: real_addr is not ip:port, left out");
+		t = NULL;
+	}
+	snprintf(n->real_addr, sizeof(n->real_addr), "%s", t ? t : "");
+	if (ip && *ip && !ip_ok(ip, sizeof(n->src_ip))) {
+		refused(r, "nodes", n->id, "repaired: src_ip is not an IP address, left out");
+		ip = NULL;
+	}
+	snprintf(n->src_ip, sizeof(n->src_ip), "%s", ip ? ip : "");
+}
+
+static int row_tags(registry *r, st_row *row, reg_node *n)
+{
+	bool bad;
+
+	if (load_tags(n, C_T(8), &bad) < 0)
+		return -1;
+	if (bad)
+		refused(r, "nodes", n->id, "repaired: tags not a list of valid tags, left out");
+	return 0;
+}
+
+/* A hostname the node may hold here: valid, and no other live node's. */
+static bool hostname_ok(registry *r, const reg_node *n, const char *h)
+{
+	const reg_node *holder;
+
+	if (reg_validate_hostname(h)) {
+		refused(r, "nodes", n->id, "repaired: hostname invalid, left out");
+		return false;
+	}
+	if ((holder = reg_node_by_hostname(r, h)) && holder != n && r->db->loading) {
+		refused(r, "nodes", n->id, "repaired: hostname is another node's, left out");
+		return false;
+	}
+	return true;
+}
+
 static int row_node(registry *r, st_row *row, uint64_t now_ms)
 {
-	uint32_t id = (uint32_t)C_I(0);
+	int64_t id = C_I(0);
 	size_t pklen = 0;
 	const void *pk = row->blob(row, 1, &pklen);
-	const char *t;
+	const char *t, *owner;
 	reg_node *n;
 
-	if (!id || !pk || pklen != 32)
+	if (!node_id_ok(id)) {
+		refused(r, "nodes", id, "refused: node ID out of range");
 		return 0;
-	if (!(n = reg_node_new(r, id)) || reg_node_set_key(r, n, pk) < 0 ||
-	    reg_node_set_owner(r, n, C_T(2)) < 0)
+	}
+	if (!pk || pklen != 32) {
+		refused(r, "nodes", id, "refused: public key not 32 bytes");
+		return 0;
+	}
+	if (reg_node_get(r, (uint32_t)id)) {
+		refused(r, "nodes", id, "refused: a node with this ID is loaded already");
+		return 0;
+	}
+	/* A key binds one node (at load; other instances' changes may move it). */
+	if (r->db->loading && reg_node_by_key(r, pk)) {
+		refused(r, "nodes", id, "refused: its public key is another node's");
+		return 0;
+	}
+	owner = row_owner_ok(r, row, id);
+	if (!(n = reg_node_new(r, (uint32_t)id)) || reg_node_set_key(r, n, pk) < 0 ||
+	    reg_node_set_owner(r, n, owner) < 0)
 		return -1;
 	n->live = C_I(3) != 0;
 	if (n->live)
 		r->live_count++;
-	if ((t = C_T(4)))
-		snprintf(n->real_addr, sizeof(n->real_addr), "%s", t);
-	if ((t = C_T(5)))
-		snprintf(n->src_ip, sizeof(n->src_ip), "%s", t);
+	row_endpoints(r, row, n);
 	n->pub = C_I(6) != 0;
-	if ((t = C_T(7)) && n->live && reg_node_set_hostname(r, n, t) < 0)
+	if ((t = C_T(7)) && *t && n->live && hostname_ok(r, n, t) && reg_node_set_hostname(r, n, t) < 0)
 		return -1;
-	if (load_tags(n, C_T(8)) < 0)
+	if (row_tags(r, row, n) < 0)
 		return -1;
 	n->polo = C_I(9);
 	n->task_exec = C_I(10) != 0;
@@ -1001,46 +1181,86 @@ static int row_node(registry *r, st_row *row, uint64_t now_ms)
 	n->sig_v2 = (C_I(12) & NODE_F_SIG_V2) != 0;
 	n->owner_proven = n->owner && (C_I(12) & NODE_F_OWNER_PROVEN);
 	n->last_seen_ms = now_ms;
-	if (id >= r->next_node)
-		r->next_node = id + 1;
+	if ((uint32_t)id >= r->next_node)
+		r->next_node = (uint32_t)id + 1;
 	return 0;
 }
 
 static int row_owner(registry *r, st_row *row, uint64_t now_ms)
 {
 	const char *o = C_T(0);
-	reg_node *n = reg_node_get(r, (uint32_t)C_I(1));
+	int64_t id = C_I(1);
+	reg_node *n;
 
-	if (o && n && n->owner && !strcmp(n->owner, o))
+	(void)now_ms;
+	if (!node_id_ok(id) || !o || !*o || strlen(o) > REG_OWNER_MAX) {
+		refused(r, "owners", id, "refused: bad owner or node ID");
+		return 0;
+	}
+	/* An owner row of a node whose owner changed since is stale, not bad. */
+	n = reg_node_get(r, (uint32_t)id);
+	if (n && n->owner && !strcmp(n->owner, o))
 		return rmap_put(&r->owneridx, reg_hash_str(r, o), n->id);
 	return 0;
 }
 
 static int row_member(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_net *nt = reg_net_get(r, (uint16_t)C_I(0));
-	reg_node *n = reg_node_get(r, (uint32_t)C_I(1));
+	int64_t net = C_I(0), id = C_I(1);
+	reg_net *nt;
+	reg_node *n;
 
-	if (!nt || !n || nt->id == 0 || reg_node_in_net(n, nt->id))
+	(void)now_ms;
+	if (!net_id_ok(net) || !node_id_ok(id)) {
+		refused(r, "members", net, "refused: network or node ID out of range");
+		return 0;
+	}
+	nt = reg_net_get(r, (uint16_t)net);
+	n = reg_node_get(r, (uint32_t)id);
+	if (!nt || !n || reg_node_in_net(n, nt->id))
 		return 0;
 	return reg_node_add_net(n, nt->id) < 0 || reg_net_add_member(nt, n->id) < 0 ? -1 : 0;
 }
 
+/* Two distinct node IDs in columns a, b (a trust pair, half or request). */
+static bool two_ids(registry *r, st_row *row, const char *table)
+{
+	int64_t a = C_I(0), b = C_I(1);
+
+	if (node_id_ok(a) && node_id_ok(b) && a != b)
+		return true;
+	refused(r, table, a, "refused: node IDs out of range or equal");
+	return false;
+}
+
 static int row_pair(registry *r, st_row *row, uint64_t now_ms)
 {
+	(void)now_ms;
+	if (!two_ids(r, row, "trust_pairs"))
+		return 0;
 	return rmap_put(&r->pairs, upair_key((uint32_t)C_I(0), (uint32_t)C_I(1)), 1);
 }
 
 static int row_half(registry *r, st_row *row, uint64_t now_ms)
 {
+	(void)now_ms;
+	if (!two_ids(r, row, "trust_halves"))
+		return 0;
 	return rmap_put(&r->halves, pair_key((uint32_t)C_I(0), (uint32_t)C_I(1)), (uint64_t)C_I(2));
 }
 
 static int row_req(registry *r, st_row *row, uint64_t now_ms)
 {
 	uint32_t to = (uint32_t)C_I(1);
-	reg_node *n = reg_node_get(r, to);
+	reg_node *n;
 
+	(void)now_ms;
+	if (!two_ids(r, row, "hs_requests"))
+		return 0;
+	if ((n = reg_node_get(r, to)) && n->hsrec_in >= REG_HSREC_CAP) {
+		refused(r, "hs_requests", to, "refused: more handshake records for the node than kept");
+		return 0;
+	}
 	if (n)
 		n->hsrec_in++;
 	return rmap_put(&r->hsrec, pair_key((uint32_t)C_I(0), to), (uint64_t)C_I(2));
@@ -1048,12 +1268,19 @@ static int row_req(registry *r, st_row *row, uint64_t now_ms)
 
 static int row_inbox(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
+	reg_node *n;
 	const char *j = C_T(2);
 	reg_hsreq *g;
 
-	if (!n)
+	(void)now_ms;
+	if (!two_ids(r, row, "hs_inbox"))
 		return 0;
+	if (!(n = reg_node_get(r, (uint32_t)C_I(0))))
+		return 0;
+	if (n->ninbox >= REG_INBOX_CAP || (j && strlen(j) > REG_JUSTIFY_MAX)) {
+		refused(r, "hs_inbox", n->id, "refused: inbox full or justification too long");
+		return 0;
+	}
 	if (!(g = realloc(n->inbox, (n->ninbox + 1) * sizeof(*g))))
 		return -1;
 	n->inbox = g;
@@ -1067,11 +1294,18 @@ static int row_inbox(registry *r, st_row *row, uint64_t now_ms)
 
 static int row_resp(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
+	reg_node *n;
 	reg_hsresp *g;
 
-	if (!n)
+	(void)now_ms;
+	if (!two_ids(r, row, "hs_responses"))
 		return 0;
+	if (!(n = reg_node_get(r, (uint32_t)C_I(0))))
+		return 0;
+	if (n->nresp >= REG_RESP_CAP) {
+		refused(r, "hs_responses", n->id, "refused: more responses for the node than kept");
+		return 0;
+	}
 	if (!(g = realloc(n->resp, (n->nresp + 1) * sizeof(*g))))
 		return -1;
 	n->resp = g;
@@ -1084,16 +1318,26 @@ static int row_resp(registry *r, st_row *row, uint64_t now_ms)
 
 static int row_invite(registry *r, st_row *row, uint64_t now_ms)
 {
-	reg_node *n = reg_node_get(r, (uint32_t)C_I(0));
+	int64_t dst = C_I(0), net = C_I(1), inviter = C_I(2);
+	reg_node *n;
 	reg_invite *g;
 
-	if (!n)
+	(void)now_ms;
+	if (!node_id_ok(dst) || !net_id_ok(net) || !node_id_ok(inviter)) {
+		refused(r, "invites", dst, "refused: node or network ID out of range");
 		return 0;
+	}
+	if (!(n = reg_node_get(r, (uint32_t)dst)))
+		return 0;
+	if (n->ninv >= REG_INVITE_CAP) {
+		refused(r, "invites", dst, "refused: more invites for the node than kept");
+		return 0;
+	}
 	if (!(g = realloc(n->inv, (n->ninv + 1) * sizeof(*g))))
 		return -1;
 	n->inv = g;
-	g[n->ninv].net = (uint16_t)C_I(1);
-	g[n->ninv].inviter = (uint32_t)C_I(2);
+	g[n->ninv].net = (uint16_t)net;
+	g[n->ninv].inviter = (uint32_t)inviter;
 	g[n->ninv].ts = C_I(3);
 	n->ninv++;
 	return 0;
@@ -1139,15 +1383,22 @@ int st_load(registry *r, char *err, size_t errlen)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	r->db->loading = true;
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		int rc = r->db->be->each_row(r->db->bes, r, steps[i].q, steps[i].fn, now_ms);
 
 		if (rc < 0) {
+			r->db->loading = false;
 			snprintf(err, errlen, "cannot load store %s: %s", r->db->path,
 				 rc == -ENOMEM ? "out of memory" : r->db->be->errmsg(r->db->bes));
 			return rc;
 		}
 	}
+	r->db->loading = false;
+	if (r->db->refused)
+		log_warn(
+			"registry: store %s had bad rows: refused or repaired=%llu (not loaded as they were)",
+			r->db->path, (unsigned long long)r->db->refused);
 	if (r->next_node == 0)
 		r->next_node = 1;
 	if (r->next_net == 0)
@@ -1284,16 +1535,15 @@ static int apply_node(registry *r, st_row *row, uint64_t now_ms)
 	uint32_t id = (uint32_t)C_I(0);
 	size_t pklen = 0;
 	const void *pk = row->blob(row, 1, &pklen);
-	const char *owner = C_T(2), *h = C_T(7), *t;
+	const char *owner, *h = C_T(7);
 	reg_node *n = reg_node_get(r, id), *holder;
 	bool live = C_I(3) != 0;
 
-	if (!id || !pk || pklen != 32)
-		return 0;
-	if (!n)
-		return row_node(r, row, now_ms); /* as at load */
+	if (!n || !node_id_ok(C_I(0)) || !pk || pklen != 32)
+		return row_node(r, row, now_ms); /* as at load (refuses what is bad) */
 	if (memcmp(n->pk, pk, 32) && reg_node_set_key(r, n, pk) < 0)
 		return -1;
+	owner = row_owner_ok(r, row, id);
 	if ((owner ? !n->owner || strcmp(owner, n->owner) : n->owner != NULL) &&
 	    reg_node_set_owner(r, n, owner) < 0)
 		return -1;
@@ -1305,12 +1555,9 @@ static int apply_node(registry *r, st_row *row, uint64_t now_ms)
 		n->live = false;
 		r->live_count--;
 	}
-	t = C_T(4);
-	snprintf(n->real_addr, sizeof(n->real_addr), "%s", t ? t : "");
-	t = C_T(5);
-	snprintf(n->src_ip, sizeof(n->src_ip), "%s", t ? t : "");
+	row_endpoints(r, row, n);
 	n->pub = C_I(6) != 0;
-	if (!live || !h || !*h) {
+	if (!live || !h || !*h || !hostname_ok(r, n, h)) {
 		reg_node_set_hostname(r, n, NULL);
 	} else if (!n->hostname || strcmp(n->hostname, h)) {
 		/* The database says n owns h: whoever held it here lost a race. */
@@ -1322,7 +1569,7 @@ static int apply_node(registry *r, st_row *row, uint64_t now_ms)
 			return -1;
 	}
 	reg_tags_set(n, NULL, 0);
-	if (load_tags(n, C_T(8)) < 0)
+	if (row_tags(r, row, n) < 0)
 		return -1;
 	n->polo = C_I(9);
 	n->task_exec = C_I(10) != 0;
@@ -1511,6 +1758,10 @@ static int apply_op(registry *r, const st_op *o, uint64_t now_ms)
 		if (o->n == 2 && o->p[0].kind == ST_P_BLOB && o->p[0].len == 64)
 			reg_replay_note(r, o->p[0].p, o->p[1].i);
 		break;
+	case ST_Q_RL:
+		if (o->n == 1 && o->p[0].kind == ST_P_BLOB)
+			reg_rl_charge(r, o->p[0].p, o->p[0].len, now_ms);
+		break;
 	default:
 		break;
 	}
@@ -1595,6 +1846,33 @@ void st_flush_seen(registry *r, uint64_t now_ms)
 		st_commit(r);
 	}
 	free(ids);
+}
+
+/* Shared back ends: the rate-limit tokens this instance took in the last
+ * second go to the other instances, which take them too, so a client spreading
+ * its requests over n instances gets one budget, not n (a burst can still reach
+ * each instance before the feed does: at most n x the burst capacity, once).
+ * Feed only, like ST_Q_SEEN: no table is written. At most ST_RL_FLUSH_MAX bytes
+ * (about 1200 sources) a second; the rest go in the next. */
+#define ST_RL_FLUSH_MAX (64 * 1024)
+
+void st_flush_rl(registry *r)
+{
+	reg_store *st = r->db;
+	uint64_t gen = r->generation;
+	uint8_t *buf;
+	size_t n;
+
+	if (!st || !st->shared || r->cfg.ratelimit_disabled || !(buf = malloc(ST_RL_FLUSH_MAX)))
+		return;
+	if ((n = reg_rl_spent(r, buf, ST_RL_FLUSH_MAX))) {
+		st_begin(r);
+		op(r, ST_Q_RL, 1);
+		p_bytes(r, ST_P_BLOB, buf, n);
+		st_commit(r);
+		r->generation = gen; /* no registry state changed (no snapshot push) */
+	}
+	free(buf);
 }
 
 bool st_db_up(registry *r)

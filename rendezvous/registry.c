@@ -486,6 +486,7 @@ void reg_tick(registry *r, uint64_t now_ms)
 		r->last_gc_ms = now_ms;
 		reg_replay_gc(r, (int64_t)(now_ms / 1000));
 		st_flush_seen(r, now_ms);
+		st_flush_rl(r);
 	}
 	if (now_ms < r->last_reap_ms + REG_REAP_EVERY_MS && now_ms >= r->last_reap_ms)
 		return;

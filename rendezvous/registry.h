@@ -131,6 +131,7 @@ typedef struct reg_store_stats {
 	uint64_t conflicts;                 /* writes another instance won (answered busy) */
 	double change_lag_last_ms, change_lag_max_ms, change_lag_seconds; /* commit -> delivered */
 	bool shared, db_up; /* several instances possible; database answering */
+	uint64_t rows_refused; /* rows at load or in others' changes refused or repaired (reg_store.c) */
 } reg_store_stats;
 extern const double reg_commit_le_ms[ST_LAT_BUCKETS];
 void reg_get_store_stats(registry *r, reg_store_stats *st);

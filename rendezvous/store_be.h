@@ -46,6 +46,8 @@ enum {
 	ST_Q_SIG,      /* (signature blob, expiry unix s): a v2 signature a write used; shared back
 			* ends insert it under a unique key (a replay to another instance conflicts)
 			* and other instances add it to their replay cache; no SQL in SQLite */
+	ST_Q_RL,       /* (blob, reg_rl_spent): rate-limit tokens this instance charged; no SQL,
+			* other instances charge the same sources (shared budgets) */
 	ST_Q_COUNT,
 	ST_Q_WIPE = 255 /* delete every row of every table (st_save_all) */
 };

@@ -116,6 +116,7 @@ static const struct {
 			   "ITTTII" },
 	[ST_Q_NET_DEL] = { NULL, "I" },
 	[ST_Q_SIG] = { "INSERT INTO sig_seen(sig, expires) VALUES($1, $2)", "BI" },
+	[ST_Q_RL] = { NULL, "B" },
 	[ST_Q_NODE] = { "INSERT INTO nodes(id, public_key, owner, live, real_addr, src_ip, public, hostname,"
 			" tags, polo_score, task_exec, relay_only, flags)"
 			" VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"

@@ -17,7 +17,9 @@
 # HTTP CONNECT and absolute-form requests; ssh over SOCKS5 (nc -X 5) to sshd on
 # alpha's TUN IP; malformed SOCKS / HTTP proxy requests answered cleanly while
 # the daemon keeps serving; counters in pilotctl info; a restart keeps the
-# forward and the exposed port. Prints PASS:/FAIL: lines.
+# forward and the exposed port; 50 connections to one name cost the registry a
+# couple of requests (the resolver's cache), and a revoked trust is refused at
+# once although "allowed" was cached. Prints PASS:/FAIL: lines.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -142,6 +144,20 @@ fi
 out=$(ip netns exec "$PT-u" "$PY" "$TOOL" socks-code 1080 nosuchname.pilot 80)
 pt_check "socks5_unknown_name_host_unreachable ($out)" test "${out%% *}" = 4
 
+# ---- the resolver's cache: 50 connections to one name, not 100 registry requests ----
+regreqs() { pd_ctl u status | pd_json "d['registry']['requests']"; }
+r0=$(regreqs)
+t0=$(date +%s%N)
+n_ok=0
+for ((i = 0; i < 50; i++)); do
+	ucurl -o /dev/null --socks5-hostname 127.0.0.1:1080 http://alpha.pilot/ && n_ok=$((n_ok + 1))
+done
+t1=$(date +%s%N)
+r1=$(regreqs)
+echo "# 50 sequential curl --socks5-hostname: $(((t1 - t0) / 1000000)) ms, registry requests ${r0:-?} -> ${r1:-?}"
+pt_check "socks5_resolves_cached ($n_ok/50 ok, registry requests ${r0:-?} -> ${r1:-?})" \
+	test "$n_ok" = 50 -a -n "$r0" -a -n "$r1" -a $((${r1:-0} - ${r0:-0})) -lt 10
+
 # ---- HTTP proxy ----
 pt_check http_proxy_absolute_form bash -c "ip netns exec $PT-u curl -sS -m 20 -x http://127.0.0.1:8080 http://alpha.pilot/ \
 	| grep -q 'hello from alpha'"
@@ -239,4 +255,13 @@ pd_start v u "${TLS[@]}" -transport=compat -compat-beacon wss://198.18.0.2:443/v
 pt_check bare_userspace_forward_added_at_run_time bash -c "$PD_CTL --json --socket $PT_DIR/v/ctl.sock forward add \
 	127.0.0.1:7002 ${PD_ID[a]}:80 | grep -q '\"status\":\"ok\"'"
 pd_stop v
+
+# ---- alpha revokes trust: what u's resolver remembered about alpha goes with it ----
+pt_check socks5_allowed_before_revoke bash -c "ip netns exec $PT-u curl -sS -m 20 --socks5-hostname 127.0.0.1:1080 \
+	http://alpha.pilot/ | grep -q 'hello from alpha'"
+pd_ctl a untrust "${PD_ID[u]}" >/dev/null
+pd_wait 10 eval '! pd_trusts u a' || pt_fail u_saw_revocation
+sleep 1 # alpha's revoke_trust reaches the registry; the cached "allowed" is < 10 s old
+out=$(ip netns exec "$PT-u" "$PY" "$TOOL" socks-code 1080 alpha.pilot 80)
+pt_check "socks5_not_allowed_at_once_after_revoke ($out)" test "${out%% *}" = 2
 pt_check no_sanitizer_reports bash -c "! grep -q 'Sanitizer' $PT_DIR/u.log $PT_DIR/a.log $PT_DIR/v.log"

@@ -352,6 +352,24 @@ def sc_replay(p1, p2):
     c2.close()
 
 
+def sc_ratelimit(p1, p2):
+    """One source's register budget (10, then 10/min) is one across the
+    instances: spent on instance 1, it is spent on instance 2 as soon as the
+    change feed brings it (each instance sends what it charged every second).
+    Another source is not affected."""
+    c1 = Conn(p1, "127.0.9.1")
+    got = [retrying(Node(c1).register) for _ in range(10)]
+    check("multi_rl_budget_used_on_1", all(ok(r, "register") for r in got), got[-1])
+    r = Node(c1).register()
+    check("multi_rl_budget_gone_on_1", r.get("code") == "rate_limited", r)
+    # one try only: every try on instance 2 would spend its own budget too
+    time.sleep(2.5)
+    r = Node(Conn(p2, "127.0.9.1")).register()
+    check("multi_rl_budget_shared_on_2", r.get("code") == "rate_limited", r)
+    r = retrying(Node(Conn(p2, "127.0.9.2")).register)
+    check("multi_rl_other_source_unaffected", ok(r, "register"), r)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     fn = {
@@ -359,6 +377,7 @@ def main():
         "races": lambda: sc_races(int(args[0]), int(args[1]), int(args[2]), args[3]),
         "notify": lambda: sc_notify(int(args[0]), int(args[1]), int(args[2])),
         "replay": lambda: sc_replay(int(args[0]), int(args[1])),
+        "ratelimit": lambda: sc_ratelimit(int(args[0]), int(args[1])),
         "nodes_on": lambda: sc_nodes_on(int(args[0]), int(args[1]), args[2]),
         "failover": lambda: sc_failover(int(args[0]), int(args[1]), int(args[2]), args[3]),
     }[cmd]

@@ -78,6 +78,73 @@ done
 N=$(pg_tmp_psql "SELECT version FROM schema_version")
 expect pg_schema_created_versioned $([ "$N" = 3 ]; echo $?) "$N"
 
+# ---- rows the loader must not trust, both back ends (written by hand with the CLIs) ----------------
+# A node ID past 32 bits (it truncated to another node's), the broadcast ID, a
+# 2-byte key, a member row of network 65537 (truncated to network 1), a trust
+# pair with node 0, next_node -1 (the next node would have been broadcast), and a
+# node whose endpoint, source IP and tags are garbage: 6 rows refused, 3 columns
+# left out; the store still loads, the instance serves, nothing was crashed into.
+KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+for be in sqlite postgres; do
+	if [ $be = sqlite ]; then
+		STORE=$TMP/proto.db
+		k() { echo "x'$1'"; }
+		sqlx() { sqlite3 "$STORE" "$1"; }
+	else
+		STORE=$PG_URL
+		k() { echo "decode('$1','hex')"; }
+		sqlx() { pg_tmp_psql "$1"; }
+	fi
+	cols="id, public_key, owner, live, real_addr, src_ip, public, hostname, tags, polo_score, task_exec, relay_only, flags"
+	sqlx "INSERT INTO nodes($cols) VALUES(4294967297, $(k "$KEY"), NULL, 1, '198.18.0.9:4000', '198.18.0.9', 1, NULL, NULL, 0, 0, 0, 0);
+		INSERT INTO nodes($cols) VALUES(4294967295, $(k "${KEY/a/b}"), NULL, 1, NULL, NULL, 0, NULL, NULL, 0, 0, 0, 0);
+		INSERT INTO nodes($cols) VALUES(900001, $(k 0102), NULL, 1, NULL, NULL, 0, NULL, NULL, 0, 0, 0, 0);
+		INSERT INTO nodes($cols) VALUES(900002, $(k "${KEY:0:62}ee"), NULL, 1, 'garbage', 'nope', 1, NULL, 'Bad Tag!', 0, 0, 0, 0);
+		INSERT INTO members(net, node) VALUES(65537, 900002);
+		INSERT INTO trust_pairs(a, b) VALUES(0, 900002);
+		UPDATE meta SET value = -1 WHERE key = 'next_node';" >"$TMP/sqlx_$be.log" 2>&1 ||
+		fail "${be}_bad_rows_written" "$(cat "$TMP/sqlx_$be.log")"
+	P=$(free_port)
+	H=$(free_port)
+	start "bad_$be" -no-beacon -registry-addr 127.0.0.1:$P -http 127.0.0.1:$H -store "$STORE"
+	BP=$LAST_PID
+	if ! wait_ready "$P"; then
+		fail "${be}_bad_rows_start" "$(tail -5 "$TMP/bad_$be.log")"
+		continue
+	fi
+	M=$(curl -s "http://127.0.0.1:$H/metrics")
+	expect "${be}_bad_rows_counted" $(grep -q '^pilot_store_rows_refused_total 9$' <<<"$M"; echo $?) \
+		"$(grep rows_refused <<<"$M")"
+	expect "${be}_bad_rows_logged" $(grep -q 'store row refused: node ID out of range' "$TMP/bad_$be.log" &&
+		grep -q 'had bad rows: refused or repaired=9' "$TMP/bad_$be.log"; echo $?) \
+		"$(grep -m5 'store row\|bad rows' "$TMP/bad_$be.log")"
+	R=$($PY - "$P" <<-'EOF'
+		import sys
+		sys.path.insert(0, "tests/integration")
+		from regclient import Conn, Node
+		c = Conn(int(sys.argv[1]))
+		out = []
+		for i in (4294967295, 900001):
+		    out.append(c.call({"type": "lookup", "node_id": i}).get("code"))
+		l = c.call({"type": "lookup", "node_id": 900002})
+		out.append("%s:%s:%s:%s" % (l.get("type"), l.get("real_addr"), l.get("tags"), l.get("networks")))
+		r = Node(c).register()
+		out.append(str(0 < r.get("node_id", 0) < 4294967295))
+		print(" ".join(str(x) for x in out))
+	EOF
+	)
+	expect "${be}_bad_rows_not_loaded_as_is" \
+		$([ "$R" = "not_found not_found lookup_ok::None:[0] True" ]; echo $?) "$R"
+	stop_term "$BP"
+	expect "${be}_bad_rows_sigterm_exit_0" $([ "$RC" = 0 ]; echo $?) "exit $RC"
+	grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/bad_$be.log"
+	expect "${be}_bad_rows_sanitizer_clean" $([ $? != 0 ]; echo $?)
+	# put the store back for what follows
+	sqlx "DELETE FROM nodes WHERE id IN (4294967297, 4294967295, 900001, 900002);
+		DELETE FROM members WHERE net = 65537; DELETE FROM trust_pairs WHERE a = 0;
+		UPDATE meta SET value = 1 WHERE key = 'next_node' AND value < 1;" >/dev/null 2>&1
+done
+
 # ---- kill -9 mid-load: acknowledged registrations survive (PostgreSQL) ------------------------------
 P=$(free_port)
 start durable -no-beacon -registry-addr 127.0.0.1:$P -store "$PG_URL"
@@ -119,6 +186,7 @@ if wait_ready "$P1" && wait_ready "$P2"; then
 	multi races "$P1" "$P2" 8 "$ADMIN"
 	multi notify "$P1" "$P2" "$B2"
 	multi replay "$P1" "$P2"
+	multi ratelimit "$P1" "$P2"
 	M=$(curl -s "http://127.0.0.1:$H1/metrics")
 	expect metrics_change_feed $(grep -q '^pilot_store_changes_total [1-9]' <<<"$M" &&
 		grep -q '^pilot_store_change_lag_seconds_max ' <<<"$M" && grep -q '^pilot_store_up 1' <<<"$M"; echo $?) \

@@ -36,7 +36,7 @@ typedef struct env {
 	int held[16];
 	int nheld;
 	int accepted;
-	const char *replies[4]; /* mode 2: one per request, in order */
+	const char *replies[8]; /* mode 2: one per request, in order */
 	int nreplies, replied;
 	/* on_send trace */
 	int sent_heartbeats, heartbeats_with_ts, report_trust_sent;
@@ -825,7 +825,8 @@ static void test_unanswered_retried_on_fresh_connection(void **state)
 	uint64_t t0, dt;
 
 	raw_listen(e, 2, addr, sizeof(addr));
-	e->replies[0] = "{\"type\":\"lookup_ok\",\"node_id\":1}";
+	e->replies[0] = "{\"type\":\"lookup_ok\",\"node_id\":1,\"public_key\":"
+			"\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}";
 	e->nreplies = 1;
 	memset(&c, 0, sizeof(c));
 	c.addr = addr;
@@ -863,7 +864,8 @@ static void test_busy_retried_after_hint(void **state)
 	raw_listen(e, 2, addr, sizeof(addr));
 	e->accepted = 1; /* answer on the first connection already */
 	e->replies[0] = "{\"type\":\"error\",\"error\":\"request failed\",\"code\":\"busy\",\"retry_after_ms\":200}";
-	e->replies[1] = "{\"type\":\"lookup_ok\",\"node_id\":1}";
+	e->replies[1] = "{\"type\":\"lookup_ok\",\"node_id\":1,\"public_key\":"
+			"\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}";
 	e->nreplies = 2;
 	rc = client_new(e, addr, 0, 5000);
 	t0 = pilot_now_ms();
@@ -914,7 +916,7 @@ static void test_replayed_signature_signed_again(void **state)
 	e->accepted = 1;
 	e->replies[0] =
 		"{\"type\":\"error\",\"error\":\"replayed signature\",\"code\":\"replayed_signature\"}";
-	e->replies[1] = "{\"type\":\"resolve_ok\",\"node_id\":1}";
+	e->replies[1] = "{\"type\":\"resolve_ok\",\"node_id\":1,\"real_addr\":\"198.18.0.9:4000\"}";
 	e->nreplies = 2;
 	pilot_identity_generate(&id);
 	memset(&c, 0, sizeof(c));
@@ -1338,11 +1340,13 @@ static void test_v1_strings(void **state)
 static void test_absurd_server_time(void **state)
 {
 	static const char *const replies[] = {
-		"{\"type\":\"register_ok\",\"node_id\":5,\"sig_v2\":true,\"time\":-9223372036854775807}",
+		"{\"type\":\"register_ok\",\"node_id\":5,\"address\":\"0:0000.0000.0005\",\"sig_v2\":true,"
+		"\"time\":-9223372036854775807}",
 		"{\"type\":\"heartbeat_ok\",\"time\":9223372036854775807}",
 		"{\"type\":\"error\",\"error\":\"request failed\",\"code\":\"stale_signature\","
 		"\"message\":\"too old; server time -9223372036854775808\"}",
 	};
+	static const char *const types[] = { "register", "heartbeat", "lookup" };
 	env *e = *state;
 	uint8_t seed[32] = { 3 };
 	pilot_identity id;
@@ -1364,7 +1368,9 @@ static void test_absurd_server_time(void **state)
 		size_t n = strlen(replies[i]);
 		uint8_t hdr[4] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
 
-		assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
+		q = lookup_req(1);
+		json_object_object_add(q, "type", json_object_new_string(types[i])); /* its answer's */
+		assert_int_equal(regclient_request(rc, q, collect, &res), 0);
 		run_for(e, 50); /* connected, request written */
 		assert_int_equal(e->nheld, 1);
 		assert_int_equal(write(e->held[0], hdr, 4), 4);
@@ -1380,6 +1386,86 @@ static void test_absurd_server_time(void **state)
 	ts = jw_get_i64(q, "sig_ts");
 	assert_true(ts > (int64_t)time(NULL) - 60 && ts < (int64_t)time(NULL) + 60);
 	json_object_put(q);
+	regclient_free(rc);
+}
+
+/* A register_ok without a node_id made the node "registered" as node 0 (and
+ * {"type":"error"} without an error text was a success too). Every success
+ * reply that cannot be the answer to the request, or lacks what its user takes
+ * from it, is refused (-EBADMSG, counted) and the register is sent again. */
+static void test_register_reply_checked(void **state)
+{
+	env *e = *state;
+	node a;
+	regclient_stats st;
+
+	raw_listen(e, 2, e->addr, sizeof(e->addr));
+	e->accepted = 1; /* answer on the first connection already */
+	e->replies[0] = "{\"type\":\"register_ok\",\"network_id\":0,\"address\":\"0:0000.0000.0000\"}";
+	e->replies[1] = "{\"type\":\"register_ok\",\"node_id\":0,\"address\":\"0:0000.0000.0000\"}";
+	e->replies[2] = "{\"type\":\"register_ok\",\"node_id\":4294967295,\"address\":\"0:0000.FFFF.FFFF\"}";
+	e->replies[3] = "{\"type\":\"register_ok\",\"node_id\":7,\"address\":\"0:0000.0000.0008\"}";
+	e->replies[4] = "{\"type\":\"error\"}";
+	e->replies[5] = "{\"type\":\"lookup_ok\",\"node_id\":7,\"address\":\"0:0000.0000.0007\"}";
+	e->replies[6] = "{\"type\":\"register_ok\",\"node_id\":\"7\",\"address\":\"0:0000.0000.0007\"}";
+	e->replies[7] =
+		"{\"type\":\"register_ok\",\"node_id\":7,\"network_id\":0,\"address\":\"0:0000.0000.0007\"}";
+	e->nreplies = 8;
+	node_new(&a);
+	node_start(e, &a, NULL, false, 60000);
+	assert_true(run_until(e, &a.registered, 5000));
+	assert_int_equal(a.registered, 1);
+	assert_int_equal(registration_node_id(a.r), 7);
+	assert_string_equal(registration_address(a.r), "0:0000.0000.0007");
+	regclient_get_stats(registration_client(a.r), &st);
+	assert_int_equal(st.malformed, 7);
+	registration_free(a.r);
+}
+
+/* The same for the replies of lookups and resolves: one about another node, a
+ * lookup_ok without a key, a resolve_ok without an endpoint, or a reply of the
+ * wrong type never reaches the caller as an answer. */
+static void test_reply_fields_checked(void **state)
+{
+	env *e = *state;
+	char addr[64];
+	regclient *rc;
+	result res[6];
+	regclient_stats st;
+	json_object *q;
+
+	memset(res, 0, sizeof(res));
+	raw_listen(e, 2, addr, sizeof(addr));
+	e->accepted = 1;
+	e->replies[0] = "{\"type\":\"lookup_ok\",\"node_id\":2,\"public_key\":"
+			"\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}";
+	e->replies[1] = "{\"type\":\"lookup_ok\",\"node_id\":1}";
+	e->replies[2] = "{\"type\":\"error\"}";
+	e->replies[3] = "{\"type\":\"resolve_ok\",\"node_id\":1}";
+	e->replies[4] = "{\"type\":\"resolve_ok\",\"node_id\":1,\"real_addr\":\"198.18.0.9:4000\"}";
+	e->replies[5] = "{\"type\":\"lookup_ok\",\"node_id\":1,\"public_key\":"
+			"\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}";
+	e->nreplies = 6;
+	rc = client_new(e, addr, 0, 3000);
+	for (int i = 0; i < 6; i++) {
+		q = lookup_req(1);
+		if (i == 3 || i == 4)
+			json_object_object_add(q, "type", json_object_new_string("resolve"));
+		assert_int_equal(regclient_request(rc, q, collect, &res[i]), 0);
+	}
+	assert_true(run_until(e, &res[5].done, 3000));
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(res[i].err, -EBADMSG);
+		assert_null(res[i].reply);
+	}
+	assert_int_equal(res[4].err, 0);
+	assert_string_equal(rstr(&res[4], "real_addr"), "198.18.0.9:4000");
+	assert_int_equal(res[5].err, 0);
+	regclient_get_stats(rc, &st);
+	assert_int_equal(st.malformed, 4);
+	assert_int_equal(st.connects, 1); /* the connection stays */
+	for (int i = 0; i < 6; i++)
+		result_clear(&res[i]);
 	regclient_free(rc);
 }
 
@@ -1407,6 +1493,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deregister, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_v1_strings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_absurd_server_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_register_reply_checked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reply_fields_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_next_address, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_leaves_standby, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_registers_on_unknown, setup, teardown),

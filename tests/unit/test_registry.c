@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "tests/unit/test_registry_util.h"
+#include "rendezvous/reg_internal.h"
 
 static int setup(void **state)
 {
@@ -811,6 +812,41 @@ static void test_ratelimit_register(void **state)
 	assert_int_not_equal(t_register(r, &keys[11], NULL), 0);
 }
 
+/* Instances on one database share per-source budgets (reg_rl_spent on one,
+ * through the change feed, reg_rl_charge on the other): a source that used its
+ * register budget on A has none left on B; others keep theirs. A truncated or
+ * bogus feed entry is ignored. */
+static void test_ratelimit_shared(void **state)
+{
+	registry *a = *state, *b = t_open(NULL, false, NULL);
+	uint8_t blob[4096];
+	size_t n;
+	tid keys[12];
+
+	assert_non_null(b);
+	for (int i = 0; i < 10; i++) {
+		tid_new(&keys[i]);
+		assert_int_not_equal(t_register(a, &keys[i], NULL), 0);
+	}
+	n = reg_rl_spent(a, blob, sizeof(blob));
+	assert_true(n > 0);
+	assert_int_equal(reg_rl_spent(a, blob + n, sizeof(blob) - n), 0); /* taken once */
+	for (size_t cut = 0; cut < n; cut++)                              /* never read past len */
+		reg_rl_charge(b, blob, cut, t_now);
+	tid_new(&keys[11]); /* the cut entries charged nothing: the source registers on b */
+	assert_int_not_equal(t_register(b, &keys[11], NULL), 0);
+	reg_rl_charge(b, blob, n, t_now);
+	tid_new(&keys[10]);
+	assert_true(t_err(t_req(b, "{\"type\":\"register\",\"public_key\":\"%s\"}", keys[10].pk),
+			  "rate_limited"));
+	t_ip = "198.18.0.3";
+	assert_int_not_equal(t_register(b, &keys[10], NULL), 0);
+	t_ip = "198.18.0.2";
+	blob[0] = 0; /* a zero-length key ends the list */
+	reg_rl_charge(b, blob, n, t_now);
+	reg_close(b);
+}
+
 static void test_ratelimit_misses(void **state)
 {
 	registry *r = *state;
@@ -926,15 +962,36 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_register_basic), T(test_register_addr_sanitise), T(test_register_invalid),
-		T(test_register_hostname), T(test_heartbeat), T(test_lookup_fields), T(test_setters),
-		T(test_deregister_and_reclaim_by_key), T(test_reaping), T(test_owner_reclaim),
-		T(test_resolve_privacy), T(test_relay_only), T(test_trust_revoke), T(test_handshake_consent),
-		T(test_handshake_inbox_cap), T(test_rotate_key), T(test_polo), T(test_punch),
-		T(test_beacons), T(test_list_networks_backbone), T(test_sig_v2),
-		T(test_sig_v2_handshake_rotate), T(test_strict_mode), T(test_ratelimit_register),
-		T(test_ratelimit_misses), T(test_ratelimit_writes), T(test_standby),
-		T(test_null_ctx_and_stats), T(test_generation),
+		T(test_register_basic),
+		T(test_register_addr_sanitise),
+		T(test_register_invalid),
+		T(test_register_hostname),
+		T(test_heartbeat),
+		T(test_lookup_fields),
+		T(test_setters),
+		T(test_deregister_and_reclaim_by_key),
+		T(test_reaping),
+		T(test_owner_reclaim),
+		T(test_resolve_privacy),
+		T(test_relay_only),
+		T(test_trust_revoke),
+		T(test_handshake_consent),
+		T(test_handshake_inbox_cap),
+		T(test_rotate_key),
+		T(test_polo),
+		T(test_punch),
+		T(test_beacons),
+		T(test_list_networks_backbone),
+		T(test_sig_v2),
+		T(test_sig_v2_handshake_rotate),
+		T(test_strict_mode),
+		T(test_ratelimit_register),
+		T(test_ratelimit_shared),
+		T(test_ratelimit_misses),
+		T(test_ratelimit_writes),
+		T(test_standby),
+		T(test_null_ctx_and_stats),
+		T(test_generation),
 #undef T
 	};
 

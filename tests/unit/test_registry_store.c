@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -528,14 +530,120 @@ static void test_snapshot_owner_index(void **state)
 	reg_close(r);
 }
 
+static void exec_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void exec_sql(const char *fmt, ...)
+{
+	char *q = NULL, *e = NULL;
+	sqlite3 *db;
+	va_list ap;
+
+	va_start(ap, fmt);
+	assert_true(vasprintf(&q, fmt, ap) > 0);
+	va_end(ap);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, q, NULL, NULL, &e) != SQLITE_OK)
+		fail_msg("%s: %s", q, e ? e : "?");
+	sqlite3_close(db);
+	free(q);
+}
+
+/* st_load took rows as they were: a node ID past 32 bits became another node
+ * (and leaked the first), next_node -1 made the next node the broadcast ID, a
+ * member row of network 65537 joined network 1, a trust pair with a truncated ID
+ * paired two other nodes, an inbox was loaded past its cap. Bad rows are now
+ * refused, bad columns of a node left out, all logged and counted. */
+static void test_corrupt_rows_refused(void **state)
+{
+	registry *r = t_open(path, false, NULL);
+	static const char cols[] = "id, public_key, owner, live, real_addr, src_ip, public, hostname, tags,"
+				   " polo_score, task_exec, relay_only, flags";
+	char owner[301];
+	reg_store_stats ss;
+	json_object *o;
+	tid k[5], fresh;
+
+	assert_non_null(r);
+	populate(r, k);
+	reg_close(r);
+	memset(owner, 'o', sizeof(owner) - 1);
+	owner[sizeof(owner) - 1] = 0;
+	exec_sql(
+		"INSERT INTO nodes(%s) VALUES(4294967297, randomblob(32), NULL, 1, NULL, NULL, 0, NULL, "
+		"NULL, 0, 0, 0, 0);"
+		"INSERT INTO nodes(%s) VALUES(4294967295, randomblob(32), NULL, 1, NULL, NULL, 0, NULL, "
+		"NULL, 0, 0, 0, 0);"
+		"INSERT INTO nodes(%s) VALUES(-5, randomblob(32), NULL, 1, NULL, NULL, 0, NULL, NULL, 0, 0, "
+		"0, 0);"
+		"INSERT INTO nodes(%s) VALUES(9, x'0102', NULL, 1, NULL, NULL, 0, NULL, NULL, 0, 0, 0, 0);"
+		"INSERT INTO nodes(%s) SELECT 10, public_key, NULL, 1, NULL, NULL, 0, NULL, NULL, 0, 0, 0, 0"
+		" FROM nodes WHERE id = %u;"
+		"INSERT INTO nodes(%s) VALUES(11, randomblob(32), '%s', 1, 'not-an-endpoint', 'x', 1, 'zero',"
+		" 'gpu,,NOPE', 0, 0, 0, 0);"
+		"INSERT INTO networks(id, name, join_rule, token, created, creator) VALUES(70000, 'big', "
+		"'open', NULL, 0, 0);"
+		"INSERT INTO networks(id, name, join_rule, token, created, creator) VALUES(2, 'LAB!', "
+		"'open', NULL, 0, 0);"
+		"INSERT INTO networks(id, name, join_rule, token, created, creator) VALUES(3, 'lab', 'open', "
+		"NULL, 0, 0);"
+		"INSERT INTO members(net, node) VALUES(65537, %u);"
+		"INSERT INTO trust_pairs(a, b) VALUES(%lld, %u);"
+		"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 101)"
+		" INSERT INTO hs_inbox(dst, src, justification, ts) SELECT %u, 1000 + i, 'j', 1 FROM c;"
+		"UPDATE meta SET value = -1 WHERE key = 'next_node';",
+		cols, cols, cols, cols, cols, k[0].node, cols, owner, k[1].node,
+		(long long)k[1].node + 4294967296ll, k[2].node, k[0].node);
+	r = t_open(path, false, NULL);
+	assert_non_null(r);
+	reg_get_store_stats(r, &ss);
+	/* nodes: 5 refused + 5 columns of node 11; networks 3; member, pair, inbox, meta 1 each */
+	assert_int_equal(ss.rows_refused, 17);
+	for (uint32_t id = 9; id <= 10; id++)
+		assert_true(t_err(t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", id), "not_found"));
+	assert_true(t_err(t_req(r, "{\"type\":\"lookup\",\"node_id\":4294967295}"), "not_found"));
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":11}");
+	assert_string_equal(t_type(o), "lookup_ok");
+	assert_string_equal(t_str(o, "real_addr"), "");
+	assert_null(json_object_object_get(o, "hostname"));
+	assert_null(json_object_object_get(o, "tags"));
+	json_object_put(o);
+	/* what was good is all there */
+	o = t_req(r, "{\"type\":\"resolve_hostname\",\"hostname\":\"zero\"}");
+	assert_int_equal(t_int(o, "node_id"), k[0].node);
+	json_object_put(o);
+	o = t_req(r, "{\"type\":\"lookup\",\"node_id\":%u}", k[0].node);
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "tags")), 2);
+	json_object_put(o);
+	assert_false(reg_may_talk(r, k[1].node, k[2].node));
+	o = t_req(r, "{\"type\":\"list_nodes\",\"network_id\":1}");
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "nodes")), 2);
+	json_object_put(o);
+	o = t_req(r, "{\"type\":\"poll_handshakes\",\"node_id\":%u,\"signature\":\"%s\"}", k[0].node,
+		  t_sign(&k[0], "poll_handshakes:%u", k[0].node));
+	assert_int_equal(json_object_array_length(json_object_object_get(o, "requests")), 100);
+	json_object_put(o);
+	/* the next node is numbered after the highest loaded one, not broadcast */
+	tid_new(&fresh);
+	assert_int_equal(t_register(r, &fresh, NULL), 12);
+	reg_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_persist_close_reopen), T(test_persist_crash), T(test_owner_of_reaped_survives),
-		T(test_rotate_and_reclaim_persist), T(test_schema_version), T(test_schema_v1_upgrade), T(test_schema_v2_upgrade), T(test_snapshot_roundtrip),
-		T(test_snapshot_reference_format), T(test_write_failure_isolated), T(test_busy_when_queue_full),
+		T(test_persist_close_reopen),
+		T(test_persist_crash),
+		T(test_owner_of_reaped_survives),
+		T(test_rotate_and_reclaim_persist),
+		T(test_schema_version),
+		T(test_schema_v1_upgrade),
+		T(test_schema_v2_upgrade),
+		T(test_snapshot_roundtrip),
+		T(test_snapshot_reference_format),
+		T(test_write_failure_isolated),
+		T(test_busy_when_queue_full),
 		T(test_snapshot_owner_index),
+		T(test_corrupt_rows_refused),
 #undef T
 	};
 
