@@ -238,16 +238,27 @@ static uint64_t fnv1a(uint64_t h, const char *s)
 /* Ed25519 is deterministic: the same type and fields in the same second give
  * the same signature, which the registry's replay cache refuses. Bump sig_ts
  * past any identical request we signed recently. */
+static uint64_t req_hash(const char *type, const char *fields)
+{
+	return fnv1a(fnv1a(0xcbf29ce484222325ULL, type), fields) ^ 0x3a;
+}
+
+/* Remember that sig_ts values up to ts are taken for this request. */
+static void ts_taken(regclient *c, uint64_t h, int64_t ts)
+{
+	c->recent[c->recent_i].h = h;
+	c->recent[c->recent_i].ts = ts;
+	c->recent_i = (c->recent_i + 1) % RC_RECENT;
+}
+
 static int64_t unique_ts(regclient *c, const char *type, const char *fields, int64_t ts)
 {
-	uint64_t h = fnv1a(fnv1a(0xcbf29ce484222325ULL, type), fields) ^ 0x3a;
+	uint64_t h = req_hash(type, fields);
 
 	for (int i = 0; i < RC_RECENT; i++)
 		if (c->recent[i].h == h && c->recent[i].ts >= ts)
 			ts = c->recent[i].ts + 1;
-	c->recent[c->recent_i].h = h;
-	c->recent[c->recent_i].ts = ts;
-	c->recent_i = (c->recent_i + 1) % RC_RECENT;
+	ts_taken(c, h, ts);
 	return ts;
 }
 
@@ -862,9 +873,13 @@ static bool busy_retry(regclient *c, json_object *reply)
  * this node (unique_ts only remembers this process's requests; a restart within
  * the same second repeats a deterministic Ed25519 signature). Sign it again:
  * unique_ts now moves sig_ts past the refused one.
- * An earlier run may have moved sig_ts several seconds ahead (one second per
- * identical request), hence up to 32 tries. The registry changed nothing for
- * the refused one. true if resent. */
+ * An earlier run may have moved sig_ts many seconds ahead (one second per
+ * identical request: a burst of 100 resolves of one peer moves it 100 s), so
+ * the k-th re-sign moves sig_ts 2^(k-1) s past the refused one (1, 2, 4 ... 64
+ * s): past a burst of n requests in about log2(n) tries. A step that would
+ * leave the registry's window (|now - sig_ts| <= 120 s, SIGNATURES.md) picks a
+ * random second in [now, now + 110] instead. Up to 32 tries. The registry
+ * changed nothing for the refused one. true if resent. */
 static bool resign_retry(regclient *c, json_object *reply)
 {
 	const char *code = jw_get_str(reply, "code");
@@ -874,6 +889,22 @@ static bool resign_retry(regclient *c, json_object *reply)
 		return false;
 	r->resigns++;
 	c->st.resigned++;
+	{
+		const char *type = jw_get_str(r->req, "type");
+		int64_t refused = jw_get_i64(r->req, "sig_ts"), now = regclient_server_now(c);
+		int64_t next = refused + ((int64_t)1 << (r->resigns - 1 < 6 ? r->resigns - 1 : 6));
+
+		uint64_t h = type ? req_hash(type, r->fields) : 0;
+
+		if (next > now + 110 || next < now - 110) {
+			next = now + (int64_t)randombytes_uniform(111);
+			for (int i = 0; i < RC_RECENT; i++) /* else unique_ts climbs past them again */
+				if (c->recent[i].h == h)
+					c->recent[i].h = 0;
+		}
+		if (type)
+			ts_taken(c, h, next - 1);
+	}
 	c->inflight = false;
 	log_debug("registry refused a repeated signature; signing again type=%s", jw_get_str(r->req, "type"));
 	c->busy_timer = pilot_loop_add_timer(c->loop, 0, busy_fire, c);

@@ -944,6 +944,71 @@ static void test_replayed_signature_signed_again(void **state)
 	regclient_free(rc);
 }
 
+/* Many identical signed requests in a burst (a resolve of one peer per proxied
+ * connection) move sig_ts a second ahead per request, since Ed25519 signs the
+ * same message the same way. A restart then signs the same request from "now",
+ * and every second up to the burst's end is in the registry's replay cache: 32
+ * re-signs one second apart did not get past a 60-request burst, and the
+ * request failed as replayed_signature (found with the proxy's resolve cache
+ * off: forward_after_restart). Re-signs now move sig_ts by growing steps. */
+static void test_resign_after_burst_restart(void **state)
+{
+	env *e = *state;
+	node a;
+	char fields[32], err[64];
+	regclient_config c;
+	regclient *rc;
+	regclient_stats st;
+	result res = { 0 };
+	uint32_t id;
+
+	node_new(&a);
+	node_start(e, &a, NULL, false, 0);
+	assert_true(run_until(e, &a.registered, 3000));
+	id = registration_node_id(a.r);
+	rc = registration_client(a.r);
+	regclient_set_sig_v2(rc, true);
+	snprintf(fields, sizeof(fields), "%u:false", id);
+	for (int i = 0; i < 60; i++) {
+		json_object *q = json_object_new_object();
+
+		json_object_object_add(q, "type", json_object_new_string("set_visibility"));
+		json_object_object_add(q, "node_id", json_object_new_int64(id));
+		json_object_object_add(q, "public", json_object_new_boolean(false));
+		assert_int_equal(regclient_request_signed(rc, q, fields, collect, &res), 0);
+		assert_true(run_until(e, &res.done, 3000));
+		assert_int_equal(res.err, 0);
+		result_clear(&res);
+	}
+	/* the same identity in a new process: no memory of the burst */
+	memset(&c, 0, sizeof(c));
+	c.addr = e->addr;
+	c.id = &a.id;
+	c.timeout_ms = 3000;
+	c.backoff_min_ms = 20;
+	c.backoff_max_ms = 100;
+	rc = regclient_new(e->l, &c, err, sizeof(err));
+	assert_non_null(rc);
+	regclient_set_sig_v2(rc, true);
+	{
+		json_object *q = json_object_new_object();
+
+		json_object_object_add(q, "type", json_object_new_string("set_visibility"));
+		json_object_object_add(q, "node_id", json_object_new_int64(id));
+		json_object_object_add(q, "public", json_object_new_boolean(false));
+		assert_int_equal(regclient_request_signed(rc, q, fields, collect, &res), 0);
+	}
+	assert_true(run_until(e, &res.done, 5000));
+	if (res.err)
+		fprintf(stderr, "restart: err %d code %s\n", res.err, rstr(&res, "code"));
+	assert_int_equal(res.err, 0);
+	regclient_get_stats(rc, &st);
+	assert_true(st.resigned >= 1 && st.resigned <= 12);
+	result_clear(&res);
+	regclient_free(rc);
+	registration_free(a.r);
+}
+
 /* A node whose registry was unreachable for a while registers within about 2 s
  * of it coming back (default backoff: no 10 s waits). */
 static void test_register_retries_at_short_interval(void **state)
@@ -1487,6 +1552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unanswered_retried_on_fresh_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_retried_after_hint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replayed_signature_signed_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resign_after_burst_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_retries_at_short_interval, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reregister_restores, setup, teardown),
