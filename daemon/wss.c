@@ -45,6 +45,8 @@
 #define WSS_SMALL    2048 /* queued messages up to this reuse buffers: no malloc per packet */
 #define WSS_RXBUF    16384 /* lws reads this much at a time */
 #define WSS_BATCH    16000 /* framed messages per raw write: one TLS record (<= 16384) */
+#define WSS_PENDING  16    /* services per event while TLS holds decrypted bytes */
+#define WSS_MASKPOOL 512   /* mask-key bytes drawn at a time (128 frames) */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -82,6 +84,16 @@ typedef struct wss {
 	unsigned nspare;
 	uint8_t *batch; /* LWS_PRE + WSS_BATCH: queued messages framed for one write */
 	size_t qbytes;
+	bool wwait;           /* a flush made no progress: wait for POLLOUT (lws's state) */
+	bool in_service;      /* inside service_fd: on_fd flushes after it */
+	uint64_t flush_timer; /* zero-delay flush of what was sent outside a service */
+	uint64_t npop;        /* messages taken off the queue, ever */
+	/* RFC 6455 §5.3 mask keys: a ChaCha20 keystream under a random key (no
+	 * getrandom per write) */
+	uint8_t mkey[crypto_stream_chacha20_KEYBYTES];
+	uint64_t mctr;
+	uint8_t mpool[WSS_MASKPOOL];
+	unsigned mpos;
 	transport_stats st;
 	wss_stats ws;
 } wss;
@@ -212,9 +224,59 @@ static void kick(wss *c)
 	pilot_lws_kick(&c->lw);
 }
 
+static void fd_sync(wss *c);
+
+/* Once the WebSocket is up (auth or ready) an event services just its socket
+ * with the events epoll saw (no poll() over lws's set, no zero-delay timer), and
+ * again while TLS holds decrypted bytes no fd event will announce. Before that
+ * (TCP connect, proxy, TLS and HTTP upgrade) lws is serviced as a whole. */
+static void service_fd(wss *c, int events)
+{
+	bool was = c->in_service;
+
+	c->in_service = true;
+	for (int i = 0; i < WSS_PENDING; i++) {
+		if (pilot_lws_service_fd(c->lw.ctx, c->fd, events) || !c->wsi ||
+		    !pilot_lws_tls_pending(c->wsi))
+			break;
+		events = PILOT_EV_READ;
+	}
+	c->in_service = was;
+	fd_sync(c);
+	if (c->wsi && pilot_lws_tls_pending(c->wsi))
+		kick(c);
+}
+
+static void wss_flush(transport *t);
+
 static void on_fd(pilot_loop *l, int fd, int events, void *arg)
 {
-	kick(arg);
+	wss *c = arg;
+
+	if (fd == c->fd && c->wsi && c->state >= C_AUTH) {
+		service_fd(c, events);
+		wss_flush(&c->base); /* what the received messages' handling sent */
+	} else {
+		kick(c);
+	}
+}
+
+static int64_t flush_timer_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->flush_timer = 0;
+	wss_flush(&c->base);
+	return 0;
+}
+
+/* Queued outside a service: written from a zero-delay timer (after this loop
+ * iteration's events) or the owner's flush before the loop sleeps, whichever
+ * comes first; inside one, on_fd flushes after it. */
+static void flush_soon(wss *c)
+{
+	if (!c->in_service && !c->flush_timer)
+		c->flush_timer = pilot_loop_add_timer(c->loop, 0, flush_timer_cb, c);
 }
 
 static bool tcp_connecting(int fd)
@@ -244,8 +306,13 @@ static void fd_sync(wss *c)
 	}
 	if (c->fd < 0)
 		return;
-	if (c->qn || c->close_code || c->ping_due || lws_partial_buffered(c->wsi)
-	    || (c->state == C_DIAL && tcp_connecting(c->fd)))
+	/* The queue itself needs no WRITE interest: wss_flush writes it before the
+	 * loop sleeps; only a write lws could not finish (or a flush that made no
+	 * progress), a ping or a close waits for the socket. */
+	if (!c->qn)
+		c->wwait = false;
+	if ((c->qn && (c->wwait || c->state < C_AUTH)) || c->close_code || c->ping_due ||
+	    lws_partial_buffered(c->wsi) || (c->state == C_DIAL && tcp_connecting(c->fd)))
 		want |= PILOT_EV_WRITE;
 	if (want != c->mask && pilot_loop_mod_fd(c->loop, c->fd, want) == 0)
 		c->mask = want;
@@ -304,6 +371,7 @@ static void q_pop(wss *c)
 	m->buf = NULL;
 	c->qh = (c->qh + 1) % WSS_QN;
 	c->qn--;
+	c->npop++;
 }
 
 static void q_clear(wss *c)
@@ -316,6 +384,8 @@ static void want_write(wss *c)
 {
 	if (c->wsi)
 		lws_callback_on_writable(c->wsi);
+	if (c->qn)
+		flush_soon(c);
 	fd_sync(c);
 }
 
@@ -554,6 +624,30 @@ static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
 	return on_message(c, wsi, buf, mlen, c->rx_bin);
 }
 
+/* n mask keys' bytes: a ChaCha20 keystream under the transport's random key, so
+ * unpredictable (RFC 6455 §5.3) without a getrandom per batch. */
+static void mask_keys(wss *c, uint8_t *out, size_t n)
+{
+	while (n) {
+		size_t k;
+
+		if (c->mpos == sizeof(c->mpool)) {
+			uint8_t nonce[crypto_stream_chacha20_NONCEBYTES] = { 0 };
+
+			for (unsigned i = 0; i < 8; i++)
+				nonce[i] = (uint8_t)(c->mctr >> (8 * i));
+			c->mctr++;
+			crypto_stream_chacha20(c->mpool, sizeof(c->mpool), nonce, c->mkey);
+			c->mpos = 0;
+		}
+		k = sizeof(c->mpool) - c->mpos < n ? sizeof(c->mpool) - c->mpos : n;
+		memcpy(out, c->mpool + c->mpos, k);
+		c->mpos += (unsigned)k;
+		out += k;
+		n -= k;
+	}
+}
+
 /* How many queued messages, from the head, fit one batch (0: the head alone does not). */
 static unsigned batch_count(const wss *c)
 {
@@ -586,6 +680,7 @@ static int on_writeable(wss *c, struct lws *wsi)
 {
 	static uint8_t ping[LWS_PRE + 4];
 
+	c->wwait = false;
 	if (c->close_code) {
 		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
 				 (unsigned char *)c->close_reason, strlen(c->close_reason));
@@ -600,7 +695,9 @@ static int on_writeable(wss *c, struct lws *wsi)
 			c->pong_timer = pilot_loop_add_timer(c->loop, c->pong_ms, pong_timeout_cb, c);
 		}
 	}
-	while (c->qn && !lws_send_pipe_choked(wsi)) {
+	/* Until lws had to buffer part of a write (the socket is full); not
+	 * lws_send_pipe_choked, which is a poll() per call. */
+	while (c->qn && !lws_partial_buffered(wsi)) {
 		unsigned k = batch_count(c);
 		uint8_t key[4 * WSS_QN], *out = c->batch + LWS_PRE;
 		size_t off = 0;
@@ -615,7 +712,7 @@ static int on_writeable(wss *c, struct lws *wsi)
 			sent(c, m);
 			continue;
 		}
-		randombytes_buf(key, 4 * (size_t)k); /* RFC 6455 §5.3: a fresh key per frame */
+		mask_keys(c, key, 4 * (size_t)k); /* RFC 6455 §5.3: a fresh key per frame */
 		for (unsigned i = 0; i < k; i++) {
 			m = &c->q[(c->qh + i) % WSS_QN];
 			off += pilot_ws_frame(out + off, m->buf + LWS_PRE, m->len, m->text, key + 4 * i);
@@ -713,16 +810,37 @@ static size_t wss_send(transport *t, const transport_dgram *dg, size_t n)
 		queued++;
 	}
 	if (queued)
-		want_write(c);
+		flush_soon(c);
 	return queued;
 }
 
-/* Nothing to do: wss_send asked for WRITE on the socket, whose event services
- * lws in this loop iteration. (A kick here, called before every sleep of the
- * loop, would keep the loop from ever sleeping.) */
+/* After a service, from the zero-delay timer or the owner's flush (before the
+ * loop sleeps): the queue goes out now, framed into as few TLS records as it takes, by servicing the
+ * socket as if it were writable (lws runs the WRITEABLE callback). No WRITE
+ * interest toggled per batch, no poll(): only a write lws could not finish
+ * waits for POLLOUT. A pass that moved nothing (lws busy with a pong or a
+ * close) also waits for POLLOUT rather than being retried here every loop. */
 static void wss_flush(transport *t)
 {
-	(void)t;
+	wss *c = (wss *)t;
+
+	/* a few passes: a pass may deliver received messages lws had buffered,
+	 * whose answers queue more */
+	for (int i = 0; i < 4; i++) {
+		uint64_t before = c->npop;
+
+		if (!c->qn || !c->wsi || c->fd < 0 || c->state < C_AUTH || c->wwait ||
+		    lws_partial_buffered(c->wsi))
+			return;
+		service_fd(c, PILOT_EV_WRITE);
+		if (c->wsi && c->npop == before && !lws_partial_buffered(c->wsi)) {
+			c->wwait = true;
+			fd_sync(c);
+			return;
+		}
+	}
+	if (c->qn && c->wsi && !c->wwait && !lws_partial_buffered(c->wsi))
+		kick(c); /* more than a few passes' worth: do not sleep on it */
 }
 
 static int wss_local_ep(transport *t, transport_ep *ep)
@@ -760,10 +878,12 @@ static void wss_close(transport *t)
 	del_timer(c, &c->dial_timer);
 	del_timer(c, &c->ping_timer);
 	del_timer(c, &c->pong_timer);
+	del_timer(c, &c->flush_timer);
 	q_clear(c);
 	while (c->nspare)
 		free(c->spare[--c->nspare]);
 	pilot_identity_wipe(&c->id);
+	sodium_memzero(c->mkey, sizeof(c->mkey));
 	free(c->rx);
 	free(c->batch);
 	free(c);
@@ -942,6 +1062,8 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 		goto fail;
 	}
 	c->loop = loop;
+	randombytes_buf(c->mkey, sizeof(c->mkey));
+	c->mpos = sizeof(c->mpool); /* drawn at the first write */
 	c->lw = (pilot_lws){ .loop = loop, .after = after_service, .arg = c };
 	c->base = (transport){ .ops = &wss_ops, .on_recv = cb, .ctx = ctx };
 	if (split_urls(c, url, &any_tls) < 0) {

@@ -1,9 +1,11 @@
 /* libwebsockets on the pilot_loop; see lwsloop.h. */
 #include "lib/lwsloop.h"
 
+#include <poll.h>
 #include <string.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #include "lib/log.h"
 
@@ -40,6 +42,28 @@ void pilot_lws_stop(pilot_lws *s)
 	if (s->timer)
 		pilot_loop_del_timer(s->loop, s->timer);
 	s->timer = 0;
+}
+
+int pilot_lws_service_fd(struct lws_context *ctx, int fd, int events)
+{
+	struct lws_pollfd pfd = { .fd = fd, .events = POLLIN | POLLOUT };
+
+	if (!ctx)
+		return -1;
+	if (events & PILOT_EV_READ)
+		pfd.revents |= POLLIN;
+	if (events & PILOT_EV_WRITE)
+		pfd.revents |= POLLOUT;
+	if (events & PILOT_EV_ERROR)
+		pfd.revents |= POLLHUP;
+	return lws_service_fd(ctx, &pfd) != 0;
+}
+
+bool pilot_lws_tls_pending(struct lws *wsi)
+{
+	SSL *ssl = wsi ? lws_get_ssl(wsi) : NULL;
+
+	return ssl && SSL_pending(ssl) > 0;
 }
 
 static void log_emit(int level, const char *line)

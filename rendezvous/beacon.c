@@ -1404,7 +1404,7 @@ void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink)
 		b->sink = *sink;
 }
 
-void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
+void beacon_inject_queued(beacon *b, uint32_t node, uint8_t *buf, size_t len)
 {
 	proto_beacon_msg m;
 
@@ -1435,6 +1435,11 @@ void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
 		b->st.ignored++;
 		break;
 	}
+}
+
+void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
+{
+	beacon_inject_queued(b, node, buf, len);
 	beacon_flush(b);
 }
 

@@ -99,5 +99,11 @@ void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink);
  * connection's UDP address is not the node's), a PunchRequest is denied (a WSS
  * node has no endpoint to punch to). */
 void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len);
+/* The same, but what it causes is only queued (buf, rewritten in place, must stay
+ * valid until then) for the caller's beacon_flush: one sendmmsg for a batch of
+ * injected datagrams instead of one each. */
+void beacon_inject_queued(beacon *b, uint32_t node, uint8_t *buf, size_t len);
+/* Send everything queued (sendmmsg); errors are counted, never reported. */
+void beacon_flush(beacon *b);
 
 #endif

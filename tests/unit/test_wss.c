@@ -828,6 +828,86 @@ static void test_wss_relay_burst(void **state)
 	assert_int_equal(bstats(f).relay_wss_wss, 200);
 }
 
+/* Bursts over TLS between the UDP node and a compat node, both ways: the bridge
+ * services an up connection per event (lws_service_fd) and drains the TLS bytes
+ * it decrypted beyond its 4096-byte reads; the datagrams a compat node sent go
+ * to UDP in one sendmmsg per round; the client writes its queue without asking
+ * for POLLOUT. All arrive, whole and in order. */
+static void test_wss_burst_tls_udp(void **state)
+{
+	enum {
+		N = 120,
+		FLEN = 1000
+	};
+	static uint8_t msg[BEACON_RELAY_HDR + FLEN], frame[FLEN], got[2048];
+	fx *f = *state;
+	char root[128], cert[128], key[128], err[256];
+	uint32_t crc = 0, gcrc = 0;
+	unsigned got_n = 0, ok = 0;
+	int big = 1 << 20;
+
+	assert_int_equal(rdv_ca_init_root(f->dir, err, sizeof(err)), 0);
+	assert_int_equal(rdv_ca_issue(f->dir, "127.0.0.1", err, sizeof(err)), 0);
+	snprintf(root, sizeof(root), "%s/root.crt", f->dir);
+	snprintf(cert, sizeof(cert), "%s/127.0.0.1.crt", f->dir);
+	snprintf(key, sizeof(key), "%s/127.0.0.1.key", f->dir);
+	bridge_start(f, 0, cert, key, 0);
+	connect_both(f, "wss", root);
+	setsockopt(f->ufd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	proto_beacon_discover(f->u.node, NULL, msg, sizeof(msg));
+	sendto(f->ufd, msg, 5, 0, (struct sockaddr *)&f->baddr, sizeof(f->baddr));
+	pump(f, 50);
+	recv(f->ufd, got, sizeof(got), MSG_DONTWAIT); /* DiscoverReply */
+	/* UDP → compat: N datagrams at once */
+	f->ra.crc = 0;
+	for (unsigned i = 0; i < N; i++) {
+		uint8_t hdr[BEACON_RELAY_DELIVER_HDR] = { BEACON_RELAY_DELIVER };
+
+		make_frame(frame, FLEN, (uint8_t)i);
+		proto_beacon_relay_hdr(f->u.node, f->a.node, msg);
+		memcpy(msg + BEACON_RELAY_HDR, frame, FLEN);
+		assert_int_equal(
+			sendto(f->ufd, msg, sizeof(msg), 0, (struct sockaddr *)&f->baddr, sizeof(f->baddr)),
+			(ssize_t)sizeof(msg));
+		proto_put32(hdr + 1, f->u.node);
+		crc = proto_crc32_update(crc, hdr, sizeof(hdr));
+		crc = proto_crc32_update(crc, frame, FLEN);
+	}
+	PUMP_UNTIL(f, 5000, f->ra.n >= N);
+	assert_int_equal(f->ra.n, N);
+	assert_int_equal(f->ra.crc, crc);
+	/* compat → UDP: N datagrams queued at once */
+	crc = 0;
+	for (unsigned i = 0; i < N; i++) {
+		transport_dgram d = { .data = msg, .len = sizeof(msg) };
+		uint8_t hdr[BEACON_RELAY_DELIVER_HDR] = { BEACON_RELAY_DELIVER };
+
+		make_frame(frame, FLEN, (uint8_t)(i + 7));
+		proto_beacon_relay_hdr(f->a.node, f->u.node, msg);
+		memcpy(msg + BEACON_RELAY_HDR, frame, FLEN);
+		wss_beacon_ep(&d.ep);
+		assert_int_equal(transport_send(f->ta, &d, 1), 1);
+		proto_put32(hdr + 1, f->a.node);
+		crc = proto_crc32_update(crc, hdr, sizeof(hdr));
+		crc = proto_crc32_update(crc, frame, FLEN);
+	}
+	for (int i = 0; i < 2000 && got_n < N; i++) {
+		ssize_t n;
+
+		pilot_loop_run_once(f->loop, 5);
+		while (got_n < N && (n = recv(f->ufd, got, sizeof(got), MSG_DONTWAIT)) > 0) {
+			got_n++;
+			ok += n == BEACON_RELAY_DELIVER_HDR + FLEN;
+			gcrc = proto_crc32_update(gcrc, got, (size_t)n);
+		}
+	}
+	assert_int_equal(got_n, N);
+	assert_int_equal(ok, N);
+	assert_int_equal(gcrc, crc);
+	assert_int_equal(bstats(f).relay_udp_wss, N);
+	assert_int_equal(bstats(f).relay_wss_udp, N);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -843,6 +923,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wss_peers_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_global_queue_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_tls_pinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wss_burst_tls_udp, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
