@@ -47,6 +47,7 @@ typedef struct beacon_stats {
 	uint64_t dropped_malformed;  /* short, bad ip_len, unknown type */
 	uint64_t table_full;         /* new nodes refused at the table cap */
 	uint64_t send_errors;        /* datagrams the kernel refused or a full socket dropped */
+	uint64_t gso_sends;          /* sends of several datagrams as one UDP GSO super-packet */
 	uint64_t nodes;              /* verified endpoints in the table now */
 	/* compat (WSS) bridge, rendezvous/wss.c */
 	uint64_t relay_udp_wss;      /* relayed UDP sender -> WSS peer */
