@@ -789,6 +789,12 @@ static void test_wss_frame_encoding(void **state)
 	assert_memory_equal(out + 10, key, 4);
 	for (size_t i = 0; i < 65536; i++)
 		assert_int_equal(out[14 + i] ^ key[i & 3], big[i]);
+	/* every tail length of the word-at-a-time masking */
+	for (size_t len = 0; len < 40; len++) {
+		assert_int_equal(pilot_ws_frame(out, big + 3, len, false, key), 2 + 4 + len);
+		for (size_t i = 0; i < len; i++)
+			assert_int_equal(out[6 + i] ^ key[i & 3], big[3 + i]);
+	}
 }
 
 /* A burst queued at once goes out several frames per write on both ends (the
