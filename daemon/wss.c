@@ -29,6 +29,8 @@
 
 #include <json-c/json.h>
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 
 #include "daemon/wss.h"
@@ -47,6 +49,8 @@
 #define WSS_BATCH    16000 /* framed messages per raw write: one TLS record (<= 16384) */
 #define WSS_PENDING  16    /* services per event while TLS holds decrypted bytes */
 #define WSS_MASKPOOL 512   /* mask-key bytes drawn at a time (128 frames) */
+#define WSS_RB       (WSS_MAX_MSG + PILOT_WS_HDR_MAX + WSS_RXBUF) /* own reads: a whole frame + a read */
+#define WSS_READS    16 /* own reads per event (then the loop's other fds) */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -94,6 +98,17 @@ typedef struct wss {
 	uint64_t mctr;
 	uint8_t mpool[WSS_MASKPOOL];
 	unsigned mpos;
+	/* Own reads (see own_read): once the WebSocket is up and lws holds no bytes
+	 * of it, frames are read (SSL_read / recv) and parsed here, not by lws 4.1's
+	 * client parser, which takes every byte through a function call. */
+	bool own_rx;
+	bool own_later;  /* lws held bytes at the upgrade: try again after the challenge */
+	bool challenged; /* the challenge was answered (this connection) */
+	bool rx_open;    /* a fragmented message is in progress */
+	uint8_t *rb;     /* WSS_RB: stream bytes read, not yet parsed */
+	size_t rb_len;
+	uint64_t rb_skip;    /* payload bytes of an oversize frame still to discard */
+	uint64_t read_timer; /* zero-delay: own_read again (TLS bytes pending, read cap) */
 	transport_stats st;
 	wss_stats ws;
 } wss;
@@ -225,6 +240,8 @@ static void kick(wss *c)
 }
 
 static void fd_sync(wss *c);
+static void own_read(wss *c);
+static void own_retry(wss *c);
 
 /* Once the WebSocket is up (auth or ready) an event services just its socket
  * with the events epoll saw (no poll() over lws's set, no zero-delay timer), and
@@ -236,14 +253,15 @@ static void service_fd(wss *c, int events)
 
 	c->in_service = true;
 	for (int i = 0; i < WSS_PENDING; i++) {
-		if (pilot_lws_service_fd(c->lw.ctx, c->fd, events) || !c->wsi ||
+		if (pilot_lws_service_fd(c->lw.ctx, c->fd, events) || !c->wsi || c->own_rx ||
 		    !pilot_lws_tls_pending(c->wsi))
 			break;
 		events = PILOT_EV_READ;
 	}
 	c->in_service = was;
+	own_retry(c);
 	fd_sync(c);
-	if (c->wsi && pilot_lws_tls_pending(c->wsi))
+	if (c->wsi && !c->own_rx && pilot_lws_tls_pending(c->wsi))
 		kick(c);
 }
 
@@ -254,7 +272,10 @@ static void on_fd(pilot_loop *l, int fd, int events, void *arg)
 	wss *c = arg;
 
 	if (fd == c->fd && c->wsi && c->state >= C_AUTH) {
-		service_fd(c, events);
+		if (c->own_rx && (events & (PILOT_EV_READ | PILOT_EV_ERROR)))
+			own_read(c);
+		if (c->wsi && (!c->own_rx || (events & PILOT_EV_WRITE)))
+			service_fd(c, c->own_rx ? PILOT_EV_WRITE : events);
 		wss_flush(&c->base); /* what the received messages' handling sent */
 	} else {
 		kick(c);
@@ -325,6 +346,7 @@ static void service(wss *c)
 
 static void after_service(void *arg)
 {
+	own_retry(arg);
 	fd_sync(arg);
 }
 
@@ -440,6 +462,9 @@ static void lost(wss *c, const char *why)
 	c->ping_due = c->pong_wait = false;
 	c->close_code = 0;
 	c->rx_len = 0;
+	c->own_rx = c->rx_open = c->own_later = c->challenged = false;
+	c->rb_len = 0;
+	c->rb_skip = 0;
 	q_clear(c);
 	del_timer(c, &c->dial_timer);
 	del_timer(c, &c->ping_timer);
@@ -570,6 +595,7 @@ static int on_message(wss *c, struct lws *wsi, uint8_t *msg, size_t len, bool bi
 		if ((n = wss_auth_reply(reply, sizeof(reply), &c->id, c->node, ts, nonce)) < 0
 		    || q_push(c, NULL, 0, (const uint8_t *)reply, (size_t)n, true) < 0)
 			return auth_fail(c, wsi, "cannot build the reply");
+		c->challenged = true;
 		want_write(c);
 		return 0;
 	}
@@ -622,6 +648,250 @@ static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
 	if (r <= 0)
 		return 0;
 	return on_message(c, wsi, buf, mlen, c->rx_bin);
+}
+
+int wss_frame_parse(const uint8_t *p, size_t n, wss_frame *f)
+{
+	uint64_t len;
+	int h = 2;
+
+	if (n < 2)
+		return 0;
+	f->fin = p[0] & 0x80;
+	f->opcode = p[0] & 0x0f;
+	if ((p[0] & 0x70) || (p[1] & 0x80) || (f->opcode > 2 && f->opcode < 8) || f->opcode > 10)
+		return -1;
+	len = p[1] & 0x7f;
+	if ((f->opcode & 8) && (!f->fin || len > 125))
+		return -1;
+	if (len == 126) {
+		if (n < 4)
+			return 0;
+		len = (uint64_t)p[2] << 8 | p[3];
+		h = 4;
+	} else if (len == 127) {
+		if (n < 10)
+			return 0;
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | p[2 + i];
+		if (len >> 63)
+			return -1;
+		h = 10;
+	}
+	f->len = len;
+	return h;
+}
+
+/* Up to len stream bytes into buf: > 0, 0 = nothing now, -1 = closed or failed. */
+static ssize_t own_recv(wss *c, uint8_t *buf, size_t len)
+{
+	SSL *ssl = lws_get_ssl(c->wsi);
+	ssize_t n;
+
+	if (ssl) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+		if (r > 0)
+			return r;
+		r = SSL_get_error(ssl, r);
+		return r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE ? 0 : -1;
+	}
+	n = recv(c->fd, buf, len, 0);
+	if (n > 0)
+		return n;
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+}
+
+/* The connection is unusable: lws drops it now (its callbacks run lost()). */
+static void own_kill(wss *c, const char *why)
+{
+	log_info("compat: beacon connection ended host=%s reason=\"%s\"", c->host, why);
+	c->own_rx = false; /* nothing more is read */
+	c->rb_len = 0;
+	if (c->wsi)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	kick(c);
+}
+
+/* One whole frame (payload at pl). 0, or -1 when the connection is to end. */
+static int own_frame(wss *c, const wss_frame *f, const uint8_t *pl)
+{
+	uint8_t pong[LWS_PRE + 125];
+	size_t mlen = 0;
+	bool first = f->opcode != 0;
+	int r;
+
+	switch (f->opcode) {
+	case 0:
+	case 1:
+	case 2:
+		/* RFC 6455 §5.4: a continuation only inside a message, a new one only
+		 * after the last ended */
+		if (first == c->rx_open)
+			return -1;
+		c->rx_open = !f->fin;
+		if (first)
+			c->rx_bin = f->opcode == 2;
+		r = wss_rx_fragment(c->rx + TRANSPORT_HEADROOM, &c->rx_len, &c->rx_over, first, f->fin, pl,
+				    (size_t)f->len, &mlen);
+		if (r < 0)
+			c->st.rx_errors++;
+		if (r <= 0)
+			return 0;
+		if (on_message(c, c->wsi, c->rx + TRANSPORT_HEADROOM, mlen, c->rx_bin) < 0) {
+			close_conn(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "auth failed");
+			c->own_rx = false;
+		}
+		return 0;
+	case 8: /* close: answered with ours, then lws drops the connection */
+		close_conn(c, LWS_CLOSE_STATUS_NORMAL, "");
+		c->own_rx = false;
+		return 0;
+	case 9: /* ping: a pong with the same payload */
+		memcpy(pong + LWS_PRE, pl, (size_t)f->len);
+		if (lws_write(c->wsi, pong + LWS_PRE, (size_t)f->len, LWS_WRITE_PONG) < 0)
+			return -1;
+		return 0;
+	default: /* 10, pong */
+		c->pong_wait = false;
+		del_timer(c, &c->pong_timer);
+		return 0;
+	}
+}
+
+/* Frames from the start of rb: whole ones are handled, a partial one stays (the
+ * buffer holds any frame up to WSS_MAX_MSG), an oversize frame's payload is
+ * discarded as it comes (its message is dropped, the connection stays, as
+ * wss_rx_fragment does). 0, or -1 for a protocol error or an end. */
+static int own_parse(wss *c)
+{
+	size_t off = 0;
+	int rc = 0;
+
+	while (off < c->rb_len && c->own_rx) {
+		wss_frame f;
+		int h;
+
+		if (c->rb_skip) {
+			size_t k = c->rb_len - off < c->rb_skip ? c->rb_len - off : (size_t)c->rb_skip;
+
+			c->rb_skip -= k;
+			off += k;
+			continue;
+		}
+		if ((h = wss_frame_parse(c->rb + off, c->rb_len - off, &f)) <= 0) {
+			rc = h;
+			break;
+		}
+		if (f.len > WSS_MAX_MSG) { /* a data frame (control ones are <= 125) */
+			if ((f.opcode != 0) == c->rx_open) {
+				rc = -1;
+				break;
+			}
+			c->rx_open = !f.fin;
+			c->rx_over = true;
+			c->rx_len = 0;
+			if (f.fin)
+				c->st.rx_errors++;
+			c->rb_skip = f.len;
+			off += (size_t)h;
+			continue;
+		}
+		if (c->rb_len - off < (size_t)h + f.len)
+			break;
+		if (own_frame(c, &f, c->rb + off + h) < 0) {
+			rc = -1;
+			break;
+		}
+		off += (size_t)h + (size_t)f.len;
+	}
+	if (!c->own_rx || rc < 0) {
+		c->rb_len = 0;
+		return rc;
+	}
+	memmove(c->rb, c->rb + off, c->rb_len - off);
+	c->rb_len -= off;
+	return 0;
+}
+
+/* Readable (or TLS bytes pending): read and parse until nothing more comes now,
+ * WSS_READS reads at most per event (the loop's level-triggered epoll calls again). */
+static int64_t read_timer_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->read_timer = 0;
+	if (c->own_rx && c->wsi) {
+		own_read(c);
+		wss_flush(&c->base);
+	}
+	return 0;
+}
+
+static void own_read(wss *c)
+{
+	bool was = c->in_service;
+	int i;
+
+	c->in_service = true;
+	for (i = 0; i < WSS_READS && c->own_rx && c->wsi; i++) {
+		ssize_t n = own_recv(c, c->rb + c->rb_len, WSS_RB - c->rb_len);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			own_kill(c, "closed or read error");
+			break;
+		}
+		c->rb_len += (size_t)n;
+		if (own_parse(c) < 0) {
+			c->st.rx_errors++;
+			close_conn(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "protocol error");
+			c->own_rx = false;
+			break;
+		}
+	}
+	c->in_service = was;
+	/* Decrypted bytes in SSL raise no fd event; the read cap left some: again
+	 * after this loop round. */
+	if (c->own_rx && c->wsi && (i == WSS_READS || pilot_lws_tls_pending(c->wsi)) && !c->read_timer)
+		c->read_timer = pilot_loop_add_timer(c->loop, 0, read_timer_cb, c);
+}
+
+/* At CLIENT_ESTABLISHED: reads become ours unless lws already holds bytes of the
+ * stream (that came with the 101 answer, e.g. the challenge: a plain ws:// bridge
+ * or a proxy sends both at once). Then lws parses on, and the reads become ours
+ * after the service that delivered the challenge (own_retry), when lws holds
+ * nothing: a server sends nothing after its challenge before the reply, so lws's
+ * parser stands between frames. If it still holds bytes, lws keeps reading this
+ * connection, as it always did. lws stops reading (rx flow control); writes
+ * stay lws_write. */
+static void own_start(wss *c, struct lws *wsi)
+{
+	if (lws_service_adjust_timeout(c->lw.ctx, 1, 0) == 0) {
+		c->own_later = true;
+		return;
+	}
+	c->own_later = false;
+	c->own_rx = true;
+	c->ws.own_reader_conns++;
+	c->rx_open = false;
+	c->rb_len = 0;
+	c->rb_skip = 0;
+	c->rx_len = 0;
+	lws_rx_flow_control(wsi, 0);
+}
+
+/* After a service by lws (see own_start). */
+static void own_retry(wss *c)
+{
+	if (c->own_later && c->state == C_AUTH && c->challenged && c->wsi && !c->own_rx)
+		own_start(c, c->wsi);
+	if (c->own_later && c->challenged)
+		c->own_later = false; /* once: lws keeps this connection */
 }
 
 /* n mask keys' bytes: a ChaCha20 keystream under the transport's random key, so
@@ -740,6 +1010,7 @@ static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		c->state = C_AUTH;
+		own_start(c, wsi);
 		return 0;
 	case LWS_CALLBACK_CLIENT_RECEIVE:
 		return on_receive(c, wsi, in, len);
@@ -879,6 +1150,7 @@ static void wss_close(transport *t)
 	del_timer(c, &c->ping_timer);
 	del_timer(c, &c->pong_timer);
 	del_timer(c, &c->flush_timer);
+	del_timer(c, &c->read_timer);
 	q_clear(c);
 	while (c->nspare)
 		free(c->spare[--c->nspare]);
@@ -886,6 +1158,7 @@ static void wss_close(transport *t)
 	sodium_memzero(c->mkey, sizeof(c->mkey));
 	free(c->rx);
 	free(c->batch);
+	free(c->rb);
 	free(c);
 }
 
@@ -897,6 +1170,7 @@ static const struct transport_ops wss_ops = {
 void wss_transport_get_stats(transport *t, wss_stats *st)
 {
 	*st = ((wss *)t)->ws;
+	st->own_reader = ((wss *)t)->own_rx;
 }
 
 void wss_transport_set_identity(transport *t, const pilot_identity *id)
@@ -1057,7 +1331,8 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 
 	if (c)
 		c->fd = -1;
-	if (!c || !(c->rx = malloc(WSS_RXSLOT)) || !(c->batch = malloc(LWS_PRE + WSS_BATCH))) {
+	if (!c || !(c->rx = malloc(WSS_RXSLOT)) || !(c->batch = malloc(LWS_PRE + WSS_BATCH)) ||
+	    !(c->rb = malloc(WSS_RB))) {
 		snprintf(err, errlen, "compat: out of memory");
 		goto fail;
 	}

@@ -116,14 +116,22 @@ static void pump(fx *f, int ms)
 	} while (0)
 
 static long g_max_queued;  /* bridge_start: rdv_wss_config.max_queued */
+static int64_t g_idle_ms;  /* bridge_start: rdv_wss_config.idle_ms (0 = default) */
 static int g_raw_rcvbuf;   /* raw_open: SO_RCVBUF before connect (0 = default) */
 
 static void bridge_start(fx *f, int port, const char *cert, const char *key, long max_peers)
 {
 	char addr[64], err[256] = "";
-	rdv_wss_config wc = { .addr = addr, .reg = f->reg, .bcn = f->b, .tls_cert = cert,
-			      .tls_key = key, .max_peers = max_peers, .rate_burst = -1,
-			      .auth_ms = 600, .max_queued = g_max_queued };
+	rdv_wss_config wc = { .addr = addr,
+			      .reg = f->reg,
+			      .bcn = f->b,
+			      .tls_cert = cert,
+			      .tls_key = key,
+			      .max_peers = max_peers,
+			      .rate_burst = -1,
+			      .auth_ms = 600,
+			      .max_queued = g_max_queued,
+			      .idle_ms = g_idle_ms };
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	f->w = rdv_wss_new(f->loop, &wc, err, sizeof(err));
@@ -832,6 +840,12 @@ static void test_wss_relay_burst(void **state)
 	assert_int_equal(f->rb.n, before + 200);
 	assert_int_equal(f->rb.crc, crc);
 	assert_int_equal(bstats(f).relay_wss_wss, 200);
+	{ /* the receiver's frames were parsed by wss.c's own reader, not lws */
+		wss_stats ws;
+
+		wss_transport_get_stats(f->tb, &ws);
+		assert_true(ws.own_reader);
+	}
 }
 
 /* Bursts over TLS between the UDP node and a compat node, both ways: the bridge
@@ -915,6 +929,68 @@ static void test_wss_burst_tls_udp(void **state)
 	/* runs of equal-size datagrams to the UDP node left as GSO super-packets (the
 	 * kernel cut them: each arrived above as its own datagram) */
 	assert_true(bstats(f).gso_sends > 0);
+	{ /* over TLS too, the client's own reader (SSL_read) parsed the frames */
+		wss_stats ws;
+
+		wss_transport_get_stats(f->ta, &ws);
+		assert_true(ws.own_reader);
+	}
+}
+
+/* The daemon's own frame reader (wss_frame_parse): RFC 6455 §5.2 headers a
+ * server may send, and what it may not. */
+static void test_wss_frame_parse(void **state)
+{
+	wss_frame f;
+
+	(void)state;
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81\x05Hello", 7, &f), 2);
+	assert_int_equal(f.opcode, 1);
+	assert_true(f.fin);
+	assert_int_equal(f.len, 5);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81", 1, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7e\x01", 3, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7e\x01\x00", 4, &f), 4);
+	assert_int_equal(f.len, 256);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x02\x7f\0\0\0\0\0\x01\0", 9, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x02\x7f\0\0\0\0\0\x01\0\0", 10, &f), 10);
+	assert_int_equal(f.len, 65536);
+	assert_false(f.fin);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x00\x03", 2, &f), 2); /* continuation */
+	assert_int_equal(f.opcode, 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x89\x04ping", 6, &f), 2);
+	assert_int_equal(f.opcode, 9);
+	/* refused: masked (a server's frames are not), RSV bits, reserved opcodes, a
+	 * control frame fragmented or over 125 bytes, a length with its top bit */
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81\x85\x37\xfa\x21\x3d", 6, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\xc1\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x83\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x8b\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x09\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x89\x7e\x00\x7e", 4, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7f\x80\0\0\0\0\0\0\0", 10, &f), -1);
+}
+
+/* A quiet compat node is pinged by the bridge (a third of its idle limit); its own
+ * reader answers each ping with a pong, which keeps the connection. */
+static void test_wss_own_reader_pong(void **state)
+{
+	fx *f = *state;
+	wss_stats ws;
+
+	g_idle_ms = 600;
+	bridge_start(f, 0, NULL, NULL, 0);
+	g_idle_ms = 0;
+	connect_both(f, "ws", NULL);
+	wss_transport_get_stats(f->ta, &ws);
+	assert_true(ws.own_reader);
+	pump(f, 1500);
+	assert_true(wstats(f).pings_sent > 0);
+	assert_true(wstats(f).pongs > 0);
+	assert_int_equal(wstats(f).idle_closed, 0);
+	assert_true(wss_transport_connected(f->ta));
+	wss_transport_get_stats(f->ta, &ws);
+	assert_int_equal(ws.disconnects, 0);
 }
 
 int main(void)
@@ -933,6 +1009,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wss_global_queue_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_tls_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_burst_tls_udp, setup, teardown),
+		cmocka_unit_test(test_wss_frame_parse),
+		cmocka_unit_test_setup_teardown(test_wss_own_reader_pong, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
