@@ -993,6 +993,34 @@ static void test_wss_own_reader_pong(void **state)
 	assert_int_equal(ws.disconnects, 0);
 }
 
+/* The bridge closes a compat node's connection (another connection authenticated
+ * as the node replaced it): the own reader takes the close frame, answers it, and
+ * the connection ends at once (lws's reading is off: no wait for a close
+ * acknowledgement it would read). */
+static void test_wss_own_reader_close(void **state)
+{
+	fx *f = *state;
+	wss_stats ws;
+	uint64_t t0;
+	raw r;
+
+	bridge_start(f, 0, NULL, NULL, 0);
+	f->ta = client(f, &f->a, &f->ra, "ws", NULL);
+	PUMP_UNTIL(f, 3000, wss_transport_connected(f->ta));
+	wss_transport_get_stats(f->ta, &ws);
+	assert_true(ws.own_reader);
+	assert_int_equal(raw_auth(f, &r, f->a.node, &f->a.id, 0), 0);
+	t0 = pilot_now_ms();
+	do {
+		pilot_loop_run_once(f->loop, 5);
+		wss_transport_get_stats(f->ta, &ws);
+	} while (ws.disconnects == 0 && pilot_now_ms() < t0 + 4000);
+	assert_int_equal(ws.disconnects, 1);
+	assert_true(pilot_now_ms() - t0 < 1500);
+	assert_int_equal(wstats(f).replaced, 1);
+	close(r.fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1011,6 +1039,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wss_burst_tls_udp, setup, teardown),
 		cmocka_unit_test(test_wss_frame_parse),
 		cmocka_unit_test_setup_teardown(test_wss_own_reader_pong, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wss_own_reader_close, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
