@@ -379,6 +379,7 @@ void node_compat_info(node *n, json_object *o)
 		json_object_object_add(w, "tx_oversize", json_object_new_int64((int64_t)ws.tx_oversize));
 		json_object_object_add(w, "ping_timeouts", json_object_new_int64((int64_t)ws.ping_timeouts));
 		json_object_object_add(w, "backoff_ms", json_object_new_int64(ws.backoff_ms));
+		json_object_object_add(w, "own_reader", json_object_new_boolean(ws.own_reader));
 	} else {
 		json_object_object_add(w, "connected", json_object_new_boolean(false));
 	}

@@ -29,6 +29,8 @@
 
 #include <json-c/json.h>
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 
 #include "daemon/wss.h"
@@ -45,6 +47,10 @@
 #define WSS_SMALL    2048 /* queued messages up to this reuse buffers: no malloc per packet */
 #define WSS_RXBUF    16384 /* lws reads this much at a time */
 #define WSS_BATCH    16000 /* framed messages per raw write: one TLS record (<= 16384) */
+#define WSS_PENDING  16    /* services per event while TLS holds decrypted bytes */
+#define WSS_MASKPOOL 512   /* mask-key bytes drawn at a time (128 frames) */
+#define WSS_RB       (WSS_MAX_MSG + PILOT_WS_HDR_MAX + WSS_RXBUF) /* own reads: a whole frame + a read */
+#define WSS_READS    16 /* own reads per event (then the loop's other fds) */
 
 enum cstate { C_IDLE = 0, C_DIAL, C_AUTH, C_READY };
 
@@ -82,6 +88,27 @@ typedef struct wss {
 	unsigned nspare;
 	uint8_t *batch; /* LWS_PRE + WSS_BATCH: queued messages framed for one write */
 	size_t qbytes;
+	bool wwait;           /* a flush made no progress: wait for POLLOUT (lws's state) */
+	bool in_service;      /* inside service_fd: on_fd flushes after it */
+	uint64_t flush_timer; /* zero-delay flush of what was sent outside a service */
+	uint64_t npop;        /* messages taken off the queue, ever */
+	/* RFC 6455 §5.3 mask keys: a ChaCha20 keystream under a random key (no
+	 * getrandom per write) */
+	uint8_t mkey[crypto_stream_chacha20_KEYBYTES];
+	uint64_t mctr;
+	uint8_t mpool[WSS_MASKPOOL];
+	unsigned mpos;
+	/* Own reads (see own_read): once the WebSocket is up and lws holds no bytes
+	 * of it, frames are read (SSL_read / recv) and parsed here, not by lws 4.1's
+	 * client parser, which takes every byte through a function call. */
+	bool own_rx;
+	bool own_later;  /* lws held bytes at the upgrade: try again after the challenge */
+	bool challenged; /* the challenge was answered (this connection) */
+	bool rx_open;    /* a fragmented message is in progress */
+	uint8_t *rb;     /* WSS_RB: stream bytes read, not yet parsed */
+	size_t rb_len;
+	uint64_t rb_skip;    /* payload bytes of an oversize frame still to discard */
+	uint64_t read_timer; /* zero-delay: own_read again (TLS bytes pending, read cap) */
 	transport_stats st;
 	wss_stats ws;
 } wss;
@@ -212,9 +239,65 @@ static void kick(wss *c)
 	pilot_lws_kick(&c->lw);
 }
 
+static void fd_sync(wss *c);
+static void own_read(wss *c);
+static void own_retry(wss *c);
+
+/* Once the WebSocket is up (auth or ready) an event services just its socket
+ * with the events epoll saw (no poll() over lws's set, no zero-delay timer), and
+ * again while TLS holds decrypted bytes no fd event will announce. Before that
+ * (TCP connect, proxy, TLS and HTTP upgrade) lws is serviced as a whole. */
+static void service_fd(wss *c, int events)
+{
+	bool was = c->in_service;
+
+	c->in_service = true;
+	for (int i = 0; i < WSS_PENDING; i++) {
+		if (pilot_lws_service_fd(c->lw.ctx, c->fd, events) || !c->wsi || c->own_rx ||
+		    !pilot_lws_tls_pending(c->wsi))
+			break;
+		events = PILOT_EV_READ;
+	}
+	c->in_service = was;
+	own_retry(c);
+	fd_sync(c);
+	if (c->wsi && !c->own_rx && pilot_lws_tls_pending(c->wsi))
+		kick(c);
+}
+
+static void wss_flush(transport *t);
+
 static void on_fd(pilot_loop *l, int fd, int events, void *arg)
 {
-	kick(arg);
+	wss *c = arg;
+
+	if (fd == c->fd && c->wsi && c->state >= C_AUTH) {
+		if (c->own_rx && (events & (PILOT_EV_READ | PILOT_EV_ERROR)))
+			own_read(c);
+		if (c->wsi && (!c->own_rx || (events & PILOT_EV_WRITE)))
+			service_fd(c, c->own_rx ? PILOT_EV_WRITE : events);
+		wss_flush(&c->base); /* what the received messages' handling sent */
+	} else {
+		kick(c);
+	}
+}
+
+static int64_t flush_timer_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->flush_timer = 0;
+	wss_flush(&c->base);
+	return 0;
+}
+
+/* Queued outside a service: written from a zero-delay timer (after this loop
+ * iteration's events) or the owner's flush before the loop sleeps, whichever
+ * comes first; inside one, on_fd flushes after it. */
+static void flush_soon(wss *c)
+{
+	if (!c->in_service && !c->flush_timer)
+		c->flush_timer = pilot_loop_add_timer(c->loop, 0, flush_timer_cb, c);
 }
 
 static bool tcp_connecting(int fd)
@@ -244,8 +327,13 @@ static void fd_sync(wss *c)
 	}
 	if (c->fd < 0)
 		return;
-	if (c->qn || c->close_code || c->ping_due || lws_partial_buffered(c->wsi)
-	    || (c->state == C_DIAL && tcp_connecting(c->fd)))
+	/* The queue itself needs no WRITE interest: wss_flush writes it before the
+	 * loop sleeps; only a write lws could not finish (or a flush that made no
+	 * progress), a ping or a close waits for the socket. */
+	if (!c->qn)
+		c->wwait = false;
+	if ((c->qn && (c->wwait || c->state < C_AUTH)) || c->close_code || c->ping_due ||
+	    lws_partial_buffered(c->wsi) || (c->state == C_DIAL && tcp_connecting(c->fd)))
 		want |= PILOT_EV_WRITE;
 	if (want != c->mask && pilot_loop_mod_fd(c->loop, c->fd, want) == 0)
 		c->mask = want;
@@ -258,6 +346,7 @@ static void service(wss *c)
 
 static void after_service(void *arg)
 {
+	own_retry(arg);
 	fd_sync(arg);
 }
 
@@ -304,6 +393,7 @@ static void q_pop(wss *c)
 	m->buf = NULL;
 	c->qh = (c->qh + 1) % WSS_QN;
 	c->qn--;
+	c->npop++;
 }
 
 static void q_clear(wss *c)
@@ -316,6 +406,8 @@ static void want_write(wss *c)
 {
 	if (c->wsi)
 		lws_callback_on_writable(c->wsi);
+	if (c->qn)
+		flush_soon(c);
 	fd_sync(c);
 }
 
@@ -370,6 +462,9 @@ static void lost(wss *c, const char *why)
 	c->ping_due = c->pong_wait = false;
 	c->close_code = 0;
 	c->rx_len = 0;
+	c->own_rx = c->rx_open = c->own_later = c->challenged = false;
+	c->rb_len = 0;
+	c->rb_skip = 0;
 	q_clear(c);
 	del_timer(c, &c->dial_timer);
 	del_timer(c, &c->ping_timer);
@@ -500,6 +595,7 @@ static int on_message(wss *c, struct lws *wsi, uint8_t *msg, size_t len, bool bi
 		if ((n = wss_auth_reply(reply, sizeof(reply), &c->id, c->node, ts, nonce)) < 0
 		    || q_push(c, NULL, 0, (const uint8_t *)reply, (size_t)n, true) < 0)
 			return auth_fail(c, wsi, "cannot build the reply");
+		c->challenged = true;
 		want_write(c);
 		return 0;
 	}
@@ -554,6 +650,274 @@ static int on_receive(wss *c, struct lws *wsi, const uint8_t *in, size_t len)
 	return on_message(c, wsi, buf, mlen, c->rx_bin);
 }
 
+int wss_frame_parse(const uint8_t *p, size_t n, wss_frame *f)
+{
+	uint64_t len;
+	int h = 2;
+
+	if (n < 2)
+		return 0;
+	f->fin = p[0] & 0x80;
+	f->opcode = p[0] & 0x0f;
+	if ((p[0] & 0x70) || (p[1] & 0x80) || (f->opcode > 2 && f->opcode < 8) || f->opcode > 10)
+		return -1;
+	len = p[1] & 0x7f;
+	if ((f->opcode & 8) && (!f->fin || len > 125))
+		return -1;
+	if (len == 126) {
+		if (n < 4)
+			return 0;
+		len = (uint64_t)p[2] << 8 | p[3];
+		h = 4;
+	} else if (len == 127) {
+		if (n < 10)
+			return 0;
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | p[2 + i];
+		if (len >> 63)
+			return -1;
+		h = 10;
+	}
+	f->len = len;
+	return h;
+}
+
+/* Up to len stream bytes into buf: > 0, 0 = nothing now, -1 = closed or failed. */
+static ssize_t own_recv(wss *c, uint8_t *buf, size_t len)
+{
+	SSL *ssl = lws_get_ssl(c->wsi);
+	ssize_t n;
+
+	if (ssl) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+		if (r > 0)
+			return r;
+		r = SSL_get_error(ssl, r);
+		return r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE ? 0 : -1;
+	}
+	n = recv(c->fd, buf, len, 0);
+	if (n > 0)
+		return n;
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+}
+
+/* The connection is unusable: lws drops it now (its callbacks run lost()). */
+static void own_kill(wss *c, const char *why)
+{
+	log_info("compat: beacon connection ended host=%s reason=\"%s\"", c->host, why);
+	c->own_rx = false; /* nothing more is read */
+	c->rb_len = 0;
+	if (c->wsi)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	kick(c);
+}
+
+/* One whole frame (payload at pl). 0, or -1 when the connection is to end. */
+static int own_frame(wss *c, const wss_frame *f, const uint8_t *pl)
+{
+	uint8_t pong[LWS_PRE + 125];
+	size_t mlen = 0;
+	bool first = f->opcode != 0;
+	int r;
+
+	switch (f->opcode) {
+	case 0:
+	case 1:
+	case 2:
+		/* RFC 6455 §5.4: a continuation only inside a message, a new one only
+		 * after the last ended */
+		if (first == c->rx_open)
+			return -1;
+		c->rx_open = !f->fin;
+		if (first)
+			c->rx_bin = f->opcode == 2;
+		r = wss_rx_fragment(c->rx + TRANSPORT_HEADROOM, &c->rx_len, &c->rx_over, first, f->fin, pl,
+				    (size_t)f->len, &mlen);
+		if (r < 0)
+			c->st.rx_errors++;
+		if (r <= 0)
+			return 0;
+		if (on_message(c, c->wsi, c->rx + TRANSPORT_HEADROOM, mlen, c->rx_bin) < 0) {
+			close_conn(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "auth failed");
+			c->own_rx = false;
+		}
+		return 0;
+	case 8: /* close: answered with ours, then lws drops the connection */
+		close_conn(c, LWS_CLOSE_STATUS_NORMAL, "");
+		c->own_rx = false;
+		return 0;
+	case 9: /* ping: a pong with the same payload */
+		memcpy(pong + LWS_PRE, pl, (size_t)f->len);
+		if (lws_write(c->wsi, pong + LWS_PRE, (size_t)f->len, LWS_WRITE_PONG) < 0)
+			return -1;
+		return 0;
+	default: /* 10, pong */
+		c->pong_wait = false;
+		del_timer(c, &c->pong_timer);
+		return 0;
+	}
+}
+
+/* Frames from the start of rb: whole ones are handled, a partial one stays (the
+ * buffer holds any frame up to WSS_MAX_MSG), an oversize frame's payload is
+ * discarded as it comes (its message is dropped, the connection stays, as
+ * wss_rx_fragment does). 0, or -1 for a protocol error or an end. */
+static int own_parse(wss *c)
+{
+	size_t off = 0;
+	int rc = 0;
+
+	while (off < c->rb_len && c->own_rx) {
+		wss_frame f;
+		int h;
+
+		if (c->rb_skip) {
+			size_t k = c->rb_len - off < c->rb_skip ? c->rb_len - off : (size_t)c->rb_skip;
+
+			c->rb_skip -= k;
+			off += k;
+			continue;
+		}
+		if ((h = wss_frame_parse(c->rb + off, c->rb_len - off, &f)) <= 0) {
+			rc = h;
+			break;
+		}
+		if (f.len > WSS_MAX_MSG) { /* a data frame (control ones are <= 125) */
+			if ((f.opcode != 0) == c->rx_open) {
+				rc = -1;
+				break;
+			}
+			c->rx_open = !f.fin;
+			c->rx_over = true;
+			c->rx_len = 0;
+			if (f.fin)
+				c->st.rx_errors++;
+			c->rb_skip = f.len;
+			off += (size_t)h;
+			continue;
+		}
+		if (c->rb_len - off < (size_t)h + f.len)
+			break;
+		if (own_frame(c, &f, c->rb + off + h) < 0) {
+			rc = -1;
+			break;
+		}
+		off += (size_t)h + (size_t)f.len;
+	}
+	if (!c->own_rx || rc < 0) {
+		c->rb_len = 0;
+		return rc;
+	}
+	memmove(c->rb, c->rb + off, c->rb_len - off);
+	c->rb_len -= off;
+	return 0;
+}
+
+/* Readable (or TLS bytes pending): read and parse until nothing more comes now,
+ * WSS_READS reads at most per event (the loop's level-triggered epoll calls again). */
+static int64_t read_timer_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	wss *c = arg;
+
+	c->read_timer = 0;
+	if (c->own_rx && c->wsi) {
+		own_read(c);
+		wss_flush(&c->base);
+	}
+	return 0;
+}
+
+static void own_read(wss *c)
+{
+	bool was = c->in_service;
+	int i;
+
+	c->in_service = true;
+	for (i = 0; i < WSS_READS && c->own_rx && c->wsi; i++) {
+		ssize_t n = own_recv(c, c->rb + c->rb_len, WSS_RB - c->rb_len);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			own_kill(c, "closed or read error");
+			break;
+		}
+		c->rb_len += (size_t)n;
+		if (own_parse(c) < 0) {
+			c->st.rx_errors++;
+			close_conn(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "protocol error");
+			c->own_rx = false;
+			break;
+		}
+	}
+	c->in_service = was;
+	/* Decrypted bytes in SSL raise no fd event; the read cap left some: again
+	 * after this loop round. */
+	if (c->own_rx && c->wsi && (i == WSS_READS || pilot_lws_tls_pending(c->wsi)) && !c->read_timer)
+		c->read_timer = pilot_loop_add_timer(c->loop, 0, read_timer_cb, c);
+}
+
+/* At CLIENT_ESTABLISHED: reads become ours unless lws already holds bytes of the
+ * stream (that came with the 101 answer, e.g. the challenge: a plain ws:// bridge
+ * or a proxy sends both at once). Then lws parses on, and the reads become ours
+ * after the service that delivered the challenge (own_retry), when lws holds
+ * nothing: a server sends nothing after its challenge before the reply, so lws's
+ * parser stands between frames. If it still holds bytes, lws keeps reading this
+ * connection, as it always did. lws stops reading (rx flow control); writes
+ * stay lws_write. */
+static void own_start(wss *c, struct lws *wsi)
+{
+	if (lws_service_adjust_timeout(c->lw.ctx, 1, 0) == 0) {
+		c->own_later = true;
+		return;
+	}
+	c->own_later = false;
+	c->own_rx = true;
+	c->ws.own_reader_conns++;
+	c->rx_open = false;
+	c->rb_len = 0;
+	c->rb_skip = 0;
+	c->rx_len = 0;
+	lws_rx_flow_control(wsi, 0);
+}
+
+/* After a service by lws (see own_start). */
+static void own_retry(wss *c)
+{
+	if (c->own_later && c->state == C_AUTH && c->challenged && c->wsi && !c->own_rx)
+		own_start(c, c->wsi);
+	if (c->own_later && c->challenged)
+		c->own_later = false; /* once: lws keeps this connection */
+}
+
+/* n mask keys' bytes: a ChaCha20 keystream under the transport's random key, so
+ * unpredictable (RFC 6455 §5.3) without a getrandom per batch. */
+static void mask_keys(wss *c, uint8_t *out, size_t n)
+{
+	while (n) {
+		size_t k;
+
+		if (c->mpos == sizeof(c->mpool)) {
+			uint8_t nonce[crypto_stream_chacha20_NONCEBYTES] = { 0 };
+
+			for (unsigned i = 0; i < 8; i++)
+				nonce[i] = (uint8_t)(c->mctr >> (8 * i));
+			c->mctr++;
+			crypto_stream_chacha20(c->mpool, sizeof(c->mpool), nonce, c->mkey);
+			c->mpos = 0;
+		}
+		k = sizeof(c->mpool) - c->mpos < n ? sizeof(c->mpool) - c->mpos : n;
+		memcpy(out, c->mpool + c->mpos, k);
+		c->mpos += (unsigned)k;
+		out += k;
+		n -= k;
+	}
+}
+
 /* How many queued messages, from the head, fit one batch (0: the head alone does not). */
 static unsigned batch_count(const wss *c)
 {
@@ -586,6 +950,7 @@ static int on_writeable(wss *c, struct lws *wsi)
 {
 	static uint8_t ping[LWS_PRE + 4];
 
+	c->wwait = false;
 	if (c->close_code) {
 		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
 				 (unsigned char *)c->close_reason, strlen(c->close_reason));
@@ -600,7 +965,9 @@ static int on_writeable(wss *c, struct lws *wsi)
 			c->pong_timer = pilot_loop_add_timer(c->loop, c->pong_ms, pong_timeout_cb, c);
 		}
 	}
-	while (c->qn && !lws_send_pipe_choked(wsi)) {
+	/* Until lws had to buffer part of a write (the socket is full); not
+	 * lws_send_pipe_choked, which is a poll() per call. */
+	while (c->qn && !lws_partial_buffered(wsi)) {
 		unsigned k = batch_count(c);
 		uint8_t key[4 * WSS_QN], *out = c->batch + LWS_PRE;
 		size_t off = 0;
@@ -615,7 +982,7 @@ static int on_writeable(wss *c, struct lws *wsi)
 			sent(c, m);
 			continue;
 		}
-		randombytes_buf(key, 4 * (size_t)k); /* RFC 6455 §5.3: a fresh key per frame */
+		mask_keys(c, key, 4 * (size_t)k); /* RFC 6455 §5.3: a fresh key per frame */
 		for (unsigned i = 0; i < k; i++) {
 			m = &c->q[(c->qh + i) % WSS_QN];
 			off += pilot_ws_frame(out + off, m->buf + LWS_PRE, m->len, m->text, key + 4 * i);
@@ -643,6 +1010,7 @@ static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		c->state = C_AUTH;
+		own_start(c, wsi);
 		return 0;
 	case LWS_CALLBACK_CLIENT_RECEIVE:
 		return on_receive(c, wsi, in, len);
@@ -713,16 +1081,37 @@ static size_t wss_send(transport *t, const transport_dgram *dg, size_t n)
 		queued++;
 	}
 	if (queued)
-		want_write(c);
+		flush_soon(c);
 	return queued;
 }
 
-/* Nothing to do: wss_send asked for WRITE on the socket, whose event services
- * lws in this loop iteration. (A kick here, called before every sleep of the
- * loop, would keep the loop from ever sleeping.) */
+/* After a service, from the zero-delay timer or the owner's flush (before the
+ * loop sleeps): the queue goes out now, framed into as few TLS records as it takes, by servicing the
+ * socket as if it were writable (lws runs the WRITEABLE callback). No WRITE
+ * interest toggled per batch, no poll(): only a write lws could not finish
+ * waits for POLLOUT. A pass that moved nothing (lws busy with a pong or a
+ * close) also waits for POLLOUT rather than being retried here every loop. */
 static void wss_flush(transport *t)
 {
-	(void)t;
+	wss *c = (wss *)t;
+
+	/* a few passes: a pass may deliver received messages lws had buffered,
+	 * whose answers queue more */
+	for (int i = 0; i < 4; i++) {
+		uint64_t before = c->npop;
+
+		if (!c->qn || !c->wsi || c->fd < 0 || c->state < C_AUTH || c->wwait ||
+		    lws_partial_buffered(c->wsi))
+			return;
+		service_fd(c, PILOT_EV_WRITE);
+		if (c->wsi && c->npop == before && !lws_partial_buffered(c->wsi)) {
+			c->wwait = true;
+			fd_sync(c);
+			return;
+		}
+	}
+	if (c->qn && c->wsi && !c->wwait && !lws_partial_buffered(c->wsi))
+		kick(c); /* more than a few passes' worth: do not sleep on it */
 }
 
 static int wss_local_ep(transport *t, transport_ep *ep)
@@ -760,12 +1149,16 @@ static void wss_close(transport *t)
 	del_timer(c, &c->dial_timer);
 	del_timer(c, &c->ping_timer);
 	del_timer(c, &c->pong_timer);
+	del_timer(c, &c->flush_timer);
+	del_timer(c, &c->read_timer);
 	q_clear(c);
 	while (c->nspare)
 		free(c->spare[--c->nspare]);
 	pilot_identity_wipe(&c->id);
+	sodium_memzero(c->mkey, sizeof(c->mkey));
 	free(c->rx);
 	free(c->batch);
+	free(c->rb);
 	free(c);
 }
 
@@ -777,6 +1170,7 @@ static const struct transport_ops wss_ops = {
 void wss_transport_get_stats(transport *t, wss_stats *st)
 {
 	*st = ((wss *)t)->ws;
+	st->own_reader = ((wss *)t)->own_rx;
 }
 
 void wss_transport_set_identity(transport *t, const pilot_identity *id)
@@ -937,11 +1331,14 @@ transport *wss_transport_new(pilot_loop *loop, const wss_config *cfg, transport_
 
 	if (c)
 		c->fd = -1;
-	if (!c || !(c->rx = malloc(WSS_RXSLOT)) || !(c->batch = malloc(LWS_PRE + WSS_BATCH))) {
+	if (!c || !(c->rx = malloc(WSS_RXSLOT)) || !(c->batch = malloc(LWS_PRE + WSS_BATCH)) ||
+	    !(c->rb = malloc(WSS_RB))) {
 		snprintf(err, errlen, "compat: out of memory");
 		goto fail;
 	}
 	c->loop = loop;
+	randombytes_buf(c->mkey, sizeof(c->mkey));
+	c->mpos = sizeof(c->mpool); /* drawn at the first write */
 	c->lw = (pilot_lws){ .loop = loop, .after = after_service, .arg = c };
 	c->base = (transport){ .ops = &wss_ops, .on_recv = cb, .ctx = ctx };
 	if (split_urls(c, url, &any_tls) < 0) {

@@ -58,6 +58,8 @@ typedef struct wss_stats {
 	bool connected;          /* authenticated now */
 	int64_t backoff_ms;      /* the next re-dial delay */
 	uint64_t url_failovers;  /* moves to the next of several URLs */
+	bool own_reader;         /* this connection's frames are read and parsed by us, not lws */
+	uint64_t own_reader_conns; /* connections that were (the rest: lws held bytes at the upgrade) */
 } wss_stats;
 
 /* t must come from wss_transport_new. */
@@ -92,5 +94,17 @@ int wss_auth_reply(char *out, size_t cap, const struct pilot_identity *id, uint3
  * message over WSS_MAX_MSG (dropped whole, counted; the connection stays). */
 int wss_rx_fragment(uint8_t *buf, size_t *rx_len, bool *over, bool first, bool fin,
 		    const uint8_t *in, size_t len, size_t *mlen);
+
+/* ---- frames from the server (pure; also the fuzz target) ---- */
+typedef struct wss_frame {
+	uint8_t opcode; /* 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong */
+	bool fin;
+	uint64_t len; /* payload bytes after the header */
+} wss_frame;
+/* The header of one server frame at p (n bytes there, RFC 6455 §5.2): its length
+ * (2, 4 or 10) with *f filled, 0 when more bytes are needed, -1 for what a server
+ * may not send: RSV bits (no extension is negotiated), a mask, a reserved opcode, a
+ * control frame fragmented or over 125 bytes, a 64-bit length with its top bit. */
+int wss_frame_parse(const uint8_t *p, size_t n, wss_frame *f);
 
 #endif

@@ -14,6 +14,7 @@
 #include "lib/loop.h"
 
 struct lws_context;
+struct lws;
 
 typedef struct pilot_lws {
 	pilot_loop *loop;
@@ -29,6 +30,18 @@ void pilot_lws_service(pilot_lws *s);
 void pilot_lws_kick(pilot_lws *s);
 /* Drop a pending service (before the context goes). */
 void pilot_lws_stop(pilot_lws *s);
+/* The fast path for an established connection: service just the socket fd that
+ * the pilot_loop reported events (PILOT_EV_*) for, with those events, through
+ * lws_service_fd — no poll() over lws's whole set. Events lws did not ask for are
+ * fine: a POLLOUT it did not request still runs the WRITEABLE callback (how a
+ * queue is flushed without first asking for POLLOUT and waiting for it), after
+ * any partial write lws buffered. 0, or non-zero when the connection closed
+ * meanwhile (its wsi is gone). */
+int pilot_lws_service_fd(struct lws_context *ctx, int fd, int events);
+/* TLS bytes already decrypted and buffered in wsi's SSL (lws reads at most its
+ * rx buffer per service): no fd event will announce them, service again. */
+bool pilot_lws_tls_pending(struct lws *wsi);
+
 /* lws's own log (errors and warnings only) through lib/log: "lws: ..." at
  * warning level for errors, debug otherwise. */
 void pilot_lws_log_to_pilot(void);

@@ -4,6 +4,14 @@
  * place (a Relay's 9-byte header is rewritten into the 5-byte RelayDeliver header
  * that ends where the frame starts, so the frame never moves) and replies are
  * queued into a fixed sendmmsg batch that is flushed once per receive batch.
+ * UDP GSO on send: consecutive queued datagrams to one destination, all of one
+ * size but the last (which may be shorter), go out as one sendmmsg entry (their
+ * iovecs) with a UDP_SEGMENT cmsg: one route lookup and one skb through the stack
+ * for up to BCN_GSO_SEGS datagrams; on the wire the same datagrams. Segments are
+ * kept to BCN_GSO_SEG_MAX (an Ethernet path carries them unfragmented: the kernel
+ * refuses a GSO segment over the path MTU). A kernel or device that cannot
+ * (EIO, ENOPROTOOPT, EOPNOTSUPP, or EINVAL BCN_GSO_EINVAL_MAX times) turns GSO
+ * off; a group refused otherwise goes again one datagram per entry.
  * Nothing is allocated per packet; the node table only reallocates when it grows,
  * shrinks or sheds expired entries.
  *
@@ -16,6 +24,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +62,13 @@
 #define BCN_LEARN_SETS     16384             /* learned holders: sets x BCN_FLOW_WAYS entries */
 #define BCN_SYNC_IDS       256               /* node IDs per Sync datagram (1 KiB + header) */
 #define BCN_TAG_LEN        16                /* keyed BLAKE2b tag on beacon-to-beacon messages */
+#define BCN_GSO_SEGS       64                /* UDP_MAX_SEGMENTS of older kernels */
+#define BCN_GSO_BYTES      65000u            /* under the 65507-byte UDP payload limit */
+#define BCN_GSO_SEG_MAX    1452              /* 1500 - IPv6 40 - UDP 8: unfragmented on Ethernet */
+#define BCN_GSO_EINVAL_MAX 16
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 
 /* An endpoint, always as IPv6 (IPv4 as ::ffff:a.b.c.d); port in host order. */
 typedef struct bcn_ep {
@@ -113,6 +129,15 @@ struct beacon {
 	struct sockaddr_storage sdst[BCN_SENDQ];
 	uint8_t sreply[BCN_SENDQ][BCN_REPLY_MAX];
 	unsigned nsend;
+	/* GSO groups of the send queue: entries [i, i + gn) share one sendmmsg entry */
+	struct mmsghdr gmsg[BCN_SENDQ];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} gctl[BCN_SENDQ];
+	uint16_t gn[BCN_SENDQ];
+	bool gso_off;
+	unsigned gso_einval;
 
 	uint32_t notify_q[BCN_NOTIFY_Q]; /* nodes whose Notify waits for its gap */
 	unsigned nnotify;
@@ -362,27 +387,124 @@ static int ip_parse(const char *s, uint8_t ip[16])
 
 /* ---- send queue ------------------------------------------------------------------ */
 
-void beacon_flush(beacon *b)
+/* One datagram per entry for [*off, end); false = the socket is full (the rest
+ * of the batch, to nsend, is then dropped and counted by the caller). */
+static bool flush_plain(beacon *b, unsigned *off, unsigned end)
 {
-	unsigned off = 0;
-
-	while (off < b->nsend) {
-		int n = sendmmsg(b->fd, b->smsg + off, b->nsend - off, 0);
+	while (*off < end) {
+		int n = sendmmsg(b->fd, b->smsg + *off, end - *off, 0);
 
 		if (n > 0) {
-			off += (unsigned)n;
+			*off += (unsigned)n;
 		} else if (n < 0 && errno == EINTR) {
 			continue;
 		} else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
 			/* the first message was refused (unreachable, bad family...): skip it */
 			b->st.send_errors++;
-			off++;
+			(*off)++;
 		} else {
-			/* socket buffer full: UDP drops, like a router would */
-			b->st.send_errors += b->nsend - off;
-			break;
+			return false; /* socket buffer full: UDP drops, like a router would */
 		}
 	}
+	return true;
+}
+
+static bool same_dest(const beacon *b, unsigned i, unsigned j)
+{
+	return b->smsg[i].msg_hdr.msg_namelen == b->smsg[j].msg_hdr.msg_namelen &&
+		!memcmp(&b->sdst[i], &b->sdst[j], b->smsg[i].msg_hdr.msg_namelen);
+}
+
+/* Group the queue from off (see the top of the file); returns the groups. */
+static unsigned gso_build(beacon *b, unsigned off)
+{
+	unsigned g = 0, i = off;
+
+	while (i < b->nsend) {
+		size_t seg = b->siov[i].iov_len, total = seg;
+		unsigned j = i + 1;
+
+		while (seg <= BCN_GSO_SEG_MAX && j < b->nsend && j - i < BCN_GSO_SEGS &&
+		       b->siov[j].iov_len <= seg && b->siov[j].iov_len &&
+		       total + b->siov[j].iov_len <= BCN_GSO_BYTES && same_dest(b, i, j)) {
+			total += b->siov[j].iov_len;
+			if (b->siov[j++].iov_len < seg)
+				break; /* a shorter datagram ends a group */
+		}
+		b->gmsg[g] = (struct mmsghdr){ .msg_hdr = { .msg_name = b->smsg[i].msg_hdr.msg_name,
+							    .msg_namelen = b->smsg[i].msg_hdr.msg_namelen,
+							    .msg_iov = &b->siov[i],
+							    .msg_iovlen = j - i } };
+		if (j - i > 1) {
+			struct msghdr *m = &b->gmsg[g].msg_hdr;
+			struct cmsghdr *cm;
+			uint16_t sz = (uint16_t)seg;
+
+			m->msg_control = b->gctl[g].buf;
+			m->msg_controllen = sizeof(b->gctl[g].buf);
+			cm = CMSG_FIRSTHDR(m);
+			cm->cmsg_level = SOL_UDP;
+			cm->cmsg_type = UDP_SEGMENT;
+			cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+			memcpy(CMSG_DATA(cm), &sz, sizeof(sz));
+		}
+		b->gn[g++] = (uint16_t)(j - i);
+		i = j;
+	}
+	return g;
+}
+
+/* Errors that mean this kernel, socket or device cannot send UDP GSO (as in the
+ * daemon's udp.c); EINVAL also comes for a segment over the path MTU, so it only
+ * turns GSO off when it keeps coming. */
+static bool gso_unsupported(beacon *b, int err)
+{
+	if (err == EINVAL)
+		return ++b->gso_einval >= BCN_GSO_EINVAL_MAX;
+	return err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
+void beacon_flush(beacon *b)
+{
+	unsigned off = 0;
+
+	while (!b->gso_off && off < b->nsend) {
+		unsigned g = gso_build(b, off), k = 0;
+		int n = sendmmsg(b->fd, b->gmsg, g, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+			goto full;
+		if (n < 0 && b->gn[0] > 1) {
+			if (gso_unsupported(b, errno)) {
+				log_info("beacon: UDP GSO refused (%s): one datagram per send from now on",
+					 strerror(errno));
+				b->gso_off = true;
+				break;
+			}
+			/* refused for its destination: one by one, each its own verdict */
+			if (!flush_plain(b, &off, off + b->gn[0]))
+				goto full;
+			continue;
+		}
+		if (n < 0) { /* the first datagram was refused (unreachable, bad family...): skip it */
+			b->st.send_errors++;
+			off++;
+			continue;
+		}
+		for (int i = 0; i < n; i++)
+			k += b->gn[i];
+		for (int i = 0; i < n; i++)
+			b->st.gso_sends += b->gn[i] > 1;
+		off += k;
+	}
+	if (flush_plain(b, &off, b->nsend)) {
+		b->nsend = 0;
+		return;
+	}
+full:
+	b->st.send_errors += b->nsend - off;
 	b->nsend = 0;
 }
 
@@ -1404,7 +1526,7 @@ void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink)
 		b->sink = *sink;
 }
 
-void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
+void beacon_inject_queued(beacon *b, uint32_t node, uint8_t *buf, size_t len)
 {
 	proto_beacon_msg m;
 
@@ -1435,6 +1557,11 @@ void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
 		b->st.ignored++;
 		break;
 	}
+}
+
+void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len)
+{
+	beacon_inject_queued(b, node, buf, len);
 	beacon_flush(b);
 }
 

@@ -47,6 +47,7 @@ typedef struct beacon_stats {
 	uint64_t dropped_malformed;  /* short, bad ip_len, unknown type */
 	uint64_t table_full;         /* new nodes refused at the table cap */
 	uint64_t send_errors;        /* datagrams the kernel refused or a full socket dropped */
+	uint64_t gso_sends;          /* sends of several datagrams as one UDP GSO super-packet */
 	uint64_t nodes;              /* verified endpoints in the table now */
 	/* compat (WSS) bridge, rendezvous/wss.c */
 	uint64_t relay_udp_wss;      /* relayed UDP sender -> WSS peer */
@@ -99,5 +100,11 @@ void beacon_set_wss_sink(beacon *b, const beacon_wss_sink *sink);
  * connection's UDP address is not the node's), a PunchRequest is denied (a WSS
  * node has no endpoint to punch to). */
 void beacon_inject(beacon *b, uint32_t node, uint8_t *buf, size_t len);
+/* The same, but what it causes is only queued (buf, rewritten in place, must stay
+ * valid until then) for the caller's beacon_flush: one sendmmsg for a batch of
+ * injected datagrams instead of one each. */
+void beacon_inject_queued(beacon *b, uint32_t node, uint8_t *buf, size_t len);
+/* Send everything queued (sendmmsg); errors are counted, never reported. */
+void beacon_flush(beacon *b);
 
 #endif

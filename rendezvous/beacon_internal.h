@@ -18,8 +18,6 @@
 /* Handle one datagram as if it had arrived from src. buf may be rewritten in place
  * (a Relay becomes a RelayDeliver) and must stay valid until beacon_flush. */
 void beacon_handle_datagram(beacon *b, uint8_t *buf, size_t len, const struct sockaddr_storage *src);
-/* Send everything queued (sendmmsg); errors are counted, never reported. */
-void beacon_flush(beacon *b);
 /* Tests: pretend ms more have passed on the beacon's monotonic clock. */
 void beacon_advance_clock(beacon *b, int64_t ms);
 /* Send the deferred Notifies that are due now (normally a loop timer). */

@@ -456,6 +456,9 @@ static void beacon_metrics(FILE *f, const beacon *b)
 	counter(f, "pilot_beacon_malformed_total", "Malformed beacon datagrams dropped.",
 		st.dropped_malformed, 0);
 	counter(f, "pilot_beacon_send_errors_total", "Datagrams the kernel refused.", st.send_errors, 0);
+	counter(f, "pilot_beacon_gso_sends_total",
+		"Sends of several datagrams to one destination as one UDP GSO super-packet.", st.gso_sends,
+		0);
 	counter(f, "pilot_beacon_nodes", "Verified endpoints known to the beacon.", st.nodes, 1);
 	counter(f, "pilot_beacon_syncs_sent_total", "Sync messages sent to peer beacons.", st.syncs_sent, 0);
 	counter(f, "pilot_beacon_syncs_received_total", "Sync messages from peer beacons.", st.syncs_received,

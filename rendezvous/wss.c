@@ -55,6 +55,9 @@
 #define WSS_SPARE_N     1024               /* recycled buffers kept (shared by all peers) */
 #define WSS_BATCH       16000              /* framed messages per raw write: one TLS record */
 #define WSS_EXTRA_CONNS 256                /* TCP connections beyond max_peers (HTTP, handshakes) */
+#define WSS_PENDING     16                 /* services per event while TLS holds decrypted bytes */
+#define WSS_INJ         (256u << 10)       /* injected datagrams held for one sendmmsg batch */
+#define WSS_FLUSH_MAX   4096               /* connection writes per flush round */
 
 typedef struct wmsg {
 	uint8_t *buf;      /* LWS_PRE bytes of headroom, then len bytes */
@@ -84,7 +87,11 @@ typedef struct wsess {
 	size_t qbytes;
 	int close_code;
 	const char *close_reason;
+	bool dirty;    /* on the rdv_wss's dirty list: its queue goes out in flush_cb */
+	bool wwait;    /* a flush made no progress: wait for POLLOUT (lws's state) */
+	uint64_t npop; /* messages taken off the queue, ever */
 	struct wsess *prev, *next, *hnext;
+	struct wsess *dprev, *dnext;
 } wsess;
 
 typedef struct rate_ent {
@@ -110,7 +117,12 @@ struct rdv_wss {
 	long nconns, nws;
 	rate_ent rate[WSS_RATE_N];
 	uint8_t rkey[crypto_shorthash_KEYBYTES];
-	uint8_t scratch[RDV_WSS_MAX_MSG];
+	wsess *dirty;                       /* sessions with queued output to write in flush_cb */
+	wsess *cur;                         /* the session being serviced; NULL once it is freed */
+	uint64_t flush_timer;               /* zero-delay: after this loop iteration's events */
+	bool flushing;                      /* inside flush_cb */
+	size_t inj_len;                     /* bytes of inj queued in the beacon's send batch */
+	uint8_t inj[WSS_INJ];               /* datagrams injected into the beacon, until beacon_flush */
 	uint8_t batch[LWS_PRE + WSS_BATCH]; /* queued messages framed for one write */
 	uint8_t *spare[WSS_SPARE_N]; /* free LWS_PRE + WSS_SMALL buffers: no malloc per packet */
 	unsigned nspare;
@@ -233,9 +245,10 @@ static void service(rdv_wss *w)
 	pilot_lws_service(&w->lw);
 }
 
-static void on_fd(pilot_loop *l, int fd, int events, void *arg)
+/* The WebSocket is up: its own events drive it directly (service_sess). */
+static bool sess_direct(const wsess *s)
 {
-	kick(arg);
+	return s->wsi && !s->adopting && (s->st == S_AUTH || s->st == S_READY);
 }
 
 static void sess_sync(wsess *s)
@@ -244,10 +257,132 @@ static void sess_sync(wsess *s)
 
 	if (s->fd < 0)
 		return;
-	if (s->qn || s->close_code || s->ping_due || (s->wsi && !s->adopting && lws_partial_buffered(s->wsi)))
+	/* An up connection's queue needs no WRITE interest: flush_cb writes it after
+	 * the loop's events; only a write lws could not finish (or a flush that made
+	 * no progress), a ping or a close waits for the socket. */
+	if (!s->qn)
+		s->wwait = false;
+	if ((s->qn && (s->wwait || !sess_direct(s))) || s->close_code || s->ping_due ||
+	    (s->wsi && !s->adopting && lws_partial_buffered(s->wsi)))
 		want |= PILOT_EV_WRITE;
 	if (want != s->mask && pilot_loop_mod_fd(s->w->loop, s->fd, want) == 0)
 		s->mask = want;
+}
+
+static int64_t flush_cb(pilot_loop *l, uint64_t id, void *arg);
+
+static void flush_soon(rdv_wss *w)
+{
+	if (!w->flush_timer && !w->flushing)
+		w->flush_timer = pilot_loop_add_timer(w->loop, 0, flush_cb, w);
+}
+
+static void dirty_add(wsess *s)
+{
+	rdv_wss *w = s->w;
+
+	if (s->dirty)
+		return;
+	s->dirty = true;
+	s->dprev = NULL;
+	s->dnext = w->dirty;
+	if (w->dirty)
+		w->dirty->dprev = s;
+	w->dirty = s;
+	flush_soon(w);
+}
+
+static void dirty_del(wsess *s)
+{
+	if (!s->dirty)
+		return;
+	if (s->dprev)
+		s->dprev->dnext = s->dnext;
+	else
+		s->w->dirty = s->dnext;
+	if (s->dnext)
+		s->dnext->dprev = s->dprev;
+	s->dirty = false;
+	s->dprev = s->dnext = NULL;
+}
+
+/* One event on an up connection: lws services just that socket with the events
+ * epoll saw (no poll() over every connection, no zero-delay timer), and again
+ * while TLS holds decrypted bytes (lws reads 4096 at a time) no fd event will
+ * announce. s may be freed inside (its wsi closed). */
+static bool service_sess(wsess *s, int events)
+{
+	rdv_wss *w = s->w;
+
+	w->cur = s;
+	for (int i = 0; i < WSS_PENDING; i++) {
+		if (pilot_lws_service_fd(w->lw.ctx, s->fd, events) || w->cur != s || !s->wsi ||
+		    !pilot_lws_tls_pending(s->wsi))
+			break;
+		events = PILOT_EV_READ;
+	}
+	if (w->cur != s)
+		return false; /* freed */
+	w->cur = NULL;
+	if (s->wsi && pilot_lws_tls_pending(s->wsi))
+		kick(w);
+	if (s->qn && sess_direct(s) && !s->wwait && !lws_partial_buffered(s->wsi))
+		dirty_add(s);
+	sess_sync(s);
+	return true;
+}
+
+static void on_fd(pilot_loop *l, int fd, int events, void *arg)
+{
+	wsess *s = arg;
+
+	if (sess_direct(s) && fd == s->fd)
+		service_sess(s, events);
+	else
+		kick(s->w);
+}
+
+/* The datagrams injected since the last flush go out in one sendmmsg. */
+static void inject_flush(rdv_wss *w)
+{
+	beacon_flush(w->bcn);
+	w->inj_len = 0;
+}
+
+/* After the loop iteration's events: what the connections sent into the beacon
+ * goes out (one sendmmsg), then every connection with queued output writes it
+ * (as many messages per TLS record as fit) by being serviced as if writable —
+ * the WRITEABLE callback runs without POLLOUT having been asked for. */
+static int64_t flush_cb(pilot_loop *l, uint64_t id, void *arg)
+{
+	rdv_wss *w = arg;
+	unsigned n = 0;
+	wsess *s;
+
+	w->flush_timer = 0;
+	w->flushing = true;
+	inject_flush(w);
+	while ((s = w->dirty) && n++ < WSS_FLUSH_MAX) {
+		uint64_t before = s->npop;
+
+		dirty_del(s);
+		if (!s->qn || !sess_direct(s) || s->wwait || lws_partial_buffered(s->wsi)) {
+			sess_sync(s);
+			continue;
+		}
+		if (!service_sess(s, PILOT_EV_WRITE))
+			continue; /* closed and freed */
+		if (s->wsi && s->npop == before && !lws_partial_buffered(s->wsi)) {
+			s->wwait = true; /* lws busy (a pong, a close): wait for POLLOUT */
+			dirty_del(s);
+			sess_sync(s);
+		}
+	}
+	w->flushing = false;
+	inject_flush(w); /* what reads during the writes injected */
+	if (w->dirty)
+		flush_soon(w);
+	return 0;
 }
 
 /* ---- node map (authenticated connections) ---------------------------------------- */
@@ -337,12 +472,17 @@ static void q_pop(wsess *s)
 	m->buf = NULL;
 	s->qh = (s->qh + 1) % WSS_QN;
 	s->qn--;
+	s->npop++;
 }
 
 static void send_text(wsess *s, const char *txt)
 {
-	if (q_push(s, txt, strlen(txt), true) == 0 && s->wsi)
-		lws_callback_on_writable(s->wsi);
+	if (q_push(s, txt, strlen(txt), true) == 0) {
+		if (sess_direct(s))
+			dirty_add(s);
+		else if (s->wsi)
+			lws_callback_on_writable(s->wsi);
+	}
 	sess_sync(s);
 }
 
@@ -383,6 +523,9 @@ static void sess_free(wsess *s)
 		s->next->prev = s->prev;
 	w->nconns--;
 	w->st.conns = (uint64_t)w->nconns;
+	dirty_del(s);
+	if (w->cur == s)
+		w->cur = NULL; /* service_sess: gone */
 	if (s->fd >= 0)
 		pilot_loop_del_fd(w->loop, s->fd);
 	while (s->qn)
@@ -413,8 +556,7 @@ static void sink_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t le
 			w->st.queue_dropped++;
 		return;
 	}
-	lws_callback_on_writable(s->wsi);
-	sess_sync(s);
+	dirty_add(s); /* written after this loop iteration's events (flush_cb) */
 }
 
 /* ---- lws callbacks ----------------------------------------------------------------------- */
@@ -515,8 +657,14 @@ static int on_message(wsess *s, struct lws *wsi, const uint8_t *msg, size_t len,
 	w->st.frames_in++;
 	w->st.bytes_in += len;
 	s->last_data_ms = now_ms(w);
-	memcpy(w->scratch, msg, len); /* the beacon rewrites a Relay in place */
-	beacon_inject(w->bcn, s->node, w->scratch, len);
+	/* The beacon rewrites a Relay in place and sends it from there: the copy
+	 * stays until flush_cb's beacon_flush, one sendmmsg for the batch. */
+	if (w->inj_len + len > sizeof(w->inj))
+		inject_flush(w);
+	memcpy(w->inj + w->inj_len, msg, len);
+	beacon_inject_queued(w->bcn, s->node, w->inj + w->inj_len, len);
+	w->inj_len += len;
+	flush_soon(w);
 	return 0;
 }
 
@@ -577,6 +725,7 @@ static int on_writeable(wsess *s, struct lws *wsi)
 {
 	rdv_wss *w = s->w;
 
+	s->wwait = false;
 	if (s->close_code)
 		return close_now(wsi, s->close_code, s->close_reason);
 	if (s->ping_due) {
@@ -615,7 +764,8 @@ static int on_writeable(wsess *s, struct lws *wsi)
 			}
 			q_pop(s);
 		}
-		if (lws_send_pipe_choked(wsi))
+		if (lws_partial_buffered(
+			    wsi)) /* the socket is full (not lws_send_pipe_choked: a poll() each) */
 			break;
 	}
 	if (s->qn)
@@ -665,7 +815,9 @@ static int wss_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 }
 
 static const struct lws_protocols wss_protocols[] = {
-	{ .name = RDV_WSS_PROTOCOL, .callback = wss_cb, .rx_buffer_size = 4096 },
+	/* rx 4096 per connection (its memory); writes of a whole batch at once: lws
+	 * cuts a write at tx_packet_size (else rx_buffer_size) and buffers the rest */
+	{ .name = RDV_WSS_PROTOCOL, .callback = wss_cb, .rx_buffer_size = 4096, .tx_packet_size = WSS_BATCH },
 	{ .name = NULL },
 };
 
@@ -710,7 +862,7 @@ static void adopt(rdv_wss *w, int fd)
 	lws_adopt_desc_t ad = { .vh = w->vh, .type = LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP };
 	struct lws *wsi;
 
-	if (!s || pilot_loop_add_fd(w->loop, fd, PILOT_EV_READ, on_fd, w) < 0) {
+	if (!s || pilot_loop_add_fd(w->loop, fd, PILOT_EV_READ, on_fd, s) < 0) {
 		free(s);
 		close(fd);
 		w->st.refused_other++;
@@ -921,8 +1073,10 @@ void rdv_wss_free(rdv_wss *w)
 {
 	if (!w)
 		return;
-	if (w->bcn)
+	if (w->bcn) {
+		inject_flush(w); /* nothing queued may point into w->inj */
 		beacon_set_wss_sink(w->bcn, NULL);
+	}
 	if (w->lfd >= 0) {
 		pilot_loop_del_fd(w->loop, w->lfd);
 		close(w->lfd);
@@ -937,6 +1091,8 @@ void rdv_wss_free(rdv_wss *w)
 	pilot_lws_stop(&w->lw);
 	if (w->tick_timer)
 		pilot_loop_del_timer(w->loop, w->tick_timer);
+	if (w->flush_timer)
+		pilot_loop_del_timer(w->loop, w->flush_timer);
 	free(w);
 }
 

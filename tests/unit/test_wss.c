@@ -116,14 +116,22 @@ static void pump(fx *f, int ms)
 	} while (0)
 
 static long g_max_queued;  /* bridge_start: rdv_wss_config.max_queued */
+static int64_t g_idle_ms;  /* bridge_start: rdv_wss_config.idle_ms (0 = default) */
 static int g_raw_rcvbuf;   /* raw_open: SO_RCVBUF before connect (0 = default) */
 
 static void bridge_start(fx *f, int port, const char *cert, const char *key, long max_peers)
 {
 	char addr[64], err[256] = "";
-	rdv_wss_config wc = { .addr = addr, .reg = f->reg, .bcn = f->b, .tls_cert = cert,
-			      .tls_key = key, .max_peers = max_peers, .rate_burst = -1,
-			      .auth_ms = 600, .max_queued = g_max_queued };
+	rdv_wss_config wc = { .addr = addr,
+			      .reg = f->reg,
+			      .bcn = f->b,
+			      .tls_cert = cert,
+			      .tls_key = key,
+			      .max_peers = max_peers,
+			      .rate_burst = -1,
+			      .auth_ms = 600,
+			      .max_queued = g_max_queued,
+			      .idle_ms = g_idle_ms };
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	f->w = rdv_wss_new(f->loop, &wc, err, sizeof(err));
@@ -789,6 +797,12 @@ static void test_wss_frame_encoding(void **state)
 	assert_memory_equal(out + 10, key, 4);
 	for (size_t i = 0; i < 65536; i++)
 		assert_int_equal(out[14 + i] ^ key[i & 3], big[i]);
+	/* every tail length of the word-at-a-time masking */
+	for (size_t len = 0; len < 40; len++) {
+		assert_int_equal(pilot_ws_frame(out, big + 3, len, false, key), 2 + 4 + len);
+		for (size_t i = 0; i < len; i++)
+			assert_int_equal(out[6 + i] ^ key[i & 3], big[3 + i]);
+	}
 }
 
 /* A burst queued at once goes out several frames per write on both ends (the
@@ -826,6 +840,185 @@ static void test_wss_relay_burst(void **state)
 	assert_int_equal(f->rb.n, before + 200);
 	assert_int_equal(f->rb.crc, crc);
 	assert_int_equal(bstats(f).relay_wss_wss, 200);
+	{ /* the receiver's frames were parsed by wss.c's own reader, not lws */
+		wss_stats ws;
+
+		wss_transport_get_stats(f->tb, &ws);
+		assert_true(ws.own_reader);
+	}
+}
+
+/* Bursts over TLS between the UDP node and a compat node, both ways: the bridge
+ * services an up connection per event (lws_service_fd) and drains the TLS bytes
+ * it decrypted beyond its 4096-byte reads; the datagrams a compat node sent go
+ * to UDP in one sendmmsg per round (UDP GSO for runs of one size); the client
+ * writes its queue without asking for POLLOUT. All arrive, whole and in order. */
+static void test_wss_burst_tls_udp(void **state)
+{
+	enum {
+		N = 120,
+		FLEN = 1000
+	};
+	static uint8_t msg[BEACON_RELAY_HDR + FLEN], frame[FLEN], got[2048];
+	fx *f = *state;
+	char root[128], cert[128], key[128], err[256];
+	uint32_t crc = 0, gcrc = 0;
+	unsigned got_n = 0, ok = 0;
+	int big = 1 << 20;
+
+	assert_int_equal(rdv_ca_init_root(f->dir, err, sizeof(err)), 0);
+	assert_int_equal(rdv_ca_issue(f->dir, "127.0.0.1", err, sizeof(err)), 0);
+	snprintf(root, sizeof(root), "%s/root.crt", f->dir);
+	snprintf(cert, sizeof(cert), "%s/127.0.0.1.crt", f->dir);
+	snprintf(key, sizeof(key), "%s/127.0.0.1.key", f->dir);
+	bridge_start(f, 0, cert, key, 0);
+	connect_both(f, "wss", root);
+	setsockopt(f->ufd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	proto_beacon_discover(f->u.node, NULL, msg, sizeof(msg));
+	sendto(f->ufd, msg, 5, 0, (struct sockaddr *)&f->baddr, sizeof(f->baddr));
+	pump(f, 50);
+	recv(f->ufd, got, sizeof(got), MSG_DONTWAIT); /* DiscoverReply */
+	/* UDP → compat: N datagrams at once */
+	f->ra.crc = 0;
+	for (unsigned i = 0; i < N; i++) {
+		uint8_t hdr[BEACON_RELAY_DELIVER_HDR] = { BEACON_RELAY_DELIVER };
+
+		make_frame(frame, FLEN, (uint8_t)i);
+		proto_beacon_relay_hdr(f->u.node, f->a.node, msg);
+		memcpy(msg + BEACON_RELAY_HDR, frame, FLEN);
+		assert_int_equal(
+			sendto(f->ufd, msg, sizeof(msg), 0, (struct sockaddr *)&f->baddr, sizeof(f->baddr)),
+			(ssize_t)sizeof(msg));
+		proto_put32(hdr + 1, f->u.node);
+		crc = proto_crc32_update(crc, hdr, sizeof(hdr));
+		crc = proto_crc32_update(crc, frame, FLEN);
+	}
+	PUMP_UNTIL(f, 5000, f->ra.n >= N);
+	assert_int_equal(f->ra.n, N);
+	assert_int_equal(f->ra.crc, crc);
+	/* compat → UDP: N datagrams queued at once */
+	crc = 0;
+	for (unsigned i = 0; i < N; i++) {
+		transport_dgram d = { .data = msg, .len = sizeof(msg) };
+		uint8_t hdr[BEACON_RELAY_DELIVER_HDR] = { BEACON_RELAY_DELIVER };
+
+		make_frame(frame, FLEN, (uint8_t)(i + 7));
+		proto_beacon_relay_hdr(f->a.node, f->u.node, msg);
+		memcpy(msg + BEACON_RELAY_HDR, frame, FLEN);
+		wss_beacon_ep(&d.ep);
+		assert_int_equal(transport_send(f->ta, &d, 1), 1);
+		proto_put32(hdr + 1, f->a.node);
+		crc = proto_crc32_update(crc, hdr, sizeof(hdr));
+		crc = proto_crc32_update(crc, frame, FLEN);
+	}
+	for (int i = 0; i < 2000 && got_n < N; i++) {
+		ssize_t n;
+
+		pilot_loop_run_once(f->loop, 5);
+		while (got_n < N && (n = recv(f->ufd, got, sizeof(got), MSG_DONTWAIT)) > 0) {
+			got_n++;
+			ok += n == BEACON_RELAY_DELIVER_HDR + FLEN;
+			gcrc = proto_crc32_update(gcrc, got, (size_t)n);
+		}
+	}
+	assert_int_equal(got_n, N);
+	assert_int_equal(ok, N);
+	assert_int_equal(gcrc, crc);
+	assert_int_equal(bstats(f).relay_udp_wss, N);
+	assert_int_equal(bstats(f).relay_wss_udp, N);
+	/* runs of equal-size datagrams to the UDP node left as GSO super-packets (the
+	 * kernel cut them: each arrived above as its own datagram) */
+	assert_true(bstats(f).gso_sends > 0);
+	{ /* over TLS too, the client's own reader (SSL_read) parsed the frames */
+		wss_stats ws;
+
+		wss_transport_get_stats(f->ta, &ws);
+		assert_true(ws.own_reader);
+	}
+}
+
+/* The daemon's own frame reader (wss_frame_parse): RFC 6455 §5.2 headers a
+ * server may send, and what it may not. */
+static void test_wss_frame_parse(void **state)
+{
+	wss_frame f;
+
+	(void)state;
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81\x05Hello", 7, &f), 2);
+	assert_int_equal(f.opcode, 1);
+	assert_true(f.fin);
+	assert_int_equal(f.len, 5);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81", 1, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7e\x01", 3, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7e\x01\x00", 4, &f), 4);
+	assert_int_equal(f.len, 256);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x02\x7f\0\0\0\0\0\x01\0", 9, &f), 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x02\x7f\0\0\0\0\0\x01\0\0", 10, &f), 10);
+	assert_int_equal(f.len, 65536);
+	assert_false(f.fin);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x00\x03", 2, &f), 2); /* continuation */
+	assert_int_equal(f.opcode, 0);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x89\x04ping", 6, &f), 2);
+	assert_int_equal(f.opcode, 9);
+	/* refused: masked (a server's frames are not), RSV bits, reserved opcodes, a
+	 * control frame fragmented or over 125 bytes, a length with its top bit */
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x81\x85\x37\xfa\x21\x3d", 6, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\xc1\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x83\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x8b\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x09\x00", 2, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x89\x7e\x00\x7e", 4, &f), -1);
+	assert_int_equal(wss_frame_parse((const uint8_t *)"\x82\x7f\x80\0\0\0\0\0\0\0", 10, &f), -1);
+}
+
+/* A quiet compat node is pinged by the bridge (a third of its idle limit); its own
+ * reader answers each ping with a pong, which keeps the connection. */
+static void test_wss_own_reader_pong(void **state)
+{
+	fx *f = *state;
+	wss_stats ws;
+
+	g_idle_ms = 600;
+	bridge_start(f, 0, NULL, NULL, 0);
+	g_idle_ms = 0;
+	connect_both(f, "ws", NULL);
+	wss_transport_get_stats(f->ta, &ws);
+	assert_true(ws.own_reader);
+	pump(f, 1500);
+	assert_true(wstats(f).pings_sent > 0);
+	assert_true(wstats(f).pongs > 0);
+	assert_int_equal(wstats(f).idle_closed, 0);
+	assert_true(wss_transport_connected(f->ta));
+	wss_transport_get_stats(f->ta, &ws);
+	assert_int_equal(ws.disconnects, 0);
+}
+
+/* The bridge closes a compat node's connection (another connection authenticated
+ * as the node replaced it): the own reader takes the close frame, answers it, and
+ * the connection ends at once (lws's reading is off: no wait for a close
+ * acknowledgement it would read). */
+static void test_wss_own_reader_close(void **state)
+{
+	fx *f = *state;
+	wss_stats ws;
+	uint64_t t0;
+	raw r;
+
+	bridge_start(f, 0, NULL, NULL, 0);
+	f->ta = client(f, &f->a, &f->ra, "ws", NULL);
+	PUMP_UNTIL(f, 3000, wss_transport_connected(f->ta));
+	wss_transport_get_stats(f->ta, &ws);
+	assert_true(ws.own_reader);
+	assert_int_equal(raw_auth(f, &r, f->a.node, &f->a.id, 0), 0);
+	t0 = pilot_now_ms();
+	do {
+		pilot_loop_run_once(f->loop, 5);
+		wss_transport_get_stats(f->ta, &ws);
+	} while (ws.disconnects == 0 && pilot_now_ms() < t0 + 4000);
+	assert_int_equal(ws.disconnects, 1);
+	assert_true(pilot_now_ms() - t0 < 1500);
+	assert_int_equal(wstats(f).replaced, 1);
+	close(r.fd);
 }
 
 int main(void)
@@ -843,6 +1036,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wss_peers_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_global_queue_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wss_tls_pinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wss_burst_tls_udp, setup, teardown),
+		cmocka_unit_test(test_wss_frame_parse),
+		cmocka_unit_test_setup_teardown(test_wss_own_reader_pong, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wss_own_reader_close, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
