@@ -906,25 +906,26 @@ static bool unsol_ok(peer_table *pt, uint32_t node)
 	return true;
 }
 
-/* First contact from the other side: a direct PILA whose signature verified,
- * from a node we hold nothing for, waits for the registry's key. Our own PILA
- * goes back now instead of after that answer, so the sender's session (and its
- * first packets) come while the lookup is in flight: one round trip less before
- * the first packet is delivered. Our PILA is what we send to anyone we contact
- * (and to any unknown sender of a PILS, rekey_unknown), under the same limits;
- * nothing from the node is accepted before the answer: its PILS frames wait in
- * r (hold_pils) and are opened only once the exchange is accepted (key_done). */
-static void early_reply(peer_table *pt, peer_req *r, const transport_ep *src)
+/* First contact from the other side: a direct PILA from a node we hold nothing
+ * for. Our own PILA goes back now, before the frame's signature is checked and
+ * before the registry's key for the node arrives (lookup in flight), so the
+ * sender's session (and its first packets) come one round trip earlier. Our
+ * PILA is what we send to anyone we contact (and to any unknown sender of a
+ * PILS, rekey_unknown), under the same limits. Nothing from the node is
+ * accepted before the exchange is verified and the registry's key confirms it:
+ * its PILS frames wait in the lookup request (hold_pils) and are opened only
+ * then (key_done). Returns when it was sent (0: not sent). */
+static uint64_t early_reply(peer_table *pt, uint32_t node, const transport_ep *src)
 {
 	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
 
-	if (!unsol_ok(pt, r->node))
-		return;
+	if (!unsol_ok(pt, node))
+		return 0;
 	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
 	peer_send_frame_direct(pt, src, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
-	r->early_ms = peer_now(pt);
 	pt->st.kx_sent++;
 	pt->st.kx_early++;
+	return peer_now(pt) ? peer_now(pt) : 1;
 }
 
 /* A PILS from a node without a session whose exchange we answered early
@@ -952,6 +953,7 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 	uint32_t node = proto_get32(buf + 4);
 	peer *p;
 	peer_req *r;
+	uint64_t early = 0;
 
 	if (!pt->cfg.encrypt)
 		return;
@@ -981,6 +983,8 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		pt->st.kx_rate_limited++;
 		return;
 	}
+	if (pila && !p && !r && !relay && !pt->cfg.ref_quirks && !forgotten(pt, node) && pt->cfg.lookup_key)
+		early = early_reply(pt, node, src);
 	if (kx_fast(pt, p, buf, flen, src, relay))
 		return;
 	/* Our own first contact already asked for this key (peer_prefetch_key): the
@@ -1000,9 +1004,8 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 	r->frame_len = flen;
 	r->src = *src;
 	r->relay_sender = relay;
+	r->early_ms = early;
 	pt->kx_inflight++;
-	if (pila && !p && !relay && !pt->cfg.ref_quirks && !forgotten(pt, node))
-		early_reply(pt, r, src);
 	pt->cfg.lookup_key(pt->cfg.ctx, node, key_done, r);
 }
 
