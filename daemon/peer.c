@@ -983,7 +983,8 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		pt->st.kx_rate_limited++;
 		return;
 	}
-	if (pila && !p && !r && !relay && !pt->cfg.ref_quirks && !forgotten(pt, node) && pt->cfg.lookup_key)
+	if (pila && !p && !r && !relay && !pt->cfg.ref_quirks && !forgotten(pt, node) && pt->cfg.lookup_key &&
+	    !(pt->has_beacon && transport_ep_eq(src, &pt->beacon)))
 		early = early_reply(pt, node, src);
 	if (kx_fast(pt, p, buf, flen, src, relay))
 		return;
