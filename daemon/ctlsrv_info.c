@@ -233,6 +233,9 @@ static json_object *counters_json(node *n)
 	jw_set_int(o, "tunnel_kx_key_changes", (int64_t)ps.kx_key_changes);
 	jw_set_int(o, "tunnel_kx_lookup_errors", (int64_t)ps.kx_lookup_errors);
 	jw_set_int(o, "tunnel_kx_lookup_failed", (int64_t)ps.kx_lookup_failed);
+	jw_set_int(o, "tunnel_kx_early", (int64_t)ps.kx_early);
+	jw_set_int(o, "tunnel_kx_dup_waiting", (int64_t)ps.kx_dup_waiting);
+	jw_set_int(o, "tunnel_pils_held", (int64_t)ps.pils_held);
 	jw_set_int(o, "refused_anonymous", (int64_t)n->st.refused_anon);
 	jw_set_int(o, "tunnel_rekeys", (int64_t)ps.rekeys);
 	jw_set_int(o, "tunnel_silent_rekeys", (int64_t)ps.silent_rekeys);

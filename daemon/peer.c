@@ -734,10 +734,29 @@ static void key_retry(peer_table *pt, peer_req *r, int err)
 	if (r->frame_len) {
 		pt->st.kx_lookup_failed++;
 		pt->st.kx_rejected++;
+		pt->st.drop_no_session += r->nheld;
 		log_info("tunnel: key exchange from node=%u dropped: the registry did not answer its "
 			 "key lookup (%d tries, err=\"%s\")", r->node, PEER_KEY_TRIES, strerror(-err));
 	}
 	req_done(pt, r);
+}
+
+static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transport_ep *src, uint32_t relay);
+
+/* The PILS frames r held (hold_pils), in arrival order, now that its exchange is
+ * decided: opened if it made a session, else dropped. r is unlinked already. */
+static void open_held(peer_table *pt, peer_req *r)
+{
+	for (unsigned i = 0; i < r->nheld; i++) {
+		peer *p = peer_find(pt, r->node);
+
+		if (p && p->sess) {
+			handle_pils(pt, r->held[i], r->held_len[i], &r->src, 0);
+		} else {
+			pt->st.drop_no_session++;
+		}
+	}
+	r->nheld = 0;
 }
 
 static void key_done(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
@@ -767,10 +786,15 @@ static void key_done(void *arg, int err, const uint8_t pk[PROTO_ED25519_LEN])
 		} else {
 			p->ed_neg_until = peer_now(pt) + PEER_NEG_CACHE_MS;
 		}
+		if (r->early_ms && !p->kx_sent_ms)
+			p->kx_sent_ms = r->early_ms; /* kx_accept: ours went out already */
 	}
 	if (r->frame_len) /* 0: a prefetch (peer_prefetch_key) no frame has joined */
 		kx_decide(pt, r->frame, r->frame_len, &r->src, r->relay_sender, err, pk);
-	req_done(pt, r);
+	req_unlink(pt, r);
+	pt->kx_inflight--;
+	open_held(pt, r);
+	free(r);
 }
 
 /* Lookups whose retry time has come (collected first: an answer may arrive
@@ -867,6 +891,69 @@ static bool kx_fast(peer_table *pt, peer *p, const uint8_t *buf, size_t flen,
 	return false;
 }
 
+/* Our exchange to a node we hold nothing for (no session, maybe no peer): at
+ * most 1 per s per node and PEER_UNSOL_PER_S in all (counted when refused). */
+static bool unsol_ok(peer_table *pt, uint32_t node)
+{
+	uint64_t now = peer_now(pt);
+	size_t slot = bucket(node) % PEER_UNSOL_SLOTS;
+
+	if (pt->unsol[slot].node == node && now - pt->unsol[slot].ms < 1000) {
+		pt->st.kx_rate_limited++;
+		return false;
+	}
+	if (now - pt->unsol_window_ms >= 1000) {
+		pt->unsol_window_ms = now;
+		pt->unsol_n = 0;
+	}
+	if (++pt->unsol_n > PEER_UNSOL_PER_S) {
+		pt->st.kx_rate_limited++;
+		return false;
+	}
+	pt->unsol[slot].node = node;
+	pt->unsol[slot].ms = now;
+	return true;
+}
+
+/* First contact from the other side: a direct PILA from a node we hold nothing
+ * for. Our own PILA goes back now, before the frame's signature is checked and
+ * before the registry's key for the node arrives (lookup in flight), so the
+ * sender's session (and its first packets) come one round trip earlier. Our
+ * PILA is what we send to anyone we contact (and to any unknown sender of a
+ * PILS, rekey_unknown), under the same limits. Nothing from the node is
+ * accepted before the exchange is verified and the registry's key confirms it:
+ * its PILS frames wait in the lookup request (hold_pils) and are opened only
+ * then (key_done). Returns when it was sent (0: not sent). */
+static uint64_t early_reply(peer_table *pt, uint32_t node, const transport_ep *src)
+{
+	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
+
+	if (!unsol_ok(pt, node))
+		return 0;
+	memcpy(buf + BEACON_RELAY_HDR, pt->kx_frame, pt->kx_frame_len);
+	peer_send_frame_direct(pt, src, buf + BEACON_RELAY_HDR, pt->kx_frame_len);
+	pt->st.kx_sent++;
+	pt->st.kx_early++;
+	return peer_now(pt) ? peer_now(pt) : 1;
+}
+
+/* A PILS from a node without a session whose exchange we answered early
+ * (early_reply): kept until the registry's answer decides that exchange. Only
+ * from the exchange's source, only a few small ones (a SYN, a ping). */
+static bool hold_pils(peer_table *pt, uint32_t node, const uint8_t *buf, size_t len, const transport_ep *src,
+		      uint32_t relay)
+{
+	peer_req *r = key_req_of(pt, node);
+
+	if (!r || !r->early_ms || relay || !transport_ep_eq(src, &r->src) || len > PEER_HELD_LEN ||
+	    r->nheld >= PEER_HELD)
+		return false;
+	memcpy(r->held[r->nheld], buf, len);
+	r->held_len[r->nheld++] = len;
+	pt->st.pils_held++;
+	return true;
+}
+
 static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const transport_ep *src,
 		      uint32_t relay)
 {
@@ -875,6 +962,7 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 	uint32_t node = proto_get32(buf + 4);
 	peer *p;
 	peer_req *r;
+	uint64_t early = 0;
 
 	if (!pt->cfg.encrypt)
 		return;
@@ -894,10 +982,19 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 		pt->st.kx_stale++;
 		return;
 	}
+	/* The very frame already waiting for its key (a resend, or a reference
+	 * node's answer to our early PILA): that lookup decides it. */
+	if ((r = key_req_of(pt, node)) && r->frame_len == flen && !memcmp(r->frame, buf, flen)) {
+		pt->st.kx_dup_waiting++;
+		return;
+	}
 	if (!kx_rate_ok(pt, p)) {
 		pt->st.kx_rate_limited++;
 		return;
 	}
+	if (pila && !p && !r && !relay && !pt->cfg.ref_quirks && !forgotten(pt, node) && pt->cfg.lookup_key &&
+	    !(pt->has_beacon && transport_ep_eq(src, &pt->beacon)))
+		early = early_reply(pt, node, src);
 	if (kx_fast(pt, p, buf, flen, src, relay))
 		return;
 	/* Our own first contact already asked for this key (peer_prefetch_key): the
@@ -917,6 +1014,7 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
 	r->frame_len = flen;
 	r->src = *src;
 	r->relay_sender = relay;
+	r->early_ms = early;
 	pt->kx_inflight++;
 	pt->cfg.lookup_key(pt->cfg.ctx, node, key_done, r);
 }
@@ -925,25 +1023,12 @@ static void handle_kx(peer_table *pt, const uint8_t *buf, size_t len, const tran
  * restarted node is never wedged (tunnel.md §8). 1 per s per node, global cap. */
 static void rekey_unknown(peer_table *pt, uint32_t node, const transport_ep *src, uint32_t relay)
 {
-	uint64_t now = peer_now(pt);
-	size_t slot = bucket(node) % PEER_UNSOL_SLOTS, len;
+	size_t len;
 	uint8_t buf[BEACON_RELAY_HDR + PROTO_PILA_LEN];
 	const uint8_t *kx;
 
-	if (pt->unsol[slot].node == node && now - pt->unsol[slot].ms < 1000) {
-		pt->st.kx_rate_limited++;
+	if (!unsol_ok(pt, node))
 		return;
-	}
-	if (now - pt->unsol_window_ms >= 1000) {
-		pt->unsol_window_ms = now;
-		pt->unsol_n = 0;
-	}
-	if (++pt->unsol_n > PEER_UNSOL_PER_S) {
-		pt->st.kx_rate_limited++;
-		return;
-	}
-	pt->unsol[slot].node = node;
-	pt->unsol[slot].ms = now;
 	/* a forgotten node still holding our old session: answer with a new key */
 	kx = kx_frame_of(pt, forgotten(pt, node) ? peer_get_or_create(pt, node) : NULL, &len);
 	memcpy(buf + BEACON_RELAY_HDR, kx, len);
@@ -1093,6 +1178,8 @@ static void handle_pils(peer_table *pt, uint8_t *buf, size_t len, const transpor
 		return;
 	}
 	p = peer_find(pt, s.node);
+	if (!p && hold_pils(pt, s.node, buf, len, src, relay))
+		return;
 	if (!p || !p->sess) {
 		pt->st.drop_no_session++;
 		if (pt->cfg.ref_quirks)

@@ -220,6 +220,9 @@ typedef struct peer_stats {
 	uint64_t kx_lookup_errors;    /* key lookups the registry did not answer (retried) */
 	uint64_t kx_lookup_failed;    /* exchanges dropped: no answer after PEER_KEY_TRIES */
 	uint64_t kx_sent, kx_accepted, rekeys;
+	uint64_t kx_early;       /* exchanges answered before the registry's key came */
+	uint64_t kx_dup_waiting; /* exchange frames identical to one awaiting its key */
+	uint64_t pils_held;      /* PILS held for such an exchange, opened after it */
 	uint64_t silent_rekeys; /* fresh exchanges with peers silent while we send */
 	uint64_t relay_switches, direct_upgrades;
 	uint64_t punches;             /* PunchCommands obeyed (PILP x3 sent) */

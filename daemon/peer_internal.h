@@ -29,6 +29,8 @@
 #define BEACON_SIGNED_LEN 109 /* 01 node pk ts sig, rendezvous/BEACON.md */
 #define PEER_FRAME_ROOM   (BEACON_RELAY_HDR + PROTO_PILS_HDR + PROTO_MAX_PACKET + PROTO_TAG_LEN + 16)
 #define PEER_MTU_CACHE_MS 30000     /* re-ask the kernel (ICMP-learned PMTU) this often */
+#define PEER_HELD                 4         /* PILS frames held per early-answered exchange ... */
+#define PEER_HELD_LEN             512       /* ... of at most this size (a SYN, a ping) */
 
 /* The kernel's MTU towards one endpoint, as last asked (peer_path_mtu). */
 typedef struct peer_mtu {
@@ -124,6 +126,13 @@ typedef struct peer_req {
 	size_t frame_len;
 	transport_ep src;
 	uint32_t relay_sender;
+	/* Our exchange went back to src before the registry confirmed the frame's
+	 * key (handle_kx, early_reply): when. PILS frames from the node arriving
+	 * from src meanwhile wait here and are opened once the frame is accepted. */
+	uint64_t early_ms;
+	unsigned nheld;
+	size_t held_len[PEER_HELD];
+	uint8_t held[PEER_HELD][PEER_HELD_LEN];
 	/* the registry did not answer: ask again at retry_ms (peer_tick) */
 	unsigned tries;
 	bool waiting;

@@ -1,7 +1,10 @@
 /* Arbitrary datagrams into a peer table that has one established session.
  * Two tables talk through in-memory transports; the first input byte picks the
  * claimed source (the peer, the beacon, a stranger; value % 3), anonymous peers
- * (bit 6) and failing key lookups (bit 7); the rest is the datagram. */
+ * (bit 6) and failing key lookups (bit 7); the rest is the datagram. Bit 5: key
+ * lookups are answered only after the datagram, and a valid PILA of node 40 from
+ * the same source comes first (the early answer: the datagram may be a PILS that
+ * waits for the lookup); bit 4 then makes the registry name another key. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,13 +42,33 @@ static void m_stats(transport *t, transport_stats *st) { (void)t; memset(st, 0, 
 static void m_close(transport *t) { (void)t; }
 static const struct transport_ops m_ops = { m_send, m_flush, m_local, m_stats, m_close, NULL };
 
-static pilot_identity ida, idb;
-static int inited, lookup_fails;
+static pilot_identity ida, idb, idc;
+static uint8_t pila_c[PROTO_PILA_LEN];
+static int inited, lookup_fails, defer, wrong_c;
+static struct {
+	peer_key_done done;
+	void *arg;
+	uint32_t node;
+} deferred[8];
+static unsigned ndeferred;
+
+static const uint8_t *reg_key(uint32_t node)
+{
+	if (node == 40)
+		return wrong_c ? ida.pk : idc.pk;
+	return node == 10 ? ida.pk : node == 20 ? idb.pk : NULL;
+}
 
 static void lookup(void *ctx, uint32_t node, peer_key_done done, void *arg)
 {
-	const uint8_t *pk = node == 10 ? ida.pk : node == 20 ? idb.pk : NULL;
+	const uint8_t *pk = reg_key(node);
 
+	if (defer && ndeferred < 8) {
+		deferred[ndeferred].done = done;
+		deferred[ndeferred].arg = arg;
+		deferred[ndeferred++].node = node;
+		return;
+	}
 	if (lookup_fails)
 		done(arg, -EAGAIN, NULL);
 	else
@@ -110,8 +133,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len)
 		const char *why;
 		if (pilot_crypto_init(&why) < 0)
 			abort();
+		pilot_x25519 xc;
+
 		pilot_identity_generate(&ida);
 		pilot_identity_generate(&idb);
+		pilot_identity_generate(&idc);
+		pilot_x25519_generate(&xc);
+		if (pilot_pila_build(&idc, 40, xc.pub, pila_c, sizeof(pila_c)) < 0)
+			abort();
 		inited = 1;
 	}
 	if (len < 1 || len > 70000)
@@ -139,9 +168,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len)
 		drain(&ta, b);
 	}
 	lookup_fails = in[0] & 0x80;
+	defer = in[0] & 0x20;
+	wrong_c = in[0] & 0x10;
+	ndeferred = 0;
+	if (defer) {
+		memcpy(buf + TRANSPORT_HEADROOM, pila_c, sizeof(pila_c));
+		peer_handle_datagram(a, buf + TRANSPORT_HEADROOM, sizeof(pila_c),
+				     in[0] % 3 == 0           ? &tb.self
+					     : in[0] % 3 == 1 ? &beacon
+							      : &stranger);
+	}
 	memcpy(buf + TRANSPORT_HEADROOM, in + 1, len - 1);
 	peer_handle_datagram(a, buf + TRANSPORT_HEADROOM, len - 1,
 			     in[0] % 3 == 0 ? &tb.self : in[0] % 3 == 1 ? &beacon : &stranger);
+	defer = 0;
+	for (unsigned i = 0; i < ndeferred; i++) {
+		const uint8_t *pk = reg_key(deferred[i].node);
+
+		deferred[i].done(deferred[i].arg, pk ? 0 : -ENOENT, pk);
+	}
 	peer_tick(a);
 	lookup_fails = 0;
 	drain(&ta, b);

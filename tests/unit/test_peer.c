@@ -83,6 +83,10 @@ typedef struct fx {
 	uint64_t pr_ms[64];
 	unsigned lookups;           /* lookup_key calls */
 	unsigned lookup_fail_n;     /* the next n lookups fail with -EAGAIN (rate limited) */
+	/* hold_asker's lookup of hold_node's key stays unanswered (held_key_*) */
+	uint32_t hold_asker, hold_node;
+	peer_key_done held_key_done;
+	void *held_key_arg;
 } fx;
 
 static fx *G;
@@ -114,7 +118,11 @@ static void lookup_key(void *ctx, uint32_t node, peer_key_done done, void *arg)
 	tnode *t = by_node(G, node);
 
 	G->lookups++;
-	if (G->lookup_fail_n) {
+	if (G->hold_asker && ((tnode *)ctx)->node == G->hold_asker && node == G->hold_node &&
+	    !G->held_key_done) {
+		G->held_key_done = done;
+		G->held_key_arg = arg;
+	} else if (G->lookup_fail_n) {
 		G->lookup_fail_n--;
 		done(arg, -EAGAIN, NULL);
 	} else if (!t || t->reg_gone) {
@@ -937,6 +945,87 @@ static void test_key_rotation(void **state)
 	assert_memory_equal(pk, b->id.pk, PROTO_ED25519_LEN);
 }
 
+/* First contact from a to b while b's registry lookup of a's key is slow: b
+ * answers with its PILA at once (early_reply), a's session comes up and its
+ * first packet is sealed; b holds that frame and delivers nothing until the
+ * registry's answer accepts a's exchange, then opens it; b sends no second
+ * PILA. A resend of a's exchange meanwhile costs no second lookup. */
+static void test_early_reply_holds_pils(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	peer_info pi;
+	const uint8_t *pila;
+	size_t len;
+	unsigned lookups;
+
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	sniffer_start(f, a, b);
+	f->hold_asker = b->node;
+	f->hold_node = a->node;
+	assert_int_equal(send_text(a, b, "first", a->node), 0);
+	spin(f, 100);
+	assert_non_null(f->held_key_done);
+	assert_int_equal(b->delivered, 0);
+	assert_int_equal(stats(b).kx_early, 1);
+	assert_int_equal(stats(b).pils_held, 1);
+	assert_non_null(captured(f, "PILA", false, &len)); /* b's, before the answer */
+	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
+	assert_true(pi.encrypted);
+	assert_true(peer_get(b->pt, a->node, &pi) < 0 || !pi.encrypted);
+	/* a's exchange again (a resend): it joins the waiting lookup */
+	pila = captured(f, "PILA", true, &len);
+	assert_non_null(pila);
+	lookups = f->lookups;
+	inject(f, pila, len, b);
+	spin(f, 30);
+	assert_int_equal(f->lookups, lookups);
+	assert_int_equal(stats(b).kx_dup_waiting, 1);
+	assert_int_equal(b->delivered, 0);
+	f->held_key_done(f->held_key_arg, 0, a->id.pk);
+	spin(f, 50);
+	assert_int_equal(b->delivered, 1);
+	assert_string_equal(b->last, "first");
+	assert_int_equal(b->last_from, a->node);
+	assert_int_equal(stats(b).kx_sent, 1); /* the early one only */
+	assert_int_equal(stats(b).drop_no_session, 0);
+	assert_int_equal(send_text(b, a, "back", b->node), 0);
+	assert_true(wait_delivered(f, a, 1, 1000));
+	assert_string_equal(a->last, "back");
+	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
+	assert_true(pi.encrypted && pi.authenticated);
+}
+
+/* The same, but the registry holds another key for a: the held frame is
+ * dropped unopened and b gets no session for a. */
+static void test_early_reply_wrong_key(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	pilot_identity other;
+	peer_info pi;
+
+	pilot_identity_generate(&other);
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	sniffer_start(f, a, b);
+	f->hold_asker = b->node;
+	f->hold_node = a->node;
+	assert_int_equal(send_text(a, b, "first", a->node), 0);
+	spin(f, 100);
+	assert_non_null(f->held_key_done);
+	assert_int_equal(stats(b).pils_held, 1);
+	f->held_key_done(f->held_key_arg, 0, other.pk);
+	spin(f, 50);
+	assert_int_equal(b->delivered, 0);
+	assert_int_equal(stats(b).kx_accepted, 0);
+	assert_true(stats(b).kx_rejected >= 1);
+	assert_true(stats(b).drop_no_session >= 1);
+	assert_true(peer_get(b->pt, a->node, &pi) < 0 || !pi.encrypted);
+	pilot_identity_wipe(&other);
+}
+
 static void test_pending_bound(void **state)
 {
 	fx *f = *state;
@@ -1652,6 +1741,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_encrypted_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_pila, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_reply_holds_pils, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_reply_wrong_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forged_counter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_and_pilt, setup, teardown),
