@@ -1,8 +1,9 @@
 #!/bin/bash
 # The closing demonstration in make check: scripts/services-demo with the
 # sanitizer build (a rendezvous, three nodes, pilot-nameserver; one user-facing
-# command per well-known port). One PASS/FAIL line per port, and one for the
-# run's last line (SERVICES OK: N/N ports answered).
+# command per well-known port, then broadcast and webhooks). One PASS/FAIL line
+# per port, one each for broadcast and webhooks, and one for the run's last line
+# (SERVICES OK: N/N ports answered).
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -19,6 +20,9 @@ grep -o '^   -> port [0-9]* ([^)]*): .*' "$LOG" | while read -r _ _ port rest; d
 	*": answered") echo "PASS: port_${port}_$name" ;;
 	*) echo "FAIL: port_${port}_$name" ;;
 	esac
+done
+for what in broadcast webhooks; do
+	if grep -q "^   -> $what: delivered" "$LOG"; then echo "PASS: $what"; else echo "FAIL: $what"; fi
 done
 if [ $rc -eq 0 ] && tail -n 1 "$LOG" | grep -q '^SERVICES OK: \([0-9]*\)/\1 ports answered'; then
 	echo "PASS: services_ok"
