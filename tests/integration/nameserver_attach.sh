@@ -6,7 +6,8 @@
 # the caller is the stream's source node as pilotd reports it, so yankee cannot
 # register a name for zulu's address; a second nameserver cannot take the port;
 # serve-send writes only on a stream that the port's serve accepted; after a
-# pilotd restart the nameserver serves the port again by itself. Prints PASS:/FAIL:.
+# pilotd restart (with -tun=userspace) the nameserver serves the port again by
+# itself. Prints PASS:/FAIL:.
 set -u
 cd "$(dirname "$0")/../.."
 source tests/lib/netns.sh
@@ -83,7 +84,9 @@ pt_stop "$SUB_PID"
 got=$(ctl_raw "$PT_DIR/x/ctl.sock" '{"cmd":"serve-send","args":{"port":54,"id":1,"data":"x"}}')
 pt_check serve_send_unserved_port_refused grep -q '"no serve request on this port"' <<<"$got"
 
-# ---- pilotd restarts: the nameserver binds the port again by itself ----
+# ---- pilotd restarts (now -tun=userspace, the other TUN-less mode): the
+# nameserver binds the port again by itself ----
+PD_ARGS[x]="-hostname xray -tun=userspace"
 pd_restart x || pt_fail xray_restarted
 pt_check reattached_after_restart pd_wait 15 bash -c \
 	"[ \$(grep -c 'serving Pilot port 53 through' '$PT_DIR/ns.log') -ge 2 ]"
