@@ -1,5 +1,6 @@
 # pilot — one GNU Makefile for every program, the tests and the fuzzers.
 #   make                 build every program that exists (release: -O2)
+#   make services-demo   every well-known port answering, one command each (root)
 #   make check           install missing Debian packages, build the ASan+UBSan test
 #                        tree and the clang tree, check the format of changed lines,
 #                        lint, run unit, fuzz-smoke and integration tests
@@ -135,7 +136,7 @@ REL_BINS := $(PROGRAMS:%=$(BUILD)/rel/bin/%)
 SAN_BINS := $(PROGRAMS:%=$(BUILD)/san/bin/%)
 CL_BINS  := $(PROGRAMS:%=$(BUILD)/cl/bin/%)
 
-.PHONY: all check test-build fuzz fuzz-build install clean deps demo deb check-packaging clang-build format \
+.PHONY: all check test-build fuzz fuzz-build install clean deps demo services-demo deb check-packaging clang-build format \
 	format-check lint
 # Keep objects that only feed a test or fuzz binary (no rebuild every time).
 .SECONDARY:
@@ -183,6 +184,11 @@ deps:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
+
+# Three nodes and a nameserver: one command per well-known port (needs root).
+services-demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/services-demo
 
 # The recursive make re-reads pkg-config once the packages are there.
 # tests/integration/packaging.sh runs here when the packaging tools are installed

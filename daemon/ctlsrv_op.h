@@ -26,12 +26,14 @@
 
 typedef struct cop cop;
 struct dgram_port;
+struct serve_op;
 
 typedef struct node_svc {
 	struct dx_server *dx;
 	struct evs_broker *ev;
 	cop *ops;                   /* every unfinished operation */
 	struct dgram_port *ports;   /* datagram ports bound for listen */
+	struct serve_op *serves;    /* stream ports served by control clients (ctlsrv_serve.c) */
 	struct secure_state *sec;   /* port 443 sessions, -secure-forward (secure.c) */
 	struct tasks *tasks;        /* task submit, port 1003 (tasks.c) */
 	struct webhook *wh;         /* -webhook / set-webhook (webhook.c) */

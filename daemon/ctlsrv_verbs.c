@@ -55,6 +55,9 @@ static const ctlsrv_verb verbs[] = {
 	{ "test-source", verb_test_source, "hidden: a stream of pattern bytes" },
 	{ "test-sink", verb_test_sink, "hidden: read pattern bytes with pauses, hash them" },
 	{ "dgram-send", verb_dgram_send, "hidden: send one datagram" },
+	{ "serve", verb_serve,
+	  "hidden: serve a stream port for a local program (pilot-nameserver -attach), events streamed" },
+	{ "serve-send", verb_serve_send, "hidden: write to / close a stream that serve accepted" },
 	{ "broadcast", verb_broadcast, "one datagram to every member of a network" },
 
 	{ "send-file", verb_send_file, "send a file over data exchange (port 1001)" },

@@ -75,6 +75,9 @@ void verb_echo_many(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_test_source(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_test_sink(ctlsrv_reply *r, json_object *args, void *arg);
 void verb_dgram_send(ctlsrv_reply *r, json_object *args, void *arg);
+/* ctlsrv_serve.c: a stream port served by a control client (pilot-nameserver -attach) */
+void verb_serve(ctlsrv_reply *r, json_object *args, void *arg);
+void verb_serve_send(ctlsrv_reply *r, json_object *args, void *arg);
 /* ctlsrv_bcast.c */
 void verb_broadcast(ctlsrv_reply *r, json_object *args, void *arg);
 /* ctlsrv_svc.c: built-in services */

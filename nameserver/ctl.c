@@ -87,14 +87,12 @@ static bool is_status(json_object *o, const char *s)
 	return st && !strcmp(st, s);
 }
 
-int ns_ctl_call(const char *sock, const char *cmd, json_object *args, int timeout_ms, json_object **data)
+int ns_ctl_send(const char *sock, const char *cmd, json_object *args)
 {
-	json_object *req = json_object_new_object(), *rep = NULL, *d;
-	int64_t deadline = mono_ms() + timeout_ms;
+	json_object *req = json_object_new_object();
 	uint8_t *buf = NULL;
 	int fd, n, rc;
 
-	*data = NULL;
 	jw_set_str(req, "cmd", cmd);
 	json_object_object_add(req, "args", args ? args : json_object_new_object());
 	n = jw_encode(req, &buf);
@@ -107,7 +105,29 @@ int ns_ctl_call(const char *sock, const char *cmd, json_object *args, int timeou
 	}
 	rc = pilot_write_all(fd, buf, (size_t)n);
 	free(buf);
-	while (rc == 0 && (rc = read_frame(fd, deadline, &rep)) == 0 && is_status(rep, "stream")) {
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int ns_ctl_read(int fd, int timeout_ms, json_object **obj)
+{
+	*obj = NULL;
+	return read_frame(fd, mono_ms() + timeout_ms, obj);
+}
+
+int ns_ctl_call(const char *sock, const char *cmd, json_object *args, int timeout_ms, json_object **data)
+{
+	json_object *rep = NULL, *d;
+	int64_t deadline = mono_ms() + timeout_ms;
+	int fd, rc = 0;
+
+	*data = NULL;
+	if ((fd = ns_ctl_send(sock, cmd, args)) < 0)
+		return fd;
+	while ((rc = read_frame(fd, deadline, &rep)) == 0 && is_status(rep, "stream")) {
 		json_object_put(rep);
 		rep = NULL;
 	}

@@ -10,12 +10,18 @@
  * which assigned the IP to the authenticated node). Connections from the node
  * itself (its TUN address or loopback) act as the node.
  *
+ * With -attach (nodes without a TUN: -tun=off or userspace) pilotd binds Pilot
+ * port 53 itself and hands each stream over the control socket (serve and
+ * serve-send, daemon/ctlsrv_serve.c); the caller is the stream's source node as
+ * pilotd reports it.
+ *
  * One single-threaded loop; a request is answered synchronously (a registry
  * bootstrap or membership check waits at most -ctl-timeout). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +30,13 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "lib/crypto.h"
 #include "lib/hostport.h"
 #include "lib/jsonwire.h"
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/opts.h"
+#include "lib/sdnotify.h"
 #include "lib/sockpath.h"
 #include "nameserver/ns.h"
 #include "nameserver/ns_ctl.h"
@@ -42,14 +50,21 @@ struct options {
 	char *config, *socket, *listen, *store, *log_level, *log_format;
 	int64_t ttl, reap_interval, ctl_timeout, wait;
 	long max_records, max_clients;
+	int attach;
 };
 
-#define NOPTS 13
+#define NOPTS            14
+#define ATTACH_MAX_CONNS 4096 /* pilotd's serve limit */
 
 typedef struct ipmap {
 	uint32_t ip; /* host order */
 	uint32_t node;
 } ipmap;
+
+/* A stream accepted through pilotd's serve (attach mode) waiting for its request. */
+typedef struct pending {
+	uint32_t id, caller;
+} pending;
 
 typedef struct app {
 	struct options o;
@@ -64,6 +79,14 @@ typedef struct app {
 	ipmap *maps;
 	size_t nmaps;
 	uint64_t requests, refused;
+	/* attach mode: the serve request's connection and what it has sent so far */
+	int afd;
+	uint8_t *ain;
+	size_t ainlen, aincap;
+	pending *pend;
+	size_t npend;
+	long clients_max; /* attach mode: streams waiting for their request at most */
+	uint64_t retry_timer;
 } app;
 
 typedef struct client {
@@ -83,6 +106,9 @@ static void build_opts(pilot_opt *t, struct options *o)
 		{ "listen", PILOT_OPT_STRING, &o->listen, NULL,
 		  "comma-separated host:port to listen on (default: the node's TUN addresses, port 53)",
 		  "addrs", 0, 0, 0 },
+		{ "attach", PILOT_OPT_BOOL, &o->attach, "false",
+		  "serve port 53 through pilotd's control socket (no TUN needed: -tun=off or userspace)",
+		  NULL, 0, 0, 0 },
 		{ "store", PILOT_OPT_STRING, &o->store, NULL,
 		  "JSON file keeping the records across restarts (the reference's -store format; empty = "
 		  "memory only)",
@@ -252,19 +278,33 @@ static int64_t client_timeout(pilot_loop *l, uint64_t id, void *arg)
 	return 0;
 }
 
+/* One request from caller: the reply text in rep (NS_MSG_MAX + 1), its length. */
+static size_t answer(app *a, uint32_t caller, const char *req, size_t len, char *rep)
+{
+	ns_ctx ctx = { .st = a->st,
+		       .now_ms = pilot_now_ms(),
+		       .caller = caller,
+		       .is_member = is_member,
+		       .bootstrap = bootstrap,
+		       .arg = a };
+	size_t n;
+
+	ns_store_reap(a->st, ctx.now_ms);
+	n = ns_handle(&ctx, req, len, rep, NS_MSG_MAX + 1);
+	a->requests++;
+	if (!strncmp(rep, "ERR", 3))
+		a->refused++;
+	log_debug("request from node %u: %.*s -> %.*s", caller, (int)(len > 80 ? 80 : len), req,
+		  (int)(n > 80 ? 80 : n), rep);
+	return n;
+}
+
 /* One read, one reply, close (services.md §2.1). The reply is written with a
  * bounded blocking send: it is at most 64 KiB. */
 static void client_read(pilot_loop *l, int fd, int events, void *arg)
 {
 	static char req[NS_MSG_MAX + 1], rep[NS_MSG_MAX + 1];
 	client *c = arg;
-	app *a = c->a;
-	ns_ctx ctx = { .st = a->st,
-		       .now_ms = pilot_now_ms(),
-		       .caller = c->caller,
-		       .is_member = is_member,
-		       .bootstrap = bootstrap,
-		       .arg = a };
 	struct timeval tv = { .tv_sec = 2 };
 	ssize_t r = read(fd, req, NS_MSG_MAX);
 	size_t n;
@@ -272,13 +312,7 @@ static void client_read(pilot_loop *l, int fd, int events, void *arg)
 	if (r < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (r > 0) {
-		ns_store_reap(a->st, ctx.now_ms);
-		n = ns_handle(&ctx, req, (size_t)r, rep, sizeof(rep));
-		a->requests++;
-		if (!strncmp(rep, "ERR", 3))
-			a->refused++;
-		log_debug("request from node %u: %.*s -> %.*s", c->caller, (int)(r > 80 ? 80 : r), req,
-			  (int)(n > 80 ? 80 : n), rep);
+		n = answer(c->a, c->caller, req, (size_t)r, rep);
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		if (send(fd, rep, n, MSG_NOSIGNAL) < 0)
@@ -308,6 +342,253 @@ static void on_accept(pilot_loop *l, int lfd, int events, void *arg)
 	c->timer = pilot_loop_add_timer(l, 5000, client_timeout, c);
 	if (pilot_loop_add_fd(l, fd, PILOT_EV_READ, client_read, c) < 0)
 		client_close(c);
+}
+
+/* ---- attach mode: port 53 through pilotd's control socket ----
+ * pilotd binds Pilot port 53 for us (its "serve" verb) and reports each stream
+ * on one control connection: accept (with the stream's authenticated source
+ * node: the caller), data (the request), eof, closed. The reply goes back with
+ * "serve-send" on a second connection (one call at a time), which also closes
+ * the stream. No TUN device is involved. */
+static int64_t attach_retry(pilot_loop *l, uint64_t id, void *arg);
+
+static pending *pend_find(app *a, uint32_t id)
+{
+	for (size_t i = 0; i < a->npend; i++)
+		if (a->pend[i].id == id)
+			return &a->pend[i];
+	return NULL;
+}
+
+static void pend_del(app *a, pending *p)
+{
+	*p = a->pend[--a->npend];
+}
+
+/* Write len bytes on stream id and close it (reset: RST instead, nothing written). */
+static void serve_send(app *a, uint32_t id, const char *data, size_t len, bool reset)
+{
+	json_object *args = json_object_new_object(), *d = NULL;
+	char *b64 = NULL;
+	int rc;
+
+	jw_set_int(args, "port", NS_PORT);
+	jw_set_int(args, "id", id);
+	if (len && !reset) {
+		if (!(b64 = malloc(pilot_b64_len(len)))) {
+			json_object_put(args);
+			return;
+		}
+		pilot_b64_encode((const uint8_t *)data, len, b64, pilot_b64_len(len));
+		jw_set_str(args, "data_b64", b64);
+	}
+	jw_set_bool(args, reset ? "reset" : "close", true);
+	if ((rc = ns_ctl_call(a->sock, "serve-send", args, (int)a->o.ctl_timeout, &d)) < 0)
+		log_debug("serve-send stream=%u: %s", id,
+			  rc == -EREMOTEIO ? "refused (gone)" : strerror(-rc));
+	else if (jw_get_i64(d, "written") != (int64_t)(reset ? 0 : len))
+		log_warn("reply to stream %u cut short: %lld of %zu bytes", id,
+			 (long long)jw_get_i64(d, "written"), len);
+	json_object_put(d);
+	free(b64);
+}
+
+static void attach_event(app *a, json_object *d)
+{
+	static char rep[NS_MSG_MAX + 1];
+	static uint8_t req[NS_MSG_MAX + 1];
+	const char *ev = jw_get_str(d, "event"), *b;
+	uint32_t id = jw_get_u32(d, "id"), caller;
+	pending *p = pend_find(a, id);
+	int n;
+
+	if (!ev)
+		return;
+	if (!strcmp(ev, "listening")) {
+		log_info("serving Pilot port %u through pilotd's control socket %s", NS_PORT, a->sock);
+	} else if (!strcmp(ev, "accept") && id && !p) {
+		if (a->npend >= (size_t)a->clients_max) {
+			serve_send(a, id, NULL, 0, true);
+			return;
+		}
+		a->pend[a->npend].id = id;
+		a->pend[a->npend++].caller = jw_get_u32(d, "src_node");
+	} else if (!strcmp(ev, "data") && p) {
+		/* The first chunk is the request (services.md §2.1: one read). */
+		caller = p->caller;
+		pend_del(a, p);
+		b = jw_get_str(d, "data_b64");
+		n = b ? pilot_b64_decode(b, strlen(b), req, NS_MSG_MAX) : -1;
+		if (n <= 0) {
+			serve_send(a, id, NULL, 0, true);
+			return;
+		}
+		serve_send(a, id, rep, answer(a, caller, (const char *)req, (size_t)n, rep), false);
+	} else if ((!strcmp(ev, "eof") || !strcmp(ev, "closed")) && p) {
+		pend_del(a, p); /* no request: nothing to answer */
+		if (!strcmp(ev, "eof"))
+			serve_send(a, id, NULL, 0, false);
+	}
+}
+
+static void attach_lost(app *a, const char *why)
+{
+	log_warn("pilotd stopped serving port %u for us (%s); trying again every second", NS_PORT, why);
+	pilot_loop_del_fd(a->loop, a->afd);
+	close(a->afd);
+	a->afd = -1;
+	a->ainlen = 0;
+	a->npend = 0;
+	a->retry_timer = pilot_loop_add_timer(a->loop, 1000, attach_retry, a);
+}
+
+/* Read what is there (blocking: wait up to wait_ms for it; < 0 = do not wait).
+ * 0, or -errno (-ECONNRESET on EOF). */
+static int attach_fill(app *a, int wait_ms)
+{
+	ssize_t r;
+
+	if (a->aincap - a->ainlen < 65536) {
+		size_t cap = a->aincap ? a->aincap * 2 : 131072;
+		uint8_t *nb;
+
+		if (cap > 4 + (size_t)JW_MAX_BODY + 131072 || !(nb = realloc(a->ain, cap)))
+			return -EMSGSIZE;
+		a->ain = nb;
+		a->aincap = cap;
+	}
+	if (wait_ms >= 0) {
+		struct pollfd pf = { .fd = a->afd, .events = POLLIN };
+
+		if (poll(&pf, 1, wait_ms) <= 0)
+			return -ETIMEDOUT;
+	}
+	r = read(a->afd, a->ain + a->ainlen, a->aincap - a->ainlen);
+	if (r > 0)
+		a->ainlen += (size_t)r;
+	else if (r == 0)
+		return -ECONNRESET;
+	else if (errno != EAGAIN && errno != EINTR)
+		return -errno;
+	return 0;
+}
+
+/* The next whole frame in the buffer: 1 with *f, 0 need more, < 0 bad. */
+static int attach_frame(app *a, json_object **f)
+{
+	int n = jw_decode(a->ain, a->ainlen, f);
+
+	if (n <= 0)
+		return n;
+	a->ainlen -= (size_t)n;
+	memmove(a->ain, a->ain + n, a->ainlen);
+	return 1;
+}
+
+/* Every whole frame: stream events are handled; an end (ok/error) is lost. */
+static void attach_process(app *a)
+{
+	json_object *f, *d;
+	int rc;
+
+	while ((rc = attach_frame(a, &f)) > 0) {
+		const char *st = jw_get_str(f, "status");
+
+		if (!st || strcmp(st, "stream") || !json_object_object_get_ex(f, "data", &d)) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "%s",
+				 jw_get_str(f, "message") ? jw_get_str(f, "message")
+							  : "the serve request ended");
+			json_object_put(f);
+			attach_lost(a, why);
+			return;
+		}
+		attach_event(a, d);
+		json_object_put(f);
+	}
+	if (rc < 0)
+		attach_lost(a, "bad frame from pilotd");
+}
+
+static void attach_io(pilot_loop *l, int fd, int events, void *arg)
+{
+	app *a = arg;
+	int rc = attach_fill(a, -1);
+
+	if (rc < 0) {
+		attach_lost(a, rc == -ECONNRESET ? "pilotd closed the connection" : strerror(-rc));
+		return;
+	}
+	attach_process(a);
+}
+
+/* Send serve and wait (-ctl-timeout) for "listening". 0, or -errno with why. */
+static int attach_open(app *a, char *why, size_t whylen)
+{
+	json_object *args = json_object_new_object(), *f = NULL, *d = NULL;
+	int64_t end = (int64_t)pilot_now_ms() + a->o.ctl_timeout;
+	int rc = 0;
+
+	jw_set_int(args, "port", NS_PORT);
+	jw_set_int(args, "max_conns", a->clients_max);
+	jw_set_int(args, "conn_timeout_ms", 5000);
+	if ((a->afd = ns_ctl_send(a->sock, "serve", args)) < 0) {
+		rc = a->afd;
+		a->afd = -1;
+		snprintf(why, whylen, "control socket %.200s: %s", a->sock, strerror(-rc));
+		return rc;
+	}
+	fcntl(a->afd, F_SETFL, fcntl(a->afd, F_GETFL) | O_NONBLOCK);
+	a->ainlen = 0;
+	while ((rc = attach_frame(a, &f)) == 0) {
+		int64_t left = end - (int64_t)pilot_now_ms();
+
+		if (left <= 0 || (rc = attach_fill(a, (int)left)) < 0) {
+			rc = rc < 0 ? rc : -ETIMEDOUT;
+			break;
+		}
+	}
+	if (rc > 0 &&
+	    (!json_object_object_get_ex(f, "data", &d) || !jw_get_str(d, "event") ||
+	     strcmp(jw_get_str(d, "event"), "listening"))) {
+		snprintf(why, whylen, "pilotd: %s",
+			 jw_get_str(f, "message") ? jw_get_str(f, "message") : "unexpected reply to serve");
+		rc = -EREMOTEIO;
+	} else if (rc <= 0) {
+		snprintf(why, whylen, "no answer to serve from pilotd: %s", strerror(-rc));
+		rc = rc < 0 ? rc : -EPROTO;
+	}
+	if (rc < 0) {
+		json_object_put(f);
+		close(a->afd);
+		a->afd = -1;
+		return rc;
+	}
+	attach_event(a, d);
+	json_object_put(f);
+	if ((rc = pilot_loop_add_fd(a->loop, a->afd, PILOT_EV_READ, attach_io, a)) < 0) {
+		snprintf(why, whylen, "cannot watch the control connection: %s", strerror(-rc));
+		close(a->afd);
+		a->afd = -1;
+		return rc;
+	}
+	attach_process(a); /* frames that came with the first */
+	return 0;
+}
+
+static int64_t attach_retry(pilot_loop *l, uint64_t id, void *arg)
+{
+	app *a = arg;
+	char why[512];
+
+	a->retry_timer = 0;
+	if (attach_open(a, why, sizeof(why)) < 0) {
+		log_debug("attach: %s", why);
+		a->retry_timer = id; /* re-armed */
+		return 1000;
+	}
+	return 0;
 }
 
 /* ---- start-up ---- */
@@ -396,9 +677,11 @@ static int listen_all(app *a)
 	if ((rc = learn_node(a, ip4, ip6, sizeof(ip4))) < 0)
 		pilot_fatal("pilotd at %s did not report a registered node within -wait", a->sock);
 	log_info("node %u, TUN %s %s", a->own_node, *ip4 ? ip4 : "-", *ip6 ? ip6 : "-");
+	if (a->o.attach && (!a->o.listen || !*a->o.listen))
+		return 0; /* port 53 through the control socket only */
 	if (!a->o.listen || !*a->o.listen) {
 		if (!*ip4 && !*ip6)
-			pilot_fatal("the node has no TUN address: give -listen");
+			pilot_fatal("the node has no TUN address: give -attach or -listen");
 		if (*ip4 && (rc = listen_on(a, ip4, NS_PORT)) < 0)
 			return rc;
 		if (*ip6 && (rc = listen_on(a, ip6, NS_PORT)) < 0)
@@ -439,6 +722,7 @@ static int run(app *a)
 {
 	int rc, i;
 
+	signal(SIGPIPE, SIG_IGN);
 	if (a->o.socket && *a->o.socket)
 		snprintf(a->sock, sizeof(a->sock), "%s", a->o.socket);
 	else if (pilot_default_socket_path(a->sock, sizeof(a->sock)) < 0)
@@ -454,15 +738,31 @@ static int run(app *a)
 		 ns_store_count(a->st));
 	if ((rc = listen_all(a)) < 0)
 		pilot_fatal("cannot listen: %s", strerror(-rc));
+	a->afd = -1;
+	if (a->o.attach) {
+		char why[512];
+
+		a->clients_max = a->o.max_clients < ATTACH_MAX_CONNS ? a->o.max_clients : ATTACH_MAX_CONNS;
+		if (!(a->pend = calloc((size_t)a->clients_max, sizeof(*a->pend))))
+			pilot_fatal("out of memory");
+		if (attach_open(a, why, sizeof(why)) < 0)
+			pilot_fatal("-attach: %s", why);
+	}
 	pilot_loop_add_signal(a->loop, SIGTERM, on_signal, a);
 	pilot_loop_add_signal(a->loop, SIGINT, on_signal, a);
-	signal(SIGPIPE, SIG_IGN);
 	pilot_loop_add_timer(a->loop, a->o.reap_interval, reap_tick, a);
+	pilot_sd_notify("READY=1"); /* systemd Type=notify: port 53 is served */
 	rc = pilot_loop_run(a->loop);
+	pilot_sd_notify("STOPPING=1");
 	log_info("served %llu requests, %llu refused", (unsigned long long)a->requests,
 		 (unsigned long long)a->refused);
 	for (i = 0; i < a->nl; i++)
 		close(a->lfd[i]);
+	if (a->afd >= 0)
+		close(a->afd);
+	pilot_loop_del_timer(a->loop, a->retry_timer);
+	free(a->ain);
+	free(a->pend);
 	ns_store_free(a->st);
 	free(a->maps);
 	pilot_loop_free(a->loop);

@@ -321,11 +321,49 @@ static bool same_state(const registry *a, const registry *b)
 	return true;
 }
 
+int rdv_import_parse(const char *buf, size_t len, json_object **snap, char *err, size_t errlen)
+{
+	json_tokener *tok;
+	int rc = 0;
+
+	*snap = NULL;
+	if (len > INT32_MAX) {
+		snprintf(err, errlen, "too large");
+		return -EBADMSG;
+	}
+	if (!(tok = json_tokener_new())) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	*snap = json_tokener_parse_ex(tok, buf, (int)len);
+	if (!*snap && json_tokener_get_error(tok) == json_tokener_continue) {
+		snprintf(err, errlen, "not JSON (ends in the middle of a value)");
+		rc = -EBADMSG;
+	} else if (!*snap || json_tokener_get_error(tok) != json_tokener_success) {
+		snprintf(err, errlen, "not JSON (%s at byte %zu)",
+			 json_tokener_error_desc(json_tokener_get_error(tok)),
+			 json_tokener_get_parse_end(tok));
+		rc = -EBADMSG;
+	}
+	for (size_t i = json_tokener_get_parse_end(tok); rc == 0 && i < len; i++)
+		if (buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t') {
+			snprintf(err, errlen, "data after the JSON object at byte %zu", i);
+			rc = -EBADMSG;
+		}
+	json_tokener_free(tok);
+	if (rc == 0)
+		rc = check_snapshot(*snap, err, errlen);
+	if (rc < 0) {
+		json_object_put(*snap);
+		*snap = NULL;
+	}
+	return rc;
+}
+
 int rdv_import_json(const reg_config *cfg, const char *file, bool replace, char *msg, size_t msglen)
 {
 	reg_config mem_cfg = *cfg;
 	registry *mem = NULL, *r = NULL;
-	json_tokener *tok = NULL;
 	json_object *snap = NULL;
 	char *buf = NULL, err[512] = "";
 	size_t len = 0;
@@ -336,30 +374,8 @@ int rdv_import_json(const reg_config *cfg, const char *file, bool replace, char 
 			   "import-json needs a store: pass -store FILE or -store postgres://...");
 	if ((rc = pilot_read_file(file, IMPORT_MAX_BYTES, &buf, &len)) < 0)
 		return bad(msg, msglen, "%s: %s", file, rc == -EFBIG ? "larger than 512 MiB" : strerror(-rc));
-	if (!(tok = json_tokener_new()))
-		goto oom;
-	if (len > INT32_MAX) {
-		rc = bad(msg, msglen, "%s: too large", file);
-		goto out;
-	}
-	snap = json_tokener_parse_ex(tok, buf, (int)len);
-	if (!snap && json_tokener_get_error(tok) == json_tokener_continue) {
-		rc = bad(msg, msglen, "%s: not JSON (ends in the middle of a value)", file);
-		goto out;
-	}
-	if (!snap || json_tokener_get_error(tok) != json_tokener_success) {
-		rc = bad(msg, msglen, "%s: not JSON (%s at byte %zu)", file,
-			 json_tokener_error_desc(json_tokener_get_error(tok)),
-			 json_tokener_get_parse_end(tok));
-		goto out;
-	}
-	for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
-		if (buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t') {
-			rc = bad(msg, msglen, "%s: data after the JSON object at byte %zu", file, i);
-			goto out;
-		}
-	if ((rc = check_snapshot(snap, err, sizeof(err))) < 0) {
-		rc = bad(msg, msglen, "%s: %s; nothing imported", file, err);
+	if ((rc = rdv_import_parse(buf, len, &snap, err, sizeof(err))) < 0) {
+		rc = bad(msg, msglen, "%s: %s%s", file, err, rc == -EINVAL ? "; nothing imported" : "");
 		goto out;
 	}
 	/* The state the import makes, built in memory first: compared with the store's. */
@@ -394,15 +410,10 @@ int rdv_import_json(const reg_config *cfg, const char *file, bool replace, char 
 	snprintf(msg, msglen, "imported %s: %zu nodes, %zu networks (next node %u, next network %u)", file,
 		 count_nodes(r), count_nets(r), r->next_node, r->next_net);
 	rc = 0;
-	goto out;
-oom:
-	rc = bad(msg, msglen, "out of memory");
 out:
 	reg_close(r);
 	reg_close(mem);
 	json_object_put(snap);
-	if (tok)
-		json_tokener_free(tok);
 	free(buf);
 	return rc;
 }

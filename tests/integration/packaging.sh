@@ -17,7 +17,9 @@
 #                            configs (pilotd: only "registry" added) in namespaces, each as
 #                            its system user with only the unit's ambient capabilities
 #                            (setpriv, as systemd would), /var/lib and /run private to them;
-#                            pilotd registers, brings up pilot0, answers pilotctl status
+#                            pilotd registers, brings up pilot0, answers pilotctl status;
+#                            pilot-nameserver (its config and unit's user and capability)
+#                            serves port 53 on pilot0 and answers pilotctl
 #   dpkg --purge             conffiles go
 # Skipped (SKIP:) without the packaging tools: scripts/install-deps.sh --packaging.
 set -u
@@ -72,7 +74,8 @@ contents_ok() {
 	for p in $(grep -ho 'file:[^ ]*' dist/systemd/*.service); do
 		has "${p#file:}" || missing+=("$p (unit file:)")
 	done
-	for p in /lib/systemd/system/pilotd.service /lib/systemd/system/pilot-rendezvous.service; do
+	for p in /lib/systemd/system/pilotd.service /lib/systemd/system/pilot-rendezvous.service \
+		/lib/systemd/system/pilot-nameserver.service /etc/pilot/pilot-nameserver.json; do
 		has "$p" || missing+=("$p")
 	done
 	# every packaged path a man page's FILES section names
@@ -119,14 +122,16 @@ owned() { [ "$(stat -c '%u:%g %a' "$1")" = "$2 750" ]; }
 pt_check state_dir_pilot owned "$ROOT/var/lib/pilot" "$PUID:$PGID"
 pt_check state_dir_rendezvous owned "$ROOT/var/lib/pilot-rendezvous" "$RUID:$RGID"
 pt_check conffiles_registered grep -qx /etc/pilot/pilotd.json "$ROOT/var/lib/dpkg/info/pilot.conffiles"
+pt_check nameserver_conffile_registered grep -qx /etc/pilot/pilot-nameserver.json "$ROOT/var/lib/dpkg/info/pilot.conffiles"
 pt_check completion_installed test -s "$ROOT/usr/share/bash-completion/completions/pilotctl"
 
 # ---- systemd-analyze on the installed units ----
 mkdir -p "$ROOT/bin"
 cp -a /lib/systemd/system/. "$ROOT/lib/systemd/system/" 2>/dev/null
 cp /bin/kill "$ROOT/bin/kill"
-pt_check systemd_analyze_verify systemd-analyze verify --man=no --root="$ROOT" pilotd.service pilot-rendezvous.service
-for u in pilotd pilot-rendezvous; do
+pt_check systemd_analyze_verify systemd-analyze verify --man=no --root="$ROOT" pilotd.service pilot-rendezvous.service \
+	pilot-nameserver.service
+for u in pilotd pilot-rendezvous pilot-nameserver; do
 	systemd-analyze security --offline=true --root="$ROOT" "$u.service" >"$PT_DIR/security-$u.txt" 2>&1
 	score=$(grep -o 'Overall exposure level for [^:]*: [0-9.]*' "$PT_DIR/security-$u.txt" | awk '{print $NF}')
 	echo "systemd-analyze security $u.service: ${score:-?}"
@@ -186,6 +191,25 @@ pt_check identity_in_state_dir bash -c "[ \$(stat -c %u $ROOT/var/lib/pilot/iden
 status_ok() { nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" status | tee "$PT_DIR/status.txt" \
 	| grep -q '^registry .*connected, registered'; }
 pt_check pilotctl_status_through_run_pilot status_ok
+# pilot-nameserver from its shipped config, as its unit runs it: pilotd's user,
+# only CAP_NET_BIND_SERVICE, in pilotd's mount namespace (its /run/pilot and
+# /var/lib/pilot); it serves Pilot port 53 on the TUN address and answers
+# pilotctl on the node (local TCP to 10.4.0.1:53).
+NSCONF=$ROOT/etc/pilot/pilot-nameserver.json
+pt_spawn node "$PT_DIR/nameserver.log" nsenter -t "$DPID" -m -- setpriv --reuid="$PUID" --regid="$PGID" \
+	--clear-groups --no-new-privs --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+	--bounding-set=-all,+net_bind_service "$ROOT/usr/sbin/pilot-nameserver" -config "$NSCONF"
+NSPID=$PT_PID
+pt_check installed_nameserver_listens pt_wait 10 bash -c "ip netns exec $PT-node ss -Htln 'sport = :53' | grep -q 10.4.0.1"
+NODE_ID=$(nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" --json info | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["data"]["node_id"])')
+ns_ok() {
+	nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" name-register pkg-test --nameserver "$NODE_ID" >/dev/null &&
+		nsenter -t "$DPID" -m -n "$ROOT/usr/bin/pilotctl" --json resolve pkg-test --nameserver "$NODE_ID" \
+			| grep -q '"address"'
+}
+pt_check installed_nameserver_answers ns_ok
+pt_check nameserver_store_in_state_dir bash -c "[ \$(stat -c %u $ROOT/var/lib/pilot/nameserver.json) = $PUID ]"
+pt_stop "$NSPID"
 pt_check socket_mode_0600 bash -c "[ \"\$(nsenter -t $DPID -m stat -c '%a %u' /run/pilot/pilotd.sock)\" = '600 $PUID' ]"
 # DEPLOY.md's backup command, on the live store (SQLite online backup)
 STORE=$ROOT/var/lib/pilot-rendezvous/registry.db
