@@ -90,6 +90,11 @@ pd_ctl() {
 	"$PD_CTL" --json --socket "$PT_DIR/$name/ctl.sock" "$@" 2>&1
 }
 
+# listening Pilot ports of a node (pilotctl info "ports"); wait for a count with
+# pd_wait SECS pd_ports_at_least NODE N (a listener started in the background)
+pd_ports() { pd_ctl "$1" info | pd_json 'd["ports"]'; }
+pd_ports_at_least() { [ "$(pd_ports "$1")" -ge "$2" ] 2>/dev/null; }
+
 pd_registered() {
 	pd_ctl "$1" info | pd_json 'd["registered"] and d["node_id"]' >/dev/null
 }

@@ -36,13 +36,13 @@ R=${PD_ID[r]}
 # ---- 10 x 64 MiB uploads, in parallel, to ref-like readers that pause 3 s first ----
 UP=$((64 << 20))
 want=$(python3 "$ST" pattern-sha $UP)
-ok=0 probed=0 zwp=0 t0=$SECONDS pids=()
+ok=0 probed=0 zwp=0 t0=$SECONDS pids=() p0=$(pd_ports r)
 for i in $(seq 0 9); do
 	call r test-sink "{\"port\":$((5100 + i)),\"pause_ms\":3000,\"timeout_ms\":85000}" 90 \
 		>"$PT_DIR/sink$i.json" &
 	pids+=($!)
 done
-sleep 0.5
+pd_wait 20 pd_ports_at_least r $((p0 + 10)) || pt_fail sinks_listening "$(pd_ports r) ports, want $((p0 + 10))"
 for i in $(seq 0 9); do
 	call a test-source "{\"target\":\"$R\",\"port\":$((5100 + i)),\"bytes\":$UP,\"timeout_ms\":85000}" 90 \
 		>"$PT_DIR/src$i.json" &
@@ -75,9 +75,10 @@ fi
 
 # ---- the same probe against our own reader (window updates on) ----
 A=${PD_ID[a]}
+p0=$(pd_ports a)
 call a test-sink '{"port":5200,"pause_ms":1500,"timeout_ms":60000}' >"$PT_DIR/sinkA.json" &
 SINK=$!
-sleep 0.5
+pd_wait 20 pd_ports_at_least a $((p0 + 1))
 src=$(call r test-source "{\"target\":\"$A\",\"port\":5200,\"bytes\":$((16 << 20)),\"timeout_ms\":60000}")
 wait $SINK
 if [ "$(pd_json 'd["sha256"]' <"$PT_DIR/sinkA.json")" = "$(python3 "$ST" pattern-sha $((16 << 20)))" ]; then
@@ -110,9 +111,10 @@ else
 	pt_fail hint_resolve_refused_says_private_and_what_to_do "$r"
 fi
 # a stall in mid-transfer is not a trust problem
+p0=$(pd_ports r)
 call r test-sink '{"port":5300,"pause_ms":60000,"timeout_ms":30000}' >/dev/null &
 SINK=$!
-sleep 0.5
+pd_wait 20 pd_ports_at_least r $((p0 + 1))
 call a test-source "{\"target\":\"$R\",\"port\":5300,\"bytes\":$((64 << 20)),\"timeout_ms\":30000}" >"$PT_DIR/stall.json" &
 SRC=$!
 sleep 2
