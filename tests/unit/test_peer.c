@@ -631,6 +631,19 @@ static void send_raw_from_other(tnode *to, const uint8_t *frame, size_t len, int
 	close(fd);
 }
 
+/* establish, and B's first key exchange to A as the sniffer saw it, in old. */
+static void establish_captured(fx *f, uint8_t old[PROTO_PILA_LEN])
+{
+	const uint8_t *cap;
+	size_t len;
+
+	establish(f);
+	cap = captured(f, "PILA", false, &len);
+	assert_non_null(cap);
+	assert_int_equal(len, PROTO_PILA_LEN);
+	memcpy(old, cap, PROTO_PILA_LEN);
+}
+
 /* Both ends exchange a datagram within ms. */
 static bool both_ways(fx *f, tnode *a, tnode *b, int ms)
 {
@@ -651,17 +664,12 @@ static void test_unseen_old_key_replay(void **state)
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
 	uint8_t old[PROTO_PILA_LEN];
-	const uint8_t *cap;
-	size_t len;
 	bool ok = false;
 	uint64_t t0;
 	peer_stats st;
 	peer_info before, after;
 
-	establish(f);
-	cap = captured(f, "PILA", false, &len);
-	assert_non_null(cap);
-	memcpy(old, cap, PROTO_PILA_LEN);
+	establish_captured(f, old);
 	restart_and_rekey(f, b, a); /* B: new key */
 	restart_and_rekey(f, a, b); /* A: forgets everything it saw */
 	st = stats(a);
@@ -696,16 +704,10 @@ static void test_old_key_replay(void **state)
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
 	uint8_t old[PROTO_PILA_LEN];
-	const uint8_t *cap;
-	size_t len;
 	peer_info before, after;
 	peer_stats st;
 
-	establish(f);
-	cap = captured(f, "PILA", false, &len); /* B's key exchange to A */
-	assert_non_null(cap);
-	assert_int_equal(len, PROTO_PILA_LEN);
-	memcpy(old, cap, len);
+	establish_captured(f, old);
 	assert_int_equal(a->delivered, 1);
 	restart_and_rekey(f, b, a); /* B: new X25519 key; A hears B's reply (2 delivered) */
 	assert_int_equal(peer_get(a->pt, b->node, &before), 0);
