@@ -170,18 +170,28 @@ static void http_get(pilot_loop *l, pilot_httpd *h, const char *path, const char
 	close(fd);
 }
 
+/* A listener on hc's address in loop l. */
+static pilot_httpd *httpd_up(pilot_loop *l, const pilot_httpd_config *hc)
+{
+	char err[256];
+	pilot_httpd *h;
+
+	assert_non_null(l);
+	h = pilot_httpd_new(l, hc, err, sizeof(err));
+	if (!h)
+		fail_msg("pilot_httpd_new: %s", err);
+	return h;
+}
+
 static void t_listener(void **state)
 {
 	pilot_loop *l = pilot_loop_new();
 	uint64_t v = 42;
 	pilot_httpd_config hc = { .addr = ":0", .metrics = body, .arg = &v };
 	char err[256], resp[2048];
-	pilot_httpd *h;
+	pilot_httpd *h = httpd_up(l, &hc);
 
 	(void)state;
-	assert_non_null(l);
-	h = pilot_httpd_new(l, &hc, err, sizeof(err));
-	assert_non_null(h);
 	/* a bare :port is loopback only */
 	assert_memory_equal(pilot_httpd_addr(h), "127.0.0.1:", 10);
 	http_get(l, h, "/metrics", "pilot_test_total 42\n", resp, sizeof(resp));
@@ -207,13 +217,10 @@ static void t_health_cb(void **state)
 {
 	pilot_loop *l = pilot_loop_new();
 	pilot_httpd_config hc = { .addr = ":0", .metrics = body, .health = health_down, .arg = "postgres" };
-	char err[256], resp[2048];
-	pilot_httpd *h;
+	char resp[2048];
+	pilot_httpd *h = httpd_up(l, &hc);
 
 	(void)state;
-	assert_non_null(l);
-	h = pilot_httpd_new(l, &hc, err, sizeof(err));
-	assert_non_null(h);
 	http_get(l, h, "/healthz", "db=down\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, "HTTP/1.1 503 Service Unavailable\r\n"));
 	assert_non_null(strstr(resp, "degraded store=postgres db=down\n"));
