@@ -11,18 +11,25 @@ import sys
 import ctlsock
 
 
+def call(path, cmd, args, secs=60.0):
+    """args as JSON text (also imported by pilotd_webhook.sh, pilotd_pg_failover.sh)."""
+    return ctlsock.call(path, cmd, json.loads(args), secs)
+
+
+def pattern_sha(n):
+    return ctlsock.pattern_sha(int(n))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "call":
         try:
-            path, verb, args_json = args[:3]
-            secs = args[3] if len(args) > 3 else 60.0
-            print(json.dumps(ctlsock.call(path, verb, json.loads(args_json), secs)))
+            print(json.dumps(call(*args)))
         except (OSError, EOFError) as e:
             print(json.dumps({"status": "error", "code": "client", "message": str(e)}))
             sys.exit(1)
     elif cmd == "pattern-sha":
-        print(ctlsock.pattern_sha(int(args[0])))
+        print(pattern_sha(args[0]))
     else:
         sys.exit("unknown command " + cmd)
 
