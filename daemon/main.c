@@ -23,13 +23,12 @@
 #define PROG "pilotd"
 #define NOPTS 75
 
-#define OPT(...) { __VA_ARGS__, .set = 0 }
+#define OPT PILOT_OPT
 
 static void options_table(node_options *o, pilot_opt *t)
 {
 	pilot_opt tab[] = {
-		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
-		    "JSON config file; keys are flag names with - or _; flags win", "file"),
+		PILOT_OPT_CONFIG(&o->config),
 		OPT("registry", PILOT_OPT_STRING, &o->registry, NULL,
 		    "registry address (required; there is no built-in default); several "
 		    "separated by commas fail over in turn",
@@ -224,11 +223,7 @@ static void options_table(node_options *o, pilot_opt *t)
 		    "with -registry-tls: accept only this registry certificate (lowercase hex "
 		    "SHA-256 of its DER)",
 		    "hex"),
-		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info", "debug, info, warn or error",
-		    "level"),
-		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
-		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
-		    "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		PILOT_OPTS_LOG(&o->log_level, &o->log_format, &o->log_file),
 		OPT("metrics", PILOT_OPT_STRING, &o->metrics, NULL,
 		    "serve Prometheus /metrics and /healthz over HTTP here; a bare :port binds "
 		    "127.0.0.1; empty = off",
@@ -327,8 +322,6 @@ static const char *registry_trust(node_options *o)
 /* Cross-flag rules; returns 0 or 2 (usage error) after printing the reason. */
 static int validate(node_options *o)
 {
-	enum pilot_log_level lv;
-	enum pilot_log_format lf;
 	transport_ep ep;
 	const char *why;
 
@@ -346,10 +339,8 @@ static int validate(node_options *o)
 		return usage_error("invalid -listen (want host:port, :port or [v6]:port)");
 	if (!empty(o->metrics) && !valid_hostport(o->metrics))
 		return usage_error("invalid -metrics (want host:port or :port; :port = 127.0.0.1)");
-	if (pilot_log_parse_level(o->log_level, &lv) < 0)
-		return usage_error("invalid -log-level (want debug, info, warn or error)");
-	if (pilot_log_parse_format(o->log_format, &lf) < 0)
-		return usage_error("invalid -log-format (want text or json)");
+	if ((why = pilot_log_opts_error(o->log_level, o->log_format)))
+		return usage_error(why);
 	if (strcmp(o->kdf, "ref") != 0 && strcmp(o->kdf, "new") != 0)
 		return usage_error("invalid -kdf (want ref or new)");
 	if (o->keepalive <= 0 || o->idle_timeout <= 0 || o->time_wait < 0)
@@ -423,13 +414,9 @@ static int check_config(const node_options *o)
 
 static void setup_log(const node_options *o)
 {
-	enum pilot_log_level lv = PILOT_LOG_INFO;
-	enum pilot_log_format lf = PILOT_LOG_TEXT;
 	int r;
 
-	pilot_log_parse_level(o->log_level, &lv);
-	pilot_log_parse_format(o->log_format, &lf);
-	pilot_log_init(PROG, lv, lf);
+	pilot_log_init_opts(PROG, o->log_level, o->log_format);
 	if (!empty(o->log_file) && (r = pilot_log_open(o->log_file)) < 0) {
 		fprintf(stderr, "%s: cannot open -log-file %s: %s\n", PROG, o->log_file, strerror(-r));
 		exit(1);

@@ -54,6 +54,28 @@ int pilot_log_parse_format(const char *s, enum pilot_log_format *out)
 	return 0;
 }
 
+const char *pilot_log_opts_error(const char *level, const char *format)
+{
+	enum pilot_log_level lv;
+	enum pilot_log_format lf;
+
+	if (pilot_log_parse_level(level, &lv) < 0)
+		return "invalid -log-level (want debug, info, warn or error)";
+	if (pilot_log_parse_format(format, &lf) < 0)
+		return "invalid -log-format (want text or json)";
+	return NULL;
+}
+
+void pilot_log_init_opts(const char *prog, const char *level, const char *format)
+{
+	enum pilot_log_level lv = PILOT_LOG_INFO;
+	enum pilot_log_format lf = PILOT_LOG_TEXT;
+
+	pilot_log_parse_level(level, &lv);
+	pilot_log_parse_format(format, &lf);
+	pilot_log_init(prog, lv, lf);
+}
+
 void pilot_log_init(const char *prog, enum pilot_log_level level, enum pilot_log_format fmt)
 {
 	snprintf(log_prog, sizeof(log_prog), "%s", prog ? prog : "pilot");

@@ -25,6 +25,11 @@ int pilot_log_parse_level(const char *s, enum pilot_log_level *out);
 int pilot_log_parse_format(const char *s, enum pilot_log_format *out);
 
 void pilot_log_init(const char *prog, enum pilot_log_level level, enum pilot_log_format fmt);
+/* The -log-level and -log-format values of a program's options (PILOT_OPTS_LOG):
+ * NULL when both parse, else a usage message naming the bad one. */
+const char *pilot_log_opts_error(const char *level, const char *format);
+/* pilot_log_init with those values (info and text where they do not parse). */
+void pilot_log_init_opts(const char *prog, const char *level, const char *format);
 void pilot_log_set_level(enum pilot_log_level level);
 /* Log to path (append) instead of stderr; NULL = stderr. 0 or -errno. */
 int pilot_log_open(const char *path);

@@ -28,6 +28,23 @@ typedef struct pilot_opt {
 	int set;               /* out: 1 if given on the command line, 2 if from config */
 } pilot_opt;
 
+/* A table row: the positional fields, then a designated one, which spares the
+ * INT bounds where they are not used. */
+#define PILOT_OPT(...)                                                                                       \
+	{                                                                                                    \
+		__VA_ARGS__, .set = 0                                                                        \
+	}
+/* The rows every program's table has: -config, and -log-level, -log-format and
+ * -log-file (checked and applied by pilot_log_opts_error / pilot_log_init_opts). */
+#define PILOT_OPT_CONFIG(dest)                                                                               \
+	PILOT_OPT("config", PILOT_OPT_STRING, dest, NULL,                                                    \
+		  "JSON config file; keys are flag names with - or _; flags win", "file")
+#define PILOT_OPTS_LOG(level, format, file)                                                                  \
+	PILOT_OPT("log-level", PILOT_OPT_STRING, level, "info", "debug, info, warn or error", "level"),      \
+		PILOT_OPT("log-format", PILOT_OPT_STRING, format, "text", "text or json", "format"),         \
+		PILOT_OPT("log-file", PILOT_OPT_STRING, file, NULL,                                          \
+			  "log to this file instead of stderr (reopened on SIGHUP)", "file")
+
 /* Parse argv against the table (terminated by an entry with name == NULL).
  * Applies defaults, then the file named by the "config" option if the table has
  * one and it was given, then the command line. Positional arguments are left in

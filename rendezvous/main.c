@@ -66,14 +66,12 @@ static bool st_url_ok(const char *s)
 	return s && (!strncmp(s, "postgres://", 11) || !strncmp(s, "postgresql://", 13));
 }
 
-/* Positional fields then a designated one, which spares the INT bounds elsewhere. */
-#define OPT(...) { __VA_ARGS__, .set = 0 }
+#define OPT PILOT_OPT
 
 static void options_table(struct options *o, pilot_opt *t)
 {
 	pilot_opt tab[] = {
-		OPT("config", PILOT_OPT_STRING, &o->config, NULL,
-		    "JSON config file; keys are flag names with - or _; flags win", "file"),
+		PILOT_OPT_CONFIG(&o->config),
 		OPT("registry-addr", PILOT_OPT_STRING, &o->registry_addr, ":9000",
 		    "registry TCP listen address", "host:port"),
 		OPT("beacon-addr", PILOT_OPT_STRING, &o->beacon_addr, ":9001", "beacon UDP listen address",
@@ -119,11 +117,7 @@ static void options_table(struct options *o, pilot_opt *t)
 		OPT("http", PILOT_OPT_STRING, &o->http, NULL,
 		    "HTTP /healthz and /metrics listen address; no host = 127.0.0.1; empty = off",
 		    "host:port"),
-		OPT("log-level", PILOT_OPT_STRING, &o->log_level, "info", "debug, info, warn or error",
-		    "level"),
-		OPT("log-format", PILOT_OPT_STRING, &o->log_format, "text", "text or json", "format"),
-		OPT("log-file", PILOT_OPT_STRING, &o->log_file, NULL,
-		    "log to this file instead of stderr (reopened on SIGHUP)", "file"),
+		PILOT_OPTS_LOG(&o->log_level, &o->log_format, &o->log_file),
 		OPT("no-registry", PILOT_OPT_BOOL, &o->no_registry, NULL,
 		    "do not serve the registry over TCP (beacon only)", NULL),
 		OPT("no-beacon", PILOT_OPT_BOOL, &o->no_beacon, NULL, "do not run the beacon", NULL),
@@ -203,14 +197,11 @@ static int empty(const char *s)
 static int validate(struct app *a)
 {
 	struct options *o = &a->o;
-	enum pilot_log_level lv;
-	enum pilot_log_format lf;
+	const char *why;
 	char host[256], port[8];
 
-	if (pilot_log_parse_level(o->log_level, &lv) < 0)
-		return usage_error("invalid -log-level (want debug, info, warn or error)");
-	if (pilot_log_parse_format(o->log_format, &lf) < 0)
-		return usage_error("invalid -log-format (want text or json)");
+	if ((why = pilot_log_opts_error(o->log_level, o->log_format)))
+		return usage_error(why);
 	if (!empty(o->store_sync) && strcmp(o->store_sync, "full") && strcmp(o->store_sync, "normal"))
 		return usage_error("invalid -store-sync (want full or normal)");
 	if (o->wss_idle < 1000)
@@ -790,8 +781,6 @@ int main(int argc, char **argv)
 	static struct app a;
 	pilot_opt opts[NOPTS + 1];
 	char err[512];
-	enum pilot_log_level lv = PILOT_LOG_INFO;
-	enum pilot_log_format lf = PILOT_LOG_TEXT;
 	int first = argc, r;
 
 	if (argc > 1 && !strcmp(argv[1], "ca"))
@@ -824,9 +813,7 @@ int main(int argc, char **argv)
 		pilot_opts_free(opts);
 		return r;
 	}
-	pilot_log_parse_level(a.o.log_level, &lv);
-	pilot_log_parse_format(a.o.log_format, &lf);
-	pilot_log_init(PROG, lv, lf);
+	pilot_log_init_opts(PROG, a.o.log_level, a.o.log_format);
 	if (sodium_init() < 0)
 		pilot_fatal("libsodium failed to initialise");
 	if (a.o.print_fpr || a.o.check) {

@@ -15,56 +15,17 @@ result line "ok ...", "fail REASON" or "corrupt DETAIL" and exits 0.
   fetch URL SHA SECS        curl URL, compare the body's SHA-256
 """
 import hashlib
-import json
+import os
 import random
 import socket
 import socketserver
-import struct
 import subprocess
 import sys
 import threading
 
-
-def recv_frame(c):
-    hdr = c.recv(4, socket.MSG_WAITALL)
-    if len(hdr) < 4:
-        raise EOFError("control socket closed")
-    (n,) = struct.unpack(">I", hdr)
-    body = b""
-    while len(body) < n:
-        chunk = c.recv(n - len(body))
-        if not chunk:
-            raise EOFError("control socket closed")
-        body += chunk
-    return json.loads(body)
-
-
-def call(path, cmd, args, secs):
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(float(secs))
-    c.connect(path)
-    body = json.dumps({"cmd": cmd, "args": args}).encode()
-    c.sendall(struct.pack(">I", len(body)) + body)
-    items = []
-    while True:
-        r = recv_frame(c)
-        if r.get("status") == "stream":
-            items.append(r.get("data"))
-            continue
-        break
-    c.close()
-    r["stream_items"] = items
-    return r
-
-
-def pattern_sha(n):
-    block = bytes(i % 251 for i in range(251)) * 4096
-    h = hashlib.sha256()
-    while n > 0:
-        k = min(n, len(block))
-        h.update(block[:k])
-        n -= k
-    return h.hexdigest()
+# the control-socket client and the test pattern, shared with the tests' tools
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from ctlsock import call, pattern_sha  # noqa: E402
 
 
 def background(fn):

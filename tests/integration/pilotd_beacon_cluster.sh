@@ -25,14 +25,7 @@ SECRET=cluster-test-secret
 pt_bridge net
 pt_ns rdv && pt_attach rdv net $P/24 && pt_ns rdv2 && pt_attach rdv2 net $S/24 ||
 	{ pt_fail namespaces_created; exit 1; }
-router() { # name wan-ip lan-prefix
-	local r=r$1 n=n$1
-	pt_ns "$r" && pt_attach "$r" net "$2/24" && pt_ns "$n" &&
-		pt_link "$r" "$3.1/24" "$n" "$3.2/24" &&
-		pt_exec "$PT-$n" ip route add default via "$3.1" &&
-		pt_nat "$r" eth0 "$3.0/24" symmetric
-}
-router A 198.18.0.11 198.19.1 && router B 198.18.0.12 198.19.2 ||
+pt_router A net 198.18.0.11 198.19.1 symmetric && pt_router B net 198.18.0.12 198.19.2 symmetric ||
 	{ pt_fail namespaces_created; exit 1; }
 
 pt_spawn rdv "$PT_DIR/rdv.log" "$PD_RDV" -registry-addr $P:9000 -beacon-addr $P:9001 \

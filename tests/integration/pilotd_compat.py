@@ -22,18 +22,7 @@ import struct
 import sys
 import time
 
-
-def ctl_request(path, obj, timeout):
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(timeout + 5)
-    c.connect(path)
-    body = json.dumps(obj).encode()
-    c.sendall(struct.pack(">I", len(body)) + body)
-    hdr = c.recv(4, socket.MSG_WAITALL)
-    (n,) = struct.unpack(">I", hdr)
-    reply = json.loads(c.recv(n, socket.MSG_WAITALL))
-    c.close()
-    return reply
+import ctlsock
 
 
 def echo(sock, node, chunks, size, timeout):
@@ -42,10 +31,10 @@ def echo(sock, node, chunks, size, timeout):
     total = 0
     for i in range(int(chunks)):
         msg = bytes(alphabet[b % len(alphabet)] for b in os.urandom(int(size))).decode()
-        r = ctl_request(sock, {"cmd": "connect", "args": {
+        r = ctlsock.request(sock, {"cmd": "connect", "args": {
             "node_id": int(node), "port": 7, "message": msg,
             "timeout_ms": int(float(timeout) * 1000)}},
-            float(timeout))
+            float(timeout) + 5)
         if r.get("status") != "ok":
             print(f"chunk {i}: {r}")
             return 1

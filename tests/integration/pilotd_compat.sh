@@ -35,23 +35,11 @@ pt_bridge net
 pt_ns rdv
 pt_attach rdv net 198.18.0.1/24
 pt_exec "$PT-rdv" ip addr add 198.18.0.2/24 dev eth0
-firewall() { # drop all UDP and all TCP except to port 443 leaving the namespace
-	pt_exec "$PT-$1" nft -f - <<NFT
-table inet ptfw {
-	chain out {
-		type filter hook output priority 0; policy accept;
-		oifname "lo" accept
-		meta l4proto udp counter drop
-		tcp dport != 443 counter drop
-	}
-}
-NFT
-}
 i=10
 for n in u1 u2 ua c1 c2 a1 a2; do
 	pt_ns "$n"
 	pt_attach "$n" net "198.18.0.$i/24"
-	case $n in c* | a*) firewall "$n" ;; esac
+	case $n in c* | a*) pt_egress_443 "$n" ;; esac
 	i=$((i + 1))
 done
 

@@ -18,18 +18,9 @@ pd_init inat
 pt_bridge net
 pt_ns rdv
 pt_attach rdv net 198.18.0.1/24
-router() { # name wan-ip lan-prefix
-	local r=r$1 n=n$1
-	pt_ns "$r"
-	pt_attach "$r" net "$2/24"
-	pt_ns "$n"
-	pt_link "$r" "$3.1/24" "$n" "$3.2/24"
-	pt_exec "$PT-$n" ip route add default via "$3.1"
-	pt_nat "$r" eth0 "$3.0/24" cone
-}
-router B 198.18.0.11 198.19.1
-router R1 198.18.0.12 198.19.2
-router R2 198.18.0.13 198.19.3
+pt_router B net 198.18.0.11 198.19.1 cone
+pt_router R1 net 198.18.0.12 198.19.2 cone
+pt_router R2 net 198.18.0.13 198.19.3 cone
 pd_wait 5 pt_exec "$PT-nB" ping -c1 -W1 198.18.0.1 || { pt_fail topology; exit 1; }
 pd_rendezvous rdv 198.18.0.1 || { pt_fail rendezvous_started; exit 1; }
 

@@ -20,18 +20,9 @@ pt_attach rdv net 198.18.0.1/24
 pt_ns pub
 pt_attach pub net 198.18.0.10/24
 
-router() { # name wan-ip lan-prefix mode
-	local r=r$1 n=n$1
-	pt_ns "$r"
-	pt_attach "$r" net "$2/24"
-	pt_ns "$n"
-	pt_link "$r" "$3.1/24" "$n" "$3.2/24"
-	pt_exec "$PT-$n" ip route add default via "$3.1"
-	pt_nat "$r" eth0 "$3.0/24" "$4"
-}
-router A 198.18.0.11 198.19.1 cone
-router B 198.18.0.12 198.19.2 cone
-router S 198.18.0.13 198.19.3 symmetric
+pt_router A net 198.18.0.11 198.19.1 cone
+pt_router B net 198.18.0.12 198.19.2 cone
+pt_router S net 198.18.0.13 198.19.3 symmetric
 
 if pd_wait 5 pt_exec "$PT-nA" ping -c1 -W1 198.18.0.1; then
 	pt_pass topology_nat_reaches_internet

@@ -40,14 +40,7 @@ pt_ns rdv && pt_attach rdv net $I1/24 && pt_ns rdv2 && pt_attach rdv2 net $I2/24
 for ((i = 1; i <= NLAN; i++)); do
 	pt_ns "n$i" && pt_attach "n$i" net "198.18.0.$((9 + i))/24" || { pt_fail namespaces_created; exit 1; }
 done
-router() { # name wan-ip lan-prefix
-	local r=r$1 n=n$1
-	pt_ns "$r" && pt_attach "$r" net "$2/24" && pt_ns "$n" &&
-		pt_link "$r" "$3.1/24" "$n" "$3.2/24" &&
-		pt_exec "$PT-$n" ip route add default via "$3.1" &&
-		pt_nat "$r" eth0 "$3.0/24" symmetric
-}
-router X 198.18.0.40 198.19.1 && router Y 198.18.0.41 198.19.2 ||
+pt_router X net 198.18.0.40 198.19.1 symmetric && pt_router Y net 198.18.0.41 198.19.2 symmetric ||
 	{ pt_fail namespaces_created; exit 1; }
 # the relayed stream stays in flight for a few seconds: sx's uplink at 12 Mbit/s
 pt_exec "$PT-rX" tc qdisc add dev eth0 root tbf rate 12mbit burst 32kb latency 400ms ||

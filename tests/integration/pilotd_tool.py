@@ -24,6 +24,8 @@ import struct
 import sys
 import time
 
+import ctlsock
+
 MAGICS = [b"PILT", b"PILS", b"PILK", b"PILA", b"PILP"]
 
 
@@ -118,19 +120,6 @@ def replay(path, host, port):
     print(n)
 
 
-def ctl_request(path, obj):
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(5)
-    c.connect(path)
-    body = json.dumps(obj).encode()
-    c.sendall(struct.pack(">I", len(body)) + body)
-    hdr = c.recv(4, socket.MSG_WAITALL)
-    (n,) = struct.unpack(">I", hdr)
-    reply = json.loads(c.recv(n, socket.MSG_WAITALL))
-    c.close()
-    return reply
-
-
 def ctl_raw(path, data, read=True):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.settimeout(3)
@@ -158,7 +147,7 @@ def ctl(path):
         ctl_raw(path, b, read=not b.startswith(struct.pack(">I", 100)))
     for args in ({"node_id": "x"}, {"node_id": -1}, {"node_id": 2**40}, {}, {"node_id": [1]}):
         for cmd in ("approve", "handshake", "ping", "lookup", "disconnect", "connect"):
-            r = ctl_request(path, {"cmd": cmd, "args": args})
+            r = ctlsock.request(path, {"cmd": cmd, "args": args}, 5)
             if r.get("status") != "error":
                 print("accepted bad args", cmd, args, r)
                 return 1
@@ -175,7 +164,7 @@ def ctl(path):
         c.close()
     # The daemon notices the closes on its next loop turns; then it answers again.
     for _ in range(50):
-        r = ctl_request(path, {"cmd": "info"})
+        r = ctlsock.request(path, {"cmd": "info"}, 5)
         if r.get("status") == "ok":
             return 0
         time.sleep(0.1)

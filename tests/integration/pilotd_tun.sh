@@ -152,24 +152,9 @@ upload_paused_server() {
 pt_check upload_server_paused_past_idle_timeout upload_paused_server
 
 # ---- ssh: sshd on b's TUN IP, key auth only, no PAM ----
-sshdir=$PT_DIR/ssh
-mkdir -p "$sshdir" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$sshdir/host" && ssh-keygen -q -t ed25519 -N '' -f "$sshdir/user"
-cp "$sshdir/user.pub" "$sshdir/authorized_keys"
-cat >"$sshdir/sshd_config" <<EOF
-ListenAddress $own_b:22
-HostKey $sshdir/host
-AuthorizedKeysFile $sshdir/authorized_keys
-PidFile $sshdir/sshd.pid
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-EOF
-pt_spawn b "$PT_DIR/sshd.log" /usr/sbin/sshd -D -e -f "$sshdir/sshd_config"
+pt_sshd b "$own_b"
 pt_wait 10 pt_exec "$PT-b" bash -c "exec 3<>/dev/tcp/$own_b/22"
-pt_check ssh_runs_command bash -c "ip netns exec $PT-a ssh -i $sshdir/user -o StrictHostKeyChecking=no \
+pt_check ssh_runs_command bash -c "ip netns exec $PT-a ssh -i $PT_SSH_DIR/user -o StrictHostKeyChecking=no \
 	-o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=10 root@$ip_b 'echo ssh-over-\$(hostname -I | wc -w)' \
 	2>/dev/null | grep -q ssh-over"
 

@@ -47,16 +47,7 @@ for n in a u c; do
 	i=$((i + 1))
 done
 pt_exec "$PT-u" ip link set lo up
-pt_exec "$PT-u" nft -f - <<NFT
-table inet ptfw {
-	chain out {
-		type filter hook output priority 0; policy accept;
-		oifname "lo" accept
-		meta l4proto udp counter drop
-		tcp dport != 443 counter drop
-	}
-}
-NFT
+pt_egress_443 u
 
 CA=$PT_DIR/ca
 mkdir -p "$CA"
@@ -188,24 +179,9 @@ pt_check expose_reached_by_tun_node_16mib_sha256 sha_is "$sum_u" ip netns exec "
 pt_check expose_port_closed_for_unexposed bash -c "! ip netns exec $PT-a curl -sS -m 10 http://$ip_u:81/ >/dev/null 2>&1"
 
 # ---- ssh over SOCKS5 ----
-sshdir=$PT_DIR/ssh
-mkdir -p "$sshdir" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$sshdir/host" && ssh-keygen -q -t ed25519 -N '' -f "$sshdir/user"
-cp "$sshdir/user.pub" "$sshdir/authorized_keys"
-cat >"$sshdir/sshd_config" <<EOF
-ListenAddress $own_a:22
-HostKey $sshdir/host
-AuthorizedKeysFile $sshdir/authorized_keys
-PidFile $sshdir/sshd.pid
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-EOF
-pt_spawn a "$PT_DIR/sshd.log" /usr/sbin/sshd -D -e -f "$sshdir/sshd_config"
+pt_sshd a "$own_a"
 pd_wait 10 pt_exec "$PT-a" bash -c "exec 3<>/dev/tcp/$own_a/22" || pt_fail sshd_started
-pt_check ssh_over_socks5_runs_command bash -c "ip netns exec $PT-u ssh -i $sshdir/user -o StrictHostKeyChecking=no \
+pt_check ssh_over_socks5_runs_command bash -c "ip netns exec $PT-u ssh -i $PT_SSH_DIR/user -o StrictHostKeyChecking=no \
 	-o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=20 \
 	-o ProxyCommand='nc -X 5 -x 127.0.0.1:1080 %h %p' root@alpha.pilot 'echo ssh-over-socks' 2>>$PT_DIR/ssh.err \
 	| grep -q ssh-over-socks"

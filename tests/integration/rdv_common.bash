@@ -1,8 +1,12 @@
 # Helpers shared by the rendezvous*.sh integration tests (loopback only). Source
-# after setting BIN (the pilot-rendezvous under test) and TMP_PREFIX; provides
-# $TMP, the PIDS list that cleanup stops (kill -9, by PID), pass/fail/expect,
-# free_port and stop_term.
+# from the top of the tree after setting TMP_PREFIX; sets BUILD (default build)
+# and BIN (the sanitizer pilot-rendezvous under test) and provides $TMP, the PIDS
+# list that cleanup stops (kill -9, by PID), pass/fail/expect, free_port,
+# stop_term, start/wait_ready/client, kill9_under_load and sanitizer_clean.
 PY=/usr/bin/python3
+BUILD=${BUILD:-build}
+BIN=$BUILD/san/bin/pilot-rendezvous
+CLIENT=tests/integration/regclient.py
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 
 if [ ! -x "$BIN" ]; then
@@ -49,4 +53,59 @@ stop_term() {
 	fi
 	wait "$pid"
 	RC=$?
+}
+
+# start NAME ARGS...: $BIN in the background with RDV_FLAGS (default -log-level
+# debug) and ARGS, its output in $TMP/NAME.log; sets LAST_PID (stopped by cleanup).
+start() {
+	local name=$1
+	shift
+	# shellcheck disable=SC2086
+	"$BIN" ${RDV_FLAGS:--log-level debug} "$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# wait_ready PORT [TRIES]: 0 once the registry on PORT answers (every 0.1 s,
+# 100 tries unless given).
+wait_ready() {
+	local i
+	for ((i = 0; i < ${2:-100}; i++)); do
+		$PY $CLIENT ping "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+client() { $PY $CLIENT "$@"; }
+
+# kill9_under_load PID PORT COUNT MIN ACKED: a loader registers up to COUNT
+# nodes at PORT (the acknowledged IDs in the file ACKED, its log in ACKED.log);
+# once MIN are acknowledged (or 10 s have passed) PID is killed with SIGKILL.
+# Waits for both and prints how many were acknowledged.
+kill9_under_load() {
+	local pid=$1 port=$2 count=$3 min=$4 acked=$5 loader i
+	: >"$acked"
+	client load "$port" "$count" "$acked" >"$acked.log" 2>&1 &
+	loader=$!
+	PIDS+=("$loader")
+	for ((i = 0; i < 200; i++)); do
+		[ "$(wc -l <"$acked")" -ge "$min" ] && break
+		sleep 0.05
+	done
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null
+	wait "$loader" 2>/dev/null
+	echo "# acked before kill -9 of $pid: $(wc -l <"$acked")"
+}
+
+# sanitizer_clean NAME LOG...: PASS unless a log holds a sanitizer report.
+sanitizer_clean() {
+	local name=$1
+	shift
+	if grep -q 'Sanitizer\|runtime error' "$@"; then
+		fail "$name" "$(grep -h -m3 'Sanitizer\|runtime error' "$@")"
+	else
+		pass "$name"
+	fi
 }

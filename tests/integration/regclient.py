@@ -668,6 +668,16 @@ def sc_ping(port):
         return 1
 
 
+def run_scenario(cmd, fn):
+    """Run the scenario fn (also for regmulti.py and regstore.py): a crash of the
+    client is a failure of the scenario; exit 1 when any check failed."""
+    try:
+        fn()
+    except Exception as e:
+        check("%s_completed" % cmd, False, "%s: %s" % (type(e).__name__, e))
+    sys.exit(1 if FAILED else 0)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "ping":
@@ -693,11 +703,7 @@ def main():
         "tls": lambda: sc_tls(int(args[0]), args[1]),
         "hammer": lambda: sc_hammer(int(args[0]), float(args[1]), args[2]),
     }[cmd]
-    try:
-        fn()
-    except Exception as e:  # a crash of the client is a failure of the scenario
-        check("%s_completed" % cmd, False, "%s: %s" % (type(e).__name__, e))
-    sys.exit(1 if FAILED else 0)
+    run_scenario(cmd, fn)
 
 
 if __name__ == "__main__":

@@ -155,11 +155,7 @@ def main():
         "slowdisk": lambda: sc_slowdisk(int(args[0]), int(args[1]), int(args[2]), args[3]),
         "busy": lambda: sc_busy(int(args[0]), int(args[1]), int(args[2])),
     }[cmd]
-    try:
-        fn()
-    except Exception as e:  # a crash of the client is a failure of the scenario
-        check("%s_completed" % cmd, False, "%s: %s" % (type(e).__name__, e))
-    sys.exit(1 if regclient.FAILED else 0)
+    regclient.run_scenario(cmd, fn)
 
 
 if __name__ == "__main__":

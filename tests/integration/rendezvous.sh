@@ -9,32 +9,9 @@
 # script and stopped by PID in cleanup.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/san/bin/pilot-rendezvous
-REL=$BUILD/rel/bin/pilot-rendezvous
 TMP_PREFIX=pilot-rdv-test
 source tests/integration/rdv_common.bash
-CLIENT=tests/integration/regclient.py
-
-# start NAME ARGS... : runs the daemon in the background; sets LAST_PID.
-start() {
-	local name=$1
-	shift
-	"$BIN" -log-level debug "$@" >"$TMP/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-wait_ready() { # port [tries of 0.1 s]
-	local i
-	for ((i = 0; i < ${2:-100}; i++)); do
-		$PY $CLIENT ping "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-client() { $PY $CLIENT "$@"; }
+REL=$BUILD/rel/bin/pilot-rendezvous
 
 # ---- command line -------------------------------------------------------------------
 "$BIN" -no-such-flag >/dev/null 2>"$TMP/err"
@@ -127,11 +104,7 @@ stop_term "$MAIN"
 expect sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
 grep -q "shutting down signal=SIGTERM" "$TMP/main.log"
 expect sigterm_logged $?
-if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/main.log"; then
-	fail main_sanitizer_clean "$(grep -m3 'Sanitizer\|runtime error' "$TMP/main.log")"
-else
-	pass main_sanitizer_clean
-fi
+sanitizer_clean main_sanitizer_clean "$TMP/main.log"
 
 # ---- kill -9 mid-load: acknowledged registrations survive -----------------------------------
 P2=$(free_port)
@@ -140,18 +113,7 @@ mkdir -p "$TMP/store"
 start durable -no-beacon -registry-addr 127.0.0.1:$P2 -store "$STORE"
 DUR=$LAST_PID
 wait_ready "$P2" || fail durable_started
-: >"$TMP/acked"
-client load "$P2" 2000 "$TMP/acked" >"$TMP/load.log" 2>&1 &
-LOADER=$!
-PIDS+=("$LOADER")
-for ((i = 0; i < 200; i++)); do
-	[ "$(wc -l <"$TMP/acked")" -ge 150 ] && break
-	sleep 0.05
-done
-kill -9 "$DUR"
-wait "$DUR" 2>/dev/null
-wait "$LOADER" 2>/dev/null
-echo "# acked before kill -9: $(wc -l <"$TMP/acked")"
+kill9_under_load "$DUR" "$P2" 2000 150 "$TMP/acked"
 start durable2 -no-beacon -registry-addr 127.0.0.1:$P2 -store "$STORE"
 DUR=$LAST_PID
 if wait_ready "$P2"; then

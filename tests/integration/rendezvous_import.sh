@@ -12,8 +12,6 @@
 # Loopback only; the one daemon is started here and stopped by PID in cleanup.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
-BUILD=${BUILD:-build}
-BIN=$BUILD/san/bin/pilot-rendezvous
 TMP_PREFIX=pilot-rdvimport-test
 # shellcheck source=tests/integration/rdv_common.bash
 source tests/integration/rdv_common.bash
@@ -90,12 +88,8 @@ expect replace_back_ok $([ $? = 0 ] && grep -q '4 nodes' <<<"$out"; echo $?) "$o
 
 # ---- a rendezvous on the imported store ----
 PORT=$(free_port)
-"$BIN" -registry-addr "127.0.0.1:$PORT" -no-beacon -store "$TMP/r.db" -log-level info >"$TMP/rdv.log" 2>&1 &
-PIDS+=("$!")
-for ((i = 0; i < 100; i++)); do
-	$PY tests/integration/regclient.py ping "$PORT" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+RDV_FLAGS="-log-level info" start rdv -registry-addr "127.0.0.1:$PORT" -no-beacon -store "$TMP/r.db"
+wait_ready "$PORT"
 $PY - "$PORT" <<'EOF'
 import base64, sys
 sys.path.insert(0, "tests/integration")

@@ -10,12 +10,9 @@
 # of one instance, and what happens while the database is down.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/san/bin/pilot-rendezvous
 TMP_PREFIX=pilot-rdv-pg
 source tests/integration/rdv_common.bash
 source tests/lib/pgtmp.bash
-CLIENT=tests/integration/regclient.py
 MULTI=tests/integration/regmulti.py
 
 trap 'pg_tmp_stop; cleanup' EXIT
@@ -25,22 +22,6 @@ if ! pg_tmp_start "$TMP/pg"; then
 fi
 pass pg_cluster_started
 
-start() { # NAME ARGS...: sets LAST_PID
-	local name=$1
-	shift
-	"$BIN" -log-level debug "$@" >"$TMP/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-wait_ready() {
-	local i
-	for ((i = 0; i < ${2:-100}; i++)); do
-		$PY $CLIENT ping "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-client() { $PY $CLIENT "$@"; }
 multi() { $PY $MULTI "$@"; }
 ADMIN=admin-$RANDOM$RANDOM
 
@@ -72,8 +53,7 @@ for be in sqlite postgres; do
 	expect "${be}_healthz_names_store" $(grep -q "store=$be" <<<"$HZ" && grep -q "db=up" <<<"$HZ"; echo $?) "$HZ"
 	stop_term "$PP"
 	expect "${be}_proto_sigterm_exit_0" $([ "$RC" = 0 ]; echo $?) "exit $RC"
-	grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/proto_$be.log"
-	expect "${be}_proto_sanitizer_clean" $([ $? != 0 ]; echo $?)
+	sanitizer_clean "${be}_proto_sanitizer_clean" "$TMP/proto_$be.log"
 done
 N=$(pg_tmp_psql "SELECT version FROM schema_version")
 expect pg_schema_created_versioned $([ "$N" = 3 ]; echo $?) "$N"
@@ -150,18 +130,7 @@ P=$(free_port)
 start durable -no-beacon -registry-addr 127.0.0.1:$P -store "$PG_URL"
 DUR=$LAST_PID
 wait_ready "$P" || fail pg_durable_started
-: >"$TMP/acked"
-client load "$P" 1000 "$TMP/acked" >"$TMP/load.log" 2>&1 &
-LOADER=$!
-PIDS+=("$LOADER")
-for ((i = 0; i < 200; i++)); do
-	[ "$(wc -l <"$TMP/acked")" -ge 100 ] && break
-	sleep 0.05
-done
-kill -9 "$DUR"
-wait "$DUR" 2>/dev/null
-wait "$LOADER" 2>/dev/null
-echo "# acked before kill -9: $(wc -l <"$TMP/acked")"
+kill9_under_load "$DUR" "$P" 1000 100 "$TMP/acked"
 start durable2 -no-beacon -registry-addr 127.0.0.1:$P -store "$PG_URL"
 DUR=$LAST_PID
 if wait_ready "$P"; then
@@ -196,18 +165,7 @@ if wait_ready "$P1" && wait_ready "$P2"; then
 	# re-register by key with instance 1 (a node given one -registry restarts
 	# pointed at the other): same IDs, within 10 s, no acknowledged write lost.
 	multi nodes_on "$P2" 20 "$TMP/fo_nodes"
-	: >"$TMP/fo_acked"
-	client load "$P2" 2000 "$TMP/fo_acked" >"$TMP/fo_load.log" 2>&1 &
-	LOADER=$!
-	PIDS+=("$LOADER")
-	for ((i = 0; i < 200; i++)); do
-		[ "$(wc -l <"$TMP/fo_acked")" -ge 100 ] && break
-		sleep 0.05
-	done
-	kill -9 "$I2"
-	wait "$I2" 2>/dev/null
-	wait "$LOADER" 2>/dev/null
-	echo "# acked by instance 2 before kill -9: $(wc -l <"$TMP/fo_acked")"
+	kill9_under_load "$I2" "$P2" 2000 100 "$TMP/fo_acked"
 	multi failover "$P2" "$P1" 20 "$TMP/fo_nodes"
 	sleep 1
 	client checkids "$P1" "$TMP/fo_acked" | sed 's/^\(PASS\|FAIL\): /\1: failover_/'
@@ -249,8 +207,4 @@ else
 fi
 stop_term "$I1"
 expect inst1_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
-if grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$TMP/inst1.log" "$TMP/inst2.log"; then
-	fail instances_sanitizer_clean "$(grep -h -m3 'Sanitizer\|runtime error' "$TMP/inst1.log" "$TMP/inst2.log")"
-else
-	pass instances_sanitizer_clean
-fi
+sanitizer_clean instances_sanitizer_clean "$TMP/inst1.log" "$TMP/inst2.log"

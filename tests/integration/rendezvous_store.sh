@@ -13,27 +13,9 @@
 # Loopback only; every daemon is started here and stopped by PID in cleanup.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/san/bin/pilot-rendezvous
 TMP_PREFIX=pilot-rdvstore-test
 source tests/integration/rdv_common.bash
-
-start() { # NAME ARGS...: sets LAST_PID
-	local name=$1
-	shift
-	"$BIN" -log-level info -no-beacon "$@" >"$TMP/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-wait_ready() { # port
-	local i
-	for ((i = 0; i < 150; i++)); do
-		$PY tests/integration/regclient.py ping "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
+RDV_FLAGS="-log-level info -no-beacon"
 
 "$BIN" -no-beacon -store-sync sometimes >/dev/null 2>"$TMP/err"
 RC=$?
@@ -47,7 +29,7 @@ mkdir -p "$TMP/store"
 start slow -registry-addr 127.0.0.1:$P -http 127.0.0.1:$H -store "$STORE" -no-rate-limit \
 	-store-sync full -store-fsync-delay 500ms
 SLOW=$LAST_PID
-if wait_ready "$P"; then
+if wait_ready "$P" 150; then
 	$PY tests/integration/regstore.py slowdisk "$P" "$H" 500 "$TMP/acked"
 	# kill -9 right after the last acknowledgement: nothing acknowledged is lost
 	kill -9 "$SLOW"
@@ -55,8 +37,8 @@ if wait_ready "$P"; then
 	echo "# acked before kill -9: $(wc -l <"$TMP/acked")"
 	start slow2 -registry-addr 127.0.0.1:$P -store "$STORE" -no-rate-limit
 	SLOW=$LAST_PID
-	if wait_ready "$P"; then
-		$PY tests/integration/regclient.py checkids "$P" "$TMP/acked"
+	if wait_ready "$P" 150; then
+		client checkids "$P" "$TMP/acked"
 	else
 		fail killed_acked_registrations_survive "restart failed: $(tail -3 "$TMP/slow2.log")"
 	fi
@@ -72,13 +54,11 @@ H=$(free_port)
 start busy -registry-addr 127.0.0.1:$P -http 127.0.0.1:$H -store "$TMP/store/busy.db" -no-rate-limit \
 	-store-sync full -store-fsync-delay 300ms -store-queue 4
 BUSY=$LAST_PID
-if wait_ready "$P"; then
+if wait_ready "$P" 150; then
 	$PY tests/integration/regstore.py busy "$P" "$H" 30
 	stop_term "$BUSY"
 	expect busy_store_sigterm_exit_0 $([ "$RC" = 0 ]; echo $?) "exit $RC"
-	grep -q 'Sanitizer\|runtime error' "$TMP/busy.log" "$TMP/slow.log" "$TMP/slow2.log" &&
-		fail store_sanitizer_clean "$(grep -m3 -h 'Sanitizer\|runtime error' "$TMP"/*.log)" ||
-		pass store_sanitizer_clean
+	sanitizer_clean store_sanitizer_clean "$TMP/busy.log" "$TMP/slow.log" "$TMP/slow2.log"
 else
 	fail busy_store_started "$(tail -3 "$TMP/busy.log")"
 fi

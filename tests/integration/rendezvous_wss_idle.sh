@@ -10,8 +10,6 @@
 # Loopback only; the rendezvous is started here and stopped by PID in cleanup.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
-BUILD=${BUILD:-build}
-BIN=$BUILD/san/bin/pilot-rendezvous
 TMP_PREFIX=pilot-wssidle-test
 # shellcheck source=tests/integration/rdv_common.bash
 source tests/integration/rdv_common.bash
@@ -19,13 +17,9 @@ source tests/integration/rdv_common.bash
 RP=$(free_port)
 BP=$(free_port)
 WP=$(free_port)
-"$BIN" -registry-addr "127.0.0.1:$RP" -beacon-addr "127.0.0.1:$BP" -wss-addr "127.0.0.1:$WP" \
-	-wss-rate 0 -no-rate-limit -wss-idle-timeout 3s -log-level debug >"$TMP/rdv.log" 2>&1 &
-PIDS+=("$!")
-for ((i = 0; i < 100; i++)); do
-	$PY tests/integration/regclient.py ping "$RP" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+start rdv -registry-addr "127.0.0.1:$RP" -beacon-addr "127.0.0.1:$BP" -wss-addr "127.0.0.1:$WP" \
+	-wss-rate 0 -no-rate-limit -wss-idle-timeout 3s
+wait_ready "$RP"
 timeout 60 $PY - "$RP" "$WP" <<'EOF'
 import base64, json, select, socket, struct, sys, time
 sys.path.insert(0, "tests/integration")

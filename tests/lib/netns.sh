@@ -11,6 +11,13 @@
 #   pt_link NS1 A1 NS2 A2   veth pair between two namespaces with addresses (cidr)
 #   pt_nat ROUTER WAN LAN MODE   nftables masquerade on ROUTER (MODE cone|symmetric;
 #                           cone also drops unsolicited WAN packets to the router itself)
+#   pt_router NAME BR WAN LAN MODE  router namespace rNAME on BR's bridge at WAN (/24), and
+#                           nNAME behind it at LAN.2/24 (LAN like 198.19.1, default route
+#                           via LAN.1), pt_nat MODE on the router; non-zero if a step fails
+#   pt_egress_443 NS        NS sends nothing out but TCP to port 443 (other TCP and all
+#                           UDP dropped and counted: nft table inet ptfw, chain out)
+#   pt_sshd NS ADDR         sshd on ADDR:22 in NS, key authentication only, no PAM; host
+#                           key, user key (user) and config in PT_SSH_DIR ($PT_DIR/ssh)
 #   pt_loss NS IF PERCENT   drop PERCENT % of packets arriving on IF, and of packets
 #                           NS forwards out of IF (nftables numgen). On arrival, not on
 #                           output: an output drop is an EPERM the sender sees, and
@@ -144,6 +151,47 @@ table inet ptfw {
 	}
 }
 NFT
+}
+
+pt_router() {
+	local r=r$1 n=n$1
+	pt_ns "$r" && pt_attach "$r" "$2" "$3/24" && pt_ns "$n" &&
+		pt_link "$r" "$4.1/24" "$n" "$4.2/24" &&
+		pt_exec "$PT-$n" ip route add default via "$4.1" &&
+		pt_nat "$r" eth0 "$4.0/24" "$5"
+}
+
+pt_egress_443() {
+	pt_exec "$PT-$1" nft -f - <<NFT
+table inet ptfw {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		oifname "lo" accept
+		meta l4proto udp counter drop
+		tcp dport != 443 counter drop
+	}
+}
+NFT
+}
+
+pt_sshd() {
+	PT_SSH_DIR=$PT_DIR/ssh
+	mkdir -p "$PT_SSH_DIR" /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$PT_SSH_DIR/host" &&
+		ssh-keygen -q -t ed25519 -N '' -f "$PT_SSH_DIR/user" || return 1
+	cp "$PT_SSH_DIR/user.pub" "$PT_SSH_DIR/authorized_keys"
+	cat >"$PT_SSH_DIR/sshd_config" <<EOF
+ListenAddress $2:22
+HostKey $PT_SSH_DIR/host
+AuthorizedKeysFile $PT_SSH_DIR/authorized_keys
+PidFile $PT_SSH_DIR/sshd.pid
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+EOF
+	pt_spawn "$1" "$PT_DIR/sshd.log" /usr/sbin/sshd -D -e -f "$PT_SSH_DIR/sshd_config"
 }
 
 pt_loss() {

@@ -142,42 +142,62 @@ static void body(FILE *f, void *arg)
 	pilot_prom_metric(f, "pilot_test_total", "counter", "A test.", *(uint64_t *)arg);
 }
 
+/* GET path from h over loopback, the loop running until the response holds
+ * `until` (2 s at most); the response, NUL-terminated, in resp. */
+static void http_get(pilot_loop *l, pilot_httpd *h, const char *path, const char *until, char *resp,
+		     size_t cap)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	char req[128];
+	size_t got = 0;
+	int fd;
+
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+	sin.sin_port = htons((uint16_t)atoi(strrchr(pilot_httpd_addr(h), ':') + 1));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	for (int i = 0; i < 200 && !memmem(resp, got, until, strlen(until)); i++) {
+		ssize_t n;
+
+		pilot_loop_run_once(l, 10);
+		n = recv(fd, resp + got, cap - 1 - got, MSG_DONTWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	resp[got] = '\0';
+	close(fd);
+}
+
+/* A listener on hc's address in loop l. */
+static pilot_httpd *httpd_up(pilot_loop *l, const pilot_httpd_config *hc)
+{
+	char err[256];
+	pilot_httpd *h;
+
+	assert_non_null(l);
+	h = pilot_httpd_new(l, hc, err, sizeof(err));
+	if (!h)
+		fail_msg("pilot_httpd_new: %s", err);
+	return h;
+}
+
 static void t_listener(void **state)
 {
 	pilot_loop *l = pilot_loop_new();
 	uint64_t v = 42;
 	pilot_httpd_config hc = { .addr = ":0", .metrics = body, .arg = &v };
 	char err[256], resp[2048];
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-	pilot_httpd *h;
-	size_t got = 0;
-	int fd;
+	pilot_httpd *h = httpd_up(l, &hc);
 
 	(void)state;
-	assert_non_null(l);
-	h = pilot_httpd_new(l, &hc, err, sizeof(err));
-	assert_non_null(h);
 	/* a bare :port is loopback only */
 	assert_memory_equal(pilot_httpd_addr(h), "127.0.0.1:", 10);
-	sin.sin_port = htons((uint16_t)atoi(strrchr(pilot_httpd_addr(h), ':') + 1));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	for (int i = 0; i < 200 && !memmem(resp, got, "pilot_test_total 42\n", 20); i++) {
-		ssize_t n;
-
-		pilot_loop_run_once(l, 10);
-		n = recv(fd, resp + got, sizeof(resp) - 1 - got, MSG_DONTWAIT);
-		if (n > 0)
-			got += (size_t)n;
-	}
-	resp[got] = '\0';
+	http_get(l, h, "/metrics", "pilot_test_total 42\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, "HTTP/1.1 200 OK\r\n"));
 	assert_non_null(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
 	assert_non_null(strstr(resp, "# TYPE pilot_test_total counter\npilot_test_total 42\n"));
-	close(fd);
 	pilot_httpd_free(h);
 	hc.addr = "nonsense";
 	assert_null(pilot_httpd_new(l, &hc, err, sizeof(err)));
@@ -197,34 +217,13 @@ static void t_health_cb(void **state)
 {
 	pilot_loop *l = pilot_loop_new();
 	pilot_httpd_config hc = { .addr = ":0", .metrics = body, .health = health_down, .arg = "postgres" };
-	char err[256], resp[2048];
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-	pilot_httpd *h;
-	size_t got = 0;
-	int fd;
+	char resp[2048];
+	pilot_httpd *h = httpd_up(l, &hc);
 
 	(void)state;
-	assert_non_null(l);
-	h = pilot_httpd_new(l, &hc, err, sizeof(err));
-	assert_non_null(h);
-	sin.sin_port = htons((uint16_t)atoi(strrchr(pilot_httpd_addr(h), ':') + 1));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	for (int i = 0; i < 200 && !memmem(resp, got, "db=down\n", 8); i++) {
-		ssize_t n;
-
-		pilot_loop_run_once(l, 10);
-		n = recv(fd, resp + got, sizeof(resp) - 1 - got, MSG_DONTWAIT);
-		if (n > 0)
-			got += (size_t)n;
-	}
-	resp[got] = '\0';
+	http_get(l, h, "/healthz", "db=down\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, "HTTP/1.1 503 Service Unavailable\r\n"));
 	assert_non_null(strstr(resp, "degraded store=postgres db=down\n"));
-	close(fd);
 	pilot_httpd_free(h);
 	pilot_loop_free(l);
 }

@@ -230,6 +230,33 @@ static void test_parse(void **state)
 	assert_int_equal(pilot_log_parse_format("xml", &f), -EINVAL);
 }
 
+/* The options every program shares: checked with a usage message naming the bad
+ * one, applied with info/text where they do not parse. */
+static void test_log_opts(void **state)
+{
+	json_object *o;
+
+	assert_null(pilot_log_opts_error("debug", "json"));
+	assert_string_equal(pilot_log_opts_error("verbose", "text"),
+			    "invalid -log-level (want debug, info, warn or error)");
+	assert_string_equal(pilot_log_opts_error(NULL, "xml"),
+			    "invalid -log-level (want debug, info, warn or error)");
+	assert_string_equal(pilot_log_opts_error("warn", "xml"), "invalid -log-format (want text or json)");
+	assert_string_equal(pilot_log_opts_error("warn", NULL), "invalid -log-format (want text or json)");
+	pilot_log_init_opts("nameless", "warn", "json");
+	assert_false(pilot_log_enabled(PILOT_LOG_INFO));
+	log_warn("w");
+	o = take_json();
+	assert_string_equal(str(o, "prog"), "nameless");
+	assert_string_equal(str(o, "level"), "warn");
+	json_object_put(o);
+	pilot_log_init_opts("pilotd", "bogus", "bogus");
+	assert_true(pilot_log_enabled(PILOT_LOG_INFO));
+	assert_false(pilot_log_enabled(PILOT_LOG_DEBUG));
+	log_info("i");
+	assert_matches(take(), " pilotd INFO i\n$");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -241,6 +268,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_long_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test(test_parse),
+		cmocka_unit_test_setup_teardown(test_log_opts, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -371,6 +371,31 @@ static peer_stats stats(tnode *t)
 	return st;
 }
 
+/* from sends text to `to` every 100 ms until `to` has n deliveries (ms at most). */
+static bool send_until_delivered(fx *f, tnode *from, tnode *to, const char *text, unsigned n, int ms)
+{
+	uint64_t t0 = pilot_now_ms();
+
+	while (to->delivered < n && pilot_now_ms() - t0 < (uint64_t)ms) {
+		send_text(from, to, text, from->node);
+		spin(f, 100);
+	}
+	return to->delivered >= n;
+}
+
+/* Spin until a's path to b is no longer the relay (ms at most); the path then. */
+static enum peer_path wait_off_relay(fx *f, tnode *a, tnode *b, int ms)
+{
+	uint64_t t0 = pilot_now_ms();
+	peer_info pi;
+
+	do {
+		spin(f, 50);
+		peer_get(a->pt, b->node, &pi);
+	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < (uint64_t)ms);
+	return pi.path;
+}
+
 /* Two nodes talking through the sniffer, session established both ways. */
 static void establish(fx *f)
 {
@@ -560,27 +585,28 @@ static void test_spoofed_src(void **state)
 	assert_int_equal(b->delivered, 1);
 }
 
+/* Restart t on its port (same identity, new X25519 key) behind the sniffer; from,
+ * still holding the old session, sends until t hears it (2.5 s at most). */
+static bool restart_reached(fx *f, tnode *t, tnode *from)
+{
+	uint16_t port = t->port;
+
+	node_stop(t);
+	node_start(f, t, port);
+	snprintf(t->resolve_to, sizeof(t->resolve_to), "127.0.0.1:%u", f->sn.port);
+	snprintf(from->resolve_to, sizeof(from->resolve_to), "127.0.0.1:%u", f->sn.port);
+	t->delivered = 0;
+	return send_until_delivered(f, from, t, "after restart", 1, 2500);
+}
+
 static void test_restart_rekeys(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	uint16_t port;
-	uint64_t t0;
 
 	establish(f);
-	port = b->port;
-	node_stop(b);
-	node_start(f, b, port); /* same port, same identity, new X25519 key */
-	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->sn.port);
-	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", f->sn.port);
-	b->delivered = 0;
-	t0 = pilot_now_ms();
 	/* A still holds the old session; the restarted B must make it re-key. */
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 2500) {
-		send_text(a, b, "after restart", a->node);
-		spin(f, 100);
-	}
-	assert_true(b->delivered > 0);
+	assert_true(restart_reached(f, b, a));
 	assert_string_equal(b->last, "after restart");
 	assert_true(stats(a).rekeys >= 1);
 	assert_int_equal(send_text(b, a, "reply", b->node), 0);
@@ -594,21 +620,9 @@ static int udp_sock(uint16_t *port);
  * it again (from still holds the old session). */
 static void restart_and_rekey(fx *f, tnode *t, tnode *from)
 {
-	uint16_t port = t->port;
-	uint64_t t0;
 	unsigned n0 = from->delivered;
 
-	node_stop(t);
-	node_start(f, t, port);
-	snprintf(t->resolve_to, sizeof(t->resolve_to), "127.0.0.1:%u", f->sn.port);
-	snprintf(from->resolve_to, sizeof(from->resolve_to), "127.0.0.1:%u", f->sn.port);
-	t->delivered = 0;
-	t0 = pilot_now_ms();
-	while (t->delivered == 0 && pilot_now_ms() - t0 < 2500) {
-		send_text(from, t, "after restart", from->node);
-		spin(f, 100);
-	}
-	assert_true(t->delivered > 0);
+	assert_true(restart_reached(f, t, from));
 	assert_int_equal(send_text(t, from, "reply", t->node), 0);
 	assert_true(wait_delivered(f, from, n0 + 1, 1000));
 	spin(f, 300);
@@ -624,6 +638,19 @@ static void send_raw_from_other(tnode *to, const uint8_t *frame, size_t len, int
 	for (int i = 0; i < times; i++)
 		sendto(fd, frame, len, 0, (struct sockaddr *)&sa, sizeof(sa));
 	close(fd);
+}
+
+/* establish, and B's first key exchange to A as the sniffer saw it, in old. */
+static void establish_captured(fx *f, uint8_t old[PROTO_PILA_LEN])
+{
+	const uint8_t *cap;
+	size_t len;
+
+	establish(f);
+	cap = captured(f, "PILA", false, &len);
+	assert_non_null(cap);
+	assert_int_equal(len, PROTO_PILA_LEN);
+	memcpy(old, cap, PROTO_PILA_LEN);
 }
 
 /* Both ends exchange a datagram within ms. */
@@ -646,17 +673,12 @@ static void test_unseen_old_key_replay(void **state)
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
 	uint8_t old[PROTO_PILA_LEN];
-	const uint8_t *cap;
-	size_t len;
 	bool ok = false;
 	uint64_t t0;
 	peer_stats st;
 	peer_info before, after;
 
-	establish(f);
-	cap = captured(f, "PILA", false, &len);
-	assert_non_null(cap);
-	memcpy(old, cap, PROTO_PILA_LEN);
+	establish_captured(f, old);
 	restart_and_rekey(f, b, a); /* B: new key */
 	restart_and_rekey(f, a, b); /* A: forgets everything it saw */
 	st = stats(a);
@@ -691,47 +713,19 @@ static void test_old_key_replay(void **state)
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
 	uint8_t old[PROTO_PILA_LEN];
-	const uint8_t *cap;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	size_t len;
-	uint16_t port, eport;
-	uint64_t t0;
 	peer_info before, after;
 	peer_stats st;
-	int fd;
 
-	establish(f);
-	cap = captured(f, "PILA", false, &len); /* B's key exchange to A */
-	assert_non_null(cap);
-	assert_int_equal(len, PROTO_PILA_LEN);
-	memcpy(old, cap, len);
-	port = b->port;
-	node_stop(b);
-	node_start(f, b, port); /* new X25519 key */
-	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->sn.port);
-	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", f->sn.port);
-	b->delivered = 0;
-	t0 = pilot_now_ms();
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 2500) {
-		send_text(a, b, "after restart", a->node);
-		spin(f, 100);
-	}
-	assert_true(b->delivered > 0);
-	assert_int_equal(send_text(b, a, "reply", b->node), 0);
-	assert_true(wait_delivered(f, a, 2, 1000));
-	spin(f, 300);
+	establish_captured(f, old);
+	assert_int_equal(a->delivered, 1);
+	restart_and_rekey(f, b, a); /* B: new X25519 key; A hears B's reply (2 delivered) */
 	assert_int_equal(peer_get(a->pt, b->node, &before), 0);
 	assert_true(before.authenticated);
 	st = stats(a);
 
 	/* the replay, from an address that is not B's */
-	fd = udp_sock(&eport);
-	sa.sin_port = htons(a->port);
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	for (int i = 0; i < 3; i++)
-		sendto(fd, old, sizeof(old), 0, (struct sockaddr *)&sa, sizeof(sa));
+	send_raw_from_other(a, old, sizeof(old), 3);
 	spin(f, 100);
-	close(fd);
 	assert_int_equal(stats(a).rekeys, st.rekeys);
 	assert_int_equal(stats(a).kx_accepted, st.kx_accepted);
 	assert_true(stats(a).kx_rejected > st.kx_rejected);
@@ -1057,12 +1051,6 @@ static void test_pending_bound(void **state)
 
 /* ---- relay through the real beacon ---- */
 
-static void reg_node_vis(fx *f, tnode *t, bool public);
-static void reg_node(fx *f, tnode *t)
-{
-	reg_node_vis(f, t, true);
-}
-
 static void reg_node_vis(fx *f, tnode *t, bool public)
 {
 	char pk[48], msg[64], sig64[96];
@@ -1087,37 +1075,42 @@ static void reg_node_vis(fx *f, tnode *t, bool public)
 	json_object_put(o);
 }
 
-static void test_relay_and_upgrade(void **state)
+/* The real registry and beacon on loopback (the nodes started from now on use
+ * it); a and b (f->n[0], f->n[1]) registered, public or private, and started.
+ * Returns the beacon's port. */
+static int beacon_pair(fx *f, bool public)
 {
-	fx *f = *state;
-	tnode *a = &f->n[0], *b = &f->n[1];
 	reg_config rc = { .ratelimit_disabled = true };
 	char err[256] = "";
-	peer_info pi;
-	peer_stats sa;
-	uint64_t t0;
+	int port;
 
 	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
 	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
 	if (!f->bcn)
 		fail_msg("beacon: %s", err);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
+	port = beacon_local_port(f->bcn);
+	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", port);
+	reg_node_vis(f, &f->n[0], public);
+	reg_node_vis(f, &f->n[1], public);
+	node_start(f, &f->n[0], 0);
+	node_start(f, &f->n[1], 0);
+	return port;
+}
+
+static void test_relay_and_upgrade(void **state)
+{
+	fx *f = *state;
+	tnode *a = &f->n[0], *b = &f->n[1];
+	peer_stats sa;
+
 	/* private and untrusted: the beacon refuses to coordinate a punch (which
 	 * would find the real loopback endpoints) but relays the key exchanges */
-	reg_node_vis(f, a, false);
-	reg_node_vis(f, b, false);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
+	beacon_pair(f, false);
 	sniffer_start(f, a, b);
 	f->sn.drop = true; /* the direct path is a black hole */
 	spin(f, 100);      /* Discovers verify both endpoints */
 	assert_true(stats(a).have_public_ep);
-	t0 = pilot_now_ms();
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000) {
-		send_text(a, b, "via relay", a->node);
-		spin(f, 100);
-	}
-	assert_true(b->delivered > 0);
+	assert_true(send_until_delivered(f, a, b, "via relay", 1, 3000));
 	assert_string_equal(b->last, "via relay");
 	/* (a beacon-coordinated punch may already have found the real endpoints) */
 	assert_true(stats(a).relay_switches >= 1);
@@ -1128,12 +1121,7 @@ static void test_relay_and_upgrade(void **state)
 	assert_true(bs.relayed_packets > 0);
 	/* nothing readable crossed the beacon either: the sniffer saw only drops */
 	f->sn.drop = false; /* direct starts working: probes upgrade both sides */
-	t0 = pilot_now_ms();
-	do {
-		spin(f, 50);
-		peer_get(a->pt, b->node, &pi);
-	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < 3000);
-	assert_int_not_equal(pi.path, PEER_PATH_RELAY);
+	assert_int_not_equal(wait_off_relay(f, a, b, 3000), PEER_PATH_RELAY);
 	sa = stats(a);
 	assert_true(sa.direct_upgrades >= 1);
 	beacon_get_stats(f->bcn, &bs);
@@ -1145,7 +1133,6 @@ static void test_relay_and_upgrade(void **state)
 	assert_int_equal(bs.relayed_packets, relayed); /* not through the relay */
 }
 
-
 /* First contact with a reachable endpoint and a beacon: the key exchange and the
  * data go direct only. A reference daemon pins any node it hears through the
  * relay to the relay for its lifetime (tunnel.md §10), so a relayed copy of the
@@ -1154,20 +1141,10 @@ static void test_first_contact_direct_only(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	reg_config rc = { .ratelimit_disabled = true };
-	char err[256] = "";
 	beacon_stats bs;
 	peer_info pi;
 
-	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
-	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
-	if (!f->bcn)
-		fail_msg("beacon: %s", err);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
-	reg_node(f, a);
-	reg_node(f, b);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
+	beacon_pair(f, true);
 	spin(f, 100); /* Discovers verify both endpoints */
 	assert_int_equal(send_text(a, b, "hello", a->node), 0);
 	assert_true(wait_delivered(f, b, 1, 2000));
@@ -1248,6 +1225,16 @@ static void drain_fake(int fd, unsigned *pilp, unsigned *pila)
 	}
 }
 
+/* Two silent fake peers (f->fp): x resolves to the first, y to the second, the
+ * endpoint after the prefix how ("" or the registry's "relay_only "). */
+static void fake_peers(fx *f, tnode *x, tnode *y, const char *how)
+{
+	f->fp[0] = udp_sock(&f->fp_port[0]);
+	f->fp[1] = udp_sock(&f->fp_port[1]);
+	snprintf(x->resolve_to, sizeof(x->resolve_to), "%s127.0.0.1:%u", how, f->fp_port[0]);
+	snprintf(y->resolve_to, sizeof(y->resolve_to), "%s127.0.0.1:%u", how, f->fp_port[1]);
+}
+
 /* Three peers go relay in the same tick: their relay-probe PunchRequests must
  * leave punch_gap_ms apart (the beacon grants a requester only so many per
  * second), and every peer gets its turn. */
@@ -1290,10 +1277,7 @@ static void test_punch_attribution(void **state)
 	f->relay_probe_ms = 10000; /* no relay probes during the test */
 	fake_beacon(f);
 	node_start(f, a, 0);
-	f->fp[0] = udp_sock(&f->fp_port[0]);
-	f->fp[1] = udp_sock(&f->fp_port[1]);
-	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", f->fp_port[0]);
-	snprintf(c->resolve_to, sizeof(c->resolve_to), "127.0.0.1:%u", f->fp_port[1]);
+	fake_peers(f, b, c, "");
 	assert_int_equal(send_text(a, b, "to b", a->node), 0);
 	assert_int_equal(send_text(a, c, "to c", a->node), 0);
 	spin(f, 400); /* both requests out (b first, c 150 ms later), both gone relay */
@@ -1341,31 +1325,16 @@ static void test_relay_peer_reresolved(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	reg_config rc = { .ratelimit_disabled = true };
-	char err[256] = "";
 	peer_info pi;
-	uint64_t t0;
 	unsigned r0;
 
-	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
-	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
-	assert_non_null(f->bcn);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
 	/* private and untrusted: the beacon relays key exchanges and answers but
 	 * refuses punches, so only the resolve can give a a direct path */
-	reg_node_vis(f, a, false);
-	reg_node_vis(f, b, false);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
+	beacon_pair(f, false);
 	a->resolve_to[0] = 0;
 	b->resolve_to[0] = 0;
 	spin(f, 100);
-	t0 = pilot_now_ms();
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000) {
-		send_text(a, b, "via relay", a->node);
-		spin(f, 100);
-	}
-	assert_true(b->delivered > 0);
+	assert_true(send_until_delivered(f, a, b, "via relay", 1, 3000));
 	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
 	assert_int_equal(pi.path, PEER_PATH_RELAY);
 	r0 = f->resolves[1];
@@ -1378,12 +1347,7 @@ static void test_relay_peer_reresolved(void **state)
 	assert_true(stats(a).reresolves >= 1);
 	/* the registry now answers */
 	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
-	t0 = pilot_now_ms();
-	do {
-		spin(f, 50);
-		peer_get(a->pt, b->node, &pi);
-	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < 3000);
-	assert_int_equal(pi.path, PEER_PATH_DIRECT);
+	assert_int_equal(wait_off_relay(f, a, b, 3000), PEER_PATH_DIRECT);
 	assert_true(stats(a).direct_upgrades >= 1);
 	assert_true(f->resolves[0] >= 1); /* b tried a too (in vain) */
 }
@@ -1397,25 +1361,13 @@ static void test_relay_only_pinned(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	reg_config rc = { .ratelimit_disabled = true };
-	char err[256] = "";
 	peer_info pi;
 	unsigned pilp, pila, r0;
-	uint64_t t0;
+	enum peer_path path;
 
-	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
-	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
-	assert_non_null(f->bcn);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
-	reg_node_vis(f, a, true);
-	reg_node_vis(f, b, true);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
+	beacon_pair(f, true);
 	/* the endpoints the registry names: must hear nothing */
-	f->fp[0] = udp_sock(&f->fp_port[0]);
-	f->fp[1] = udp_sock(&f->fp_port[1]);
-	snprintf(b->resolve_to, sizeof(b->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[0]);
-	snprintf(a->resolve_to, sizeof(a->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[1]);
+	fake_peers(f, b, a, "relay_only ");
 	spin(f, 100);
 	/* b dials: relay at once, not after direct_timeout_ms */
 	assert_int_equal(send_text(b, a, "first", b->node), 0);
@@ -1423,20 +1375,14 @@ static void test_relay_only_pinned(void **state)
 	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
 	assert_int_equal(pi.path, PEER_PATH_RELAY);
 	assert_string_equal(pi.why, "registry: relay_only");
-	t0 = pilot_now_ms();
-	while (a->delivered == 0 && pilot_now_ms() - t0 < 3000)
-		spin(f, 50);
-	assert_true(a->delivered > 0);
+	assert_true(wait_delivered(f, a, 1, 3000));
 	/* a heard b first through the relay and asked the registry at once */
 	assert_true(f->resolves[1] >= 1);
 	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
 	assert_int_equal(pi.path, PEER_PATH_RELAY);
 	assert_string_equal(pi.why, "registry: relay_only");
 	assert_int_equal(send_text(a, b, "answer", a->node), 0);
-	t0 = pilot_now_ms();
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000)
-		spin(f, 50);
-	assert_true(b->delivered > 0);
+	assert_true(wait_delivered(f, b, 1, 3000));
 	r0 = f->resolves[1];
 	spin(f, 1300); /* four relay-probe periods (300 ms), three re-resolve periods (400 ms) */
 	for (int i = 0; i < 2; i++) {
@@ -1453,12 +1399,8 @@ static void test_relay_only_pinned(void **state)
 	/* both left compat mode: the next re-resolve unpins, the relay probe goes direct */
 	snprintf(a->resolve_to, sizeof(a->resolve_to), "127.0.0.1:%u", a->port);
 	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
-	t0 = pilot_now_ms();
-	do {
-		spin(f, 50);
-		peer_get(a->pt, b->node, &pi);
-	} while (pi.path == PEER_PATH_RELAY && pilot_now_ms() - t0 < 3000);
-	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
+	path = wait_off_relay(f, a, b, 3000);
+	assert_true(path == PEER_PATH_DIRECT || path == PEER_PATH_PUNCHED);
 }
 
 /* The registry refuses to resolve b for a (private, no trust yet): a sends b
@@ -1470,19 +1412,9 @@ static void test_refused_no_relay(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	reg_config rc = { .ratelimit_disabled = true };
-	char err[256] = "";
 	peer_info pi;
-	uint64_t t0;
 
-	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
-	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
-	assert_non_null(f->bcn);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", beacon_local_port(f->bcn));
-	reg_node_vis(f, a, true);
-	reg_node_vis(f, b, true);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
+	beacon_pair(f, true);
 	snprintf(b->resolve_to, sizeof(b->resolve_to), "refused");
 	spin(f, 100);
 	assert_int_equal(send_text(a, b, "first", a->node), 0); /* queued, resolving */
@@ -1498,10 +1430,7 @@ static void test_refused_no_relay(void **state)
 	snprintf(b->resolve_to, sizeof(b->resolve_to), "127.0.0.1:%u", b->port);
 	peer_table_trusted(a->pt, b->node);
 	assert_int_equal(send_text(a, b, "trusted", a->node), 0);
-	t0 = pilot_now_ms();
-	while (b->delivered == 0 && pilot_now_ms() - t0 < 3000)
-		spin(f, 50);
-	assert_true(b->delivered > 0);
+	assert_true(wait_delivered(f, b, 1, 3000));
 	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);
 	assert_true(pi.path == PEER_PATH_DIRECT || pi.path == PEER_PATH_PUNCHED);
 }
@@ -1516,25 +1445,13 @@ static void test_relay_after_beacon_restart(void **state)
 {
 	fx *f = *state;
 	tnode *a = &f->n[0], *b = &f->n[1];
-	reg_config rc = { .ratelimit_disabled = true };
 	char err[256] = "", addr[64];
 	peer_info pi;
 	uint64_t t0;
 	int port;
 
-	assert_non_null(f->reg = reg_open(&rc, err, sizeof(err)));
-	f->bcn = beacon_new(f->loop, "127.0.0.1:0", f->reg, err, sizeof(err));
-	assert_non_null(f->bcn);
-	port = beacon_local_port(f->bcn);
-	snprintf(f->beacon_addr, sizeof(f->beacon_addr), "127.0.0.1:%d", port);
-	reg_node_vis(f, a, true);
-	reg_node_vis(f, b, true);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
-	f->fp[0] = udp_sock(&f->fp_port[0]);
-	f->fp[1] = udp_sock(&f->fp_port[1]);
-	snprintf(b->resolve_to, sizeof(b->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[0]);
-	snprintf(a->resolve_to, sizeof(a->resolve_to), "relay_only 127.0.0.1:%u", f->fp_port[1]);
+	port = beacon_pair(f, true);
+	fake_peers(f, b, a, "relay_only ");
 	spin(f, 100); /* both Discovers verified */
 	beacon_free(f->bcn);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
@@ -1544,9 +1461,7 @@ static void test_relay_after_beacon_restart(void **state)
 	peer_table_rediscover(a->pt);
 	assert_int_equal(send_text(b, a, "after restart", b->node), 0);
 	t0 = pilot_now_ms();
-	while (a->delivered == 0 && pilot_now_ms() - t0 < 4000)
-		spin(f, 50);
-	assert_true(a->delivered > 0);
+	assert_true(wait_delivered(f, a, 1, 4000));
 	assert_true(pilot_now_ms() - t0 < 4000);
 	assert_int_equal(peer_get(b->pt, a->node, &pi), 0);
 	assert_int_equal(pi.path, PEER_PATH_RELAY);
@@ -1558,7 +1473,6 @@ static void test_forget(void **state)
 	tnode *a = &f->n[0], *b = &f->n[1], *c = &f->n[2];
 	peer_info pi;
 	peer_stats sb;
-	uint64_t t0;
 
 	establish(f);
 	assert_int_equal(peer_forget(a->pt, b->node), 0);
@@ -1569,12 +1483,7 @@ static void test_forget(void **state)
 	 * (a forgotten node gets its own), b replaces its session, traffic resumes
 	 * without b's old replay window swallowing a's restarted counters */
 	sb = stats(b);
-	t0 = pilot_now_ms();
-	while (a->delivered < 2 && pilot_now_ms() - t0 < 3000) {
-		send_text(b, a, "after forget", b->node);
-		spin(f, 100);
-	}
-	assert_true(a->delivered >= 2);
+	assert_true(send_until_delivered(f, b, a, "after forget", 2, 3000));
 	assert_string_equal(a->last, "after forget");
 	assert_true(stats(b).rekeys > sb.rekeys);
 	assert_int_equal(peer_get(a->pt, b->node, &pi), 0);

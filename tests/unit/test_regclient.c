@@ -168,6 +168,13 @@ static const char *rstr(const result *r, const char *k)
 	return r->reply ? jw_get_str(r->reply, k) : NULL;
 }
 
+/* rc, a request's return, is 0 and its reply comes within 3 s. */
+static void answered(env *e, int rc, result *res)
+{
+	assert_int_equal(rc, 0);
+	assert_true(run_until(e, &res->done, 3000));
+}
+
 /* ---- trace hook ---- */
 static void trace(void *arg, json_object *req)
 {
@@ -387,24 +394,20 @@ static void test_signed_setters(void **state)
 	node_start(e, &a, "alpha", true, 10000);
 	assert_true(run_until(e, &a.registered, 3000));
 	/* the configured hostname and visibility were applied after register */
-	assert_int_equal(registration_lookup(a.r, registration_node_id(a.r), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_lookup(a.r, registration_node_id(a.r), collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "hostname"), "alpha");
 	assert_true(jw_get_bool(res.reply, "public"));
 	result_clear(&res);
 
-	assert_int_equal(registration_set_hostname(a.r, "beta", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_set_hostname(a.r, "beta", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "hostname"), "beta");
 	result_clear(&res);
-	assert_int_equal(registration_set_tags(a.r, tags, 2, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_set_tags(a.r, tags, 2, collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	result_clear(&res);
-	assert_int_equal(registration_set_visibility(a.r, false, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_set_visibility(a.r, false, collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "visibility"), "private");
 	result_clear(&res);
@@ -412,24 +415,20 @@ static void test_signed_setters(void **state)
 	/* the reference (v1) format: refused for a node that has signed v2 (no
 	 * downgrade, SIGNATURES.md); test_handshake_relay covers v1 from the start */
 	regclient_set_sig_v2(registration_client(a.r), false);
-	assert_int_equal(registration_set_hostname(a.r, "delta", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_set_hostname(a.r, "delta", collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_string_equal(rstr(&res, "code"), "bad_signature");
 	result_clear(&res);
 	regclient_set_sig_v2(registration_client(a.r), true);
-	assert_int_equal(registration_set_hostname(a.r, "gamma", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_set_hostname(a.r, "gamma", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	result_clear(&res);
 
-	assert_int_equal(registration_resolve_hostname(a.r, "gamma", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve_hostname(a.r, "gamma", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
 	result_clear(&res);
-	assert_int_equal(registration_lookup(a.r, registration_node_id(a.r), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_lookup(a.r, registration_node_id(a.r), collect, &res), &res);
 	t = json_object_object_get(res.reply, "tags");
 	assert_int_equal(json_object_array_length(t), 2);
 	assert_false(jw_get_bool(res.reply, "public"));
@@ -437,10 +436,20 @@ static void test_signed_setters(void **state)
 	registration_free(a.r);
 }
 
+/* Two private nodes registered (10 s keep-alive). */
+static void two_nodes(env *e, node *a, node *b)
+{
+	node_new(a);
+	node_new(b);
+	node_start(e, a, NULL, false, 10000);
+	node_start(e, b, NULL, false, 10000);
+	assert_true(run_until(e, &a->registered, 3000));
+	assert_true(run_until(e, &b->registered, 3000));
+}
+
 static void call_ok(env *e, int rc, result *res)
 {
-	assert_int_equal(rc, 0);
-	assert_true(run_until(e, &res->done, 3000));
+	answered(e, rc, res);
 	if (res->err)
 		fprintf(stderr, "unexpected error: %s\n",
 			res->reply ? json_object_to_json_string(res->reply) : strerror(-res->err));
@@ -455,31 +464,23 @@ static void test_resolve_needs_trust(void **state)
 	result res = { 0 };
 	uint32_t ida, idb;
 
-	node_new(&a);
-	node_new(&b);
-	node_start(e, &a, NULL, false, 10000);
-	node_start(e, &b, NULL, false, 10000);
-	assert_true(run_until(e, &a.registered, 3000));
-	assert_true(run_until(e, &b.registered, 3000));
+	two_nodes(e, &a, &b);
 	ida = registration_node_id(a.r);
 	idb = registration_node_id(b.r);
 
-	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve(a.r, idb, collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_non_null(rstr(&res, "code"));
 	result_clear(&res);
 
 	/* one side alone is not consent */
 	call_ok(e, registration_report_trust(a.r, idb, collect, &res), &res);
-	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve(a.r, idb, collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	result_clear(&res);
 
 	call_ok(e, registration_report_trust(b.r, ida, collect, &res), &res);
-	assert_int_equal(registration_resolve(a.r, idb, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve(a.r, idb, collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "real_addr"), "127.0.0.1:4000");
 	result_clear(&res);
@@ -516,12 +517,7 @@ static void test_handshake_relay(void **state)
 
 	/* the same through the reference (v1) strings, by nodes that never signed v2
 	 * (v1 after v2 is refused); the long keep-alive sends no heartbeat meanwhile */
-	node_new(&a);
-	node_new(&b);
-	node_start(e, &a, NULL, false, 10000);
-	node_start(e, &b, NULL, false, 10000);
-	assert_true(run_until(e, &a.registered, 3000));
-	assert_true(run_until(e, &b.registered, 3000));
+	two_nodes(e, &a, &b);
 	regclient_set_sig_v2(registration_client(a.r), false);
 	regclient_set_sig_v2(registration_client(b.r), false);
 	ida = registration_node_id(a.r);
@@ -543,40 +539,30 @@ static void test_networks(void **state)
 	uint16_t net;
 	json_object *inv;
 
-	node_new(&a);
-	node_new(&b);
-	node_start(e, &a, NULL, false, 10000);
-	node_start(e, &b, NULL, false, 10000);
-	assert_true(run_until(e, &a.registered, 3000));
-	assert_true(run_until(e, &b.registered, 3000));
+	two_nodes(e, &a, &b);
 
-	assert_int_equal(registration_create_network(a.r, "lab", "invite", NULL, NULL, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_create_network(a.r, "lab", "invite", NULL, NULL, collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	net = jw_get_u16(res.reply, "network_id");
 	assert_true(net > 0);
 	result_clear(&res);
 
-	assert_int_equal(registration_join_network(b.r, net, NULL, NULL, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_join_network(b.r, net, NULL, NULL, collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_string_equal(rstr(&res, "code"), "forbidden");
 	result_clear(&res);
 
 	call_ok(e, registration_invite(a.r, net, registration_node_id(b.r), collect, &res), &res);
-	assert_int_equal(registration_poll_invites(b.r, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_poll_invites(b.r, collect, &res), &res);
 	inv = json_object_object_get(res.reply, "invites");
 	assert_int_equal(json_object_array_length(inv), 1);
 	result_clear(&res);
 	call_ok(e, registration_respond_invite(b.r, net, true, collect, &res), &res);
 
-	assert_int_equal(registration_list_nodes(a.r, net, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_list_nodes(a.r, net, collect, &res), &res);
 	assert_int_equal(json_object_array_length(json_object_object_get(res.reply, "nodes")), 2);
 	result_clear(&res);
-	assert_int_equal(registration_list_networks(a.r, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_list_networks(a.r, collect, &res), &res);
 	assert_int_equal(json_object_array_length(json_object_object_get(res.reply, "networks")), 2);
 	result_clear(&res);
 	call_ok(e, registration_leave_network(b.r, net, NULL, collect, &res), &res);
@@ -603,12 +589,7 @@ static void test_set_listen_addr(void **state)
 	result res = { 0 };
 	uint32_t ida, idb;
 
-	node_new(&a);
-	node_new(&b);
-	node_start(e, &a, NULL, false, 10000);
-	node_start(e, &b, NULL, false, 10000);
-	assert_true(run_until(e, &a.registered, 3000));
-	assert_true(run_until(e, &b.registered, 3000));
+	two_nodes(e, &a, &b);
 	ida = registration_node_id(a.r);
 	idb = registration_node_id(b.r);
 	call_ok(e, registration_report_trust(a.r, idb, collect, &res), &res);
@@ -641,16 +622,14 @@ static void test_error_code(void **state)
 	result res = { 0 };
 	regclient_stats st;
 
-	assert_int_equal(regclient_request(rc, lookup_req(4242), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(4242), collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_string_equal(rstr(&res, "error"), "request failed");
 	assert_string_equal(rstr(&res, "code"), "not_found");
 	assert_non_null(rstr(&res, "message"));
 	result_clear(&res);
 	/* the connection stays usable after an error reply */
-	assert_int_equal(regclient_request(rc, lookup_req(4243), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(4243), collect, &res), &res);
 	regclient_get_stats(rc, &st);
 	assert_int_equal(st.connects, 1);
 	assert_int_equal(st.errors, 2);
@@ -671,8 +650,7 @@ static void test_hostname_addr(void **state)
 	/* "localhost" may resolve to ::1 first (refused here): the next address wins */
 	snprintf(addr, sizeof(addr), "localhost%s", strrchr(e->addr, ':'));
 	rc = client_new(e, addr, 0, 0);
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_string_equal(rstr(&res, "code"), "not_found");
 	result_clear(&res);
@@ -777,8 +755,7 @@ static void test_resend_only_once(void **state)
 
 	raw_listen(e, 0, addr, sizeof(addr));
 	rc = client_new(e, addr, 0, 3000);
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	assert_null(res.reply);
 	assert_true(res.err == -ECONNRESET || res.err == -EPIPE);
 	regclient_get_stats(rc, &st);
@@ -801,8 +778,7 @@ static void test_timeout(void **state)
 	raw_listen(e, 1, addr, sizeof(addr));
 	rc = client_new(e, addr, 0, 200);
 	t0 = pilot_now_ms();
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	assert_int_equal(res.err, -ETIMEDOUT);
 	assert_true(pilot_now_ms() - t0 >= 190);
 	regclient_get_stats(rc, &st);
@@ -869,8 +845,7 @@ static void test_busy_retried_after_hint(void **state)
 	e->nreplies = 2;
 	rc = client_new(e, addr, 0, 5000);
 	t0 = pilot_now_ms();
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	dt = pilot_now_ms() - t0;
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "type"), "lookup_ok");
@@ -932,8 +907,7 @@ static void test_replayed_signature_signed_again(void **state)
 	regclient_set_sig_v2(rc, true);
 	json_object_object_add(q, "type", json_object_new_string("resolve"));
 	json_object_object_add(q, "node_id", json_object_new_int64(1));
-	assert_int_equal(regclient_request_signed(rc, q, "3:1", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request_signed(rc, q, "3:1", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "type"), "resolve_ok");
 	assert_int_equal(t.n, 2);
@@ -1129,8 +1103,7 @@ static void test_reregister_restores(void **state)
 	assert_true(e->report_trust_sent > 0);
 
 	/* hostname and visibility are back */
-	assert_int_equal(registration_resolve_hostname(a.r, "alpha", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve_hostname(a.r, "alpha", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
 	assert_true(jw_get_bool(res.reply, "public"));
@@ -1211,8 +1184,7 @@ static void test_failover_next_address(void **state)
 	assert_true(e->accepted >= 1);
 	result_clear(&res);
 	/* the next request goes to the same one */
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	regclient_get_stats(rc, &st);
 	assert_int_equal(st.failovers, 2);
 	result_clear(&res);
@@ -1244,21 +1216,18 @@ static void test_failover_leaves_standby(void **state)
 	snprintf(list, sizeof(list), "%s,%s", rdv_server_addr(ssrv), e->addr);
 	rc = client_list(e, list, 0);
 
-	assert_int_equal(regclient_request(rc, lookup_req(1), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, lookup_req(1), collect, &res), &res);
 	assert_string_equal(regclient_addr(rc), rdv_server_addr(ssrv));
 	result_clear(&res);
 
 	pilot_identity_generate(&id);
 	pilot_b64_encode(id.pk, 32, pk, sizeof(pk));
 	snprintf(q, sizeof(q), "{\"type\":\"register\",\"public_key\":\"%s\"}", pk);
-	assert_int_equal(regclient_request(rc, json_tokener_parse(q), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, json_tokener_parse(q), collect, &res), &res);
 	assert_int_equal(res.err, -EREMOTEIO);
 	assert_string_equal(rstr(&res, "code"), "read_only");
 	result_clear(&res);
-	assert_int_equal(regclient_request(rc, json_tokener_parse(q), collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, regclient_request(rc, json_tokener_parse(q), collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_string_equal(rstr(&res, "type"), "register_ok");
 	assert_string_equal(regclient_addr(rc), e->addr);
@@ -1302,8 +1271,7 @@ static void test_failover_registers_on_unknown(void **state)
 	assert_string_equal(regclient_addr(registration_client(a.r)), rdv_server_addr(srv2));
 	assert_true(registration_registered(a.r));
 	run_for(e, 200);
-	assert_int_equal(registration_resolve_hostname(a.r, "alpha", collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_resolve_hostname(a.r, "alpha", collect, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_int_equal(jw_get_u32(res.reply, "node_id"), registration_node_id(a.r));
 	result_clear(&res);
@@ -1328,13 +1296,11 @@ static void test_deregister(void **state)
 	node_start(e, &a, NULL, false, 10000);
 	assert_true(run_until(e, &a.registered, 3000));
 	id = registration_node_id(a.r);
-	assert_int_equal(registration_deregister(a.r, dereg_done, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_deregister(a.r, dereg_done, &res), &res);
 	assert_int_equal(res.err, 0);
 	assert_false(registration_registered(a.r));
 	result_clear(&res);
-	assert_int_equal(registration_lookup(a.r, id, collect, &res), 0);
-	assert_true(run_until(e, &res.done, 3000));
+	answered(e, registration_lookup(a.r, id, collect, &res), &res);
 	assert_string_equal(rstr(&res, "code"), "not_found");
 	result_clear(&res);
 	registration_free(a.r);
