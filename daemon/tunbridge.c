@@ -100,22 +100,23 @@ static int64_t on_timer(pilot_loop *l, uint64_t id, void *arg);
 
 static void arm(tunbridge *b)
 {
-	uint64_t want, now, ms, at;
+	uint64_t want, now, ms;
 
 	if (!b->loop || b->in_timer)
 		return;
 	want = tunbridge_next_deadline(b);
 	if (want == UINT64_MAX)
 		return; /* a pending timer fires harmlessly */
+	/* Compared in the bridge's clock, rounded up to the loop's ms, before reading
+	 * the clock: called per packet, this is mostly a no-op. */
+	if (b->timer_id && (b->timer_want + 999) / 1000 <= (want + 999) / 1000)
+		return;
 	now = tb_now(b);
 	ms = want > now ? (want - now + 999) / 1000 : 0;
-	at = pilot_now_ms() + ms;
-	if (b->timer_id && b->timer_at <= at)
-		return;
 	if (b->timer_id)
 		pilot_loop_del_timer(b->loop, b->timer_id);
 	b->timer_id = pilot_loop_add_timer(b->loop, (int64_t)ms, on_timer, b);
-	b->timer_at = at;
+	b->timer_want = want;
 }
 
 void tb_flow_sched(tb_flow *f)

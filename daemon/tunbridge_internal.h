@@ -72,7 +72,7 @@ struct tunbridge {
 	tcpep_params tp;
 	tun_flow_table *flows;
 	pilot_heap heap;              /* flows by deadline; room for max_flows */
-	uint64_t timer_id, timer_at;  /* loop timer, its due time (ms) */
+	uint64_t timer_id, timer_want; /* loop timer, the deadline it is for (bridge clock, µs) */
 	uint64_t reap_timer;
 	bool in_timer;
 	tb_flow *p2k_head;            /* flows with deferred Pilot -> kernel data */

@@ -62,7 +62,7 @@ static int64_t on_loop_timer(pilot_loop *l, uint64_t id, void *arg)
 
 void conn_arm(conn_table *t)
 {
-	uint64_t want, now, ms, at;
+	uint64_t want, now, ms;
 
 	if (!t->cfg.loop || t->in_tick || t->shut)
 		return;
@@ -73,15 +73,16 @@ void conn_arm(conn_table *t)
 		t->timer_id = 0;
 		return;
 	}
+	/* Compared in the table's clock, rounded up to the loop's ms, before reading
+	 * the clock: called after every engine call, this is mostly a no-op. */
+	if (t->timer_id && (t->timer_want + 999) / 1000 <= (want + 999) / 1000)
+		return; /* fires earlier (or in the same ms): the tick re-arms */
 	now = conn_now(t);
 	ms = want > now ? (want - now + 999) / 1000 : 0;
-	at = pilot_now_ms() + ms;
-	if (t->timer_id && t->timer_at <= at)
-		return; /* fires earlier: the tick re-arms */
 	if (t->timer_id)
 		pilot_loop_del_timer(t->cfg.loop, t->timer_id);
 	t->timer_id = pilot_loop_add_timer(t->cfg.loop, (int64_t)ms, on_loop_timer, t);
-	t->timer_at = at;
+	t->timer_want = want;
 }
 
 /* After every engine call: move the conn to its new deadline. */

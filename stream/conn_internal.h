@@ -92,7 +92,7 @@ struct conn_table {
 	conn_bucket gbucket, ubucket;  /* trusted sources, untrusted ones (SYN budget) */
 	conn_bucket *pbuckets;
 
-	uint64_t timer_id, timer_at; /* loop timer and its due time (loop ms) */
+	uint64_t timer_id, timer_want; /* loop timer and the deadline it is for (table clock, µs) */
 	bool in_tick, shut;
 	conn_table_stats st;
 };
