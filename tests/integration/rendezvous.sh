@@ -319,10 +319,14 @@ SP2=$(free_port)
 ) &
 IGN=$!
 PIDS+=("$IGN")
-for ((i = 0; i < 200; i++)); do
+# a SIGTERM sent before main blocks it meets the inherited SIG_IGN and is
+# discarded by the kernel: wait for the block (a sanitizer build on a loaded
+# machine took over 2 s to get there once)
+for ((i = 0; i < 1000; i++)); do
 	term_blocked "$IGN" && break
 	sleep 0.01
 done
+term_blocked "$IGN" || fail sigterm_blocked_within_10s "SigBlk never showed SIGTERM"
 kill -TERM "$IGN"
 gone_within "$IGN" 2
 expect sigterm_with_inherited_sig_ign_exits $([ "$RC" = 0 ] && grep -q "shutting down signal=SIGTERM" \
