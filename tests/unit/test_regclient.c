@@ -925,6 +925,16 @@ static void test_replayed_signature_signed_again(void **state)
  * re-signs one second apart did not get past a 60-request burst, and the
  * request failed as replayed_signature (found with the proxy's resolve cache
  * off: forward_after_restart). Re-signs now move sig_ts by growing steps. */
+static json_object *private_req(uint32_t id)
+{
+	json_object *q = json_object_new_object();
+
+	json_object_object_add(q, "type", json_object_new_string("set_visibility"));
+	json_object_object_add(q, "node_id", json_object_new_int64(id));
+	json_object_object_add(q, "public", json_object_new_boolean(false));
+	return q;
+}
+
 static void test_resign_after_burst_restart(void **state)
 {
 	env *e = *state;
@@ -944,13 +954,7 @@ static void test_resign_after_burst_restart(void **state)
 	regclient_set_sig_v2(rc, true);
 	snprintf(fields, sizeof(fields), "%u:false", id);
 	for (int i = 0; i < 60; i++) {
-		json_object *q = json_object_new_object();
-
-		json_object_object_add(q, "type", json_object_new_string("set_visibility"));
-		json_object_object_add(q, "node_id", json_object_new_int64(id));
-		json_object_object_add(q, "public", json_object_new_boolean(false));
-		assert_int_equal(regclient_request_signed(rc, q, fields, collect, &res), 0);
-		assert_true(run_until(e, &res.done, 3000));
+		answered(e, regclient_request_signed(rc, private_req(id), fields, collect, &res), &res);
 		assert_int_equal(res.err, 0);
 		result_clear(&res);
 	}
@@ -964,15 +968,7 @@ static void test_resign_after_burst_restart(void **state)
 	rc = regclient_new(e->l, &c, err, sizeof(err));
 	assert_non_null(rc);
 	regclient_set_sig_v2(rc, true);
-	{
-		json_object *q = json_object_new_object();
-
-		json_object_object_add(q, "type", json_object_new_string("set_visibility"));
-		json_object_object_add(q, "node_id", json_object_new_int64(id));
-		json_object_object_add(q, "public", json_object_new_boolean(false));
-		assert_int_equal(regclient_request_signed(rc, q, fields, collect, &res), 0);
-	}
-	assert_true(run_until(e, &res.done, 5000));
+	answered(e, regclient_request_signed(rc, private_req(id), fields, collect, &res), &res);
 	if (res.err)
 		fprintf(stderr, "restart: err %d code %s\n", res.err, rstr(&res, "code"));
 	assert_int_equal(res.err, 0);
