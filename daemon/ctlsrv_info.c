@@ -19,6 +19,7 @@
 #include "daemon/trust.h"
 #include "lib/addr.h"
 #include "lib/jsonwire.h"
+#include "lib/memstat.h"
 
 #define PEERS_MAX 4096
 
@@ -303,6 +304,21 @@ static uint64_t listeners(node *n)
 	return cs.listeners;
 }
 
+/* What the process holds, to tell live data from what the allocator keeps. */
+static json_object *memory_json(void)
+{
+	json_object *o = json_object_new_object();
+	pilot_mem_stats ms;
+
+	pilot_mem_stats_get(&ms);
+	jw_set_int(o, "rss_bytes", (int64_t)ms.rss);
+	jw_set_int(o, "heap_in_use_bytes", (int64_t)ms.heap_in_use);
+	jw_set_int(o, "heap_free_bytes", (int64_t)ms.heap_free);
+	jw_set_int(o, "mmapped_bytes", (int64_t)ms.mmapped);
+	jw_set_int(o, "stream_buffer_bytes", (int64_t)stream_mem_in_use());
+	return o;
+}
+
 void verb_info(ctlsrv_reply *r, json_object *args, void *arg)
 {
 	node *n = arg;
@@ -340,5 +356,6 @@ void verb_info(ctlsrv_reply *r, json_object *args, void *arg)
 	node_compat_info(n, o);
 	json_object_object_add(o, "tun", node_tun_info_json(n));
 	json_object_object_add(o, "counters", counters_json(n));
+	json_object_object_add(o, "memory", memory_json());
 	ctlsrv_reply_ok(r, o);
 }

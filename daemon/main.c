@@ -17,6 +17,7 @@
 #include "daemon/node_ns.h"
 #include "daemon/transport.h"
 #include "lib/log.h"
+#include "lib/memstat.h"
 #include "lib/opts.h"
 #include "lib/sockpath.h"
 
@@ -431,6 +432,7 @@ int main(int argc, char **argv)
 	node *n;
 	int first = argc, r;
 
+	pilot_malloc_policy();
 	options_table(&o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
 	if (r == 1) {

@@ -18,6 +18,7 @@
 #include "lib/addr.h"
 #include "lib/httpd.h"
 #include "lib/log.h"
+#include "lib/memstat.h"
 
 #define PEERS_MAX 4096
 #define NSTATES (STREAM_TIME_WAIT + 1)
@@ -291,6 +292,22 @@ static void tun_series(node *n, FILE *f)
 }
 
 /* Data exchange refusals (issue 12 §5), as pilotctl info's dx_*_refused. */
+static void memory_series(FILE *f)
+{
+	pilot_mem_stats ms;
+
+	pilot_mem_stats_get(&ms);
+	pilot_prom_metric(f, "pilot_memory_rss_bytes", "gauge", "Resident set size.", ms.rss);
+	pilot_prom_metric(f, "pilot_memory_heap_in_use_bytes", "gauge",
+			  "Heap bytes in live allocations (malloc, not mmapped).", ms.heap_in_use);
+	pilot_prom_metric(f, "pilot_memory_heap_free_bytes", "gauge",
+			  "Heap bytes freed but kept by the allocator.", ms.heap_free);
+	pilot_prom_metric(f, "pilot_memory_mmapped_bytes", "gauge", "Bytes in mmapped allocations.",
+			  ms.mmapped);
+	pilot_prom_metric(f, "pilot_memory_stream_buffer_bytes", "gauge",
+			  "Bytes of stream send/receive buffers and their bookkeeping.", stream_mem_in_use());
+}
+
 static void dx_series(node *n, FILE *f)
 {
 	dx_server_stats ds = { 0 };
@@ -312,6 +329,7 @@ void node_metrics_write(node *n, FILE *f)
 	tunnel_series(n, f);
 	tun_series(n, f);
 	dx_series(n, f);
+	memory_series(f);
 }
 
 static void scrape(FILE *f, void *arg)

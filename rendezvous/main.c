@@ -16,6 +16,7 @@
 
 #include "lib/log.h"
 #include "lib/loop.h"
+#include "lib/memstat.h"
 #include "lib/opts.h"
 #include "lib/proto.h"
 #include "lib/sdnotify.h"
@@ -787,6 +788,7 @@ int main(int argc, char **argv)
 		return rdv_ca_main(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "import-json")) /* flags may follow the verb too */
 		return import_json_main(&a, opts, argc, argv);
+	pilot_malloc_policy();
 	block_loop_signals();
 	options_table(&a.o, opts);
 	r = pilot_opts_parse(opts, argc, argv, &first, err, sizeof(err));
