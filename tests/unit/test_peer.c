@@ -939,6 +939,20 @@ static void test_key_rotation(void **state)
 	assert_memory_equal(pk, b->id.pk, PROTO_ED25519_LEN);
 }
 
+/* Start a and b (sniffing between them), hold b's registry lookup of a's key
+ * and send a's first packet: b's lookup is then waiting in f->held_key_done. */
+static void first_contact_held(fx *f, tnode *a, tnode *b)
+{
+	node_start(f, a, 0);
+	node_start(f, b, 0);
+	sniffer_start(f, a, b);
+	f->hold_asker = b->node;
+	f->hold_node = a->node;
+	assert_int_equal(send_text(a, b, "first", a->node), 0);
+	spin(f, 100);
+	assert_non_null(f->held_key_done);
+}
+
 /* First contact from a to b while b's registry lookup of a's key is slow: b
  * answers with its PILA at once (early_reply), a's session comes up and its
  * first packet is sealed; b holds that frame and delivers nothing until the
@@ -953,14 +967,7 @@ static void test_early_reply_holds_pils(void **state)
 	size_t len;
 	unsigned lookups;
 
-	node_start(f, a, 0);
-	node_start(f, b, 0);
-	sniffer_start(f, a, b);
-	f->hold_asker = b->node;
-	f->hold_node = a->node;
-	assert_int_equal(send_text(a, b, "first", a->node), 0);
-	spin(f, 100);
-	assert_non_null(f->held_key_done);
+	first_contact_held(f, a, b);
 	assert_int_equal(b->delivered, 0);
 	assert_int_equal(stats(b).kx_early, 1);
 	assert_int_equal(stats(b).pils_held, 1);
@@ -1001,14 +1008,7 @@ static void test_early_reply_wrong_key(void **state)
 	peer_info pi;
 
 	pilot_identity_generate(&other);
-	node_start(f, a, 0);
-	node_start(f, b, 0);
-	sniffer_start(f, a, b);
-	f->hold_asker = b->node;
-	f->hold_node = a->node;
-	assert_int_equal(send_text(a, b, "first", a->node), 0);
-	spin(f, 100);
-	assert_non_null(f->held_key_done);
+	first_contact_held(f, a, b);
 	assert_int_equal(stats(b).pils_held, 1);
 	f->held_key_done(f->held_key_arg, 0, other.pk);
 	spin(f, 50);
