@@ -7,7 +7,7 @@
 # threshold the stream buffers freed after the first burst raised it and later
 # buffers came from the heap, where they stayed (RSS 11 -> 25-29 MiB, heap
 # mostly free); lib/memstat.c fixes the threshold. Asserts: every stream's
-# bytes arrive, RSS after the bursts stays within 10 % (+1 MiB) of the RSS
+# bytes arrive, RSS after the bursts stays within 10 % (+2 MiB, the soak's allowance for the allocator) of the RSS
 # after the warm-up, stream buffers return to their idle size, and
 # `pilotctl info` reports the figures ("memory").
 set -u
@@ -72,10 +72,10 @@ else
 fi
 for n in a b; do
 	base=${BASE[$n]} end=${END[$n]}
-	if [ $((end * 100)) -le $((base * 110 + 102400)) ]; then
+	if [ $((end * 100)) -le $((base * 110 + 204800)) ]; then
 		pt_pass "idle_rss_${n}_${base}_to_${end}_kB"
 	else
-		pt_fail "idle_rss_$n" "RSS after the warm-up $base kB, after the bursts $end kB (> 10 % + 1 MiB); memory: $(pd_ctl "$n" info | pd_json "d['memory']")"
+		pt_fail "idle_rss_$n" "RSS after the warm-up $base kB, after the bursts $end kB (> 10 % + 2 MiB); memory: $(pd_ctl "$n" info | pd_json "d['memory']")"
 	fi
 	now=$(mem "$n" stream_buffer_bytes)
 	[ "$now" = 0 ] && pt_pass "stream_buffers_${n}_freed" || pt_fail "stream_buffers_${n}_freed" "${now:-?} bytes with no connection"
