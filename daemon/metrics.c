@@ -291,7 +291,7 @@ static void tun_series(node *n, FILE *f)
 	json_object_put(t);
 }
 
-/* Data exchange refusals (issue 12 §5), as pilotctl info's dx_*_refused. */
+/* What the process holds (pilotd(8) MEMORY), as pilotctl info's "memory". */
 static void memory_series(FILE *f)
 {
 	pilot_mem_stats ms;
@@ -308,6 +308,7 @@ static void memory_series(FILE *f)
 			  "Bytes of stream send/receive buffers and their bookkeeping.", stream_mem_in_use());
 }
 
+/* Data exchange refusals (issue 12 §5), as pilotctl info's dx_*_refused. */
 static void dx_series(node *n, FILE *f)
 {
 	dx_server_stats ds = { 0 };
