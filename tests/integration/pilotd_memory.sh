@@ -33,17 +33,13 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/${PD_PID[$1]}/status"; }
 mem() { pd_ctl "$1" info | pd_json "d['memory']['$2']"; }
 FAILED=0
 burst() { # round sizes...: concurrent streams, half each way; counts failures
-	local round=$1 k=0 sz pids=() out=$PT_DIR/burst$1.log
+	local round=$1 k=0 sz src dst pids=() out=$PT_DIR/burst$1.log
 	shift
 	for sz in "$@"; do
 		k=$((k + 1))
-		if [ $((k % 2)) = 0 ]; then
-			python3 "$TOOL" stream "$PT_DIR/a/ctl.sock" "$PT_DIR/b/ctl.sock" "${PD_ID[b]}" \
-				$((20000 + round * 100 + k)) $((sz << 20)) 60 >>"$out" &
-		else
-			python3 "$TOOL" stream "$PT_DIR/b/ctl.sock" "$PT_DIR/a/ctl.sock" "${PD_ID[a]}" \
-				$((20000 + round * 100 + k)) $((sz << 20)) 60 >>"$out" &
-		fi
+		if [ $((k % 2)) = 0 ]; then src=a dst=b; else src=b dst=a; fi
+		python3 "$TOOL" stream "$PT_DIR/$src/ctl.sock" "$PT_DIR/$dst/ctl.sock" "${PD_ID[$dst]}" \
+			$((20000 + round * 100 + k)) $((sz << 20)) 60 >>"$out" &
 		pids+=($!)
 	done
 	wait "${pids[@]}"
